@@ -1,0 +1,1 @@
+//! Timer wheel (to be written).

@@ -1,0 +1,1 @@
+//! The OS layer of `packet` (to be written).
