@@ -1,6 +1,50 @@
 //! `packet`: event-driven network programming in the EventMachine style.
+//!
+//! A [`Reactor`] runs an event loop on one thread. Servers and clients are
+//! driven by [`Handler`] objects, one per connection, with Packet's callback
+//! names: `post_init`, `connection_completed`, `receive_data`, `unbind`.
+//! Every callback gets a [`Connection`] to write (`send_data`), close, pause
+//! and reach the reactor.
+//!
+//! ```
+//! use packet::{Connection, Handler, Reactor};
+//!
+//! struct Echo;
+//! impl Handler for Echo {
+//!     fn receive_data(&mut self, conn: &mut Connection<'_>, data: &[u8]) {
+//!         conn.send_data(data);
+//!     }
+//! }
+//!
+//! let mut reactor = Reactor::new()?;
+//! let server = reactor.start_server("127.0.0.1:0", || Echo)?;
+//! println!("listening on {}", reactor.server_addr(server)?);
+//! // reactor.run_until_stopped()?;  // serves until stopped
+//! # Ok::<(), std::io::Error>(())
+//! ```
+//!
+//! The modules, each owning one concept:
+//!
+//! | module | owns |
+//! |---|---|
+//! | `reactor` | the loop, servers, connects, deferred work |
+//! | `connection` | the handler callbacks and their context |
+//! | `buffer` | outbound queues |
+//! | [`timer`] | the timer wheel |
+//! | [`codec`] | frames and typed messages |
+//!
+//! All system calls go through the `packet-sys` crate; this crate contains
+//! no `unsafe` code.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+mod buffer;
 pub mod codec;
+mod connection;
+mod reactor;
+mod slab;
 pub mod timer;
+
+pub use connection::{CloseReason, ConnId, Connection, Handler};
+pub use packet_sys::Addr;
+pub use reactor::{Reactor, ReactorHandle, ServerId, ServerOptions};

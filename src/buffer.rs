@@ -1,0 +1,236 @@
+//! Outbound buffering: the bytes a connection could not write yet.
+//!
+//! This module owns the per-connection queue of unwritten bytes. It never
+//! touches a socket itself (the caller passes the write function), never
+//! holds memory while empty (an idle connection's queue is one null
+//! pointer), and never reorders bytes.
+//!
+//! Small writes are coalesced into the last chunk so that a burst of tiny
+//! `send_data` calls becomes one `writev` piece; large writes get a chunk of
+//! their own so they are copied once. The queue is flushed with vectored
+//! writes of up to [`MAX_IOVECS`] pieces.
+
+use std::collections::VecDeque;
+use std::io::{self, IoSlice};
+
+/// Chunks below this capacity are grown rather than followed by a new chunk
+/// when more bytes arrive: 16 KiB is the size at which one more `writev`
+/// piece costs less than the copy into an existing chunk would.
+const COALESCE_LIMIT: usize = 16 * 1024;
+
+/// The first chunk's minimum capacity, so a few small writes in a row do not
+/// reallocate each time.
+const MIN_CHUNK: usize = 4 * 1024;
+
+/// Pieces handed to one `writev`. Beyond 64 the syscall costs more in
+/// iovec set-up than it saves; the kernel's own limit is 1024.
+pub(crate) const MAX_IOVECS: usize = 64;
+
+/// Bytes waiting to be written, in order.
+#[derive(Default)]
+pub(crate) struct OutBuf {
+    queue: Option<Box<Queue>>,
+}
+
+struct Queue {
+    chunks: VecDeque<Vec<u8>>,
+    /// Bytes of `chunks[0]` already written.
+    head: usize,
+    /// Unwritten bytes over all chunks.
+    len: usize,
+}
+
+impl OutBuf {
+    /// Unwritten bytes.
+    pub(crate) fn len(&self) -> usize {
+        self.queue.as_ref().map_or(0, |q| q.len)
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.queue.is_none()
+    }
+
+    /// Appends `data` after everything already queued.
+    pub(crate) fn push(&mut self, data: &[u8]) {
+        if data.is_empty() {
+            return;
+        }
+        let q = self.queue.get_or_insert_with(|| {
+            Box::new(Queue {
+                chunks: VecDeque::with_capacity(4),
+                head: 0,
+                len: 0,
+            })
+        });
+        q.len += data.len();
+        if let Some(last) = q.chunks.back_mut() {
+            if last.len() + data.len() <= COALESCE_LIMIT.max(last.capacity())
+                && last.len() < COALESCE_LIMIT
+            {
+                last.extend_from_slice(data);
+                return;
+            }
+        }
+        let mut chunk = Vec::with_capacity(data.len().max(MIN_CHUNK));
+        chunk.extend_from_slice(data);
+        q.chunks.push_back(chunk);
+    }
+
+    /// Writes as much as `write` takes, in vectored calls, until the queue is
+    /// empty, `write` takes less than it was offered (the socket's buffer is
+    /// full: trying again would only cost an `EAGAIN`), or `write` fails.
+    /// Returns the bytes written; a `WouldBlock` after some progress is
+    /// reported as `Ok` with that progress, and the queue keeps the rest.
+    pub(crate) fn flush(
+        &mut self,
+        mut write: impl FnMut(&[IoSlice<'_>]) -> io::Result<usize>,
+    ) -> io::Result<usize> {
+        let mut total = 0;
+        while let Some(q) = self.queue.as_mut() {
+            let (n, offered) = {
+                let mut iov: [IoSlice<'_>; MAX_IOVECS] = [IoSlice::new(&[]); MAX_IOVECS];
+                let mut count = 0;
+                let mut offered = 0;
+                for (i, chunk) in q.chunks.iter().take(MAX_IOVECS).enumerate() {
+                    iov[i] = IoSlice::new(if i == 0 { &chunk[q.head..] } else { chunk });
+                    offered += iov[i].len();
+                    count += 1;
+                }
+                match write(&iov[..count]) {
+                    Ok(n) => (n, offered),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock && total > 0 => {
+                        return Ok(total)
+                    }
+                    Err(e) => return Err(e),
+                }
+            };
+            if n == 0 {
+                return Err(io::Error::new(
+                    io::ErrorKind::WriteZero,
+                    "socket accepted no bytes",
+                ));
+            }
+            total += n;
+            self.consume(n);
+            if n < offered {
+                break;
+            }
+        }
+        Ok(total)
+    }
+
+    /// Drops the first `n` queued bytes (they were written).
+    fn consume(&mut self, mut n: usize) {
+        let Some(q) = self.queue.as_mut() else { return };
+        q.len -= n.min(q.len);
+        while n > 0 {
+            let Some(front) = q.chunks.front() else { break };
+            let left = front.len() - q.head;
+            if n < left {
+                q.head += n;
+                return;
+            }
+            n -= left;
+            q.head = 0;
+            q.chunks.pop_front();
+        }
+        if q.chunks.is_empty() {
+            // Release everything after a burst: an idle connection keeps no
+            // buffer memory.
+            self.queue = None;
+        }
+    }
+
+    /// Forgets every queued byte.
+    pub(crate) fn clear(&mut self) {
+        self.queue = None;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A sink that takes at most `limit` bytes per call, then blocks after
+    /// `calls` calls.
+    struct Sink {
+        out: Vec<u8>,
+        limit: usize,
+        calls: usize,
+    }
+
+    impl Sink {
+        fn write(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+            if self.calls == 0 {
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            self.calls -= 1;
+            let mut n = 0;
+            for b in bufs {
+                let take = b.len().min(self.limit - n);
+                self.out.extend_from_slice(&b[..take]);
+                n += take;
+                if n == self.limit {
+                    break;
+                }
+            }
+            Ok(n)
+        }
+    }
+
+    #[test]
+    fn small_writes_coalesce_into_one_piece() {
+        let mut b = OutBuf::default();
+        for i in 0..100u8 {
+            b.push(&[i; 10]);
+        }
+        assert_eq!(b.len(), 1000);
+        assert_eq!(b.queue.as_ref().unwrap().chunks.len(), 1);
+        let mut pieces = 0;
+        let n = b
+            .flush(|iov| {
+                pieces = iov.len();
+                Ok(iov.iter().map(|s| s.len()).sum())
+            })
+            .unwrap();
+        assert_eq!((n, pieces), (1000, 1));
+        assert!(b.is_empty());
+    }
+
+    #[test]
+    fn partial_writes_keep_order_and_release_memory_when_drained() {
+        let mut b = OutBuf::default();
+        let mut expect = Vec::new();
+        for i in 0..50u32 {
+            let piece: Vec<u8> = (0..(i * 997 % 40_000)).map(|x| (x + i) as u8).collect();
+            expect.extend_from_slice(&piece);
+            b.push(&piece);
+        }
+        assert_eq!(b.len(), expect.len());
+        let mut sink = Sink {
+            out: Vec::new(),
+            limit: 3001,
+            calls: usize::MAX,
+        };
+        // Each short write means "full": one call per flush.
+        let n = b.flush(|iov| sink.write(iov)).unwrap();
+        assert_eq!(n, 3001);
+        assert_eq!(b.len(), expect.len() - n);
+        while !b.is_empty() {
+            b.flush(|iov| sink.write(iov)).unwrap();
+        }
+        assert_eq!(sink.out, expect);
+        assert!(b.is_empty() && b.queue.is_none());
+    }
+
+    #[test]
+    fn would_block_without_progress_is_an_error_and_keeps_data() {
+        let mut b = OutBuf::default();
+        b.push(b"abc");
+        let e = b
+            .flush(|_| Err(io::ErrorKind::WouldBlock.into()))
+            .unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::WouldBlock);
+        assert_eq!(b.len(), 3);
+    }
+}

@@ -1,0 +1,236 @@
+//! Connections as handlers see them: the [`Handler`] callbacks, the
+//! [`Connection`] context passed to each, and why a connection ended
+//! ([`CloseReason`]).
+//!
+//! This module owns the public face of a connection. The state behind it
+//! (socket, outbound queue, flags) lives in the reactor's slab, so that any
+//! callback can reach any connection by id; a `Connection` is only a borrow
+//! of the reactor plus the id of the connection whose callback is running.
+//! Nothing here may block or call a handler: callbacks are made by the
+//! reactor alone, one at a time.
+
+use std::fmt;
+use std::io;
+
+use crate::reactor::Reactor;
+use crate::Addr;
+
+/// Identifies a connection within its reactor.
+///
+/// Ids are never reused while the reactor runs in practice: the slot index is
+/// paired with a generation that changes every time the slot is freed, so an
+/// id kept after its connection closed simply stops matching.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConnId(pub(crate) u64);
+
+impl fmt::Display for ConnId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "#{}.{}", self.0 & 0xffff_ffff, self.0 >> 32)
+    }
+}
+
+/// Why a connection ended, as passed to [`Handler::unbind`].
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum CloseReason {
+    /// This side called `close_connection` or `close_connection_after_writing`.
+    Local,
+    /// The peer closed its side (end of stream); queued output was flushed
+    /// first.
+    PeerClosed,
+    /// The peer reset the connection (`ECONNRESET`).
+    Reset,
+    /// An outgoing connection could not be established (for example
+    /// `ECONNREFUSED`).
+    ConnectFailed(io::Error),
+    /// A read or write failed.
+    Error(io::Error),
+    /// No bytes moved for longer than the connection's inactivity timeout.
+    InactivityTimeout,
+    /// An outgoing connection did not complete within its connect timeout.
+    ConnectTimeout,
+    /// The reactor stopped while the connection was open.
+    ReactorStopped,
+}
+
+impl CloseReason {
+    /// Maps an I/O error from a connected socket to a reason.
+    pub(crate) fn from_io(e: io::Error) -> CloseReason {
+        match e.kind() {
+            io::ErrorKind::ConnectionReset => CloseReason::Reset,
+            io::ErrorKind::BrokenPipe => CloseReason::PeerClosed,
+            _ => CloseReason::Error(e),
+        }
+    }
+
+    /// Whether the connection ended without any error (closed by either side
+    /// or by the reactor stopping).
+    pub fn is_clean(&self) -> bool {
+        matches!(
+            self,
+            CloseReason::Local | CloseReason::PeerClosed | CloseReason::ReactorStopped
+        )
+    }
+}
+
+impl fmt::Display for CloseReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CloseReason::Local => f.write_str("closed locally"),
+            CloseReason::PeerClosed => f.write_str("closed by peer"),
+            CloseReason::Reset => f.write_str("connection reset by peer"),
+            CloseReason::ConnectFailed(e) => write!(f, "connect failed: {e}"),
+            CloseReason::Error(e) => write!(f, "I/O error: {e}"),
+            CloseReason::InactivityTimeout => f.write_str("inactivity timeout"),
+            CloseReason::ConnectTimeout => f.write_str("connect timed out"),
+            CloseReason::ReactorStopped => f.write_str("reactor stopped"),
+        }
+    }
+}
+
+/// The callbacks of one connection, Packet's and EventMachine's names kept.
+///
+/// A server makes a fresh handler per accepted connection with the factory
+/// it was started with; a client passes its handler to
+/// [`Reactor::connect`]. Every method has an empty default, so a handler
+/// implements only what it needs.
+///
+/// Callbacks run on the reactor's thread, one at a time, and must not
+/// block: anything slow belongs in a timer, a worker or another thread.
+pub trait Handler: 'static {
+    /// The connection object exists. For an accepted connection it is
+    /// connected already; for an outgoing one the connect is in progress and
+    /// data sent now is queued until it completes.
+    fn post_init(&mut self, conn: &mut Connection<'_>) {
+        let _ = conn;
+    }
+
+    /// The connection is established. As in Packet, this also fires for
+    /// accepted connections, right after [`Handler::post_init`].
+    fn connection_completed(&mut self, conn: &mut Connection<'_>) {
+        let _ = conn;
+    }
+
+    /// Bytes arrived. `data` borrows the reactor's read buffer: copy what
+    /// must outlive the call.
+    fn receive_data(&mut self, conn: &mut Connection<'_>, data: &[u8]) {
+        let _ = (conn, data);
+    }
+
+    /// The connection ended; `reason` says why. The last callback of a
+    /// connection; it may call [`Connection::reconnect`].
+    fn unbind(&mut self, conn: &mut Connection<'_>, reason: &CloseReason) {
+        let _ = (conn, reason);
+    }
+
+    /// The outbound queue grew past the connection's high-water mark (see
+    /// [`Connection::set_high_water_mark`]). A proxy pauses its source here;
+    /// a server pauses reading from this very connection.
+    fn outbound_full(&mut self, conn: &mut Connection<'_>) {
+        let _ = conn;
+    }
+
+    /// After [`Handler::outbound_full`], the outbound queue drained below
+    /// half the high-water mark.
+    fn outbound_drained(&mut self, conn: &mut Connection<'_>) {
+        let _ = conn;
+    }
+}
+
+/// The connection whose callback is running, with the reactor behind it.
+///
+/// Everything a handler does goes through here: writing, closing,
+/// pausing, and — through [`Connection::reactor`] — starting servers,
+/// connecting, writing to other connections and stopping the loop.
+pub struct Connection<'r> {
+    pub(crate) reactor: &'r mut Reactor,
+    pub(crate) id: ConnId,
+}
+
+impl Connection<'_> {
+    /// This connection's id, stable for its lifetime.
+    pub fn id(&self) -> ConnId {
+        self.id
+    }
+
+    /// The reactor, for anything beyond this connection.
+    pub fn reactor(&mut self) -> &mut Reactor {
+        self.reactor
+    }
+
+    /// Queues `data` for the peer. Bytes sent during one callback are
+    /// written together when it returns (one syscall per batch); a large
+    /// write goes out at once. Data sent after the connection was closed is
+    /// dropped.
+    pub fn send_data(&mut self, data: &[u8]) {
+        self.reactor.send_data_to(self.id, data);
+    }
+
+    /// Closes the connection when the callback returns, dropping unwritten
+    /// data. [`Handler::unbind`] follows with [`CloseReason::Local`].
+    pub fn close_connection(&mut self) {
+        self.reactor.close_connection(self.id, false);
+    }
+
+    /// Stops reading and closes the connection once every queued byte is
+    /// written.
+    pub fn close_connection_after_writing(&mut self) {
+        self.reactor.close_connection(self.id, true);
+    }
+
+    /// Stops reading from the peer (its bytes wait in the kernel, and TCP
+    /// flow control slows the sender) until [`Connection::resume`].
+    pub fn pause(&mut self) {
+        self.reactor.pause(self.id);
+    }
+
+    /// Resumes reading after [`Connection::pause`].
+    pub fn resume(&mut self) {
+        self.reactor.resume(self.id);
+    }
+
+    /// Whether reading is paused.
+    pub fn is_paused(&self) -> bool {
+        self.reactor.is_paused(self.id)
+    }
+
+    /// Bytes queued and not yet accepted by the kernel.
+    pub fn outbound_len(&self) -> usize {
+        self.reactor.outbound_len(self.id)
+    }
+
+    /// Sets the outbound queue size above which [`Handler::outbound_full`]
+    /// fires (default: the reactor's, 1 MiB unless changed with
+    /// [`Reactor::set_default_high_water_mark`]).
+    pub fn set_high_water_mark(&mut self, bytes: usize) {
+        self.reactor.set_high_water_mark(self.id, bytes);
+    }
+
+    /// The peer's address.
+    ///
+    /// # Errors
+    /// `NotConnected` once closed or before an outgoing connect completed.
+    pub fn peer_addr(&self) -> io::Result<Addr> {
+        self.reactor.peer_addr(self.id)
+    }
+
+    /// The local address of the connection.
+    ///
+    /// # Errors
+    /// `NotConnected` once closed.
+    pub fn local_addr(&self) -> io::Result<Addr> {
+        self.reactor.local_addr(self.id)
+    }
+
+    /// From inside [`Handler::unbind`]: connect this same handler again to
+    /// `addr` once `unbind` returns (EventMachine's `reconnect`). The new
+    /// connection gets a new id; `connection_completed` or another `unbind`
+    /// follows.
+    ///
+    /// # Errors
+    /// `InvalidInput` outside `unbind` or when `addr` does not resolve.
+    pub fn reconnect(&mut self, addr: impl std::net::ToSocketAddrs) -> io::Result<()> {
+        let addr = crate::reactor::resolve(addr)?;
+        self.reactor.request_reconnect(self.id, Addr::Inet(addr))
+    }
+}

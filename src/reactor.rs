@@ -1,0 +1,1143 @@
+//! The event loop: readiness from the OS selector turned into handler
+//! callbacks.
+//!
+//! This module owns the loop and everything registered with it — listeners,
+//! connections, the shared read buffer, the queue of deferred work — and is
+//! the only place that calls a [`Handler`]. It must never call a handler
+//! from inside another handler's callback (every such effect is deferred to
+//! the `pending` queue and run when the callback returns), never read more
+//! than one buffer per connection per turn, and never block outside
+//! `Selector::wait`.
+//!
+//! The phases of one turn, in the order [`Reactor::run_until_stopped`] runs
+//! them (ARCHITECTURE.md describes them in full):
+//!
+//! 1. run the closures queued with [`Reactor::next_turn`] before this turn;
+//! 2. run deferred work (post_init of new clients, closes, water marks);
+//! 3. wait for readiness, with a zero timeout if work is already waiting;
+//! 4. dispatch each event: accept, finish connects, flush, read and call
+//!    `receive_data`; after each, run deferred work so a connection closed
+//!    by one event is gone before the next event of the batch;
+//! 5. give connections that had more input than one buffer their next read.
+
+use std::collections::VecDeque;
+use std::fs::File;
+use std::io::{self, IoSlice};
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use packet_sys::{Addr, Domain, Events, Interest, Selector, Socket, Waker};
+
+use crate::buffer::OutBuf;
+use crate::connection::{CloseReason, ConnId, Connection, Handler};
+use crate::slab::{Slab, Token, RESERVED_TOKEN};
+
+/// One read buffer per reactor, lent to `receive_data`: 64 KiB is what a
+/// loopback TCP socket typically has ready at once, and what most reactors
+/// (libuv, EventMachine's 16 KiB × n reads) settle on.
+const READ_BUF_SIZE: usize = 64 * 1024;
+
+/// Writes at least this large go to the socket at once instead of being
+/// staged, so big payloads are not copied just to be coalesced.
+const DIRECT_WRITE_MIN: usize = 16 * 1024;
+
+/// Connections accepted from one listener per turn before other sources get
+/// their turn.
+const ACCEPT_BATCH: usize = 64;
+
+/// Events taken from the kernel per wait.
+const EVENTS_PER_WAIT: usize = 1024;
+
+const DEFAULT_HIGH_WATER: usize = 1024 * 1024;
+
+/// Per-connection state bits.
+mod flag {
+    pub const CONNECTING: u16 = 1 << 0;
+    /// The socket may have unread input (an edge was seen and not drained).
+    pub const READ_READY: u16 = 1 << 1;
+    /// The peer shut down its side; reads go on until they return 0.
+    pub const RDHUP: u16 = 1 << 2;
+    /// The kernel send buffer is full; wait for the next writable edge.
+    pub const WRITE_BLOCKED: u16 = 1 << 3;
+    pub const PAUSED: u16 = 1 << 4;
+    /// Close once the outbound queue is empty.
+    pub const CLOSING: u16 = 1 << 5;
+    /// A close is queued: no more I/O or callbacks but `unbind`.
+    pub const CLOSED: u16 = 1 << 6;
+    /// End of stream was read.
+    pub const PEER_CLOSED: u16 = 1 << 7;
+    /// `outbound_full` was reported and `outbound_drained` not yet.
+    pub const ABOVE_HIGH: u16 = 1 << 8;
+    /// A TCP socket, as opposed to a Unix-domain one.
+    pub const TCP: u16 = 1 << 9;
+}
+
+struct Conn {
+    sock: Socket,
+    /// `None` only while one of its callbacks runs.
+    handler: Option<Box<dyn Handler>>,
+    out: OutBuf,
+    flags: u16,
+    high_water: u32,
+}
+
+type Factory = Box<dyn FnMut() -> Box<dyn Handler>>;
+
+struct Listener {
+    sock: Socket,
+    factory: Factory,
+    tcp: bool,
+    /// The Unix socket file this listener created, removed when it stops.
+    unix_path: Option<PathBuf>,
+}
+
+enum Source {
+    Conn(Conn),
+    Listener(Listener),
+}
+
+/// Work deferred until no callback is running.
+enum Pending {
+    /// Call `post_init` of an outgoing connection.
+    Init,
+    Close(CloseReason),
+    Full,
+    Drained,
+}
+
+/// Identifies a server started on a reactor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ServerId(Token);
+
+/// How [`Reactor::start_server_with`] sets up a listening socket.
+#[derive(Debug, Clone)]
+pub struct ServerOptions {
+    reuse_port: bool,
+    backlog: i32,
+}
+
+impl Default for ServerOptions {
+    fn default() -> Self {
+        ServerOptions {
+            reuse_port: false,
+            backlog: 4096,
+        }
+    }
+}
+
+impl ServerOptions {
+    /// Defaults: no `SO_REUSEPORT`, a backlog of 4096 (capped by the
+    /// kernel's `somaxconn`).
+    pub fn new() -> ServerOptions {
+        ServerOptions::default()
+    }
+
+    /// Sets `SO_REUSEPORT`, so that several reactors (one per thread) can
+    /// listen on the same port and the kernel spreads connections over them.
+    pub fn reuse_port(mut self, on: bool) -> ServerOptions {
+        self.reuse_port = on;
+        self
+    }
+
+    /// The listen backlog.
+    pub fn backlog(mut self, backlog: i32) -> ServerOptions {
+        self.backlog = backlog;
+        self
+    }
+}
+
+type Remote = Box<dyn FnOnce(&mut Reactor) + Send>;
+type Local = Box<dyn FnOnce(&mut Reactor)>;
+
+/// What other threads share with a reactor.
+struct Shared {
+    waker: Waker,
+    stop: AtomicBool,
+    queue: Mutex<Vec<Remote>>,
+}
+
+/// Controls a reactor from any thread: stop it, or run a closure on it.
+#[derive(Clone)]
+pub struct ReactorHandle {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for ReactorHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReactorHandle").finish_non_exhaustive()
+    }
+}
+
+impl ReactorHandle {
+    /// Asks the reactor to stop after its current turn. Its connections then
+    /// get `unbind` with [`CloseReason::ReactorStopped`].
+    pub fn stop(&self) {
+        self.shared.stop.store(true, Ordering::Release);
+        // A wake can only fail if the eventfd is broken; the stop flag is
+        // still seen on the reactor's next turn.
+        let _ = self.shared.waker.wake();
+    }
+
+    /// Runs `f` on the reactor's thread at the start of its next turn.
+    pub fn schedule(&self, f: impl FnOnce(&mut Reactor) + Send + 'static) {
+        self.shared
+            .queue
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(Box::new(f));
+        let _ = self.shared.waker.wake();
+    }
+}
+
+/// An event loop with its servers, connections and deferred work.
+///
+/// One reactor runs on one thread; several may run in one process, each on
+/// its own thread (Packet's difference from EventMachine). Everything else
+/// in the library hangs off a reactor.
+///
+/// ```
+/// use packet::{Connection, Handler, Reactor};
+///
+/// struct Echo;
+/// impl Handler for Echo {
+///     fn receive_data(&mut self, conn: &mut Connection<'_>, data: &[u8]) {
+///         conn.send_data(data);
+///     }
+/// }
+///
+/// // A client that sends one line, checks the echo and stops the reactor.
+/// struct Probe;
+/// impl Handler for Probe {
+///     fn connection_completed(&mut self, conn: &mut Connection<'_>) {
+///         conn.send_data(b"hello\n");
+///     }
+///     fn receive_data(&mut self, conn: &mut Connection<'_>, data: &[u8]) {
+///         assert_eq!(data, b"hello\n");
+///         conn.reactor().stop();
+///     }
+/// }
+///
+/// packet::Reactor::run(|reactor| {
+///     let server = reactor.start_server("127.0.0.1:0", || Echo)?;
+///     let addr = reactor.server_addr(server)?;
+///     reactor.connect(addr.as_inet().unwrap(), Probe)?;
+///     Ok(())
+/// })?;
+/// # Ok::<(), std::io::Error>(())
+/// ```
+pub struct Reactor {
+    selector: Selector,
+    sources: Slab<Source>,
+    /// Lent to `receive_data`; empty while lent.
+    read_buf: Vec<u8>,
+    /// Output of the running callback to its own connection, written in one
+    /// syscall when the callback returns.
+    stage: Vec<u8>,
+    /// The connection whose callback is running.
+    current: Option<Token>,
+    pending: VecDeque<(Token, Pending)>,
+    /// Sources with input left after this turn's read (fairness bound).
+    ready: Vec<Token>,
+    ready_spare: Vec<Token>,
+    next_turn: Vec<Local>,
+    shared: Arc<Shared>,
+    stopped: bool,
+    running: bool,
+    /// Held so that one descriptor can be freed to shed connections when
+    /// accept fails with EMFILE (libuv's trick).
+    spare_fd: Option<File>,
+    default_high_water: usize,
+    connections: usize,
+    /// The connection in `unbind`, and where it asked to reconnect.
+    unbinding: Option<Token>,
+    reconnect_to: Option<Addr>,
+}
+
+/// Resolves `addr` to its first socket address.
+pub(crate) fn resolve(addr: impl ToSocketAddrs) -> io::Result<SocketAddr> {
+    addr.to_socket_addrs()?
+        .next()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "address resolved to nothing"))
+}
+
+impl Reactor {
+    /// Creates a reactor: an epoll/kqueue instance, a waker, and a read
+    /// buffer.
+    ///
+    /// # Errors
+    /// Out of descriptors.
+    pub fn new() -> io::Result<Reactor> {
+        let selector = Selector::new()?;
+        let waker = Waker::new(&selector, RESERVED_TOKEN)?;
+        Ok(Reactor {
+            selector,
+            sources: Slab::new(),
+            read_buf: vec![0; READ_BUF_SIZE],
+            stage: Vec::new(),
+            current: None,
+            pending: VecDeque::new(),
+            ready: Vec::new(),
+            ready_spare: Vec::new(),
+            next_turn: Vec::new(),
+            shared: Arc::new(Shared {
+                waker,
+                stop: AtomicBool::new(false),
+                queue: Mutex::new(Vec::new()),
+            }),
+            stopped: false,
+            running: false,
+            spare_fd: File::open("/dev/null").ok(),
+            default_high_water: DEFAULT_HIGH_WATER,
+            connections: 0,
+            unbinding: None,
+            reconnect_to: None,
+        })
+    }
+
+    /// Creates a reactor, lets `setup` start servers and clients, and runs
+    /// it until stopped — Packet's `Reactor.run { |reactor| ... }`.
+    ///
+    /// # Errors
+    /// What `setup` returns, or a failure of the selector itself.
+    pub fn run(setup: impl FnOnce(&mut Reactor) -> io::Result<()>) -> io::Result<()> {
+        let mut reactor = Reactor::new()?;
+        setup(&mut reactor)?;
+        reactor.run_until_stopped()
+    }
+
+    /// Runs the loop until [`Reactor::stop`] or [`ReactorHandle::stop`].
+    /// On return every connection has had its `unbind` and every server is
+    /// closed; the reactor can be set up and run again.
+    ///
+    /// # Errors
+    /// `WouldBlock`-free failures of the selector (the loop cannot go on),
+    /// or `Other` when called from inside one of this reactor's callbacks.
+    pub fn run_until_stopped(&mut self) -> io::Result<()> {
+        if self.running {
+            return Err(io::Error::other("the reactor is already running"));
+        }
+        self.running = true;
+        let mut events = Events::with_capacity(EVENTS_PER_WAIT);
+        let mut result = Ok(());
+        while !self.stopped {
+            if let Err(e) = self.turn(&mut events) {
+                result = Err(e);
+                break;
+            }
+        }
+        self.shutdown();
+        self.running = false;
+        result
+    }
+
+    /// A handle for stopping or scheduling work from other threads.
+    pub fn handle(&self) -> ReactorHandle {
+        ReactorHandle {
+            shared: self.shared.clone(),
+        }
+    }
+
+    /// Stops the loop after the current turn.
+    pub fn stop(&mut self) {
+        self.stopped = true;
+    }
+
+    /// Runs `f` at the start of the next turn of the loop.
+    pub fn next_turn(&mut self, f: impl FnOnce(&mut Reactor) + 'static) {
+        self.next_turn.push(Box::new(f));
+    }
+
+    /// Open connections (accepted and outgoing).
+    pub fn connection_count(&self) -> usize {
+        self.connections
+    }
+
+    /// The outbound high-water mark given to new connections.
+    pub fn set_default_high_water_mark(&mut self, bytes: usize) {
+        self.default_high_water = bytes;
+    }
+
+    /// Listens on a TCP address; every accepted connection gets a handler
+    /// from `factory`. `SO_REUSEADDR` is set, and `TCP_NODELAY` on every
+    /// accepted connection.
+    ///
+    /// # Errors
+    /// The address does not resolve, or the bind/listen fails (for example
+    /// `AddrInUse`).
+    pub fn start_server<H: Handler>(
+        &mut self,
+        addr: impl ToSocketAddrs,
+        factory: impl FnMut() -> H + 'static,
+    ) -> io::Result<ServerId> {
+        self.start_server_with(addr, ServerOptions::default(), factory)
+    }
+
+    /// [`Reactor::start_server`] with options, such as `SO_REUSEPORT` for
+    /// one listener per reactor thread on a shared port.
+    ///
+    /// # Errors
+    /// As [`Reactor::start_server`].
+    pub fn start_server_with<H: Handler>(
+        &mut self,
+        addr: impl ToSocketAddrs,
+        options: ServerOptions,
+        mut factory: impl FnMut() -> H + 'static,
+    ) -> io::Result<ServerId> {
+        let addr = Addr::Inet(resolve(addr)?);
+        let sock = Socket::stream(addr.domain())?;
+        sock.set_reuse_address(true)?;
+        if options.reuse_port {
+            sock.set_reuse_port(true)?;
+        }
+        sock.bind(&addr)?;
+        sock.listen(options.backlog)?;
+        let factory: Factory = Box::new(move || Box::new(factory()));
+        self.add_listener(Listener {
+            sock,
+            factory,
+            tcp: true,
+            unix_path: None,
+        })
+    }
+
+    /// Listens on a Unix-domain socket at `path`. A stale socket file left
+    /// by a dead process is replaced; a live one is `AddrInUse`. The file is
+    /// removed when the server stops.
+    ///
+    /// # Errors
+    /// As [`Reactor::start_server`], or a path too long for `sun_path`.
+    pub fn start_unix_server<H: Handler>(
+        &mut self,
+        path: impl AsRef<Path>,
+        mut factory: impl FnMut() -> H + 'static,
+    ) -> io::Result<ServerId> {
+        let path = path.as_ref().to_path_buf();
+        let addr = Addr::Unix(Some(path.clone()));
+        let sock = Socket::stream(Domain::Unix)?;
+        match sock.bind(&addr) {
+            Err(e) if e.kind() == io::ErrorKind::AddrInUse && is_stale_unix_socket(&path) => {
+                std::fs::remove_file(&path)?;
+                sock.bind(&addr)?;
+            }
+            other => other?,
+        }
+        sock.listen(ServerOptions::default().backlog)?;
+        let factory: Factory = Box::new(move || Box::new(factory()));
+        self.add_listener(Listener {
+            sock,
+            factory,
+            tcp: false,
+            unix_path: Some(path),
+        })
+    }
+
+    fn add_listener(&mut self, listener: Listener) -> io::Result<ServerId> {
+        let token = self.sources.insert(Source::Listener(listener));
+        let Some(Source::Listener(l)) = self.sources.get(token) else {
+            unreachable!()
+        };
+        if let Err(e) =
+            self.selector
+                .register(std::os::fd::AsFd::as_fd(&l.sock), token, Interest::READABLE)
+        {
+            self.stop_server(ServerId(token));
+            return Err(e);
+        }
+        Ok(ServerId(token))
+    }
+
+    /// The address a server listens on (useful after binding port 0).
+    ///
+    /// # Errors
+    /// `NotFound` for a stopped server.
+    pub fn server_addr(&self, server: ServerId) -> io::Result<Addr> {
+        match self.sources.get(server.0) {
+            Some(Source::Listener(l)) => l.sock.local_addr(),
+            _ => Err(io::Error::new(io::ErrorKind::NotFound, "no such server")),
+        }
+    }
+
+    /// Stops listening. Connections already accepted stay open. Returns
+    /// whether the server was running.
+    pub fn stop_server(&mut self, server: ServerId) -> bool {
+        match self.sources.get(server.0) {
+            Some(Source::Listener(_)) => {}
+            _ => return false,
+        }
+        if let Some(Source::Listener(l)) = self.sources.remove(server.0) {
+            if let Some(path) = l.unix_path {
+                let _ = std::fs::remove_file(path);
+            }
+        }
+        true
+    }
+
+    /// Starts a non-blocking TCP connect. `post_init` runs as soon as the
+    /// current callback returns; then `connection_completed` on success or
+    /// `unbind` with [`CloseReason::ConnectFailed`] on failure (for example
+    /// `ECONNREFUSED`). Names are resolved with the system resolver, which
+    /// blocks: pass an IP address from inside a running reactor.
+    ///
+    /// # Errors
+    /// The address does not resolve, or no socket could be made (`EMFILE`).
+    pub fn connect<H: Handler>(
+        &mut self,
+        addr: impl ToSocketAddrs,
+        handler: H,
+    ) -> io::Result<ConnId> {
+        let addr = Addr::Inet(resolve(addr)?);
+        self.connect_boxed(addr, Box::new(handler))
+    }
+
+    /// Connects to a Unix-domain socket, as [`Reactor::connect`].
+    ///
+    /// # Errors
+    /// No socket could be made, or the path is too long.
+    pub fn connect_unix<H: Handler>(
+        &mut self,
+        path: impl AsRef<Path>,
+        handler: H,
+    ) -> io::Result<ConnId> {
+        self.connect_boxed(
+            Addr::Unix(Some(path.as_ref().to_path_buf())),
+            Box::new(handler),
+        )
+    }
+
+    fn connect_boxed(&mut self, addr: Addr, handler: Box<dyn Handler>) -> io::Result<ConnId> {
+        let sock = Socket::stream(addr.domain())?;
+        let started = sock.connect(&addr);
+        let tcp = if matches!(addr, Addr::Inet(_)) {
+            flag::TCP
+        } else {
+            0
+        };
+        let token = self.add_conn(sock, handler, flag::CONNECTING | tcp)?;
+        self.pending.push_back((token, Pending::Init));
+        if let Err(e) = started {
+            // Delivered on the next turn, not now: a handler that reconnects
+            // from `unbind` must not loop inside one turn.
+            self.next_turn(move |r| r.begin_close(token, CloseReason::ConnectFailed(e)));
+        }
+        Ok(ConnId(token))
+    }
+
+    fn add_conn(
+        &mut self,
+        sock: Socket,
+        handler: Box<dyn Handler>,
+        flags: u16,
+    ) -> io::Result<Token> {
+        let high_water = self.default_high_water.min(u32::MAX as usize) as u32;
+        let token = self.sources.insert(Source::Conn(Conn {
+            sock,
+            handler: Some(handler),
+            out: OutBuf::default(),
+            flags,
+            high_water,
+        }));
+        let Some(Source::Conn(c)) = self.sources.get(token) else {
+            unreachable!()
+        };
+        let interest = Interest::READABLE | Interest::WRITABLE;
+        if let Err(e) = self
+            .selector
+            .register(std::os::fd::AsFd::as_fd(&c.sock), token, interest)
+        {
+            self.sources.remove(token);
+            return Err(e);
+        }
+        self.connections += 1;
+        Ok(token)
+    }
+
+    pub(crate) fn request_reconnect(&mut self, id: ConnId, addr: Addr) -> io::Result<()> {
+        if self.unbinding != Some(id.0) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "reconnect is only possible from unbind",
+            ));
+        }
+        self.reconnect_to = Some(addr);
+        Ok(())
+    }
+
+    fn conn_mut(&mut self, token: Token) -> Option<&mut Conn> {
+        match self.sources.get_mut(token) {
+            Some(Source::Conn(c)) => Some(c),
+            _ => None,
+        }
+    }
+
+    fn conn(&self, token: Token) -> Option<&Conn> {
+        match self.sources.get(token) {
+            Some(Source::Conn(c)) => Some(c),
+            _ => None,
+        }
+    }
+
+    /// Sends `data` to connection `id` (see [`Connection::send_data`]).
+    /// Returns `false` if the connection is closed or closing, in which case
+    /// the data is dropped.
+    pub fn send_data_to(&mut self, id: ConnId, data: &[u8]) -> bool {
+        let token = id.0;
+        let is_current = self.current == Some(token);
+        let Some(c) = self.conn_mut(token) else {
+            return false;
+        };
+        if c.flags & (flag::CLOSED | flag::CLOSING) != 0 {
+            return false;
+        }
+        if data.is_empty() {
+            return true;
+        }
+        if !c.out.is_empty() || c.flags & (flag::WRITE_BLOCKED | flag::CONNECTING) != 0 {
+            c.out.push(data);
+            self.check_water(token);
+            return true;
+        }
+        if is_current && data.len() < DIRECT_WRITE_MIN {
+            self.stage.extend_from_slice(data);
+            return true;
+        }
+        // Large, or not the running connection: write now, staged bytes
+        // first, and queue whatever the kernel does not take.
+        let staged = if is_current { self.stage.len() } else { 0 };
+        let Some(Source::Conn(c)) = self.sources.get_mut(token) else {
+            return false;
+        };
+        let result = if staged > 0 {
+            c.sock
+                .write_vectored(&[IoSlice::new(&self.stage), IoSlice::new(data)])
+        } else {
+            c.sock.write(data)
+        };
+        let written = match result {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
+            Err(e) => {
+                self.stage.clear();
+                self.begin_close(token, CloseReason::from_io(e));
+                return true;
+            }
+        };
+        if written < staged + data.len() {
+            if written < staged {
+                c.out.push(&self.stage[written..]);
+                c.out.push(data);
+            } else {
+                c.out.push(&data[written - staged..]);
+            }
+            c.flags |= flag::WRITE_BLOCKED;
+        }
+        self.stage.clear();
+        self.check_water(token);
+        true
+    }
+
+    /// Closes connection `id`, at once or after its queued output is written
+    /// (see [`Connection::close_connection`]).
+    pub fn close_connection(&mut self, id: ConnId, after_writing: bool) {
+        let token = id.0;
+        let is_current = self.current == Some(token);
+        let Some(c) = self.conn_mut(token) else {
+            return;
+        };
+        if after_writing {
+            c.flags |= flag::CLOSING;
+            if !is_current {
+                self.check_water(token);
+            }
+        } else {
+            self.begin_close(token, CloseReason::Local);
+        }
+    }
+
+    /// Stops reading from connection `id` (see [`Connection::pause`]).
+    pub fn pause(&mut self, id: ConnId) {
+        if let Some(c) = self.conn_mut(id.0) {
+            c.flags |= flag::PAUSED;
+        }
+    }
+
+    /// Resumes reading from connection `id`.
+    pub fn resume(&mut self, id: ConnId) {
+        let Some(c) = self.conn_mut(id.0) else { return };
+        if c.flags & flag::PAUSED == 0 {
+            return;
+        }
+        c.flags &= !flag::PAUSED;
+        // Input that arrived while paused raised no new edge: read it on the
+        // next turn.
+        if c.flags & flag::READ_READY != 0 {
+            self.ready.push(id.0);
+        }
+    }
+
+    /// Whether reading from connection `id` is paused.
+    pub fn is_paused(&self, id: ConnId) -> bool {
+        self.conn(id.0).is_some_and(|c| c.flags & flag::PAUSED != 0)
+    }
+
+    /// Bytes queued for connection `id` and not yet taken by the kernel.
+    pub fn outbound_len(&self, id: ConnId) -> usize {
+        let staged = if self.current == Some(id.0) {
+            self.stage.len()
+        } else {
+            0
+        };
+        self.conn(id.0).map_or(0, |c| c.out.len() + staged)
+    }
+
+    /// Sets the outbound high-water mark of connection `id`.
+    pub fn set_high_water_mark(&mut self, id: ConnId, bytes: usize) {
+        if let Some(c) = self.conn_mut(id.0) {
+            c.high_water = bytes.min(u32::MAX as usize) as u32;
+        }
+        self.check_water(id.0);
+    }
+
+    /// The peer address of connection `id`.
+    ///
+    /// # Errors
+    /// `NotConnected` for a closed or still-connecting connection.
+    pub fn peer_addr(&self, id: ConnId) -> io::Result<Addr> {
+        match self.conn(id.0) {
+            Some(c) if c.flags & flag::CONNECTING == 0 => c.sock.peer_addr(),
+            _ => Err(io::ErrorKind::NotConnected.into()),
+        }
+    }
+
+    /// The local address of connection `id`.
+    ///
+    /// # Errors
+    /// `NotConnected` for a closed connection.
+    pub fn local_addr(&self, id: ConnId) -> io::Result<Addr> {
+        match self.conn(id.0) {
+            Some(c) => c.sock.local_addr(),
+            None => Err(io::ErrorKind::NotConnected.into()),
+        }
+    }
+
+    // ----- the loop -----
+
+    fn turn(&mut self, events: &mut Events) -> io::Result<()> {
+        self.run_next_turn();
+        self.run_pending();
+        let busy = !self.next_turn.is_empty() || !self.ready.is_empty() || !self.pending.is_empty();
+        let timeout = if busy || self.stopped {
+            Some(Duration::ZERO)
+        } else {
+            None
+        };
+        self.selector.wait(events, timeout)?;
+        // Sources carried over from earlier turns get their read after this
+        // batch; ones that fill a buffer now wait for the next turn.
+        let mut carried = std::mem::replace(&mut self.ready, std::mem::take(&mut self.ready_spare));
+        for ev in events.iter() {
+            let token = ev.token();
+            if token == RESERVED_TOKEN {
+                self.on_wake();
+                continue;
+            }
+            match self.sources.get_mut(token) {
+                None => {} // closed earlier in this batch: stale
+                Some(Source::Listener(_)) => self.accept_from(token),
+                Some(Source::Conn(c)) => {
+                    if ev.is_read_closed() {
+                        c.flags |= flag::RDHUP;
+                    }
+                    if ev.is_readable() {
+                        c.flags |= flag::READ_READY;
+                    }
+                    if ev.is_writable() || ev.is_error() {
+                        self.on_writable(token, ev.is_error());
+                    }
+                    if ev.is_readable() {
+                        self.on_readable(token);
+                    }
+                }
+            }
+            self.run_pending();
+        }
+        for token in carried.drain(..) {
+            match self.sources.get(token) {
+                Some(Source::Listener(_)) => self.accept_from(token),
+                Some(Source::Conn(_)) => self.on_readable(token),
+                None => {}
+            }
+            self.run_pending();
+        }
+        self.ready_spare = carried;
+        Ok(())
+    }
+
+    fn run_next_turn(&mut self) {
+        if self.next_turn.is_empty() {
+            return;
+        }
+        for f in std::mem::take(&mut self.next_turn) {
+            f(self);
+            self.run_pending();
+        }
+    }
+
+    fn on_wake(&mut self) {
+        self.shared.waker.reset();
+        if self.shared.stop.swap(false, Ordering::AcqRel) {
+            self.stopped = true;
+        }
+        let remote =
+            std::mem::take(&mut *self.shared.queue.lock().unwrap_or_else(|p| p.into_inner()));
+        for f in remote {
+            self.next_turn.push(f);
+        }
+    }
+
+    fn run_pending(&mut self) {
+        while let Some((token, work)) = self.pending.pop_front() {
+            match work {
+                Pending::Init => self.call(token, |h, c| h.post_init(c)),
+                Pending::Close(reason) => self.finish_close(token, reason),
+                Pending::Full => self.call(token, |h, c| h.outbound_full(c)),
+                Pending::Drained => self.call(token, |h, c| h.outbound_drained(c)),
+            }
+        }
+    }
+
+    /// Calls one handler method of a live connection, then writes what the
+    /// callback staged and applies its effects on the queue.
+    fn call(&mut self, token: Token, f: impl FnOnce(&mut dyn Handler, &mut Connection<'_>)) {
+        let Some(c) = self.conn_mut(token) else {
+            return;
+        };
+        if c.flags & flag::CLOSED != 0 {
+            return;
+        }
+        let Some(mut handler) = c.handler.take() else {
+            return;
+        };
+        self.current = Some(token);
+        f(
+            handler.as_mut(),
+            &mut Connection {
+                reactor: self,
+                id: ConnId(token),
+            },
+        );
+        self.current = None;
+        if let Some(c) = self.conn_mut(token) {
+            c.handler = Some(handler);
+        }
+        self.flush_stage(token);
+        self.check_water(token);
+    }
+
+    fn flush_stage(&mut self, token: Token) {
+        if self.stage.is_empty() {
+            return;
+        }
+        let Some(Source::Conn(c)) = self.sources.get_mut(token) else {
+            self.stage.clear();
+            return;
+        };
+        if c.flags & flag::CLOSED != 0 {
+            self.stage.clear();
+            return;
+        }
+        if c.out.is_empty() && c.flags & (flag::WRITE_BLOCKED | flag::CONNECTING) == 0 {
+            match c.sock.write(&self.stage) {
+                Ok(n) if n == self.stage.len() => {}
+                Ok(n) => {
+                    // A short write means the send buffer is full; the
+                    // kernel raises a writable edge when it has room.
+                    c.out.push(&self.stage[n..]);
+                    c.flags |= flag::WRITE_BLOCKED;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    c.out.push(&self.stage);
+                    c.flags |= flag::WRITE_BLOCKED;
+                }
+                Err(e) => {
+                    self.stage.clear();
+                    self.begin_close(token, CloseReason::from_io(e));
+                    return;
+                }
+            }
+        } else {
+            c.out.push(&self.stage);
+        }
+        self.stage.clear();
+    }
+
+    /// Applies the consequences of the outbound queue's size: water-mark
+    /// callbacks, and a close that was waiting for the queue to drain.
+    fn check_water(&mut self, token: Token) {
+        let is_current = self.current == Some(token);
+        let staged = if is_current { self.stage.len() } else { 0 };
+        let Some(Source::Conn(c)) = self.sources.get_mut(token) else {
+            return;
+        };
+        if c.flags & flag::CLOSED != 0 {
+            return;
+        }
+        let len = c.out.len() + staged;
+        let high = c.high_water as usize;
+        if len > high && c.flags & flag::ABOVE_HIGH == 0 {
+            c.flags |= flag::ABOVE_HIGH;
+            self.pending.push_back((token, Pending::Full));
+        } else if len <= high / 2 && c.flags & flag::ABOVE_HIGH != 0 {
+            c.flags &= !flag::ABOVE_HIGH;
+            self.pending.push_back((token, Pending::Drained));
+        }
+        if len == 0 && c.flags & flag::CLOSING != 0 && !is_current {
+            let reason = if c.flags & flag::PEER_CLOSED != 0 {
+                CloseReason::PeerClosed
+            } else {
+                CloseReason::Local
+            };
+            self.begin_close(token, reason);
+        }
+    }
+
+    fn on_writable(&mut self, token: Token, error: bool) {
+        let Some(c) = self.conn_mut(token) else {
+            return;
+        };
+        if c.flags & flag::CLOSED != 0 {
+            return;
+        }
+        if c.flags & flag::CONNECTING != 0 {
+            let failure = match c.sock.take_error() {
+                Ok(None) => None,
+                Ok(Some(e)) | Err(e) => Some(e),
+            };
+            if let Some(e) = failure {
+                self.begin_close(token, CloseReason::ConnectFailed(e));
+                return;
+            }
+            c.flags &= !flag::CONNECTING;
+            if c.flags & flag::TCP != 0 {
+                // Request/response traffic wants small writes sent at once.
+                let _ = c.sock.set_nodelay(true);
+            }
+            self.call(token, |h, conn| h.connection_completed(conn));
+        } else if error {
+            let Some(c) = self.conn_mut(token) else {
+                return;
+            };
+            if let Ok(Some(e)) | Err(e) = c.sock.take_error() {
+                self.begin_close(token, CloseReason::from_io(e));
+                return;
+            }
+        }
+        let Some(c) = self.conn_mut(token) else {
+            return;
+        };
+        c.flags &= !flag::WRITE_BLOCKED;
+        self.flush_queue(token);
+    }
+
+    fn flush_queue(&mut self, token: Token) {
+        let Some(c) = self.conn_mut(token) else {
+            return;
+        };
+        if c.out.is_empty()
+            || c.flags & (flag::WRITE_BLOCKED | flag::CONNECTING | flag::CLOSED) != 0
+        {
+            self.check_water(token);
+            return;
+        }
+        let sock = &c.sock;
+        match c.out.flush(|iov| sock.write_vectored(iov)) {
+            Ok(_) => {
+                if !c.out.is_empty() {
+                    c.flags |= flag::WRITE_BLOCKED;
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => c.flags |= flag::WRITE_BLOCKED,
+            Err(e) => {
+                let reason = if c.flags & flag::PEER_CLOSED != 0 {
+                    CloseReason::PeerClosed
+                } else {
+                    CloseReason::from_io(e)
+                };
+                self.begin_close(token, reason);
+                return;
+            }
+        }
+        self.check_water(token);
+    }
+
+    fn on_readable(&mut self, token: Token) {
+        let mut buf = std::mem::take(&mut self.read_buf);
+        while let Some(c) = self.conn_mut(token) {
+            let blocked = flag::PAUSED | flag::CLOSED | flag::CLOSING | flag::CONNECTING;
+            if c.flags & blocked != 0 || c.flags & flag::READ_READY == 0 {
+                break;
+            }
+            match c.sock.read(&mut buf) {
+                Ok(0) => {
+                    c.flags &= !flag::READ_READY;
+                    c.flags |= flag::PEER_CLOSED | flag::CLOSING;
+                    self.check_water(token);
+                    break;
+                }
+                Ok(n) => {
+                    let full = n == buf.len();
+                    // A short read drained the socket: new data raises a new
+                    // edge. After a half-close no edge comes, so read on to
+                    // the end of stream.
+                    let more = full || c.flags & flag::RDHUP != 0;
+                    if !more {
+                        c.flags &= !flag::READ_READY;
+                    }
+                    self.call(token, |h, conn| h.receive_data(conn, &buf[..n]));
+                    if full {
+                        self.ready.push(token);
+                        break;
+                    }
+                    if !more {
+                        break;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    c.flags &= !flag::READ_READY;
+                    break;
+                }
+                Err(e) => {
+                    c.flags &= !flag::READ_READY;
+                    self.begin_close(token, CloseReason::from_io(e));
+                    break;
+                }
+            }
+        }
+        self.read_buf = buf;
+    }
+
+    fn accept_from(&mut self, token: Token) {
+        for _ in 0..ACCEPT_BATCH {
+            let Some(Source::Listener(l)) = self.sources.get_mut(token) else {
+                return;
+            };
+            match l.sock.accept() {
+                Ok(sock) => {
+                    let tcp = if l.tcp {
+                        let _ = sock.set_nodelay(true);
+                        flag::TCP
+                    } else {
+                        0
+                    };
+                    let handler = (l.factory)();
+                    // Out of epoll watches or memory: the connection is
+                    // dropped (closed) and the listener goes on.
+                    if let Ok(conn) = self.add_conn(sock, handler, tcp) {
+                        self.call(conn, |h, c| h.post_init(c));
+                        self.call(conn, |h, c| h.connection_completed(c));
+                        self.run_pending();
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if matches!(e.raw_os_error(), Some(libc_emfile) if is_fd_exhaustion(libc_emfile)) =>
+                {
+                    self.shed_connections(token);
+                    return;
+                }
+                // The connection died in the queue (ECONNABORTED, EPROTO),
+                // or a transient shortage (ENOBUFS, ENOMEM): try the next.
+                Err(_) => continue,
+            }
+        }
+        // More may be queued; let other sources run first.
+        self.ready.push(token);
+    }
+
+    /// Out of descriptors: free the spare one, accept and close what is
+    /// queued so the clients see a close rather than a hang and the
+    /// listener's readiness is drained (no busy loop), then take the spare
+    /// back.
+    fn shed_connections(&mut self, token: Token) {
+        self.spare_fd = None;
+        for _ in 0..ACCEPT_BATCH * 16 {
+            let Some(Source::Listener(l)) = self.sources.get(token) else {
+                break;
+            };
+            match l.sock.accept() {
+                Ok(sock) => drop(sock),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(_) => break,
+            }
+        }
+        self.spare_fd = File::open("/dev/null").ok();
+    }
+
+    /// Marks a connection closed and queues its `unbind`.
+    fn begin_close(&mut self, token: Token, reason: CloseReason) {
+        let Some(c) = self.conn_mut(token) else {
+            return;
+        };
+        if c.flags & flag::CLOSED != 0 {
+            return;
+        }
+        c.flags |= flag::CLOSED;
+        c.out.clear();
+        self.pending.push_back((token, Pending::Close(reason)));
+    }
+
+    fn finish_close(&mut self, token: Token, reason: CloseReason) {
+        let Some(Source::Conn(mut c)) = self.sources.remove(token) else {
+            return;
+        };
+        self.connections -= 1;
+        let handler = c.handler.take();
+        // Closing the fd removes it from the epoll set: no explicit
+        // EPOLL_CTL_DEL syscall (worker processes never inherit connection
+        // fds, see ARCHITECTURE.md).
+        drop(c);
+        let Some(mut handler) = handler else { return };
+        self.unbinding = Some(token);
+        handler.unbind(
+            &mut Connection {
+                reactor: self,
+                id: ConnId(token),
+            },
+            &reason,
+        );
+        self.unbinding = None;
+        if let Some(addr) = self.reconnect_to.take() {
+            // A failure to even make a socket leaves nothing to report to.
+            let _ = self.connect_boxed(addr, handler);
+        }
+    }
+
+    fn shutdown(&mut self) {
+        for token in self.sources.tokens() {
+            match self.sources.get(token) {
+                Some(Source::Listener(_)) => {
+                    self.stop_server(ServerId(token));
+                }
+                Some(Source::Conn(_)) => self.begin_close(token, CloseReason::ReactorStopped),
+                None => {}
+            }
+        }
+        self.run_pending();
+        self.next_turn.clear();
+        self.ready.clear();
+        self.stopped = false;
+    }
+}
+
+fn is_fd_exhaustion(errno: i32) -> bool {
+    // EMFILE (24) and ENFILE (23) on Linux and the BSDs alike.
+    errno == 24 || errno == 23
+}
+
+fn is_stale_unix_socket(path: &Path) -> bool {
+    matches!(
+        std::os::unix::net::UnixStream::connect(path),
+        Err(e) if e.kind() == io::ErrorKind::ConnectionRefused
+    )
+}

@@ -1,0 +1,385 @@
+//! The BSD and macOS backend: `kqueue(2)` for readiness and `EVFILT_USER`
+//! (a pipe on OpenBSD, which lacks it) for wake-ups.
+//!
+//! A definition-by-definition mirror of `epoll.rs`: no BSD or macOS target is
+//! installed on the project's machines, so this file is reviewed against the
+//! epoll one rather than compiled in CI. Change both together.
+
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::time::Duration;
+
+use crate::{cvt, cvt_r, Interest};
+
+// The kevent field types differ between the BSDs; these casts keep one
+// source for all of them.
+#[cfg(target_os = "netbsd")]
+type Filter = u32;
+#[cfg(not(target_os = "netbsd"))]
+type Filter = i16;
+#[cfg(target_os = "netbsd")]
+type Flags = u32;
+#[cfg(not(target_os = "netbsd"))]
+type Flags = u16;
+#[cfg(target_os = "netbsd")]
+type UData = libc::intptr_t;
+#[cfg(not(target_os = "netbsd"))]
+type UData = *mut libc::c_void;
+
+fn kevent(ident: RawFd, filter: Filter, flags: Flags, token: u64) -> libc::kevent {
+    // SAFETY: all-zero is a valid kevent.
+    let mut ev: libc::kevent = unsafe { std::mem::zeroed() };
+    ev.ident = ident as _;
+    ev.filter = filter as _;
+    ev.flags = flags as _;
+    ev.udata = token as usize as UData;
+    ev
+}
+
+/// A `kqueue` instance.
+#[derive(Debug)]
+pub struct Selector {
+    kq: OwnedFd,
+}
+
+impl Selector {
+    /// Creates a new `kqueue`, close-on-exec.
+    ///
+    /// # Errors
+    /// `EMFILE`/`ENFILE`/`ENOMEM` from `kqueue(2)`.
+    pub fn new() -> io::Result<Selector> {
+        // SAFETY: kqueue takes no arguments; the result is checked.
+        let fd = cvt(unsafe { libc::kqueue() })?;
+        // SAFETY: `fd` is a fresh descriptor that nothing else owns.
+        let kq = unsafe { OwnedFd::from_raw_fd(fd) };
+        // SAFETY: F_SETFD takes an int. kqueue fds are not inherited across
+        // fork anyway, but they are across exec without this.
+        cvt(unsafe { libc::fcntl(kq.as_raw_fd(), libc::F_SETFD, libc::FD_CLOEXEC) })?;
+        Ok(Selector { kq })
+    }
+
+    /// Starts watching `fd`, edge-triggered (`EV_CLEAR`), reporting `token`
+    /// with its events.
+    ///
+    /// # Errors
+    /// `EBADF`, `ENOMEM`.
+    pub fn register(&self, fd: BorrowedFd<'_>, token: u64, interest: Interest) -> io::Result<()> {
+        self.ctl(fd.as_raw_fd(), token, interest)
+    }
+
+    /// Changes the interest set or token of a registered `fd`. Filters not
+    /// in `interest` are deleted; `ENOENT` from deleting an absent filter is
+    /// ignored.
+    ///
+    /// # Errors
+    /// `EBADF`, `ENOMEM`.
+    pub fn reregister(&self, fd: BorrowedFd<'_>, token: u64, interest: Interest) -> io::Result<()> {
+        self.ctl(fd.as_raw_fd(), token, interest)
+    }
+
+    /// Stops watching `fd`. Closing the fd does the same.
+    ///
+    /// # Errors
+    /// `EBADF`.
+    pub fn deregister(&self, fd: BorrowedFd<'_>) -> io::Result<()> {
+        self.ctl(fd.as_raw_fd(), 0, Interest::empty())
+    }
+
+    fn ctl(&self, fd: RawFd, token: u64, interest: Interest) -> io::Result<()> {
+        let flags = |on: bool| {
+            if on {
+                libc::EV_ADD | libc::EV_CLEAR | libc::EV_RECEIPT
+            } else {
+                libc::EV_DELETE | libc::EV_RECEIPT
+            }
+        };
+        let mut changes = [
+            kevent(
+                fd,
+                libc::EVFILT_READ as Filter,
+                flags(interest.contains(Interest::READABLE)) as Flags,
+                token,
+            ),
+            kevent(
+                fd,
+                libc::EVFILT_WRITE as Filter,
+                flags(interest.contains(Interest::WRITABLE)) as Flags,
+                token,
+            ),
+        ];
+        // EV_RECEIPT makes kevent report each change's result in place
+        // instead of draining real events.
+        // SAFETY: `changes` is used as both change and event list; both are
+        // valid for 2 entries during the call.
+        cvt_r(|| unsafe {
+            libc::kevent(
+                self.kq.as_raw_fd(),
+                changes.as_ptr(),
+                2,
+                changes.as_mut_ptr(),
+                2,
+                std::ptr::null(),
+            )
+        })?;
+        for ev in &changes {
+            let data = ev.data as i64;
+            if (ev.flags as u32) & (libc::EV_ERROR as u32) != 0
+                && data != 0
+                && data != libc::ENOENT as i64
+            {
+                return Err(io::Error::from_raw_os_error(data as i32));
+            }
+        }
+        Ok(())
+    }
+
+    /// Waits for events until `timeout` (rounded up to whole milliseconds,
+    /// as the epoll backend must) or forever with `None`.
+    ///
+    /// A signal interrupting the wait returns `Ok` with no events.
+    ///
+    /// # Errors
+    /// `EBADF`/`EINVAL` only if the selector is broken.
+    pub fn wait(&self, events: &mut Events, timeout: Option<Duration>) -> io::Result<()> {
+        let ts = timeout.map(|t| {
+            let ms = t.as_nanos().div_ceil(1_000_000);
+            libc::timespec {
+                tv_sec: (ms / 1000).min(libc::time_t::MAX as u128) as libc::time_t,
+                tv_nsec: ((ms % 1000) * 1_000_000) as _,
+            }
+        });
+        let ts_ptr = ts
+            .as_ref()
+            .map_or(std::ptr::null(), |t| t as *const libc::timespec);
+        events.len = 0;
+        let cap = events.buf.len().min(libc::c_int::MAX as usize) as libc::c_int;
+        // SAFETY: `events.buf` holds `cap` writable kevent slots; `ts_ptr`
+        // is null or points at a live timespec.
+        let n = unsafe {
+            libc::kevent(
+                self.kq.as_raw_fd(),
+                std::ptr::null(),
+                0,
+                events.buf.as_mut_ptr(),
+                cap,
+                ts_ptr,
+            )
+        };
+        match cvt(n) {
+            Ok(n) => events.len = n as usize,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+        Ok(())
+    }
+}
+
+impl AsFd for Selector {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.kq.as_fd()
+    }
+}
+
+/// A reusable batch of events.
+pub struct Events {
+    buf: Box<[libc::kevent]>,
+    len: usize,
+}
+
+impl Events {
+    /// Room for `capacity` events per wait (at least one).
+    pub fn with_capacity(capacity: usize) -> Events {
+        let buf = (0..capacity.max(1))
+            .map(|_| kevent(0, 0, 0, 0))
+            .collect::<Vec<_>>()
+            .into_boxed_slice();
+        Events { buf, len: 0 }
+    }
+
+    /// The events of the last wait. Unlike epoll, a socket both readable
+    /// and writable appears as two events with the same token.
+    pub fn iter(&self) -> impl Iterator<Item = Event> + '_ {
+        self.buf[..self.len].iter().map(|e| Event {
+            filter: e.filter as i32,
+            flags: e.flags as u32,
+            fflags: e.fflags as u32,
+            token: e.udata as usize as u64,
+        })
+    }
+
+    /// How many events the last wait returned.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the last wait returned no events.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+impl std::fmt::Debug for Events {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.iter()).finish()
+    }
+}
+
+/// One readiness event.
+#[derive(Debug, Clone, Copy)]
+pub struct Event {
+    filter: i32,
+    flags: u32,
+    fflags: u32,
+    token: u64,
+}
+
+impl Event {
+    /// The token the fd was registered with.
+    pub fn token(&self) -> u64 {
+        self.token
+    }
+
+    /// Data (or a pending accept) can be read, or the read side closed.
+    pub fn is_readable(&self) -> bool {
+        self.filter == libc::EVFILT_READ as i32 || self.is_user()
+    }
+
+    /// Room to write, or the connection finished connecting.
+    pub fn is_writable(&self) -> bool {
+        self.filter == libc::EVFILT_WRITE as i32
+    }
+
+    /// The peer will send no more (`EV_EOF` on the read filter).
+    pub fn is_read_closed(&self) -> bool {
+        self.filter == libc::EVFILT_READ as i32 && self.flags & libc::EV_EOF as u32 != 0
+    }
+
+    /// The socket has a pending error: `EV_ERROR`, or `EV_EOF` with an errno
+    /// in `fflags` (how kqueue reports a failed connect).
+    pub fn is_error(&self) -> bool {
+        self.flags & libc::EV_ERROR as u32 != 0
+            || (self.flags & libc::EV_EOF as u32 != 0 && self.fflags != 0)
+    }
+
+    #[cfg(not(target_os = "openbsd"))]
+    fn is_user(&self) -> bool {
+        self.filter == libc::EVFILT_USER as i32
+    }
+
+    #[cfg(target_os = "openbsd")]
+    fn is_user(&self) -> bool {
+        false
+    }
+}
+
+/// Wakes a selector from any thread, through an `EVFILT_USER` event.
+#[cfg(not(target_os = "openbsd"))]
+#[derive(Debug)]
+pub struct Waker {
+    kq: OwnedFd,
+    token: u64,
+}
+
+#[cfg(not(target_os = "openbsd"))]
+impl Waker {
+    /// Registers a user event in `selector` under `token`.
+    ///
+    /// # Errors
+    /// Out of descriptors, or the registration failed.
+    pub fn new(selector: &Selector, token: u64) -> io::Result<Waker> {
+        let kq = selector.kq.try_clone()?;
+        let ev = kevent(
+            0,
+            libc::EVFILT_USER as Filter,
+            (libc::EV_ADD | libc::EV_CLEAR | libc::EV_RECEIPT) as Flags,
+            token,
+        );
+        let waker = Waker { kq, token };
+        waker.submit(ev)?;
+        Ok(waker)
+    }
+
+    /// Makes the selector's current or next `wait` return with this waker's
+    /// token.
+    ///
+    /// # Errors
+    /// Only if the kqueue is broken.
+    pub fn wake(&self) -> io::Result<()> {
+        let mut ev = kevent(
+            0,
+            libc::EVFILT_USER as Filter,
+            libc::EV_RECEIPT as Flags,
+            self.token,
+        );
+        ev.fflags = libc::NOTE_TRIGGER;
+        self.submit(ev)
+    }
+
+    /// Nothing to consume: `EV_CLEAR` resets the user event when reported.
+    pub fn reset(&self) {}
+
+    fn submit(&self, mut ev: libc::kevent) -> io::Result<()> {
+        // SAFETY: `ev` is valid as change and receipt slot for one entry.
+        cvt_r(|| unsafe {
+            libc::kevent(self.kq.as_raw_fd(), &ev, 1, &mut ev, 1, std::ptr::null())
+        })?;
+        if (ev.flags as u32) & (libc::EV_ERROR as u32) != 0 && ev.data != 0 {
+            return Err(io::Error::from_raw_os_error(ev.data as i32));
+        }
+        Ok(())
+    }
+}
+
+/// Wakes a selector from any thread, through a non-blocking pipe (OpenBSD
+/// has no `EVFILT_USER`).
+#[cfg(target_os = "openbsd")]
+#[derive(Debug)]
+pub struct Waker {
+    read: OwnedFd,
+    write: OwnedFd,
+}
+
+#[cfg(target_os = "openbsd")]
+impl Waker {
+    /// Creates the pipe and registers its read end under `token`.
+    ///
+    /// # Errors
+    /// Out of descriptors, or the registration failed.
+    pub fn new(selector: &Selector, token: u64) -> io::Result<Waker> {
+        let mut fds = [0 as libc::c_int; 2];
+        // SAFETY: `fds` has room for the two descriptors written.
+        cvt(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK) })?;
+        // SAFETY: both descriptors are fresh and owned by nobody else.
+        let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+        selector.register(read.as_fd(), token, Interest::READABLE)?;
+        Ok(Waker { read, write })
+    }
+
+    /// Makes the selector's current or next `wait` return with this waker's
+    /// token. A full pipe means a wake is pending already.
+    ///
+    /// # Errors
+    /// Only if the pipe is broken.
+    pub fn wake(&self) -> io::Result<()> {
+        // SAFETY: writes one byte from a live buffer.
+        match cvt_r(|| unsafe { libc::write(self.write.as_raw_fd(), b"x".as_ptr().cast(), 1) }) {
+            Ok(_) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Drains the pipe, so that the next `wake` makes a new edge.
+    pub fn reset(&self) {
+        let mut buf = [0u8; 64];
+        // SAFETY: reads into a live buffer of the length passed; stops at
+        // EAGAIN.
+        while let Ok(n) = cvt_r(|| unsafe {
+            libc::read(self.read.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len())
+        }) {
+            if n <= 0 {
+                break;
+            }
+        }
+    }
+}

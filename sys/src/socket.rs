@@ -1,0 +1,751 @@
+//! Non-blocking, close-on-exec stream sockets (TCP over IPv4/IPv6, Unix
+//! domain) and their addresses.
+//!
+//! Every socket made here is non-blocking and `CLOEXEC` from birth (atomic
+//! `SOCK_NONBLOCK|SOCK_CLOEXEC` where the OS has it), and every write asks
+//! the kernel not to raise `SIGPIPE` (`MSG_NOSIGNAL`, or `SO_NOSIGPIPE` on
+//! Apple systems), so a peer that went away is an `EPIPE` error, never a
+//! dead process.
+
+use std::io::{self, IoSlice};
+use std::mem::{self, MaybeUninit};
+use std::net::{Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::{cvt, cvt_r};
+
+#[cfg(any(
+    target_os = "linux",
+    target_os = "android",
+    target_os = "freebsd",
+    target_os = "netbsd",
+    target_os = "openbsd",
+    target_os = "dragonfly"
+))]
+const SEND_FLAGS: libc::c_int = libc::MSG_NOSIGNAL;
+#[cfg(any(target_os = "macos", target_os = "ios"))]
+const SEND_FLAGS: libc::c_int = 0;
+
+/// The address family of a socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Domain {
+    /// `AF_INET`.
+    Ipv4,
+    /// `AF_INET6`.
+    Ipv6,
+    /// `AF_UNIX`.
+    Unix,
+}
+
+impl Domain {
+    fn raw(self) -> libc::c_int {
+        match self {
+            Domain::Ipv4 => libc::AF_INET,
+            Domain::Ipv6 => libc::AF_INET6,
+            Domain::Unix => libc::AF_UNIX,
+        }
+    }
+}
+
+/// A socket address: TCP/IP or Unix domain.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Addr {
+    /// An IPv4 or IPv6 address and port.
+    Inet(SocketAddr),
+    /// A Unix-domain path; `None` for an unnamed or abstract socket.
+    Unix(Option<PathBuf>),
+}
+
+impl Addr {
+    /// The domain a socket for this address needs.
+    pub fn domain(&self) -> Domain {
+        match self {
+            Addr::Inet(SocketAddr::V4(_)) => Domain::Ipv4,
+            Addr::Inet(SocketAddr::V6(_)) => Domain::Ipv6,
+            Addr::Unix(_) => Domain::Unix,
+        }
+    }
+
+    /// The IP address and port, if this is a TCP/IP address.
+    pub fn as_inet(&self) -> Option<SocketAddr> {
+        match self {
+            Addr::Inet(a) => Some(*a),
+            Addr::Unix(_) => None,
+        }
+    }
+}
+
+impl From<SocketAddr> for Addr {
+    fn from(a: SocketAddr) -> Addr {
+        Addr::Inet(a)
+    }
+}
+
+impl std::fmt::Display for Addr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Addr::Inet(a) => a.fmt(f),
+            Addr::Unix(Some(p)) => write!(f, "{}", p.display()),
+            Addr::Unix(None) => f.write_str("(unnamed)"),
+        }
+    }
+}
+
+/// An owned, non-blocking stream socket.
+#[derive(Debug)]
+pub struct Socket {
+    fd: OwnedFd,
+}
+
+impl Socket {
+    /// A new non-blocking, close-on-exec stream socket.
+    ///
+    /// # Errors
+    /// `EMFILE`/`ENFILE` when out of descriptors, `EAFNOSUPPORT`.
+    pub fn stream(domain: Domain) -> io::Result<Socket> {
+        #[cfg(not(any(target_os = "macos", target_os = "ios")))]
+        {
+            let ty = libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC;
+            // SAFETY: socket takes no pointers; the result is checked.
+            let fd = cvt(unsafe { libc::socket(domain.raw(), ty, 0) })?;
+            // SAFETY: `fd` is a fresh descriptor that nothing else owns.
+            let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+            Ok(Socket { fd })
+        }
+        #[cfg(any(target_os = "macos", target_os = "ios"))]
+        {
+            // SAFETY: socket takes no pointers; the result is checked.
+            let fd = cvt(unsafe { libc::socket(domain.raw(), libc::SOCK_STREAM, 0) })?;
+            // SAFETY: `fd` is a fresh descriptor that nothing else owns.
+            let s = Socket {
+                fd: unsafe { OwnedFd::from_raw_fd(fd) },
+            };
+            s.set_cloexec()?;
+            s.set_nonblocking(true)?;
+            s.setsockopt(libc::SOL_SOCKET, libc::SO_NOSIGPIPE, 1 as libc::c_int)?;
+            Ok(s)
+        }
+    }
+
+    /// A connected pair of non-blocking, close-on-exec Unix stream sockets.
+    ///
+    /// # Errors
+    /// `EMFILE`/`ENFILE` when out of descriptors.
+    pub fn pair() -> io::Result<(Socket, Socket)> {
+        let mut fds = [0 as libc::c_int; 2];
+        #[cfg(not(any(target_os = "macos", target_os = "ios")))]
+        {
+            let ty = libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC;
+            // SAFETY: `fds` has room for the two descriptors written.
+            cvt(unsafe { libc::socketpair(libc::AF_UNIX, ty, 0, fds.as_mut_ptr()) })?;
+        }
+        #[cfg(any(target_os = "macos", target_os = "ios"))]
+        {
+            // SAFETY: `fds` has room for the two descriptors written.
+            cvt(unsafe {
+                libc::socketpair(libc::AF_UNIX, libc::SOCK_STREAM, 0, fds.as_mut_ptr())
+            })?;
+        }
+        // SAFETY: both descriptors are fresh and owned by nobody else.
+        let (a, b) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+        let (a, b) = (Socket { fd: a }, Socket { fd: b });
+        #[cfg(any(target_os = "macos", target_os = "ios"))]
+        for s in [&a, &b] {
+            s.set_cloexec()?;
+            s.set_nonblocking(true)?;
+            s.setsockopt(libc::SOL_SOCKET, libc::SO_NOSIGPIPE, 1 as libc::c_int)?;
+        }
+        Ok((a, b))
+    }
+
+    /// Binds to `addr`.
+    ///
+    /// # Errors
+    /// `EADDRINUSE`, `EACCES`, `EADDRNOTAVAIL`, a Unix path too long.
+    pub fn bind(&self, addr: &Addr) -> io::Result<()> {
+        let (raw, len) = to_raw(addr)?;
+        // SAFETY: `raw` is a valid sockaddr of `len` bytes.
+        cvt(unsafe {
+            libc::bind(
+                self.raw(),
+                (&raw as *const libc::sockaddr_storage).cast(),
+                len,
+            )
+        })?;
+        Ok(())
+    }
+
+    /// Marks the socket as listening with room for `backlog` pending
+    /// connections.
+    ///
+    /// # Errors
+    /// `EADDRINUSE` when another socket listens on the port.
+    pub fn listen(&self, backlog: i32) -> io::Result<()> {
+        // SAFETY: listen takes no pointers.
+        cvt(unsafe { libc::listen(self.raw(), backlog) })?;
+        Ok(())
+    }
+
+    /// Starts connecting to `addr`. `Ok(true)` means connected already,
+    /// `Ok(false)` that it is in progress: wait for writability, then ask
+    /// [`Socket::take_error`].
+    ///
+    /// # Errors
+    /// Immediate failures such as `ECONNREFUSED` (Unix sockets fail at once)
+    /// or `ENETUNREACH`.
+    pub fn connect(&self, addr: &Addr) -> io::Result<bool> {
+        let (raw, len) = to_raw(addr)?;
+        // SAFETY: `raw` is a valid sockaddr of `len` bytes. No EINTR retry:
+        // a non-blocking connect interrupted by a signal continues in the
+        // background and is reported like EINPROGRESS.
+        let r = unsafe {
+            libc::connect(
+                self.raw(),
+                (&raw as *const libc::sockaddr_storage).cast(),
+                len,
+            )
+        };
+        match cvt(r) {
+            Ok(_) => Ok(true),
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::EINPROGRESS) | Some(libc::EINTR)
+                ) =>
+            {
+                Ok(false)
+            }
+            // Unix sockets report a full listen backlog this way.
+            Err(e) if e.raw_os_error() == Some(libc::EAGAIN) && addr.domain() == Domain::Unix => {
+                Err(io::Error::from_raw_os_error(libc::ECONNREFUSED))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Accepts one pending connection as a non-blocking, close-on-exec
+    /// socket.
+    ///
+    /// # Errors
+    /// `WouldBlock` when none is pending; `EMFILE`/`ENFILE` when out of
+    /// descriptors; `ECONNABORTED` for a connection reset while queued.
+    pub fn accept(&self) -> io::Result<Socket> {
+        #[cfg(not(any(target_os = "macos", target_os = "ios")))]
+        {
+            let flags = libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC;
+            // SAFETY: null address pointers are allowed: we do not want the
+            // peer address here (it is read on demand with getpeername).
+            let fd = cvt_r(|| unsafe {
+                libc::accept4(
+                    self.raw(),
+                    std::ptr::null_mut(),
+                    std::ptr::null_mut(),
+                    flags,
+                )
+            })?;
+            // SAFETY: `fd` is a fresh descriptor that nothing else owns.
+            let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+            Ok(Socket { fd })
+        }
+        #[cfg(any(target_os = "macos", target_os = "ios"))]
+        {
+            // SAFETY: null address pointers are allowed.
+            let fd = cvt_r(|| unsafe {
+                libc::accept(self.raw(), std::ptr::null_mut(), std::ptr::null_mut())
+            })?;
+            // SAFETY: `fd` is a fresh descriptor that nothing else owns.
+            let s = Socket {
+                fd: unsafe { OwnedFd::from_raw_fd(fd) },
+            };
+            s.set_cloexec()?;
+            s.set_nonblocking(true)?;
+            s.setsockopt(libc::SOL_SOCKET, libc::SO_NOSIGPIPE, 1 as libc::c_int)?;
+            Ok(s)
+        }
+    }
+
+    /// Reads into `buf`; `Ok(0)` is end of stream.
+    ///
+    /// # Errors
+    /// `WouldBlock` when nothing is there; `ECONNRESET`.
+    pub fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
+        // SAFETY: `buf` is valid for `buf.len()` writable bytes.
+        let n = cvt_r(|| unsafe { libc::read(self.raw(), buf.as_mut_ptr().cast(), buf.len()) })?;
+        Ok(n as usize)
+    }
+
+    /// Writes from `buf` without raising `SIGPIPE`.
+    ///
+    /// # Errors
+    /// `WouldBlock` when the send buffer is full; `EPIPE`/`ECONNRESET` when
+    /// the peer is gone.
+    pub fn write(&self, buf: &[u8]) -> io::Result<usize> {
+        // SAFETY: `buf` is valid for `buf.len()` readable bytes.
+        let n = cvt_r(|| unsafe {
+            libc::send(self.raw(), buf.as_ptr().cast(), buf.len(), SEND_FLAGS)
+        })?;
+        Ok(n as usize)
+    }
+
+    /// Writes several buffers in one `sendmsg`, without raising `SIGPIPE`.
+    /// At most `IOV_MAX` buffers are looked at.
+    ///
+    /// # Errors
+    /// As [`Socket::write`].
+    pub fn write_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        let count = bufs.len().min(iov_max());
+        // SAFETY: all-zero is a valid msghdr (no name, no control data).
+        let mut msg: libc::msghdr = unsafe { mem::zeroed() };
+        // std guarantees IoSlice is ABI-compatible with iovec on unix; the
+        // kernel only reads through this pointer.
+        msg.msg_iov = bufs.as_ptr() as *mut libc::iovec;
+        msg.msg_iovlen = count as _;
+        // SAFETY: `msg` points at `count` valid iovecs that outlive the call.
+        let n = cvt_r(|| unsafe { libc::sendmsg(self.raw(), &msg, SEND_FLAGS) })?;
+        Ok(n as usize)
+    }
+
+    /// Shuts down one or both directions.
+    ///
+    /// # Errors
+    /// `ENOTCONN` when not connected.
+    pub fn shutdown(&self, how: Shutdown) -> io::Result<()> {
+        let how = match how {
+            Shutdown::Read => libc::SHUT_RD,
+            Shutdown::Write => libc::SHUT_WR,
+            Shutdown::Both => libc::SHUT_RDWR,
+        };
+        // SAFETY: shutdown takes no pointers.
+        cvt(unsafe { libc::shutdown(self.raw(), how) })?;
+        Ok(())
+    }
+
+    /// Takes the pending error (`SO_ERROR`), as after a non-blocking connect.
+    ///
+    /// # Errors
+    /// Only if the fd is not a socket.
+    pub fn take_error(&self) -> io::Result<Option<io::Error>> {
+        let err: libc::c_int = self.getsockopt(libc::SOL_SOCKET, libc::SO_ERROR)?;
+        Ok((err != 0).then(|| io::Error::from_raw_os_error(err)))
+    }
+
+    /// `TCP_NODELAY`: send small writes at once instead of waiting for ACKs
+    /// (Nagle), which request/response traffic wants.
+    ///
+    /// # Errors
+    /// `EOPNOTSUPP` on Unix sockets.
+    pub fn set_nodelay(&self, on: bool) -> io::Result<()> {
+        self.setsockopt(libc::IPPROTO_TCP, libc::TCP_NODELAY, on as libc::c_int)
+    }
+
+    /// `SO_REUSEADDR`: rebind a port that has connections in `TIME_WAIT`.
+    ///
+    /// # Errors
+    /// Only if the fd is not a socket.
+    pub fn set_reuse_address(&self, on: bool) -> io::Result<()> {
+        self.setsockopt(libc::SOL_SOCKET, libc::SO_REUSEADDR, on as libc::c_int)
+    }
+
+    /// `SO_REUSEPORT`: several sockets (one per reactor thread) listen on one
+    /// port and the kernel spreads connections over them.
+    ///
+    /// # Errors
+    /// `ENOPROTOOPT` on kernels without it.
+    pub fn set_reuse_port(&self, on: bool) -> io::Result<()> {
+        self.setsockopt(libc::SOL_SOCKET, libc::SO_REUSEPORT, on as libc::c_int)
+    }
+
+    /// `SO_LINGER`: `Some(0)` makes `close` send a reset instead of a FIN.
+    ///
+    /// # Errors
+    /// Only if the fd is not a socket.
+    pub fn set_linger(&self, linger: Option<Duration>) -> io::Result<()> {
+        let l = libc::linger {
+            l_onoff: linger.is_some() as libc::c_int,
+            l_linger: linger.map_or(0, |d| d.as_secs().min(i32::MAX as u64) as libc::c_int),
+        };
+        self.setsockopt(libc::SOL_SOCKET, libc::SO_LINGER, l)
+    }
+
+    /// Sets an `int` socket option.
+    ///
+    /// # Errors
+    /// `ENOPROTOOPT`/`EINVAL` for an unknown option or value.
+    pub fn set_int_option(
+        &self,
+        level: libc::c_int,
+        name: libc::c_int,
+        value: libc::c_int,
+    ) -> io::Result<()> {
+        self.setsockopt(level, name, value)
+    }
+
+    /// Reads an `int` socket option.
+    ///
+    /// # Errors
+    /// `ENOPROTOOPT` for an unknown option.
+    pub fn int_option(&self, level: libc::c_int, name: libc::c_int) -> io::Result<libc::c_int> {
+        self.getsockopt(level, name)
+    }
+
+    /// The address this socket is bound to.
+    ///
+    /// # Errors
+    /// `ENOBUFS`; only if the fd is broken otherwise.
+    pub fn local_addr(&self) -> io::Result<Addr> {
+        // SAFETY: getsockname writes at most `len` bytes into `storage`.
+        self.name_with(|fd, sa, len| unsafe { libc::getsockname(fd, sa, len) })
+    }
+
+    /// The address of the peer.
+    ///
+    /// # Errors
+    /// `ENOTCONN` when not connected.
+    pub fn peer_addr(&self) -> io::Result<Addr> {
+        // SAFETY: getpeername writes at most `len` bytes into `storage`.
+        self.name_with(|fd, sa, len| unsafe { libc::getpeername(fd, sa, len) })
+    }
+
+    /// Sets or clears `O_NONBLOCK`.
+    ///
+    /// # Errors
+    /// Only if the fd is broken.
+    pub fn set_nonblocking(&self, on: bool) -> io::Result<()> {
+        // SAFETY: F_GETFL takes no pointer.
+        let flags = cvt(unsafe { libc::fcntl(self.raw(), libc::F_GETFL) })?;
+        let new = if on {
+            flags | libc::O_NONBLOCK
+        } else {
+            flags & !libc::O_NONBLOCK
+        };
+        if new != flags {
+            // SAFETY: F_SETFL takes an int.
+            cvt(unsafe { libc::fcntl(self.raw(), libc::F_SETFL, new) })?;
+        }
+        Ok(())
+    }
+
+    #[cfg(any(target_os = "macos", target_os = "ios"))]
+    fn set_cloexec(&self) -> io::Result<()> {
+        // SAFETY: F_SETFD takes an int.
+        cvt(unsafe { libc::fcntl(self.raw(), libc::F_SETFD, libc::FD_CLOEXEC) })?;
+        Ok(())
+    }
+
+    fn raw(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+
+    fn name_with(
+        &self,
+        f: impl FnOnce(RawFd, *mut libc::sockaddr, *mut libc::socklen_t) -> libc::c_int,
+    ) -> io::Result<Addr> {
+        let mut storage = MaybeUninit::<libc::sockaddr_storage>::zeroed();
+        let mut len = mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+        cvt(f(self.raw(), storage.as_mut_ptr().cast(), &mut len))?;
+        // SAFETY: zero-initialised, then partly written by the kernel: every
+        // byte is initialised.
+        let storage = unsafe { storage.assume_init() };
+        from_raw(&storage, len)
+    }
+
+    fn setsockopt<T: Copy>(
+        &self,
+        level: libc::c_int,
+        name: libc::c_int,
+        value: T,
+    ) -> io::Result<()> {
+        // SAFETY: `value` is a live T of the size passed.
+        cvt(unsafe {
+            libc::setsockopt(
+                self.raw(),
+                level,
+                name,
+                (&value as *const T).cast(),
+                mem::size_of::<T>() as libc::socklen_t,
+            )
+        })?;
+        Ok(())
+    }
+
+    fn getsockopt<T: Copy>(&self, level: libc::c_int, name: libc::c_int) -> io::Result<T> {
+        let mut value = MaybeUninit::<T>::zeroed();
+        let mut len = mem::size_of::<T>() as libc::socklen_t;
+        // SAFETY: the kernel writes at most `len` bytes into `value`.
+        cvt(unsafe {
+            libc::getsockopt(self.raw(), level, name, value.as_mut_ptr().cast(), &mut len)
+        })?;
+        // SAFETY: zero-initialised and the options read here are plain ints
+        // or structs of ints, for which any bytes are valid.
+        Ok(unsafe { value.assume_init() })
+    }
+}
+
+impl AsFd for Socket {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
+impl AsRawFd for Socket {
+    fn as_raw_fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+}
+
+impl From<OwnedFd> for Socket {
+    /// Adopts an fd that the caller knows to be a socket. It is not made
+    /// non-blocking here: use [`Socket::set_nonblocking`].
+    fn from(fd: OwnedFd) -> Socket {
+        Socket { fd }
+    }
+}
+
+impl From<Socket> for OwnedFd {
+    fn from(s: Socket) -> OwnedFd {
+        s.fd
+    }
+}
+
+impl IntoRawFd for Socket {
+    fn into_raw_fd(self) -> RawFd {
+        self.fd.into_raw_fd()
+    }
+}
+
+fn iov_max() -> usize {
+    // POSIX guarantees at least 16; Linux and the BSDs have 1024.
+    1024
+}
+
+/// Lays `addr` out as a `sockaddr` for the kernel.
+fn to_raw(addr: &Addr) -> io::Result<(libc::sockaddr_storage, libc::socklen_t)> {
+    let mut storage = MaybeUninit::<libc::sockaddr_storage>::zeroed();
+    let len = match addr {
+        Addr::Inet(SocketAddr::V4(a)) => {
+            // SAFETY: all-zero is a valid sockaddr_in.
+            let mut sin: libc::sockaddr_in = unsafe { mem::zeroed() };
+            sin.sin_family = libc::AF_INET as libc::sa_family_t;
+            sin.sin_port = a.port().to_be();
+            sin.sin_addr = libc::in_addr {
+                s_addr: u32::from_ne_bytes(a.ip().octets()),
+            };
+            #[cfg(not(any(target_os = "linux", target_os = "android")))]
+            {
+                sin.sin_len = mem::size_of::<libc::sockaddr_in>() as u8;
+            }
+            // SAFETY: sockaddr_storage is large and aligned enough for any
+            // sockaddr type.
+            unsafe { storage.as_mut_ptr().cast::<libc::sockaddr_in>().write(sin) };
+            mem::size_of::<libc::sockaddr_in>()
+        }
+        Addr::Inet(SocketAddr::V6(a)) => {
+            // SAFETY: all-zero is a valid sockaddr_in6.
+            let mut sin6: libc::sockaddr_in6 = unsafe { mem::zeroed() };
+            sin6.sin6_family = libc::AF_INET6 as libc::sa_family_t;
+            sin6.sin6_port = a.port().to_be();
+            sin6.sin6_addr = libc::in6_addr {
+                s6_addr: a.ip().octets(),
+            };
+            sin6.sin6_flowinfo = a.flowinfo();
+            sin6.sin6_scope_id = a.scope_id();
+            #[cfg(not(any(target_os = "linux", target_os = "android")))]
+            {
+                sin6.sin6_len = mem::size_of::<libc::sockaddr_in6>() as u8;
+            }
+            // SAFETY: as above.
+            unsafe {
+                storage
+                    .as_mut_ptr()
+                    .cast::<libc::sockaddr_in6>()
+                    .write(sin6)
+            };
+            mem::size_of::<libc::sockaddr_in6>()
+        }
+        Addr::Unix(path) => {
+            let path: &Path = path.as_deref().ok_or_else(|| {
+                io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "an unnamed Unix socket address cannot be bound or connected to",
+                )
+            })?;
+            let bytes = path.as_os_str().as_bytes();
+            // SAFETY: all-zero is a valid sockaddr_un.
+            let mut sun: libc::sockaddr_un = unsafe { mem::zeroed() };
+            // The path needs a terminating NUL inside sun_path.
+            if bytes.is_empty() || bytes.len() >= sun.sun_path.len() || bytes.contains(&0) {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "Unix socket path must be 1 to 107 bytes without NUL",
+                ));
+            }
+            sun.sun_family = libc::AF_UNIX as libc::sa_family_t;
+            for (d, s) in sun.sun_path.iter_mut().zip(bytes) {
+                *d = *s as libc::c_char;
+            }
+            let len = mem::size_of::<libc::sa_family_t>() + offset_pad() + bytes.len() + 1;
+            #[cfg(not(any(target_os = "linux", target_os = "android")))]
+            {
+                sun.sun_len = len as u8;
+            }
+            // SAFETY: as above.
+            unsafe { storage.as_mut_ptr().cast::<libc::sockaddr_un>().write(sun) };
+            len
+        }
+    };
+    // SAFETY: zero-initialised, then overwritten by a complete sockaddr.
+    Ok((unsafe { storage.assume_init() }, len as libc::socklen_t))
+}
+
+/// Bytes between the start of `sockaddr_un` and `sun_path` beyond the family
+/// field (the BSDs put a length byte first).
+const fn offset_pad() -> usize {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    {
+        0
+    }
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    {
+        1
+    }
+}
+
+/// Reads a kernel-filled `sockaddr` back into an [`Addr`].
+fn from_raw(storage: &libc::sockaddr_storage, len: libc::socklen_t) -> io::Result<Addr> {
+    let len = len as usize;
+    match storage.ss_family as libc::c_int {
+        libc::AF_INET if len >= mem::size_of::<libc::sockaddr_in>() => {
+            // SAFETY: the family says the storage holds a sockaddr_in, and
+            // the storage is aligned for it.
+            let sin =
+                unsafe { &*(storage as *const libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
+            let ip = Ipv4Addr::from(sin.sin_addr.s_addr.to_ne_bytes());
+            Ok(Addr::Inet(SocketAddr::V4(SocketAddrV4::new(
+                ip,
+                u16::from_be(sin.sin_port),
+            ))))
+        }
+        libc::AF_INET6 if len >= mem::size_of::<libc::sockaddr_in6>() => {
+            // SAFETY: as above, for sockaddr_in6.
+            let sin6 = unsafe {
+                &*(storage as *const libc::sockaddr_storage).cast::<libc::sockaddr_in6>()
+            };
+            let ip = Ipv6Addr::from(sin6.sin6_addr.s6_addr);
+            Ok(Addr::Inet(SocketAddr::V6(SocketAddrV6::new(
+                ip,
+                u16::from_be(sin6.sin6_port),
+                sin6.sin6_flowinfo,
+                sin6.sin6_scope_id,
+            ))))
+        }
+        libc::AF_UNIX => {
+            // SAFETY: as above, for sockaddr_un.
+            let sun =
+                unsafe { &*(storage as *const libc::sockaddr_storage).cast::<libc::sockaddr_un>() };
+            let start = mem::size_of::<libc::sa_family_t>() + offset_pad();
+            let path_len = len.saturating_sub(start).min(sun.sun_path.len());
+            let raw: Vec<u8> = sun.sun_path[..path_len].iter().map(|&c| c as u8).collect();
+            // Unnamed sockets have no path; abstract ones start with NUL.
+            if raw.is_empty() || raw[0] == 0 {
+                return Ok(Addr::Unix(None));
+            }
+            let end = raw.iter().position(|&b| b == 0).unwrap_or(raw.len());
+            Ok(Addr::Unix(Some(PathBuf::from(
+                std::ffi::OsStr::from_bytes(&raw[..end]),
+            ))))
+        }
+        _ => Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "unsupported socket address family",
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn inet_addresses_round_trip_through_sockaddr() {
+        for a in ["127.0.0.1:80", "[::1]:65535", "10.1.2.3:0", "[fe80::1%3]:9"] {
+            let addr = Addr::Inet(a.parse().unwrap());
+            let (raw, len) = to_raw(&addr).unwrap();
+            assert_eq!(from_raw(&raw, len).unwrap(), addr);
+        }
+    }
+
+    #[test]
+    fn unix_path_round_trips_and_bad_paths_are_refused() {
+        let addr = Addr::Unix(Some(PathBuf::from("/tmp/x.sock")));
+        let (raw, len) = to_raw(&addr).unwrap();
+        assert_eq!(from_raw(&raw, len).unwrap(), addr);
+        let long = Addr::Unix(Some(PathBuf::from("a".repeat(200))));
+        assert_eq!(
+            to_raw(&long).unwrap_err().kind(),
+            io::ErrorKind::InvalidInput
+        );
+        assert_eq!(
+            to_raw(&Addr::Unix(None)).unwrap_err().kind(),
+            io::ErrorKind::InvalidInput
+        );
+    }
+
+    #[test]
+    fn pair_carries_bytes_both_ways_and_reports_eof() {
+        let (a, b) = Socket::pair().unwrap();
+        assert_eq!(a.write(b"ping").unwrap(), 4);
+        let mut buf = [0u8; 8];
+        assert_eq!(b.read(&mut buf).unwrap(), 4);
+        assert_eq!(&buf[..4], b"ping");
+        assert_eq!(
+            b.read(&mut buf).unwrap_err().kind(),
+            io::ErrorKind::WouldBlock
+        );
+        let n = b
+            .write_vectored(&[IoSlice::new(b"po"), IoSlice::new(b"ng")])
+            .unwrap();
+        assert_eq!(n, 4);
+        assert_eq!(a.read(&mut buf).unwrap(), 4);
+        assert_eq!(&buf[..4], b"pong");
+        drop(b);
+        assert_eq!(a.read(&mut buf).unwrap(), 0);
+        // The peer is gone: EPIPE, and no SIGPIPE killing the test.
+        assert_eq!(a.write(b"x").unwrap_err().kind(), io::ErrorKind::BrokenPipe);
+    }
+
+    #[test]
+    fn tcp_listen_connect_accept_on_loopback() {
+        let l = Socket::stream(Domain::Ipv4).unwrap();
+        l.set_reuse_address(true).unwrap();
+        l.bind(&Addr::Inet("127.0.0.1:0".parse().unwrap())).unwrap();
+        l.listen(16).unwrap();
+        let addr = l.local_addr().unwrap();
+        let c = Socket::stream(Domain::Ipv4).unwrap();
+        let _ = c.connect(&addr).unwrap();
+        // Loopback connects complete quickly; poll accept a bounded time.
+        let mut accepted = None;
+        for _ in 0..1000 {
+            match l.accept() {
+                Ok(s) => {
+                    accepted = Some(s);
+                    break;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    std::thread::sleep(Duration::from_millis(1))
+                }
+                Err(e) => panic!("accept: {e}"),
+            }
+        }
+        let s = accepted.expect("no connection accepted within a second");
+        assert!(c.take_error().unwrap().is_none());
+        assert_eq!(s.peer_addr().unwrap(), c.local_addr().unwrap());
+        s.set_nodelay(true).unwrap();
+        assert_eq!(
+            s.int_option(libc::IPPROTO_TCP, libc::TCP_NODELAY).unwrap(),
+            1
+        );
+    }
+}
