@@ -1,0 +1,121 @@
+//! Helpers shared by the integration tests: reactors on their own threads,
+//! an echo handler, and deterministic byte patterns.
+#![allow(dead_code)]
+
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use packet::{Connection, Handler, Reactor, ReactorHandle};
+
+/// Generous bound for any single blocking socket call in a test: far above
+/// what loopback needs, only there so a broken reactor fails the test
+/// instead of hanging it.
+pub const IO_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// A reactor running on its own thread.
+pub struct Running<T> {
+    pub handle: ReactorHandle,
+    pub value: T,
+    pub thread: JoinHandle<io::Result<()>>,
+}
+
+impl<T> Running<T> {
+    /// Stops the reactor and waits for its thread.
+    pub fn stop(self) -> T {
+        self.handle.stop();
+        self.thread.join().expect("reactor thread panicked").expect("reactor failed");
+        self.value
+    }
+}
+
+/// Builds a reactor on a new thread, runs `setup` on it, and returns what
+/// `setup` returned once the loop is running.
+pub fn spawn_reactor<T: Send + 'static>(
+    setup: impl FnOnce(&mut Reactor) -> io::Result<T> + Send + 'static,
+) -> Running<T> {
+    let (tx, rx) = mpsc::channel();
+    let thread = std::thread::spawn(move || {
+        let mut reactor = Reactor::new()?;
+        let value = setup(&mut reactor)?;
+        tx.send((reactor.handle(), value)).expect("test went away");
+        reactor.run_until_stopped()
+    });
+    let (handle, value) = rx.recv().expect("reactor setup failed");
+    Running { handle, value, thread }
+}
+
+/// Starts an echo server on an ephemeral loopback port on its own reactor.
+pub fn echo_server() -> Running<SocketAddr> {
+    spawn_reactor(|r| {
+        let id = r.start_server("127.0.0.1:0", || Echo)?;
+        Ok(r.server_addr(id)?.as_inet().expect("tcp"))
+    })
+}
+
+/// Echoes everything, pausing reads while its outbound queue is above the
+/// high-water mark (the echo example's backpressure).
+pub struct Echo;
+
+impl Handler for Echo {
+    fn receive_data(&mut self, conn: &mut Connection<'_>, data: &[u8]) {
+        conn.send_data(data);
+    }
+    fn outbound_full(&mut self, conn: &mut Connection<'_>) {
+        conn.pause();
+    }
+    fn outbound_drained(&mut self, conn: &mut Connection<'_>) {
+        conn.resume();
+    }
+}
+
+/// `len` bytes of a pattern that differs by `seed` and by position, so a
+/// lost, duplicated or reordered chunk shows up.
+pub fn pattern(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+/// A blocking loopback client with timeouts.
+pub fn client(addr: SocketAddr) -> TcpStream {
+    let s = TcpStream::connect(addr).expect("connect to test server");
+    s.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    s.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
+    s
+}
+
+/// Sends `data` from a second thread while reading the echo on this one,
+/// and returns what came back before end of stream or `want` bytes.
+pub fn echo_round_trip(stream: TcpStream, data: Vec<u8>, shutdown_after: bool) -> Vec<u8> {
+    let want = data.len();
+    let mut writer = stream.try_clone().unwrap();
+    let w = std::thread::spawn(move || {
+        for chunk in data.chunks(7919) {
+            writer.write_all(chunk).unwrap();
+        }
+        if shutdown_after {
+            writer.shutdown(std::net::Shutdown::Write).unwrap();
+        }
+    });
+    let mut got = Vec::with_capacity(want);
+    let mut reader = stream;
+    let mut buf = vec![0u8; 65536];
+    while got.len() < want || shutdown_after {
+        let n = reader.read(&mut buf).expect("read echo");
+        if n == 0 {
+            break;
+        }
+        got.extend_from_slice(&buf[..n]);
+    }
+    w.join().unwrap();
+    got
+}
