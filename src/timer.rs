@@ -435,6 +435,13 @@ impl<T> TimerWheel<T> {
     /// read per record; they are dropped at the front of `due`.
     fn cascade(&mut self, id: usize) {
         let mut records = std::mem::take(&mut self.slots[id]);
+        if id < 2 * SLOTS {
+            // A level 1 slot holds the timers of the next 64 ms, each about
+            // to need its slab entry. Fetching them all now, in a loop with
+            // no other work, lets the cache misses overlap instead of
+            // stalling `poll` once per timer.
+            warm(&self.entries, &records);
+        }
         for &record in &records {
             self.file(record);
         }
@@ -463,18 +470,16 @@ impl<T> TimerWheel<T> {
 
     /// Drops every tombstone, keeping the order of the live records.
     fn compact(&mut self) {
-        let entries = &self.entries;
-        let alive = |r: &Record| entries[r.index as usize].generation == r.generation;
         self.due.drain(..self.due_pos);
         self.due_pos = 0;
-        self.due.retain(alive);
+        retain_live(&self.entries, &mut self.due);
         for level in 0..LEVELS {
             let mut bits = self.occupied[level];
             while bits != 0 {
                 let bit = bits.trailing_zeros() as usize;
                 bits &= bits - 1;
                 let slot = &mut self.slots[level * SLOTS + bit];
-                slot.retain(alive);
+                retain_live(&self.entries, slot);
                 if slot.is_empty() {
                     trim(slot);
                     self.occupied[level] &= !(1 << bit);
@@ -526,6 +531,43 @@ fn level_for(deadline: u64, elapsed: u64) -> usize {
     // 0 rather than needing a special case.
     let highest_bit = u64::BITS - 1 - ((deadline ^ elapsed) | (SLOTS as u64 - 1)).leading_zeros();
     (highest_bit / SLOT_BITS) as usize
+}
+
+/// Reads the slab entries of `records`, so that they are in cache when used.
+fn warm<T>(entries: &[Entry<T>], records: &[Record]) {
+    let mut sum = 0u32;
+    for record in records {
+        if let Some(entry) = entries.get(record.index as usize) {
+            // Both ends of the entry, which may straddle two cache lines.
+            sum = sum.wrapping_add(entry.generation) ^ u32::from(entry.value.is_some());
+        }
+    }
+    std::hint::black_box(sum);
+}
+
+/// Drops the tombstones from `records`, keeping order. Liveness is worked
+/// out a chunk at a time before anything moves, so the slab reads (random,
+/// mostly cache misses) are independent and overlap; `Vec::retain` would
+/// branch on each one and let a misprediction throw the others away.
+fn retain_live<T>(entries: &[Entry<T>], records: &mut Vec<Record>) {
+    const CHUNK: usize = 1024;
+    let mut live = [false; CHUNK];
+    let mut kept = 0;
+    for start in (0..records.len()).step_by(CHUNK) {
+        let chunk = &records[start..records.len().min(start + CHUNK)];
+        for (flag, record) in live.iter_mut().zip(chunk) {
+            *flag = entries
+                .get(record.index as usize)
+                .is_some_and(|e| e.generation == record.generation);
+        }
+        for i in 0..chunk.len() {
+            if live[i] {
+                records[kept] = records[start + i];
+                kept += 1;
+            }
+        }
+    }
+    records.truncate(kept);
 }
 
 /// Releases an empty slot buffer that has grown past `KEEP_CAPACITY`.
