@@ -27,7 +27,13 @@ struct Member {
 impl Member {
     fn broadcast(&self, conn: &mut Connection<'_>, line: &[u8]) {
         let me = conn.id();
-        let others: Vec<ConnId> = self.room.borrow().iter().copied().filter(|&m| m != me).collect();
+        let others: Vec<ConnId> = self
+            .room
+            .borrow()
+            .iter()
+            .copied()
+            .filter(|&m| m != me)
+            .collect();
         for other in others {
             conn.reactor().send_data_to(other, line);
         }
@@ -66,10 +72,15 @@ impl Handler for Member {
 }
 
 fn main() -> io::Result<()> {
-    let addr = std::env::args().nth(1).unwrap_or_else(|| "127.0.0.1:11007".into());
+    let addr = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "127.0.0.1:11007".into());
     Reactor::run(|reactor| {
         let room: Room = Rc::default();
-        let server = reactor.start_server(addr.as_str(), move || Member { room: room.clone(), partial: Vec::new() })?;
+        let server = reactor.start_server(addr.as_str(), move || Member {
+            room: room.clone(),
+            partial: Vec::new(),
+        })?;
         println!("listening on {}", reactor.server_addr(server)?);
         Ok(())
     })

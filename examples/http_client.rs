@@ -19,7 +19,10 @@ struct Get {
 
 impl Handler for Get {
     fn connection_completed(&mut self, conn: &mut Connection<'_>) {
-        let request = format!("GET {} HTTP/1.0\r\nHost: {}\r\nConnection: close\r\n\r\n", self.path, self.host);
+        let request = format!(
+            "GET {} HTTP/1.0\r\nHost: {}\r\nConnection: close\r\n\r\n",
+            self.path, self.host
+        );
         conn.send_data(request.as_bytes());
     }
 
@@ -47,8 +50,18 @@ fn main() -> io::Result<()> {
     let failed = std::rc::Rc::new(std::cell::Cell::new(false));
     let flag = failed.clone();
     Reactor::run(|reactor| {
-        let name = host.rsplit_once(':').map_or(host.as_str(), |(h, _)| h).to_string();
-        reactor.connect(host.as_str(), Get { host: name, path, failed: flag })?;
+        let name = host
+            .rsplit_once(':')
+            .map_or(host.as_str(), |(h, _)| h)
+            .to_string();
+        reactor.connect(
+            host.as_str(),
+            Get {
+                host: name,
+                path,
+                failed: flag,
+            },
+        )?;
         Ok(())
     })?;
     if failed.get() {

@@ -206,6 +206,25 @@ impl Connection<'_> {
         self.reactor.set_high_water_mark(self.id, bytes);
     }
 
+    /// Closes this connection with [`CloseReason::InactivityTimeout`] once
+    /// no byte has moved either way for `limit` (EventMachine's
+    /// `comm_inactivity_timeout`); `None` turns it off.
+    pub fn set_inactivity_timeout(&mut self, limit: Option<std::time::Duration>) {
+        self.reactor.set_inactivity_timeout(self.id, limit);
+    }
+
+    /// For an outgoing connection still connecting: give up with
+    /// [`CloseReason::ConnectTimeout`] after `limit` from now (EventMachine's
+    /// `pending_connect_timeout=`).
+    pub fn set_pending_connect_timeout(&mut self, limit: Option<std::time::Duration>) {
+        self.reactor.set_pending_connect_timeout(self.id, limit);
+    }
+
+    /// How long since a byte last moved on this connection.
+    pub fn idle_time(&self) -> std::time::Duration {
+        self.reactor.idle_time(self.id).unwrap_or_default()
+    }
+
     /// The peer's address.
     ///
     /// # Errors

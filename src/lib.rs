@@ -47,4 +47,4 @@ pub mod timer;
 
 pub use connection::{CloseReason, ConnId, Connection, Handler};
 pub use packet_sys::Addr;
-pub use reactor::{Reactor, ReactorHandle, ServerId, ServerOptions};
+pub use reactor::{Reactor, ReactorHandle, ServerId, ServerOptions, TimerId};

@@ -27,13 +27,14 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use packet_sys::{Addr, Domain, Events, Interest, Selector, Socket, Waker};
 
 use crate::buffer::OutBuf;
 use crate::connection::{CloseReason, ConnId, Connection, Handler};
 use crate::slab::{Slab, Token, RESERVED_TOKEN};
+use crate::timer::{TimerKey, TimerWheel};
 
 /// One read buffer per reactor, lent to `receive_data`: 64 KiB is what a
 /// loopback TCP socket typically has ready at once, and what most reactors
@@ -52,6 +53,10 @@ const ACCEPT_BATCH: usize = 64;
 const EVENTS_PER_WAIT: usize = 1024;
 
 const DEFAULT_HIGH_WATER: usize = 1024 * 1024;
+
+/// EventMachine's default `pending_connect_timeout`: a connect that has not
+/// completed by then is abandoned with [`CloseReason::ConnectTimeout`].
+const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// Per-connection state bits.
 mod flag {
@@ -82,6 +87,12 @@ struct Conn {
     out: OutBuf,
     flags: u16,
     high_water: u32,
+    /// Loop time (ms, wrapping) of the last byte read or written.
+    last_activity: u32,
+    /// Inactivity timeout in ms; 0 when none.
+    idle_timeout: u32,
+    /// The connect timeout while connecting, then the inactivity check.
+    timer: Option<TimerKey>,
 }
 
 type Factory = Box<dyn FnMut() -> Box<dyn Handler>>;
@@ -96,7 +107,52 @@ struct Listener {
 
 enum Source {
     Conn(Conn),
-    Listener(Listener),
+    /// Boxed: listeners are few, and this keeps every slab entry as small as
+    /// a connection.
+    Listener(Box<Listener>),
+}
+
+/// What a timer in the wheel does when it fires.
+enum TimerTask {
+    Once(Local),
+    /// An entry of `Reactor::periodics`.
+    Periodic(Token),
+    /// A connection's connect or inactivity timeout.
+    Conn(Token),
+}
+
+struct Periodic {
+    /// `None` while its callback runs.
+    callback: Option<PeriodicFn>,
+    interval_ms: u64,
+    /// The deadline it was last scheduled for: the next one is a whole
+    /// number of intervals later (fixed rate).
+    due_ms: u64,
+    key: Option<TimerKey>,
+}
+
+/// Identifies a timer, for [`Reactor::cancel_timer`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct TimerId(TimerRef);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum TimerRef {
+    Once(TimerKey),
+    Periodic(Token),
+}
+
+/// The deadline after `due_ms` for a fixed-rate timer, given that the loop
+/// has reached `now_ms`: the next multiple of the interval after the last
+/// deadline that is still in the future. A loop that fell behind skips the
+/// periods it missed instead of firing them in a burst, and the phase never
+/// drifts.
+fn next_fixed_rate_deadline(due_ms: u64, interval_ms: u64, now_ms: u64) -> u64 {
+    let next = due_ms.saturating_add(interval_ms);
+    if next > now_ms {
+        return next;
+    }
+    let missed = (now_ms - next) / interval_ms + 1;
+    next.saturating_add(missed.saturating_mul(interval_ms))
 }
 
 /// Work deferred until no callback is running.
@@ -151,6 +207,7 @@ impl ServerOptions {
 
 type Remote = Box<dyn FnOnce(&mut Reactor) + Send>;
 type Local = Box<dyn FnOnce(&mut Reactor)>;
+type PeriodicFn = Box<dyn FnMut(&mut Reactor, TimerId)>;
 
 /// What other threads share with a reactor.
 struct Shared {
@@ -254,6 +311,12 @@ pub struct Reactor {
     /// The connection in `unbind`, and where it asked to reconnect.
     unbinding: Option<Token>,
     reconnect_to: Option<Addr>,
+    timers: TimerWheel<TimerTask>,
+    periodics: Slab<Periodic>,
+    /// The loop's clock: read once per turn.
+    epoch: Instant,
+    now_ns: u64,
+    connect_timeout: Option<Duration>,
 }
 
 /// Resolves `addr` to its first socket address.
@@ -294,6 +357,11 @@ impl Reactor {
             connections: 0,
             unbinding: None,
             reconnect_to: None,
+            timers: TimerWheel::new(),
+            periodics: Slab::new(),
+            epoch: Instant::now(),
+            now_ns: 0,
+            connect_timeout: Some(DEFAULT_CONNECT_TIMEOUT),
         })
     }
 
@@ -395,12 +463,12 @@ impl Reactor {
         sock.bind(&addr)?;
         sock.listen(options.backlog)?;
         let factory: Factory = Box::new(move || Box::new(factory()));
-        self.add_listener(Listener {
+        self.add_listener(Box::new(Listener {
             sock,
             factory,
             tcp: true,
             unix_path: None,
-        })
+        }))
     }
 
     /// Listens on a Unix-domain socket at `path`. A stale socket file left
@@ -426,15 +494,15 @@ impl Reactor {
         }
         sock.listen(ServerOptions::default().backlog)?;
         let factory: Factory = Box::new(move || Box::new(factory()));
-        self.add_listener(Listener {
+        self.add_listener(Box::new(Listener {
             sock,
             factory,
             tcp: false,
             unix_path: Some(path),
-        })
+        }))
     }
 
-    fn add_listener(&mut self, listener: Listener) -> io::Result<ServerId> {
+    fn add_listener(&mut self, listener: Box<Listener>) -> io::Result<ServerId> {
         let token = self.sources.insert(Source::Listener(listener));
         let Some(Source::Listener(l)) = self.sources.get(token) else {
             unreachable!()
@@ -517,6 +585,13 @@ impl Reactor {
         };
         let token = self.add_conn(sock, handler, flag::CONNECTING | tcp)?;
         self.pending.push_back((token, Pending::Init));
+        if let Some(limit) = self.connect_timeout {
+            let deadline = self.deadline_after(limit);
+            let key = self.timers.insert(deadline, TimerTask::Conn(token));
+            if let Some(c) = self.conn_mut(token) {
+                c.timer = Some(key);
+            }
+        }
         if let Err(e) = started {
             // Delivered on the next turn, not now: a handler that reconnects
             // from `unbind` must not loop inside one turn.
@@ -538,6 +613,9 @@ impl Reactor {
             out: OutBuf::default(),
             flags,
             high_water,
+            last_activity: self.now_ms() as u32,
+            idle_timeout: 0,
+            timer: None,
         }));
         let Some(Source::Conn(c)) = self.sources.get(token) else {
             unreachable!()
@@ -606,9 +684,11 @@ impl Reactor {
         // Large, or not the running connection: write now, staged bytes
         // first, and queue whatever the kernel does not take.
         let staged = if is_current { self.stage.len() } else { 0 };
+        let now = self.now_ms() as u32;
         let Some(Source::Conn(c)) = self.sources.get_mut(token) else {
             return false;
         };
+        c.last_activity = now;
         let result = if staged > 0 {
             c.sock
                 .write_vectored(&[IoSlice::new(&self.stage), IoSlice::new(data)])
@@ -722,16 +802,232 @@ impl Reactor {
         }
     }
 
+    // ----- timers -----
+
+    /// The loop's time: read once per turn, so every callback of a turn
+    /// sees the same instant.
+    pub fn now(&self) -> Instant {
+        self.epoch + Duration::from_nanos(self.now_ns)
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.now_ns / 1_000_000
+    }
+
+    /// The wheel tick at which `after` from the loop's time has passed,
+    /// rounded up so that nothing fires early.
+    fn deadline_after(&self, after: Duration) -> u64 {
+        let after_ns = u64::try_from(after.as_nanos()).unwrap_or(u64::MAX);
+        self.now_ns.saturating_add(after_ns).div_ceil(1_000_000)
+    }
+
+    /// Runs `f` once, `after` from the loop's current time (never earlier;
+    /// at most a millisecond plus scheduling latency later). Timers with the
+    /// same deadline fire in the order they were added.
+    pub fn add_timer(
+        &mut self,
+        after: Duration,
+        f: impl FnOnce(&mut Reactor) + 'static,
+    ) -> TimerId {
+        let deadline = self.deadline_after(after);
+        TimerId(TimerRef::Once(
+            self.timers.insert(deadline, TimerTask::Once(Box::new(f))),
+        ))
+    }
+
+    /// Runs `f` every `interval` (at least 1 ms) at a fixed rate, as
+    /// Packet's periodic timers do: the n-th call is due `n * interval`
+    /// after this one was added, however late earlier calls ran. If the loop
+    /// falls behind by whole periods, the missed calls are skipped rather
+    /// than fired in a burst. `f` gets the timer's id, so it can cancel
+    /// itself.
+    pub fn add_periodic_timer(
+        &mut self,
+        interval: Duration,
+        f: impl FnMut(&mut Reactor, TimerId) + 'static,
+    ) -> TimerId {
+        let interval_ms = u64::try_from(interval.as_millis())
+            .unwrap_or(u64::MAX)
+            .max(1);
+        let due_ms = self.deadline_after(interval);
+        let token = self.periodics.insert(Periodic {
+            callback: Some(Box::new(f)),
+            interval_ms,
+            due_ms,
+            key: None,
+        });
+        let key = self.timers.insert(due_ms, TimerTask::Periodic(token));
+        if let Some(p) = self.periodics.get_mut(token) {
+            p.key = Some(key);
+        }
+        TimerId(TimerRef::Periodic(token))
+    }
+
+    /// Cancels a timer. Returns `false`, doing nothing, if it already fired
+    /// (one-shot) or was cancelled; a periodic timer may cancel itself from
+    /// its own callback.
+    pub fn cancel_timer(&mut self, id: TimerId) -> bool {
+        match id.0 {
+            TimerRef::Once(key) => self.timers.cancel(key).is_some(),
+            TimerRef::Periodic(token) => match self.periodics.remove(token) {
+                Some(p) => {
+                    if let Some(key) = p.key {
+                        self.timers.cancel(key);
+                    }
+                    true
+                }
+                None => false,
+            },
+        }
+    }
+
+    /// Sets how long connect attempts started from now may take before they
+    /// end with [`CloseReason::ConnectTimeout`] (default 20 s, as
+    /// EventMachine's `pending_connect_timeout`; `None` leaves it to the
+    /// kernel).
+    pub fn set_connect_timeout(&mut self, limit: Option<Duration>) {
+        self.connect_timeout = limit;
+    }
+
+    /// Gives the connect of connection `id`, if still in progress, `limit`
+    /// from now before it ends with [`CloseReason::ConnectTimeout`]
+    /// (EventMachine's `pending_connect_timeout=`, typically set in
+    /// `post_init`); `None` removes the limit.
+    pub fn set_pending_connect_timeout(&mut self, id: ConnId, limit: Option<Duration>) {
+        let deadline = limit.map(|d| self.deadline_after(d));
+        let Some(c) = self.conn_mut(id.0) else { return };
+        if c.flags & flag::CONNECTING == 0 {
+            return;
+        }
+        let old = c.timer.take();
+        if let Some(key) = old {
+            self.timers.cancel(key);
+        }
+        if let Some(deadline) = deadline {
+            let key = self.timers.insert(deadline, TimerTask::Conn(id.0));
+            if let Some(c) = self.conn_mut(id.0) {
+                c.timer = Some(key);
+            }
+        }
+    }
+
+    /// Closes connection `id` with [`CloseReason::InactivityTimeout`] once
+    /// no byte has been read from or written to it for `limit`
+    /// (EventMachine's `comm_inactivity_timeout`); `None` turns it off.
+    /// Limits are kept in whole milliseconds, up to 24 days.
+    pub fn set_inactivity_timeout(&mut self, id: ConnId, limit: Option<Duration>) {
+        let ms = limit.map_or(0, |d| {
+            d.as_millis().clamp(1, u128::from(u32::MAX / 2)) as u32
+        });
+        let now = self.now_ms() as u32;
+        let Some(c) = self.conn_mut(id.0) else { return };
+        c.idle_timeout = ms;
+        c.last_activity = now;
+        if c.flags & flag::CONNECTING == 0 {
+            let old = c.timer.take();
+            if let Some(key) = old {
+                self.timers.cancel(key);
+            }
+            if ms > 0 {
+                self.arm_idle_timer(id.0, now.wrapping_add(ms));
+            }
+        }
+    }
+
+    /// Milliseconds since connection `id` last read or wrote a byte, as of
+    /// the loop's time (EventMachine's `get_idle_time`).
+    pub fn idle_time(&self, id: ConnId) -> Option<Duration> {
+        let now = self.now_ms() as u32;
+        self.conn(id.0)
+            .map(|c| Duration::from_millis(u64::from(now.wrapping_sub(c.last_activity))))
+    }
+
+    /// Files the inactivity check of `token` at the 32-bit loop time `at`.
+    fn arm_idle_timer(&mut self, token: Token, at: u32) {
+        let now = self.now_ms();
+        let wait = u64::from(at.wrapping_sub(now as u32));
+        let key = self.timers.insert(now + wait, TimerTask::Conn(token));
+        if let Some(c) = self.conn_mut(token) {
+            c.timer = Some(key);
+        }
+    }
+
+    fn run_timers(&mut self) {
+        let now = self.now_ms();
+        while let Some((_, task)) = self.timers.poll(now) {
+            match task {
+                TimerTask::Once(f) => f(self),
+                TimerTask::Periodic(token) => self.fire_periodic(token, now),
+                TimerTask::Conn(token) => self.conn_timer(token),
+            }
+            self.run_pending();
+        }
+    }
+
+    fn fire_periodic(&mut self, token: Token, now: u64) {
+        let Some(p) = self.periodics.get_mut(token) else {
+            return;
+        };
+        let Some(mut callback) = p.callback.take() else {
+            return;
+        };
+        callback(self, TimerId(TimerRef::Periodic(token)));
+        // Cancelled from inside its callback: the entry is gone.
+        let Some(p) = self.periodics.get_mut(token) else {
+            return;
+        };
+        p.callback = Some(callback);
+        p.due_ms = next_fixed_rate_deadline(p.due_ms, p.interval_ms, now);
+        let due = p.due_ms;
+        let key = self.timers.insert(due, TimerTask::Periodic(token));
+        if let Some(p) = self.periodics.get_mut(token) {
+            p.key = Some(key);
+        }
+    }
+
+    fn conn_timer(&mut self, token: Token) {
+        let now = self.now_ms() as u32;
+        let Some(c) = self.conn_mut(token) else {
+            return;
+        };
+        c.timer = None;
+        if c.flags & flag::CLOSED != 0 {
+            return;
+        }
+        if c.flags & flag::CONNECTING != 0 {
+            self.begin_close(token, CloseReason::ConnectTimeout);
+            return;
+        }
+        if c.idle_timeout == 0 {
+            return;
+        }
+        // Activity only stamps the connection; the timer checks the stamp
+        // when it fires and re-arms itself for the remainder, so a busy
+        // connection costs no timer operation per read or write.
+        let idle = now.wrapping_sub(c.last_activity);
+        if idle >= c.idle_timeout {
+            self.begin_close(token, CloseReason::InactivityTimeout);
+        } else {
+            let at = c.last_activity.wrapping_add(c.idle_timeout);
+            self.arm_idle_timer(token, at);
+        }
+    }
+
     // ----- the loop -----
 
     fn turn(&mut self, events: &mut Events) -> io::Result<()> {
+        self.now_ns = self.epoch.elapsed().as_nanos() as u64;
+        self.run_timers();
         self.run_next_turn();
         self.run_pending();
         let busy = !self.next_turn.is_empty() || !self.ready.is_empty() || !self.pending.is_empty();
         let timeout = if busy || self.stopped {
             Some(Duration::ZERO)
         } else {
-            None
+            // Until the wheel's next deadline; with no timers, until I/O.
+            self.timers.next_deadline().map(|due| {
+                Duration::from_nanos(due.saturating_mul(1_000_000).saturating_sub(self.now_ns))
+            })
         };
         self.selector.wait(events, timeout)?;
         // Sources carried over from earlier turns get their read after this
@@ -840,6 +1136,7 @@ impl Reactor {
         if self.stage.is_empty() {
             return;
         }
+        let now = self.now_ms() as u32;
         let Some(Source::Conn(c)) = self.sources.get_mut(token) else {
             self.stage.clear();
             return;
@@ -849,6 +1146,7 @@ impl Reactor {
             return;
         }
         if c.out.is_empty() && c.flags & (flag::WRITE_BLOCKED | flag::CONNECTING) == 0 {
+            c.last_activity = now;
             match c.sock.write(&self.stage) {
                 Ok(n) if n == self.stage.len() => {}
                 Ok(n) => {
@@ -920,6 +1218,18 @@ impl Reactor {
                 return;
             }
             c.flags &= !flag::CONNECTING;
+            let connect_timer = c.timer.take();
+            let idle = c.idle_timeout;
+            if let Some(key) = connect_timer {
+                self.timers.cancel(key);
+            }
+            if idle > 0 {
+                let at = (self.now_ms() as u32).wrapping_add(idle);
+                self.arm_idle_timer(token, at);
+            }
+            let Some(c) = self.conn_mut(token) else {
+                return;
+            };
             if c.flags & flag::TCP != 0 {
                 // Request/response traffic wants small writes sent at once.
                 let _ = c.sock.set_nodelay(true);
@@ -942,6 +1252,7 @@ impl Reactor {
     }
 
     fn flush_queue(&mut self, token: Token) {
+        let self_now = self.now_ms() as u32;
         let Some(c) = self.conn_mut(token) else {
             return;
         };
@@ -951,6 +1262,7 @@ impl Reactor {
             self.check_water(token);
             return;
         }
+        c.last_activity = self_now;
         let sock = &c.sock;
         match c.out.flush(|iov| sock.write_vectored(iov)) {
             Ok(_) => {
@@ -974,6 +1286,7 @@ impl Reactor {
 
     fn on_readable(&mut self, token: Token) {
         let mut buf = std::mem::take(&mut self.read_buf);
+        let now = self.now_ms() as u32;
         while let Some(c) = self.conn_mut(token) {
             let blocked = flag::PAUSED | flag::CLOSED | flag::CLOSING | flag::CONNECTING;
             if c.flags & blocked != 0 || c.flags & flag::READ_READY == 0 {
@@ -987,6 +1300,7 @@ impl Reactor {
                     break;
                 }
                 Ok(n) => {
+                    c.last_activity = now;
                     let full = n == buf.len();
                     // A short read drained the socket: new data raises a new
                     // edge. After a half-close no edge comes, so read on to
@@ -1092,6 +1406,9 @@ impl Reactor {
             return;
         };
         self.connections -= 1;
+        if let Some(key) = c.timer.take() {
+            self.timers.cancel(key);
+        }
         let handler = c.handler.take();
         // Closing the fd removes it from the epoll set: no explicit
         // EPOLL_CTL_DEL syscall (worker processes never inherit connection
@@ -1126,6 +1443,8 @@ impl Reactor {
         self.run_pending();
         self.next_turn.clear();
         self.ready.clear();
+        self.timers = TimerWheel::new();
+        self.periodics = Slab::new();
         self.stopped = false;
     }
 }
@@ -1140,4 +1459,28 @@ fn is_stale_unix_socket(path: &Path) -> bool {
         std::os::unix::net::UnixStream::connect(path),
         Err(e) if e.kind() == io::ErrorKind::ConnectionRefused
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::next_fixed_rate_deadline;
+
+    #[test]
+    fn fixed_rate_keeps_phase_and_skips_missed_periods() {
+        // On time: exactly one interval later, for 1000 periods: no drift.
+        let mut due = 7;
+        for k in 1..=1000u64 {
+            due = next_fixed_rate_deadline(due, 10, due + 3);
+            assert_eq!(due, 7 + 10 * k);
+        }
+        // Fell behind by 3.5 periods: the missed ones are skipped, the phase
+        // kept, and the next deadline is in the future.
+        assert_eq!(next_fixed_rate_deadline(100, 10, 135), 140);
+        assert_eq!(next_fixed_rate_deadline(100, 10, 110), 120);
+        assert_eq!(next_fixed_rate_deadline(100, 10, 109), 110);
+        assert_eq!(
+            next_fixed_rate_deadline(u64::MAX - 5, 10, u64::MAX - 5),
+            u64::MAX
+        );
+    }
 }

@@ -54,7 +54,11 @@ impl Handler for Report {
 #[test]
 fn refused_connect_is_reported_in_unbind() {
     // A port that was just free: nothing listens there now.
-    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let (tx, rx) = mpsc::channel();
     let running = spawn_reactor(move |r| {
         r.connect(("127.0.0.1", port), Report(tx))?;
@@ -129,9 +133,16 @@ fn paused_connection_reads_nothing_until_resumed() {
     c.write_all(b"second").unwrap();
     // While paused nothing may come back. (A broken pause fails here; a
     // working one passes however slow the machine is.)
-    c.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
+    c.set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
     let e = c.read(&mut buf).unwrap_err();
-    assert!(matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut), "{e}");
+    assert!(
+        matches!(
+            e.kind(),
+            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+        ),
+        "{e}"
+    );
     server.handle.schedule(move |r| r.resume(id));
     c.set_read_timeout(Some(util::IO_TIMEOUT)).unwrap();
     c.read_exact(&mut buf[..6]).unwrap();
@@ -150,14 +161,20 @@ fn stop_from_another_thread_unbinds_connections_and_closes_them() {
     c.write_all(b"x").unwrap();
     let addr = server.value;
     server.stop();
-    assert_eq!(rx.recv_timeout(util::IO_TIMEOUT).unwrap(), "reactor stopped");
+    assert_eq!(
+        rx.recv_timeout(util::IO_TIMEOUT).unwrap(),
+        "reactor stopped"
+    );
     let mut buf = [0u8; 8];
     // End of stream, or a reset if the close raced the unread byte.
     match c.read(&mut buf) {
         Ok(n) => assert_eq!(n, 0, "the connection is closed"),
         Err(e) => assert_eq!(e.kind(), io::ErrorKind::ConnectionReset),
     }
-    assert!(std::net::TcpStream::connect(addr).is_err(), "the server is closed");
+    assert!(
+        std::net::TcpStream::connect(addr).is_err(),
+        "the server is closed"
+    );
 }
 
 /// Connects to `target`, sends `msg`, reports the echo and stops its own
@@ -189,12 +206,31 @@ fn two_reactors_in_one_process_talk_to_each_other() {
     let (txa, txb) = (tx.clone(), tx);
     let (addr_a, addr_b) = (a.value, b.value);
     a.handle.schedule(move |r| {
-        r.connect(addr_b, Probe { msg: b"from a", got: Vec::new(), done: txa }).unwrap();
+        r.connect(
+            addr_b,
+            Probe {
+                msg: b"from a",
+                got: Vec::new(),
+                done: txa,
+            },
+        )
+        .unwrap();
     });
     b.handle.schedule(move |r| {
-        r.connect(addr_a, Probe { msg: b"from b", got: Vec::new(), done: txb }).unwrap();
+        r.connect(
+            addr_a,
+            Probe {
+                msg: b"from b",
+                got: Vec::new(),
+                done: txb,
+            },
+        )
+        .unwrap();
     });
-    let mut got = [rx.recv_timeout(util::IO_TIMEOUT).unwrap(), rx.recv_timeout(util::IO_TIMEOUT).unwrap()];
+    let mut got = [
+        rx.recv_timeout(util::IO_TIMEOUT).unwrap(),
+        rx.recv_timeout(util::IO_TIMEOUT).unwrap(),
+    ];
     got.sort();
     assert_eq!(got, [b"from a".to_vec(), b"from b".to_vec()]);
     a.stop();
@@ -278,7 +314,10 @@ fn a_reader_that_never_reads_does_not_grow_memory_or_stall_others() {
             report: tx.clone(),
         })?;
         let echo = r.start_server("127.0.0.1:0", || Echo)?;
-        Ok((r.server_addr(slow)?.as_inet().unwrap(), r.server_addr(echo)?.as_inet().unwrap()))
+        Ok((
+            r.server_addr(slow)?.as_inet().unwrap(),
+            r.server_addr(echo)?.as_inet().unwrap(),
+        ))
     });
     let (slow_addr, echo_addr): (SocketAddr, SocketAddr) = server.value;
     let mut slow = client(slow_addr);
@@ -302,7 +341,10 @@ fn a_reader_that_never_reads_does_not_grow_memory_or_stall_others() {
         }
     };
     // The queue never held more than the mark plus one write.
-    assert!(max_queued <= HIGH_WATER + 65536, "queue reached {max_queued} bytes");
+    assert!(
+        max_queued <= HIGH_WATER + 65536,
+        "queue reached {max_queued} bytes"
+    );
     server.stop();
 }
 
@@ -382,7 +424,15 @@ fn reconnect_from_unbind_reuses_the_handler() {
     let addr = server.value;
     let (tx, rx) = mpsc::channel();
     let client = spawn_reactor(move |r| {
-        r.connect(addr, Persistent { addr, left: 3, done: tx, connects: 0 })?;
+        r.connect(
+            addr,
+            Persistent {
+                addr,
+                left: 3,
+                done: tx,
+                connects: 0,
+            },
+        )?;
         Ok(())
     });
     assert_eq!(rx.recv_timeout(util::IO_TIMEOUT).unwrap(), 4);
@@ -402,7 +452,9 @@ fn next_turn_runs_on_the_following_iteration_in_order() {
         r.next_turn(move |_| tx.send(2).unwrap());
         Ok(())
     });
-    let got: Vec<i32> = (0..3).map(|_| rx.recv_timeout(util::IO_TIMEOUT).unwrap()).collect();
+    let got: Vec<i32> = (0..3)
+        .map(|_| rx.recv_timeout(util::IO_TIMEOUT).unwrap())
+        .collect();
     assert_eq!(got, vec![1, 2, 3]);
     r.stop();
 }
@@ -418,7 +470,10 @@ fn peer_reset_is_reported_as_reset() {
     // SO_LINGER 0: close sends RST.
     let sock = packet_sys_linger(c);
     drop(sock);
-    assert_eq!(rx.recv_timeout(util::IO_TIMEOUT).unwrap(), "connection reset by peer");
+    assert_eq!(
+        rx.recv_timeout(util::IO_TIMEOUT).unwrap(),
+        "connection reset by peer"
+    );
     server.stop();
 }
 

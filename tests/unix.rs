@@ -59,7 +59,10 @@ struct Ask(mpsc::Sender<Vec<u8>>, Vec<u8>);
 
 impl Handler for Ask {
     fn connection_completed(&mut self, conn: &mut Connection<'_>) {
-        assert!(matches!(conn.peer_addr().unwrap(), packet::Addr::Unix(Some(_))));
+        assert!(matches!(
+            conn.peer_addr().unwrap(),
+            packet::Addr::Unix(Some(_))
+        ));
         conn.send_data(b"over unix");
     }
     fn receive_data(&mut self, conn: &mut Connection<'_>, data: &[u8]) {

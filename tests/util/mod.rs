@@ -26,7 +26,10 @@ impl<T> Running<T> {
     /// Stops the reactor and waits for its thread.
     pub fn stop(self) -> T {
         self.handle.stop();
-        self.thread.join().expect("reactor thread panicked").expect("reactor failed");
+        self.thread
+            .join()
+            .expect("reactor thread panicked")
+            .expect("reactor failed");
         self.value
     }
 }
@@ -44,7 +47,11 @@ pub fn spawn_reactor<T: Send + 'static>(
         reactor.run_until_stopped()
     });
     let (handle, value) = rx.recv().expect("reactor setup failed");
-    Running { handle, value, thread }
+    Running {
+        handle,
+        value,
+        thread,
+    }
 }
 
 /// Starts an echo server on an ephemeral loopback port on its own reactor.
