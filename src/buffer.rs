@@ -12,6 +12,7 @@
 
 use std::collections::VecDeque;
 use std::io::{self, IoSlice};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
 /// Chunks below this capacity are grown rather than followed by a new chunk
 /// when more bytes arrive: 16 KiB is the size at which one more `writev`
@@ -26,18 +27,27 @@ const MIN_CHUNK: usize = 4 * 1024;
 /// iovec set-up than it saves; the kernel's own limit is 1024.
 pub(crate) const MAX_IOVECS: usize = 64;
 
-/// Bytes waiting to be written, in order.
+/// Descriptors passed with one write; more wait for the next write.
+const FDS_PER_WRITE: usize = 4;
+
+/// Bytes (and descriptors to pass) waiting to be written, in order.
 #[derive(Default)]
 pub(crate) struct OutBuf {
     queue: Option<Box<Queue>>,
 }
 
+#[derive(Default)]
 struct Queue {
     chunks: VecDeque<Vec<u8>>,
     /// Bytes of `chunks[0]` already written.
     head: usize,
     /// Unwritten bytes over all chunks.
     len: usize,
+    /// Descriptors to pass (`SCM_RIGHTS`), each with the number of queued
+    /// bytes ahead of it. A descriptor goes out with the first write that
+    /// reaches its position (or an earlier one), so the peer holds it no
+    /// later than the bytes queued after it.
+    fds: VecDeque<(usize, OwnedFd)>,
 }
 
 impl OutBuf {
@@ -46,8 +56,13 @@ impl OutBuf {
         self.queue.as_ref().map_or(0, |q| q.len)
     }
 
+    /// Whether nothing (neither bytes nor descriptors) is waiting.
     pub(crate) fn is_empty(&self) -> bool {
         self.queue.is_none()
+    }
+
+    fn queue(&mut self) -> &mut Queue {
+        self.queue.get_or_insert_with(Box::default)
     }
 
     /// Appends `data` after everything already queued.
@@ -55,17 +70,11 @@ impl OutBuf {
         if data.is_empty() {
             return;
         }
-        let q = self.queue.get_or_insert_with(|| {
-            Box::new(Queue {
-                chunks: VecDeque::with_capacity(4),
-                head: 0,
-                len: 0,
-            })
-        });
+        let q = self.queue();
         q.len += data.len();
         if let Some(last) = q.chunks.back_mut() {
-            if last.len() + data.len() <= COALESCE_LIMIT.max(last.capacity())
-                && last.len() < COALESCE_LIMIT
+            if last.len() < COALESCE_LIMIT
+                && last.len() + data.len() <= COALESCE_LIMIT.max(last.capacity())
             {
                 last.extend_from_slice(data);
                 return;
@@ -76,41 +85,61 @@ impl OutBuf {
         q.chunks.push_back(chunk);
     }
 
+    /// Queues `fd` to be passed along with the bytes pushed after it (at
+    /// least one byte must follow: a descriptor cannot travel alone).
+    pub(crate) fn push_fd(&mut self, fd: OwnedFd) {
+        let q = self.queue();
+        q.fds.push_back((q.len, fd));
+    }
+
     /// Writes as much as `write` takes, in vectored calls, until the queue is
     /// empty, `write` takes less than it was offered (the socket's buffer is
     /// full: trying again would only cost an `EAGAIN`), or `write` fails.
-    /// Returns the bytes written; a `WouldBlock` after some progress is
-    /// reported as `Ok` with that progress, and the queue keeps the rest.
+    /// `write` gets the descriptors to pass with those bytes. Returns the
+    /// bytes written; a `WouldBlock` after some progress is reported as `Ok`
+    /// with that progress, and the queue keeps the rest.
     pub(crate) fn flush(
         &mut self,
-        mut write: impl FnMut(&[IoSlice<'_>]) -> io::Result<usize>,
+        mut write: impl FnMut(&[IoSlice<'_>], &[BorrowedFd<'_>]) -> io::Result<usize>,
     ) -> io::Result<usize> {
         let mut total = 0;
-        while let Some(q) = self.queue.as_mut() {
-            let (n, offered) = {
-                let mut iov: [IoSlice<'_>; MAX_IOVECS] = [IoSlice::new(&[]); MAX_IOVECS];
-                let mut count = 0;
-                let mut offered = 0;
-                for (i, chunk) in q.chunks.iter().take(MAX_IOVECS).enumerate() {
-                    iov[i] = IoSlice::new(if i == 0 { &chunk[q.head..] } else { chunk });
-                    offered += iov[i].len();
-                    count += 1;
-                }
-                match write(&iov[..count]) {
-                    Ok(n) => (n, offered),
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock && total > 0 => {
-                        return Ok(total)
-                    }
-                    Err(e) => return Err(e),
-                }
-            };
-            if n == 0 {
-                return Err(io::Error::new(
-                    io::ErrorKind::WriteZero,
-                    "socket accepted no bytes",
-                ));
+        while let Some(q) = self.queue.as_mut().filter(|q| q.len > 0) {
+            let mut iov = [IoSlice::new(&[]); MAX_IOVECS];
+            let mut count = 0;
+            let mut offered = 0;
+            for (i, chunk) in q.chunks.iter().take(MAX_IOVECS).enumerate() {
+                iov[i] = IoSlice::new(if i == 0 { &chunk[q.head..] } else { chunk });
+                offered += iov[i].len();
+                count += 1;
             }
+            let mut fds = [None; FDS_PER_WRITE];
+            let mut nfds = 0;
+            for (slot, (at, fd)) in fds.iter_mut().zip(q.fds.iter()) {
+                if *at >= offered {
+                    break;
+                }
+                *slot = Some(fd.as_fd());
+                nfds += 1;
+            }
+            let fds: Vec<BorrowedFd<'_>> = fds[..nfds].iter().flatten().copied().collect();
+            let n = match write(&iov[..count], &fds) {
+                Ok(0) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::WriteZero,
+                        "socket accepted no bytes",
+                    ))
+                }
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock && total > 0 => return Ok(total),
+                Err(e) => return Err(e),
+            };
+            drop(fds);
             total += n;
+            // Sent descriptors leave the queue; the rest move closer.
+            q.fds.drain(..nfds);
+            for (at, _) in q.fds.iter_mut() {
+                *at = at.saturating_sub(n);
+            }
             self.consume(n);
             if n < offered {
                 break;
@@ -134,14 +163,14 @@ impl OutBuf {
             q.head = 0;
             q.chunks.pop_front();
         }
-        if q.chunks.is_empty() {
+        if q.chunks.is_empty() && q.fds.is_empty() {
             // Release everything after a burst: an idle connection keeps no
             // buffer memory.
             self.queue = None;
         }
     }
 
-    /// Forgets every queued byte.
+    /// Forgets every queued byte and closes every queued descriptor.
     pub(crate) fn clear(&mut self) {
         self.queue = None;
     }
@@ -188,7 +217,7 @@ mod tests {
         assert_eq!(b.queue.as_ref().unwrap().chunks.len(), 1);
         let mut pieces = 0;
         let n = b
-            .flush(|iov| {
+            .flush(|iov, _| {
                 pieces = iov.len();
                 Ok(iov.iter().map(|s| s.len()).sum())
             })
@@ -213,14 +242,43 @@ mod tests {
             calls: usize::MAX,
         };
         // Each short write means "full": one call per flush.
-        let n = b.flush(|iov| sink.write(iov)).unwrap();
+        let n = b.flush(|iov, _| sink.write(iov)).unwrap();
         assert_eq!(n, 3001);
         assert_eq!(b.len(), expect.len() - n);
         while !b.is_empty() {
-            b.flush(|iov| sink.write(iov)).unwrap();
+            b.flush(|iov, _| sink.write(iov)).unwrap();
         }
         assert_eq!(sink.out, expect);
         assert!(b.is_empty() && b.queue.is_none());
+    }
+
+    #[test]
+    fn descriptors_go_with_the_write_that_reaches_their_position() {
+        let mut b = OutBuf::default();
+        b.push(&[1; 100]);
+        let (x, _y) = std::os::unix::net::UnixStream::pair().unwrap();
+        b.push_fd(OwnedFd::from(x));
+        b.push(&[2; 100]);
+        let mut seen = Vec::new();
+        // The first write is offered all 200 bytes, which reach position
+        // 100: the descriptor goes with it even though only 50 bytes are
+        // taken (the peer gets it early, never late).
+        let n = b
+            .flush(|iov, fds| {
+                seen.push(fds.len());
+                Ok(iov.iter().map(|s| s.len()).sum::<usize>().min(50))
+            })
+            .unwrap();
+        assert_eq!(n, 50);
+        assert_eq!(seen, vec![1]);
+        seen.clear();
+        b.flush(|iov, fds| {
+            seen.push(fds.len());
+            Ok(iov.iter().map(|s| s.len()).sum())
+        })
+        .unwrap();
+        assert_eq!(seen, vec![0], "already sent");
+        assert!(b.is_empty());
     }
 
     #[test]
@@ -228,7 +286,7 @@ mod tests {
         let mut b = OutBuf::default();
         b.push(b"abc");
         let e = b
-            .flush(|_| Err(io::ErrorKind::WouldBlock.into()))
+            .flush(|_, _| Err(io::ErrorKind::WouldBlock.into()))
             .unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::WouldBlock);
         assert_eq!(b.len(), 3);

@@ -24,6 +24,7 @@ use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{self, IoSlice};
 use std::net::{SocketAddr, ToSocketAddrs};
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -78,6 +79,8 @@ mod flag {
     pub const ABOVE_HIGH: u16 = 1 << 8;
     /// A TCP socket, as opposed to a Unix-domain one.
     pub const TCP: u16 = 1 << 9;
+    /// Reads collect passed descriptors (`SCM_RIGHTS`).
+    pub const PASS_FDS: u16 = 1 << 10;
 }
 
 struct Conn {
@@ -159,6 +162,8 @@ fn next_fixed_rate_deadline(due_ms: u64, interval_ms: u64, now_ms: u64) -> u64 {
 enum Pending {
     /// Call `post_init` of an outgoing connection.
     Init,
+    /// Call `post_init` and `connection_completed` of an adopted socket.
+    Adopted,
     Close(CloseReason),
     Full,
     Drained,
@@ -313,6 +318,9 @@ pub struct Reactor {
     reconnect_to: Option<Addr>,
     timers: TimerWheel<TimerTask>,
     periodics: Slab<Periodic>,
+    /// Descriptors received with the bytes being delivered to
+    /// `receive_data`.
+    fd_inbox: Vec<OwnedFd>,
     /// The loop's clock: read once per turn.
     epoch: Instant,
     now_ns: u64,
@@ -359,6 +367,7 @@ impl Reactor {
             reconnect_to: None,
             timers: TimerWheel::new(),
             periodics: Slab::new(),
+            fd_inbox: Vec::new(),
             epoch: Instant::now(),
             now_ns: 0,
             connect_timeout: Some(DEFAULT_CONNECT_TIMEOUT),
@@ -674,6 +683,12 @@ impl Reactor {
         }
         if !c.out.is_empty() || c.flags & (flag::WRITE_BLOCKED | flag::CONNECTING) != 0 {
             c.out.push(data);
+            // Queued behind passed descriptors on a writable socket: nothing
+            // else will flush it (the running callback's connection is
+            // flushed when the callback returns).
+            if !is_current {
+                self.flush_queue(token);
+            }
             self.check_water(token);
             return true;
         }
@@ -800,6 +815,65 @@ impl Reactor {
             Some(c) => c.sock.local_addr(),
             None => Err(io::ErrorKind::NotConnected.into()),
         }
+    }
+
+    /// Adopts a connected stream socket (TCP or Unix), for example one
+    /// received from another process, as a connection with `handler`:
+    /// `post_init` and `connection_completed` follow as soon as the current
+    /// callback returns. The socket is made non-blocking.
+    ///
+    /// # Errors
+    /// The fd could not be made non-blocking or registered.
+    pub fn adopt<H: Handler>(&mut self, fd: OwnedFd, handler: H) -> io::Result<ConnId> {
+        self.adopt_boxed(fd, Box::new(handler), false)
+    }
+
+    pub(crate) fn adopt_boxed(
+        &mut self,
+        fd: OwnedFd,
+        handler: Box<dyn Handler>,
+        pass_fds: bool,
+    ) -> io::Result<ConnId> {
+        let sock = Socket::from(fd);
+        sock.set_nonblocking(true)?;
+        let tcp = match sock.local_addr() {
+            Ok(Addr::Inet(_)) => {
+                let _ = sock.set_nodelay(true);
+                flag::TCP
+            }
+            _ => 0,
+        };
+        let extra = if pass_fds { flag::PASS_FDS } else { 0 };
+        let token = self.add_conn(sock, handler, tcp | extra)?;
+        self.pending.push_back((token, Pending::Adopted));
+        Ok(ConnId(token))
+    }
+
+    /// Passes `fd` to the peer of connection `id` (a Unix socket) with the
+    /// next bytes sent on it — send them right after, for example a message
+    /// saying what the descriptor is. The descriptor is closed here once
+    /// sent. Returns `false` (closing `fd`) if the connection is closed.
+    pub fn send_fd(&mut self, id: ConnId, fd: OwnedFd) -> bool {
+        let token = id.0;
+        // Staged bytes were sent before this call: they go ahead of it.
+        if self.current == Some(token) {
+            self.flush_stage(token);
+        }
+        let Some(c) = self.conn_mut(token) else {
+            return false;
+        };
+        if c.flags & (flag::CLOSED | flag::CLOSING) != 0 {
+            return false;
+        }
+        c.out.push_fd(fd);
+        true
+    }
+
+    /// Descriptors that arrived with the bytes now being delivered to
+    /// `receive_data`, on connections that accept them (worker channels).
+    /// Descriptors not taken during the callback are closed after it.
+    pub(crate) fn take_received_fds(&mut self) -> Vec<OwnedFd> {
+        std::mem::take(&mut self.fd_inbox)
     }
 
     // ----- timers -----
@@ -1097,6 +1171,10 @@ impl Reactor {
         while let Some((token, work)) = self.pending.pop_front() {
             match work {
                 Pending::Init => self.call(token, |h, c| h.post_init(c)),
+                Pending::Adopted => {
+                    self.call(token, |h, c| h.post_init(c));
+                    self.call(token, |h, c| h.connection_completed(c));
+                }
                 Pending::Close(reason) => self.finish_close(token, reason),
                 Pending::Full => self.call(token, |h, c| h.outbound_full(c)),
                 Pending::Drained => self.call(token, |h, c| h.outbound_drained(c)),
@@ -1129,7 +1207,7 @@ impl Reactor {
             c.handler = Some(handler);
         }
         self.flush_stage(token);
-        self.check_water(token);
+        self.flush_queue(token);
     }
 
     fn flush_stage(&mut self, token: Token) {
@@ -1264,7 +1342,10 @@ impl Reactor {
         }
         c.last_activity = self_now;
         let sock = &c.sock;
-        match c.out.flush(|iov| sock.write_vectored(iov)) {
+        match c
+            .out
+            .flush(|iov, fds| sock.write_vectored_with_fds(iov, fds))
+        {
             Ok(_) => {
                 if !c.out.is_empty() {
                     c.flags |= flag::WRITE_BLOCKED;
@@ -1287,12 +1368,17 @@ impl Reactor {
     fn on_readable(&mut self, token: Token) {
         let mut buf = std::mem::take(&mut self.read_buf);
         let now = self.now_ms() as u32;
-        while let Some(c) = self.conn_mut(token) {
+        while let Some(Source::Conn(c)) = self.sources.get_mut(token) {
             let blocked = flag::PAUSED | flag::CLOSED | flag::CLOSING | flag::CONNECTING;
             if c.flags & blocked != 0 || c.flags & flag::READ_READY == 0 {
                 break;
             }
-            match c.sock.read(&mut buf) {
+            let read = if c.flags & flag::PASS_FDS != 0 {
+                c.sock.read_with_fds(&mut buf, &mut self.fd_inbox)
+            } else {
+                c.sock.read(&mut buf)
+            };
+            match read {
                 Ok(0) => {
                     c.flags &= !flag::READ_READY;
                     c.flags |= flag::PEER_CLOSED | flag::CLOSING;
@@ -1310,6 +1396,8 @@ impl Reactor {
                         c.flags &= !flag::READ_READY;
                     }
                     self.call(token, |h, conn| h.receive_data(conn, &buf[..n]));
+                    // Descriptors the handler did not take are closed.
+                    self.fd_inbox.clear();
                     if full {
                         self.ready.push(token);
                         break;

@@ -72,7 +72,9 @@ pub use kqueue::{Event, Events, Selector, Waker};
 compile_error!("packet-sys supports Linux/Android (epoll) and the BSDs/macOS (kqueue) only");
 
 mod socket;
-pub use socket::{Addr, Domain, Socket};
+pub use socket::{Addr, Domain, Socket, MAX_FDS_PER_MESSAGE};
+
+pub mod process;
 pub use std::net::Shutdown;
 
 bitflags::bitflags! {

@@ -308,6 +308,117 @@ impl Socket {
         Ok(n as usize)
     }
 
+    /// Like [`Socket::write_vectored`], passing `fds` along with the bytes
+    /// (`SCM_RIGHTS`, Unix sockets only). The descriptors travel with the
+    /// first byte written; if nothing is written they are not sent.
+    ///
+    /// # Errors
+    /// As [`Socket::write`]; `EINVAL` for more than [`MAX_FDS_PER_MESSAGE`]
+    /// descriptors.
+    pub fn write_vectored_with_fds(
+        &self,
+        bufs: &[IoSlice<'_>],
+        fds: &[BorrowedFd<'_>],
+    ) -> io::Result<usize> {
+        if fds.is_empty() {
+            return self.write_vectored(bufs);
+        }
+        if fds.len() > MAX_FDS_PER_MESSAGE {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "too many descriptors for one message",
+            ));
+        }
+        let payload = mem::size_of_val(fds) as libc::c_uint;
+        // u64 elements keep the buffer aligned for cmsghdr.
+        let mut control = [0u64; CONTROL_WORDS];
+        // SAFETY: all-zero is a valid msghdr (no name).
+        let mut msg: libc::msghdr = unsafe { mem::zeroed() };
+        msg.msg_iov = bufs.as_ptr() as *mut libc::iovec;
+        msg.msg_iovlen = bufs.len().min(iov_max()) as _;
+        msg.msg_control = control.as_mut_ptr().cast();
+        // SAFETY: CMSG_SPACE only computes a size.
+        msg.msg_controllen = unsafe { libc::CMSG_SPACE(payload) } as _;
+        // SAFETY: msg_control points at `control`, which is at least
+        // CMSG_SPACE(payload) bytes and aligned, so the first header and its
+        // data area lie inside it.
+        unsafe {
+            let cmsg = libc::CMSG_FIRSTHDR(&msg);
+            (*cmsg).cmsg_level = libc::SOL_SOCKET;
+            (*cmsg).cmsg_type = libc::SCM_RIGHTS;
+            (*cmsg).cmsg_len = libc::CMSG_LEN(payload) as _;
+            let data = libc::CMSG_DATA(cmsg).cast::<libc::c_int>();
+            for (i, fd) in fds.iter().enumerate() {
+                data.add(i).write_unaligned(fd.as_raw_fd());
+            }
+        }
+        // SAFETY: `msg` points at valid iovecs and control data that outlive
+        // the call.
+        let n = cvt_r(|| unsafe { libc::sendmsg(self.raw(), &msg, SEND_FLAGS) })?;
+        Ok(n as usize)
+    }
+
+    /// Reads into `buf` like [`Socket::read`], and appends any descriptors
+    /// that came with the bytes (`SCM_RIGHTS`) to `fds`, close-on-exec.
+    ///
+    /// # Errors
+    /// As [`Socket::read`]; `InvalidData` when the peer sent more
+    /// descriptors than fit (the kernel closed the excess; the ones that did
+    /// arrive are closed too).
+    pub fn read_with_fds(&self, buf: &mut [u8], fds: &mut Vec<OwnedFd>) -> io::Result<usize> {
+        let mut control = [0u64; CONTROL_WORDS];
+        let mut iov = libc::iovec {
+            iov_base: buf.as_mut_ptr().cast(),
+            iov_len: buf.len(),
+        };
+        // SAFETY: all-zero is a valid msghdr (no name).
+        let mut msg: libc::msghdr = unsafe { mem::zeroed() };
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = control.as_mut_ptr().cast();
+        msg.msg_controllen = mem::size_of_val(&control) as _;
+        #[cfg(not(any(target_os = "macos", target_os = "ios")))]
+        let flags = libc::MSG_CMSG_CLOEXEC;
+        #[cfg(any(target_os = "macos", target_os = "ios"))]
+        let flags = 0;
+        // SAFETY: `msg` points at `buf` and `control`, both writable for the
+        // lengths given and alive for the call.
+        let n = cvt_r(|| unsafe { libc::recvmsg(self.raw(), &mut msg, flags) })? as usize;
+        let before = fds.len();
+        // SAFETY: the kernel filled msg_control with msg_controllen bytes of
+        // well-formed cmsg headers; CMSG_FIRSTHDR/NXTHDR stay inside it.
+        unsafe {
+            let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
+            while !cmsg.is_null() {
+                if (*cmsg).cmsg_level == libc::SOL_SOCKET && (*cmsg).cmsg_type == libc::SCM_RIGHTS {
+                    let data = libc::CMSG_DATA(cmsg).cast::<libc::c_int>();
+                    let header = data.cast::<u8>().offset_from(cmsg.cast::<u8>()) as usize;
+                    let count = ((*cmsg).cmsg_len as usize).saturating_sub(header)
+                        / mem::size_of::<libc::c_int>();
+                    for i in 0..count {
+                        // Each received descriptor is new in this process
+                        // and owned by nobody else.
+                        fds.push(OwnedFd::from_raw_fd(data.add(i).read_unaligned()));
+                    }
+                }
+                cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
+            }
+        }
+        #[cfg(any(target_os = "macos", target_os = "ios"))]
+        for fd in &fds[before..] {
+            // SAFETY: F_SETFD takes an int.
+            cvt(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFD, libc::FD_CLOEXEC) })?;
+        }
+        if msg.msg_flags & libc::MSG_CTRUNC != 0 {
+            fds.truncate(before);
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "peer sent more descriptors than one message may carry",
+            ));
+        }
+        Ok(n)
+    }
+
     /// Shuts down one or both directions.
     ///
     /// # Errors
@@ -516,6 +627,14 @@ impl IntoRawFd for Socket {
     }
 }
 
+/// Descriptors one message may carry; more is refused on send and treated as
+/// hostile on receive.
+pub const MAX_FDS_PER_MESSAGE: usize = 16;
+
+/// Control buffer size in u64 words: room for one SCM_RIGHTS header with
+/// MAX_FDS_PER_MESSAGE descriptors on every supported OS.
+const CONTROL_WORDS: usize = 16;
+
 fn iov_max() -> usize {
     // POSIX guarantees at least 16; Linux and the BSDs have 1024.
     1024
@@ -714,6 +833,30 @@ mod tests {
         assert_eq!(a.read(&mut buf).unwrap(), 0);
         // The peer is gone: EPIPE, and no SIGPIPE killing the test.
         assert_eq!(a.write(b"x").unwrap_err().kind(), io::ErrorKind::BrokenPipe);
+    }
+
+    #[test]
+    fn descriptors_travel_with_bytes_over_a_pair() {
+        let (a, b) = Socket::pair().unwrap();
+        let (x, y) = Socket::pair().unwrap();
+        let n = a
+            .write_vectored_with_fds(&[IoSlice::new(b"fd")], &[x.as_fd()])
+            .unwrap();
+        assert_eq!(n, 2);
+        drop(x);
+        let mut fds = Vec::new();
+        let mut buf = [0u8; 8];
+        assert_eq!(b.read_with_fds(&mut buf, &mut fds).unwrap(), 2);
+        assert_eq!(fds.len(), 1);
+        // The received fd is the same socket: bytes written to it reach y.
+        let x2 = Socket::from(fds.pop().unwrap());
+        x2.write(b"hi").unwrap();
+        assert_eq!(y.read(&mut buf).unwrap(), 2);
+        assert_eq!(&buf[..2], b"hi");
+        // No descriptors: an ordinary read.
+        a.write(b"z").unwrap();
+        assert_eq!(b.read_with_fds(&mut buf, &mut fds).unwrap(), 1);
+        assert!(fds.is_empty());
     }
 
     #[test]
