@@ -477,27 +477,34 @@ fn header_step(
 /// and it is all digits; `None` otherwise (the byte-wise path then decides).
 #[inline(always)]
 fn parse_classic(bytes: &[u8]) -> Option<(u64, &[u8])> {
-    let (header, rest) = bytes.split_first_chunk::<CLASSIC_HEADER_LEN>()?;
-    let [d0, d1, d2, d3, d4, d5, d6, d7, d8] = *header;
-    // The first eight digits are checked and converted together in one
-    // register (SWAR); the first digit lands in the lowest byte.
-    let word = u64::from_le_bytes([d0, d1, d2, d3, d4, d5, d6, d7]);
     const HIGH: u64 = 0xF0F0_F0F0_F0F0_F0F0;
     const ZEROS: u64 = 0x3030_3030_3030_3030;
+    let (header, rest) = bytes.split_first_chunk::<CLASSIC_HEADER_LEN>()?;
+    let [d0, d1, d2, d3, d4, d5, d6, d7, d8] = *header;
+    // The next frame's position waits on this value, so its latency is what
+    // bounds a stream of small frames. The last eight digits are checked and
+    // converted together in one register (SWAR, digit d1 in the lowest
+    // byte), and the first digit's term is computed alongside.
+    let word = u64::from_le_bytes([d1, d2, d3, d4, d5, d6, d7, d8]);
     // Each byte must be 0x30..=0x3F, and still be so after adding 6
     // (which rules out 0x3A..=0x3F without carrying into the next byte).
     let all_digits =
         word & HIGH == ZEROS && word.wrapping_add(0x0606_0606_0606_0606) & HIGH == ZEROS;
-    if !all_digits || !d8.is_ascii_digit() {
+    if !all_digits || !d0.is_ascii_digit() {
         return None;
     }
     let digits = word - ZEROS;
-    // Combine neighbouring digits into pairs, pairs into quads, quads into
-    // the eight-digit value.
-    let pairs = (digits.wrapping_mul((10 << 8) | 1) >> 8) & 0x00FF_00FF_00FF_00FF;
-    let quads = (pairs.wrapping_mul((100 << 16) | 1) >> 16) & 0x0000_FFFF_0000_FFFF;
-    let eight = quads.wrapping_mul((10_000 << 32) | 1) >> 32;
-    Some((eight * 10 + u64::from(d8 - b'0'), rest))
+    // Neighbouring digits into pairs (in bytes 0, 2, 4, 6), then all four
+    // pairs at once with two multiplications whose products meet in the
+    // upper half.
+    let pairs = digits.wrapping_mul(10).wrapping_add(digits >> 8);
+    const MASK: u64 = 0x0000_00FF_0000_00FF;
+    let eight = (pairs & MASK)
+        .wrapping_mul(100 | (1_000_000 << 32))
+        .wrapping_add(((pairs >> 16) & MASK).wrapping_mul(1 | (10_000 << 32)))
+        >> 32;
+    let value = u64::from(d0 - b'0') * 100_000_000 + (eight & 0xFFFF_FFFF);
+    Some((value, rest))
 }
 
 /// A frame header ready to be written in front of its payload, e.g. with a
