@@ -27,7 +27,8 @@ fn decode(decoder: &mut FrameDecoder, input: &[u8]) -> usize {
     for chunk in input.chunks(CHUNK) {
         decoder
             .decode(chunk, |frame| {
-                acc = acc.wrapping_add(frame.len() + usize::from(frame.first().copied().unwrap_or(0)))
+                acc =
+                    acc.wrapping_add(frame.len() + usize::from(frame.first().copied().unwrap_or(0)))
             })
             .unwrap();
     }
@@ -60,7 +61,10 @@ fn bench_case(c: &mut Criterion, name: &str, payload_len: usize, total: usize) {
         })
     });
 
-    for (format, input) in [(HeaderFormat::Compact, &compact), (HeaderFormat::Classic, &classic)] {
+    for (format, input) in [
+        (HeaderFormat::Compact, &compact),
+        (HeaderFormat::Classic, &classic),
+    ] {
         group.throughput(Throughput::Bytes(input.len() as u64));
         let mut decoder = FrameDecoder::new(format);
         group.bench_function(format!("{format:?}").to_lowercase(), |b| {
@@ -85,7 +89,9 @@ fn encode(c: &mut Criterion) {
     let mut out = Vec::with_capacity(frames * (64 + 9));
     for format in [HeaderFormat::Compact, HeaderFormat::Classic] {
         let encoder = FrameEncoder::new(format);
-        group.throughput(Throughput::Bytes((frames * (64 + format.header_len(64))) as u64));
+        group.throughput(Throughput::Bytes(
+            (frames * (64 + format.header_len(64))) as u64,
+        ));
         group.bench_function(format!("{format:?}").to_lowercase(), |b| {
             b.iter(|| {
                 out.clear();
