@@ -1,1 +1,0 @@
-//! Frame codec (to be written).
