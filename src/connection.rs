@@ -51,6 +51,8 @@ pub enum CloseReason {
     ConnectTimeout,
     /// The reactor stopped while the connection was open.
     ReactorStopped,
+    /// The socket was handed back with `detach`; it is still open.
+    Detached,
 }
 
 impl CloseReason {
@@ -68,7 +70,10 @@ impl CloseReason {
     pub fn is_clean(&self) -> bool {
         matches!(
             self,
-            CloseReason::Local | CloseReason::PeerClosed | CloseReason::ReactorStopped
+            CloseReason::Local
+                | CloseReason::PeerClosed
+                | CloseReason::ReactorStopped
+                | CloseReason::Detached
         )
     }
 }
@@ -84,6 +89,7 @@ impl fmt::Display for CloseReason {
             CloseReason::InactivityTimeout => f.write_str("inactivity timeout"),
             CloseReason::ConnectTimeout => f.write_str("connect timed out"),
             CloseReason::ReactorStopped => f.write_str("reactor stopped"),
+            CloseReason::Detached => f.write_str("detached"),
         }
     }
 }
@@ -121,6 +127,15 @@ pub trait Handler: 'static {
     /// connection; it may call [`Connection::reconnect`].
     fn unbind(&mut self, conn: &mut Connection<'_>, reason: &CloseReason) {
         let _ = (conn, reason);
+    }
+
+    /// The reply to this connection's [`Connection::ask_worker`], or why
+    /// none will come (the worker died, for example). Packet's
+    /// `worker_receive`: it always reaches the handler instance that asked;
+    /// if the connection closed meanwhile, the reply is dropped.
+    #[cfg(feature = "workers")]
+    fn worker_receive(&mut self, conn: &mut Connection<'_>, reply: crate::worker::WorkerReply) {
+        let _ = (conn, reply);
     }
 
     /// The outbound queue grew past the connection's high-water mark (see
@@ -225,6 +240,15 @@ impl Connection<'_> {
         self.reactor.idle_time(self.id).unwrap_or_default()
     }
 
+    /// Takes this connection's socket out of the reactor, still open (see
+    /// [`Reactor::detach`]).
+    ///
+    /// # Errors
+    /// As [`Reactor::detach`].
+    pub fn detach(&mut self) -> io::Result<std::os::fd::OwnedFd> {
+        self.reactor.detach(self.id)
+    }
+
     /// The peer's address.
     ///
     /// # Errors
@@ -239,6 +263,37 @@ impl Connection<'_> {
     /// `NotConnected` once closed.
     pub fn local_addr(&self) -> io::Result<Addr> {
         self.reactor.local_addr(self.id)
+    }
+
+    /// Asks worker `name` (the least busy instance of a pool); the reply
+    /// comes to [`Handler::worker_receive`] of this handler.
+    ///
+    /// # Errors
+    /// The worker is not registered or not running, its channel is full, or
+    /// the message cannot be encoded.
+    #[cfg(feature = "workers")]
+    pub fn ask_worker<T: serde::Serialize + ?Sized>(
+        &mut self,
+        name: &str,
+        message: &T,
+    ) -> Result<(), crate::worker::WorkerError> {
+        self.ask_worker_keyed(name, None, message)
+    }
+
+    /// Asks instance `key` of worker `name`, as [`Connection::ask_worker`].
+    ///
+    /// # Errors
+    /// As [`Connection::ask_worker`].
+    #[cfg(feature = "workers")]
+    pub fn ask_worker_keyed<T: serde::Serialize + ?Sized>(
+        &mut self,
+        name: &str,
+        key: Option<&str>,
+        message: &T,
+    ) -> Result<(), crate::worker::WorkerError> {
+        let payload = crate::worker::WorkerMessage::encode(message)?;
+        self.reactor
+            .ask_worker_from(self.id, name, key, payload.as_bytes())
     }
 
     /// From inside [`Handler::unbind`]: connect this same handler again to

@@ -44,6 +44,8 @@ mod connection;
 mod reactor;
 mod slab;
 pub mod timer;
+#[cfg(feature = "workers")]
+pub mod worker;
 
 pub use connection::{CloseReason, ConnId, Connection, Handler};
 pub use packet_sys::Addr;

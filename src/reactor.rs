@@ -158,8 +158,12 @@ fn next_fixed_rate_deadline(due_ms: u64, interval_ms: u64, now_ms: u64) -> u64 {
     next.saturating_add(missed.saturating_mul(interval_ms))
 }
 
+type DeferredCall = Box<dyn FnOnce(&mut dyn Handler, &mut Connection<'_>)>;
+
 /// Work deferred until no callback is running.
 enum Pending {
+    /// Call the connection's handler with this.
+    Call(DeferredCall),
     /// Call `post_init` of an outgoing connection.
     Init,
     /// Call `post_init` and `connection_completed` of an adopted socket.
@@ -321,6 +325,9 @@ pub struct Reactor {
     /// Descriptors received with the bytes being delivered to
     /// `receive_data`.
     fd_inbox: Vec<OwnedFd>,
+    /// The master side of the worker processes, once attached.
+    #[cfg(feature = "workers")]
+    pub(crate) workers: Option<Box<crate::worker::Master>>,
     /// The loop's clock: read once per turn.
     epoch: Instant,
     now_ns: u64,
@@ -368,6 +375,8 @@ impl Reactor {
             timers: TimerWheel::new(),
             periodics: Slab::new(),
             fd_inbox: Vec::new(),
+            #[cfg(feature = "workers")]
+            workers: None,
             epoch: Instant::now(),
             now_ns: 0,
             connect_timeout: Some(DEFAULT_CONNECT_TIMEOUT),
@@ -849,6 +858,30 @@ impl Reactor {
         Ok(ConnId(token))
     }
 
+    /// Takes connection `id`'s socket out of the reactor and hands it back,
+    /// open (EventMachine's `detach`): it is removed from the selector at
+    /// once, the connection ends with [`CloseReason::Detached`] after the
+    /// current callback, and bytes still queued for it are dropped. Use it
+    /// to pass an accepted client to a worker.
+    ///
+    /// # Errors
+    /// `NotConnected` for a closed connection; out of descriptors.
+    pub fn detach(&mut self, id: ConnId) -> io::Result<OwnedFd> {
+        let Some(c) = self.conn(id.0) else {
+            return Err(io::ErrorKind::NotConnected.into());
+        };
+        if c.flags & flag::CLOSED != 0 {
+            return Err(io::ErrorKind::NotConnected.into());
+        }
+        // The returned descriptor shares the open file with ours: without
+        // this the selector would keep reporting its events to a dead token.
+        self.selector
+            .deregister(std::os::fd::AsFd::as_fd(&c.sock))?;
+        let fd = std::os::fd::AsFd::as_fd(&c.sock).try_clone_to_owned()?;
+        self.begin_close(id.0, CloseReason::Detached);
+        Ok(fd)
+    }
+
     /// Passes `fd` to the peer of connection `id` (a Unix socket) with the
     /// next bytes sent on it — send them right after, for example a message
     /// saying what the descriptor is. The descriptor is closed here once
@@ -867,6 +900,19 @@ impl Reactor {
         }
         c.out.push_fd(fd);
         true
+    }
+
+    /// Runs `f` with the handler of connection `id` as soon as no callback
+    /// is running (right after the current one returns). Dropped if the
+    /// connection closes first.
+    pub(crate) fn defer_call(
+        &mut self,
+        id: ConnId,
+        f: impl FnOnce(&mut dyn Handler, &mut Connection<'_>) + 'static,
+    ) {
+        if self.conn(id.0).is_some() {
+            self.pending.push_back((id.0, Pending::Call(Box::new(f))));
+        }
     }
 
     /// Descriptors that arrived with the bytes now being delivered to
@@ -1171,6 +1217,7 @@ impl Reactor {
         while let Some((token, work)) = self.pending.pop_front() {
             match work {
                 Pending::Init => self.call(token, |h, c| h.post_init(c)),
+                Pending::Call(f) => self.call(token, f),
                 Pending::Adopted => {
                     self.call(token, |h, c| h.post_init(c));
                     self.call(token, |h, c| h.connection_completed(c));
@@ -1390,8 +1437,10 @@ impl Reactor {
                     let full = n == buf.len();
                     // A short read drained the socket: new data raises a new
                     // edge. After a half-close no edge comes, so read on to
-                    // the end of stream.
-                    let more = full || c.flags & flag::RDHUP != 0;
+                    // the end of stream. A Unix socket read stops early after
+                    // bytes that carried descriptors, with more queued
+                    // behind them: there, only EAGAIN says drained.
+                    let more = full || c.flags & (flag::RDHUP | flag::PASS_FDS) != 0;
                     if !more {
                         c.flags &= !flag::READ_READY;
                     }
@@ -1519,6 +1568,8 @@ impl Reactor {
     }
 
     fn shutdown(&mut self) {
+        #[cfg(feature = "workers")]
+        self.workers_shutting_down();
         for token in self.sources.tokens() {
             match self.sources.get(token) {
                 Some(Source::Listener(_)) => {
@@ -1533,6 +1584,13 @@ impl Reactor {
         self.ready.clear();
         self.timers = TimerWheel::new();
         self.periodics = Slab::new();
+        // Every worker channel and the fork-server link are closed now;
+        // dropping the state waits for the fork server to reap the workers
+        // and exit, and reaps it.
+        #[cfg(feature = "workers")]
+        {
+            self.workers = None;
+        }
         self.stopped = false;
     }
 }

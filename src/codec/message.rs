@@ -84,6 +84,14 @@ impl fmt::Display for PostcardError {
 
 impl std::error::Error for PostcardError {}
 
+impl PostcardError {
+    /// Wraps a postcard error for the crate's other message encoders (the
+    /// worker channels).
+    pub(crate) fn new(err: postcard::Error) -> Self {
+        PostcardError(err)
+    }
+}
+
 /// Appends the payload straight to the caller's buffer, so that a message
 /// is serialized without an intermediate allocation.
 struct AppendTo<'a>(&'a mut Vec<u8>);

@@ -230,3 +230,45 @@ pub fn redirect_stdout_stderr(fd: BorrowedFd<'_>) -> io::Result<()> {
 pub fn raw(fd: &impl AsFd) -> RawFd {
     fd.as_fd().as_raw_fd()
 }
+
+/// Closes every descriptor of this process except standard input, output
+/// and error and `keep`, then runs `body`, which never returns: the start of
+/// a process that must not hold on to anything of its parent's (the fork
+/// server, forked from a master that may have listening sockets, log files
+/// or other workers' links open).
+///
+/// Call it first thing in a freshly forked child. Descriptors owned by
+/// values of the parent's code are closed underneath them; that is sound
+/// only because `body` never returns to that code, so those values are
+/// never used or dropped again. `body` must not reach such values through
+/// globals either.
+pub fn run_clean_child(keep: &[RawFd], body: impl FnOnce() -> std::convert::Infallible) -> ! {
+    let mut keep: Vec<RawFd> = keep.to_vec();
+    keep.extend([0, 1, 2]);
+    keep.sort_unstable();
+    keep.dedup();
+    // Collect first, close after: the directory stream has a descriptor of
+    // its own while it is read.
+    let open: Vec<RawFd> =
+        match std::fs::read_dir("/proc/self/fd").or_else(|_| std::fs::read_dir("/dev/fd")) {
+            Ok(dir) => dir
+                .flatten()
+                .filter_map(|e| e.file_name().to_str()?.parse().ok())
+                .collect(),
+            Err(_) => {
+                // No fd listing: fall back to every number below the limit.
+                // SAFETY: sysconf takes no pointers.
+                let max = unsafe { libc::sysconf(libc::_SC_OPEN_MAX) };
+                (0..max.clamp(256, 65536) as RawFd).collect()
+            }
+        };
+    for fd in open {
+        if keep.binary_search(&fd).is_err() {
+            // SAFETY: see the function's contract: nothing that owns `fd`
+            // will run again in this process. EBADF (the directory's own
+            // descriptor, already closed) is harmless.
+            unsafe { libc::close(fd) };
+        }
+    }
+    match body() {}
+}

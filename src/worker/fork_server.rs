@@ -1,0 +1,441 @@
+//! The fork server and the worker processes it forks.
+//!
+//! [`start`] forks the fork server from the still single-threaded master.
+//! The fork server is a small blocking loop — `poll` on its link to the
+//! master and on one pidfd per child — that forks a worker for each
+//! `Start` request, sends the master's end of the worker's socketpair back
+//! over the link, reaps children as they exit and reports each exit. When
+//! the link closes (the master stopped or died) it waits a grace period for
+//! its workers to exit, kills what is left, reaps everything and exits, so
+//! no orphan or zombie outlives the master.
+//!
+//! A worker process is a fork of the fork server: single-threaded, with a
+//! fresh reactor of its own. It closes the fork server's descriptors first
+//! and runs until its channel to the master closes.
+
+use std::collections::VecDeque;
+use std::io::{self, IoSlice};
+use std::os::fd::{AsFd, OwnedFd};
+use std::time::{Duration, Instant};
+
+use packet_sys::process::{self, Fork, PollFd};
+use packet_sys::Socket;
+
+use super::wire::{Envelope, MAX_MESSAGE};
+use super::{Worker, WorkerContext, WorkerId, WorkerMessage, WorkerRegistry, Workers};
+use crate::codec::{FrameDecoder, HeaderFormat};
+use crate::connection::{CloseReason, Connection, Handler};
+use crate::reactor::Reactor;
+
+/// How long the fork server lets its workers finish once the master is gone
+/// before it kills them.
+const EXIT_GRACE: Duration = Duration::from_secs(5);
+
+/// Forks the fork server and returns the master's side of the link.
+pub(super) fn start(registry: WorkerRegistry) -> io::Result<Workers> {
+    let (master_end, server_end) = Socket::pair()?;
+    match process::fork_single_threaded()? {
+        Fork::Child => {
+            drop(master_end);
+            // Whatever the master had open (listeners, files, other
+            // workers' links) must not live on in the fork server and the
+            // workers it forks.
+            let keep = [std::os::fd::AsRawFd::as_raw_fd(&server_end)];
+            process::run_clean_child(&keep, move || {
+                let factories: Vec<(String, super::WorkerFactory)> = registry
+                    .specs
+                    .into_iter()
+                    .map(|s| (s.name, s.factory))
+                    .collect();
+                serve(server_end, factories)
+            })
+        }
+        Fork::Parent(pid) => {
+            drop(server_end);
+            let specs = registry
+                .specs
+                .into_iter()
+                .map(|s| (s.name, s.config))
+                .collect();
+            Ok(Workers {
+                link: Some(master_end.into()),
+                fork_server: pid,
+                specs,
+                log_worker: registry.log_worker,
+            })
+        }
+    }
+}
+
+struct Child {
+    pid: i32,
+    /// `None` where pidfds are missing (old kernels): then the loop polls
+    /// with a timeout and reaps by `waitpid`.
+    pidfd: Option<OwnedFd>,
+}
+
+/// A start request, copied out of the frame it came in.
+struct StartRequest {
+    seq: u64,
+    id: WorkerId,
+    log_file: Option<String>,
+    options: Vec<u8>,
+}
+
+fn serve(link: Socket, factories: Vec<(String, super::WorkerFactory)>) -> ! {
+    // Blocking: this process has nothing else to do while a write waits,
+    // and reads only follow a poll that found input.
+    if link.set_nonblocking(false).is_err() {
+        process::exit_immediately(1);
+    }
+    let mut children: Vec<Child> = Vec::new();
+    let mut decoder = FrameDecoder::new(HeaderFormat::Compact).with_max_frame_len(MAX_MESSAGE);
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut link_open = true;
+    let mut give_up_at: Option<Instant> = None;
+    loop {
+        if !link_open && children.is_empty() {
+            process::exit_immediately(0);
+        }
+        let needs_timer = children.iter().any(|c| c.pidfd.is_none()) || give_up_at.is_some();
+        let mut fds: Vec<PollFd<'_>> = Vec::with_capacity(children.len() + 1);
+        if link_open {
+            fds.push(PollFd::readable(link.as_fd()));
+        }
+        for c in children.iter().filter_map(|c| c.pidfd.as_ref()) {
+            fds.push(PollFd::readable(c.as_fd()));
+        }
+        let timeout = needs_timer.then_some(Duration::from_millis(100));
+        let link_ready = match process::poll(&mut fds, timeout) {
+            Ok(_) => link_open && fds[0].is_ready(),
+            Err(_) => false,
+        };
+        drop(fds);
+
+        // Reap whatever exited and tell the master how it ended.
+        children.retain(|c| match process::try_wait(Some(c.pid)) {
+            Ok(Some((pid, status))) => {
+                if link_open {
+                    let status = match status {
+                        process::ExitStatus::Code(c) => i64::from(c),
+                        process::ExitStatus::Signal(s) => -i64::from(s),
+                    };
+                    let mut out = Vec::new();
+                    Envelope::Exited {
+                        pid: pid as u32,
+                        status,
+                    }
+                    .encode(&mut out);
+                    let _ = write_all(&link, &out, None);
+                }
+                false
+            }
+            Ok(None) => true,
+            Err(_) => false, // not our child any more
+        });
+
+        if let Some(at) = give_up_at {
+            if Instant::now() >= at {
+                for c in &children {
+                    let _ = process::kill(c.pid, libc_sigkill());
+                }
+            }
+        }
+        if !link_ready {
+            continue;
+        }
+
+        let n = match link.read(&mut buf) {
+            Ok(0) | Err(_) => 0,
+            Ok(n) => n,
+        };
+        if n == 0 {
+            link_open = false;
+            give_up_at = Some(Instant::now() + EXIT_GRACE);
+            continue;
+        }
+        let mut requests = Vec::new();
+        let decoded = decoder.decode(&buf[..n], |frame| {
+            if let Ok(Envelope::Start {
+                seq,
+                name,
+                key,
+                log_file,
+                options,
+            }) = Envelope::decode(frame)
+            {
+                requests.push(StartRequest {
+                    seq,
+                    id: WorkerId {
+                        name: name.to_string(),
+                        key: key.map(str::to_string),
+                    },
+                    log_file: log_file.map(str::to_string),
+                    options: options.to_vec(),
+                });
+            }
+        });
+        if decoded.is_err() {
+            // The master speaks garbage: nothing sensible is left to do.
+            link_open = false;
+            give_up_at = Some(Instant::now() + EXIT_GRACE);
+            continue;
+        }
+        for req in requests {
+            let Some((_, factory)) = factories.iter().find(|(n, _)| *n == req.id.name) else {
+                let error = format!("no worker named {:?} is registered", req.id.name);
+                reply(
+                    &link,
+                    Envelope::StartFailed {
+                        seq: req.seq,
+                        error: &error,
+                    },
+                    None,
+                );
+                continue;
+            };
+            let (master_end, worker_end) = match Socket::pair() {
+                Ok(p) => p,
+                Err(e) => {
+                    reply(
+                        &link,
+                        Envelope::StartFailed {
+                            seq: req.seq,
+                            error: &e.to_string(),
+                        },
+                        None,
+                    );
+                    continue;
+                }
+            };
+            match process::fork_single_threaded() {
+                Ok(Fork::Child) => {
+                    // Nothing of the fork server's may stay open here.
+                    drop(link);
+                    drop(children);
+                    drop(master_end);
+                    run_worker(factory(), req, worker_end)
+                }
+                Ok(Fork::Parent(pid)) => {
+                    drop(worker_end);
+                    let pidfd = pidfd(pid);
+                    children.push(Child { pid, pidfd });
+                    reply(
+                        &link,
+                        Envelope::Started {
+                            seq: req.seq,
+                            pid: pid as u32,
+                        },
+                        Some(master_end),
+                    );
+                }
+                Err(e) => reply(
+                    &link,
+                    Envelope::StartFailed {
+                        seq: req.seq,
+                        error: &e.to_string(),
+                    },
+                    None,
+                ),
+            }
+        }
+    }
+}
+
+#[cfg(any(target_os = "linux", target_os = "android"))]
+fn pidfd(pid: i32) -> Option<OwnedFd> {
+    process::pidfd_open(pid).ok()
+}
+
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+fn pidfd(_pid: i32) -> Option<OwnedFd> {
+    None
+}
+
+fn libc_sigkill() -> i32 {
+    9
+}
+
+fn reply(link: &Socket, env: Envelope<'_>, fd: Option<Socket>) {
+    let mut out = Vec::new();
+    env.encode(&mut out);
+    let _ = write_all(link, &out, fd.as_ref());
+    // The fd was duplicated into the master by the kernel; ours closes here.
+}
+
+/// Writes all of `bytes` on the blocking link, passing `fd` with the first
+/// byte.
+fn write_all(link: &Socket, mut bytes: &[u8], fd: Option<&Socket>) -> io::Result<()> {
+    let mut fd = fd.map(|s| s.as_fd());
+    while !bytes.is_empty() {
+        let fds: Vec<_> = fd.take().into_iter().collect();
+        let n = link.write_vectored_with_fds(&[IoSlice::new(bytes)], &fds)?;
+        bytes = &bytes[n..];
+    }
+    Ok(())
+}
+
+/// Who a worker process is.
+pub(crate) struct WorkerInfo {
+    pub(crate) id: WorkerId,
+    pub(crate) options: Vec<u8>,
+}
+
+/// Runs one worker process to the end.
+fn run_worker(worker: Box<dyn Worker>, req: StartRequest, channel: Socket) -> ! {
+    if let Some(path) = &req.log_file {
+        match std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+        {
+            Ok(file) => {
+                let _ = process::redirect_stdout_stderr(file.as_fd());
+            }
+            Err(e) => eprintln!("worker {}: cannot open log file {path}: {e}", req.id),
+        }
+    }
+    let info = WorkerInfo {
+        id: req.id,
+        options: req.options,
+    };
+    let code = match Reactor::new() {
+        Ok(mut reactor) => {
+            let side = WorkerSide {
+                worker,
+                info,
+                decoder: FrameDecoder::new(HeaderFormat::Compact).with_max_frame_len(MAX_MESSAGE),
+                fds: VecDeque::new(),
+                next_ask: 0,
+            };
+            match reactor.adopt_boxed(channel.into(), Box::new(side), true) {
+                Ok(_) => match reactor.run_until_stopped() {
+                    Ok(()) => 0,
+                    Err(_) => 1,
+                },
+                Err(_) => 1,
+            }
+        }
+        Err(_) => 1,
+    };
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+    let _ = std::io::stderr().flush();
+    process::exit_immediately(code)
+}
+
+/// The worker process's end of its channel: decodes the master's messages
+/// and calls the [`Worker`].
+struct WorkerSide {
+    worker: Box<dyn Worker>,
+    info: WorkerInfo,
+    decoder: FrameDecoder,
+    /// Descriptors received and not yet matched with their `Fd` message.
+    fds: VecDeque<OwnedFd>,
+    next_ask: u64,
+}
+
+impl WorkerSide {
+    fn ctx<'a, 'r>(
+        conn: &'a mut Connection<'r>,
+        info: &'a WorkerInfo,
+        request: Option<u64>,
+        next_ask: &'a mut u64,
+    ) -> WorkerContext<'a, 'r> {
+        WorkerContext {
+            conn,
+            me: info,
+            request,
+            next_ask,
+        }
+    }
+}
+
+impl Handler for WorkerSide {
+    fn connection_completed(&mut self, conn: &mut Connection<'_>) {
+        let mut ctx = Self::ctx(conn, &self.info, None, &mut self.next_ask);
+        self.worker.worker_init(&mut ctx);
+    }
+
+    fn receive_data(&mut self, conn: &mut Connection<'_>, data: &[u8]) {
+        self.fds.extend(conn.reactor().take_received_fds());
+        let WorkerSide {
+            worker,
+            info,
+            decoder,
+            fds,
+            next_ask,
+        } = self;
+        let mut broken: Option<String> = None;
+        let result = decoder.decode(data, |frame| {
+            if broken.is_some() {
+                return;
+            }
+            let env = match Envelope::decode(frame) {
+                Ok(env) => env,
+                Err(e) => {
+                    broken = Some(format!("bad message from master: {e}"));
+                    return;
+                }
+            };
+            match env {
+                Envelope::Request { id, payload } => {
+                    let request = (id != 0).then_some(id);
+                    let mut ctx = Self::ctx(conn, info, request, next_ask);
+                    worker.receive_data(&mut ctx, WorkerMessage::from_slice(payload));
+                }
+                Envelope::Fd { id, payload } => match fds.pop_front() {
+                    Some(fd) => {
+                        let request = (id != 0).then_some(id);
+                        let mut ctx = Self::ctx(conn, info, request, next_ask);
+                        worker.receive_fd(&mut ctx, fd, WorkerMessage::from_slice(payload));
+                    }
+                    None => broken = Some("descriptor message without a descriptor".into()),
+                },
+                Envelope::Reply { payload, .. } => {
+                    let mut ctx = Self::ctx(conn, info, None, next_ask);
+                    worker.worker_receive(&mut ctx, Ok(WorkerMessage::from_slice(payload)));
+                }
+                Envelope::Failed { error, .. } => {
+                    let mut ctx = Self::ctx(conn, info, None, next_ask);
+                    worker.worker_receive(
+                        &mut ctx,
+                        Err(super::WorkerError::Failed(error.to_string())),
+                    );
+                }
+                Envelope::Exit => conn.close_connection_after_writing(),
+                other => broken = Some(format!("unexpected message from master: {other:?}")),
+            }
+        });
+        if let Err(e) = result {
+            broken = Some(format!("bad frame from master: {e}"));
+        }
+        if let Some(why) = broken {
+            eprintln!("worker {}: {why}; exiting", self.info.id);
+            conn.close_connection();
+        }
+    }
+
+    fn unbind(&mut self, conn: &mut Connection<'_>, _reason: &CloseReason) {
+        let mut ctx = Self::ctx(conn, &self.info, None, &mut self.next_ask);
+        self.worker.unbind(&mut ctx);
+        ctx.reactor().stop();
+    }
+}
+
+/// Reaps the fork server after its link closed: it exits once its workers
+/// have, within its own grace period; past that it is killed.
+pub(super) fn reap(pid: i32) {
+    let deadline = Instant::now() + EXIT_GRACE + Duration::from_secs(2);
+    loop {
+        match process::try_wait(Some(pid)) {
+            Ok(Some(_)) | Err(_) => return,
+            Ok(None) if Instant::now() >= deadline => {
+                let _ = process::kill(pid, libc_sigkill());
+                let _ = process::wait(pid);
+                return;
+            }
+            Ok(None) => std::thread::sleep(Duration::from_millis(5)),
+        }
+    }
+}

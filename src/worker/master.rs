@@ -1,0 +1,1029 @@
+//! The master's side of the workers: starting them through the fork
+//! server, routing asks and replies, results and logs (Packet's `MetaPimp`,
+//! or a user's [`WorkerProxy`]), and supervising — failing the asks of a
+//! worker that died and restarting it.
+//!
+//! The state lives in the reactor (`Reactor::workers`) and is taken out for
+//! the duration of each operation. User code — handlers, callbacks, proxies
+//! — is never called while it is out: operations return `Delivery`s that
+//! run once the state is back, so user code may ask workers again.
+
+use std::collections::{HashMap, VecDeque};
+use std::io;
+use std::os::fd::OwnedFd;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use super::wire::{Envelope, MAX_MESSAGE};
+use super::{
+    FromWorker, MessageHook, ProxyFactory, RestartPolicy, WorkerError, WorkerId, WorkerMessage,
+    WorkerProxy, WorkerReply, Workers,
+};
+use crate::codec::{FrameDecoder, HeaderFormat};
+use crate::connection::{CloseReason, ConnId, Connection, Handler};
+use crate::reactor::Reactor;
+
+/// Unsent bytes a worker's channel may hold before asks to it are refused
+/// with [`WorkerError::Busy`]: a worker that stops reading cannot grow the
+/// master's memory past this.
+const CHANNEL_LIMIT: usize = 16 * 1024 * 1024;
+
+const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// The master-side settings of one registered worker type.
+pub(crate) struct SpecConfig {
+    pub(crate) pool: usize,
+    pub(crate) pooled: bool,
+    pub(crate) auto_load: bool,
+    pub(crate) restart: RestartPolicy,
+    pub(crate) proxy: Option<ProxyFactory>,
+    pub(crate) on_message: Option<MessageHook>,
+    pub(crate) log_file: Option<PathBuf>,
+    pub(crate) options: Vec<u8>,
+}
+
+impl Default for SpecConfig {
+    fn default() -> Self {
+        SpecConfig {
+            pool: 1,
+            pooled: false,
+            auto_load: true,
+            restart: RestartPolicy::default(),
+            proxy: None,
+            on_message: None,
+            log_file: None,
+            // postcard's encoding of `()`.
+            options: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// Asked the fork server; asks queue in `backlog`.
+    Starting,
+    Running,
+    /// `delete_worker` was called: no restart.
+    Stopping,
+    /// Waiting for a restart timer.
+    Restarting,
+    /// Dead for good (restart policy exhausted or `Never`).
+    Dead,
+}
+
+struct Instance {
+    state: State,
+    pid: Option<u32>,
+    channel: Option<ConnId>,
+    /// Frames for the worker sent before its channel exists.
+    backlog: Vec<u8>,
+    outstanding: usize,
+    restarts: VecDeque<Instant>,
+    options: Vec<u8>,
+    proxy: Option<Box<dyn WorkerProxy>>,
+    /// How the process ended, once the fork server said.
+    exit: Option<String>,
+}
+
+type ReplyCallback = Box<dyn FnOnce(&mut Reactor, WorkerReply)>;
+
+/// Who waits for the reply to an ask.
+enum Asker {
+    Conn(ConnId),
+    Callback(ReplyCallback),
+    /// Another worker's `ask_worker`: the reply goes back on its channel
+    /// under its own id.
+    Worker {
+        channel: ConnId,
+        id: u64,
+    },
+    /// Nobody: `send_to_worker`.
+    Nobody,
+}
+
+struct Ask {
+    worker: WorkerId,
+    asker: Asker,
+}
+
+/// What to do with user code once the state is back in the reactor.
+enum Delivery {
+    Reply(Asker, WorkerReply),
+    Proxy(WorkerId, ProxyEvent),
+    Hook(WorkerId, WorkerMessage),
+    Log(WorkerId, String),
+}
+
+enum ProxyEvent {
+    Message(FromWorker),
+    Started,
+    Exited(String),
+}
+
+pub(crate) struct Master {
+    link: Option<ConnId>,
+    fork_server: i32,
+    specs: Vec<(String, SpecConfig)>,
+    log_worker: Option<String>,
+    instances: HashMap<WorkerId, Instance>,
+    by_channel: HashMap<ConnId, WorkerId>,
+    starts: HashMap<u64, WorkerId>,
+    next_seq: u64,
+    next_id: u64,
+    asks: HashMap<u64, Ask>,
+    results: HashMap<WorkerId, WorkerMessage>,
+    shutting_down: bool,
+}
+
+impl Drop for Master {
+    fn drop(&mut self) {
+        // The link connection is closed by now (the reactor closes every
+        // connection before dropping this), so the fork server is winding
+        // down its workers; reap it.
+        super::fork_server::reap(self.fork_server);
+    }
+}
+
+impl Master {
+    fn spec(&self, name: &str) -> Option<&SpecConfig> {
+        self.specs.iter().find(|(n, _)| n == name).map(|(_, c)| c)
+    }
+
+    fn spec_mut(&mut self, name: &str) -> Option<&mut SpecConfig> {
+        self.specs
+            .iter_mut()
+            .find(|(n, _)| n == name)
+            .map(|(_, c)| c)
+    }
+
+    /// The instance an ask for `name`/`key` goes to.
+    fn pick(&self, name: &str, key: Option<&str>) -> Result<WorkerId, WorkerError> {
+        let spec = self
+            .spec(name)
+            .ok_or_else(|| WorkerError::NotRegistered(name.to_string()))?;
+        let live = |i: &Instance| matches!(i.state, State::Starting | State::Running);
+        if key.is_none() && spec.pooled {
+            return self
+                .instances
+                .iter()
+                .filter(|(id, i)| id.name == name && live(i))
+                .min_by_key(|(id, i)| (i.outstanding, id.key.clone()))
+                .map(|(id, _)| id.clone())
+                .ok_or_else(|| WorkerError::NotRunning(name.to_string()));
+        }
+        let id = WorkerId {
+            name: name.to_string(),
+            key: key.map(str::to_string),
+        };
+        match self.instances.get(&id) {
+            Some(i) if live(i) => Ok(id),
+            _ => Err(WorkerError::NotRunning(id.to_string())),
+        }
+    }
+
+    fn start_instance(
+        &mut self,
+        reactor: &mut Reactor,
+        id: WorkerId,
+        options: Vec<u8>,
+    ) -> Result<(), WorkerError> {
+        let link = self.link.ok_or(WorkerError::NoWorkers)?;
+        let spec = self
+            .spec(&id.name)
+            .ok_or_else(|| WorkerError::NotRegistered(id.name.clone()))?;
+        let log_file = spec
+            .log_file
+            .as_ref()
+            .map(|p| p.to_string_lossy().into_owned());
+        let proxy = spec.proxy.as_ref().map(|f| f());
+        self.next_seq += 1;
+        let seq = self.next_seq;
+        let mut frame = Vec::new();
+        Envelope::Start {
+            seq,
+            name: &id.name,
+            key: id.key.as_deref(),
+            log_file: log_file.as_deref(),
+            options: &options,
+        }
+        .encode(&mut frame);
+        if !reactor.send_data_to(link, &frame) {
+            return Err(WorkerError::NoWorkers);
+        }
+        self.starts.insert(seq, id.clone());
+        let inst = self.instances.entry(id).or_insert_with(|| Instance {
+            state: State::Starting,
+            pid: None,
+            channel: None,
+            backlog: Vec::new(),
+            outstanding: 0,
+            restarts: VecDeque::new(),
+            options: Vec::new(),
+            proxy: None,
+            exit: None,
+        });
+        inst.state = State::Starting;
+        inst.options = options;
+        inst.exit = None;
+        if inst.proxy.is_none() {
+            inst.proxy = proxy;
+        }
+        Ok(())
+    }
+
+    fn ask(
+        &mut self,
+        reactor: &mut Reactor,
+        asker: Asker,
+        name: &str,
+        key: Option<&str>,
+        payload: &[u8],
+        fd: Option<OwnedFd>,
+    ) -> Result<u64, (WorkerError, Asker)> {
+        let id = match self.pick(name, key) {
+            Ok(id) => id,
+            Err(e) => return Err((e, asker)),
+        };
+        let inst = self.instances.get_mut(&id).expect("picked instances exist");
+        if let Some(ch) = inst.channel {
+            if reactor.outbound_len(ch) > CHANNEL_LIMIT {
+                return Err((WorkerError::Busy(id.to_string()), asker));
+            }
+        } else if inst.backlog.len() > CHANNEL_LIMIT {
+            return Err((WorkerError::Busy(id.to_string()), asker));
+        }
+        let ask_id = if matches!(asker, Asker::Nobody) {
+            0
+        } else {
+            self.next_id += 1;
+            self.next_id
+        };
+        let mut frame = Vec::new();
+        match fd {
+            Some(_) => Envelope::Fd {
+                id: ask_id,
+                payload,
+            }
+            .encode(&mut frame),
+            None => Envelope::Request {
+                id: ask_id,
+                payload,
+            }
+            .encode(&mut frame),
+        }
+        match (inst.channel, fd) {
+            (Some(ch), Some(fd)) => {
+                reactor.send_fd(ch, fd);
+                reactor.send_data_to(ch, &frame);
+            }
+            (Some(ch), None) => {
+                reactor.send_data_to(ch, &frame);
+            }
+            (None, Some(_)) => return Err((WorkerError::NotRunning(id.to_string()), asker)),
+            (None, None) => inst.backlog.extend_from_slice(&frame),
+        }
+        if ask_id != 0 {
+            inst.outstanding += 1;
+            self.asks.insert(ask_id, Ask { worker: id, asker });
+        }
+        Ok(ask_id)
+    }
+
+    /// A frame arrived from worker `from`.
+    fn incoming(
+        &mut self,
+        reactor: &mut Reactor,
+        from: &WorkerId,
+        env: Envelope<'_>,
+        out: &mut Vec<Delivery>,
+    ) -> Result<(), String> {
+        let has_proxy = self.instances.get(from).is_some_and(|i| i.proxy.is_some());
+        match env {
+            Envelope::Reply { id, payload } => {
+                let message = WorkerMessage::from_slice(payload);
+                if has_proxy {
+                    out.push(Delivery::Proxy(
+                        from.clone(),
+                        ProxyEvent::Message(FromWorker::Reply { id, message }),
+                    ));
+                    return Ok(());
+                }
+                let Some(ask) = self.asks.remove(&id) else {
+                    return Ok(());
+                };
+                if let Some(i) = self.instances.get_mut(&ask.worker) {
+                    i.outstanding = i.outstanding.saturating_sub(1);
+                }
+                out.push(Delivery::Reply(ask.asker, Ok(message)));
+            }
+            Envelope::Send { payload } => {
+                let message = WorkerMessage::from_slice(payload);
+                if has_proxy {
+                    out.push(Delivery::Proxy(
+                        from.clone(),
+                        ProxyEvent::Message(FromWorker::Message(message)),
+                    ));
+                } else {
+                    out.push(Delivery::Hook(from.clone(), message));
+                }
+            }
+            Envelope::Result { payload } => {
+                let message = WorkerMessage::from_slice(payload);
+                if has_proxy {
+                    out.push(Delivery::Proxy(
+                        from.clone(),
+                        ProxyEvent::Message(FromWorker::Result(message.clone())),
+                    ));
+                }
+                self.results.insert(from.clone(), message);
+            }
+            Envelope::Log { text } => {
+                if has_proxy {
+                    out.push(Delivery::Proxy(
+                        from.clone(),
+                        ProxyEvent::Message(FromWorker::Log(text.to_string())),
+                    ));
+                } else if let Some(log_worker) = self.log_worker.clone().filter(|n| *n != from.name)
+                {
+                    let line = format!("{from}: {text}");
+                    let payload = WorkerMessage::encode(&line).map_err(|e| e.to_string())?;
+                    if self
+                        .ask(
+                            reactor,
+                            Asker::Nobody,
+                            &log_worker,
+                            None,
+                            payload.as_bytes(),
+                            None,
+                        )
+                        .is_err()
+                    {
+                        out.push(Delivery::Log(from.clone(), text.to_string()));
+                    }
+                } else {
+                    out.push(Delivery::Log(from.clone(), text.to_string()));
+                }
+            }
+            Envelope::Ask {
+                id,
+                name,
+                key,
+                payload,
+            } => {
+                let Some(channel) = self.instances.get(from).and_then(|i| i.channel) else {
+                    return Ok(());
+                };
+                if let Err((e, _)) = self.ask(
+                    reactor,
+                    Asker::Worker { channel, id },
+                    name,
+                    key,
+                    payload,
+                    None,
+                ) {
+                    let mut frame = Vec::new();
+                    Envelope::Failed {
+                        id,
+                        error: &e.to_string(),
+                    }
+                    .encode(&mut frame);
+                    reactor.send_data_to(channel, &frame);
+                }
+            }
+            other => return Err(format!("message not allowed from a worker: kind {other:?}")),
+        }
+        Ok(())
+    }
+
+    /// Worker `id`'s channel closed: fail its asks, tell its proxy, and
+    /// restart it if its policy says so.
+    fn channel_closed(
+        &mut self,
+        reactor: &mut Reactor,
+        id: &WorkerId,
+        why: String,
+        out: &mut Vec<Delivery>,
+    ) {
+        let Some(inst) = self.instances.get_mut(id) else {
+            return;
+        };
+        if let Some(ch) = inst.channel.take() {
+            self.by_channel.remove(&ch);
+        }
+        inst.backlog.clear();
+        inst.outstanding = 0;
+        let reason = inst.exit.clone().unwrap_or(why);
+        let failed: Vec<u64> = self
+            .asks
+            .iter()
+            .filter(|(_, a)| a.worker == *id)
+            .map(|(k, _)| *k)
+            .collect();
+        for ask_id in failed {
+            if let Some(ask) = self.asks.remove(&ask_id) {
+                let err = WorkerError::Died {
+                    worker: id.to_string(),
+                    reason: reason.clone(),
+                };
+                out.push(Delivery::Reply(ask.asker, Err(err)));
+            }
+        }
+        let inst = self.instances.get_mut(id).expect("checked above");
+        if inst.proxy.is_some() {
+            out.push(Delivery::Proxy(
+                id.clone(),
+                ProxyEvent::Exited(reason.clone()),
+            ));
+        }
+        if inst.state == State::Stopping || self.shutting_down {
+            if !self.shutting_down {
+                self.instances.remove(id);
+            }
+            return;
+        }
+        let policy = self
+            .spec(&id.name)
+            .map_or(RestartPolicy::Never, |s| s.restart);
+        let inst = self.instances.get_mut(id).expect("checked above");
+        match policy {
+            RestartPolicy::Never => inst.state = State::Dead,
+            RestartPolicy::OnFailure {
+                max_restarts,
+                within,
+            } => {
+                let now = Instant::now();
+                while inst
+                    .restarts
+                    .front()
+                    .is_some_and(|t| now.duration_since(*t) > within)
+                {
+                    inst.restarts.pop_front();
+                }
+                if inst.restarts.len() as u32 >= max_restarts {
+                    inst.state = State::Dead;
+                    out.push(Delivery::Log(
+                        id.clone(),
+                        format!(
+                            "died ({reason}) {} times within {within:?}; not restarting",
+                            inst.restarts.len() + 1
+                        ),
+                    ));
+                    return;
+                }
+                let delay = FIRST_BACKOFF
+                    .saturating_mul(1 << inst.restarts.len().min(16))
+                    .min(MAX_BACKOFF);
+                inst.restarts.push_back(now);
+                inst.state = State::Restarting;
+                let id = id.clone();
+                reactor.add_timer(delay, move |r| {
+                    with_master(r, |m, r| {
+                        let Some(inst) = m.instances.get(&id) else {
+                            return;
+                        };
+                        if inst.state != State::Restarting || m.shutting_down {
+                            return;
+                        }
+                        let options = inst.options.clone();
+                        if m.start_instance(r, id.clone(), options).is_err() {
+                            if let Some(i) = m.instances.get_mut(&id) {
+                                i.state = State::Dead;
+                            }
+                        }
+                    });
+                });
+            }
+        }
+    }
+}
+
+/// Runs `f` with the master state taken out of the reactor, then runs the
+/// deliveries it produced. `None` when the reactor has no workers.
+fn with_master<R>(
+    reactor: &mut Reactor,
+    f: impl FnOnce(&mut Master, &mut Reactor) -> R,
+) -> Option<R> {
+    let mut master = reactor.workers.take()?;
+    let r = f(&mut master, reactor);
+    reactor.workers = Some(master);
+    Some(r)
+}
+
+fn deliver(reactor: &mut Reactor, deliveries: Vec<Delivery>) {
+    for d in deliveries {
+        match d {
+            Delivery::Reply(Asker::Conn(conn), reply) => {
+                reactor.defer_call(conn, move |h, c| h.worker_receive(c, reply));
+            }
+            Delivery::Reply(Asker::Callback(f), reply) => f(reactor, reply),
+            Delivery::Reply(Asker::Worker { channel, id }, reply) => {
+                let mut frame = Vec::new();
+                match &reply {
+                    Ok(m) => Envelope::Reply {
+                        id,
+                        payload: m.as_bytes(),
+                    }
+                    .encode(&mut frame),
+                    Err(e) => Envelope::Failed {
+                        id,
+                        error: &e.to_string(),
+                    }
+                    .encode(&mut frame),
+                }
+                reactor.send_data_to(channel, &frame);
+            }
+            Delivery::Reply(Asker::Nobody, _) => {}
+            Delivery::Proxy(id, event) => {
+                let proxy = with_master(reactor, |m, _| {
+                    m.instances.get_mut(&id).and_then(|i| i.proxy.take())
+                })
+                .flatten();
+                let Some(mut proxy) = proxy else { continue };
+                match event {
+                    ProxyEvent::Message(msg) => proxy.receive_from_worker(reactor, &id, msg),
+                    ProxyEvent::Started => proxy.worker_started(reactor, &id),
+                    ProxyEvent::Exited(why) => proxy.worker_exited(reactor, &id, &why),
+                }
+                with_master(reactor, |m, _| {
+                    if let Some(i) = m.instances.get_mut(&id) {
+                        i.proxy.get_or_insert(proxy);
+                    }
+                });
+            }
+            Delivery::Hook(id, msg) => {
+                let hook = with_master(reactor, |m, _| {
+                    m.spec_mut(&id.name).and_then(|s| s.on_message.take())
+                })
+                .flatten();
+                let Some(mut hook) = hook else { continue };
+                hook(reactor, &id, msg);
+                with_master(reactor, |m, _| {
+                    if let Some(s) = m.spec_mut(&id.name) {
+                        s.on_message.get_or_insert(hook);
+                    }
+                });
+            }
+            Delivery::Log(id, text) => eprintln!("[{id}] {text}"),
+        }
+    }
+}
+
+/// The master's end of one worker's channel.
+struct ChannelHandler {
+    worker: WorkerId,
+    decoder: FrameDecoder,
+}
+
+impl Handler for ChannelHandler {
+    fn receive_data(&mut self, conn: &mut Connection<'_>, data: &[u8]) {
+        let worker = &self.worker;
+        let mut deliveries = Vec::new();
+        let mut broken: Option<String> = None;
+        let reactor = conn.reactor();
+        let decoded = with_master(reactor, |m, r| {
+            self.decoder.decode(data, |frame| {
+                if broken.is_some() {
+                    return;
+                }
+                match Envelope::decode(frame) {
+                    Ok(env) => {
+                        if let Err(e) = m.incoming(r, worker, env, &mut deliveries) {
+                            broken = Some(e);
+                        }
+                    }
+                    Err(e) => broken = Some(format!("bad message: {e}")),
+                }
+            })
+        });
+        if let Some(Err(e)) = decoded {
+            broken = Some(format!("bad frame: {e}"));
+        }
+        deliver(conn.reactor(), deliveries);
+        if let Some(why) = broken {
+            // A worker that breaks the protocol is not trusted to exit by
+            // itself when its channel closes.
+            eprintln!("[{}] closing its channel: {why}", self.worker);
+            let pid = with_master(conn.reactor(), |m, _| {
+                m.instances.get(&self.worker).and_then(|i| i.pid)
+            })
+            .flatten();
+            if let Some(pid) = pid {
+                let _ = packet_sys::process::kill(pid as i32, 9);
+            }
+            conn.close_connection();
+        }
+    }
+
+    fn unbind(&mut self, conn: &mut Connection<'_>, reason: &CloseReason) {
+        let mut deliveries = Vec::new();
+        let why = match reason {
+            CloseReason::PeerClosed => "channel closed".to_string(),
+            other => other.to_string(),
+        };
+        with_master(conn.reactor(), |m, r| {
+            m.channel_closed(r, &self.worker, why, &mut deliveries)
+        });
+        deliver(conn.reactor(), deliveries);
+    }
+}
+
+/// The master's end of the link to the fork server.
+struct LinkHandler {
+    decoder: FrameDecoder,
+    fds: VecDeque<OwnedFd>,
+}
+
+impl Handler for LinkHandler {
+    fn receive_data(&mut self, conn: &mut Connection<'_>, data: &[u8]) {
+        self.fds.extend(conn.reactor().take_received_fds());
+        let mut events = Vec::new();
+        let fds = &mut self.fds;
+        let decoded = self
+            .decoder
+            .decode(data, |frame| match Envelope::decode(frame) {
+                Ok(Envelope::Started { seq, pid }) => events.push(LinkEvent::Started {
+                    seq,
+                    pid,
+                    fd: fds.pop_front(),
+                }),
+                Ok(Envelope::StartFailed { seq, error }) => events.push(LinkEvent::Failed {
+                    seq,
+                    error: error.to_string(),
+                }),
+                Ok(Envelope::Exited { pid, status }) => {
+                    events.push(LinkEvent::Exited { pid, status })
+                }
+                _ => events.push(LinkEvent::Garbage),
+            });
+        if decoded.is_err() {
+            events.push(LinkEvent::Garbage);
+        }
+        let mut deliveries = Vec::new();
+        let reactor = conn.reactor();
+        for event in events {
+            with_master(reactor, |m, r| link_event(m, r, event, &mut deliveries));
+        }
+        deliver(conn.reactor(), deliveries);
+    }
+
+    fn unbind(&mut self, conn: &mut Connection<'_>, reason: &CloseReason) {
+        with_master(conn.reactor(), |m, _| {
+            m.link = None;
+            if !m.shutting_down {
+                eprintln!("[workers] the fork server is gone ({reason}): workers cannot be started any more");
+            }
+        });
+    }
+}
+
+enum LinkEvent {
+    Started {
+        seq: u64,
+        pid: u32,
+        fd: Option<OwnedFd>,
+    },
+    Failed {
+        seq: u64,
+        error: String,
+    },
+    Exited {
+        pid: u32,
+        status: i64,
+    },
+    Garbage,
+}
+
+fn link_event(m: &mut Master, r: &mut Reactor, event: LinkEvent, out: &mut Vec<Delivery>) {
+    match event {
+        LinkEvent::Started { seq, pid, fd } => {
+            let Some(id) = m.starts.remove(&seq) else {
+                return;
+            };
+            let Some(fd) = fd else {
+                eprintln!("[{id}] the fork server sent no channel");
+                let _ = packet_sys::process::kill(pid as i32, 9);
+                return;
+            };
+            let Some(inst) = m.instances.get_mut(&id) else {
+                return;
+            };
+            if inst.state != State::Starting {
+                // Deleted while starting: dropping the channel ends it.
+                if inst.state == State::Stopping {
+                    m.instances.remove(&id);
+                }
+                return;
+            }
+            let handler = ChannelHandler {
+                worker: id.clone(),
+                decoder: FrameDecoder::new(HeaderFormat::Compact).with_max_frame_len(MAX_MESSAGE),
+            };
+            match r.adopt_boxed(fd, Box::new(handler), true) {
+                Ok(ch) => {
+                    inst.channel = Some(ch);
+                    inst.pid = Some(pid);
+                    inst.state = State::Running;
+                    let backlog = std::mem::take(&mut inst.backlog);
+                    r.send_data_to(ch, &backlog);
+                    m.by_channel.insert(ch, id.clone());
+                    if inst.proxy.is_some() {
+                        out.push(Delivery::Proxy(id, ProxyEvent::Started));
+                    }
+                }
+                Err(e) => {
+                    let _ = packet_sys::process::kill(pid as i32, 9);
+                    m.channel_closed(r, &id, format!("cannot watch its channel: {e}"), out);
+                }
+            }
+        }
+        LinkEvent::Failed { seq, error } => {
+            let Some(id) = m.starts.remove(&seq) else {
+                return;
+            };
+            if let Some(inst) = m.instances.get_mut(&id) {
+                inst.exit = Some(format!("could not start: {error}"));
+            }
+            m.channel_closed(r, &id, error, out);
+        }
+        LinkEvent::Exited { pid, status } => {
+            let how = if status < 0 {
+                format!("killed by signal {}", -status)
+            } else {
+                format!("exited with code {status}")
+            };
+            if let Some(inst) = m.instances.values_mut().find(|i| i.pid == Some(pid)) {
+                inst.exit = Some(how);
+            }
+        }
+        LinkEvent::Garbage => {
+            eprintln!("[workers] ignoring a malformed message from the fork server")
+        }
+    }
+}
+
+impl Reactor {
+    /// Attaches the started worker system to this reactor and starts every
+    /// worker not marked `no_auto_load` (Packet's pre-forking at start).
+    ///
+    /// # Errors
+    /// The link to the fork server cannot be watched.
+    pub fn add_workers(&mut self, mut workers: Workers) -> io::Result<()> {
+        let link = workers
+            .link
+            .take()
+            .ok_or_else(|| io::Error::other("workers already attached"))?;
+        let handler = LinkHandler {
+            decoder: FrameDecoder::new(HeaderFormat::Compact).with_max_frame_len(MAX_MESSAGE),
+            fds: VecDeque::new(),
+        };
+        let link = self.adopt_boxed(link, Box::new(handler), true)?;
+        let specs = std::mem::take(&mut workers.specs);
+        let auto: Vec<(WorkerId, Vec<u8>)> = specs
+            .iter()
+            .filter(|(_, c)| c.auto_load)
+            .flat_map(|(name, c)| {
+                let keys: Vec<Option<String>> = if c.pooled {
+                    (0..c.pool).map(|i| Some(i.to_string())).collect()
+                } else {
+                    vec![None]
+                };
+                keys.into_iter().map(move |key| {
+                    (
+                        WorkerId {
+                            name: name.clone(),
+                            key,
+                        },
+                        c.options.clone(),
+                    )
+                })
+            })
+            .collect();
+        self.workers = Some(Box::new(Master {
+            link: Some(link),
+            fork_server: std::mem::replace(&mut workers.fork_server, 0),
+            specs,
+            log_worker: workers.log_worker.take(),
+            instances: HashMap::new(),
+            by_channel: HashMap::new(),
+            starts: HashMap::new(),
+            next_seq: 0,
+            next_id: 0,
+            asks: HashMap::new(),
+            results: HashMap::new(),
+            shutting_down: false,
+        }));
+        for (id, options) in auto {
+            let started = with_master(self, |m, r| m.start_instance(r, id, options));
+            if let Some(Err(e)) = started {
+                return Err(io::Error::other(e.to_string()));
+            }
+        }
+        Ok(())
+    }
+
+    /// Starts worker `name` (instance `key`) now, with `options` (Packet's
+    /// `start_worker`), typically one registered `no_auto_load`.
+    ///
+    /// # Errors
+    /// [`WorkerError::AlreadyRunning`] if that name and key run already;
+    /// [`WorkerError::NotRegistered`]; [`WorkerError::NoWorkers`].
+    pub fn start_worker<T: Serialize + ?Sized>(
+        &mut self,
+        name: &str,
+        key: Option<&str>,
+        options: &T,
+    ) -> Result<(), WorkerError> {
+        let options = WorkerMessage::encode(options)?.as_bytes().to_vec();
+        let id = WorkerId {
+            name: name.to_string(),
+            key: key.map(str::to_string),
+        };
+        with_master(self, |m, r| {
+            if m.spec(name).is_none() {
+                return Err(WorkerError::NotRegistered(name.to_string()));
+            }
+            if m.instances.get(&id).is_some_and(|i| i.state != State::Dead) {
+                return Err(WorkerError::AlreadyRunning(id.to_string()));
+            }
+            if let Some(i) = m.instances.get_mut(&id) {
+                i.restarts.clear();
+            }
+            m.start_instance(r, id, options)
+        })
+        .unwrap_or(Err(WorkerError::NoWorkers))
+    }
+
+    /// Asks worker `name` (instance `key`) to exit cleanly; it is not
+    /// restarted. Packet's `delete_worker`.
+    ///
+    /// # Errors
+    /// [`WorkerError::NotRunning`], [`WorkerError::NoWorkers`].
+    pub fn delete_worker(&mut self, name: &str, key: Option<&str>) -> Result<(), WorkerError> {
+        let id = WorkerId {
+            name: name.to_string(),
+            key: key.map(str::to_string),
+        };
+        with_master(self, |m, r| {
+            let Some(inst) = m.instances.get_mut(&id) else {
+                return Err(WorkerError::NotRunning(id.to_string()));
+            };
+            match inst.state {
+                State::Dead | State::Restarting => {
+                    m.instances.remove(&id);
+                    return Ok(());
+                }
+                State::Stopping => return Ok(()),
+                State::Starting | State::Running => inst.state = State::Stopping,
+            }
+            if let Some(ch) = inst.channel {
+                let mut frame = Vec::new();
+                Envelope::Exit.encode(&mut frame);
+                r.send_data_to(ch, &frame);
+            }
+            Ok(())
+        })
+        .unwrap_or(Err(WorkerError::NoWorkers))
+    }
+
+    /// Asks worker `name` (any instance of a pool when `key` is `None`)
+    /// and calls `callback` with its reply, or with the error that
+    /// prevented one (the worker died, for example).
+    ///
+    /// # Errors
+    /// Immediate failures: not registered, not running, busy, or the message
+    /// cannot be encoded. `callback` is then not called.
+    pub fn ask_worker_with<T: Serialize + ?Sized>(
+        &mut self,
+        name: &str,
+        key: Option<&str>,
+        message: &T,
+        callback: impl FnOnce(&mut Reactor, WorkerReply) + 'static,
+    ) -> Result<(), WorkerError> {
+        let payload = WorkerMessage::encode(message)?;
+        self.ask_raw(
+            Asker::Callback(Box::new(callback)),
+            name,
+            key,
+            payload.as_bytes(),
+            None,
+        )
+    }
+
+    /// Sends `message` to worker `name` without waiting for a reply.
+    ///
+    /// # Errors
+    /// As [`Reactor::ask_worker_with`].
+    pub fn send_to_worker<T: Serialize + ?Sized>(
+        &mut self,
+        name: &str,
+        key: Option<&str>,
+        message: &T,
+    ) -> Result<(), WorkerError> {
+        let payload = WorkerMessage::encode(message)?;
+        self.ask_raw(Asker::Nobody, name, key, payload.as_bytes(), None)
+    }
+
+    /// Passes `fd` (for example an accepted client socket) to worker `name`
+    /// with `message`; it arrives in [`super::Worker::receive_fd`]. The
+    /// pre-fork server pattern.
+    ///
+    /// # Errors
+    /// As [`Reactor::ask_worker_with`]; also [`WorkerError::NotRunning`]
+    /// while the worker is still starting.
+    pub fn send_fd_to_worker<T: Serialize + ?Sized>(
+        &mut self,
+        name: &str,
+        key: Option<&str>,
+        fd: OwnedFd,
+        message: &T,
+    ) -> Result<(), WorkerError> {
+        let payload = WorkerMessage::encode(message)?;
+        self.ask_raw(Asker::Nobody, name, key, payload.as_bytes(), Some(fd))
+    }
+
+    pub(crate) fn ask_worker_from(
+        &mut self,
+        conn: ConnId,
+        name: &str,
+        key: Option<&str>,
+        payload: &[u8],
+    ) -> Result<(), WorkerError> {
+        self.ask_raw(Asker::Conn(conn), name, key, payload, None)
+    }
+
+    fn ask_raw(
+        &mut self,
+        asker: Asker,
+        name: &str,
+        key: Option<&str>,
+        payload: &[u8],
+        fd: Option<OwnedFd>,
+    ) -> Result<(), WorkerError> {
+        match with_master(self, |m, r| m.ask(r, asker, name, key, payload, fd)) {
+            None => Err(WorkerError::NoWorkers),
+            Some(Ok(_)) => Ok(()),
+            Some(Err((e, _))) => Err(e),
+        }
+    }
+
+    /// For a [`WorkerProxy`]: delivers `reply` to whoever made ask `id` (the
+    /// id in [`FromWorker::Reply`]). Returns `false` if nobody waits for it.
+    pub fn complete_worker_ask(&mut self, id: u64, reply: WorkerReply) -> bool {
+        let ask = with_master(self, |m, _| {
+            let ask = m.asks.remove(&id)?;
+            if let Some(i) = m.instances.get_mut(&ask.worker) {
+                i.outstanding = i.outstanding.saturating_sub(1);
+            }
+            Some(ask)
+        })
+        .flatten();
+        match ask {
+            Some(ask) => {
+                deliver(self, vec![Delivery::Reply(ask.asker, reply)]);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The last result worker `name`/`key` published with
+    /// [`super::WorkerContext::update_result`] (Packet's `result_hash`).
+    pub fn worker_result(&self, name: &str, key: Option<&str>) -> Option<&WorkerMessage> {
+        let id = WorkerId {
+            name: name.to_string(),
+            key: key.map(str::to_string),
+        };
+        self.workers.as_ref()?.results.get(&id)
+    }
+
+    /// The running instances of worker `name` with their process ids.
+    pub fn worker_pids(&self, name: &str) -> Vec<(WorkerId, u32)> {
+        let Some(m) = self.workers.as_ref() else {
+            return Vec::new();
+        };
+        let mut v: Vec<(WorkerId, u32)> = m
+            .instances
+            .iter()
+            .filter(|(id, i)| id.name == name && i.state == State::Running)
+            .filter_map(|(id, i)| i.pid.map(|p| (id.clone(), p)))
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// The process id of the fork server, if workers are attached.
+    pub fn fork_server_pid(&self) -> Option<i32> {
+        self.workers.as_ref().map(|m| m.fork_server)
+    }
+
+    /// Marks the worker system as shutting down, before the reactor closes
+    /// every connection: closing channels then restarts nothing.
+    pub(crate) fn workers_shutting_down(&mut self) {
+        if let Some(m) = self.workers.as_mut() {
+            m.shutting_down = true;
+        }
+    }
+}

@@ -1,0 +1,626 @@
+//! Workers: long-running work in child processes, each with its own
+//! reactor, talking to the master in framed `serde` messages.
+//!
+//! This module owns worker processes from registration to reaping: the
+//! registry ([`WorkerRegistry`]), the fork server that forks workers, the
+//! worker side ([`Worker`], [`WorkerContext`]), and the master side — the
+//! per-worker proxy (Packet's `Pimp`; [`WorkerProxy`] for a custom one, the
+//! built-in routing otherwise, Packet's `MetaPimp`), asks and their replies,
+//! results, logs, fd passing and supervision. It never forks a process that
+//! has more than one thread, never blocks the master's reactor, and never
+//! lets bytes from a worker panic the master.
+//!
+//! # How it fits together
+//!
+//! ```text
+//!  main()  WorkerRegistry::new().register(..).start()  <- while single-threaded
+//!            │ fork
+//!            ├──────────────► fork server (one small blocking loop)
+//!            │  link (Unix socket, SCM_RIGHTS)   │ fork per start request
+//!  master reactor ◄──── channel (socketpair) ───► worker process: own Reactor,
+//!    connections ask_worker / worker_receive        your Worker type
+//! ```
+//!
+//! The fork server is forked before the program starts any thread and forks
+//! every worker on request, so a master running many reactor threads never
+//! forks itself (DESIGN-NOTES §7, ARCHITECTURE.md). Each worker's channel is
+//! a socketpair made by the fork server; the master's end travels back to it
+//! with `SCM_RIGHTS`.
+//!
+//! # Example
+//!
+//! ```no_run
+//! use packet::worker::{Worker, WorkerContext, WorkerMessage, WorkerRegistry, WorkerSpec, WorkerReply};
+//! use packet::{Connection, Handler, Reactor};
+//!
+//! struct Upcase;
+//! impl Worker for Upcase {
+//!     fn receive_data(&mut self, ctx: &mut WorkerContext<'_, '_>, msg: WorkerMessage) {
+//!         let text: String = msg.decode().unwrap_or_default();
+//!         let _ = ctx.send_data(&text.to_uppercase()); // replies to the asker
+//!     }
+//! }
+//!
+//! struct Client;
+//! impl Handler for Client {
+//!     fn receive_data(&mut self, conn: &mut Connection<'_>, data: &[u8]) {
+//!         let line = String::from_utf8_lossy(data).into_owned();
+//!         if let Err(e) = conn.ask_worker("upcase", &line) {
+//!             conn.send_data(format!("error: {e}\n").as_bytes());
+//!         }
+//!     }
+//!     fn worker_receive(&mut self, conn: &mut Connection<'_>, reply: WorkerReply) {
+//!         match reply.and_then(|m| Ok(m.decode::<String>()?)) {
+//!             Ok(text) => conn.send_data(text.as_bytes()),
+//!             Err(e) => conn.send_data(format!("error: {e}\n").as_bytes()),
+//!         }
+//!     }
+//! }
+//!
+//! fn main() -> std::io::Result<()> {
+//!     // First thing in main: the fork server is forked here.
+//!     let workers = WorkerRegistry::new().register(WorkerSpec::new("upcase", || Upcase)).start()?;
+//!     Reactor::run(|reactor| {
+//!         reactor.add_workers(workers)?;
+//!         reactor.start_server("127.0.0.1:11006", || Client)?;
+//!         Ok(())
+//!     })
+//! }
+//! ```
+
+mod fork_server;
+mod master;
+pub(crate) mod wire;
+
+use std::fmt;
+use std::io;
+use std::os::fd::OwnedFd;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::codec::MessageError;
+use crate::connection::Connection;
+use crate::reactor::Reactor;
+use crate::ConnId;
+
+pub(crate) use master::Master;
+pub use wire::WireError;
+
+/// What an ask gets back: the worker's reply, or why there is none.
+pub type WorkerReply = Result<WorkerMessage, WorkerError>;
+
+/// A message to or from a worker: the postcard encoding of some `serde`
+/// value, decoded by whoever knows its type.
+#[derive(Clone, PartialEq, Eq)]
+pub struct WorkerMessage {
+    bytes: Box<[u8]>,
+}
+
+impl WorkerMessage {
+    /// Encodes `value`.
+    ///
+    /// # Errors
+    /// The value cannot be serialized by postcard.
+    pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<WorkerMessage, MessageError> {
+        postcard::to_allocvec(value)
+            .map(|v| WorkerMessage {
+                bytes: v.into_boxed_slice(),
+            })
+            .map_err(|e| MessageError::Encode(crate::codec::PostcardError::new(e)))
+    }
+
+    /// Decodes the message as a `T`.
+    ///
+    /// # Errors
+    /// The bytes are not a `T` (for example the worker sent another type).
+    pub fn decode<T: DeserializeOwned>(&self) -> Result<T, MessageError> {
+        crate::codec::decode_message(&self.bytes)
+    }
+
+    /// The encoded bytes.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    pub(crate) fn from_slice(bytes: &[u8]) -> WorkerMessage {
+        WorkerMessage {
+            bytes: bytes.into(),
+        }
+    }
+}
+
+impl fmt::Debug for WorkerMessage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "WorkerMessage({} bytes)", self.bytes.len())
+    }
+}
+
+/// Why a worker operation failed or an ask got no reply.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum WorkerError {
+    /// No worker of that name was registered.
+    NotRegistered(String),
+    /// The worker (name and key) is not running.
+    NotRunning(String),
+    /// `start_worker` for a name and key that already runs: Packet calls a
+    /// second fork of one worker "disastrous", so it is refused.
+    AlreadyRunning(String),
+    /// The worker died or its channel closed before it replied.
+    Died {
+        /// Which worker.
+        worker: String,
+        /// How it ended, as far as the master knows.
+        reason: String,
+    },
+    /// The worker is not reading: its channel holds more than the limit of
+    /// unsent messages, so new asks are refused instead of queued.
+    Busy(String),
+    /// The message could not be encoded, or a reply could not be decoded.
+    Message(MessageError),
+    /// The worker, or the worker it asked, reported a failure.
+    Failed(String),
+    /// The registry is not attached to this reactor, or the fork server is
+    /// gone.
+    NoWorkers,
+}
+
+impl fmt::Display for WorkerError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            WorkerError::NotRegistered(n) => write!(f, "no worker named {n:?} is registered"),
+            WorkerError::NotRunning(w) => write!(f, "worker {w} is not running"),
+            WorkerError::AlreadyRunning(w) => write!(f, "worker {w} is already running"),
+            WorkerError::Died { worker, reason } => {
+                write!(f, "worker {worker} died before replying ({reason})")
+            }
+            WorkerError::Busy(w) => write!(f, "worker {w} is not keeping up: its channel is full"),
+            WorkerError::Message(e) => write!(f, "{e}"),
+            WorkerError::Failed(e) => write!(f, "worker failed: {e}"),
+            WorkerError::NoWorkers => f.write_str("no workers are attached to this reactor"),
+        }
+    }
+}
+
+impl std::error::Error for WorkerError {}
+
+impl From<MessageError> for WorkerError {
+    fn from(e: MessageError) -> Self {
+        WorkerError::Message(e)
+    }
+}
+
+/// Names one running worker: its registered name and, for several instances
+/// of one type, its key (Packet's `worker_key`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct WorkerId {
+    /// The registered name (Packet's `set_worker_name`).
+    pub name: String,
+    /// The instance key, `None` for a single instance.
+    pub key: Option<String>,
+}
+
+impl fmt::Display for WorkerId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.key {
+            Some(k) => write!(f, "{}[{k}]", self.name),
+            None => f.write_str(&self.name),
+        }
+    }
+}
+
+/// A worker: runs in its own process with its own reactor and answers the
+/// master's messages. Packet's `Packet::Worker`.
+pub trait Worker: 'static {
+    /// The worker process is up and its channel to the master is open.
+    /// Start timers, servers or connections here through
+    /// [`WorkerContext::reactor`].
+    fn worker_init(&mut self, ctx: &mut WorkerContext<'_, '_>) {
+        let _ = ctx;
+    }
+
+    /// A message from the master (an `ask_worker`, or a `send_to_worker`).
+    /// [`WorkerContext::send_data`] during this call replies to the asker.
+    fn receive_data(&mut self, ctx: &mut WorkerContext<'_, '_>, message: WorkerMessage);
+
+    /// A descriptor passed with `send_fd_to_worker` (for example an
+    /// accepted client socket, which [`Reactor::adopt`] turns into a
+    /// connection of this worker's reactor), with its message.
+    fn receive_fd(&mut self, ctx: &mut WorkerContext<'_, '_>, fd: OwnedFd, message: WorkerMessage) {
+        let _ = (ctx, fd, message);
+    }
+
+    /// The reply to this worker's own [`WorkerContext::ask_worker`].
+    fn worker_receive(&mut self, ctx: &mut WorkerContext<'_, '_>, reply: WorkerReply) {
+        let _ = (ctx, reply);
+    }
+
+    /// The master closed the channel or asked the worker to exit; the
+    /// worker's reactor stops after this returns and the process exits.
+    fn unbind(&mut self, ctx: &mut WorkerContext<'_, '_>) {
+        let _ = ctx;
+    }
+}
+
+/// What a worker's callbacks get: its identity and options, its reactor,
+/// and the channel to the master.
+pub struct WorkerContext<'a, 'r> {
+    conn: &'a mut Connection<'r>,
+    me: &'a fork_server::WorkerInfo,
+    request: Option<u64>,
+    next_ask: &'a mut u64,
+}
+
+/// The address of one request, to reply to it later (from a timer, after
+/// more I/O) with [`Replier::reply`].
+#[derive(Debug, Clone, Copy)]
+pub struct Replier {
+    channel: ConnId,
+    id: u64,
+}
+
+impl Replier {
+    /// Sends `message` as the reply to the request this was made for.
+    ///
+    /// # Errors
+    /// The message cannot be encoded. A closed channel drops it silently:
+    /// the master failed the ask already.
+    pub fn reply<T: Serialize + ?Sized>(
+        self,
+        reactor: &mut Reactor,
+        message: &T,
+    ) -> Result<(), MessageError> {
+        let mut out = Vec::new();
+        wire::Envelope::Reply {
+            id: self.id,
+            payload: &[],
+        }
+        .encode_with(message, &mut out)?;
+        reactor.send_data_to(self.channel, &out);
+        Ok(())
+    }
+}
+
+impl<'a, 'r> WorkerContext<'a, 'r> {
+    fn send(
+        &mut self,
+        env: wire::Envelope<'_>,
+        message: &(impl Serialize + ?Sized),
+    ) -> Result<(), MessageError> {
+        let mut out = Vec::new();
+        env.encode_with(message, &mut out)?;
+        self.conn.send_data(&out);
+        Ok(())
+    }
+
+    /// Sends `message` to the master: the reply to the request being
+    /// handled, if any (routed back to the connection or callback that
+    /// asked), otherwise an unsolicited message for the worker's proxy.
+    /// Packet's `Worker#send_data`.
+    ///
+    /// # Errors
+    /// The message cannot be encoded.
+    pub fn send_data<T: Serialize + ?Sized>(&mut self, message: &T) -> Result<(), MessageError> {
+        match self.request {
+            Some(id) => self.send(wire::Envelope::Reply { id, payload: &[] }, message),
+            None => self.send(wire::Envelope::Send { payload: &[] }, message),
+        }
+    }
+
+    /// The request being handled, to reply to it later with
+    /// [`Replier::reply`].
+    pub fn replier(&self) -> Option<Replier> {
+        self.request.map(|id| Replier {
+            channel: self.conn.id(),
+            id,
+        })
+    }
+
+    /// Publishes a status or result that the master keeps for this worker
+    /// and any connection can read (Packet's `update_result`).
+    ///
+    /// # Errors
+    /// The value cannot be encoded.
+    pub fn update_result<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), MessageError> {
+        self.send(wire::Envelope::Result { payload: &[] }, value)
+    }
+
+    /// Sends a log line to the master, which hands it to the registered log
+    /// worker or writes it to its standard error (Packet's `Worker#log`).
+    pub fn log(&mut self, text: &str) {
+        let mut out = Vec::new();
+        wire::Envelope::Log { text }.encode(&mut out);
+        self.conn.send_data(&out);
+    }
+
+    /// Asks another worker, through the master; the reply comes to
+    /// [`Worker::worker_receive`].
+    ///
+    /// # Errors
+    /// The message cannot be encoded.
+    pub fn ask_worker<T: Serialize + ?Sized>(
+        &mut self,
+        name: &str,
+        key: Option<&str>,
+        message: &T,
+    ) -> Result<(), MessageError> {
+        *self.next_ask += 1;
+        let id = *self.next_ask;
+        self.send(
+            wire::Envelope::Ask {
+                id,
+                name,
+                key,
+                payload: &[],
+            },
+            message,
+        )
+    }
+
+    /// This worker's registered name.
+    pub fn worker_name(&self) -> &str {
+        &self.me.id.name
+    }
+
+    /// This worker's key, if it runs as one of several instances.
+    pub fn worker_key(&self) -> Option<&str> {
+        self.me.id.key.as_deref()
+    }
+
+    /// The options the worker was started with.
+    ///
+    /// # Errors
+    /// They are not a `T`.
+    pub fn options<T: DeserializeOwned>(&self) -> Result<T, MessageError> {
+        crate::codec::decode_message(&self.me.options)
+    }
+
+    /// The worker's own reactor.
+    pub fn reactor(&mut self) -> &mut Reactor {
+        self.conn.reactor()
+    }
+
+    /// Writes `bytes` on the channel to the master exactly as given, outside
+    /// the message format: for tests of how the master copes with a broken
+    /// worker.
+    #[doc(hidden)]
+    pub fn send_raw(&mut self, bytes: &[u8]) {
+        self.conn.send_data(bytes);
+    }
+
+    /// Ends the worker: its channel closes once pending replies are written,
+    /// and the process exits.
+    pub fn exit(&mut self) {
+        self.conn.close_connection_after_writing();
+    }
+}
+
+/// When a worker that died is started again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RestartPolicy {
+    /// Never: a dead worker stays dead.
+    Never,
+    /// After a death it did not ask for, up to `max_restarts` times within
+    /// `within`, waiting 100 ms before the first restart and twice as long
+    /// before each further one (at most 5 s).
+    OnFailure {
+        /// Restarts allowed within the window.
+        max_restarts: u32,
+        /// The window.
+        within: Duration,
+    },
+}
+
+impl Default for RestartPolicy {
+    fn default() -> Self {
+        RestartPolicy::OnFailure {
+            max_restarts: 5,
+            within: Duration::from_secs(60),
+        }
+    }
+}
+
+/// The master-side object of one worker, when it should not be the
+/// built-in routing (Packet's `set_worker_proxy` and `Pimp`). It receives
+/// everything its worker sends, raw, and may send to it with
+/// [`Reactor::send_to_worker`].
+pub trait WorkerProxy: 'static {
+    /// Something arrived from the worker.
+    fn receive_from_worker(
+        &mut self,
+        reactor: &mut Reactor,
+        worker: &WorkerId,
+        message: FromWorker,
+    );
+
+    /// The worker's process is running and its channel open.
+    fn worker_started(&mut self, reactor: &mut Reactor, worker: &WorkerId) {
+        let _ = (reactor, worker);
+    }
+
+    /// The worker's channel closed.
+    fn worker_exited(&mut self, reactor: &mut Reactor, worker: &WorkerId, reason: &str) {
+        let _ = (reactor, worker, reason);
+    }
+}
+
+/// A message from a worker, as a [`WorkerProxy`] sees it.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum FromWorker {
+    /// A reply to the request with this id (an ask sent through the proxy's
+    /// reactor, whose asker the proxy now has to find itself).
+    Reply {
+        /// The master's request id.
+        id: u64,
+        /// The reply.
+        message: WorkerMessage,
+    },
+    /// An unsolicited `send_data`.
+    Message(WorkerMessage),
+    /// An `update_result`.
+    Result(WorkerMessage),
+    /// A `log` line.
+    Log(String),
+}
+
+type WorkerFactory = Box<dyn Fn() -> Box<dyn Worker>>;
+type ProxyFactory = Box<dyn Fn() -> Box<dyn WorkerProxy> + Send>;
+type MessageHook = Box<dyn FnMut(&mut Reactor, &WorkerId, WorkerMessage) + Send>;
+
+/// How one worker type is run: Packet's class-level `set_worker_name`,
+/// `set_no_auto_load`, `set_worker_proxy`, plus pools and restarts.
+pub struct WorkerSpec {
+    name: String,
+    factory: WorkerFactory,
+    config: master::SpecConfig,
+}
+
+impl WorkerSpec {
+    /// A worker type named `name`, made with `factory` in each worker
+    /// process.
+    pub fn new<W: Worker>(name: &str, factory: impl Fn() -> W + 'static) -> WorkerSpec {
+        WorkerSpec {
+            name: name.to_string(),
+            factory: Box::new(move || Box::new(factory())),
+            config: master::SpecConfig::default(),
+        }
+    }
+
+    /// Runs `n` instances (keys `"0"`..`"n-1"`) and spreads asks without a
+    /// key over them, the least busy first.
+    pub fn pool(mut self, n: usize) -> WorkerSpec {
+        self.config.pool = n.max(1);
+        self.config.pooled = true;
+        self
+    }
+
+    /// Does not start with the reactor; start it with
+    /// [`Reactor::start_worker`] (Packet's `set_no_auto_load`).
+    pub fn no_auto_load(mut self) -> WorkerSpec {
+        self.config.auto_load = false;
+        self
+    }
+
+    /// What to do when an instance dies (default: restart on failure, 5
+    /// times a minute at most).
+    pub fn restart(mut self, policy: RestartPolicy) -> WorkerSpec {
+        self.config.restart = policy;
+        self
+    }
+
+    /// Uses a custom master-side proxy instead of the built-in routing.
+    pub fn proxy<P: WorkerProxy>(mut self, factory: impl Fn() -> P + Send + 'static) -> WorkerSpec {
+        self.config.proxy = Some(Box::new(move || Box::new(factory())));
+        self
+    }
+
+    /// Where unsolicited `send_data` messages of this worker go (without a
+    /// proxy); by default they are dropped.
+    pub fn on_message(
+        mut self,
+        hook: impl FnMut(&mut Reactor, &WorkerId, WorkerMessage) + Send + 'static,
+    ) -> WorkerSpec {
+        self.config.on_message = Some(Box::new(hook));
+        self
+    }
+
+    /// Sends the worker's standard output and error to this file (appended)
+    /// instead of the master's.
+    pub fn log_file(mut self, path: impl Into<PathBuf>) -> WorkerSpec {
+        self.config.log_file = Some(path.into());
+        self
+    }
+
+    /// Options for automatically started instances, read with
+    /// [`WorkerContext::options`].
+    ///
+    /// # Errors
+    /// The options cannot be encoded.
+    pub fn options<T: Serialize + ?Sized>(
+        mut self,
+        options: &T,
+    ) -> Result<WorkerSpec, MessageError> {
+        self.config.options = WorkerMessage::encode(options)?.bytes.into_vec();
+        Ok(self)
+    }
+}
+
+/// The worker types of a program, registered before anything starts.
+/// Registration replaces Packet's `WORKER_ROOT` directory scan.
+#[derive(Default)]
+pub struct WorkerRegistry {
+    specs: Vec<WorkerSpec>,
+    log_worker: Option<String>,
+}
+
+impl WorkerRegistry {
+    /// An empty registry.
+    pub fn new() -> WorkerRegistry {
+        WorkerRegistry::default()
+    }
+
+    /// Adds a worker type.
+    pub fn register(mut self, spec: WorkerSpec) -> WorkerRegistry {
+        self.specs.push(spec);
+        self
+    }
+
+    /// Names the worker that receives every worker's `log` lines (as
+    /// `String` messages), Packet's `log_worker`.
+    pub fn log_worker(mut self, name: &str) -> WorkerRegistry {
+        self.log_worker = Some(name.to_string());
+        self
+    }
+
+    /// Forks the fork server. Call it first thing in `main`, before any
+    /// thread is started: a multi-threaded process is never forked.
+    ///
+    /// # Errors
+    /// The process already has several threads, two specs share a name, or
+    /// the fork failed.
+    pub fn start(self) -> io::Result<Workers> {
+        let mut names: Vec<&str> = self.specs.iter().map(|s| s.name.as_str()).collect();
+        names.sort_unstable();
+        if let Some(w) = names.windows(2).find(|w| w[0] == w[1]) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("worker {:?} registered twice", w[0]),
+            ));
+        }
+        fork_server::start(self)
+    }
+}
+
+/// The started worker system, to hand to one reactor with
+/// [`Reactor::add_workers`]. Dropping it unused shuts the fork server
+/// down.
+pub struct Workers {
+    /// `None` once handed to a reactor.
+    link: Option<OwnedFd>,
+    fork_server: i32,
+    specs: Vec<(String, master::SpecConfig)>,
+    log_worker: Option<String>,
+}
+
+impl fmt::Debug for Workers {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Workers")
+            .field("fork_server", &self.fork_server)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for Workers {
+    fn drop(&mut self) {
+        // Never handed to a reactor: closing the link tells the fork server
+        // to exit; then it is reaped.
+        if let Some(link) = self.link.take() {
+            drop(link);
+            fork_server::reap(self.fork_server);
+        }
+    }
+}
