@@ -163,6 +163,7 @@ type DeferredCall = Box<dyn FnOnce(&mut dyn Handler, &mut Connection<'_>)>;
 /// Work deferred until no callback is running.
 enum Pending {
     /// Call the connection's handler with this.
+    #[cfg_attr(not(feature = "workers"), allow(dead_code))]
     Call(DeferredCall),
     /// Call `post_init` of an outgoing connection.
     Init,
@@ -905,6 +906,7 @@ impl Reactor {
     /// Runs `f` with the handler of connection `id` as soon as no callback
     /// is running (right after the current one returns). Dropped if the
     /// connection closes first.
+    #[cfg_attr(not(feature = "workers"), allow(dead_code))]
     pub(crate) fn defer_call(
         &mut self,
         id: ConnId,
@@ -918,6 +920,7 @@ impl Reactor {
     /// Descriptors that arrived with the bytes now being delivered to
     /// `receive_data`, on connections that accept them (worker channels).
     /// Descriptors not taken during the callback are closed after it.
+    #[cfg_attr(not(feature = "workers"), allow(dead_code))]
     pub(crate) fn take_received_fds(&mut self) -> Vec<OwnedFd> {
         std::mem::take(&mut self.fd_inbox)
     }
