@@ -32,6 +32,8 @@
 //! | `buffer` | outbound queues |
 //! | [`timer`] | the timer wheel |
 //! | [`codec`] | frames and typed messages |
+//! | [`objects`] | typed objects over connections (`send_object`) |
+//! | [`worker`] | worker processes: fork server, asks, proxies, supervision |
 //!
 //! All system calls go through the `packet-sys` crate; this crate contains
 //! no `unsafe` code.
@@ -41,6 +43,8 @@
 mod buffer;
 pub mod codec;
 mod connection;
+#[cfg(feature = "objects")]
+pub mod objects;
 mod reactor;
 mod slab;
 pub mod timer;

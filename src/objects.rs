@@ -1,0 +1,172 @@
+//! Typed objects over a connection: EventMachine's `ObjectProtocol` and
+//! Packet's `send_object`.
+//!
+//! This module owns the glue between a byte stream and typed messages: an
+//! [`ObjectHandler`] receives whole `serde` values instead of bytes, and
+//! [`Connection::send_object`] sends one. Each object is one `Compact`
+//! frame holding its postcard encoding (see [`crate::codec`]). Nothing here
+//! buffers more than one frame, and a frame is never longer than the
+//! decoder's limit (16 MiB by default).
+//!
+//! ```
+//! use packet::objects::{ObjectHandler, ObjectProtocol};
+//! use packet::{Connection, Reactor};
+//! use serde::{Deserialize, Serialize};
+//!
+//! #[derive(Serialize, Deserialize, Debug, PartialEq)]
+//! enum Msg { Ping(u32), Pong(u32) }
+//!
+//! struct Server;
+//! impl ObjectHandler for Server {
+//!     type Message = Msg;
+//!     fn receive_object(&mut self, conn: &mut Connection<'_>, msg: Msg) {
+//!         if let Msg::Ping(n) = msg {
+//!             conn.send_object(&Msg::Pong(n)).unwrap();
+//!         }
+//!     }
+//! }
+//!
+//! struct Client;
+//! impl ObjectHandler for Client {
+//!     type Message = Msg;
+//!     fn connection_completed(&mut self, conn: &mut Connection<'_>) {
+//!         conn.send_object(&Msg::Ping(7)).unwrap();
+//!     }
+//!     fn receive_object(&mut self, conn: &mut Connection<'_>, msg: Msg) {
+//!         assert_eq!(msg, Msg::Pong(7));
+//!         conn.reactor().stop();
+//!     }
+//! }
+//!
+//! Reactor::run(|r| {
+//!     let server = r.start_server("127.0.0.1:0", || ObjectProtocol::new(Server))?;
+//!     let addr = r.server_addr(server)?.as_inet().unwrap();
+//!     r.connect(addr, ObjectProtocol::new(Client))?;
+//!     Ok(())
+//! })?;
+//! # Ok::<(), std::io::Error>(())
+//! ```
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::codec::{encode_message, FrameError, MessageDecoder, MessageError};
+use crate::connection::{CloseReason, Connection, Handler};
+
+/// A handler that receives typed objects. Its methods mirror [`Handler`]'s,
+/// with [`ObjectHandler::receive_object`] in place of `receive_data`.
+pub trait ObjectHandler: 'static {
+    /// The type of the objects the peer sends.
+    type Message: DeserializeOwned;
+
+    /// As [`Handler::post_init`].
+    fn post_init(&mut self, conn: &mut Connection<'_>) {
+        let _ = conn;
+    }
+
+    /// As [`Handler::connection_completed`].
+    fn connection_completed(&mut self, conn: &mut Connection<'_>) {
+        let _ = conn;
+    }
+
+    /// One whole object arrived.
+    fn receive_object(&mut self, conn: &mut Connection<'_>, message: Self::Message);
+
+    /// A frame arrived whose payload is not a `Self::Message`. The stream is
+    /// still in sync, so the default ignores it; the connection is closed
+    /// only for a broken frame (see [`ObjectHandler::frame_error`]).
+    fn message_error(&mut self, conn: &mut Connection<'_>, error: MessageError) {
+        let _ = (conn, error);
+    }
+
+    /// The byte stream is not a stream of frames (a bad header, or a frame
+    /// over the limit). Nothing after it can be trusted: the connection is
+    /// closed after this returns.
+    fn frame_error(&mut self, conn: &mut Connection<'_>, error: FrameError) {
+        let _ = (conn, error);
+    }
+
+    /// As [`Handler::unbind`].
+    fn unbind(&mut self, conn: &mut Connection<'_>, reason: &CloseReason) {
+        let _ = (conn, reason);
+    }
+}
+
+/// Wraps an [`ObjectHandler`] as a [`Handler`]: decodes frames as they
+/// arrive, in any chunks, and hands out whole objects.
+pub struct ObjectProtocol<H: ObjectHandler> {
+    handler: H,
+    decoder: MessageDecoder<H::Message>,
+}
+
+impl<H: ObjectHandler> ObjectProtocol<H> {
+    /// Wraps `handler` with the default frame limit (16 MiB).
+    pub fn new(handler: H) -> Self {
+        ObjectProtocol {
+            handler,
+            decoder: MessageDecoder::new(),
+        }
+    }
+
+    /// Wraps `handler`, refusing frames longer than `max` bytes.
+    pub fn with_max_frame_len(handler: H, max: usize) -> Self {
+        ObjectProtocol {
+            handler,
+            decoder: MessageDecoder::new().with_max_frame_len(max),
+        }
+    }
+
+    /// The wrapped handler.
+    pub fn handler(&mut self) -> &mut H {
+        &mut self.handler
+    }
+}
+
+impl<H: ObjectHandler> Handler for ObjectProtocol<H> {
+    fn post_init(&mut self, conn: &mut Connection<'_>) {
+        self.handler.post_init(conn);
+    }
+
+    fn connection_completed(&mut self, conn: &mut Connection<'_>) {
+        self.handler.connection_completed(conn);
+    }
+
+    fn receive_data(&mut self, conn: &mut Connection<'_>, data: &[u8]) {
+        let ObjectProtocol { handler, decoder } = self;
+        let result = decoder.decode(data, |msg| match msg {
+            Ok(m) => handler.receive_object(conn, m),
+            Err(e) => handler.message_error(conn, e),
+        });
+        if let Err(e) = result {
+            handler.frame_error(conn, e);
+            conn.close_connection();
+        }
+    }
+
+    fn unbind(&mut self, conn: &mut Connection<'_>, reason: &CloseReason) {
+        self.handler.unbind(conn, reason);
+    }
+
+    fn outbound_full(&mut self, conn: &mut Connection<'_>) {
+        conn.pause();
+    }
+
+    fn outbound_drained(&mut self, conn: &mut Connection<'_>) {
+        conn.resume();
+    }
+}
+
+impl Connection<'_> {
+    /// Sends `message` as one frame for an [`ObjectProtocol`] peer (Packet's
+    /// `send_object`).
+    ///
+    /// # Errors
+    /// The value cannot be serialized or its encoding exceeds the frame
+    /// limit; nothing is sent then.
+    pub fn send_object<T: Serialize + ?Sized>(&mut self, message: &T) -> Result<(), MessageError> {
+        let mut buf = Vec::new();
+        encode_message(message, &mut buf)?;
+        self.send_data(&buf);
+        Ok(())
+    }
+}
