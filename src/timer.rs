@@ -340,7 +340,9 @@ impl<T> TimerWheel<T> {
             self.due.clear();
             self.due_pos = 0;
             if self.live == 0 {
-                self.drop_tombstones();
+                if self.dead > 0 {
+                    self.drop_tombstones();
+                }
                 self.elapsed = self.now;
                 return None;
             }
@@ -469,6 +471,8 @@ impl<T> TimerWheel<T> {
     }
 
     /// Drops every tombstone, keeping the order of the live records.
+    #[cold]
+    #[inline(never)]
     fn compact(&mut self) {
         self.due.drain(..self.due_pos);
         self.due_pos = 0;
@@ -490,10 +494,8 @@ impl<T> TimerWheel<T> {
     }
 
     /// With no timer pending, every record left is a tombstone.
+    #[cold]
     fn drop_tombstones(&mut self) {
-        if self.dead == 0 {
-            return;
-        }
         for level in 0..LEVELS {
             let mut bits = std::mem::take(&mut self.occupied[level]);
             while bits != 0 {
