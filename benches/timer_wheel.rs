@@ -251,14 +251,15 @@ impl Case {
         }
     }
 
-    /// Operations per round of the interleaved comparison: about 0.1 s of
-    /// the wheel's time, and for expiry a whole 10-minute cycle (1M fired
-    /// timers, 100 steps), so that every round pays for its cascades.
+    /// Operations per round of the interleaved comparison, chosen so that
+    /// every round pays its share of the periodic work: the heap's (and for
+    /// `InsertCancelOther` the wheel's) compaction runs every 1M cancels,
+    /// and expiry takes a whole 10-minute cycle (1M fired timers, 100
+    /// steps) with all its cascades.
     fn round(self) -> u64 {
         match self {
-            Case::InsertCancelSame => 2_000_000,
-            Case::InsertCancelOther => 200_000,
-            Case::Expiry => PENDING as u64,
+            Case::InsertCancelSame => 2 * PENDING as u64,
+            Case::InsertCancelOther | Case::Expiry => PENDING as u64,
         }
     }
 }
