@@ -9,10 +9,11 @@
 //!    and averaged over many whole cycles, so cascading is counted.
 //!
 //! Times leave out the time the bench thread spent preempted (this runs on
-//! shared machines).
-//! After the criterion groups, an interleaved run alternates the two
-//! structures in short rounds and prints median ns per op, which is the
-//! fairer comparison when the machine's load drifts.
+//! shared machines). After the criterion groups, an interleaved run
+//! alternates the two structures round by round (each round including its
+//! share of compaction and cascading) and prints median ns per op, which is
+//! the fairer comparison when the machine's load drifts between criterion's
+//! measurement of one and of the other. `INTERLEAVED_ROUNDS=0` skips it.
 //!
 //! Run with `cargo bench --bench timer_wheel`.
 
