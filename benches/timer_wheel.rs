@@ -8,6 +8,13 @@
 //!    each fired timer is re-armed 0-10 min ahead; reported per fired timer
 //!    and averaged over many whole cycles, so cascading is counted.
 //!
+//! Times leave out the time the bench thread spent preempted (this runs on
+//! shared machines). After the criterion groups, an interleaved run
+//! alternates the two structures round by round (each round including its
+//! share of compaction and cascading) and prints median ns per op, which is
+//! the fairer comparison when the machine's load drifts between criterion's
+//! measurement of one and of the other. `INTERLEAVED_ROUNDS=0` skips it.
+//!
 //! Run with `cargo bench --bench timer_wheel`.
 
 use std::cmp::Reverse;
@@ -15,7 +22,7 @@ use std::collections::BinaryHeap;
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use criterion::{Criterion, Throughput};
 use packet::timer::{TimerKey, TimerWheel};
 
 const PENDING: usize = 1_000_000;
@@ -213,66 +220,142 @@ fn heap() -> Fixture<HeapTimers> {
     Fixture::new(HeapTimers::with_capacity(PENDING))
 }
 
-/// Runs `wheel` and `heap` in one group. Each fixture is built only if its
-/// benchmark is selected, and dropped before the next one is built.
-fn compare(
-    c: &mut Criterion,
-    name: &str,
-    wheel_op: impl Fn(&mut Fixture<TimerWheel<u64>>, u64),
-    heap_op: impl Fn(&mut Fixture<HeapTimers>, u64),
-) {
-    let mut group = c.benchmark_group(name);
-    group
-        .throughput(Throughput::Elements(1))
-        .sample_size(10)
-        .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(3));
-    let mut fixture = None;
-    group.bench_function("wheel", |b| {
-        let f = fixture.get_or_insert_with(wheel);
-        b.iter_custom(|n| timed(|| wheel_op(f, n)))
-    });
-    drop(fixture);
-    let mut fixture = None;
-    group.bench_function("heap", |b| {
-        let f = fixture.get_or_insert_with(heap);
-        b.iter_custom(|n| timed(|| heap_op(f, n)))
-    });
-    group.finish();
+/// The three measured cases; each runs `n` operations (pairs, or fired
+/// timers) on a fixture.
+#[derive(Clone, Copy)]
+enum Case {
+    InsertCancelSame,
+    InsertCancelOther,
+    Expiry,
 }
 
+impl Case {
+    const ALL: [Case; 3] = [
+        Case::InsertCancelSame,
+        Case::InsertCancelOther,
+        Case::Expiry,
+    ];
+
+    fn name(self) -> &'static str {
+        match self {
+            Case::InsertCancelSame => "insert_cancel_same",
+            Case::InsertCancelOther => "insert_cancel_other",
+            Case::Expiry => "expiry_per_fired_timer",
+        }
+    }
+
+    fn run<Q: Timers>(self, f: &mut Fixture<Q>, n: u64) {
+        match self {
+            Case::InsertCancelSame => (0..n).for_each(|_| f.insert_cancel_same()),
+            Case::InsertCancelOther => (0..n).for_each(|_| f.insert_cancel_other()),
+            Case::Expiry => f.expire(n),
+        }
+    }
+
+    /// Operations per round of the interleaved comparison, chosen so that
+    /// every round pays its share of the periodic work: the heap's (and for
+    /// `InsertCancelOther` the wheel's) compaction runs every 1M cancels,
+    /// and expiry takes a whole 10-minute cycle (1M fired timers, 100
+    /// steps) with all its cascades.
+    fn round(self) -> u64 {
+        match self {
+            Case::InsertCancelSame => 2 * PENDING as u64,
+            Case::InsertCancelOther | Case::Expiry => PENDING as u64,
+        }
+    }
+}
+
+/// How long this thread has waited for a CPU while runnable. The kernel
+/// brings it up to date whenever the thread is switched back in, so unlike
+/// the thread's run time (updated at scheduler ticks) it is exact when read
+/// by the running thread. `None` where Linux's schedstat is not available.
+fn time_waiting() -> Option<Duration> {
+    let stat = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+    let ns = stat.split_whitespace().nth(1)?.parse().ok()?;
+    Some(Duration::from_nanos(ns))
+}
+
+/// Wall time of `f`, less the time the thread was preempted in it, so that
+/// other processes on a shared machine do not inflate the numbers (they
+/// still share its caches and memory bandwidth).
 fn timed(f: impl FnOnce()) -> Duration {
+    let waited = time_waiting();
     let start = Instant::now();
     f();
-    start.elapsed()
+    let elapsed = start.elapsed();
+    match (waited, time_waiting()) {
+        (Some(before), Some(after)) => elapsed.saturating_sub(after.saturating_sub(before)),
+        _ => elapsed,
+    }
 }
 
-fn insert_cancel_same(c: &mut Criterion) {
-    compare(
-        c,
-        "insert_cancel_same",
-        |f, n| (0..n).for_each(|_| f.insert_cancel_same()),
-        |f, n| (0..n).for_each(|_| f.insert_cancel_same()),
-    );
+/// One criterion group per case, with the wheel and the heap in it. Each
+/// fixture is built only if its benchmark is selected, and dropped before
+/// the next one is built.
+fn criterion_benches(c: &mut Criterion) {
+    for case in Case::ALL {
+        let mut group = c.benchmark_group(case.name());
+        group
+            .throughput(Throughput::Elements(1))
+            .sample_size(10)
+            .warm_up_time(Duration::from_secs(1))
+            .measurement_time(Duration::from_secs(3));
+        let mut fixture = None;
+        group.bench_function("wheel", |b| {
+            let f = fixture.get_or_insert_with(wheel);
+            b.iter_custom(|n| timed(|| case.run(f, n)))
+        });
+        drop(fixture);
+        let mut fixture = None;
+        group.bench_function("heap", |b| {
+            let f = fixture.get_or_insert_with(heap);
+            b.iter_custom(|n| timed(|| case.run(f, n)))
+        });
+        group.finish();
+    }
 }
 
-fn insert_cancel_other(c: &mut Criterion) {
-    compare(
-        c,
-        "insert_cancel_other",
-        |f, n| (0..n).for_each(|_| f.insert_cancel_other()),
-        |f, n| (0..n).for_each(|_| f.insert_cancel_other()),
-    );
+/// Criterion measures the wheel and then the heap, so a change in the load
+/// of a shared machine between the two skews the comparison. This runs
+/// both side by side in alternating short rounds and prints the medians.
+fn interleaved(rounds: usize) {
+    println!("\ninterleaved: median of {rounds} alternating rounds, ns per op");
+    for case in Case::ALL {
+        let (mut w, mut h) = (wheel(), heap());
+        let n = case.round();
+        let per_op = |d: Duration| d.as_nanos() as f64 / n as f64;
+        case.run(&mut w, n);
+        case.run(&mut h, n);
+        let (mut ws, mut hs) = (Vec::new(), Vec::new());
+        for _ in 0..rounds {
+            ws.push(per_op(timed(|| case.run(&mut w, n))));
+            hs.push(per_op(timed(|| case.run(&mut h, n))));
+        }
+        ws.sort_by(f64::total_cmp);
+        hs.sort_by(f64::total_cmp);
+        let (wm, hm) = (ws[rounds / 2], hs[rounds / 2]);
+        println!(
+            "  {:<24} wheel {wm:8.1}   heap {hm:8.1}   heap/wheel {:5.2}",
+            case.name(),
+            hm / wm
+        );
+    }
 }
 
-fn expiry(c: &mut Criterion) {
-    compare(
-        c,
-        "expiry_per_fired_timer",
-        |f, n| f.expire(n),
-        |f, n| f.expire(n),
-    );
+fn main() {
+    let mut c = Criterion::default().configure_from_args();
+    criterion_benches(&mut c);
+    c.final_summary();
+    // Skipped when a benchmark filter is given (numbers are option values);
+    // INTERLEAVED_ROUNDS=0 turns it off.
+    let filtered = std::env::args()
+        .skip(1)
+        .any(|a| !a.starts_with('-') && a.parse::<f64>().is_err() && a != "interleaved");
+    let rounds = std::env::var("INTERLEAVED_ROUNDS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(21);
+    if !filtered && rounds > 0 {
+        interleaved(rounds);
+    }
 }
-
-criterion_group!(benches, insert_cancel_same, insert_cancel_other, expiry);
-criterion_main!(benches);
