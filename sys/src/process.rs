@@ -272,3 +272,32 @@ pub fn run_clean_child(keep: &[RawFd], body: impl FnOnce() -> std::convert::Infa
     }
     match body() {}
 }
+
+/// The soft and hard limits on open descriptors (`RLIMIT_NOFILE`).
+///
+/// # Errors
+/// Only if the call is unsupported.
+pub fn nofile_limit() -> io::Result<(u64, u64)> {
+    // SAFETY: all-zero is a valid rlimit.
+    let mut lim: libc::rlimit = unsafe { std::mem::zeroed() };
+    // SAFETY: `lim` is a live rlimit the kernel writes.
+    cvt(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) })?;
+    Ok((lim.rlim_cur as u64, lim.rlim_max as u64))
+}
+
+/// Sets the soft limit on open descriptors (at most the hard limit), for a
+/// server that holds many connections, or a test that runs out of them on
+/// purpose.
+///
+/// # Errors
+/// `EINVAL` above the hard limit, `EPERM`.
+pub fn set_nofile_soft_limit(soft: u64) -> io::Result<()> {
+    let (_, hard) = nofile_limit()?;
+    let lim = libc::rlimit {
+        rlim_cur: soft.min(hard) as libc::rlim_t,
+        rlim_max: hard as libc::rlim_t,
+    };
+    // SAFETY: `lim` is a live rlimit the kernel reads.
+    cvt(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) })?;
+    Ok(())
+}

@@ -277,6 +277,20 @@ impl Socket {
         Ok(n as usize)
     }
 
+    /// Reads into several buffers in one `readv`, filling them in order.
+    ///
+    /// # Errors
+    /// As [`Socket::read`].
+    pub fn read_vectored(&self, bufs: &mut [std::io::IoSliceMut<'_>]) -> io::Result<usize> {
+        let count = bufs.len().min(iov_max()) as libc::c_int;
+        // SAFETY: std guarantees IoSliceMut is ABI-compatible with iovec on
+        // unix; each points at writable memory alive for the call.
+        let n = cvt_r(|| unsafe {
+            libc::readv(self.raw(), bufs.as_ptr() as *const libc::iovec, count)
+        })?;
+        Ok(n as usize)
+    }
+
     /// Writes from `buf` without raising `SIGPIPE`.
     ///
     /// # Errors
@@ -853,6 +867,16 @@ mod tests {
         x2.write(b"hi").unwrap();
         assert_eq!(y.read(&mut buf).unwrap(), 2);
         assert_eq!(&buf[..2], b"hi");
+        // Scattered read across two buffers.
+        a.write(b"abcdef").unwrap();
+        let (mut x1, mut x2) = ([0u8; 2], [0u8; 8]);
+        let n = b
+            .read_vectored(&mut [
+                std::io::IoSliceMut::new(&mut x1),
+                std::io::IoSliceMut::new(&mut x2),
+            ])
+            .unwrap();
+        assert_eq!((n, &x1, &x2[..4]), (6, b"ab", &b"cdef"[..]));
         // No descriptors: an ordinary read.
         a.write(b"z").unwrap();
         assert_eq!(b.read_with_fds(&mut buf, &mut fds).unwrap(), 1);
