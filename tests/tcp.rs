@@ -496,3 +496,21 @@ fn peer_close_flushes_then_reports_peer_closed() {
     assert_eq!(rx.recv_timeout(util::IO_TIMEOUT).unwrap(), "closed by peer");
     server.stop();
 }
+
+#[test]
+fn ipv6_loopback_server_and_client() {
+    let server = spawn_reactor(|r| {
+        let id = r.start_server("[::1]:0", || Echo)?;
+        Ok(r.server_addr(id)?.as_inet().unwrap())
+    });
+    assert!(server.value.is_ipv6());
+    let (tx, rx) = mpsc::channel();
+    let addr = server.value;
+    let client = spawn_reactor(move |r| {
+        r.connect(addr, Probe { msg: b"over v6", got: Vec::new(), done: tx })?;
+        Ok(())
+    });
+    assert_eq!(rx.recv_timeout(util::IO_TIMEOUT).unwrap(), b"over v6");
+    client.stop();
+    server.stop();
+}
