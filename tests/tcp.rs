@@ -507,7 +507,14 @@ fn ipv6_loopback_server_and_client() {
     let (tx, rx) = mpsc::channel();
     let addr = server.value;
     let client = spawn_reactor(move |r| {
-        r.connect(addr, Probe { msg: b"over v6", got: Vec::new(), done: tx })?;
+        r.connect(
+            addr,
+            Probe {
+                msg: b"over v6",
+                got: Vec::new(),
+                done: tx,
+            },
+        )?;
         Ok(())
     });
     assert_eq!(rx.recv_timeout(util::IO_TIMEOUT).unwrap(), b"over v6");

@@ -136,6 +136,20 @@ impl Worker for Garbage {
     }
 }
 
+/// Prints what it is asked to its standard output (a log file).
+struct Printer;
+impl Worker for Printer {
+    fn receive_data(&mut self, ctx: &mut WorkerContext<'_, '_>, msg: WorkerMessage) {
+        let line: String = msg.decode().unwrap();
+        println!("{line}");
+        ctx.send_data(&()).unwrap();
+    }
+}
+
+fn printer_log() -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("packet-workers-{}-printer.log", std::process::id()))
+}
+
 /// Collects log lines it is sent.
 struct Logger;
 impl Worker for Logger {
@@ -182,6 +196,7 @@ fn registry() -> WorkerRegistry {
         .register(WorkerSpec::new("garbage", || Garbage).restart(RestartPolicy::Never))
         .register(WorkerSpec::new("logger", || Logger))
         .register(WorkerSpec::new("proxied", || Echo).proxy(|| Upcaser))
+        .register(WorkerSpec::new("printer", || Printer).log_file(printer_log()))
         .log_worker("logger")
 }
 
@@ -681,6 +696,28 @@ fn workers_start_while_other_reactor_threads_are_busy(workers: Workers) {
     assert!(rounds > 0);
 }
 
+fn worker_output_goes_to_its_log_file(workers: Workers) {
+    let _ = std::fs::remove_file(printer_log());
+    run(workers, |r| {
+        when_running(r, &["printer"], |r| {
+            r.ask_worker_with(
+                "printer",
+                None,
+                &String::from("written by the worker"),
+                |r, reply| {
+                    reply.unwrap();
+                    r.stop();
+                },
+            )
+            .unwrap();
+        });
+        Ok(())
+    });
+    let log = std::fs::read_to_string(printer_log()).unwrap();
+    let _ = std::fs::remove_file(printer_log());
+    assert_eq!(log, "written by the worker\n");
+}
+
 // ----- runner -----
 
 type Test = (&'static str, fn(Workers));
@@ -752,6 +789,10 @@ fn main() {
         (
             "garbage_from_a_worker_closes_only_its_channel",
             garbage_from_a_worker_closes_only_its_channel,
+        ),
+        (
+            "worker_output_goes_to_its_log_file",
+            worker_output_goes_to_its_log_file,
         ),
         (
             "workers_start_while_other_reactor_threads_are_busy",
