@@ -19,15 +19,7 @@ use util::IO_TIMEOUT;
 fn thread_cpu(stat: &File) -> Duration {
     let mut buf = [0u8; 1024];
     let n = stat.read_at(&mut buf, 0).unwrap();
-    let text = String::from_utf8_lossy(&buf[..n]);
-    let fields: Vec<&str> = text
-        .rsplit(')')
-        .next()
-        .unwrap()
-        .split_whitespace()
-        .collect();
-    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
-    Duration::from_millis(ticks * 10)
+    util::stat_cpu(&String::from_utf8_lossy(&buf[..n]))
 }
 
 fn open_fds() -> u64 {

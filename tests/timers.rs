@@ -148,16 +148,7 @@ fn connect_that_never_completes_times_out() {
 
 /// CPU time (user + system) of one thread, from /proc.
 fn thread_cpu(tid: &str) -> Duration {
-    let stat = std::fs::read_to_string(format!("/proc/self/task/{tid}/stat")).unwrap();
-    let fields: Vec<&str> = stat
-        .rsplit(')')
-        .next()
-        .unwrap()
-        .split_whitespace()
-        .collect();
-    // Fields 14 and 15 of stat(5), counted from the state field (3).
-    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
-    Duration::from_millis(ticks * 10)
+    util::stat_cpu(&std::fs::read_to_string(format!("/proc/self/task/{tid}/stat")).unwrap())
 }
 
 #[test]

@@ -731,13 +731,11 @@ fn children_of(pid: u32) -> Vec<u32> {
         let Ok(stat) = std::fs::read_to_string(format!("/proc/{p}/stat")) else {
             continue;
         };
-        let fields: Vec<&str> = stat
-            .rsplit(')')
-            .next()
-            .unwrap()
-            .split_whitespace()
-            .collect();
-        if fields.get(1).and_then(|pp| pp.parse::<u32>().ok()) == Some(pid) {
+        if util::stat_fields(&stat)
+            .get(1)
+            .and_then(|pp| pp.parse::<u32>().ok())
+            == Some(pid)
+        {
             kids.push(p);
         }
     }

@@ -126,3 +126,21 @@ pub fn echo_round_trip(stream: TcpStream, data: Vec<u8>, shutdown_after: bool) -
     w.join().unwrap();
     got
 }
+
+/// The fields of a `/proc/.../stat` line after the command name, so that
+/// index 0 is the state (field 3 of proc(5)).
+pub fn stat_fields(stat: &str) -> Vec<&str> {
+    stat.rsplit(')')
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .collect()
+}
+
+/// User plus system CPU time in a `/proc/.../stat` line.
+pub fn stat_cpu(stat: &str) -> Duration {
+    let f = stat_fields(stat);
+    let ticks: u64 = f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap();
+    // USER_HZ is 100 on every Linux configuration in use.
+    Duration::from_millis(ticks * 10)
+}
