@@ -51,6 +51,11 @@ pub mod timer;
 #[cfg(feature = "workers")]
 pub mod worker;
 
+/// Signal numbers for [`Reactor::on_signal`].
+pub mod signal {
+    pub use packet_sys::signal::{SIGCHLD, SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGUSR1, SIGUSR2};
+}
+
 pub use connection::{CloseReason, ConnId, Connection, Handler};
 pub use packet_sys::Addr;
 pub use reactor::{Reactor, ReactorHandle, ServerId, ServerOptions, TimerId};
