@@ -55,6 +55,10 @@ const USAGE: &str = "usage: loadgen [--addr HOST:PORT] [--conns N] [--size BYTES
 /// Messages start at one of this many offsets into the pattern table.
 const TABLE_SPAN: usize = 1 << 16;
 
+/// Messages of at least this size are gathered into one buffer per batch
+/// (`send_data` writes data this large at once instead of staging it).
+const GATHER_MIN: usize = 16 * 1024;
+
 /// Unexpected closes reported on stderr per thread before going quiet.
 const MAX_LOGGED: u32 = 5;
 
@@ -348,7 +352,7 @@ struct EchoClient {
     corrupt: bool,
     /// Send times of the messages in flight, by `seq % depth`.
     sent_at: Box<[u64]>,
-    /// Messages of one batch, written with a single `send_data`.
+    /// Large messages of one batch, written with a single `send_data`.
     out: Vec<u8>,
     /// Finished sending: closed by us, expectedly.
     done: bool,
@@ -373,13 +377,29 @@ impl EchoClient {
         }
     }
 
-    fn queue_message(&mut self, now: u64) {
+    /// Sends message `send_seq`. Small messages go straight to
+    /// `send_data`, which stages a callback's writes into one syscall;
+    /// large ones (which `send_data` would write one by one) are gathered
+    /// in `out` and written once by [`EchoClient::flush`].
+    fn send_message(&mut self, conn: &mut Connection<'_>, now: u64) {
         let size = self.sh.cfg.size;
         let off = pattern_offset(self.idx, self.send_seq);
-        self.out.extend_from_slice(&self.sh.table[off..off + size]);
+        let message = &self.sh.table[off..off + size];
+        if size >= GATHER_MIN {
+            self.out.extend_from_slice(message);
+        } else {
+            conn.send_data(message);
+        }
         let slot = (self.send_seq % self.sent_at.len() as u64) as usize;
         self.sent_at[slot] = now;
         self.send_seq += 1;
+    }
+
+    fn flush(&mut self, conn: &mut Connection<'_>) {
+        if !self.out.is_empty() {
+            conn.send_data(&self.out);
+            self.out.clear();
+        }
     }
 
     fn fail(&mut self, conn: &mut Connection<'_>, what: std::fmt::Arguments<'_>) {
@@ -398,10 +418,9 @@ impl Handler for EchoClient {
             return;
         }
         for _ in 0..self.sh.cfg.depth {
-            self.queue_message(now);
+            self.send_message(conn, now);
         }
-        conn.send_data(&self.out);
-        self.out.clear();
+        self.flush(conn);
     }
 
     fn receive_data(&mut self, conn: &mut Connection<'_>, mut data: &[u8]) {
@@ -447,14 +466,11 @@ impl Handler for EchoClient {
                 stats.hist.record(latency);
             }
             if sending {
-                self.queue_message(now);
+                self.send_message(conn, now);
             }
         }
         drop(stats);
-        if !self.out.is_empty() {
-            conn.send_data(&self.out);
-            self.out.clear();
-        }
+        self.flush(conn);
         if !sending && self.recv_seq == self.send_seq {
             self.done = true;
             conn.close_connection();
