@@ -20,8 +20,8 @@
 #   BENCH_SERVER_CPU [0]  BENCH_LOADGEN_CPU [1]  BENCH_LOADGEN_THREADS [1]
 #   BENCH_PORT [21006] (server i listens on BENCH_PORT + i)
 #   BENCH_SUITES ["echo"] ("http" is reserved for the HTTP part)
-#   BENCH_NICE [0] (e.g. -10 on a machine shared with other work: as root,
-#     server and loadgen then win most of their CPU from other processes)
+#   BENCH_NICE [0] (e.g. -10 on a machine shared with other work; no help
+#     across sessions when kernel.sched_autogroup_enabled=1)
 #   BENCH_SKIP_BUILD [unset]
 #
 # Output: a Markdown table per scenario on stdout and in
@@ -167,6 +167,12 @@ cpu_ticks() { # pid -> utime + stime in USER_HZ ticks (all threads)
     echo $((fields[11] + fields[12]))
 }
 
+core_busy_ticks() { # -> busy ticks (all but idle and iowait) of the two bench CPUs
+    awk -v a="cpu$SERVER_CPU" -v b="cpu$LOADGEN_CPU" '
+        $1 == a || $1 == b { t += $2 + $3 + $4 + $7 + $8 + $9 }
+        END { print t + 0 }' /proc/stat
+}
+
 peak_rss_kb() { # pid
     awk '/^VmHWM:/ { print $2 }' "/proc/$1/status"
 }
@@ -203,6 +209,8 @@ run_one() { # scenario server round port
     start_server "$server" "$port"
     local spid=$SERVER_PID t0 t1 start end rc=0
     t0=$(cpu_ticks "$spid")
+    local busy0 busy1
+    busy0=$(core_busy_ticks)
     start=$(date +%s.%N)
     nice -n "$NICE" taskset -c "$LOADGEN_CPU" "$LOADGEN" --addr "127.0.0.1:$port" "${args[@]}" \
         --secs "$SECS" --warmup "$WARMUP" --threads "$LOADGEN_THREADS" \
@@ -214,6 +222,7 @@ run_one() { # scenario server round port
     end=$(date +%s.%N)
     kill -0 "$spid" 2>/dev/null || die "server $server died during scenario $scen"
     t1=$(cpu_ticks "$spid")
+    busy1=$(core_busy_ticks)
     local rss
     rss=$(peak_rss_kb "$spid")
     stop_server_now "$spid"
@@ -225,7 +234,7 @@ run_one() { # scenario server round port
         echo "   !! loadgen exit $rc against $server: $out" >&2
         sed 's/^/   !! /' "$RUN_DIR/lg.err" | head -n 8 >&2
     fi
-    local rate p50 p99 errors total lgcpu
+    local rate p50 p99 errors total lgcpu lgns
     rate=$(kv msgs_per_s "$out")
     [[ -n $rate ]] || rate=$(kv conns_per_s "$out")
     p50=$(kv p50_us "$out")
@@ -233,13 +242,22 @@ run_one() { # scenario server round port
     errors=$(kv errors "$out")
     total=$(kv total "$err")
     lgcpu=$(kv window_cpu_pct "$err")
+    lgns=$(kv cpu_ns_per_op "$err")
+    # Load of other processes on the two bench CPUs during the run: their
+    # busy time less the server's and the loadgen's own. High values mean
+    # a noisy run.
+    local lgticks
+    lgticks=$(awk -v c="$(kv cpu_s "$err")" 'BEGIN { printf "%d", c * 100 }')
     awk -v s="$scen" -v srv="$server" -v r="$round" -v rate="${rate:-0}" \
         -v p50="${p50:-0}" -v p99="${p99:-0}" -v e="${errors:-1}" \
         -v ticks=$((t1 - t0)) -v total="${total:-0}" -v wall="$(awk -v a="$start" -v b="$end" 'BEGIN { print b - a }')" \
-        -v rss="${rss:-0}" -v lg="${lgcpu:-0}" -v rc="$rc" 'BEGIN {
+        -v rss="${rss:-0}" -v lg="${lgcpu:-0}" -v rc="$rc" \
+        -v busy=$((busy1 - busy0)) -v lgticks="$lgticks" -v lgns="${lgns:-0}" 'BEGIN {
             cpu_us = total > 0 ? ticks * 10000 / total : 0
             srv_pct = wall > 0 ? ticks / wall : 0
-            printf "%s,%s,%s,%s,%s,%s,%s,%.3f,%.1f,%s,%s,%s,%s\n", s, srv, r, rate, p50, p99, e, cpu_us, srv_pct, rss, lg, total, rc
+            others = wall > 0 ? (busy - ticks - lgticks) / (2 * wall) : 0
+            if (others < 0) others = 0
+            printf "%s,%s,%s,%s,%s,%s,%s,%.3f,%.1f,%s,%s,%s,%s,%.1f,%.3f\n", s, srv, r, rate, p50, p99, e, cpu_us, srv_pct, rss, lg, total, rc, others, lgns / 1000
         }' >>"$RAW"
     printf '   %-7s round %s: %s | server cpu %s ticks, loadgen cpu %s%%\n' \
         "$server" "$round" "$out" "$((t1 - t0))" "${lgcpu:-?}"
@@ -277,17 +295,17 @@ report_scenario() { # scenario
         echo
         echo "loadgen $(scenario_args "$scen") --secs $SECS --warmup $WARMUP; median of $ROUNDS rounds"
         echo
-        echo "| server | ${unit}s/s | p50 µs | p99 µs | server CPU µs/$unit | server CPU % | peak RSS KiB | loadgen CPU % | errors |"
-        echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|"
+        echo "| server | ${unit}s/s | p50 µs | p99 µs | server CPU µs/$unit | server CPU % | peak RSS KiB | loadgen CPU % | loadgen CPU µs/$unit | other load % | errors |"
+        echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
         local server col
         local -A med
         for server in $SERVERS; do
-            for col in 4 5 6 7 8 9 10 11; do
+            for col in 4 5 6 7 8 9 10 11 14 15; do
                 med[$server,$col]=$(column_median "$scen" "$server" "$col")
             done
-            printf '| %s | %.0f | %.1f | %.1f | %.3f | %.0f | %.0f | %.0f | %s |\n' "$server" \
+            printf '| %s | %.0f | %.1f | %.1f | %.3f | %.0f | %.0f | %.0f | %.3f | %.0f | %s |\n' "$server" \
                 "${med[$server,4]}" "${med[$server,5]}" "${med[$server,6]}" "${med[$server,8]}" \
-                "${med[$server,9]}" "${med[$server,10]}" "${med[$server,11]}" \
+                "${med[$server,9]}" "${med[$server,10]}" "${med[$server,11]}" "${med[$server,15]}" "${med[$server,14]}" \
                 "$(awk -F, -v s="$scen" -v srv="$server" '$1 == s && $2 == srv { t += $7 } END { print t + 0 }' "$RAW")"
         done
         local other
@@ -298,7 +316,7 @@ report_scenario() { # scenario
                 -v p99="$(paired_ratio "$scen" 6 "$other")" -v cpu="$(paired_ratio "$scen" 8 "$other")" \
                 -v rss="$(paired_ratio "$scen" 10 "$other")" -v o="$other" -v base="$BASELINE" '
                 function f(x) { return x > 0 ? sprintf("%.2f", x) : "n/a" }
-                BEGIN { printf "| **%s / %s** | **%s** | %s | **%s** | **%s** | | %s | | |\n", o, base, f(rate), f(p50), f(p99), f(cpu), f(rss) }'
+                BEGIN { printf "| **%s / %s** | **%s** | %s | **%s** | **%s** | | %s | | | | |\n", o, base, f(rate), f(p50), f(p99), f(cpu), f(rss) }'
         done
         [[ " $SERVERS " == *" $OURS "* ]] || return 0
         awk -v rate="$(paired_ratio "$scen" 4 "$OURS")" -v p99="$(paired_ratio "$scen" 6 "$OURS")" \
@@ -320,7 +338,7 @@ suite_echo() {
     [[ -x $LOADGEN ]] || die "loadgen not built"
     echo "== echo suite: servers [$SERVERS] on CPU $SERVER_CPU, loadgen on CPU $LOADGEN_CPU," \
         "${SECS}s + ${WARMUP}s warm-up per run, $ROUNDS rounds"
-    echo "scenario,server,round,rate,p50_us,p99_us,errors,server_cpu_us_per_op,server_cpu_pct,peak_rss_kb,loadgen_cpu_pct,total_ops,loadgen_rc" >"$RAW"
+    echo "scenario,server,round,rate,p50_us,p99_us,errors,server_cpu_us_per_op,server_cpu_pct,peak_rss_kb,loadgen_cpu_pct,total_ops,loadgen_rc,other_load_pct,loadgen_cpu_us_per_op" >"$RAW"
     local scen round i server order
     for scen in $SCENARIOS; do
         echo "== running $(scenario_title "$scen")"
@@ -370,7 +388,8 @@ main() {
             "${SECS}s measured after ${WARMUP}s warm-up; median of $ROUNDS rounds, servers alternating;" \
             "ratio rows: median over rounds of the ratio within a round; nice $NICE"
         echo "- server CPU per op = (utime+stime ticks of the server over the whole loadgen run) / ops completed in that run;" \
-            "server CPU % over the same run; peak RSS = VmHWM of a fresh server process"
+            "server CPU % over the same run; peak RSS = VmHWM of a fresh server process;" \
+            "other load % = busy time of the two bench CPUs not used by server or loadgen (noise indicator, 100 = both CPUs fully taken)"
         cat "$TABLES"
     } >"$RESULTS/latest.md"
     cp "$RAW" "$RESULTS/latest.csv"

@@ -52,12 +52,14 @@ use packet::{CloseReason, Connection, Handler, Reactor};
 const USAGE: &str = "usage: loadgen [--addr HOST:PORT] [--conns N] [--size BYTES] [--depth N] \
 [--secs S] [--warmup S] [--drain S] [--threads N] [--mode echo|rate | --connect-rate]";
 
-/// Messages start at one of this many offsets into the pattern table.
-const TABLE_SPAN: usize = 1 << 16;
+/// The period of the pattern: a prime, so that two messages of one
+/// connection have the same bytes only if their sequence numbers are a
+/// multiple of it apart.
+const PERIOD: usize = 65_521;
 
-/// Messages of at least this size are gathered into one buffer per batch
-/// (`send_data` writes data this large at once instead of staging it).
-const GATHER_MIN: usize = 16 * 1024;
+/// Bytes past the period kept in the table (the pattern repeated), so that
+/// a batch of consecutive messages is one contiguous slice of it.
+const MAX_BATCH: usize = 1 << 20;
 
 /// Unexpected closes reported on stderr per thread before going quiet.
 const MAX_LOGGED: u32 = 5;
@@ -158,12 +160,16 @@ fn seconds(s: &str, zero_ok: bool) -> Option<f64> {
 
 // ----- message pattern -----
 
-/// Pseudo-random bytes; message `seq` of connection `conn` is the slice at
-/// [`pattern_offset`], so neighbouring messages differ and any shift,
-/// reordering or corruption shows up as a mismatch.
-fn pattern_table(size: usize) -> Arc<[u8]> {
+/// Pseudo-random bytes with period [`PERIOD`]. Connection `conn` sends the
+/// pattern as one stream from [`pattern_start`] on: message `seq` starts
+/// at `(start + seq * size) % PERIOD`. Neighbouring messages therefore
+/// differ, so any shift, loss, duplication, reordering or corruption of
+/// echoed bytes shows up as a mismatch; and the messages of a batch are one
+/// contiguous slice, sent without copying them together first.
+fn pattern_table(size: usize, depth: usize) -> Arc<[u8]> {
+    let extra = size.max(size.saturating_mul(depth).min(MAX_BATCH));
     let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
-    (0..TABLE_SPAN + size)
+    let mut table: Vec<u8> = (0..PERIOD)
         .map(|_| {
             // xorshift64*
             x ^= x >> 12;
@@ -171,16 +177,17 @@ fn pattern_table(size: usize) -> Arc<[u8]> {
             x ^= x >> 27;
             (x.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 56) as u8
         })
-        .collect()
+        .collect();
+    table.reserve(extra);
+    for i in 0..extra {
+        table.push(table[i % PERIOD]);
+    }
+    table.into()
 }
 
-/// Consecutive sequence numbers are 40503 (odd) apart modulo 2^16, so the
-/// offsets of a connection's messages repeat only every 65536 messages.
-fn pattern_offset(conn: u64, seq: u64) -> usize {
-    (conn
-        .wrapping_mul(0x9E37_79B9)
-        .wrapping_add(seq.wrapping_mul(40_503)) as usize)
-        & (TABLE_SPAN - 1)
+/// Where connection (or rate slot) `conn` starts in the pattern.
+fn pattern_start(conn: u64) -> usize {
+    (conn.wrapping_mul(0x9E37_79B9) % PERIOD as u64) as usize
 }
 
 // ----- latency histogram -----
@@ -352,8 +359,14 @@ struct EchoClient {
     corrupt: bool,
     /// Send times of the messages in flight, by `seq % depth`.
     sent_at: Box<[u64]>,
-    /// Large messages of one batch, written with a single `send_data`.
-    out: Vec<u8>,
+    /// Where in the pattern message `send_seq` starts, and where the next
+    /// expected byte is (both below `PERIOD`).
+    send_pos: usize,
+    recv_pos: usize,
+    /// Messages of this batch not yet handed to `send_data`: a slice of
+    /// the table.
+    batch_start: usize,
+    batch_len: usize,
     /// Finished sending: closed by us, expectedly.
     done: bool,
     /// An error was counted for this connection already.
@@ -371,34 +384,40 @@ impl EchoClient {
             recv_off: 0,
             corrupt: false,
             sent_at: vec![0; depth].into_boxed_slice(),
-            out: Vec::new(),
+            send_pos: pattern_start(idx),
+            recv_pos: pattern_start(idx),
+            batch_start: 0,
+            batch_len: 0,
             done: false,
             failed: false,
         }
     }
 
-    /// Sends message `send_seq`. Small messages go straight to
-    /// `send_data`, which stages a callback's writes into one syscall;
-    /// large ones (which `send_data` would write one by one) are gathered
-    /// in `out` and written once by [`EchoClient::flush`].
+    /// Adds message `send_seq` to the batch that [`EchoClient::flush`]
+    /// sends with one `send_data` (one syscall, and no copy at all for
+    /// batches that `send_data` writes at once).
     fn send_message(&mut self, conn: &mut Connection<'_>, now: u64) {
         let size = self.sh.cfg.size;
-        let off = pattern_offset(self.idx, self.send_seq);
-        let message = &self.sh.table[off..off + size];
-        if size >= GATHER_MIN {
-            self.out.extend_from_slice(message);
+        // The batch ends where message `send_seq` starts, modulo the
+        // period; the table repeats the pattern past it.
+        if self.batch_len > 0 && self.batch_start + self.batch_len + size <= self.sh.table.len() {
+            self.batch_len += size;
         } else {
-            conn.send_data(message);
+            self.flush(conn);
+            self.batch_start = self.send_pos;
+            self.batch_len = size;
         }
+        self.send_pos = (self.send_pos + size) % PERIOD;
         let slot = (self.send_seq % self.sent_at.len() as u64) as usize;
         self.sent_at[slot] = now;
         self.send_seq += 1;
     }
 
     fn flush(&mut self, conn: &mut Connection<'_>) {
-        if !self.out.is_empty() {
-            conn.send_data(&self.out);
-            self.out.clear();
+        if self.batch_len > 0 {
+            let end = self.batch_start + self.batch_len;
+            conn.send_data(&self.sh.table[self.batch_start..end]);
+            self.batch_len = 0;
         }
     }
 
@@ -439,13 +458,15 @@ impl Handler for EchoClient {
                 let (n, idx) = (data.len(), self.idx);
                 return self.fail(conn, format_args!("conn {idx}: {n} bytes not sent"));
             }
+            // Within the table: recv_pos < PERIOD and take <= size.
             let take = data.len().min(size - self.recv_off);
-            let off = pattern_offset(self.idx, self.recv_seq) + self.recv_off;
-            if data[..take] != sh.table[off..off + take] {
+            let pos = self.recv_pos;
+            if data[..take] != sh.table[pos..pos + take] {
                 self.corrupt = true;
             }
             data = &data[take..];
             self.recv_off += take;
+            self.recv_pos = (pos + take) % PERIOD;
             if self.recv_off < size {
                 break;
             }
@@ -504,7 +525,7 @@ struct Dialer {
 
 impl Dialer {
     fn byte(&self) -> u8 {
-        self.sh.table[pattern_offset(self.slot, self.seq)]
+        self.sh.table[(pattern_start(self.slot) + self.seq as usize) % PERIOD]
     }
 }
 
@@ -671,7 +692,7 @@ fn main() {
             std::process::exit(2);
         }
     };
-    let table = pattern_table(cfg.size);
+    let table = pattern_table(cfg.size, cfg.depth);
     let base = Instant::now();
     let start = Duration::from_secs_f64(cfg.warmup);
     let end = start + Duration::from_secs_f64(cfg.secs);
@@ -806,12 +827,17 @@ mod tests {
     }
 
     #[test]
-    fn neighbouring_messages_differ() {
-        let table = pattern_table(64);
-        for seq in 0..1000 {
-            let a = pattern_offset(3, seq);
-            let b = pattern_offset(3, seq + 1);
-            assert_ne!(table[a..a + 64], table[b..b + 64]);
+    fn pattern_repeats_and_neighbouring_messages_differ() {
+        for (size, depth) in [(64, 16), (16 << 10, 4), (100_000, 2)] {
+            let table = pattern_table(size, depth);
+            assert!(table.len() >= PERIOD + size);
+            assert!((PERIOD..table.len()).all(|i| table[i] == table[i - PERIOD]));
+            let mut pos = pattern_start(3);
+            for _ in 0..200 {
+                let next = (pos + size) % PERIOD;
+                assert_ne!(table[pos..pos + size], table[next..next + size]);
+                pos = next;
+            }
         }
     }
 }
