@@ -160,11 +160,21 @@ listening() { # port -> whether a socket listens on 127.0.0.1:port
     awk -v a="$hex" '$2 == a && $4 == "0A" { found = 1 } END { exit !found }' /proc/net/tcp
 }
 
-cpu_ticks() { # pid -> utime + stime in USER_HZ ticks (all threads)
-    local stat fields
-    stat=$(<"/proc/$1/stat")
-    read -r -a fields <<<"${stat##*) }"
-    echo $((fields[11] + fields[12]))
+cpu_ns() { # pid -> CPU time (user + system, all threads) in nanoseconds
+    # utime + stime of /proc/PID/stat are the scheduler's exact run time
+    # rounded to 10 ms ticks; /proc/PID/task/*/schedstat has the same run
+    # time in ns, which matters for runs of a few hundred ticks.
+    local f t=0 run rest stat fields
+    for f in /proc/"$1"/task/*/schedstat; do
+        read -r run rest <"$f" 2>/dev/null || continue
+        t=$((t + run))
+    done
+    if ((t == 0)); then
+        stat=$(<"/proc/$1/stat")
+        read -r -a fields <<<"${stat##*) }"
+        t=$(((fields[11] + fields[12]) * 10000000))
+    fi
+    echo "$t"
 }
 
 core_busy_ticks() { # -> busy ticks (all but idle and iowait) of the two bench CPUs
@@ -208,7 +218,7 @@ run_one() { # scenario server round port
     read -r -a args <<<"$(scenario_args "$scen")"
     start_server "$server" "$port"
     local spid=$SERVER_PID t0 t1 start end rc=0
-    t0=$(cpu_ticks "$spid")
+    t0=$(cpu_ns "$spid")
     local busy0 busy1
     busy0=$(core_busy_ticks)
     start=$(date +%s.%N)
@@ -221,7 +231,7 @@ run_one() { # scenario server round port
     forget_pid "$lpid"
     end=$(date +%s.%N)
     kill -0 "$spid" 2>/dev/null || die "server $server died during scenario $scen"
-    t1=$(cpu_ticks "$spid")
+    t1=$(cpu_ns "$spid")
     busy1=$(core_busy_ticks)
     local rss
     rss=$(peak_rss_kb "$spid")
@@ -250,17 +260,17 @@ run_one() { # scenario server round port
     lgticks=$(awk -v c="$(kv cpu_s "$err")" 'BEGIN { printf "%d", c * 100 }')
     awk -v s="$scen" -v srv="$server" -v r="$round" -v rate="${rate:-0}" \
         -v p50="${p50:-0}" -v p99="${p99:-0}" -v e="${errors:-1}" \
-        -v ticks=$((t1 - t0)) -v total="${total:-0}" -v wall="$(awk -v a="$start" -v b="$end" 'BEGIN { print b - a }')" \
+        -v ns=$((t1 - t0)) -v total="${total:-0}" -v wall="$(awk -v a="$start" -v b="$end" 'BEGIN { print b - a }')" \
         -v rss="${rss:-0}" -v lg="${lgcpu:-0}" -v rc="$rc" \
         -v busy=$((busy1 - busy0)) -v lgticks="$lgticks" -v lgns="${lgns:-0}" 'BEGIN {
-            cpu_us = total > 0 ? ticks * 10000 / total : 0
-            srv_pct = wall > 0 ? ticks / wall : 0
-            others = wall > 0 ? (busy - ticks - lgticks) / (2 * wall) : 0
+            cpu_us = total > 0 ? ns / 1000 / total : 0
+            srv_pct = wall > 0 ? ns / 1e7 / wall : 0
+            others = wall > 0 ? (busy - ns / 1e7 - lgticks) / (2 * wall) : 0
             if (others < 0) others = 0
             printf "%s,%s,%s,%s,%s,%s,%s,%.3f,%.1f,%s,%s,%s,%s,%.1f,%.3f\n", s, srv, r, rate, p50, p99, e, cpu_us, srv_pct, rss, lg, total, rc, others, lgns / 1000
         }' >>"$RAW"
-    printf '   %-7s round %s: %s | server cpu %s ticks, loadgen cpu %s%%\n' \
-        "$server" "$round" "$out" "$((t1 - t0))" "${lgcpu:-?}"
+    printf '   %-7s round %s: %s | server cpu %s ms, loadgen cpu %s%%\n' \
+        "$server" "$round" "$out" "$(((t1 - t0) / 1000000))" "${lgcpu:-?}"
 }
 
 stop_server_now() {
@@ -387,8 +397,8 @@ main() {
         echo "- servers pinned to CPU $SERVER_CPU, loadgen ($LOADGEN_THREADS thread) to CPU $LOADGEN_CPU;" \
             "${SECS}s measured after ${WARMUP}s warm-up; median of $ROUNDS rounds, servers alternating;" \
             "ratio rows: median over rounds of the ratio within a round; nice $NICE"
-        echo "- server CPU per op = (utime+stime ticks of the server over the whole loadgen run) / ops completed in that run;" \
-            "server CPU % over the same run; peak RSS = VmHWM of a fresh server process;" \
+        echo "- server CPU per op = (server CPU time over the whole loadgen run) / ops completed in that run;" \
+            "server CPU = user+system run time of all its threads (schedstat, ns); server CPU % over the same run; peak RSS = VmHWM of a fresh server process;" \
             "other load % = busy time of the two bench CPUs not used by server or loadgen (noise indicator, 100 = both CPUs fully taken)"
         cat "$TABLES"
     } >"$RESULTS/latest.md"

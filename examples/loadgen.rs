@@ -666,16 +666,37 @@ fn run_thread(
     Ok(sh.stats.into_inner())
 }
 
-/// User plus system CPU time of this process, in seconds.
-fn own_cpu_seconds() -> f64 {
-    // utime and stime are fields 14 and 15 of /proc/self/stat, counted in
-    // USER_HZ ticks (100 per second on Linux).
+/// User plus system CPU time of the live threads of this process, in
+/// seconds: their run time from `/proc/self/task/*/schedstat`, in
+/// nanoseconds (falls back to [`cpu_seconds_total`]). Threads that ended
+/// are not counted, so this is for samples taken while the reactor
+/// threads run.
+fn cpu_seconds_live() -> f64 {
+    let from_schedstat = || -> Option<u64> {
+        let mut total = 0u64;
+        for task in std::fs::read_dir("/proc/self/task").ok()? {
+            let stat = std::fs::read_to_string(task.ok()?.path().join("schedstat")).ok()?;
+            total += stat.split_whitespace().next()?.parse::<u64>().ok()?;
+        }
+        Some(total)
+    };
+    match from_schedstat() {
+        Some(ns) if ns > 0 => ns as f64 / 1e9,
+        _ => cpu_seconds_total(),
+    }
+}
+
+/// User plus system CPU time of this process, ended threads included:
+/// `utime + stime` from `/proc/self/stat`, in USER_HZ ticks (100 a
+/// second on Linux).
+fn cpu_seconds_total() -> f64 {
     let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
         return f64::NAN;
     };
     let Some((_, rest)) = stat.rsplit_once(')') else {
         return f64::NAN;
     };
+    // Fields 14 and 15; `rest` starts at field 3.
     let fields: Vec<&str> = rest.split_whitespace().collect();
     let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok());
     match (ticks(11), ticks(12)) {
@@ -731,7 +752,7 @@ fn main() {
                 Err(_) => break,
             }
         }
-        *sample = (Instant::now(), own_cpu_seconds());
+        *sample = (Instant::now(), cpu_seconds_live());
     }
 
     let mut hist = Histogram::new();
@@ -755,7 +776,7 @@ fn main() {
         }
     }
     let wall = base.elapsed().as_secs_f64();
-    let cpu_total = own_cpu_seconds();
+    let cpu_total = cpu_seconds_total();
     let window_wall = samples[1].0.duration_since(samples[0].0).as_secs_f64();
     let window_cpu = samples[1].1 - samples[0].1;
     let cpu_pct = if window_wall > 0.0 {
