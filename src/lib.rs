@@ -31,6 +31,7 @@
 //! | `connection` | the handler callbacks and their context |
 //! | `buffer` | outbound queues |
 //! | [`timer`] | the timer wheel |
+//! | [`watch`] | descriptors the user reads and writes (`watch`, `notify_readable`) |
 //! | [`codec`] | frames and typed messages |
 //! | [`objects`] | typed objects over connections (`send_object`) |
 //! | [`worker`] | worker processes: fork server, asks, proxies, supervision |
@@ -48,6 +49,7 @@ pub mod objects;
 mod reactor;
 mod slab;
 pub mod timer;
+pub mod watch;
 #[cfg(feature = "workers")]
 pub mod worker;
 

@@ -88,7 +88,7 @@ mod flag {
     pub const PASS_FDS: u16 = 1 << 10;
 }
 
-struct Conn {
+pub(crate) struct Conn {
     sock: Socket,
     /// `None` only while one of its callbacks runs.
     handler: Option<Box<dyn Handler>>,
@@ -105,7 +105,7 @@ struct Conn {
 
 type Factory = Box<dyn FnMut() -> Box<dyn Handler>>;
 
-struct Listener {
+pub(crate) struct Listener {
     sock: Socket,
     factory: Factory,
     tcp: bool,
@@ -113,11 +113,13 @@ struct Listener {
     unix_path: Option<PathBuf>,
 }
 
-enum Source {
+pub(crate) enum Source {
     Conn(Conn),
     /// Boxed: listeners are few, and this keeps every slab entry as small as
     /// a connection.
     Listener(Box<Listener>),
+    /// A descriptor the user reads and writes (`watch`).
+    Watch(Box<crate::watch::Watched>),
 }
 
 /// What a timer in the wheel does when it fires.
@@ -302,8 +304,8 @@ impl ReactorHandle {
 /// # Ok::<(), std::io::Error>(())
 /// ```
 pub struct Reactor {
-    selector: Selector,
-    sources: Slab<Source>,
+    pub(crate) selector: Selector,
+    pub(crate) sources: Slab<Source>,
     /// Lent to `receive_data`; empty while lent.
     read_buf: Vec<u8>,
     /// Output of the running callback to its own connection, written in one
@@ -474,7 +476,8 @@ impl Reactor {
                     self.stop_server(ServerId(token));
                 }
                 Some(Source::Conn(_)) => self.close_connection(ConnId(token), true),
-                None => {}
+                // Watched descriptors are the user's: they end with the stop.
+                Some(Source::Watch(_)) | None => {}
             }
         }
         let deadline = self.now() + within;
@@ -1220,6 +1223,9 @@ impl Reactor {
             match self.sources.get_mut(token) {
                 None => {} // closed earlier in this batch: stale
                 Some(Source::Listener(_)) => self.accept_from(token),
+                Some(Source::Watch(_)) => {
+                    self.on_watch_event(token, ev.is_readable() || ev.is_error(), ev.is_writable());
+                }
                 Some(Source::Conn(c)) => {
                     if ev.is_read_closed() {
                         c.flags |= flag::RDHUP;
@@ -1246,7 +1252,7 @@ impl Reactor {
             match self.sources.get(token) {
                 Some(Source::Listener(_)) => self.accept_from(token),
                 Some(Source::Conn(_)) => self.on_readable(token),
-                None => {}
+                Some(Source::Watch(_)) | None => {}
             }
             self.run_pending();
         }
@@ -1658,6 +1664,7 @@ impl Reactor {
                     self.stop_server(ServerId(token));
                 }
                 Some(Source::Conn(_)) => self.begin_close(token, CloseReason::ReactorStopped),
+                Some(Source::Watch(_)) => self.end_watch(token),
                 None => {}
             }
         }
