@@ -30,6 +30,7 @@
 //! | `reactor` | the loop, servers, connects, deferred work |
 //! | `connection` | the handler callbacks and their context |
 //! | `buffer` | outbound queues |
+//! | [`datagram`] | UDP sockets (`open_datagram_socket`, `send_datagram`) |
 //! | [`timer`] | the timer wheel |
 //! | [`watch`] | descriptors the user reads and writes (`watch`, `notify_readable`) |
 //! | [`codec`] | frames and typed messages |
@@ -44,6 +45,7 @@
 mod buffer;
 pub mod codec;
 mod connection;
+pub mod datagram;
 #[cfg(feature = "objects")]
 pub mod objects;
 mod reactor;

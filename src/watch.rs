@@ -73,7 +73,13 @@ pub struct Watch<'r> {
     id: WatchId,
 }
 
-impl Watch<'_> {
+impl<'r> Watch<'r> {
+    /// A context for watch `id` on `reactor` (for modules built on watches
+    /// that hand their own context to user code).
+    pub(crate) fn reborrow(reactor: &'r mut Reactor, id: WatchId) -> Watch<'r> {
+        Watch { reactor, id }
+    }
+
     /// This watch's id.
     pub fn id(&self) -> WatchId {
         self.id

@@ -72,7 +72,7 @@ pub use kqueue::{Event, Events, Selector, Waker};
 compile_error!("packet-sys supports Linux/Android (epoll) and the BSDs/macOS (kqueue) only");
 
 mod socket;
-pub use socket::{Addr, Domain, Socket, MAX_FDS_PER_MESSAGE};
+pub use socket::{Addr, Domain, Socket, SocketRef, MAX_FDS_PER_MESSAGE};
 
 pub mod process;
 pub mod signal;

@@ -460,6 +460,113 @@ impl Socket {
         Ok(n as usize)
     }
 
+    /// A new non-blocking, close-on-exec datagram (UDP or Unix datagram)
+    /// socket.
+    ///
+    /// # Errors
+    /// As [`Socket::stream`].
+    pub fn datagram(domain: Domain) -> io::Result<Socket> {
+        #[cfg(not(any(target_os = "macos", target_os = "ios")))]
+        {
+            let ty = libc::SOCK_DGRAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC;
+            // SAFETY: socket takes no pointers; the result is checked.
+            let fd = cvt(unsafe { libc::socket(domain.raw(), ty, 0) })?;
+            // SAFETY: `fd` is a fresh descriptor that nothing else owns.
+            let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+            Ok(Socket { fd })
+        }
+        #[cfg(any(target_os = "macos", target_os = "ios"))]
+        {
+            // SAFETY: socket takes no pointers; the result is checked.
+            let fd = cvt(unsafe { libc::socket(domain.raw(), libc::SOCK_DGRAM, 0) })?;
+            // SAFETY: `fd` is a fresh descriptor that nothing else owns.
+            let s = Socket {
+                fd: unsafe { OwnedFd::from_raw_fd(fd) },
+            };
+            s.set_cloexec()?;
+            s.set_nonblocking(true)?;
+            Ok(s)
+        }
+    }
+
+    /// Receives one datagram into `buf`. Returns the bytes stored, the
+    /// sender, and the datagram's full length, which is larger than the
+    /// bytes stored when it did not fit (the rest is lost: the caller can
+    /// tell, instead of getting silently truncated data).
+    ///
+    /// # Errors
+    /// `WouldBlock` when none is queued.
+    pub fn recv_from(&self, buf: &mut [u8]) -> io::Result<(usize, Addr, usize)> {
+        let mut storage = MaybeUninit::<libc::sockaddr_storage>::zeroed();
+        let mut iov = libc::iovec {
+            iov_base: buf.as_mut_ptr().cast(),
+            iov_len: buf.len(),
+        };
+        // SAFETY: all-zero is a valid msghdr.
+        let mut msg: libc::msghdr = unsafe { mem::zeroed() };
+        msg.msg_name = storage.as_mut_ptr().cast();
+        msg.msg_namelen = mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        // MSG_TRUNC in the flags makes Linux return the datagram's real
+        // length; elsewhere msg_flags still says it was cut.
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        let flags = libc::MSG_TRUNC;
+        #[cfg(not(any(target_os = "linux", target_os = "android")))]
+        let flags = 0;
+        // SAFETY: `msg` points at `buf` and `storage`, writable for the
+        // lengths given and alive for the call.
+        let n = cvt_r(|| unsafe { libc::recvmsg(self.raw(), &mut msg, flags) })? as usize;
+        let stored = n.min(buf.len());
+        let full = if msg.msg_flags & libc::MSG_TRUNC != 0 {
+            n.max(buf.len() + 1)
+        } else {
+            n
+        };
+        // SAFETY: zero-initialised, then partly written by the kernel.
+        let storage = unsafe { storage.assume_init() };
+        let from = from_raw(&storage, msg.msg_namelen)?;
+        Ok((stored, from, full))
+    }
+
+    /// Sends one datagram to `addr`, without raising `SIGPIPE`.
+    ///
+    /// # Errors
+    /// `WouldBlock` when the socket buffer is full; `EMSGSIZE` when too
+    /// large; `ECONNREFUSED` reported from an earlier ICMP error.
+    pub fn send_to(&self, buf: &[u8], addr: &Addr) -> io::Result<usize> {
+        let (raw, len) = to_raw(addr)?;
+        // SAFETY: `buf` and `raw` are valid for the lengths given.
+        let n = cvt_r(|| unsafe {
+            libc::sendto(
+                self.raw(),
+                buf.as_ptr().cast(),
+                buf.len(),
+                SEND_FLAGS,
+                (&raw as *const libc::sockaddr_storage).cast(),
+                len,
+            )
+        })?;
+        Ok(n as usize)
+    }
+
+    /// Uses a descriptor owned elsewhere as a [`Socket`] for the length of
+    /// the borrow, without taking it over or closing it.
+    pub fn view(fd: BorrowedFd<'_>) -> SocketRef<'_> {
+        // SAFETY: the Socket is never dropped (ManuallyDrop), so the
+        // descriptor is not closed, and SocketRef's lifetime keeps it from
+        // outliving the borrow.
+        let sock = unsafe {
+            Socket {
+                fd: OwnedFd::from_raw_fd(fd.as_raw_fd()),
+            }
+        };
+        SocketRef {
+            sock: std::mem::ManuallyDrop::new(sock),
+            _fd: std::marker::PhantomData,
+        }
+    }
+
     /// Shuts down one or both directions.
     ///
     /// # Errors
@@ -633,6 +740,20 @@ impl Socket {
         // SAFETY: zero-initialised and the options read here are plain ints
         // or structs of ints, for which any bytes are valid.
         Ok(unsafe { value.assume_init() })
+    }
+}
+
+/// A [`Socket`] view of a descriptor owned elsewhere; see [`Socket::view`].
+#[derive(Debug)]
+pub struct SocketRef<'a> {
+    sock: std::mem::ManuallyDrop<Socket>,
+    _fd: std::marker::PhantomData<BorrowedFd<'a>>,
+}
+
+impl std::ops::Deref for SocketRef<'_> {
+    type Target = Socket;
+    fn deref(&self) -> &Socket {
+        &self.sock
     }
 }
 
@@ -908,6 +1029,32 @@ mod tests {
         a.write(b"z").unwrap();
         assert_eq!(b.read_with_fds(&mut buf, &mut fds).unwrap(), 1);
         assert!(fds.is_empty());
+    }
+
+    #[test]
+    fn datagrams_report_truncation_and_sender() {
+        let a = Socket::datagram(Domain::Ipv4).unwrap();
+        a.bind(&Addr::Inet("127.0.0.1:0".parse().unwrap())).unwrap();
+        let b = Socket::datagram(Domain::Ipv4).unwrap();
+        b.bind(&Addr::Inet("127.0.0.1:0".parse().unwrap())).unwrap();
+        let to = a.local_addr().unwrap();
+        assert_eq!(b.send_to(&[7u8; 100], &to).unwrap(), 100);
+        assert_eq!(b.send_to(b"hey", &to).unwrap(), 3);
+        let mut small = [0u8; 10];
+        let (n, from, full) = a.recv_from(&mut small).unwrap();
+        assert_eq!(
+            (n, full),
+            (10, 100),
+            "cut to the buffer, real length reported"
+        );
+        assert_eq!(from, b.local_addr().unwrap());
+        let view = Socket::view(a.as_fd());
+        let (n, _, full) = view.recv_from(&mut small).unwrap();
+        assert_eq!((&small[..n], full), (&b"hey"[..], 3));
+        assert_eq!(
+            view.recv_from(&mut small).unwrap_err().kind(),
+            io::ErrorKind::WouldBlock
+        );
     }
 
     #[test]
