@@ -30,6 +30,7 @@
 //! | `reactor` | the loop, servers, connects, deferred work |
 //! | `connection` | the handler callbacks and their context |
 //! | `buffer` | outbound queues |
+//! | [`sockopt`] | socket options, keep-alive, half-close |
 //! | [`datagram`] | UDP sockets (`open_datagram_socket`, `send_datagram`) |
 //! | [`timer`] | the timer wheel |
 //! | [`watch`] | descriptors the user reads and writes (`watch`, `notify_readable`) |
@@ -50,6 +51,7 @@ pub mod datagram;
 pub mod objects;
 mod reactor;
 mod slab;
+pub mod sockopt;
 pub mod timer;
 pub mod watch;
 #[cfg(feature = "workers")]

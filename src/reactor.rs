@@ -88,6 +88,10 @@ mod flag {
     pub const PASS_FDS: u16 = 1 << 10;
     /// A pipe or other non-socket: plain `write`, no `send` flags.
     pub const NOT_SOCKET: u16 = 1 << 11;
+    /// `close_write` was asked: shut the write side once the queue drains.
+    pub const SHUT_WRITE: u16 = 1 << 12;
+    /// ...and it is shut.
+    pub const SHUT_DONE: u16 = 1 << 13;
 }
 
 pub(crate) struct Conn {
@@ -767,7 +771,7 @@ impl Reactor {
         let Some(c) = self.conn_mut(token) else {
             return false;
         };
-        if c.flags & (flag::CLOSED | flag::CLOSING) != 0 {
+        if c.flags & (flag::CLOSED | flag::CLOSING | flag::SHUT_WRITE) != 0 {
             return false;
         }
         if data.is_empty() {
@@ -839,6 +843,25 @@ impl Reactor {
             }
         } else {
             self.begin_close(token, CloseReason::Local);
+        }
+    }
+
+    /// Half-closes connection `id` once its queue drains (see
+    /// [`Connection::close_write`]).
+    pub fn close_write(&mut self, id: ConnId) {
+        let is_current = self.current == Some(id.0);
+        let Some(c) = self.conn_mut(id.0) else { return };
+        c.flags |= flag::SHUT_WRITE;
+        if !is_current {
+            self.check_water(id.0);
+        }
+    }
+
+    /// The socket of connection `id`, for option calls.
+    pub(crate) fn conn_socket(&self, id: ConnId) -> io::Result<&Socket> {
+        match self.conn(id.0) {
+            Some(c) if c.flags & flag::CLOSED == 0 => Ok(&c.sock),
+            _ => Err(io::ErrorKind::NotConnected.into()),
         }
     }
 
@@ -1425,8 +1448,17 @@ impl Reactor {
         let len = c.out.len() + staged;
         // The common case, nothing queued and no mark or close pending:
         // nothing to do.
-        if len == 0 && c.flags & (flag::ABOVE_HIGH | flag::CLOSING) == 0 {
+        if len == 0 && c.flags & (flag::ABOVE_HIGH | flag::CLOSING | flag::SHUT_WRITE) == 0 {
             return;
+        }
+        if len == 0
+            && c.flags & (flag::SHUT_WRITE | flag::SHUT_DONE) == flag::SHUT_WRITE
+            && !is_current
+        {
+            // Queue drained after close_write: end of stream for the peer.
+            // SHUT_WRITE stays set, so later sends are still refused.
+            let _ = c.sock.shutdown(std::net::Shutdown::Write);
+            c.flags |= flag::SHUT_DONE;
         }
         let high = c.high_water as usize;
         if len > high && c.flags & flag::ABOVE_HIGH == 0 {

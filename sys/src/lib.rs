@@ -75,6 +75,13 @@ mod socket;
 pub use socket::{Addr, Domain, Socket, SocketRef, MAX_FDS_PER_MESSAGE};
 
 pub mod process;
+
+/// Socket option levels and names for `set_int_option`/`int_option`.
+pub mod sockopt {
+    pub use libc::{
+        IPPROTO_TCP, SOL_SOCKET, SO_KEEPALIVE, SO_RCVBUF, SO_REUSEADDR, SO_SNDBUF, TCP_NODELAY,
+    };
+}
 pub mod signal;
 pub use std::net::Shutdown;
 

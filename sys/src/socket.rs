@@ -629,6 +629,36 @@ impl Socket {
         self.setsockopt(libc::SOL_SOCKET, libc::SO_LINGER, l)
     }
 
+    /// TCP keep-alive: probe an idle connection after `idle`, every
+    /// `interval`, and give up after `count` unanswered probes; `None`
+    /// turns probing off.
+    ///
+    /// # Errors
+    /// `EOPNOTSUPP` on non-TCP sockets; `EINVAL` for out-of-range values.
+    pub fn set_keepalive(&self, probes: Option<(Duration, Duration, u32)>) -> io::Result<()> {
+        let Some((idle, interval, count)) = probes else {
+            return self.setsockopt(libc::SOL_SOCKET, libc::SO_KEEPALIVE, 0 as libc::c_int);
+        };
+        let secs = |d: Duration| d.as_secs().clamp(1, i32::MAX as u64) as libc::c_int;
+        self.setsockopt(libc::SOL_SOCKET, libc::SO_KEEPALIVE, 1 as libc::c_int)?;
+        #[cfg(any(target_os = "macos", target_os = "ios"))]
+        self.setsockopt(libc::IPPROTO_TCP, libc::TCP_KEEPALIVE, secs(idle))?;
+        #[cfg(not(any(target_os = "macos", target_os = "ios", target_os = "openbsd")))]
+        self.setsockopt(libc::IPPROTO_TCP, libc::TCP_KEEPIDLE, secs(idle))?;
+        #[cfg(not(target_os = "openbsd"))]
+        {
+            self.setsockopt(libc::IPPROTO_TCP, libc::TCP_KEEPINTVL, secs(interval))?;
+            self.setsockopt(
+                libc::IPPROTO_TCP,
+                libc::TCP_KEEPCNT,
+                count.min(i32::MAX as u32) as libc::c_int,
+            )?;
+        }
+        #[cfg(target_os = "openbsd")]
+        let _ = (idle, interval, count, secs);
+        Ok(())
+    }
+
     /// Sets an `int` socket option.
     ///
     /// # Errors
