@@ -32,6 +32,7 @@
 //! | `buffer` | outbound queues |
 //! | [`timer`] | the timer wheel |
 //! | [`codec`] | frames and typed messages |
+//! | [`channel`] | in-reactor publish/subscribe (`Channel`) and work queues (`Queue`) |
 //! | [`objects`] | typed objects over connections (`send_object`) |
 //! | [`worker`] | worker processes: fork server, asks, proxies, supervision |
 //!
@@ -41,6 +42,7 @@
 #![deny(missing_docs)]
 
 mod buffer;
+pub mod channel;
 pub mod codec;
 mod connection;
 #[cfg(feature = "objects")]
