@@ -33,6 +33,7 @@
 //! | [`timer`] | the timer wheel |
 //! | [`codec`] | frames and typed messages |
 //! | [`channel`] | in-reactor publish/subscribe (`Channel`) and work queues (`Queue`) |
+//! | [`defer`] | blocking work on a thread pool, results back on the reactor (`Defer`) |
 //! | [`objects`] | typed objects over connections (`send_object`) |
 //! | [`worker`] | worker processes: fork server, asks, proxies, supervision |
 //!
@@ -45,6 +46,7 @@ mod buffer;
 pub mod channel;
 pub mod codec;
 mod connection;
+pub mod defer;
 #[cfg(feature = "objects")]
 pub mod objects;
 mod reactor;
