@@ -86,6 +86,8 @@ mod flag {
     pub const TCP: u16 = 1 << 9;
     /// Reads collect passed descriptors (`SCM_RIGHTS`).
     pub const PASS_FDS: u16 = 1 << 10;
+    /// A pipe or other non-socket: plain `write`, no `send` flags.
+    pub const NOT_SOCKET: u16 = 1 << 11;
 }
 
 pub(crate) struct Conn {
@@ -104,6 +106,28 @@ pub(crate) struct Conn {
 }
 
 type Factory = Box<dyn FnMut() -> Box<dyn Handler>>;
+
+impl Conn {
+    fn write(&self, buf: &[u8]) -> io::Result<usize> {
+        if self.flags & flag::NOT_SOCKET != 0 {
+            self.sock.write_plain(buf)
+        } else {
+            self.sock.write(buf)
+        }
+    }
+
+    fn write_vectored(
+        &self,
+        bufs: &[IoSlice<'_>],
+        fds: &[std::os::fd::BorrowedFd<'_>],
+    ) -> io::Result<usize> {
+        if self.flags & flag::NOT_SOCKET != 0 {
+            self.sock.write_vectored_plain(bufs)
+        } else {
+            self.sock.write_vectored_with_fds(bufs, fds)
+        }
+    }
+}
 
 pub(crate) struct Listener {
     sock: Socket,
@@ -773,10 +797,9 @@ impl Reactor {
         };
         c.last_activity = now;
         let result = if staged > 0 {
-            c.sock
-                .write_vectored(&[IoSlice::new(&self.stage), IoSlice::new(data)])
+            c.write_vectored(&[IoSlice::new(&self.stage), IoSlice::new(data)], &[])
         } else {
-            c.sock.write(data)
+            c.write(data)
         };
         let written = match result {
             Ok(n) => n,
@@ -885,14 +908,19 @@ impl Reactor {
         }
     }
 
-    /// Adopts a connected stream socket (TCP or Unix), for example one
-    /// received from another process, as a connection with `handler`:
-    /// `post_init` and `connection_completed` follow as soon as the current
-    /// callback returns. The socket is made non-blocking.
+    /// Turns an open descriptor into a connection with `handler`
+    /// (EventMachine's `attach`): a connected stream socket, for example one
+    /// received from another process, or a pipe or terminal. `post_init`
+    /// and `connection_completed` follow as soon as the current callback
+    /// returns. The descriptor is made non-blocking. Writing to a pipe whose
+    /// reader is gone would raise `SIGPIPE`, so attaching one sets `SIGPIPE`
+    /// to be ignored if it still has its default (killing) action; the
+    /// write then fails with `EPIPE`, reported in `unbind`.
     ///
     /// # Errors
-    /// The fd could not be made non-blocking or registered.
-    pub fn adopt<H: Handler>(&mut self, fd: OwnedFd, handler: H) -> io::Result<ConnId> {
+    /// The fd could not be made non-blocking or registered (epoll refuses
+    /// regular files).
+    pub fn attach<H: Handler>(&mut self, fd: OwnedFd, handler: H) -> io::Result<ConnId> {
         self.adopt_boxed(fd, Box::new(handler), false)
     }
 
@@ -904,15 +932,19 @@ impl Reactor {
     ) -> io::Result<ConnId> {
         let sock = Socket::from(fd);
         sock.set_nonblocking(true)?;
-        let tcp = match sock.local_addr() {
+        let kind = match sock.local_addr() {
             Ok(Addr::Inet(_)) => {
                 let _ = sock.set_nodelay(true);
                 flag::TCP
             }
-            _ => 0,
+            Ok(Addr::Unix(_)) => 0,
+            Err(_) => {
+                packet_sys::signal::ignore_default_sigpipe();
+                flag::NOT_SOCKET
+            }
         };
         let extra = if pass_fds { flag::PASS_FDS } else { 0 };
-        let token = self.add_conn(sock, handler, tcp | extra)?;
+        let token = self.add_conn(sock, handler, kind | extra)?;
         self.pending.push_back((token, Pending::Adopted));
         Ok(ConnId(token))
     }
@@ -1355,7 +1387,7 @@ impl Reactor {
         }
         if c.out.is_empty() && c.flags & (flag::WRITE_BLOCKED | flag::CONNECTING) == 0 {
             c.last_activity = now;
-            match c.sock.write(&self.stage) {
+            match c.write(&self.stage) {
                 Ok(n) if n == self.stage.len() => {}
                 Ok(n) => {
                     // A short write means the send buffer is full; the
@@ -1452,6 +1484,12 @@ impl Reactor {
             let Some(c) = self.conn_mut(token) else {
                 return;
             };
+            // A pipe reports its reader's departure as an error; it has no
+            // SO_ERROR to ask.
+            if c.flags & flag::NOT_SOCKET != 0 {
+                self.begin_close(token, CloseReason::PeerClosed);
+                return;
+            }
             if let Ok(Some(e)) | Err(e) = c.sock.take_error() {
                 self.begin_close(token, CloseReason::from_io(e));
                 return;
@@ -1476,11 +1514,15 @@ impl Reactor {
             return;
         }
         c.last_activity = self_now;
-        let sock = &c.sock;
-        match c
-            .out
-            .flush(|iov, fds| sock.write_vectored_with_fds(iov, fds))
-        {
+        let (sock, flags) = (&c.sock, c.flags);
+        let write = |iov: &[IoSlice<'_>], fds: &[std::os::fd::BorrowedFd<'_>]| {
+            if flags & flag::NOT_SOCKET != 0 {
+                sock.write_vectored_plain(iov)
+            } else {
+                sock.write_vectored_with_fds(iov, fds)
+            }
+        };
+        match c.out.flush(write) {
             Ok(_) => {
                 if !c.out.is_empty() {
                     c.flags |= flag::WRITE_BLOCKED;

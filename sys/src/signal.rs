@@ -140,3 +140,20 @@ pub const SIGUSR1: i32 = libc::SIGUSR1;
 pub const SIGUSR2: i32 = libc::SIGUSR2;
 /// A child process stopped or exited.
 pub const SIGCHLD: i32 = libc::SIGCHLD;
+
+/// Sets `SIGPIPE` to be ignored if it still has its default action (which
+/// kills the process), so that writing to a pipe whose reader is gone fails
+/// with `EPIPE` instead. Rust programs ignore it already at start-up; this
+/// covers hosts that do not. A handler someone installed is left alone.
+pub fn ignore_default_sigpipe() {
+    // SAFETY: all-zero is a valid sigaction for the kernel to fill in.
+    let mut old: libc::sigaction = unsafe { std::mem::zeroed() };
+    // SAFETY: a null new action only queries the current one.
+    if unsafe { libc::sigaction(libc::SIGPIPE, std::ptr::null(), &mut old) } != 0 {
+        return;
+    }
+    if old.sa_sigaction == libc::SIG_DFL {
+        // SAFETY: SIG_IGN is a valid disposition for SIGPIPE.
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
+    }
+}
