@@ -35,6 +35,8 @@
 //! | [`timer`] | the timer wheel |
 //! | [`watch`] | descriptors the user reads and writes (`watch`, `notify_readable`) |
 //! | [`codec`] | frames and typed messages |
+//! | [`channel`] | in-reactor publish/subscribe (`Channel`) and work queues (`Queue`) |
+//! | [`defer`] | blocking work on a thread pool, results back on the reactor (`Defer`) |
 //! | [`objects`] | typed objects over connections (`send_object`) |
 //! | [`worker`] | worker processes: fork server, asks, proxies, supervision |
 //!
@@ -44,9 +46,11 @@
 #![deny(missing_docs)]
 
 mod buffer;
+pub mod channel;
 pub mod codec;
 mod connection;
 pub mod datagram;
+pub mod defer;
 #[cfg(feature = "objects")]
 pub mod objects;
 mod reactor;
