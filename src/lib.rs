@@ -32,6 +32,7 @@
 //! | `buffer` | outbound queues |
 //! | [`timer`] | the timer wheel |
 //! | [`codec`] | frames and typed messages |
+//! | [`line`](mod@line) | lines and counted binary blocks over connections (`LineText2`) |
 //! | [`objects`] | typed objects over connections (`send_object`) |
 //! | [`worker`] | worker processes: fork server, asks, proxies, supervision |
 //!
@@ -43,6 +44,7 @@
 mod buffer;
 pub mod codec;
 mod connection;
+pub mod line;
 #[cfg(feature = "objects")]
 pub mod objects;
 mod reactor;
