@@ -8,11 +8,19 @@
 //! A client that sends without reading cannot grow the server's memory: when
 //! a connection's outbound queue passes the high-water mark the server stops
 //! reading from it until the queue drains. `--threads N` runs N reactors on
-//! N threads sharing the port through `SO_REUSEPORT`.
+//! N threads sharing the port through `SO_REUSEPORT`. `SIGTERM` or `SIGINT`
+//! stop it gracefully: no new connections, queued output flushed (for at
+//! most 5 s), exit status 0.
 
 use std::io;
 
-use packet::{CloseReason, Connection, Handler, Reactor, ServerOptions};
+use std::time::Duration;
+
+use packet::signal::{SIGINT, SIGTERM};
+use packet::{CloseReason, Connection, Handler, Reactor, ReactorHandle, ServerOptions};
+
+/// How long a stop signal waits for queued output to drain.
+const GRACE: Duration = Duration::from_secs(5);
 
 struct Echo {
     verbose: bool,
@@ -73,7 +81,8 @@ fn main() -> io::Result<()> {
     }
 
     // Reactors are not Send (handlers need not be): each thread builds its
-    // own and reports the bound address, or why it could not bind.
+    // own and reports the bound address and its handle, or why it could not
+    // bind.
     let options = ServerOptions::new().reuse_port(threads > 1);
     let (tx, rx) = std::sync::mpsc::channel();
     let threads: Vec<_> = (0..threads)
@@ -85,7 +94,9 @@ fn main() -> io::Result<()> {
                     .start_server_with(addr.as_str(), options, move || Echo { verbose })
                     .and_then(|server| reactor.server_addr(server));
                 let failed = started.is_err();
-                let _ = tx.send(started);
+                let _ = tx.send(started.map(|a| (a, reactor.handle())));
+                // Main waits for every thread's report: this sender must go.
+                drop(tx);
                 if failed {
                     return Ok(());
                 }
@@ -94,10 +105,31 @@ fn main() -> io::Result<()> {
         })
         .collect();
     drop(tx);
+    let mut handles: Vec<ReactorHandle> = Vec::new();
     let mut bound = None;
     for started in rx {
-        bound = Some(started?);
+        let (addr, handle) = started?;
+        bound = Some(addr);
+        handles.push(handle);
     }
+    // SIGTERM and SIGINT: stop accepting, flush what is queued (for at most
+    // five seconds), exit 0. One reactor receives the signals and passes the
+    // stop on to the others.
+    let others: Vec<ReactorHandle> = handles[1..].to_vec();
+    handles[0].schedule(move |r| {
+        for sig in [SIGTERM, SIGINT] {
+            let others = others.clone();
+            let stop = move |r: &mut Reactor| {
+                for h in &others {
+                    h.schedule(|r| r.stop_gracefully(GRACE));
+                }
+                r.stop_gracefully(GRACE);
+            };
+            if let Err(e) = r.on_signal(sig, stop) {
+                eprintln!("echo_server: cannot handle signal {sig}: {e}");
+            }
+        }
+    });
     println!("listening on {}", bound.expect("at least one thread"));
     for t in threads {
         t.join().expect("reactor thread panicked")?;

@@ -31,6 +31,7 @@
 //! | `connection` | the handler callbacks and their context |
 //! | `buffer` | outbound queues |
 //! | [`timer`] | the timer wheel |
+//! | [`watch`] | descriptors the user reads and writes (`watch`, `notify_readable`) |
 //! | [`codec`] | frames and typed messages |
 //! | [`line`](mod@line) | lines and counted binary blocks over connections (`LineText2`) |
 //! | [`objects`] | typed objects over connections (`send_object`) |
@@ -50,8 +51,14 @@ pub mod objects;
 mod reactor;
 mod slab;
 pub mod timer;
+pub mod watch;
 #[cfg(feature = "workers")]
 pub mod worker;
+
+/// Signal numbers for [`Reactor::on_signal`].
+pub mod signal {
+    pub use packet_sys::signal::{SIGCHLD, SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGUSR1, SIGUSR2};
+}
 
 pub use connection::{CloseReason, ConnId, Connection, Handler};
 pub use packet_sys::Addr;

@@ -37,10 +37,15 @@ use crate::connection::{CloseReason, ConnId, Connection, Handler};
 use crate::slab::{Slab, Token, RESERVED_TOKEN};
 use crate::timer::{TimerKey, TimerWheel};
 
-/// One read buffer per reactor, lent to `receive_data`: 64 KiB is what a
-/// loopback TCP socket typically has ready at once, and what most reactors
-/// (libuv, EventMachine's 16 KiB × n reads) settle on.
-const READ_BUF_SIZE: usize = 64 * 1024;
+/// One read buffer per reactor, lent to `receive_data`: about what a
+/// loopback TCP socket has ready at once (libuv and most reactors use
+/// 64 KiB).
+///
+/// Not a power of two on purpose: an edge-triggered reader must read again
+/// after a read that fills its buffer, and power-of-two traffic (four 16 KiB
+/// messages in flight) would fill a 64 KiB buffer exactly and pay one
+/// `EAGAIN` read per batch.
+const READ_BUF_SIZE: usize = 96 * 1024;
 
 /// Writes at least this large go to the socket at once instead of being
 /// staged, so big payloads are not copied just to be coalesced.
@@ -81,9 +86,11 @@ mod flag {
     pub const TCP: u16 = 1 << 9;
     /// Reads collect passed descriptors (`SCM_RIGHTS`).
     pub const PASS_FDS: u16 = 1 << 10;
+    /// A pipe or other non-socket: plain `write`, no `send` flags.
+    pub const NOT_SOCKET: u16 = 1 << 11;
 }
 
-struct Conn {
+pub(crate) struct Conn {
     sock: Socket,
     /// `None` only while one of its callbacks runs.
     handler: Option<Box<dyn Handler>>,
@@ -100,7 +107,29 @@ struct Conn {
 
 type Factory = Box<dyn FnMut() -> Box<dyn Handler>>;
 
-struct Listener {
+impl Conn {
+    fn write(&self, buf: &[u8]) -> io::Result<usize> {
+        if self.flags & flag::NOT_SOCKET != 0 {
+            self.sock.write_plain(buf)
+        } else {
+            self.sock.write(buf)
+        }
+    }
+
+    fn write_vectored(
+        &self,
+        bufs: &[IoSlice<'_>],
+        fds: &[std::os::fd::BorrowedFd<'_>],
+    ) -> io::Result<usize> {
+        if self.flags & flag::NOT_SOCKET != 0 {
+            self.sock.write_vectored_plain(bufs)
+        } else {
+            self.sock.write_vectored_with_fds(bufs, fds)
+        }
+    }
+}
+
+pub(crate) struct Listener {
     sock: Socket,
     factory: Factory,
     tcp: bool,
@@ -108,11 +137,13 @@ struct Listener {
     unix_path: Option<PathBuf>,
 }
 
-enum Source {
+pub(crate) enum Source {
     Conn(Conn),
     /// Boxed: listeners are few, and this keeps every slab entry as small as
     /// a connection.
     Listener(Box<Listener>),
+    /// A descriptor the user reads and writes (`watch`).
+    Watch(Box<crate::watch::Watched>),
 }
 
 /// What a timer in the wheel does when it fires.
@@ -218,6 +249,7 @@ impl ServerOptions {
 type Remote = Box<dyn FnOnce(&mut Reactor) + Send>;
 type Local = Box<dyn FnOnce(&mut Reactor)>;
 type PeriodicFn = Box<dyn FnMut(&mut Reactor, TimerId)>;
+type SignalFn = Box<dyn FnMut(&mut Reactor)>;
 
 /// What other threads share with a reactor.
 struct Shared {
@@ -296,8 +328,8 @@ impl ReactorHandle {
 /// # Ok::<(), std::io::Error>(())
 /// ```
 pub struct Reactor {
-    selector: Selector,
-    sources: Slab<Source>,
+    pub(crate) selector: Selector,
+    pub(crate) sources: Slab<Source>,
     /// Lent to `receive_data`; empty while lent.
     read_buf: Vec<u8>,
     /// Output of the running callback to its own connection, written in one
@@ -326,6 +358,8 @@ pub struct Reactor {
     /// Descriptors received with the bytes being delivered to
     /// `receive_data`.
     fd_inbox: Vec<OwnedFd>,
+    /// Callbacks for signals routed to this reactor's waker.
+    signals: Vec<(i32, Option<SignalFn>)>,
     /// The master side of the worker processes, once attached.
     #[cfg(feature = "workers")]
     pub(crate) workers: Option<Box<crate::worker::Master>>,
@@ -376,6 +410,7 @@ impl Reactor {
             timers: TimerWheel::new(),
             periodics: Slab::new(),
             fd_inbox: Vec::new(),
+            signals: Vec::new(),
             #[cfg(feature = "workers")]
             workers: None,
             epoch: Instant::now(),
@@ -430,6 +465,53 @@ impl Reactor {
     /// Stops the loop after the current turn.
     pub fn stop(&mut self) {
         self.stopped = true;
+    }
+
+    /// Runs `callback` on this reactor's thread each time signal `sig`
+    /// arrives (for example [`crate::signal::SIGTERM`]). The signal handler
+    /// itself only wakes the loop; nothing runs in signal context. One
+    /// reactor per signal: a later `on_signal` for the same signal, on any
+    /// reactor, takes it over. The previous action is restored when the
+    /// reactor is dropped.
+    ///
+    /// # Errors
+    /// `InvalidInput` for `SIGKILL`, `SIGSTOP` or an invalid number.
+    pub fn on_signal(
+        &mut self,
+        sig: i32,
+        callback: impl FnMut(&mut Reactor) + 'static,
+    ) -> io::Result<()> {
+        packet_sys::signal::watch(sig, &self.shared.waker)?;
+        self.signals.retain(|(s, _)| *s != sig);
+        self.signals.push((sig, Some(Box::new(callback))));
+        Ok(())
+    }
+
+    /// Stops the reactor gracefully: closes every server at once, lets every
+    /// connection write what it has queued and close (workers are told to
+    /// exit the same way), and stops once no connection is left or `within`
+    /// has passed, whichever comes first. What a server does on `SIGTERM`.
+    pub fn stop_gracefully(&mut self, within: Duration) {
+        #[cfg(feature = "workers")]
+        self.workers_shutting_down();
+        for token in self.sources.tokens() {
+            match self.sources.get(token) {
+                Some(Source::Listener(_)) => {
+                    self.stop_server(ServerId(token));
+                }
+                Some(Source::Conn(_)) => self.close_connection(ConnId(token), true),
+                // Watched descriptors are the user's: they end with the stop.
+                Some(Source::Watch(_)) | None => {}
+            }
+        }
+        let deadline = self.now() + within;
+        let check = move |r: &mut Reactor, id: TimerId| {
+            if r.connections == 0 || r.now() >= deadline {
+                r.cancel_timer(id);
+                r.stop();
+            }
+        };
+        self.add_periodic_timer(Duration::from_millis(5), check);
     }
 
     /// Runs `f` at the start of the next turn of the loop.
@@ -715,10 +797,9 @@ impl Reactor {
         };
         c.last_activity = now;
         let result = if staged > 0 {
-            c.sock
-                .write_vectored(&[IoSlice::new(&self.stage), IoSlice::new(data)])
+            c.write_vectored(&[IoSlice::new(&self.stage), IoSlice::new(data)], &[])
         } else {
-            c.sock.write(data)
+            c.write(data)
         };
         let written = match result {
             Ok(n) => n,
@@ -827,14 +908,19 @@ impl Reactor {
         }
     }
 
-    /// Adopts a connected stream socket (TCP or Unix), for example one
-    /// received from another process, as a connection with `handler`:
-    /// `post_init` and `connection_completed` follow as soon as the current
-    /// callback returns. The socket is made non-blocking.
+    /// Turns an open descriptor into a connection with `handler`
+    /// (EventMachine's `attach`): a connected stream socket, for example one
+    /// received from another process, or a pipe or terminal. `post_init`
+    /// and `connection_completed` follow as soon as the current callback
+    /// returns. The descriptor is made non-blocking. Writing to a pipe whose
+    /// reader is gone would raise `SIGPIPE`, so attaching one sets `SIGPIPE`
+    /// to be ignored if it still has its default (killing) action; the
+    /// write then fails with `EPIPE`, reported in `unbind`.
     ///
     /// # Errors
-    /// The fd could not be made non-blocking or registered.
-    pub fn adopt<H: Handler>(&mut self, fd: OwnedFd, handler: H) -> io::Result<ConnId> {
+    /// The fd could not be made non-blocking or registered (epoll refuses
+    /// regular files).
+    pub fn attach<H: Handler>(&mut self, fd: OwnedFd, handler: H) -> io::Result<ConnId> {
         self.adopt_boxed(fd, Box::new(handler), false)
     }
 
@@ -846,15 +932,19 @@ impl Reactor {
     ) -> io::Result<ConnId> {
         let sock = Socket::from(fd);
         sock.set_nonblocking(true)?;
-        let tcp = match sock.local_addr() {
+        let kind = match sock.local_addr() {
             Ok(Addr::Inet(_)) => {
                 let _ = sock.set_nodelay(true);
                 flag::TCP
             }
-            _ => 0,
+            Ok(Addr::Unix(_)) => 0,
+            Err(_) => {
+                packet_sys::signal::ignore_default_sigpipe();
+                flag::NOT_SOCKET
+            }
         };
         let extra = if pass_fds { flag::PASS_FDS } else { 0 };
-        let token = self.add_conn(sock, handler, tcp | extra)?;
+        let token = self.add_conn(sock, handler, kind | extra)?;
         self.pending.push_back((token, Pending::Adopted));
         Ok(ConnId(token))
     }
@@ -1165,6 +1255,9 @@ impl Reactor {
             match self.sources.get_mut(token) {
                 None => {} // closed earlier in this batch: stale
                 Some(Source::Listener(_)) => self.accept_from(token),
+                Some(Source::Watch(_)) => {
+                    self.on_watch_event(token, ev.is_readable() || ev.is_error(), ev.is_writable());
+                }
                 Some(Source::Conn(c)) => {
                     if ev.is_read_closed() {
                         c.flags |= flag::RDHUP;
@@ -1172,7 +1265,12 @@ impl Reactor {
                     if ev.is_readable() {
                         c.flags |= flag::READ_READY;
                     }
-                    if ev.is_writable() || ev.is_error() {
+                    // Every edge reports EPOLLOUT while the socket has room;
+                    // it only matters to a connect in progress or a queue
+                    // waiting for room.
+                    let wants_write = c.flags & (flag::CONNECTING | flag::WRITE_BLOCKED) != 0
+                        || !c.out.is_empty();
+                    if ev.is_error() || (ev.is_writable() && wants_write) {
                         self.on_writable(token, ev.is_error());
                     }
                     if ev.is_readable() {
@@ -1186,7 +1284,7 @@ impl Reactor {
             match self.sources.get(token) {
                 Some(Source::Listener(_)) => self.accept_from(token),
                 Some(Source::Conn(_)) => self.on_readable(token),
-                None => {}
+                Some(Source::Watch(_)) | None => {}
             }
             self.run_pending();
         }
@@ -1213,6 +1311,20 @@ impl Reactor {
             std::mem::take(&mut *self.shared.queue.lock().unwrap_or_else(|p| p.into_inner()));
         for f in remote {
             self.next_turn.push(f);
+        }
+        for i in 0..self.signals.len() {
+            let sig = self.signals[i].0;
+            if !packet_sys::signal::take_pending(sig) {
+                continue;
+            }
+            let Some(mut callback) = self.signals[i].1.take() else {
+                continue;
+            };
+            callback(self);
+            self.run_pending();
+            if let Some(slot) = self.signals.iter_mut().find(|(s, _)| *s == sig) {
+                slot.1.get_or_insert(callback);
+            }
         }
     }
 
@@ -1275,7 +1387,7 @@ impl Reactor {
         }
         if c.out.is_empty() && c.flags & (flag::WRITE_BLOCKED | flag::CONNECTING) == 0 {
             c.last_activity = now;
-            match c.sock.write(&self.stage) {
+            match c.write(&self.stage) {
                 Ok(n) if n == self.stage.len() => {}
                 Ok(n) => {
                     // A short write means the send buffer is full; the
@@ -1311,6 +1423,11 @@ impl Reactor {
             return;
         }
         let len = c.out.len() + staged;
+        // The common case, nothing queued and no mark or close pending:
+        // nothing to do.
+        if len == 0 && c.flags & (flag::ABOVE_HIGH | flag::CLOSING) == 0 {
+            return;
+        }
         let high = c.high_water as usize;
         if len > high && c.flags & flag::ABOVE_HIGH == 0 {
             c.flags |= flag::ABOVE_HIGH;
@@ -1367,6 +1484,12 @@ impl Reactor {
             let Some(c) = self.conn_mut(token) else {
                 return;
             };
+            // A pipe reports its reader's departure as an error; it has no
+            // SO_ERROR to ask.
+            if c.flags & flag::NOT_SOCKET != 0 {
+                self.begin_close(token, CloseReason::PeerClosed);
+                return;
+            }
             if let Ok(Some(e)) | Err(e) = c.sock.take_error() {
                 self.begin_close(token, CloseReason::from_io(e));
                 return;
@@ -1391,11 +1514,15 @@ impl Reactor {
             return;
         }
         c.last_activity = self_now;
-        let sock = &c.sock;
-        match c
-            .out
-            .flush(|iov, fds| sock.write_vectored_with_fds(iov, fds))
-        {
+        let (sock, flags) = (&c.sock, c.flags);
+        let write = |iov: &[IoSlice<'_>], fds: &[std::os::fd::BorrowedFd<'_>]| {
+            if flags & flag::NOT_SOCKET != 0 {
+                sock.write_vectored_plain(iov)
+            } else {
+                sock.write_vectored_with_fds(iov, fds)
+            }
+        };
+        match c.out.flush(write) {
             Ok(_) => {
                 if !c.out.is_empty() {
                     c.flags |= flag::WRITE_BLOCKED;
@@ -1579,6 +1706,7 @@ impl Reactor {
                     self.stop_server(ServerId(token));
                 }
                 Some(Source::Conn(_)) => self.begin_close(token, CloseReason::ReactorStopped),
+                Some(Source::Watch(_)) => self.end_watch(token),
                 None => {}
             }
         }
@@ -1595,6 +1723,16 @@ impl Reactor {
             self.workers = None;
         }
         self.stopped = false;
+    }
+}
+
+impl Drop for Reactor {
+    fn drop(&mut self) {
+        // The waker's descriptor closes with the reactor: its signals must
+        // not keep poking a number that may be reused.
+        for (sig, _) in &self.signals {
+            packet_sys::signal::unwatch(*sig, &self.shared.waker);
+        }
     }
 }
 

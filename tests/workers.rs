@@ -99,7 +99,7 @@ impl Worker for Adopt {
     fn receive_fd(&mut self, ctx: &mut WorkerContext<'_, '_>, fd: OwnedFd, msg: WorkerMessage) {
         let greeting: String = msg.decode().unwrap();
         let pid = std::process::id();
-        ctx.reactor().adopt(fd, Served { greeting, pid }).unwrap();
+        ctx.reactor().attach(fd, Served { greeting, pid }).unwrap();
     }
 }
 

@@ -7,7 +7,7 @@ use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::time::Duration;
 
-use crate::{cvt, cvt_r, Interest};
+use crate::{cvt, cvt_r, Interest, Trigger};
 
 /// An `epoll` instance.
 #[derive(Debug)]
@@ -33,7 +33,53 @@ impl Selector {
     /// # Errors
     /// `EEXIST` if `fd` is already registered, `EBADF`, `ENOMEM`, `ENOSPC`.
     pub fn register(&self, fd: BorrowedFd<'_>, token: u64, interest: Interest) -> io::Result<()> {
-        self.ctl(libc::EPOLL_CTL_ADD, fd.as_raw_fd(), token, interest)
+        self.ctl(
+            libc::EPOLL_CTL_ADD,
+            fd.as_raw_fd(),
+            token,
+            interest,
+            Trigger::Edge,
+        )
+    }
+
+    /// Starts watching `fd` with the given triggering.
+    ///
+    /// # Errors
+    /// As [`Selector::register`].
+    pub fn register_with(
+        &self,
+        fd: BorrowedFd<'_>,
+        token: u64,
+        interest: Interest,
+        trigger: Trigger,
+    ) -> io::Result<()> {
+        self.ctl(
+            libc::EPOLL_CTL_ADD,
+            fd.as_raw_fd(),
+            token,
+            interest,
+            trigger,
+        )
+    }
+
+    /// Changes the interest set, token or triggering of a registered `fd`.
+    ///
+    /// # Errors
+    /// As [`Selector::reregister`].
+    pub fn reregister_with(
+        &self,
+        fd: BorrowedFd<'_>,
+        token: u64,
+        interest: Interest,
+        trigger: Trigger,
+    ) -> io::Result<()> {
+        self.ctl(
+            libc::EPOLL_CTL_MOD,
+            fd.as_raw_fd(),
+            token,
+            interest,
+            trigger,
+        )
     }
 
     /// Changes the interest set or token of a registered `fd`.
@@ -41,7 +87,13 @@ impl Selector {
     /// # Errors
     /// `ENOENT` if `fd` is not registered.
     pub fn reregister(&self, fd: BorrowedFd<'_>, token: u64, interest: Interest) -> io::Result<()> {
-        self.ctl(libc::EPOLL_CTL_MOD, fd.as_raw_fd(), token, interest)
+        self.ctl(
+            libc::EPOLL_CTL_MOD,
+            fd.as_raw_fd(),
+            token,
+            interest,
+            Trigger::Edge,
+        )
     }
 
     /// Stops watching `fd`. Closing the fd does the same, as long as no
@@ -65,11 +117,21 @@ impl Selector {
         Ok(())
     }
 
-    fn ctl(&self, op: libc::c_int, fd: RawFd, token: u64, interest: Interest) -> io::Result<()> {
+    fn ctl(
+        &self,
+        op: libc::c_int,
+        fd: RawFd,
+        token: u64,
+        interest: Interest,
+        trigger: Trigger,
+    ) -> io::Result<()> {
         // EPOLLRDHUP tells a peer's half-close apart from "more data"
         // without another read; EPOLLET saves an epoll_ctl every time write
         // interest would toggle (see ARCHITECTURE.md).
-        let mut events = libc::EPOLLET | libc::EPOLLRDHUP;
+        let mut events = libc::EPOLLRDHUP;
+        if trigger == Trigger::Edge {
+            events |= libc::EPOLLET;
+        }
         if interest.contains(Interest::READABLE) {
             events |= libc::EPOLLIN;
         }
@@ -235,6 +297,20 @@ impl Waker {
                 Err(e) => return Err(e),
             }
         }
+    }
+
+    /// What a signal handler pokes: the eventfd's number.
+    pub(crate) fn raw_target(&self) -> crate::signal::Target {
+        self.fd.as_raw_fd()
+    }
+
+    /// Wakes the waker whose [`Waker::raw_target`] is `target`, from a
+    /// signal handler: one `write`, async-signal-safe.
+    pub(crate) fn wake_raw(target: crate::signal::Target) {
+        let one: u64 = 1;
+        // SAFETY: writes 8 bytes from a live u64; a failure (a full
+        // counter) means a wake is pending anyway.
+        unsafe { libc::write(target, (&one as *const u64).cast(), 8) };
     }
 
     /// Consumes pending wakes, so that the next `wake` makes a new edge.

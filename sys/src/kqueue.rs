@@ -9,7 +9,7 @@ use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::time::Duration;
 
-use crate::{cvt, cvt_r, Interest};
+use crate::{cvt, cvt_r, Interest, Trigger};
 
 // The kevent field types differ between the BSDs; these casts keep one
 // source for all of them.
@@ -64,7 +64,35 @@ impl Selector {
     /// # Errors
     /// `EBADF`, `ENOMEM`.
     pub fn register(&self, fd: BorrowedFd<'_>, token: u64, interest: Interest) -> io::Result<()> {
-        self.ctl(fd.as_raw_fd(), token, interest)
+        self.ctl(fd.as_raw_fd(), token, interest, Trigger::Edge)
+    }
+
+    /// Starts watching `fd` with the given triggering.
+    ///
+    /// # Errors
+    /// As [`Selector::register`].
+    pub fn register_with(
+        &self,
+        fd: BorrowedFd<'_>,
+        token: u64,
+        interest: Interest,
+        trigger: Trigger,
+    ) -> io::Result<()> {
+        self.ctl(fd.as_raw_fd(), token, interest, trigger)
+    }
+
+    /// Changes the interest set, token or triggering of a registered `fd`.
+    ///
+    /// # Errors
+    /// As [`Selector::reregister`].
+    pub fn reregister_with(
+        &self,
+        fd: BorrowedFd<'_>,
+        token: u64,
+        interest: Interest,
+        trigger: Trigger,
+    ) -> io::Result<()> {
+        self.ctl(fd.as_raw_fd(), token, interest, trigger)
     }
 
     /// Changes the interest set or token of a registered `fd`. Filters not
@@ -74,7 +102,7 @@ impl Selector {
     /// # Errors
     /// `EBADF`, `ENOMEM`.
     pub fn reregister(&self, fd: BorrowedFd<'_>, token: u64, interest: Interest) -> io::Result<()> {
-        self.ctl(fd.as_raw_fd(), token, interest)
+        self.ctl(fd.as_raw_fd(), token, interest, Trigger::Edge)
     }
 
     /// Stops watching `fd`. Closing the fd does the same.
@@ -82,13 +110,18 @@ impl Selector {
     /// # Errors
     /// `EBADF`.
     pub fn deregister(&self, fd: BorrowedFd<'_>) -> io::Result<()> {
-        self.ctl(fd.as_raw_fd(), 0, Interest::empty())
+        self.ctl(fd.as_raw_fd(), 0, Interest::empty(), Trigger::Edge)
     }
 
-    fn ctl(&self, fd: RawFd, token: u64, interest: Interest) -> io::Result<()> {
+    fn ctl(&self, fd: RawFd, token: u64, interest: Interest, trigger: Trigger) -> io::Result<()> {
+        let clear = if trigger == Trigger::Edge {
+            libc::EV_CLEAR
+        } else {
+            0
+        };
         let flags = |on: bool| {
             if on {
-                libc::EV_ADD | libc::EV_CLEAR | libc::EV_RECEIPT
+                libc::EV_ADD | clear | libc::EV_RECEIPT
             } else {
                 libc::EV_DELETE | libc::EV_RECEIPT
             }
@@ -315,6 +348,22 @@ impl Waker {
         self.submit(ev)
     }
 
+    /// What a signal handler pokes: the kqueue's number.
+    pub(crate) fn raw_target(&self) -> crate::signal::Target {
+        self.kq.as_raw_fd()
+    }
+
+    /// Triggers the user event of the kqueue `target`, from a signal
+    /// handler: one `kevent` call.
+    pub(crate) fn wake_raw(target: crate::signal::Target) {
+        // A trigger may rewrite the event's udata, so it carries the token
+        // the reactor registers its waker with (the all-ones token).
+        let mut ev = kevent(0, libc::EVFILT_USER as Filter, 0, u64::MAX);
+        ev.fflags = libc::NOTE_TRIGGER;
+        // SAFETY: one valid change, no event list.
+        unsafe { libc::kevent(target, &ev, 1, std::ptr::null_mut(), 0, std::ptr::null()) };
+    }
+
     /// Nothing to consume: `EV_CLEAR` resets the user event when reported.
     pub fn reset(&self) {}
 
@@ -367,6 +416,17 @@ impl Waker {
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(()),
             Err(e) => Err(e),
         }
+    }
+
+    /// What a signal handler pokes: the pipe's write end.
+    pub(crate) fn raw_target(&self) -> crate::signal::Target {
+        self.write.as_raw_fd()
+    }
+
+    /// Writes one byte to the pipe `target`, from a signal handler.
+    pub(crate) fn wake_raw(target: crate::signal::Target) {
+        // SAFETY: writes one byte from a live buffer.
+        unsafe { libc::write(target, b"x".as_ptr().cast(), 1) };
     }
 
     /// Drains the pipe, so that the next `wake` makes a new edge.

@@ -75,6 +75,7 @@ mod socket;
 pub use socket::{Addr, Domain, Socket, MAX_FDS_PER_MESSAGE};
 
 pub mod process;
+pub mod signal;
 pub use std::net::Shutdown;
 
 bitflags::bitflags! {
@@ -86,6 +87,18 @@ bitflags::bitflags! {
         /// Writable, or an error.
         const WRITABLE = 2;
     }
+}
+
+/// How a registration reports readiness.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trigger {
+    /// Once per change (`EPOLLET`, `EV_CLEAR`): the owner reads or writes
+    /// until `WouldBlock` before waiting again. What the reactor's
+    /// connections use.
+    Edge,
+    /// For as long as the condition holds: for fds whose owner reads them
+    /// itself, at its own pace.
+    Level,
 }
 
 /// Integer results of libc calls, where `-1` means "look at errno".

@@ -433,6 +433,33 @@ impl Socket {
         Ok(n)
     }
 
+    /// Writes with plain `write(2)`, for descriptors that are not sockets
+    /// (pipes, terminals). Unlike [`Socket::write`] this can raise
+    /// `SIGPIPE`; see `signal::ignore_default_sigpipe`.
+    ///
+    /// # Errors
+    /// `WouldBlock` when full; `EPIPE` when the reader is gone.
+    pub fn write_plain(&self, buf: &[u8]) -> io::Result<usize> {
+        // SAFETY: `buf` is valid for `buf.len()` readable bytes.
+        let n = cvt_r(|| unsafe { libc::write(self.raw(), buf.as_ptr().cast(), buf.len()) })?;
+        Ok(n as usize)
+    }
+
+    /// Writes several buffers with plain `writev(2)`, for descriptors that
+    /// are not sockets.
+    ///
+    /// # Errors
+    /// As [`Socket::write_plain`].
+    pub fn write_vectored_plain(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        let count = bufs.len().min(iov_max()) as libc::c_int;
+        // SAFETY: IoSlice is ABI-compatible with iovec; each points at
+        // readable memory alive for the call.
+        let n = cvt_r(|| unsafe {
+            libc::writev(self.raw(), bufs.as_ptr() as *const libc::iovec, count)
+        })?;
+        Ok(n as usize)
+    }
+
     /// Shuts down one or both directions.
     ///
     /// # Errors
