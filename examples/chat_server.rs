@@ -4,16 +4,19 @@
 //! cargo run --release --example chat_server [ADDR]
 //! ```
 //!
-//! Listens on 127.0.0.1:11007 unless `ADDR` is given. Lines longer than
-//! 64 KiB are refused (the client is told and disconnected) so that a client
-//! that never sends a newline cannot grow the server's memory.
+//! Listens on 127.0.0.1:11007 unless `ADDR` is given. Lines are split by
+//! [`packet::line`]; lines longer than 64 KiB are refused (the client is
+//! told and disconnected) so that a client that never sends a newline
+//! cannot grow the server's memory. A partial line left when a client
+//! leaves is dropped.
 
 use std::cell::RefCell;
 use std::collections::BTreeSet;
 use std::io;
 use std::rc::Rc;
 
-use packet::{CloseReason, ConnId, Connection, Handler, Reactor};
+use packet::line::{LineContext, LineError, LineHandler, LineProtocol};
+use packet::{CloseReason, ConnId, Reactor};
 
 const MAX_LINE: usize = 64 * 1024;
 
@@ -21,12 +24,15 @@ type Room = Rc<RefCell<BTreeSet<ConnId>>>;
 
 struct Member {
     room: Room,
-    partial: Vec<u8>,
 }
 
-impl Member {
-    fn broadcast(&self, conn: &mut Connection<'_>, line: &[u8]) {
-        let me = conn.id();
+impl LineHandler for Member {
+    fn post_init(&mut self, ctx: &mut LineContext<'_>) {
+        self.room.borrow_mut().insert(ctx.id());
+    }
+
+    fn receive_line(&mut self, ctx: &mut LineContext<'_>, line: &[u8]) {
+        let me = ctx.id();
         let others: Vec<ConnId> = self
             .room
             .borrow()
@@ -34,40 +40,20 @@ impl Member {
             .copied()
             .filter(|&m| m != me)
             .collect();
+        // The line as it was sent: its `\r`, if any, is kept.
+        let msg = [line, b"\n"].concat();
         for other in others {
-            conn.reactor().send_data_to(other, line);
+            ctx.reactor().send_data_to(other, &msg);
         }
     }
-}
 
-impl Handler for Member {
-    fn post_init(&mut self, conn: &mut Connection<'_>) {
-        self.room.borrow_mut().insert(conn.id());
+    fn line_error(&mut self, ctx: &mut LineContext<'_>, _error: LineError) {
+        // The connection is closed once this is written.
+        ctx.send_data(b"error: line too long\n");
     }
 
-    fn receive_data(&mut self, conn: &mut Connection<'_>, data: &[u8]) {
-        let mut rest = data;
-        while let Some(end) = rest.iter().position(|&b| b == b'\n') {
-            let (line, tail) = rest.split_at(end + 1);
-            if self.partial.is_empty() {
-                self.broadcast(conn, line);
-            } else {
-                self.partial.extend_from_slice(line);
-                let whole = std::mem::take(&mut self.partial);
-                self.broadcast(conn, &whole);
-            }
-            rest = tail;
-        }
-        if self.partial.len() + rest.len() > MAX_LINE {
-            conn.send_data(b"error: line too long\n");
-            conn.close_connection_after_writing();
-            return;
-        }
-        self.partial.extend_from_slice(rest);
-    }
-
-    fn unbind(&mut self, conn: &mut Connection<'_>, _reason: &CloseReason) {
-        self.room.borrow_mut().remove(&conn.id());
+    fn unbind(&mut self, ctx: &mut LineContext<'_>, _reason: &CloseReason) {
+        self.room.borrow_mut().remove(&ctx.id());
     }
 }
 
@@ -77,9 +63,8 @@ fn main() -> io::Result<()> {
         .unwrap_or_else(|| "127.0.0.1:11007".into());
     Reactor::run(|reactor| {
         let room: Room = Rc::default();
-        let server = reactor.start_server(addr.as_str(), move || Member {
-            room: room.clone(),
-            partial: Vec::new(),
+        let server = reactor.start_server(addr.as_str(), move || {
+            LineProtocol::new(Member { room: room.clone() }).with_max_line_len(MAX_LINE)
         })?;
         println!("listening on {}", reactor.server_addr(server)?);
         Ok(())

@@ -37,6 +37,7 @@
 //! | [`codec`] | frames and typed messages |
 //! | [`channel`] | in-reactor publish/subscribe (`Channel`) and work queues (`Queue`) |
 //! | [`defer`] | blocking work on a thread pool, results back on the reactor (`Defer`) |
+//! | [`line`](mod@line) | lines and counted binary blocks over connections (`LineText2`) |
 //! | [`objects`] | typed objects over connections (`send_object`) |
 //! | [`worker`] | worker processes: fork server, asks, proxies, supervision |
 //!
@@ -51,6 +52,7 @@ pub mod codec;
 mod connection;
 pub mod datagram;
 pub mod defer;
+pub mod line;
 #[cfg(feature = "objects")]
 pub mod objects;
 mod reactor;
