@@ -5,46 +5,47 @@
 //! ```
 //!
 //! Listens on 127.0.0.1:11007 unless `ADDR` is given. Lines are split by
-//! [`packet::line`]; lines longer than 64 KiB are refused (the client is
+//! [`packet::line`] and go through a [`packet::channel::Channel`] that
+//! every member subscribes to; lines longer than 64 KiB are refused (the client is
 //! told and disconnected) so that a client that never sends a newline
 //! cannot grow the server's memory. A partial line left when a client
 //! leaves is dropped.
 
-use std::cell::RefCell;
-use std::collections::BTreeSet;
 use std::io;
 use std::rc::Rc;
 
+use packet::channel::{Channel, SubscriptionId};
 use packet::line::{LineContext, LineError, LineHandler, LineProtocol};
 use packet::{CloseReason, ConnId, Reactor};
 
 const MAX_LINE: usize = 64 * 1024;
 
-type Room = Rc<RefCell<BTreeSet<ConnId>>>;
+/// What the room's channel carries: a line and who said it, so that the
+/// speaker does not hear it back. `Rc` so one copy serves every member.
+type Said = (ConnId, Rc<[u8]>);
 
 struct Member {
-    room: Room,
+    room: Channel<Said>,
+    subscription: Option<SubscriptionId>,
 }
 
 impl LineHandler for Member {
     fn post_init(&mut self, ctx: &mut LineContext<'_>) {
-        self.room.borrow_mut().insert(ctx.id());
+        let me = ctx.id();
+        // Every member subscribes to the room and writes what others say to
+        // its own connection.
+        self.subscription = Some(self.room.subscribe(move |reactor, (from, line)| {
+            if *from != me {
+                reactor.send_data_to(me, line);
+            }
+        }));
     }
 
     fn receive_line(&mut self, ctx: &mut LineContext<'_>, line: &[u8]) {
-        let me = ctx.id();
-        let others: Vec<ConnId> = self
-            .room
-            .borrow()
-            .iter()
-            .copied()
-            .filter(|&m| m != me)
-            .collect();
         // The line as it was sent: its `\r`, if any, is kept.
-        let msg = [line, b"\n"].concat();
-        for other in others {
-            ctx.reactor().send_data_to(other, &msg);
-        }
+        let msg: Rc<[u8]> = [line, b"\n"].concat().into();
+        let me = ctx.id();
+        self.room.push(ctx.reactor(), (me, msg));
     }
 
     fn line_error(&mut self, ctx: &mut LineContext<'_>, _error: LineError) {
@@ -52,8 +53,10 @@ impl LineHandler for Member {
         ctx.send_data(b"error: line too long\n");
     }
 
-    fn unbind(&mut self, ctx: &mut LineContext<'_>, _reason: &CloseReason) {
-        self.room.borrow_mut().remove(&ctx.id());
+    fn unbind(&mut self, _ctx: &mut LineContext<'_>, _reason: &CloseReason) {
+        if let Some(id) = self.subscription.take() {
+            self.room.unsubscribe(id);
+        }
     }
 }
 
@@ -62,9 +65,13 @@ fn main() -> io::Result<()> {
         .nth(1)
         .unwrap_or_else(|| "127.0.0.1:11007".into());
     Reactor::run(|reactor| {
-        let room: Room = Rc::default();
+        let room: Channel<Said> = Channel::new();
         let server = reactor.start_server(addr.as_str(), move || {
-            LineProtocol::new(Member { room: room.clone() }).with_max_line_len(MAX_LINE)
+            LineProtocol::new(Member {
+                room: room.clone(),
+                subscription: None,
+            })
+            .with_max_line_len(MAX_LINE)
         })?;
         println!("listening on {}", reactor.server_addr(server)?);
         Ok(())
