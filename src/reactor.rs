@@ -111,6 +111,43 @@ pub(crate) struct Conn {
 
 type Factory = Box<dyn FnMut() -> Box<dyn Handler>>;
 
+/// A connection's descriptor as the target of an outbound queue flush.
+struct ConnSink<'a> {
+    sock: &'a Socket,
+    not_socket: bool,
+}
+
+impl crate::buffer::Sink for ConnSink<'_> {
+    fn write(
+        &mut self,
+        bufs: &[IoSlice<'_>],
+        fds: &[std::os::fd::BorrowedFd<'_>],
+    ) -> io::Result<usize> {
+        if self.not_socket {
+            self.sock.write_vectored_plain(bufs)
+        } else {
+            self.sock.write_vectored_with_fds(bufs, fds)
+        }
+    }
+
+    fn send_file(&mut self, file: &File, offset: u64, len: usize) -> io::Result<usize> {
+        match self
+            .sock
+            .send_file(std::os::fd::AsFd::as_fd(file), offset, len)
+        {
+            Err(e) if e.kind() == io::ErrorKind::Unsupported => {
+                // No sendfile here: one bounded read, one write. Only what
+                // was written counts; the rest is read again next time.
+                use std::os::unix::fs::FileExt;
+                let mut buf = vec![0u8; len.min(64 * 1024)];
+                let n = file.read_at(&mut buf, offset)?;
+                self.write(&[IoSlice::new(&buf[..n])], &[])
+            }
+            other => other,
+        }
+    }
+}
+
 impl Conn {
     fn write(&self, buf: &[u8]) -> io::Result<usize> {
         if self.flags & flag::NOT_SOCKET != 0 {
@@ -996,6 +1033,52 @@ impl Reactor {
         Ok(fd)
     }
 
+    /// Sends `len` bytes of `file` from `offset` to connection `id`, after
+    /// what was sent before and before what is sent after, without reading
+    /// the file into memory (`sendfile` where the OS has it; bounded reads
+    /// elsewhere). Unlike EventMachine's `send_file_data` the size is not
+    /// limited, and nothing busy-polls: the file goes out as the socket
+    /// takes it.
+    ///
+    /// # Errors
+    /// `NotConnected` for a closed or closing connection.
+    pub fn send_file_range(
+        &mut self,
+        id: ConnId,
+        file: File,
+        offset: u64,
+        len: u64,
+    ) -> io::Result<()> {
+        let token = id.0;
+        let is_current = self.current == Some(token);
+        if is_current {
+            self.flush_stage(token);
+        }
+        let Some(c) = self.conn_mut(token) else {
+            return Err(io::ErrorKind::NotConnected.into());
+        };
+        if c.flags & (flag::CLOSED | flag::CLOSING | flag::SHUT_WRITE) != 0 {
+            return Err(io::ErrorKind::NotConnected.into());
+        }
+        c.out.push_file(file, offset, len);
+        if !is_current {
+            self.flush_queue(token);
+        }
+        Ok(())
+    }
+
+    /// Sends the whole file at `path` to connection `id` (EventMachine's
+    /// `send_file_data`, of any size); returns its length.
+    ///
+    /// # Errors
+    /// The file cannot be opened, or as [`Reactor::send_file_range`].
+    pub fn send_file(&mut self, id: ConnId, path: impl AsRef<Path>) -> io::Result<u64> {
+        let file = File::open(path)?;
+        let len = file.metadata()?.len();
+        self.send_file_range(id, file, 0, len)?;
+        Ok(len)
+    }
+
     /// Passes `fd` to the peer of connection `id` (a Unix socket) with the
     /// next bytes sent on it — send them right after, for example a message
     /// saying what the descriptor is. The descriptor is closed here once
@@ -1446,12 +1529,13 @@ impl Reactor {
             return;
         }
         let len = c.out.len() + staged;
+        let drained = staged == 0 && c.out.is_empty();
         // The common case, nothing queued and no mark or close pending:
         // nothing to do.
-        if len == 0 && c.flags & (flag::ABOVE_HIGH | flag::CLOSING | flag::SHUT_WRITE) == 0 {
+        if drained && c.flags & (flag::ABOVE_HIGH | flag::CLOSING | flag::SHUT_WRITE) == 0 {
             return;
         }
-        if len == 0
+        if drained
             && c.flags & (flag::SHUT_WRITE | flag::SHUT_DONE) == flag::SHUT_WRITE
             && !is_current
         {
@@ -1468,7 +1552,7 @@ impl Reactor {
             c.flags &= !flag::ABOVE_HIGH;
             self.pending.push_back((token, Pending::Drained));
         }
-        if len == 0 && c.flags & flag::CLOSING != 0 && !is_current {
+        if drained && c.flags & flag::CLOSING != 0 && !is_current {
             let reason = if c.flags & flag::PEER_CLOSED != 0 {
                 CloseReason::PeerClosed
             } else {
@@ -1546,15 +1630,11 @@ impl Reactor {
             return;
         }
         c.last_activity = self_now;
-        let (sock, flags) = (&c.sock, c.flags);
-        let write = |iov: &[IoSlice<'_>], fds: &[std::os::fd::BorrowedFd<'_>]| {
-            if flags & flag::NOT_SOCKET != 0 {
-                sock.write_vectored_plain(iov)
-            } else {
-                sock.write_vectored_with_fds(iov, fds)
-            }
+        let mut sink = ConnSink {
+            sock: &c.sock,
+            not_socket: c.flags & flag::NOT_SOCKET != 0,
         };
-        match c.out.flush(write) {
+        match c.out.flush(&mut sink) {
             Ok(_) => {
                 if !c.out.is_empty() {
                     c.flags |= flag::WRITE_BLOCKED;

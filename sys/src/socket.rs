@@ -567,6 +567,34 @@ impl Socket {
         }
     }
 
+    /// Sends up to `count` bytes of `file` from `offset` (`sendfile(2)`),
+    /// without copying them through user space.
+    ///
+    /// # Errors
+    /// As [`Socket::write`]; `Unsupported` where this OS has no `sendfile`
+    /// with Linux's semantics (the caller then reads and writes).
+    pub fn send_file(&self, file: BorrowedFd<'_>, offset: u64, count: usize) -> io::Result<usize> {
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        {
+            let mut off = libc::off_t::try_from(offset).map_err(|_| {
+                io::Error::new(io::ErrorKind::InvalidInput, "file offset out of range")
+            })?;
+            // SAFETY: `off` is a live off_t the kernel updates; both fds are
+            // open for the call.
+            let n =
+                cvt_r(|| unsafe { libc::sendfile(self.raw(), file.as_raw_fd(), &mut off, count) })?;
+            Ok(n as usize)
+        }
+        #[cfg(not(any(target_os = "linux", target_os = "android")))]
+        {
+            let _ = (file, offset, count);
+            Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "no sendfile on this OS",
+            ))
+        }
+    }
+
     /// Shuts down one or both directions.
     ///
     /// # Errors
