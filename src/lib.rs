@@ -30,6 +30,7 @@
 //! | `reactor` | the loop, servers, connects, deferred work |
 //! | `connection` | the handler callbacks and their context |
 //! | `buffer` | outbound queues |
+//! | [`proxy`] | connection-to-connection proxying (`proxy_incoming_to`, splice) |
 //! | [`sockopt`] | socket options, keep-alive, half-close |
 //! | [`datagram`] | UDP sockets (`open_datagram_socket`, `send_datagram`) |
 //! | [`timer`] | the timer wheel |
@@ -55,6 +56,7 @@ pub mod defer;
 pub mod line;
 #[cfg(feature = "objects")]
 pub mod objects;
+pub mod proxy;
 mod reactor;
 mod slab;
 pub mod sockopt;

@@ -65,7 +65,7 @@ const DEFAULT_HIGH_WATER: usize = 1024 * 1024;
 const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// Per-connection state bits.
-mod flag {
+pub(crate) mod flag {
     pub const CONNECTING: u16 = 1 << 0;
     /// The socket may have unread input (an edge was seen and not drained).
     pub const READ_READY: u16 = 1 << 1;
@@ -92,14 +92,18 @@ mod flag {
     pub const SHUT_WRITE: u16 = 1 << 12;
     /// ...and it is shut.
     pub const SHUT_DONE: u16 = 1 << 13;
+    /// Input goes to another connection (`proxy_incoming_to`).
+    pub const PROXY_SOURCE: u16 = 1 << 14;
+    /// Receives a proxied connection's input.
+    pub const PROXY_TARGET: u16 = 1 << 15;
 }
 
 pub(crate) struct Conn {
-    sock: Socket,
+    pub(crate) sock: Socket,
     /// `None` only while one of its callbacks runs.
     handler: Option<Box<dyn Handler>>,
-    out: OutBuf,
-    flags: u16,
+    pub(crate) out: OutBuf,
+    pub(crate) flags: u16,
     high_water: u32,
     /// Loop time (ms, wrapping) of the last byte read or written.
     last_activity: u32,
@@ -372,7 +376,7 @@ pub struct Reactor {
     pub(crate) selector: Selector,
     pub(crate) sources: Slab<Source>,
     /// Lent to `receive_data`; empty while lent.
-    read_buf: Vec<u8>,
+    pub(crate) read_buf: Vec<u8>,
     /// Output of the running callback to its own connection, written in one
     /// syscall when the callback returns.
     stage: Vec<u8>,
@@ -380,7 +384,7 @@ pub struct Reactor {
     current: Option<Token>,
     pending: VecDeque<(Token, Pending)>,
     /// Sources with input left after this turn's read (fairness bound).
-    ready: Vec<Token>,
+    pub(crate) ready: Vec<Token>,
     ready_spare: Vec<Token>,
     next_turn: Vec<Local>,
     shared: Arc<Shared>,
@@ -399,6 +403,9 @@ pub struct Reactor {
     /// Descriptors received with the bytes being delivered to
     /// `receive_data`.
     fd_inbox: Vec<OwnedFd>,
+    /// Proxies by source connection, and their targets.
+    pub(crate) proxies: std::collections::HashMap<Token, crate::proxy::Proxy>,
+    pub(crate) proxy_targets: std::collections::HashMap<Token, Token>,
     /// Callbacks for signals routed to this reactor's waker.
     signals: Vec<(i32, Option<SignalFn>)>,
     /// The master side of the worker processes, once attached.
@@ -452,6 +459,8 @@ impl Reactor {
             periodics: Slab::new(),
             fd_inbox: Vec::new(),
             signals: Vec::new(),
+            proxies: std::collections::HashMap::new(),
+            proxy_targets: std::collections::HashMap::new(),
             #[cfg(feature = "workers")]
             workers: None,
             epoch: Instant::now(),
@@ -785,14 +794,14 @@ impl Reactor {
         Ok(())
     }
 
-    fn conn_mut(&mut self, token: Token) -> Option<&mut Conn> {
+    pub(crate) fn conn_mut(&mut self, token: Token) -> Option<&mut Conn> {
         match self.sources.get_mut(token) {
             Some(Source::Conn(c)) => Some(c),
             _ => None,
         }
     }
 
-    fn conn(&self, token: Token) -> Option<&Conn> {
+    pub(crate) fn conn(&self, token: Token) -> Option<&Conn> {
         match self.sources.get(token) {
             Some(Source::Conn(c)) => Some(c),
             _ => None,
@@ -1478,7 +1487,7 @@ impl Reactor {
         self.flush_queue(token);
     }
 
-    fn flush_stage(&mut self, token: Token) {
+    pub(crate) fn flush_stage(&mut self, token: Token) {
         if self.stage.is_empty() {
             return;
         }
@@ -1519,7 +1528,7 @@ impl Reactor {
 
     /// Applies the consequences of the outbound queue's size: water-mark
     /// callbacks, and a close that was waiting for the queue to drain.
-    fn check_water(&mut self, token: Token) {
+    pub(crate) fn check_water(&mut self, token: Token) {
         let is_current = self.current == Some(token);
         let staged = if is_current { self.stage.len() } else { 0 };
         let Some(Source::Conn(c)) = self.sources.get_mut(token) else {
@@ -1532,6 +1541,15 @@ impl Reactor {
         let drained = staged == 0 && c.out.is_empty();
         // The common case, nothing queued and no mark or close pending:
         // nothing to do.
+        let c = if c.flags & flag::PROXY_TARGET != 0 {
+            self.proxy_target_has_room(token, len);
+            match self.sources.get_mut(token) {
+                Some(Source::Conn(c)) => c,
+                _ => return,
+            }
+        } else {
+            c
+        };
         if drained && c.flags & (flag::ABOVE_HIGH | flag::CLOSING | flag::SHUT_WRITE) == 0 {
             return;
         }
@@ -1615,10 +1633,14 @@ impl Reactor {
             return;
         };
         c.flags &= !flag::WRITE_BLOCKED;
+        // A proxy target: what is in the proxy's pipe came first.
+        if c.flags & flag::PROXY_TARGET != 0 && !self.proxy_drain_pipe(token) {
+            return;
+        }
         self.flush_queue(token);
     }
 
-    fn flush_queue(&mut self, token: Token) {
+    pub(crate) fn flush_queue(&mut self, token: Token) {
         let self_now = self.now_ms() as u32;
         let Some(c) = self.conn_mut(token) else {
             return;
@@ -1655,6 +1677,13 @@ impl Reactor {
     }
 
     fn on_readable(&mut self, token: Token) {
+        if self
+            .conn(token)
+            .is_some_and(|c| c.flags & flag::PROXY_SOURCE != 0)
+        {
+            self.proxy_pump(token);
+            return;
+        }
         let mut buf = std::mem::take(&mut self.read_buf);
         let now = self.now_ms() as u32;
         while let Some(Source::Conn(c)) = self.sources.get_mut(token) {
@@ -1768,7 +1797,7 @@ impl Reactor {
     }
 
     /// Marks a connection closed and queues its `unbind`.
-    fn begin_close(&mut self, token: Token, reason: CloseReason) {
+    pub(crate) fn begin_close(&mut self, token: Token, reason: CloseReason) {
         let Some(c) = self.conn_mut(token) else {
             return;
         };
@@ -1787,6 +1816,14 @@ impl Reactor {
         self.connections -= 1;
         if let Some(key) = c.timer.take() {
             self.timers.cancel(key);
+        }
+        if c.flags & flag::PROXY_SOURCE != 0 {
+            self.end_proxy(token);
+        }
+        if c.flags & flag::PROXY_TARGET != 0 {
+            if let Some(&source) = self.proxy_targets.get(&token) {
+                self.end_proxy(source);
+            }
         }
         let handler = c.handler.take();
         // Closing the fd removes it from the epoll set: no explicit
