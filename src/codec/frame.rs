@@ -604,25 +604,31 @@ impl FrameEncoder {
             return Err(FrameError::PayloadTooLong { len, max });
         }
         let mut bytes = [0u8; MAX_VARINT_LEN];
-        let header_len = self.format.header_len(len);
-        match self.format {
+        let header_len = match self.format {
             HeaderFormat::Classic => {
-                let mut rest = len;
-                for digit in bytes.iter_mut().take(CLASSIC_HEADER_LEN).rev() {
-                    // `rest % 10` is below 10, so the cast cannot truncate.
-                    *digit = b'0' + (rest % 10) as u8;
-                    rest /= 10;
+                let (first, rest) = classic_digits(len);
+                bytes[0] = first;
+                for (byte, digit) in bytes[1..].iter_mut().zip(rest.to_le_bytes()) {
+                    *byte = digit;
                 }
+                CLASSIC_HEADER_LEN
             }
             HeaderFormat::Compact => {
-                let mut rest = len;
-                for byte in bytes.iter_mut().take(header_len) {
-                    // Low seven bits, continuation bit unless this is the last.
-                    *byte = (rest & 0x7f) as u8 | if rest > 0x7f { 0x80 } else { 0 };
+                let mut rest = len as u64;
+                let mut count = 0;
+                for byte in bytes.iter_mut() {
+                    count += 1;
+                    if rest < 0x80 {
+                        *byte = rest as u8;
+                        break;
+                    }
+                    // Low seven bits and the continuation bit.
+                    *byte = rest as u8 | 0x80;
                     rest >>= 7;
                 }
+                count
             }
-        }
+        };
         Ok(FrameHeader {
             bytes,
             // At most MAX_VARINT_LEN.
@@ -633,13 +639,58 @@ impl FrameEncoder {
     /// Appends one frame carrying `payload` to `out`. On error `out` is left
     /// as it was.
     pub fn encode(&self, payload: &[u8], out: &mut Vec<u8>) -> Result<(), FrameError> {
-        let header = self.header(payload.len())?;
-        let header = header.as_bytes();
-        out.reserve(header.len() + payload.len());
-        out.extend_from_slice(header);
+        let len = payload.len();
+        let max = self.max_frame_len();
+        if len > max {
+            return Err(FrameError::PayloadTooLong { len, max });
+        }
+        out.reserve(MAX_VARINT_LEN + len);
+        // Written straight from registers: going through a header array
+        // cost more than the rest of encoding a small frame (byte stores
+        // read back as words stall store forwarding).
+        match self.format {
+            HeaderFormat::Classic => {
+                let (first, rest) = classic_digits(len);
+                out.push(first);
+                out.extend_from_slice(&rest.to_le_bytes());
+            }
+            HeaderFormat::Compact => {
+                let mut rest = len as u64;
+                while rest >= 0x80 {
+                    out.push(rest as u8 | 0x80);
+                    rest >>= 7;
+                }
+                out.push(rest as u8);
+            }
+        }
         out.extend_from_slice(payload);
         Ok(())
     }
+}
+
+/// The nine ASCII digits of a Classic header for `len` (at most
+/// [`CLASSIC_MAX_FRAME_LEN`]): the first, and the other eight as a
+/// little-endian word.
+fn classic_digits(len: usize) -> (u8, u64) {
+    // Both casts are lossless within the Classic maximum.
+    let first = (len / 100_000_000) as u8;
+    (b'0' + first, eight_digits((len % 100_000_000) as u32))
+}
+
+/// The eight decimal digits of `n` (below 10^8), zero-padded, as ASCII in a
+/// little-endian word: the most significant digit in the lowest byte.
+fn eight_digits(n: u32) -> u64 {
+    let n = u64::from(n);
+    // Split in halves in two 32-bit lanes, then each lane in two 16-bit
+    // lanes (by 100), then each of those in two bytes (by 10). The
+    // multiply-shift divisions are exact for the ranges involved
+    // (below 10^4 and below 100), and the lanes never carry into each other.
+    let halves = (n / 10_000) | ((n % 10_000) << 32);
+    let hundreds = ((halves * 10_486) >> 20) & 0x0000_007F_0000_007F;
+    let quads = hundreds | ((halves - hundreds * 100) << 16);
+    let tens = ((quads * 103) >> 10) & 0x000F_000F_000F_000F;
+    let digits = tens | ((quads - tens * 10) << 8);
+    digits + 0x3030_3030_3030_3030
 }
 
 /// Appends one frame carrying `payload` to `out`, in `format`, with the

@@ -92,6 +92,29 @@ fn compact_header_lengths() {
 }
 
 #[test]
+fn encoder_headers_match_definitions() {
+    let classic = FrameEncoder::new(HeaderFormat::Classic).with_max_frame_len(usize::MAX);
+    let compact = FrameEncoder::new(HeaderFormat::Compact).with_max_frame_len(usize::MAX);
+    let mut rng = Rng(11);
+    let mut values: Vec<u64> = (0..100_000).map(|_| rng.next() % 1_000_000_000).collect();
+    values.extend((0..10).map(|d| d * 111_111_111));
+    values.extend((0..9).flat_map(|e| [10u64.pow(e) - 1, 10u64.pow(e), 10u64.pow(e) + 1]));
+    for value in values {
+        let len = value as usize;
+        assert_eq!(
+            classic.header(len).unwrap().as_bytes(),
+            format!("{value:09}").as_bytes()
+        );
+        assert_eq!(compact.header(len).unwrap().as_bytes(), varint(value));
+        let wide = rng.next() >> (rng.next() % 64);
+        assert_eq!(
+            compact.header(wide as usize).unwrap().as_bytes(),
+            varint(wide)
+        );
+    }
+}
+
+#[test]
 fn classic_fast_path_matches_bytewise() {
     // The SWAR parser against the byte-wise definition, over a spread of
     // values and every digit in every position.
