@@ -131,14 +131,18 @@ enum State {
     /// Reading a header. `count` header bytes have been seen (0 at a frame
     /// boundary) and `acc` is what they add up to so far.
     Header { count: u8, acc: u64 },
-    /// The header announced `len` payload bytes; those seen so far are in
-    /// the straddle buffer.
-    Body { len: usize },
+    /// A frame is being assembled in the straddle buffer: its payload
+    /// starts after `pad` filler bytes and is complete when the buffer holds
+    /// `end` bytes.
+    Body { pad: usize, end: usize },
     /// A header was malformed; input is refused until `reset`.
     Failed(FrameError),
 }
 
 const BOUNDARY: State = State::Header { count: 0, acc: 0 };
+
+/// Cache line size: the alignment that matters to memcpy.
+const ALIGN: usize = 64;
 
 /// Outcome of feeding one header byte.
 enum Step {
@@ -268,7 +272,7 @@ impl FrameDecoder {
                     None => return Ok(()),
                 },
             },
-            State::Body { len } => match self.straddle(len, chunk, &mut on_frame) {
+            State::Body { pad, end } => match self.straddle(pad, end, chunk, &mut on_frame) {
                 Some(rest) => rest,
                 None => return Ok(()),
             },
@@ -351,36 +355,61 @@ impl FrameDecoder {
                 Some(rest)
             }
             None => {
+                // Start the frame at the same offset within a cache line as
+                // its bytes in the chunk. Later chunks then usually line up
+                // too (they follow on in memory, or are whole reads into one
+                // aligned buffer), and memcpy runs measurably faster when
+                // source and destination are mutually aligned.
+                let want = body.as_ptr() as usize % ALIGN;
+                let have = self.buf.as_ptr() as usize % ALIGN;
+                let (pad, end) = match len.checked_add(ALIGN) {
+                    Some(_) => {
+                        let pad = (want + ALIGN - have) % ALIGN;
+                        (pad, pad + len)
+                    }
+                    // A length this close to usize::MAX cannot be assembled
+                    // anyway, but must not overflow.
+                    None => (0, len),
+                };
                 self.buf.clear();
-                self.state = State::Body { len };
-                self.straddle(len, body, on_frame)
+                self.buf.resize(pad, 0);
+                self.state = State::Body { pad, end };
+                self.straddle(pad, end, body, on_frame)
             }
         }
     }
 
-    /// Adds the next bytes of a straddling frame of `len` bytes; hands it
-    /// out once complete and returns the rest of the chunk.
-    fn straddle<'c, F>(&mut self, len: usize, chunk: &'c [u8], on_frame: &mut F) -> Option<&'c [u8]>
+    /// Adds the next bytes of the straddling frame that occupies
+    /// `buf[pad..end]`; hands it out once complete and returns the rest of
+    /// the chunk.
+    fn straddle<'c, F>(
+        &mut self,
+        pad: usize,
+        end: usize,
+        chunk: &'c [u8],
+        on_frame: &mut F,
+    ) -> Option<&'c [u8]>
     where
         F: FnMut(&[u8]),
     {
         let have = self.buf.len();
-        let need = len.saturating_sub(have);
+        let need = end.saturating_sub(have);
         let (part, rest) = chunk.split_at(need.min(chunk.len()));
         let want = have + part.len();
         if want > self.buf.capacity() {
             // Doubling keeps the number of reallocations logarithmic when a
-            // big frame trickles in; the cap at `len` keeps a lying header
-            // from reserving more than the bytes actually sent justify.
-            let target = want.max(have.saturating_mul(2)).min(len);
+            // big frame trickles in; the cap at the frame's end keeps a
+            // lying header from reserving more than the bytes actually sent
+            // justify.
+            let target = want.max(have.saturating_mul(2)).min(end);
             self.buf.reserve_exact(target - have);
         }
         // One copy, into capacity that was never zeroed.
         self.buf.extend_from_slice(part);
-        if self.buf.len() < len {
+        if self.buf.len() < end {
             return None;
         }
-        on_frame(&self.buf);
+        on_frame(self.buf.get(pad..).unwrap_or_default());
         self.buf.clear();
         self.state = BOUNDARY;
         Some(rest)

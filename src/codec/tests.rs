@@ -252,11 +252,9 @@ fn classic_max_header_never_preallocates() {
     for _ in 0..10 {
         dec.decode(&[0; 1000], |_| unreachable!()).unwrap();
     }
-    assert!(
-        dec.buffer_capacity() <= 2 * 10_003,
-        "capacity {}",
-        dec.buffer_capacity()
-    );
+    // Twice what arrived, plus alignment padding.
+    let capacity = dec.buffer_capacity();
+    assert!(capacity <= 2 * (10_003 + 64), "capacity {capacity}");
 }
 
 #[test]
@@ -269,12 +267,13 @@ fn straddle_buffer_growth_is_bounded_and_reused() {
     for chunk in wire.chunks(777) {
         dec.decode(chunk, |f| frames.push(f.to_vec())).unwrap();
         seen += chunk.len();
-        // Never more than twice what has arrived, never more than the frame.
-        assert!(dec.buffer_capacity() <= (2 * seen).max(777));
-        assert!(dec.buffer_capacity() <= payload.len());
+        // Never more than twice what has arrived, never more than the frame
+        // (give or take the alignment padding).
+        assert!(dec.buffer_capacity() <= (2 * seen).max(777) + 2 * 64);
+        assert!(dec.buffer_capacity() <= payload.len() + 64);
     }
     assert_eq!(frames, [payload.clone(), payload.clone()]);
-    assert_eq!(dec.buffer_capacity(), payload.len());
+    assert!((payload.len()..payload.len() + 64).contains(&dec.buffer_capacity()));
     dec.shrink_buffer_to(0);
     assert_eq!(dec.buffer_capacity(), 0);
 }
