@@ -154,8 +154,9 @@ enum Step {
 ///
 /// Frames lying wholly inside a chunk are lent straight out of it. A frame
 /// that straddles chunks is assembled in an internal buffer that grows only
-/// as its bytes arrive (never to the announced length up front, at most
-/// twice what has arrived) and whose allocation is reused by later frames.
+/// as its bytes arrive (never to the announced length up front; at most
+/// twice what has arrived, plus under 64 bytes of cache-line alignment) and
+/// whose allocation is reused by later frames.
 ///
 /// ```
 /// use packet::codec::{encode_frame, FrameDecoder, HeaderFormat};
@@ -362,15 +363,14 @@ impl FrameDecoder {
                 // source and destination are mutually aligned.
                 let want = body.as_ptr() as usize % ALIGN;
                 let have = self.buf.as_ptr() as usize % ALIGN;
-                let (pad, end) = match len.checked_add(ALIGN) {
-                    Some(_) => {
-                        let pad = (want + ALIGN - have) % ALIGN;
-                        (pad, pad + len)
-                    }
-                    // A length this close to usize::MAX cannot be assembled
-                    // anyway, but must not overflow.
-                    None => (0, len),
+                // A length this close to usize::MAX cannot be assembled
+                // anyway, but `pad + len` must not overflow.
+                let pad = if len <= usize::MAX - ALIGN {
+                    (want + ALIGN - have) % ALIGN
+                } else {
+                    0
                 };
+                let end = pad + len;
                 self.buf.clear();
                 self.buf.resize(pad, 0);
                 self.state = State::Body { pad, end };
