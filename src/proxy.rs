@@ -107,7 +107,11 @@ impl Reactor {
 
     /// Bytes proxied from `from` so far (0 when not proxied).
     pub fn proxied_bytes(&self, from: ConnId) -> u64 {
-        self.proxies.get(&from.0).map_or(0, |p| p.bytes)
+        match self.proxies.get(&from.0) {
+            Some(p) => p.bytes,
+            None if self.is_unbinding(from) => self.unbinding_proxied,
+            None => 0,
+        }
     }
 
     pub(crate) fn end_proxy(&mut self, source: Token) {
@@ -147,7 +151,22 @@ impl Reactor {
     /// A proxied connection is readable: move what it has to its target.
     pub(crate) fn proxy_pump(&mut self, source: Token) {
         let mut buf = std::mem::take(&mut self.read_buf);
-        for _ in 0..16 {
+        // Fairness: a bounded number of steps per turn, then the source
+        // waits in the ready list like any connection with input left.
+        let mut steps_left = 16;
+        loop {
+            if steps_left == 0 {
+                let waiting = self.proxies.get(&source).is_some_and(|p| p.waiting);
+                if !waiting
+                    && self
+                        .conn(source)
+                        .is_some_and(|c| c.flags & flag::READ_READY != 0)
+                {
+                    self.ready.push(source);
+                }
+                break;
+            }
+            steps_left -= 1;
             let Some(p) = self.proxies.get(&source) else {
                 break;
             };
@@ -192,7 +211,11 @@ impl Reactor {
                     break;
                 }
                 Ok(n) => {
-                    let short = n < if splicing { STEP } else { buf.len() };
+                    // A short read drains a socket; a short splice does
+                    // not (it stops when the pipe runs out of slots, or
+                    // after one chunk when non-blocking): only EAGAIN says
+                    // drained there.
+                    let short = !splicing && n < buf.len();
                     if short && c.flags & flag::RDHUP == 0 {
                         c.flags &= !flag::READ_READY;
                     }

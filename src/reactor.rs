@@ -406,6 +406,8 @@ pub struct Reactor {
     /// Proxies by source connection, and their targets.
     pub(crate) proxies: std::collections::HashMap<Token, crate::proxy::Proxy>,
     pub(crate) proxy_targets: std::collections::HashMap<Token, Token>,
+    /// Bytes the connection in `unbind` proxied, its proxy being gone.
+    pub(crate) unbinding_proxied: u64,
     /// Callbacks for signals routed to this reactor's waker.
     signals: Vec<(i32, Option<SignalFn>)>,
     /// The master side of the worker processes, once attached.
@@ -461,6 +463,7 @@ impl Reactor {
             signals: Vec::new(),
             proxies: std::collections::HashMap::new(),
             proxy_targets: std::collections::HashMap::new(),
+            unbinding_proxied: 0,
             #[cfg(feature = "workers")]
             workers: None,
             epoch: Instant::now(),
@@ -783,6 +786,11 @@ impl Reactor {
         Ok(token)
     }
 
+    /// Whether `id` is the connection whose `unbind` is running.
+    pub(crate) fn is_unbinding(&self, id: ConnId) -> bool {
+        self.unbinding == Some(id.0)
+    }
+
     pub(crate) fn request_reconnect(&mut self, id: ConnId, addr: Addr) -> io::Result<()> {
         if self.unbinding != Some(id.0) {
             return Err(io::Error::new(
@@ -817,7 +825,11 @@ impl Reactor {
         let Some(c) = self.conn_mut(token) else {
             return false;
         };
-        if c.flags & (flag::CLOSED | flag::CLOSING | flag::SHUT_WRITE) != 0 {
+        // Refused after a local close or half-close. After the *peer*
+        // closed its side (CLOSING with PEER_CLOSED) writes are still
+        // taken: the connection closes once they are out.
+        let closing_locally = c.flags & (flag::CLOSING | flag::PEER_CLOSED) == flag::CLOSING;
+        if c.flags & (flag::CLOSED | flag::SHUT_WRITE) != 0 || closing_locally {
             return false;
         }
         if data.is_empty() {
@@ -835,7 +847,14 @@ impl Reactor {
             return true;
         }
         if is_current && data.len() < DIRECT_WRITE_MIN {
+            let high = c.high_water as usize;
             self.stage.extend_from_slice(data);
+            // The handler sees staged bytes in outbound_len: the mark must
+            // see them too, or a handler pausing on its own reading of the
+            // length would wait for an outbound_drained that never comes.
+            if self.stage.len() > high {
+                self.check_water(token);
+            }
             return true;
         }
         // Large, or not the running connection: write now, staged bytes
@@ -1818,6 +1837,8 @@ impl Reactor {
             self.timers.cancel(key);
         }
         if c.flags & flag::PROXY_SOURCE != 0 {
+            // Kept for `proxied_bytes` during unbind.
+            self.unbinding_proxied = self.proxied_bytes(ConnId(token));
             self.end_proxy(token);
         }
         if c.flags & flag::PROXY_TARGET != 0 {
@@ -1840,6 +1861,7 @@ impl Reactor {
             &reason,
         );
         self.unbinding = None;
+        self.unbinding_proxied = 0;
         if let Some(addr) = self.reconnect_to.take() {
             // A failure to even make a socket leaves nothing to report to.
             let _ = self.connect_boxed(addr, handler);
