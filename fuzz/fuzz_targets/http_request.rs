@@ -42,26 +42,33 @@ fn big_size() -> usize {
 /// Loop turns one input may take before it counts as a hang.
 const MAX_TURNS: u64 = 200_000;
 
-/// The document root, made once per process: `index.html`, `big.bin`,
-/// `sub/a.txt`, `alias.html` (a symlink to `index.html`) and `escape.txt`
-/// (a symlink to the secret, one level up).
+/// The document root: `index.html`, `big.bin`, `sub/a.txt`, `alias.html`
+/// (a symlink to `index.html`) and `escape.txt` (a symlink to the secret,
+/// one level up). One directory per file size in the system's temp dir,
+/// shared by every fuzzing process and run: files are only written when
+/// missing, each to a temporary name first and then renamed, so parallel
+/// jobs never see a partial file.
 fn document_root() -> &'static Path {
     static ROOT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
     ROOT.get_or_init(|| {
-        let base = std::env::temp_dir().join(format!(
-            "packet-fuzz-http-{}-{}",
-            std::process::id(),
-            big_size()
-        ));
+        let base = std::env::temp_dir().join(format!("packet-fuzz-http-{}", big_size()));
         let root = base.join("root");
         std::fs::create_dir_all(root.join("sub")).unwrap();
-        std::fs::write(base.join("secret.txt"), SECRET).unwrap();
-        std::fs::write(root.join("index.html"), b"<p>index</p>\n").unwrap();
-        std::fs::write(root.join("sub/a.txt"), b"a\n").unwrap();
+        let put = |path: PathBuf, bytes: &[u8]| {
+            if std::fs::metadata(&path).is_ok_and(|m| m.len() == bytes.len() as u64) {
+                return;
+            }
+            let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+            std::fs::write(&tmp, bytes).unwrap();
+            std::fs::rename(&tmp, &path).unwrap();
+        };
+        put(base.join("secret.txt"), SECRET);
+        put(root.join("index.html"), b"<p>index</p>\n");
+        put(root.join("sub/a.txt"), b"a\n");
         let big: Vec<u8> = (0..big_size())
             .map(|i| b"0123456789abcdef"[i % 16])
             .collect();
-        std::fs::write(root.join("big.bin"), big).unwrap();
+        put(root.join("big.bin"), &big);
         let _ = std::os::unix::fs::symlink("index.html", root.join("alias.html"));
         let _ = std::os::unix::fs::symlink("../secret.txt", root.join("escape.txt"));
         std::fs::canonicalize(&root).unwrap()
