@@ -37,6 +37,7 @@
 //! | [`codec`] | frames and typed messages |
 //! | [`channel`] | in-reactor publish/subscribe (`Channel`) and work queues (`Queue`) |
 //! | [`defer`] | blocking work on a thread pool, results back on the reactor (`Defer`) |
+//! | [`process`] | child processes: `popen`, `system`, `watch_process` |
 //! | [`line`](mod@line) | lines and counted binary blocks over connections (`LineText2`) |
 //! | [`objects`] | typed objects over connections (`send_object`) |
 //! | [`worker`] | worker processes: fork server, asks, proxies, supervision |
@@ -55,6 +56,7 @@ pub mod defer;
 pub mod line;
 #[cfg(feature = "objects")]
 pub mod objects;
+pub mod process;
 mod reactor;
 mod slab;
 pub mod sockopt;
