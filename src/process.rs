@@ -109,6 +109,10 @@ pub trait ProcessHandler: 'static {
     /// is why the connection closed: [`CloseReason::PeerClosed`] when the
     /// process (and whatever inherited its stdout) closed it,
     /// [`CloseReason::Local`] after a close from this side.
+    ///
+    /// One gap where no pidfd watches the process (see [`POLL_INTERVAL`]):
+    /// if its connection closed earlier and it is still running when the
+    /// reactor stops, this is not called (it is still reaped).
     fn process_exited(
         &mut self,
         reactor: &mut Reactor,
@@ -209,7 +213,7 @@ impl Subprocess {
             .map_or(true, |c| c.borrow().exit.is_some())
     }
 
-    /// Sends signal `sig` (`libc::SIGTERM`, [`SIGKILL`], ...) to the
+    /// Sends signal `sig` ([`crate::signal::SIGTERM`], [`SIGKILL`], ...) to the
     /// process. A process the reactor has already reaped is not signalled,
     /// so a recycled pid is never hit by mistake: call this on the
     /// reactor's thread, where reaping happens.

@@ -477,7 +477,7 @@ struct ChildPlan {
 /// embedding program made without `O_CLOEXEC` would be inherited.
 ///
 /// `spawn` blocks until the child has called `execve` (or failed to): the
-/// time of a `fork` and an `exec`, typically well under a millisecond.
+/// time of a `fork` and an `exec`.
 ///
 /// # Errors
 /// `InvalidInput` for an empty `argv`, a NUL byte in an argument or
