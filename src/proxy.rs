@@ -234,13 +234,8 @@ impl Reactor {
                         break;
                     }
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    c.flags &= !flag::READ_READY;
-                    break;
-                }
                 Err(e) => {
-                    c.flags &= !flag::READ_READY;
-                    self.begin_close(source, CloseReason::from_io(e));
+                    self.read_failed(source, e);
                     break;
                 }
             }

@@ -1745,18 +1745,25 @@ impl Reactor {
                         break;
                     }
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    c.flags &= !flag::READ_READY;
-                    break;
-                }
                 Err(e) => {
-                    c.flags &= !flag::READ_READY;
-                    self.begin_close(token, CloseReason::from_io(e));
+                    self.read_failed(token, e);
                     break;
                 }
             }
         }
         self.read_buf = buf;
+    }
+
+    /// A read of connection `token` failed: drained (`WouldBlock`, wait for
+    /// the next edge) or broken (close with the reason).
+    pub(crate) fn read_failed(&mut self, token: Token, e: io::Error) {
+        let Some(c) = self.conn_mut(token) else {
+            return;
+        };
+        c.flags &= !flag::READ_READY;
+        if e.kind() != io::ErrorKind::WouldBlock {
+            self.begin_close(token, CloseReason::from_io(e));
+        }
     }
 
     fn accept_from(&mut self, token: Token) {
