@@ -79,7 +79,9 @@ fn small_frames(c: &mut Criterion) {
 }
 
 fn large_frames(c: &mut Criterion) {
-    bench_case(c, "decode_1MiB_frames", 1 << 20, 16 << 20);
+    // Eight frames: source and buffer stay in L3, as a socket read buffer
+    // that was just filled would be, so the copy itself is what is measured.
+    bench_case(c, "decode_1MiB_frames", 1 << 20, 8 << 20);
 }
 
 fn encode(c: &mut Criterion) {

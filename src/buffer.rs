@@ -11,6 +11,7 @@
 //! writes of up to [`MAX_IOVECS`] pieces.
 
 use std::collections::VecDeque;
+use std::fs::File;
 use std::io::{self, IoSlice};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
@@ -48,15 +49,37 @@ struct Queue {
     /// reaches its position (or an earlier one), so the peer holds it no
     /// later than the bytes queued after it.
     fds: VecDeque<(usize, OwnedFd)>,
+    /// Files to send, each with the number of queued bytes ahead of it.
+    files: VecDeque<(usize, FileSegment)>,
 }
 
+/// Part of a file waiting to be sent.
+struct FileSegment {
+    file: File,
+    offset: u64,
+    remaining: u64,
+}
+
+/// Where a flush writes: a connection's socket (or pipe).
+pub(crate) trait Sink {
+    /// Writes from `bufs`, passing `fds` with the first byte.
+    fn write(&mut self, bufs: &[IoSlice<'_>], fds: &[BorrowedFd<'_>]) -> io::Result<usize>;
+    /// Writes up to `len` bytes of `file` from `offset`.
+    fn send_file(&mut self, file: &File, offset: u64, len: usize) -> io::Result<usize>;
+}
+
+/// Bytes of a file sent per `sendfile` call: large enough to fill a socket
+/// buffer, small enough that one connection does not hog a turn.
+const FILE_STEP: usize = 1024 * 1024;
+
 impl OutBuf {
-    /// Unwritten bytes.
+    /// Unwritten bytes held in memory (files waiting to be sent are not
+    /// counted: they take no memory).
     pub(crate) fn len(&self) -> usize {
         self.queue.as_ref().map_or(0, |q| q.len)
     }
 
-    /// Whether nothing (neither bytes nor descriptors) is waiting.
+    /// Whether nothing (no bytes, file or descriptor) is waiting.
     pub(crate) fn is_empty(&self) -> bool {
         self.queue.is_none()
     }
@@ -92,60 +115,131 @@ impl OutBuf {
         q.fds.push_back((q.len, fd));
     }
 
-    /// Writes as much as `write` takes, in vectored calls, until the queue is
-    /// empty, `write` takes less than it was offered (the socket's buffer is
-    /// full: trying again would only cost an `EAGAIN`), or `write` fails.
-    /// `write` gets the descriptors to pass with those bytes. Returns the
-    /// bytes written; a `WouldBlock` after some progress is reported as `Ok`
-    /// with that progress, and the queue keeps the rest.
-    pub(crate) fn flush(
-        &mut self,
-        mut write: impl FnMut(&[IoSlice<'_>], &[BorrowedFd<'_>]) -> io::Result<usize>,
-    ) -> io::Result<usize> {
+    /// Queues `len` bytes of `file` from `offset`, to be sent after the
+    /// bytes queued so far and before those queued later, without reading
+    /// them into memory (`sendfile`).
+    pub(crate) fn push_file(&mut self, file: File, offset: u64, len: u64) {
+        if len == 0 {
+            return;
+        }
+        let q = self.queue();
+        q.files.push_back((
+            q.len,
+            FileSegment {
+                file,
+                offset,
+                remaining: len,
+            },
+        ));
+    }
+
+    /// Writes as much as `sink` takes — bytes in vectored calls, files with
+    /// `sendfile` — until the queue is empty, the sink takes less than it
+    /// was offered (the socket's buffer is full: trying again would only
+    /// cost an `EAGAIN`), or it fails. Returns the bytes written; a
+    /// `WouldBlock` after some progress is reported as `Ok` with that
+    /// progress, and the queue keeps the rest.
+    pub(crate) fn flush(&mut self, sink: &mut impl Sink) -> io::Result<usize> {
         let mut total = 0;
-        while let Some(q) = self.queue.as_mut().filter(|q| q.len > 0) {
-            let mut iov = [IoSlice::new(&[]); MAX_IOVECS];
-            let mut count = 0;
-            let mut offered = 0;
-            for (i, chunk) in q.chunks.iter().take(MAX_IOVECS).enumerate() {
-                iov[i] = IoSlice::new(if i == 0 { &chunk[q.head..] } else { chunk });
-                offered += iov[i].len();
-                count += 1;
-            }
-            let mut fds = [None; FDS_PER_WRITE];
-            let mut nfds = 0;
-            for (slot, (at, fd)) in fds.iter_mut().zip(q.fds.iter()) {
-                if *at >= offered {
-                    break;
+        while let Some(q) = self
+            .queue
+            .as_mut()
+            .filter(|q| q.len > 0 || !q.files.is_empty())
+        {
+            // Bytes queued ahead of the next file go first, and only those.
+            let limit = q.files.front().map_or(usize::MAX, |(at, _)| *at);
+            let step = if limit == 0 {
+                let (_, seg) = q.files.front_mut().expect("limit 0 means a file is first");
+                let want = seg.remaining.min(FILE_STEP as u64) as usize;
+                match sink.send_file(&seg.file, seg.offset, want) {
+                    // The file ended early (truncated meanwhile): what is
+                    // left of it is gone; the bytes after it still go.
+                    Ok(0) => {
+                        q.files.pop_front();
+                        continue;
+                    }
+                    Ok(n) => {
+                        seg.offset += n as u64;
+                        seg.remaining -= n as u64;
+                        if seg.remaining == 0 {
+                            q.files.pop_front();
+                        }
+                        Ok((n, want))
+                    }
+                    Err(e) => Err(e),
                 }
-                *slot = Some(fd.as_fd());
-                nfds += 1;
-            }
-            let fds: Vec<BorrowedFd<'_>> = fds[..nfds].iter().flatten().copied().collect();
-            let n = match write(&iov[..count], &fds) {
-                Ok(0) => {
-                    return Err(io::Error::new(
+            } else {
+                let mut iov = [IoSlice::new(&[]); MAX_IOVECS];
+                let mut count = 0;
+                let mut offered = 0;
+                for (i, chunk) in q.chunks.iter().take(MAX_IOVECS).enumerate() {
+                    let piece = if i == 0 { &chunk[q.head..] } else { &chunk[..] };
+                    let piece = &piece[..piece.len().min(limit - offered)];
+                    iov[i] = IoSlice::new(piece);
+                    offered += piece.len();
+                    count += 1;
+                    if offered == limit {
+                        break;
+                    }
+                }
+                let mut fds = [None; FDS_PER_WRITE];
+                let mut nfds = 0;
+                for (slot, (at, fd)) in fds.iter_mut().zip(q.fds.iter()) {
+                    if *at >= offered {
+                        break;
+                    }
+                    *slot = Some(fd.as_fd());
+                    nfds += 1;
+                }
+                let fds: Vec<BorrowedFd<'_>> = fds[..nfds].iter().flatten().copied().collect();
+                match sink.write(&iov[..count], &fds) {
+                    Ok(0) => Err(io::Error::new(
                         io::ErrorKind::WriteZero,
                         "socket accepted no bytes",
-                    ))
+                    )),
+                    Ok(n) => {
+                        drop(fds);
+                        // Sent descriptors leave the queue; the rest, and
+                        // the files, move closer.
+                        q.fds.drain(..nfds);
+                        for (at, _) in q.fds.iter_mut() {
+                            *at = at.saturating_sub(n);
+                        }
+                        for (at, _) in q.files.iter_mut() {
+                            *at = at.saturating_sub(n);
+                        }
+                        self.consume(n);
+                        Ok((n, offered))
+                    }
+                    Err(e) => Err(e),
                 }
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock && total > 0 => return Ok(total),
-                Err(e) => return Err(e),
             };
-            drop(fds);
-            total += n;
-            // Sent descriptors leave the queue; the rest move closer.
-            q.fds.drain(..nfds);
-            for (at, _) in q.fds.iter_mut() {
-                *at = at.saturating_sub(n);
+            match step {
+                Ok((n, offered)) => {
+                    total += n;
+                    if n < offered {
+                        break;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock && total > 0 => break,
+                Err(e) => return Err(e),
             }
-            self.consume(n);
-            if n < offered {
-                break;
-            }
+            self.release_if_empty();
         }
+        self.release_if_empty();
         Ok(total)
+    }
+
+    fn release_if_empty(&mut self) {
+        if self
+            .queue
+            .as_ref()
+            .is_some_and(|q| q.chunks.is_empty() && q.fds.is_empty() && q.files.is_empty())
+        {
+            // Release everything after a burst: an idle connection keeps no
+            // buffer memory.
+            self.queue = None;
+        }
     }
 
     /// Drops the first `n` queued bytes (they were written).
@@ -163,14 +257,10 @@ impl OutBuf {
             q.head = 0;
             q.chunks.pop_front();
         }
-        if q.chunks.is_empty() && q.fds.is_empty() {
-            // Release everything after a burst: an idle connection keeps no
-            // buffer memory.
-            self.queue = None;
-        }
+        self.release_if_empty();
     }
 
-    /// Forgets every queued byte and closes every queued descriptor.
+    /// Forgets every queued byte, file and descriptor.
     pub(crate) fn clear(&mut self) {
         self.queue = None;
     }
@@ -180,15 +270,31 @@ impl OutBuf {
 mod tests {
     use super::*;
 
+    /// A sink made of a write closure; files are read and written through
+    /// it too.
+    struct F<W>(W);
+
+    impl<W: FnMut(&[IoSlice<'_>], &[BorrowedFd<'_>]) -> io::Result<usize>> Sink for F<W> {
+        fn write(&mut self, bufs: &[IoSlice<'_>], fds: &[BorrowedFd<'_>]) -> io::Result<usize> {
+            (self.0)(bufs, fds)
+        }
+        fn send_file(&mut self, file: &File, offset: u64, len: usize) -> io::Result<usize> {
+            use std::os::unix::fs::FileExt;
+            let mut buf = vec![0u8; len];
+            let n = file.read_at(&mut buf, offset)?;
+            (self.0)(&[IoSlice::new(&buf[..n])], &[])
+        }
+    }
+
     /// A sink that takes at most `limit` bytes per call, then blocks after
     /// `calls` calls.
-    struct Sink {
+    struct Limited {
         out: Vec<u8>,
         limit: usize,
         calls: usize,
     }
 
-    impl Sink {
+    impl Limited {
         fn write(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
             if self.calls == 0 {
                 return Err(io::ErrorKind::WouldBlock.into());
@@ -217,10 +323,10 @@ mod tests {
         assert_eq!(b.queue.as_ref().unwrap().chunks.len(), 1);
         let mut pieces = 0;
         let n = b
-            .flush(|iov, _| {
+            .flush(&mut F(|iov: &[IoSlice<'_>], _: &[BorrowedFd<'_>]| {
                 pieces = iov.len();
                 Ok(iov.iter().map(|s| s.len()).sum())
-            })
+            }))
             .unwrap();
         assert_eq!((n, pieces), (1000, 1));
         assert!(b.is_empty());
@@ -236,17 +342,24 @@ mod tests {
             b.push(&piece);
         }
         assert_eq!(b.len(), expect.len());
-        let mut sink = Sink {
+        let mut sink = Limited {
             out: Vec::new(),
             limit: 3001,
             calls: usize::MAX,
         };
         // Each short write means "full": one call per flush.
-        let n = b.flush(|iov, _| sink.write(iov)).unwrap();
+        let n = b
+            .flush(&mut F(|iov: &[IoSlice<'_>], _: &[BorrowedFd<'_>]| {
+                sink.write(iov)
+            }))
+            .unwrap();
         assert_eq!(n, 3001);
         assert_eq!(b.len(), expect.len() - n);
         while !b.is_empty() {
-            b.flush(|iov, _| sink.write(iov)).unwrap();
+            b.flush(&mut F(|iov: &[IoSlice<'_>], _: &[BorrowedFd<'_>]| {
+                sink.write(iov)
+            }))
+            .unwrap();
         }
         assert_eq!(sink.out, expect);
         assert!(b.is_empty() && b.queue.is_none());
@@ -264,21 +377,51 @@ mod tests {
         // 100: the descriptor goes with it even though only 50 bytes are
         // taken (the peer gets it early, never late).
         let n = b
-            .flush(|iov, fds| {
+            .flush(&mut F(|iov: &[IoSlice<'_>], fds: &[BorrowedFd<'_>]| {
                 seen.push(fds.len());
                 Ok(iov.iter().map(|s| s.len()).sum::<usize>().min(50))
-            })
+            }))
             .unwrap();
         assert_eq!(n, 50);
         assert_eq!(seen, vec![1]);
         seen.clear();
-        b.flush(|iov, fds| {
+        b.flush(&mut F(|iov: &[IoSlice<'_>], fds: &[BorrowedFd<'_>]| {
             seen.push(fds.len());
             Ok(iov.iter().map(|s| s.len()).sum())
-        })
+        }))
         .unwrap();
         assert_eq!(seen, vec![0], "already sent");
         assert!(b.is_empty());
+    }
+
+    #[test]
+    fn files_go_between_the_bytes_around_them_in_order() {
+        let path = std::env::temp_dir().join(format!("packet-buffer-{}.bin", std::process::id()));
+        let content: Vec<u8> = (0..50_000u32).map(|i| (i % 251) as u8).collect();
+        std::fs::write(&path, &content).unwrap();
+        let mut b = OutBuf::default();
+        b.push(b"head:");
+        b.push_file(File::open(&path).unwrap(), 10, 40_000);
+        b.push(b":tail");
+        assert_eq!(b.len(), 10, "file bytes take no memory");
+        let mut out = Vec::new();
+        // A sink that takes at most 7000 bytes per call.
+        while !b.is_empty() {
+            b.flush(&mut F(|iov: &[IoSlice<'_>], _: &[BorrowedFd<'_>]| {
+                let mut n = 0;
+                for s in iov {
+                    let take = s.len().min(7000 - n);
+                    out.extend_from_slice(&s[..take]);
+                    n += take;
+                }
+                Ok(n)
+            }))
+            .unwrap();
+        }
+        let _ = std::fs::remove_file(&path);
+        let expect = [&b"head:"[..], &content[10..40_010], b":tail"].concat();
+        assert!(out == expect);
+        assert!(b.queue.is_none());
     }
 
     #[test]
@@ -286,7 +429,9 @@ mod tests {
         let mut b = OutBuf::default();
         b.push(b"abc");
         let e = b
-            .flush(|_, _| Err(io::ErrorKind::WouldBlock.into()))
+            .flush(&mut F(|_: &[IoSlice<'_>], _: &[BorrowedFd<'_>]| {
+                Err(io::ErrorKind::WouldBlock.into())
+            }))
             .unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::WouldBlock);
         assert_eq!(b.len(), 3);

@@ -181,6 +181,16 @@ impl Connection<'_> {
         self.reactor.send_data_to(self.id, data);
     }
 
+    /// Sends the whole file at `path` after what was sent before, without
+    /// reading it into memory; returns its length. See
+    /// [`Reactor::send_file`].
+    ///
+    /// # Errors
+    /// As [`Reactor::send_file`].
+    pub fn send_file(&mut self, path: impl AsRef<std::path::Path>) -> io::Result<u64> {
+        self.reactor.send_file(self.id, path)
+    }
+
     /// Closes the connection when the callback returns, dropping unwritten
     /// data. [`Handler::unbind`] follows with [`CloseReason::Local`].
     pub fn close_connection(&mut self) {

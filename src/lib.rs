@@ -30,7 +30,9 @@
 //! | `reactor` | the loop, servers, connects, deferred work |
 //! | `connection` | the handler callbacks and their context |
 //! | `buffer` | outbound queues |
+//! | [`proxy`] | connection-to-connection proxying (`proxy_incoming_to`, splice) |
 //! | [`sockopt`] | socket options, keep-alive, half-close |
+//! | `filewatch` | file change notification (`watch_file`; Linux) |
 //! | [`datagram`] | UDP sockets (`open_datagram_socket`, `send_datagram`) |
 //! | [`timer`] | the timer wheel |
 //! | [`watch`] | descriptors the user reads and writes (`watch`, `notify_readable`) |
@@ -53,10 +55,13 @@ pub mod codec;
 mod connection;
 pub mod datagram;
 pub mod defer;
+#[cfg(any(target_os = "linux", target_os = "android"))]
+pub mod filewatch;
 pub mod line;
 #[cfg(feature = "objects")]
 pub mod objects;
 pub mod process;
+pub mod proxy;
 mod reactor;
 mod slab;
 pub mod sockopt;

@@ -65,7 +65,7 @@ const DEFAULT_HIGH_WATER: usize = 1024 * 1024;
 const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// Per-connection state bits.
-mod flag {
+pub(crate) mod flag {
     pub const CONNECTING: u16 = 1 << 0;
     /// The socket may have unread input (an edge was seen and not drained).
     pub const READ_READY: u16 = 1 << 1;
@@ -92,14 +92,18 @@ mod flag {
     pub const SHUT_WRITE: u16 = 1 << 12;
     /// ...and it is shut.
     pub const SHUT_DONE: u16 = 1 << 13;
+    /// Input goes to another connection (`proxy_incoming_to`).
+    pub const PROXY_SOURCE: u16 = 1 << 14;
+    /// Receives a proxied connection's input.
+    pub const PROXY_TARGET: u16 = 1 << 15;
 }
 
 pub(crate) struct Conn {
-    sock: Socket,
+    pub(crate) sock: Socket,
     /// `None` only while one of its callbacks runs.
     handler: Option<Box<dyn Handler>>,
-    out: OutBuf,
-    flags: u16,
+    pub(crate) out: OutBuf,
+    pub(crate) flags: u16,
     high_water: u32,
     /// Loop time (ms, wrapping) of the last byte read or written.
     last_activity: u32,
@@ -110,6 +114,43 @@ pub(crate) struct Conn {
 }
 
 type Factory = Box<dyn FnMut() -> Box<dyn Handler>>;
+
+/// A connection's descriptor as the target of an outbound queue flush.
+struct ConnSink<'a> {
+    sock: &'a Socket,
+    not_socket: bool,
+}
+
+impl crate::buffer::Sink for ConnSink<'_> {
+    fn write(
+        &mut self,
+        bufs: &[IoSlice<'_>],
+        fds: &[std::os::fd::BorrowedFd<'_>],
+    ) -> io::Result<usize> {
+        if self.not_socket {
+            self.sock.write_vectored_plain(bufs)
+        } else {
+            self.sock.write_vectored_with_fds(bufs, fds)
+        }
+    }
+
+    fn send_file(&mut self, file: &File, offset: u64, len: usize) -> io::Result<usize> {
+        match self
+            .sock
+            .send_file(std::os::fd::AsFd::as_fd(file), offset, len)
+        {
+            Err(e) if e.kind() == io::ErrorKind::Unsupported => {
+                // No sendfile here: one bounded read, one write. Only what
+                // was written counts; the rest is read again next time.
+                use std::os::unix::fs::FileExt;
+                let mut buf = vec![0u8; len.min(64 * 1024)];
+                let n = file.read_at(&mut buf, offset)?;
+                self.write(&[IoSlice::new(&buf[..n])], &[])
+            }
+            other => other,
+        }
+    }
+}
 
 impl Conn {
     fn write(&self, buf: &[u8]) -> io::Result<usize> {
@@ -335,7 +376,7 @@ pub struct Reactor {
     pub(crate) selector: Selector,
     pub(crate) sources: Slab<Source>,
     /// Lent to `receive_data`; empty while lent.
-    read_buf: Vec<u8>,
+    pub(crate) read_buf: Vec<u8>,
     /// Output of the running callback to its own connection, written in one
     /// syscall when the callback returns.
     stage: Vec<u8>,
@@ -343,7 +384,7 @@ pub struct Reactor {
     current: Option<Token>,
     pending: VecDeque<(Token, Pending)>,
     /// Sources with input left after this turn's read (fairness bound).
-    ready: Vec<Token>,
+    pub(crate) ready: Vec<Token>,
     ready_spare: Vec<Token>,
     next_turn: Vec<Local>,
     shared: Arc<Shared>,
@@ -362,6 +403,11 @@ pub struct Reactor {
     /// Descriptors received with the bytes being delivered to
     /// `receive_data`.
     fd_inbox: Vec<OwnedFd>,
+    /// Proxies by source connection, and their targets.
+    pub(crate) proxies: std::collections::HashMap<Token, crate::proxy::Proxy>,
+    pub(crate) proxy_targets: std::collections::HashMap<Token, Token>,
+    /// Bytes the connection in `unbind` proxied, its proxy being gone.
+    pub(crate) unbinding_proxied: u64,
     /// Callbacks for signals routed to this reactor's waker.
     signals: Vec<(i32, Option<SignalFn>)>,
     /// The master side of the worker processes, once attached.
@@ -415,6 +461,9 @@ impl Reactor {
             periodics: Slab::new(),
             fd_inbox: Vec::new(),
             signals: Vec::new(),
+            proxies: std::collections::HashMap::new(),
+            proxy_targets: std::collections::HashMap::new(),
+            unbinding_proxied: 0,
             #[cfg(feature = "workers")]
             workers: None,
             epoch: Instant::now(),
@@ -737,6 +786,11 @@ impl Reactor {
         Ok(token)
     }
 
+    /// Whether `id` is the connection whose `unbind` is running.
+    pub(crate) fn is_unbinding(&self, id: ConnId) -> bool {
+        self.unbinding == Some(id.0)
+    }
+
     pub(crate) fn request_reconnect(&mut self, id: ConnId, addr: Addr) -> io::Result<()> {
         if self.unbinding != Some(id.0) {
             return Err(io::Error::new(
@@ -748,14 +802,14 @@ impl Reactor {
         Ok(())
     }
 
-    fn conn_mut(&mut self, token: Token) -> Option<&mut Conn> {
+    pub(crate) fn conn_mut(&mut self, token: Token) -> Option<&mut Conn> {
         match self.sources.get_mut(token) {
             Some(Source::Conn(c)) => Some(c),
             _ => None,
         }
     }
 
-    fn conn(&self, token: Token) -> Option<&Conn> {
+    pub(crate) fn conn(&self, token: Token) -> Option<&Conn> {
         match self.sources.get(token) {
             Some(Source::Conn(c)) => Some(c),
             _ => None,
@@ -771,7 +825,11 @@ impl Reactor {
         let Some(c) = self.conn_mut(token) else {
             return false;
         };
-        if c.flags & (flag::CLOSED | flag::CLOSING | flag::SHUT_WRITE) != 0 {
+        // Refused after a local close or half-close. After the *peer*
+        // closed its side (CLOSING with PEER_CLOSED) writes are still
+        // taken: the connection closes once they are out.
+        let closing_locally = c.flags & (flag::CLOSING | flag::PEER_CLOSED) == flag::CLOSING;
+        if c.flags & (flag::CLOSED | flag::SHUT_WRITE) != 0 || closing_locally {
             return false;
         }
         if data.is_empty() {
@@ -789,7 +847,14 @@ impl Reactor {
             return true;
         }
         if is_current && data.len() < DIRECT_WRITE_MIN {
+            let high = c.high_water as usize;
             self.stage.extend_from_slice(data);
+            // The handler sees staged bytes in outbound_len: the mark must
+            // see them too, or a handler pausing on its own reading of the
+            // length would wait for an outbound_drained that never comes.
+            if self.stage.len() > high {
+                self.check_water(token);
+            }
             return true;
         }
         // Large, or not the running connection: write now, staged bytes
@@ -994,6 +1059,52 @@ impl Reactor {
         let fd = std::os::fd::AsFd::as_fd(&c.sock).try_clone_to_owned()?;
         self.begin_close(id.0, CloseReason::Detached);
         Ok(fd)
+    }
+
+    /// Sends `len` bytes of `file` from `offset` to connection `id`, after
+    /// what was sent before and before what is sent after, without reading
+    /// the file into memory (`sendfile` where the OS has it; bounded reads
+    /// elsewhere). Unlike EventMachine's `send_file_data` the size is not
+    /// limited, and nothing busy-polls: the file goes out as the socket
+    /// takes it.
+    ///
+    /// # Errors
+    /// `NotConnected` for a closed or closing connection.
+    pub fn send_file_range(
+        &mut self,
+        id: ConnId,
+        file: File,
+        offset: u64,
+        len: u64,
+    ) -> io::Result<()> {
+        let token = id.0;
+        let is_current = self.current == Some(token);
+        if is_current {
+            self.flush_stage(token);
+        }
+        let Some(c) = self.conn_mut(token) else {
+            return Err(io::ErrorKind::NotConnected.into());
+        };
+        if c.flags & (flag::CLOSED | flag::CLOSING | flag::SHUT_WRITE) != 0 {
+            return Err(io::ErrorKind::NotConnected.into());
+        }
+        c.out.push_file(file, offset, len);
+        if !is_current {
+            self.flush_queue(token);
+        }
+        Ok(())
+    }
+
+    /// Sends the whole file at `path` to connection `id` (EventMachine's
+    /// `send_file_data`, of any size); returns its length.
+    ///
+    /// # Errors
+    /// The file cannot be opened, or as [`Reactor::send_file_range`].
+    pub fn send_file(&mut self, id: ConnId, path: impl AsRef<Path>) -> io::Result<u64> {
+        let file = File::open(path)?;
+        let len = file.metadata()?.len();
+        self.send_file_range(id, file, 0, len)?;
+        Ok(len)
     }
 
     /// Passes `fd` to the peer of connection `id` (a Unix socket) with the
@@ -1395,7 +1506,7 @@ impl Reactor {
         self.flush_queue(token);
     }
 
-    fn flush_stage(&mut self, token: Token) {
+    pub(crate) fn flush_stage(&mut self, token: Token) {
         if self.stage.is_empty() {
             return;
         }
@@ -1436,7 +1547,7 @@ impl Reactor {
 
     /// Applies the consequences of the outbound queue's size: water-mark
     /// callbacks, and a close that was waiting for the queue to drain.
-    fn check_water(&mut self, token: Token) {
+    pub(crate) fn check_water(&mut self, token: Token) {
         let is_current = self.current == Some(token);
         let staged = if is_current { self.stage.len() } else { 0 };
         let Some(Source::Conn(c)) = self.sources.get_mut(token) else {
@@ -1446,12 +1557,22 @@ impl Reactor {
             return;
         }
         let len = c.out.len() + staged;
+        let drained = staged == 0 && c.out.is_empty();
         // The common case, nothing queued and no mark or close pending:
         // nothing to do.
-        if len == 0 && c.flags & (flag::ABOVE_HIGH | flag::CLOSING | flag::SHUT_WRITE) == 0 {
+        let c = if c.flags & flag::PROXY_TARGET != 0 {
+            self.proxy_target_has_room(token, len);
+            match self.sources.get_mut(token) {
+                Some(Source::Conn(c)) => c,
+                _ => return,
+            }
+        } else {
+            c
+        };
+        if drained && c.flags & (flag::ABOVE_HIGH | flag::CLOSING | flag::SHUT_WRITE) == 0 {
             return;
         }
-        if len == 0
+        if drained
             && c.flags & (flag::SHUT_WRITE | flag::SHUT_DONE) == flag::SHUT_WRITE
             && !is_current
         {
@@ -1468,7 +1589,7 @@ impl Reactor {
             c.flags &= !flag::ABOVE_HIGH;
             self.pending.push_back((token, Pending::Drained));
         }
-        if len == 0 && c.flags & flag::CLOSING != 0 && !is_current {
+        if drained && c.flags & flag::CLOSING != 0 && !is_current {
             let reason = if c.flags & flag::PEER_CLOSED != 0 {
                 CloseReason::PeerClosed
             } else {
@@ -1531,10 +1652,14 @@ impl Reactor {
             return;
         };
         c.flags &= !flag::WRITE_BLOCKED;
+        // A proxy target: what is in the proxy's pipe came first.
+        if c.flags & flag::PROXY_TARGET != 0 && !self.proxy_drain_pipe(token) {
+            return;
+        }
         self.flush_queue(token);
     }
 
-    fn flush_queue(&mut self, token: Token) {
+    pub(crate) fn flush_queue(&mut self, token: Token) {
         let self_now = self.now_ms() as u32;
         let Some(c) = self.conn_mut(token) else {
             return;
@@ -1546,15 +1671,11 @@ impl Reactor {
             return;
         }
         c.last_activity = self_now;
-        let (sock, flags) = (&c.sock, c.flags);
-        let write = |iov: &[IoSlice<'_>], fds: &[std::os::fd::BorrowedFd<'_>]| {
-            if flags & flag::NOT_SOCKET != 0 {
-                sock.write_vectored_plain(iov)
-            } else {
-                sock.write_vectored_with_fds(iov, fds)
-            }
+        let mut sink = ConnSink {
+            sock: &c.sock,
+            not_socket: c.flags & flag::NOT_SOCKET != 0,
         };
-        match c.out.flush(write) {
+        match c.out.flush(&mut sink) {
             Ok(_) => {
                 if !c.out.is_empty() {
                     c.flags |= flag::WRITE_BLOCKED;
@@ -1575,6 +1696,13 @@ impl Reactor {
     }
 
     fn on_readable(&mut self, token: Token) {
+        if self
+            .conn(token)
+            .is_some_and(|c| c.flags & flag::PROXY_SOURCE != 0)
+        {
+            self.proxy_pump(token);
+            return;
+        }
         let mut buf = std::mem::take(&mut self.read_buf);
         let now = self.now_ms() as u32;
         while let Some(Source::Conn(c)) = self.sources.get_mut(token) {
@@ -1617,18 +1745,25 @@ impl Reactor {
                         break;
                     }
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    c.flags &= !flag::READ_READY;
-                    break;
-                }
                 Err(e) => {
-                    c.flags &= !flag::READ_READY;
-                    self.begin_close(token, CloseReason::from_io(e));
+                    self.read_failed(token, e);
                     break;
                 }
             }
         }
         self.read_buf = buf;
+    }
+
+    /// A read of connection `token` failed: drained (`WouldBlock`, wait for
+    /// the next edge) or broken (close with the reason).
+    pub(crate) fn read_failed(&mut self, token: Token, e: io::Error) {
+        let Some(c) = self.conn_mut(token) else {
+            return;
+        };
+        c.flags &= !flag::READ_READY;
+        if e.kind() != io::ErrorKind::WouldBlock {
+            self.begin_close(token, CloseReason::from_io(e));
+        }
     }
 
     fn accept_from(&mut self, token: Token) {
@@ -1688,7 +1823,7 @@ impl Reactor {
     }
 
     /// Marks a connection closed and queues its `unbind`.
-    fn begin_close(&mut self, token: Token, reason: CloseReason) {
+    pub(crate) fn begin_close(&mut self, token: Token, reason: CloseReason) {
         let Some(c) = self.conn_mut(token) else {
             return;
         };
@@ -1708,6 +1843,16 @@ impl Reactor {
         if let Some(key) = c.timer.take() {
             self.timers.cancel(key);
         }
+        if c.flags & flag::PROXY_SOURCE != 0 {
+            // Kept for `proxied_bytes` during unbind.
+            self.unbinding_proxied = self.proxied_bytes(ConnId(token));
+            self.end_proxy(token);
+        }
+        if c.flags & flag::PROXY_TARGET != 0 {
+            if let Some(&source) = self.proxy_targets.get(&token) {
+                self.end_proxy(source);
+            }
+        }
         let handler = c.handler.take();
         // Closing the fd removes it from the epoll set: no explicit
         // EPOLL_CTL_DEL syscall (worker processes never inherit connection
@@ -1723,6 +1868,7 @@ impl Reactor {
             &reason,
         );
         self.unbinding = None;
+        self.unbinding_proxied = 0;
         if let Some(addr) = self.reconnect_to.take() {
             // A failure to even make a socket leaves nothing to report to.
             let _ = self.connect_boxed(addr, handler);

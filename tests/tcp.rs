@@ -521,3 +521,39 @@ fn ipv6_loopback_server_and_client() {
     client.stop();
     server.stop();
 }
+
+/// Sends 200 KiB in 10 KiB pieces from one callback, with a 64 KiB mark.
+struct Burst(mpsc::Sender<&'static str>);
+
+impl Handler for Burst {
+    fn receive_data(&mut self, conn: &mut Connection<'_>, _data: &[u8]) {
+        conn.set_high_water_mark(64 * 1024);
+        for i in 0..20u8 {
+            conn.send_data(&[i; 10 * 1024]);
+        }
+    }
+    fn outbound_full(&mut self, _conn: &mut Connection<'_>) {
+        let _ = self.0.send("full");
+    }
+    fn outbound_drained(&mut self, _conn: &mut Connection<'_>) {
+        let _ = self.0.send("drained");
+    }
+}
+
+#[test]
+fn bytes_sent_within_one_callback_count_toward_the_high_water_mark() {
+    let (tx, rx) = mpsc::channel();
+    let server = spawn_reactor(move |r| {
+        let id = r.start_server("127.0.0.1:0", move || Burst(tx.clone()))?;
+        Ok(r.server_addr(id)?.as_inet().unwrap())
+    });
+    let mut c = client(server.value);
+    c.write_all(b"go").unwrap();
+    let mut got = vec![0u8; 200 * 1024];
+    c.read_exact(&mut got).unwrap();
+    // The handler saw outbound_len over the mark during its callback, so it
+    // was told so, and then told when the queue drained.
+    assert_eq!(rx.recv_timeout(util::IO_TIMEOUT).unwrap(), "full");
+    assert_eq!(rx.recv_timeout(util::IO_TIMEOUT).unwrap(), "drained");
+    server.stop();
+}

@@ -101,8 +101,9 @@ fuzz_target!(|data: &[u8]| {
             error = Some((e, offset, offset + chunk.len()));
             break;
         }
-        // Growth is paid for by bytes that arrived, not by headers' claims.
-        assert!(decoder.buffer_capacity() <= (2 * input.stream.len()).max(1));
+        // Growth is paid for by bytes that arrived, not by headers' claims
+        // (allowing for the decoder's cache-line alignment padding).
+        assert!(decoder.buffer_capacity() <= 2 * (input.stream.len() + 64));
         offset += chunk.len();
     }
 

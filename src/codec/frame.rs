@@ -131,14 +131,18 @@ enum State {
     /// Reading a header. `count` header bytes have been seen (0 at a frame
     /// boundary) and `acc` is what they add up to so far.
     Header { count: u8, acc: u64 },
-    /// The header announced `len` payload bytes; those seen so far are in
-    /// the straddle buffer.
-    Body { len: usize },
+    /// A frame is being assembled in the straddle buffer: its payload
+    /// starts after `pad` filler bytes and is complete when the buffer holds
+    /// `end` bytes.
+    Body { pad: usize, end: usize },
     /// A header was malformed; input is refused until `reset`.
     Failed(FrameError),
 }
 
 const BOUNDARY: State = State::Header { count: 0, acc: 0 };
+
+/// Cache line size: the alignment that matters to memcpy.
+const ALIGN: usize = 64;
 
 /// Outcome of feeding one header byte.
 enum Step {
@@ -150,8 +154,9 @@ enum Step {
 ///
 /// Frames lying wholly inside a chunk are lent straight out of it. A frame
 /// that straddles chunks is assembled in an internal buffer that grows only
-/// as its bytes arrive (never to the announced length up front, at most
-/// twice what has arrived) and whose allocation is reused by later frames.
+/// as its bytes arrive (never to the announced length up front; at most
+/// twice what has arrived, plus under 64 bytes of cache-line alignment) and
+/// whose allocation is reused by later frames.
 ///
 /// ```
 /// use packet::codec::{encode_frame, FrameDecoder, HeaderFormat};
@@ -268,7 +273,7 @@ impl FrameDecoder {
                     None => return Ok(()),
                 },
             },
-            State::Body { len } => match self.straddle(len, chunk, &mut on_frame) {
+            State::Body { pad, end } => match self.straddle(pad, end, chunk, &mut on_frame) {
                 Some(rest) => rest,
                 None => return Ok(()),
             },
@@ -351,36 +356,60 @@ impl FrameDecoder {
                 Some(rest)
             }
             None => {
+                // Start the frame at the same offset within a cache line as
+                // its bytes in the chunk. Later chunks then usually line up
+                // too (they follow on in memory, or are whole reads into one
+                // aligned buffer), and memcpy runs measurably faster when
+                // source and destination are mutually aligned.
+                let want = body.as_ptr() as usize % ALIGN;
+                let have = self.buf.as_ptr() as usize % ALIGN;
+                // A length this close to usize::MAX cannot be assembled
+                // anyway, but `pad + len` must not overflow.
+                let pad = if len <= usize::MAX - ALIGN {
+                    (want + ALIGN - have) % ALIGN
+                } else {
+                    0
+                };
+                let end = pad + len;
                 self.buf.clear();
-                self.state = State::Body { len };
-                self.straddle(len, body, on_frame)
+                self.buf.resize(pad, 0);
+                self.state = State::Body { pad, end };
+                self.straddle(pad, end, body, on_frame)
             }
         }
     }
 
-    /// Adds the next bytes of a straddling frame of `len` bytes; hands it
-    /// out once complete and returns the rest of the chunk.
-    fn straddle<'c, F>(&mut self, len: usize, chunk: &'c [u8], on_frame: &mut F) -> Option<&'c [u8]>
+    /// Adds the next bytes of the straddling frame that occupies
+    /// `buf[pad..end]`; hands it out once complete and returns the rest of
+    /// the chunk.
+    fn straddle<'c, F>(
+        &mut self,
+        pad: usize,
+        end: usize,
+        chunk: &'c [u8],
+        on_frame: &mut F,
+    ) -> Option<&'c [u8]>
     where
         F: FnMut(&[u8]),
     {
         let have = self.buf.len();
-        let need = len.saturating_sub(have);
+        let need = end.saturating_sub(have);
         let (part, rest) = chunk.split_at(need.min(chunk.len()));
         let want = have + part.len();
         if want > self.buf.capacity() {
             // Doubling keeps the number of reallocations logarithmic when a
-            // big frame trickles in; the cap at `len` keeps a lying header
-            // from reserving more than the bytes actually sent justify.
-            let target = want.max(have.saturating_mul(2)).min(len);
+            // big frame trickles in; the cap at the frame's end keeps a
+            // lying header from reserving more than the bytes actually sent
+            // justify.
+            let target = want.max(have.saturating_mul(2)).min(end);
             self.buf.reserve_exact(target - have);
         }
         // One copy, into capacity that was never zeroed.
         self.buf.extend_from_slice(part);
-        if self.buf.len() < len {
+        if self.buf.len() < end {
             return None;
         }
-        on_frame(&self.buf);
+        on_frame(self.buf.get(pad..).unwrap_or_default());
         self.buf.clear();
         self.state = BOUNDARY;
         Some(rest)
@@ -604,25 +633,31 @@ impl FrameEncoder {
             return Err(FrameError::PayloadTooLong { len, max });
         }
         let mut bytes = [0u8; MAX_VARINT_LEN];
-        let header_len = self.format.header_len(len);
-        match self.format {
+        let header_len = match self.format {
             HeaderFormat::Classic => {
-                let mut rest = len;
-                for digit in bytes.iter_mut().take(CLASSIC_HEADER_LEN).rev() {
-                    // `rest % 10` is below 10, so the cast cannot truncate.
-                    *digit = b'0' + (rest % 10) as u8;
-                    rest /= 10;
+                let (first, rest) = classic_digits(len);
+                bytes[0] = first;
+                for (byte, digit) in bytes[1..].iter_mut().zip(rest.to_le_bytes()) {
+                    *byte = digit;
                 }
+                CLASSIC_HEADER_LEN
             }
             HeaderFormat::Compact => {
-                let mut rest = len;
-                for byte in bytes.iter_mut().take(header_len) {
-                    // Low seven bits, continuation bit unless this is the last.
-                    *byte = (rest & 0x7f) as u8 | if rest > 0x7f { 0x80 } else { 0 };
+                let mut rest = len as u64;
+                let mut count = 0;
+                for byte in bytes.iter_mut() {
+                    count += 1;
+                    if rest < 0x80 {
+                        *byte = rest as u8;
+                        break;
+                    }
+                    // Low seven bits and the continuation bit.
+                    *byte = rest as u8 | 0x80;
                     rest >>= 7;
                 }
+                count
             }
-        }
+        };
         Ok(FrameHeader {
             bytes,
             // At most MAX_VARINT_LEN.
@@ -633,13 +668,58 @@ impl FrameEncoder {
     /// Appends one frame carrying `payload` to `out`. On error `out` is left
     /// as it was.
     pub fn encode(&self, payload: &[u8], out: &mut Vec<u8>) -> Result<(), FrameError> {
-        let header = self.header(payload.len())?;
-        let header = header.as_bytes();
-        out.reserve(header.len() + payload.len());
-        out.extend_from_slice(header);
+        let len = payload.len();
+        let max = self.max_frame_len();
+        if len > max {
+            return Err(FrameError::PayloadTooLong { len, max });
+        }
+        out.reserve(MAX_VARINT_LEN + len);
+        // Written straight from registers: going through a header array
+        // cost more than the rest of encoding a small frame (byte stores
+        // read back as words stall store forwarding).
+        match self.format {
+            HeaderFormat::Classic => {
+                let (first, rest) = classic_digits(len);
+                out.push(first);
+                out.extend_from_slice(&rest.to_le_bytes());
+            }
+            HeaderFormat::Compact => {
+                let mut rest = len as u64;
+                while rest >= 0x80 {
+                    out.push(rest as u8 | 0x80);
+                    rest >>= 7;
+                }
+                out.push(rest as u8);
+            }
+        }
         out.extend_from_slice(payload);
         Ok(())
     }
+}
+
+/// The nine ASCII digits of a Classic header for `len` (at most
+/// [`CLASSIC_MAX_FRAME_LEN`]): the first, and the other eight as a
+/// little-endian word.
+fn classic_digits(len: usize) -> (u8, u64) {
+    // Both casts are lossless within the Classic maximum.
+    let first = (len / 100_000_000) as u8;
+    (b'0' + first, eight_digits((len % 100_000_000) as u32))
+}
+
+/// The eight decimal digits of `n` (below 10^8), zero-padded, as ASCII in a
+/// little-endian word: the most significant digit in the lowest byte.
+fn eight_digits(n: u32) -> u64 {
+    let n = u64::from(n);
+    // Split in halves in two 32-bit lanes, then each lane in two 16-bit
+    // lanes (by 100), then each of those in two bytes (by 10). The
+    // multiply-shift divisions are exact for the ranges involved
+    // (below 10^4 and below 100), and the lanes never carry into each other.
+    let halves = (n / 10_000) | ((n % 10_000) << 32);
+    let hundreds = ((halves * 10_486) >> 20) & 0x0000_007F_0000_007F;
+    let quads = hundreds | ((halves - hundreds * 100) << 16);
+    let tens = ((quads * 103) >> 10) & 0x000F_000F_000F_000F;
+    let digits = tens | ((quads - tens * 10) << 8);
+    digits + 0x3030_3030_3030_3030
 }
 
 /// Appends one frame carrying `payload` to `out`, in `format`, with the

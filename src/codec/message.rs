@@ -181,6 +181,13 @@ pub fn decode_message<T: DeserializeOwned>(payload: &[u8]) -> Result<T, MessageE
 /// A malformed frame header is fatal, as for [`FrameDecoder`]; a payload
 /// that is not a valid `T` only yields an `Err` for that message.
 ///
+/// Memory use follows the input: a frame is buffered only as its bytes
+/// arrive, and serde caps what a sequence's announced length may
+/// preallocate. Postcard has no nesting limit, though, so a *recursive*
+/// message type (one containing `Box<Self>`, say) lets a hostile peer
+/// exhaust the stack with deeply nested input; keep message types
+/// non-recursive or the maximum frame length small.
+///
 /// ```
 /// use packet::codec::{encode_frame, encode_message, HeaderFormat, MessageDecoder};
 /// use serde::{Deserialize, Serialize};

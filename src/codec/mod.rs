@@ -9,7 +9,7 @@
 //!   chunks into complete frames, in order;
 //! * [`FrameEncoder`] / [`encode_frame`], which write frames;
 //! * with the `objects` feature (on by default), typed messages on top:
-//!   [`encode_message`] and [`MessageDecoder`] carry any serde type as a
+//!   `encode_message` and `MessageDecoder` carry any serde type as a
 //!   [postcard](https://docs.rs/postcard) payload inside a Compact frame.
 //!
 //! What it must never do: perform I/O (it only sees the byte slices the

@@ -844,3 +844,62 @@ pub fn process_exists(pid: i32) -> bool {
 
 /// `SIGKILL`, for [`kill`]: ends a process at once; it cannot be caught.
 pub const SIGKILL: i32 = libc::SIGKILL;
+
+/// A non-blocking, close-on-exec pipe: `(read end, write end)`.
+///
+/// # Errors
+/// Out of descriptors.
+pub fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0 as libc::c_int; 2];
+    #[cfg(not(any(target_os = "macos", target_os = "ios")))]
+    // SAFETY: `fds` has room for the two descriptors written.
+    cvt(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK) })?;
+    #[cfg(any(target_os = "macos", target_os = "ios"))]
+    {
+        // SAFETY: `fds` has room for the two descriptors written.
+        cvt(unsafe { libc::pipe(fds.as_mut_ptr()) })?;
+        for fd in fds {
+            // SAFETY: fcntl on descriptors we just made.
+            unsafe {
+                libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
+                libc::fcntl(fd, libc::F_SETFL, libc::O_NONBLOCK);
+            }
+        }
+    }
+    // SAFETY: both descriptors are fresh and owned by nobody else.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+/// Moves up to `len` bytes from `from` to `to` inside the kernel
+/// (`splice(2)`, one of them must be a pipe), without blocking.
+///
+/// # Errors
+/// `WouldBlock` when `from` is empty or `to` full; `Unsupported` where the
+/// OS has no splice.
+pub fn splice(from: BorrowedFd<'_>, to: BorrowedFd<'_>, len: usize) -> io::Result<usize> {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    {
+        let flags = libc::SPLICE_F_NONBLOCK | libc::SPLICE_F_MOVE;
+        // SAFETY: null offsets (stream positions are used); both fds are
+        // open for the call.
+        let n = cvt_r(|| unsafe {
+            libc::splice(
+                from.as_raw_fd(),
+                std::ptr::null_mut(),
+                to.as_raw_fd(),
+                std::ptr::null_mut(),
+                len,
+                flags,
+            )
+        })?;
+        Ok(n as usize)
+    }
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    {
+        let _ = (from, to, len);
+        Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "no splice on this OS",
+        ))
+    }
+}

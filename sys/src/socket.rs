@@ -106,9 +106,13 @@ impl Socket {
     /// # Errors
     /// `EMFILE`/`ENFILE` when out of descriptors, `EAFNOSUPPORT`.
     pub fn stream(domain: Domain) -> io::Result<Socket> {
+        Socket::new(domain, libc::SOCK_STREAM)
+    }
+
+    fn new(domain: Domain, ty: libc::c_int) -> io::Result<Socket> {
         #[cfg(not(any(target_os = "macos", target_os = "ios")))]
         {
-            let ty = libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC;
+            let ty = ty | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC;
             // SAFETY: socket takes no pointers; the result is checked.
             let fd = cvt(unsafe { libc::socket(domain.raw(), ty, 0) })?;
             // SAFETY: `fd` is a fresh descriptor that nothing else owns.
@@ -118,11 +122,10 @@ impl Socket {
         #[cfg(any(target_os = "macos", target_os = "ios"))]
         {
             // SAFETY: socket takes no pointers; the result is checked.
-            let fd = cvt(unsafe { libc::socket(domain.raw(), libc::SOCK_STREAM, 0) })?;
+            let fd = cvt(unsafe { libc::socket(domain.raw(), ty, 0) })?;
             // SAFETY: `fd` is a fresh descriptor that nothing else owns.
-            let s = Socket {
-                fd: unsafe { OwnedFd::from_raw_fd(fd) },
-            };
+            let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+            let s = Socket { fd };
             s.set_cloexec()?;
             s.set_nonblocking(true)?;
             s.setsockopt(libc::SOL_SOCKET, libc::SO_NOSIGPIPE, 1 as libc::c_int)?;
@@ -466,27 +469,7 @@ impl Socket {
     /// # Errors
     /// As [`Socket::stream`].
     pub fn datagram(domain: Domain) -> io::Result<Socket> {
-        #[cfg(not(any(target_os = "macos", target_os = "ios")))]
-        {
-            let ty = libc::SOCK_DGRAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC;
-            // SAFETY: socket takes no pointers; the result is checked.
-            let fd = cvt(unsafe { libc::socket(domain.raw(), ty, 0) })?;
-            // SAFETY: `fd` is a fresh descriptor that nothing else owns.
-            let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-            Ok(Socket { fd })
-        }
-        #[cfg(any(target_os = "macos", target_os = "ios"))]
-        {
-            // SAFETY: socket takes no pointers; the result is checked.
-            let fd = cvt(unsafe { libc::socket(domain.raw(), libc::SOCK_DGRAM, 0) })?;
-            // SAFETY: `fd` is a fresh descriptor that nothing else owns.
-            let s = Socket {
-                fd: unsafe { OwnedFd::from_raw_fd(fd) },
-            };
-            s.set_cloexec()?;
-            s.set_nonblocking(true)?;
-            Ok(s)
-        }
+        Socket::new(domain, libc::SOCK_DGRAM)
     }
 
     /// Receives one datagram into `buf`. Returns the bytes stored, the
@@ -564,6 +547,34 @@ impl Socket {
         SocketRef {
             sock: std::mem::ManuallyDrop::new(sock),
             _fd: std::marker::PhantomData,
+        }
+    }
+
+    /// Sends up to `count` bytes of `file` from `offset` (`sendfile(2)`),
+    /// without copying them through user space.
+    ///
+    /// # Errors
+    /// As [`Socket::write`]; `Unsupported` where this OS has no `sendfile`
+    /// with Linux's semantics (the caller then reads and writes).
+    pub fn send_file(&self, file: BorrowedFd<'_>, offset: u64, count: usize) -> io::Result<usize> {
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        {
+            let mut off = libc::off_t::try_from(offset).map_err(|_| {
+                io::Error::new(io::ErrorKind::InvalidInput, "file offset out of range")
+            })?;
+            // SAFETY: `off` is a live off_t the kernel updates; both fds are
+            // open for the call.
+            let n =
+                cvt_r(|| unsafe { libc::sendfile(self.raw(), file.as_raw_fd(), &mut off, count) })?;
+            Ok(n as usize)
+        }
+        #[cfg(not(any(target_os = "linux", target_os = "android")))]
+        {
+            let _ = (file, offset, count);
+            Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "no sendfile on this OS",
+            ))
         }
     }
 

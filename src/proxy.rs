@@ -1,0 +1,317 @@
+//! Connection-to-connection proxying: EventMachine's `proxy_incoming_to`.
+//!
+//! This module owns proxy state: which connection's input goes straight to
+//! which other connection, the pipe that carries it on Linux, the byte
+//! count, and the backpressure between the two. Bytes arriving on a proxied
+//! connection never reach its `receive_data`. On Linux, when both ends are
+//! sockets, they move with `splice(2)` through a pipe and never enter user
+//! space; elsewhere they are read into the reactor's buffer and written
+//! on. Either way the source is not read while the target's outbound queue
+//! holds more than the proxy's `bufsize` (or the pipe still holds bytes), so
+//! a slow target cannot grow memory.
+
+use std::io;
+use std::os::fd::{AsFd, OwnedFd};
+
+use packet_sys::process::{pipe, splice};
+
+use crate::connection::{CloseReason, ConnId, Connection};
+use crate::reactor::{flag, Reactor, Source};
+use crate::slab::Token;
+
+/// Bytes moved per splice or read: as much as a pipe holds by default.
+const STEP: usize = 64 * 1024;
+
+pub(crate) struct Proxy {
+    to: Token,
+    bufsize: usize,
+    bytes: u64,
+    /// `(read end, write end)` when splicing.
+    pipe: Option<(OwnedFd, OwnedFd)>,
+    /// Bytes in the pipe, not yet in the target.
+    in_pipe: usize,
+    /// The source is not being read because the target is full.
+    waiting: bool,
+}
+
+impl Reactor {
+    /// Sends everything that arrives on `from` straight to `to`, without
+    /// calling `from`'s `receive_data` (EventMachine's `proxy_incoming_to`).
+    /// `from` is not read while `to` has more than `bufsize` bytes queued.
+    /// Proxying ends with [`Reactor::stop_proxying`] or when either
+    /// connection closes. A connection may be the source of one proxy and
+    /// the target of one (both directions of a TCP proxy).
+    ///
+    /// # Errors
+    /// `NotConnected` if either connection is closed; `AlreadyExists` if
+    /// `from` is proxied already or `to` already receives a proxy.
+    pub fn proxy_incoming_to(
+        &mut self,
+        from: ConnId,
+        to: ConnId,
+        bufsize: usize,
+    ) -> io::Result<()> {
+        let (Some(f), Some(t)) = (self.conn(from.0), self.conn(to.0)) else {
+            return Err(io::ErrorKind::NotConnected.into());
+        };
+        if (f.flags | t.flags) & flag::CLOSED != 0 || from == to {
+            return Err(io::ErrorKind::NotConnected.into());
+        }
+        if f.flags & flag::PROXY_SOURCE != 0 || t.flags & flag::PROXY_TARGET != 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                "already proxying",
+            ));
+        }
+        // splice needs sockets on both ends (or a pipe) and no descriptor
+        // passing, which would lose the descriptors.
+        let plain = |flags: u16| flags & (flag::NOT_SOCKET | flag::PASS_FDS) == 0;
+        let pipe = if cfg!(any(target_os = "linux", target_os = "android"))
+            && plain(f.flags)
+            && plain(t.flags)
+        {
+            pipe().ok()
+        } else {
+            None
+        };
+        self.proxies.insert(
+            from.0,
+            Proxy {
+                to: to.0,
+                bufsize,
+                bytes: 0,
+                pipe,
+                in_pipe: 0,
+                waiting: false,
+            },
+        );
+        self.proxy_targets.insert(to.0, from.0);
+        if let Some(c) = self.conn_mut(from.0) {
+            c.flags |= flag::PROXY_SOURCE;
+            // Input already waiting raised its edge before: read it now.
+            if c.flags & flag::READ_READY != 0 {
+                self.ready.push(from.0);
+            }
+        }
+        if let Some(c) = self.conn_mut(to.0) {
+            c.flags |= flag::PROXY_TARGET;
+        }
+        Ok(())
+    }
+
+    /// Ends the proxying of `from`: bytes already taken from it still reach
+    /// the target, and later ones go to `from`'s `receive_data` again.
+    pub fn stop_proxying(&mut self, from: ConnId) {
+        self.end_proxy(from.0);
+    }
+
+    /// Bytes proxied from `from` so far (0 when not proxied).
+    pub fn proxied_bytes(&self, from: ConnId) -> u64 {
+        match self.proxies.get(&from.0) {
+            Some(p) => p.bytes,
+            None if self.is_unbinding(from) => self.unbinding_proxied,
+            None => 0,
+        }
+    }
+
+    pub(crate) fn end_proxy(&mut self, source: Token) {
+        let Some(mut p) = self.proxies.remove(&source) else {
+            return;
+        };
+        self.proxy_targets.remove(&p.to);
+        if let Some(c) = self.conn_mut(source) {
+            c.flags &= !flag::PROXY_SOURCE;
+            if c.flags & flag::READ_READY != 0 {
+                self.ready.push(source);
+            }
+        }
+        // What is still in the pipe was taken from the source: it goes to
+        // the target's queue, in order, before anything sent later.
+        if let Some((r, _w)) = p.pipe.take() {
+            let mut left = p.in_pipe;
+            let mut buf = vec![0u8; left.min(STEP)];
+            while left > 0 {
+                match packet_sys::Socket::view(r.as_fd()).read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        if let Some(c) = self.conn_mut(p.to) {
+                            c.out.push(&buf[..n]);
+                        }
+                        left -= n.min(left);
+                    }
+                }
+            }
+        }
+        if let Some(c) = self.conn_mut(p.to) {
+            c.flags &= !flag::PROXY_TARGET;
+        }
+        self.flush_queue(p.to);
+    }
+
+    /// A proxied connection is readable: move what it has to its target.
+    pub(crate) fn proxy_pump(&mut self, source: Token) {
+        let mut buf = std::mem::take(&mut self.read_buf);
+        // Fairness: a bounded number of steps per turn, then the source
+        // waits in the ready list like any connection with input left.
+        let mut steps_left = 16;
+        loop {
+            if steps_left == 0 {
+                let waiting = self.proxies.get(&source).is_some_and(|p| p.waiting);
+                if !waiting
+                    && self
+                        .conn(source)
+                        .is_some_and(|c| c.flags & flag::READ_READY != 0)
+                {
+                    self.ready.push(source);
+                }
+                break;
+            }
+            steps_left -= 1;
+            let Some(p) = self.proxies.get(&source) else {
+                break;
+            };
+            let (to, bufsize, splicing) = (p.to, p.bufsize, p.pipe.is_some());
+            let target_ok =
+                matches!(self.conn(to), Some(t) if t.flags & (flag::CLOSED | flag::CLOSING) == 0);
+            if !target_ok {
+                self.end_proxy(source);
+                break;
+            }
+            let Some(t) = self.conn(to) else { break };
+            let full = t.out.len() > bufsize
+                || p.in_pipe > 0
+                || t.flags & flag::CONNECTING != 0
+                || (splicing && t.flags & flag::WRITE_BLOCKED != 0);
+            if full {
+                if let Some(p) = self.proxies.get_mut(&source) {
+                    p.waiting = true;
+                }
+                break;
+            }
+            let Some(Source::Conn(c)) = self.sources.get_mut(source) else {
+                break;
+            };
+            if c.flags & (flag::PAUSED | flag::CLOSED | flag::CLOSING) != 0
+                || c.flags & flag::READ_READY == 0
+            {
+                break;
+            }
+            let moved = if splicing {
+                let p = self.proxies.get(&source).expect("checked");
+                let (_, w) = p.pipe.as_ref().expect("splicing");
+                splice(c.sock.as_fd(), w.as_fd(), STEP)
+            } else {
+                c.sock.read(&mut buf)
+            };
+            match moved {
+                Ok(0) => {
+                    c.flags &= !flag::READ_READY;
+                    c.flags |= flag::PEER_CLOSED | flag::CLOSING;
+                    self.check_water(source);
+                    break;
+                }
+                Ok(n) => {
+                    // A short read drains a socket; a short splice does
+                    // not (it stops when the pipe runs out of slots, or
+                    // after one chunk when non-blocking): only EAGAIN says
+                    // drained there.
+                    let short = !splicing && n < buf.len();
+                    if short && c.flags & flag::RDHUP == 0 {
+                        c.flags &= !flag::READ_READY;
+                    }
+                    if let Some(p) = self.proxies.get_mut(&source) {
+                        p.bytes += n as u64;
+                        if splicing {
+                            p.in_pipe += n;
+                        }
+                    }
+                    if splicing {
+                        self.proxy_drain_pipe(to);
+                    } else {
+                        self.send_data_to(ConnId(to), &buf[..n]);
+                    }
+                    if short {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    self.read_failed(source, e);
+                    break;
+                }
+            }
+        }
+        self.read_buf = buf;
+    }
+
+    /// Moves pipe contents into proxy target `target`. Returns whether the
+    /// pipe is empty (the target's own queue may go next).
+    pub(crate) fn proxy_drain_pipe(&mut self, target: Token) -> bool {
+        let Some(&source) = self.proxy_targets.get(&target) else {
+            return true;
+        };
+        let Some(p) = self.proxies.get_mut(&source) else {
+            return true;
+        };
+        if p.in_pipe == 0 {
+            return true;
+        }
+        let Some((r, _)) = p.pipe.as_ref() else {
+            return true;
+        };
+        let Some(Source::Conn(t)) = self.sources.get_mut(target) else {
+            return true;
+        };
+        if t.flags & (flag::WRITE_BLOCKED | flag::CONNECTING | flag::CLOSED) != 0 {
+            return false;
+        }
+        match splice(r.as_fd(), t.sock.as_fd(), p.in_pipe) {
+            Ok(n) => {
+                p.in_pipe -= n.min(p.in_pipe);
+                if p.in_pipe > 0 {
+                    t.flags |= flag::WRITE_BLOCKED;
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => t.flags |= flag::WRITE_BLOCKED,
+            Err(e) => {
+                self.begin_close(target, CloseReason::from_io(e));
+                return false;
+            }
+        }
+        p.in_pipe == 0
+    }
+
+    /// Proxy target `target` has room again: let its source be read.
+    pub(crate) fn proxy_target_has_room(&mut self, target: Token, queued: usize) {
+        let Some(&source) = self.proxy_targets.get(&target) else {
+            return;
+        };
+        let Some(p) = self.proxies.get_mut(&source) else {
+            return;
+        };
+        if p.waiting && p.in_pipe == 0 && queued <= p.bufsize {
+            p.waiting = false;
+            self.ready.push(source);
+        }
+    }
+}
+
+impl Connection<'_> {
+    /// Sends what arrives on this connection straight to `to`; see
+    /// [`Reactor::proxy_incoming_to`].
+    ///
+    /// # Errors
+    /// As [`Reactor::proxy_incoming_to`].
+    pub fn proxy_incoming_to(&mut self, to: ConnId, bufsize: usize) -> io::Result<()> {
+        self.reactor.proxy_incoming_to(self.id, to, bufsize)
+    }
+
+    /// Ends proxying from this connection; see [`Reactor::stop_proxying`].
+    pub fn stop_proxying(&mut self) {
+        self.reactor.stop_proxying(self.id);
+    }
+
+    /// Bytes proxied from this connection so far.
+    pub fn proxied_bytes(&self) -> u64 {
+        self.reactor.proxied_bytes(self.id)
+    }
+}

@@ -1,0 +1,167 @@
+//! Proxying between connections: both directions, byte counts, and a slow
+//! target that must not grow memory.
+
+mod util;
+
+use std::cell::RefCell;
+use std::io::Read;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::mpsc;
+use std::time::Duration;
+
+use packet::{CloseReason, ConnId, Connection, Handler};
+use util::{client, echo_round_trip, echo_server, pattern, spawn_reactor, IO_TIMEOUT};
+
+const BUFSIZE: usize = 128 * 1024;
+
+/// One side of a proxied pair (the shape of examples/tcp_proxy.rs), which
+/// reports the bytes it proxied when it ends.
+struct Side {
+    upstream: Option<SocketAddr>,
+    peer: Option<ConnId>,
+    report: mpsc::Sender<(bool, u64)>,
+    /// Every connection the proxy made, for the queue sampler.
+    ids: Rc<RefCell<Vec<ConnId>>>,
+}
+
+impl Handler for Side {
+    fn post_init(&mut self, conn: &mut Connection<'_>) {
+        let Some(upstream) = self.upstream else {
+            return;
+        };
+        let me = conn.id();
+        let up = conn
+            .reactor()
+            .connect(
+                upstream,
+                Side {
+                    upstream: None,
+                    peer: Some(me),
+                    report: self.report.clone(),
+                    ids: self.ids.clone(),
+                },
+            )
+            .unwrap();
+        self.peer = Some(up);
+        self.ids.borrow_mut().extend([me, up]);
+        conn.proxy_incoming_to(up, BUFSIZE).unwrap();
+        conn.reactor().proxy_incoming_to(up, me, BUFSIZE).unwrap();
+    }
+    fn receive_data(&mut self, _conn: &mut Connection<'_>, _data: &[u8]) {
+        panic!("a proxied connection's data must not reach receive_data");
+    }
+    fn unbind(&mut self, conn: &mut Connection<'_>, _reason: &CloseReason) {
+        let _ = self
+            .report
+            .send((self.upstream.is_some(), conn.proxied_bytes()));
+        if let Some(peer) = self.peer {
+            conn.reactor().close_connection(peer, true);
+        }
+    }
+}
+
+fn proxy_to(upstream: SocketAddr) -> (util::Running<SocketAddr>, mpsc::Receiver<(bool, u64)>) {
+    let (tx, rx) = mpsc::channel();
+    let proxy = spawn_reactor(move |r| {
+        let ids = Rc::new(RefCell::new(Vec::new()));
+        let id = r.start_server("127.0.0.1:0", move || Side {
+            upstream: Some(upstream),
+            peer: None,
+            report: tx.clone(),
+            ids: ids.clone(),
+        })?;
+        Ok(r.server_addr(id)?.as_inet().unwrap())
+    });
+    (proxy, rx)
+}
+
+#[test]
+fn bytes_flow_both_ways_through_the_proxy_byte_exact() {
+    let upstream = echo_server();
+    let (proxy, _rx) = proxy_to(upstream.value);
+    let clients: Vec<_> = (0..8)
+        .map(|i| {
+            let addr = proxy.value;
+            std::thread::spawn(move || {
+                let data = pattern(300 + i, 3_000_000);
+                let got = echo_round_trip(client(addr), data.clone(), false);
+                assert!(
+                    got == data,
+                    "client {i}: the echo through the proxy differs"
+                );
+            })
+        })
+        .collect();
+    for c in clients {
+        c.join().unwrap();
+    }
+    proxy.stop();
+    upstream.stop();
+}
+
+/// Sends a fixed amount as soon as connected, then closes after writing.
+struct Firehose(usize);
+
+impl Handler for Firehose {
+    fn connection_completed(&mut self, conn: &mut Connection<'_>) {
+        conn.set_high_water_mark(usize::MAX);
+        conn.send_data(&pattern(5, self.0));
+        conn.close_connection_after_writing();
+    }
+}
+
+#[test]
+fn a_slow_reader_behind_the_proxy_bounds_its_queue_and_gets_every_byte() {
+    const TOTAL: usize = 40 * 1024 * 1024;
+    let upstream = spawn_reactor(|r| {
+        let id = r.start_server("127.0.0.1:0", || Firehose(TOTAL))?;
+        Ok(r.server_addr(id)?.as_inet().unwrap())
+    });
+    let (tx, rx) = mpsc::channel();
+    let upstream_addr = upstream.value;
+    let (max_tx, max_rx) = mpsc::channel();
+    let proxy = spawn_reactor(move |r| {
+        let ids = Rc::new(RefCell::new(Vec::new()));
+        let seen = ids.clone();
+        let id = r.start_server("127.0.0.1:0", move || Side {
+            upstream: Some(upstream_addr),
+            peer: None,
+            report: tx.clone(),
+            ids: ids.clone(),
+        })?;
+        // Sample the largest outbound queue any connection of the proxy
+        // holds, every millisecond.
+        let mut max = 0usize;
+        r.add_periodic_timer(Duration::from_millis(1), move |r, _| {
+            for &c in seen.borrow().iter() {
+                max = max.max(r.outbound_len(c));
+            }
+            let _ = max_tx.send(max);
+        });
+        Ok(r.server_addr(id)?.as_inet().unwrap())
+    });
+    let mut c = client(proxy.value);
+    // Do not read for a while: the proxy must stop reading upstream.
+    std::thread::sleep(Duration::from_millis(300));
+    let mut got = Vec::with_capacity(TOTAL);
+    c.read_to_end(&mut got).unwrap();
+    assert_eq!(got.len(), TOTAL);
+    assert!(got == pattern(5, TOTAL));
+    // Both sides ended; the upstream side proxied everything.
+    let mut counts: Vec<(bool, u64)> = vec![
+        rx.recv_timeout(IO_TIMEOUT).unwrap(),
+        rx.recv_timeout(IO_TIMEOUT).unwrap(),
+    ];
+    counts.sort();
+    assert_eq!(counts, vec![(false, TOTAL as u64), (true, 0)]);
+    let max = max_rx.try_iter().last().unwrap();
+    // The queue never holds much more than the proxy's bufsize plus one
+    // step (splice moves data in the kernel and queues nothing at all).
+    assert!(
+        max <= BUFSIZE + 128 * 1024,
+        "a proxy queue reached {max} bytes"
+    );
+    proxy.stop();
+    upstream.stop();
+}
