@@ -227,7 +227,7 @@ pub trait Worker: 'static {
     fn receive_data(&mut self, ctx: &mut WorkerContext<'_, '_>, message: WorkerMessage);
 
     /// A descriptor passed with `send_fd_to_worker` (for example an
-    /// accepted client socket, which [`Reactor::adopt`] turns into a
+    /// accepted client socket, which [`Reactor::attach`] turns into a
     /// connection of this worker's reactor), with its message.
     fn receive_fd(&mut self, ctx: &mut WorkerContext<'_, '_>, fd: OwnedFd, message: WorkerMessage) {
         let _ = (ctx, fd, message);

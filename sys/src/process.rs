@@ -3,10 +3,13 @@
 //! a pidfd, a blocking `poll` for the fork server's loop, and redirecting
 //! standard output.
 //!
-//! `fork` is only offered for a process that has exactly one thread: in a
-//! multi-threaded process the child would inherit other threads' locks
+//! A bare `fork` is only offered for a process that has exactly one thread:
+//! in a multi-threaded process the child would inherit other threads' locks
 //! (malloc, stdio) held forever, which is why the worker layer forks a fork
 //! server at start-up and lets it fork the workers (ARCHITECTURE.md).
+//! [`spawn`], which execs a program right away, is safe in any process: it
+//! prepares everything before forking and the child calls only
+//! async-signal-safe functions until `execve`.
 
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
