@@ -874,7 +874,11 @@ impl Reactor {
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
             Err(e) => {
-                self.stage.clear();
+                // The stage holds the running connection's bytes: only
+                // that connection's failure drops them.
+                if is_current {
+                    self.stage.clear();
+                }
                 self.begin_close(token, CloseReason::from_io(e));
                 return true;
             }
@@ -888,7 +892,9 @@ impl Reactor {
             }
             c.flags |= flag::WRITE_BLOCKED;
         }
-        self.stage.clear();
+        if is_current {
+            self.stage.clear();
+        }
         self.check_water(token);
         true
     }
