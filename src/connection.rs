@@ -123,6 +123,17 @@ pub trait Handler: 'static {
         let _ = (conn, data);
     }
 
+    /// The peer ended its stream (it closed, or shut down its writing
+    /// side); nothing more will be read. The default closes the connection
+    /// once everything queued is written, and `unbind` follows with
+    /// [`CloseReason::PeerClosed`]. Override it to keep the connection open
+    /// — to finish replies still being computed, for a client that
+    /// half-closed after its request — and close it later; writes keep
+    /// working until then.
+    fn receive_eof(&mut self, conn: &mut Connection<'_>) {
+        conn.close_connection_after_writing();
+    }
+
     /// The connection ended; `reason` says why. The last callback of a
     /// connection; it may call [`Connection::reconnect`].
     fn unbind(&mut self, conn: &mut Connection<'_>, reason: &CloseReason) {

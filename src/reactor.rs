@@ -245,6 +245,8 @@ enum Pending {
     Init,
     /// Call `post_init` and `connection_completed` of an adopted socket.
     Adopted,
+    /// The peer ended its stream: call `receive_eof`.
+    Eof,
     Close(CloseReason),
     Full,
     Drained,
@@ -1473,6 +1475,7 @@ impl Reactor {
             match work {
                 Pending::Init => self.call(token, |h, c| h.post_init(c)),
                 Pending::Call(f) => self.call(token, f),
+                Pending::Eof => self.call(token, |h, c| h.receive_eof(c)),
                 Pending::Adopted => {
                     self.call(token, |h, c| h.post_init(c));
                     self.call(token, |h, c| h.connection_completed(c));
@@ -1712,7 +1715,7 @@ impl Reactor {
         let mut buf = std::mem::take(&mut self.read_buf);
         let now = self.now_ms() as u32;
         while let Some(Source::Conn(c)) = self.sources.get_mut(token) {
-            let blocked = flag::PAUSED | flag::CLOSED | flag::CLOSING | flag::CONNECTING;
+            let blocked = flag::PAUSED | flag::CLOSED | flag::CLOSING | flag::CONNECTING | flag::PEER_CLOSED;
             if c.flags & blocked != 0 || c.flags & flag::READ_READY == 0 {
                 break;
             }
@@ -1723,9 +1726,11 @@ impl Reactor {
             };
             match read {
                 Ok(0) => {
+                    // End of stream: no more reads; the handler decides
+                    // when to close (by default once its queue is written).
                     c.flags &= !flag::READ_READY;
-                    c.flags |= flag::PEER_CLOSED | flag::CLOSING;
-                    self.check_water(token);
+                    c.flags |= flag::PEER_CLOSED;
+                    self.pending.push_back((token, Pending::Eof));
                     break;
                 }
                 Ok(n) => {

@@ -609,3 +609,36 @@ fn regression_writing_to_another_connection_keeps_the_running_ones_output() {
     assert_eq!(&news, b"news\n");
     server.stop();
 }
+
+/// Answers after a delay, even when the client half-closed right after
+/// asking: it keeps the connection open past end of stream.
+struct LateAnswer;
+
+impl Handler for LateAnswer {
+    fn receive_data(&mut self, conn: &mut Connection<'_>, data: &[u8]) {
+        let id = conn.id();
+        let answer = [b"late: ", data].concat();
+        conn.reactor().add_timer(Duration::from_millis(50), move |r| {
+            r.send_data_to(id, &answer);
+            r.close_connection(id, true);
+        });
+    }
+    fn receive_eof(&mut self, _conn: &mut Connection<'_>) {
+        // Stay open: the answer is still being worked out.
+    }
+}
+
+#[test]
+fn a_handler_can_answer_after_the_peer_half_closed() {
+    let server = spawn_reactor(|r| {
+        let id = r.start_server("127.0.0.1:0", || LateAnswer)?;
+        Ok(r.server_addr(id)?.as_inet().unwrap())
+    });
+    let mut c = client(server.value);
+    c.write_all(b"question").unwrap();
+    c.shutdown(Shutdown::Write).unwrap();
+    let mut got = Vec::new();
+    c.read_to_end(&mut got).unwrap();
+    assert_eq!(got, b"late: question");
+    server.stop();
+}
