@@ -1715,7 +1715,8 @@ impl Reactor {
         let mut buf = std::mem::take(&mut self.read_buf);
         let now = self.now_ms() as u32;
         while let Some(Source::Conn(c)) = self.sources.get_mut(token) {
-            let blocked = flag::PAUSED | flag::CLOSED | flag::CLOSING | flag::CONNECTING | flag::PEER_CLOSED;
+            let blocked =
+                flag::PAUSED | flag::CLOSED | flag::CLOSING | flag::CONNECTING | flag::PEER_CLOSED;
             if c.flags & blocked != 0 || c.flags & flag::READ_READY == 0 {
                 break;
             }

@@ -618,10 +618,11 @@ impl Handler for LateAnswer {
     fn receive_data(&mut self, conn: &mut Connection<'_>, data: &[u8]) {
         let id = conn.id();
         let answer = [b"late: ", data].concat();
-        conn.reactor().add_timer(Duration::from_millis(50), move |r| {
-            r.send_data_to(id, &answer);
-            r.close_connection(id, true);
-        });
+        conn.reactor()
+            .add_timer(Duration::from_millis(50), move |r| {
+                r.send_data_to(id, &answer);
+                r.close_connection(id, true);
+            });
     }
     fn receive_eof(&mut self, _conn: &mut Connection<'_>) {
         // Stay open: the answer is still being worked out.
