@@ -14,7 +14,7 @@
 //! ```text
 //!            accept                 SCM_RIGHTS over the worker channel
 //!  client ──► master reactor ──detach──► send_fd_to_worker ──► worker reactor
-//!     ▲                                                          │ adopt(fd)
+//!     ▲                                                          │ attach(fd)
 //!     └────────────── bytes flow directly, master not involved ──┘
 //! ```
 //!
@@ -27,7 +27,7 @@
 //!    saying what it is (here, the client's address). The master's copy is
 //!    closed once sent.
 //! 3. The worker gets it in `Worker::receive_fd` and hands it to its own
-//!    reactor with `Reactor::adopt`: from then on the client talks to the
+//!    reactor with `Reactor::attach`: from then on the client talks to the
 //!    worker process directly, and the master only accepts.
 //!
 //! Unlike forking after `listen` and letting every process accept (the
@@ -69,7 +69,7 @@ impl Worker for Prefork {
             prefix: format!("worker {}: ", std::process::id()),
             partial: Vec::new(),
         };
-        match ctx.reactor().adopt(fd, echo) {
+        match ctx.reactor().attach(fd, echo) {
             // Goes to the master's standard error, tagged with this worker.
             Ok(_) => ctx.log(&format!("serving {peer}")),
             Err(e) => ctx.log(&format!("cannot serve {peer}: {e}")),
