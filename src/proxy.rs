@@ -105,7 +105,7 @@ impl Reactor {
         }
         // splice needs sockets on both ends (or a pipe) and no descriptor
         // passing, which would lose the descriptors.
-        let plain = |flags: u16| flags & (flag::NOT_SOCKET | flag::PASS_FDS) == 0;
+        let plain = |flags: u32| flags & (flag::NOT_SOCKET | flag::PASS_FDS) == 0;
         let pipe = if cfg!(any(target_os = "linux", target_os = "android"))
             && plain(f.flags)
             && plain(t.flags)
@@ -267,6 +267,8 @@ impl Reactor {
                     }
                     if splicing {
                         self.proxy_drain_pipe(to);
+                        // A blocked target must ask for its writable edge.
+                        self.check_water(to);
                     } else {
                         self.send_data_to(ConnId(to), &buf[..n]);
                     }
