@@ -1,0 +1,438 @@
+//! Workers that misbehave: one that stops reading its channel (asks to it
+//! fail with `WorkerError::Busy` past the channel limit, the master's
+//! memory stays bounded and it goes on serving), and ones that break the
+//! wire protocol with well-framed messages the master must refuse.
+//! `tests/workers.rs` covers kill -9 mid-request, death in `worker_init`,
+//! a garbage frame header announcing 4 GiB, and leftover processes.
+//!
+//! `harness = false`, as `tests/workers.rs`: the fork servers start at the
+//! top of `main` while the process is single-threaded, and the tests run
+//! one after another.
+
+mod util;
+
+use std::cell::RefCell;
+use std::io;
+use std::panic::AssertUnwindSafe;
+use std::rc::Rc;
+use std::sync::mpsc;
+use std::time::Duration;
+
+use packet::worker::{
+    Worker, WorkerContext, WorkerError, WorkerMessage, WorkerRegistry, WorkerSpec, Workers,
+};
+use packet::Reactor;
+use serde::{Deserialize, Serialize};
+use util::pattern;
+
+#[derive(Serialize, Deserialize, Debug)]
+enum Cmd {
+    /// Reply with these bytes.
+    Echo(Vec<u8>),
+    /// Block inside this callback for good: the worker stops reading its
+    /// channel (a worker stuck in a long computation). The test ends it
+    /// with SIGKILL.
+    Hang,
+}
+
+/// Echoes, or hangs on request.
+struct Stuck;
+impl Worker for Stuck {
+    fn receive_data(&mut self, ctx: &mut WorkerContext<'_, '_>, msg: WorkerMessage) {
+        match msg.decode::<Cmd>() {
+            Ok(Cmd::Echo(data)) => ctx.send_data(&data).unwrap(),
+            Ok(Cmd::Hang) => loop {
+                std::thread::sleep(Duration::from_secs(1));
+            },
+            Err(e) => panic!("bad command: {e}"),
+        }
+    }
+}
+
+/// Replies with the raw bytes it was given (a message of the user's type,
+/// so any bytes go): a well-formed Compact frame whose contents break the
+/// wire format.
+struct Raw;
+impl Worker for Raw {
+    fn receive_data(&mut self, ctx: &mut WorkerContext<'_, '_>, msg: WorkerMessage) {
+        let bytes: Vec<u8> = msg.decode().unwrap();
+        ctx.send_raw(&bytes);
+    }
+}
+
+/// Replies with the raw bytes it was given, then ends its process once
+/// they are written: a frame cut short by the worker's exit.
+struct RawThenExit;
+impl Worker for RawThenExit {
+    fn receive_data(&mut self, ctx: &mut WorkerContext<'_, '_>, msg: WorkerMessage) {
+        let bytes: Vec<u8> = msg.decode().unwrap();
+        ctx.send_raw(&bytes);
+        ctx.exit();
+    }
+}
+
+/// Replies plainly.
+struct Echo;
+impl Worker for Echo {
+    fn receive_data(&mut self, ctx: &mut WorkerContext<'_, '_>, msg: WorkerMessage) {
+        let data: Vec<u8> = msg.decode().unwrap();
+        ctx.send_data(&data).unwrap();
+    }
+}
+
+fn registry() -> WorkerRegistry {
+    WorkerRegistry::new()
+        .register(WorkerSpec::new("stuck", || Stuck))
+        .register(WorkerSpec::new("raw", || Raw))
+        .register(WorkerSpec::new("cut", || RawThenExit))
+        .register(WorkerSpec::new("echo", || Echo))
+}
+
+// ----- helpers (as in tests/workers.rs) -----
+
+/// Runs a reactor with `workers` attached until the test stops it, or
+/// fails after a generous bound.
+fn run(workers: Workers, setup: impl FnOnce(&mut Reactor) -> io::Result<()>) {
+    let timed_out = Rc::new(RefCell::new(false));
+    let flag = timed_out.clone();
+    Reactor::run(|r| {
+        r.add_workers(workers)?;
+        r.add_timer(Duration::from_secs(60), move |r| {
+            *flag.borrow_mut() = true;
+            r.stop();
+        });
+        setup(r)
+    })
+    .unwrap();
+    assert!(!*timed_out.borrow(), "test did not finish within 60 s");
+}
+
+/// Calls `f` once `name` runs with a process other than `not`.
+fn when_running(
+    r: &mut Reactor,
+    name: &'static str,
+    not: Option<u32>,
+    f: impl FnOnce(&mut Reactor, u32) + 'static,
+) {
+    match r.worker_pids(name).first() {
+        Some(&(_, pid)) if Some(pid) != not => f(r, pid),
+        _ => {
+            r.add_timer(Duration::from_millis(2), move |r| {
+                when_running(r, name, not, f)
+            });
+        }
+    }
+}
+
+fn rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS in /proc/self/status")
+}
+
+// ----- tests -----
+
+#[derive(Default)]
+struct StuckLog {
+    accepted: usize,
+    busy: Vec<String>,
+    rss_growth_kib: u64,
+    echo_other_worker: bool,
+    tcp_served: bool,
+    died: Vec<String>,
+    ok_while_stuck: usize,
+    served_after_restart: bool,
+}
+
+fn a_worker_that_stops_reading_makes_asks_busy_and_the_master_stays_up(workers: Workers) {
+    const ASK: usize = 1024 * 1024;
+    let log = Rc::new(RefCell::new(StuckLog::default()));
+    let out = log.clone();
+    run(workers, move |r| {
+        let echo_server = r.start_server("127.0.0.1:0", || util::Echo)?;
+        let echo_addr = r.server_addr(echo_server)?.as_inet().unwrap();
+        when_running(r, "stuck", None, move |r, stuck_pid| {
+            when_running(r, "echo", None, move |r, _| {
+                r.send_to_worker("stuck", None, &Cmd::Hang).unwrap();
+                let before = rss_kib();
+                // 1 MiB asks until the master refuses them: the worker reads
+                // none, so they pile up in the channel's outbound queue.
+                for i in 0..64u64 {
+                    let out2 = out.clone();
+                    let asked = r.ask_worker_with(
+                        "stuck",
+                        None,
+                        &Cmd::Echo(pattern(i, ASK)),
+                        move |_, reply| match reply {
+                            Ok(_) => out2.borrow_mut().ok_while_stuck += 1,
+                            Err(e) => out2.borrow_mut().died.push(e.to_string()),
+                        },
+                    );
+                    match asked {
+                        Ok(()) => out.borrow_mut().accepted += 1,
+                        Err(e @ WorkerError::Busy(_)) => {
+                            out.borrow_mut().busy.push(e.to_string());
+                            break;
+                        }
+                        Err(e) => panic!("ask {i}: {e}"),
+                    }
+                }
+                // Still refused, not queued.
+                for _ in 0..3 {
+                    match r.ask_worker_with("stuck", None, &Cmd::Echo(vec![1]), |_, _| {
+                        panic!("a refused ask must not be answered")
+                    }) {
+                        Err(e @ WorkerError::Busy(_)) => out.borrow_mut().busy.push(e.to_string()),
+                        other => panic!("expected Busy, got {other:?}"),
+                    }
+                }
+                out.borrow_mut().rss_growth_kib = rss_kib().saturating_sub(before);
+
+                // The master goes on: another worker answers, and a TCP
+                // client of the same reactor is served.
+                let out2 = out.clone();
+                r.ask_worker_with("echo", None, &b"other".to_vec(), move |_, reply| {
+                    let got: Vec<u8> = reply.unwrap().decode().unwrap();
+                    out2.borrow_mut().echo_other_worker = got == b"other";
+                })
+                .unwrap();
+                let (tx, rx) = mpsc::channel();
+                std::thread::spawn(move || {
+                    let data = pattern(5, 100_000);
+                    let got = util::echo_round_trip(util::client(echo_addr), data.clone(), false);
+                    tx.send(got == data).unwrap();
+                });
+                let out2 = out.clone();
+                wait_then(r, rx, move |r, served| {
+                    out2.borrow_mut().tcp_served = served;
+                    // End the stuck worker: every ask it holds fails, and
+                    // it is restarted (default policy) and serves again.
+                    packet_sys::process::kill(stuck_pid as i32, 9).unwrap();
+                    let out3 = out2.clone();
+                    when_running(r, "stuck", Some(stuck_pid), move |r, _| {
+                        r.ask_worker_with(
+                            "stuck",
+                            None,
+                            &Cmd::Echo(vec![7; 3]),
+                            move |r, reply| {
+                                let got: Vec<u8> = reply.unwrap().decode().unwrap();
+                                out3.borrow_mut().served_after_restart = got == [7; 3];
+                                r.stop();
+                            },
+                        )
+                        .unwrap();
+                    });
+                });
+            });
+        });
+        Ok(())
+    });
+    let log = log.borrow();
+    println!(
+        "  stuck worker: {} asks of 1 MiB accepted, then Busy ({:?}); master RSS grew {} KiB",
+        log.accepted,
+        log.busy.first(),
+        log.rss_growth_kib
+    );
+    assert!(!log.busy.is_empty(), "asks were never refused");
+    assert!(
+        log.busy.iter().all(|b| b.contains("stuck")),
+        "{:?}",
+        log.busy
+    );
+    // 16 MiB of unsent asks is the channel limit; a few more fit in the
+    // kernel's socket buffers.
+    assert!(log.accepted < 24, "{} asks of 1 MiB accepted", log.accepted);
+    assert!(
+        log.rss_growth_kib < 48 * 1024,
+        "master RSS grew {} KiB",
+        log.rss_growth_kib
+    );
+    assert!(log.echo_other_worker, "the other worker answered");
+    assert!(log.tcp_served, "the TCP client was served");
+    assert_eq!(log.ok_while_stuck, 0);
+    assert_eq!(log.died.len(), log.accepted, "every accepted ask failed");
+    assert!(
+        log.died.iter().all(|e| e.starts_with("worker stuck died")),
+        "{:?}",
+        log.died
+    );
+    assert!(log.served_after_restart, "the restarted worker serves");
+}
+
+/// Polls `rx` from the reactor (never blocking it) and calls `f` with what
+/// arrives.
+fn wait_then<T: 'static>(
+    r: &mut Reactor,
+    rx: mpsc::Receiver<T>,
+    f: impl FnOnce(&mut Reactor, T) + 'static,
+) {
+    match rx.try_recv() {
+        Ok(v) => f(r, v),
+        Err(mpsc::TryRecvError::Empty) => {
+            r.add_timer(Duration::from_millis(2), move |r| wait_then(r, rx, f));
+        }
+        Err(mpsc::TryRecvError::Disconnected) => panic!("the client thread failed"),
+    }
+}
+
+/// A Compact frame holding `body`.
+fn frame(body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    packet::codec::encode_frame(packet::codec::HeaderFormat::Compact, body, &mut out).unwrap();
+    out
+}
+
+fn protocol_violations_close_only_that_channel(workers: Workers) {
+    // Well-framed messages a worker must not send: an unknown kind, a kind
+    // only the master sends (Exit), a reply whose fields are truncated, a
+    // log line that is not UTF-8, and a frame cut short by the worker's
+    // exit. Each ask fails with `Died`; the echo worker, asked after each,
+    // still answers.
+    let cases: Vec<(&'static str, Vec<u8>)> = vec![
+        ("raw", frame(&[200])),
+        ("raw", frame(&[8])),
+        ("raw", frame(&[2, 0x80])),
+        ("raw", frame(&[5, 2, 0xff, 0xfe])),
+        ("cut", {
+            // A header announcing 60 MiB (under the channel's 64 MiB
+            // limit) and 1 KiB of it, then the process exits.
+            let mut v = Vec::new();
+            let mut len = 60u64 << 20;
+            while len >= 0x80 {
+                v.push(len as u8 | 0x80);
+                len >>= 7;
+            }
+            v.push(len as u8);
+            v.extend_from_slice(&[0u8; 1024]);
+            v
+        }),
+    ];
+    let results = Rc::new(RefCell::new(Vec::new()));
+    let out = results.clone();
+    run(workers, move |r| {
+        when_running(r, "echo", None, move |r, _| {
+            next_case(r, cases, out);
+        });
+        Ok(())
+    });
+    let results = results.borrow();
+    assert_eq!(results.len(), 5);
+    for (i, (reply, echo)) in results.iter().enumerate() {
+        println!("  violation {i}: the ask got {reply:?}; echo answered: {echo}");
+        assert!(reply.starts_with("Died"), "case {i}: {reply}");
+        assert!(echo, "case {i}: the other worker stopped answering");
+    }
+}
+
+/// Runs the violations one after another, each against a running
+/// (possibly restarted) instance.
+fn next_case(
+    r: &mut Reactor,
+    mut cases: Vec<(&'static str, Vec<u8>)>,
+    out: Rc<RefCell<Vec<(String, bool)>>>,
+) {
+    if cases.is_empty() {
+        r.stop();
+        return;
+    }
+    let (name, bytes) = cases.remove(0);
+    when_running(r, name, None, move |r, _| {
+        r.ask_worker_with(name, None, &bytes, move |r, reply| {
+            let what = match reply {
+                Ok(m) => format!("Ok({m:?})"),
+                Err(WorkerError::Died { reason, .. }) => format!("Died({reason})"),
+                Err(e) => format!("{e:?}"),
+            };
+            r.ask_worker_with("echo", None, &b"still".to_vec(), move |r, reply| {
+                let ok = reply.is_ok_and(|m| m.decode::<Vec<u8>>().unwrap() == b"still");
+                out.borrow_mut().push((what, ok));
+                next_case(r, cases, out);
+            })
+            .unwrap();
+        })
+        .unwrap();
+    });
+}
+
+// ----- runner (as in tests/workers.rs) -----
+
+type Test = (&'static str, fn(Workers));
+
+fn children_of(pid: u32) -> Vec<u32> {
+    let mut kids = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(p) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{p}/stat")) else {
+            continue;
+        };
+        if util::stat_fields(&stat)
+            .get(1)
+            .and_then(|pp| pp.parse::<u32>().ok())
+            == Some(pid)
+        {
+            kids.push(p);
+        }
+    }
+    kids
+}
+
+fn main() {
+    let tests: Vec<Test> = vec![
+        (
+            "a_worker_that_stops_reading_makes_asks_busy_and_the_master_stays_up",
+            a_worker_that_stops_reading_makes_asks_busy_and_the_master_stays_up,
+        ),
+        (
+            "protocol_violations_close_only_that_channel",
+            protocol_violations_close_only_that_channel,
+        ),
+    ];
+    let filter: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    let tests: Vec<Test> = tests
+        .into_iter()
+        .filter(|(n, _)| filter.is_empty() || filter.iter().any(|f| n.contains(f.as_str())))
+        .collect();
+    // Every fork server starts now, while this process has one thread.
+    let systems: Vec<Workers> = tests
+        .iter()
+        .map(|_| registry().start().expect("start fork server"))
+        .collect();
+    println!("running {} tests", tests.len());
+    let (mut passed, mut failed) = (0, 0);
+    for ((name, test), workers) in tests.into_iter().zip(systems) {
+        let started = std::time::Instant::now();
+        match std::panic::catch_unwind(AssertUnwindSafe(|| test(workers))) {
+            Ok(()) => {
+                passed += 1;
+                println!("test {name} ... ok ({:.1?})", started.elapsed());
+            }
+            Err(_) => {
+                failed += 1;
+                println!("test {name} ... FAILED");
+            }
+        }
+    }
+    let left = children_of(std::process::id());
+    if left.is_empty() {
+        passed += 1;
+        println!("test no_child_processes_left ... ok");
+    } else {
+        failed += 1;
+        println!("test no_child_processes_left ... FAILED: {left:?}");
+    }
+    println!();
+    println!(
+        "test result: {}. {passed} passed; {failed} failed",
+        if failed == 0 { "ok" } else { "FAILED" }
+    );
+    std::process::exit(if failed == 0 { 0 } else { 1 });
+}
