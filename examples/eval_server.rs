@@ -1,1 +1,1188 @@
-fn main() {}
+//! Eval server: the seed README's "complete case", with a safe evaluator.
+//!
+//! ```text
+//! cargo run --release --example eval_server [ADDR] [--workers N]
+//! ```
+//!
+//! Listens on 127.0.0.1:11006 unless `ADDR` is given and prints
+//! `listening on ADDR` once the server is bound and its workers run. For
+//! every line a client sends, the master asks a pool of `eval_worker`
+//! processes (2 unless `--workers N`) to evaluate it as an arithmetic
+//! expression, and writes back the result and a newline, or
+//! `error: <reason>` and a newline.
+//!
+//! # The expression language
+//!
+//! ```text
+//! expr    := term (('+' | '-') term)*
+//! term    := unary (('*' | '/' | '%') unary)*
+//! unary   := ('+' | '-')* primary
+//! primary := number | '(' expr ')'
+//! number  := digits ['.' [digits]] [exponent] | '.' digits [exponent]
+//! exponent:= ('e' | 'E') ['+' | '-'] digits
+//! ```
+//!
+//! - Whitespace is ignored; a trailing `\r` (CRLF clients) is dropped.
+//! - The usual precedence: unary signs bind tightest, then `* / %`, then
+//!   `+ -`; binary operators are left-associative (`10-4-3` is `3`).
+//! - Arithmetic is IEEE double precision (`f64`): integers are exact up to
+//!   2^53. `/` is true division (`10/4` is `2.5`).
+//! - `%` is the floored modulo of Ruby and Python: the result has the sign
+//!   of the divisor (`-7 % 3` is `2`, `7 % -3` is `-2`, `5.5 % 2` is `1.5`).
+//! - Division or modulo by zero is `error: division by zero`; a result or
+//!   literal that is not a finite number (`1e308*10`, `1e999`) is an error.
+//! - Results are printed in their shortest exact form: whole numbers without
+//!   a decimal point (`14`, and `0` for `-0`), others like `2.5` or
+//!   `0.30000000000000004`; magnitudes of 1e21 and above or below 1e-6 in
+//!   exponent notation (`1e21`, `1.5e-7`).
+//! - Syntax errors name the problem and its position (1-based, in
+//!   characters): `error: unexpected character 'f' at position 1`. A syntax
+//!   error anywhere wins over an arithmetic error (`1/0 +` is a syntax
+//!   error).
+//!
+//! Nothing is executed but arithmetic: the evaluator is a pure function. It
+//! cannot overflow its stack: parentheses nest at most [`MAX_DEPTH`] deep
+//! and unary signs are folded in a loop. A line is at most [`MAX_LINE`]
+//! bytes: a longer one, or a client sending that many bytes without a
+//! newline, gets an error and its connection is closed, so no client can
+//! grow the server's memory.
+//!
+//! # How the master keeps replies in order
+//!
+//! A pool answers out of order (the least busy instance gets each line), so
+//! every line gets a per-connection sequence number, and its ask carries a
+//! callback that files the reply under that number; replies go out in
+//! sequence order as soon as the next one is complete. Callbacks
+//! ([`Reactor::ask_worker_with`]) rather than `Handler::worker_receive` are
+//! used because an error reply (the worker died) carries nothing that says
+//! which of several outstanding asks it belongs to; the callback knows.
+//! A worker that is down gives `error: <WorkerError>` for the lines it had.
+//!
+//! Lines are taken in batches: the server evaluates the complete lines it
+//! has read (at most [`MAX_IN_FLIGHT`] at a time), and reads from the client
+//! again only once their replies are written, and while the client reads
+//! them (the outbound queue is under its high-water mark). Pausing also
+//! works around the reactor having no half-close: it closes a connection as
+//! soon as it reads the client's end of stream, which would otherwise drop
+//! the replies still due to a client like `printf '1+1\n' | nc` that shuts
+//! down its side right after sending. A last line without a newline is not
+//! evaluated.
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::io;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use packet::worker::{Worker, WorkerContext, WorkerMessage, WorkerRegistry, WorkerSpec};
+use packet::{Addr, CloseReason, ConnId, Connection, Handler, Reactor};
+
+/// The worker's registered name, as in the seed (`set_worker_name :eval_worker`).
+const WORKER: &str = "eval_worker";
+
+/// How deep parentheses may nest.
+pub const MAX_DEPTH: usize = 256;
+
+/// The longest line accepted, in bytes, without its newline.
+pub const MAX_LINE: usize = 64 * 1024;
+
+/// Lines of one connection that may be with the workers at once.
+pub const MAX_IN_FLIGHT: usize = 128;
+
+// ----- the evaluator: a pure function -----
+
+/// Why an expression has no value.
+#[derive(Debug, Clone, PartialEq)]
+pub enum EvalError {
+    /// Nothing but whitespace.
+    Empty,
+    /// The line is not UTF-8.
+    InvalidUtf8,
+    /// A character that is no part of the language.
+    UnexpectedChar {
+        /// The character.
+        ch: char,
+        /// Its 1-based position.
+        pos: usize,
+    },
+    /// A number that does not parse (`1e`, `.`).
+    MalformedNumber {
+        /// Its text.
+        text: String,
+        /// Its 1-based position.
+        pos: usize,
+    },
+    /// A number literal too large to represent (`1e999`).
+    NumberTooLarge {
+        /// Its text.
+        text: String,
+        /// Its 1-based position.
+        pos: usize,
+    },
+    /// The grammar wanted `expected` where `found` is.
+    Expected {
+        /// What would have fit.
+        expected: &'static str,
+        /// What is there (`end of line`, `'*'`, `number '2'`).
+        found: String,
+        /// Its 1-based position.
+        pos: usize,
+    },
+    /// A `(` without its `)`.
+    Unclosed {
+        /// Where the `(` is.
+        open: usize,
+        /// What is where the `)` should be.
+        found: String,
+        /// Its 1-based position.
+        pos: usize,
+    },
+    /// A `)` without a `(`.
+    Unmatched {
+        /// Its 1-based position.
+        pos: usize,
+    },
+    /// Parentheses nested deeper than [`MAX_DEPTH`].
+    TooDeep {
+        /// The position of the first `(` past the limit.
+        pos: usize,
+    },
+    /// Division or modulo by zero.
+    DivisionByZero,
+    /// A result that is not a finite number.
+    NotFinite,
+    /// A line longer than [`MAX_LINE`] bytes.
+    LineTooLong,
+}
+
+impl fmt::Display for EvalError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            EvalError::Empty => f.write_str("empty expression"),
+            EvalError::InvalidUtf8 => f.write_str("the line is not valid UTF-8"),
+            EvalError::UnexpectedChar { ch, pos } => {
+                write!(f, "unexpected character {ch:?} at position {pos}")
+            }
+            EvalError::MalformedNumber { text, pos } => {
+                write!(f, "malformed number '{text}' at position {pos}")
+            }
+            EvalError::NumberTooLarge { text, pos } => {
+                write!(f, "number '{text}' at position {pos} is too large")
+            }
+            EvalError::Expected {
+                expected,
+                found,
+                pos,
+            } => write!(f, "expected {expected} at position {pos}, found {found}"),
+            EvalError::Unclosed { open, found, pos } => write!(
+                f,
+                "expected ')' at position {pos} to close '(' at position {open}, found {found}"
+            ),
+            EvalError::Unmatched { pos } => write!(f, "unmatched ')' at position {pos}"),
+            EvalError::TooDeep { pos } => write!(
+                f,
+                "parentheses nested deeper than {MAX_DEPTH} levels at position {pos}"
+            ),
+            EvalError::DivisionByZero => f.write_str("division by zero"),
+            EvalError::NotFinite => f.write_str("result is not a finite number (overflow)"),
+            EvalError::LineTooLong => write!(f, "line longer than {MAX_LINE} bytes"),
+        }
+    }
+}
+
+impl std::error::Error for EvalError {}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Kind {
+    Num(f64),
+    Plus,
+    Minus,
+    Star,
+    Slash,
+    Percent,
+    Open,
+    Close,
+    End,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Token {
+    kind: Kind,
+    /// 0-based index of its first character.
+    start: usize,
+    /// 0-based index past its last character.
+    end: usize,
+}
+
+struct Parser<'a> {
+    src: &'a [char],
+    /// Where the lexer goes on.
+    at: usize,
+    peeked: Option<Token>,
+    depth: usize,
+    /// The first arithmetic error; reported only if the syntax is correct.
+    deferred: Option<EvalError>,
+}
+
+impl Parser<'_> {
+    fn lex(&mut self) -> Result<Token, EvalError> {
+        let src = self.src;
+        while self.at < src.len() && src[self.at].is_whitespace() {
+            self.at += 1;
+        }
+        let start = self.at;
+        let Some(&c) = src.get(start) else {
+            return Ok(Token {
+                kind: Kind::End,
+                start,
+                end: start,
+            });
+        };
+        let single = |kind| Token {
+            kind,
+            start,
+            end: start + 1,
+        };
+        let token = match c {
+            '+' => single(Kind::Plus),
+            '-' => single(Kind::Minus),
+            '*' => single(Kind::Star),
+            '/' => single(Kind::Slash),
+            '%' => single(Kind::Percent),
+            '(' => single(Kind::Open),
+            ')' => single(Kind::Close),
+            '0'..='9' | '.' => return self.number(start),
+            ch => return Err(EvalError::UnexpectedChar { ch, pos: start + 1 }),
+        };
+        self.at = token.end;
+        Ok(token)
+    }
+
+    fn number(&mut self, start: usize) -> Result<Token, EvalError> {
+        let src = self.src;
+        let digits = |mut i: usize| {
+            while i < src.len() && src[i].is_ascii_digit() {
+                i += 1;
+            }
+            i
+        };
+        let int_end = digits(start);
+        let mut end = int_end;
+        let mut valid = int_end > start;
+        if src.get(end) == Some(&'.') {
+            let frac_end = digits(end + 1);
+            valid |= frac_end > end + 1;
+            end = frac_end;
+        }
+        if valid && matches!(src.get(end), Some('e' | 'E')) {
+            let mut i = end + 1;
+            if matches!(src.get(i), Some('+' | '-')) {
+                i += 1;
+            }
+            let exp_end = digits(i);
+            valid = exp_end > i;
+            end = if valid { exp_end } else { i };
+        }
+        let text: String = src[start..end].iter().collect();
+        if !valid {
+            return Err(EvalError::MalformedNumber {
+                text,
+                pos: start + 1,
+            });
+        }
+        let value: f64 = text.parse().map_err(|_| EvalError::MalformedNumber {
+            text: text.clone(),
+            pos: start + 1,
+        })?;
+        if !value.is_finite() {
+            return Err(EvalError::NumberTooLarge {
+                text,
+                pos: start + 1,
+            });
+        }
+        self.at = end;
+        Ok(Token {
+            kind: Kind::Num(value),
+            start,
+            end,
+        })
+    }
+
+    fn peek(&mut self) -> Result<Token, EvalError> {
+        match self.peeked {
+            Some(t) => Ok(t),
+            None => {
+                let t = self.lex()?;
+                self.peeked = Some(t);
+                Ok(t)
+            }
+        }
+    }
+
+    fn bump(&mut self) {
+        self.peeked = None;
+    }
+
+    /// How a token is named in an error.
+    fn describe(&self, t: Token) -> String {
+        match t.kind {
+            Kind::End => "end of line".to_string(),
+            Kind::Num(_) => {
+                let text: String = self.src[t.start..t.end].iter().collect();
+                format!("number '{text}'")
+            }
+            _ => format!("'{}'", self.src[t.start]),
+        }
+    }
+
+    fn expected(&self, expected: &'static str, t: Token) -> EvalError {
+        EvalError::Expected {
+            expected,
+            found: self.describe(t),
+            pos: t.start + 1,
+        }
+    }
+
+    /// Keeps the first arithmetic error, and goes on parsing with NaN.
+    fn check(&mut self, value: f64) -> f64 {
+        if !value.is_finite() && self.deferred.is_none() {
+            self.deferred = Some(EvalError::NotFinite);
+        }
+        value
+    }
+
+    fn expr(&mut self) -> Result<f64, EvalError> {
+        let mut value = self.term()?;
+        loop {
+            let op = self.peek()?.kind;
+            if !matches!(op, Kind::Plus | Kind::Minus) {
+                return Ok(value);
+            }
+            self.bump();
+            let rhs = self.term()?;
+            value = self.check(if op == Kind::Plus {
+                value + rhs
+            } else {
+                value - rhs
+            });
+        }
+    }
+
+    fn term(&mut self) -> Result<f64, EvalError> {
+        let mut value = self.unary()?;
+        loop {
+            let op = self.peek()?.kind;
+            if !matches!(op, Kind::Star | Kind::Slash | Kind::Percent) {
+                return Ok(value);
+            }
+            self.bump();
+            let rhs = self.unary()?;
+            if op != Kind::Star && rhs == 0.0 {
+                self.deferred.get_or_insert(EvalError::DivisionByZero);
+                value = f64::NAN;
+                continue;
+            }
+            value = self.check(match op {
+                Kind::Star => value * rhs,
+                Kind::Slash => value / rhs,
+                _ => floored_mod(value, rhs),
+            });
+        }
+    }
+
+    /// Signs are folded in a loop: `------1` costs no stack.
+    fn unary(&mut self) -> Result<f64, EvalError> {
+        let mut negate = false;
+        loop {
+            match self.peek()?.kind {
+                Kind::Plus => self.bump(),
+                Kind::Minus => {
+                    negate = !negate;
+                    self.bump();
+                }
+                _ => break,
+            }
+        }
+        let value = self.primary()?;
+        Ok(if negate { -value } else { value })
+    }
+
+    fn primary(&mut self) -> Result<f64, EvalError> {
+        let t = self.peek()?;
+        match t.kind {
+            Kind::Num(v) => {
+                self.bump();
+                Ok(v)
+            }
+            Kind::Open => {
+                if self.depth == MAX_DEPTH {
+                    return Err(EvalError::TooDeep { pos: t.start + 1 });
+                }
+                self.depth += 1;
+                self.bump();
+                let value = self.expr()?;
+                let close = self.peek()?;
+                if close.kind != Kind::Close {
+                    return Err(EvalError::Unclosed {
+                        open: t.start + 1,
+                        found: self.describe(close),
+                        pos: close.start + 1,
+                    });
+                }
+                self.bump();
+                self.depth -= 1;
+                Ok(value)
+            }
+            _ => Err(self.expected("a number or '('", t)),
+        }
+    }
+}
+
+/// Ruby's and Python's `%`: the remainder of floored division, with the
+/// sign of the divisor. `b` is not zero.
+pub fn floored_mod(a: f64, b: f64) -> f64 {
+    let r = a % b;
+    if r != 0.0 && (r < 0.0) != (b < 0.0) {
+        r + b
+    } else {
+        r
+    }
+}
+
+/// Evaluates one expression (see the module docs for the language).
+///
+/// # Errors
+/// Any [`EvalError`] but [`EvalError::InvalidUtf8`] and
+/// [`EvalError::LineTooLong`], which concern the raw line.
+pub fn evaluate(input: &str) -> Result<f64, EvalError> {
+    let src: Vec<char> = input.chars().collect();
+    if src.iter().all(|c| c.is_whitespace()) {
+        return Err(EvalError::Empty);
+    }
+    let mut p = Parser {
+        src: &src,
+        at: 0,
+        peeked: None,
+        depth: 0,
+        deferred: None,
+    };
+    let value = p.expr()?;
+    let t = p.peek()?;
+    match t.kind {
+        Kind::End => {}
+        Kind::Close => return Err(EvalError::Unmatched { pos: t.start + 1 }),
+        _ => return Err(p.expected("an operator or end of line", t)),
+    }
+    match p.deferred {
+        Some(e) => Err(e),
+        None => Ok(value),
+    }
+}
+
+/// Formats a finite result: the shortest text that reads back as the same
+/// number, without a decimal point when whole, `0` for `-0`, and in
+/// exponent notation from 1e21 up and below 1e-6.
+pub fn format_number(x: f64) -> String {
+    if x == 0.0 {
+        return "0".to_string();
+    }
+    let abs = x.abs();
+    if (1e-6..1e21).contains(&abs) {
+        format!("{x}")
+    } else {
+        format!("{x:e}")
+    }
+}
+
+/// The reply to one raw line (without its newline): the result, or
+/// `error: <reason>`.
+pub fn answer(line: &[u8]) -> String {
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    let result = if line.len() > MAX_LINE {
+        Err(EvalError::LineTooLong)
+    } else {
+        std::str::from_utf8(line)
+            .map_err(|_| EvalError::InvalidUtf8)
+            .and_then(evaluate)
+    };
+    match result {
+        Ok(v) => format_number(v),
+        Err(e) => format!("error: {e}"),
+    }
+}
+
+// ----- the worker -----
+
+/// Evaluates the lines it is asked; runs in each worker process.
+struct EvalWorker;
+
+impl Worker for EvalWorker {
+    fn receive_data(&mut self, ctx: &mut WorkerContext<'_, '_>, message: WorkerMessage) {
+        let reply = match message.decode::<Vec<u8>>() {
+            Ok(line) => answer(&line),
+            Err(e) => format!("error: bad request: {e}"),
+        };
+        // Only an encoding failure can happen here, and a String encodes.
+        let _ = ctx.send_data(&reply);
+    }
+}
+
+// ----- the master -----
+
+/// Replies of one connection, released in sequence order.
+#[derive(Debug, Default)]
+pub struct InOrder {
+    next: u64,
+    done: BTreeMap<u64, String>,
+}
+
+impl InOrder {
+    /// Files the reply to line `seq`.
+    pub fn insert(&mut self, seq: u64, reply: String) {
+        debug_assert!(seq >= self.next, "reply {seq} came twice");
+        self.done.insert(seq, reply);
+    }
+
+    /// The next reply in order, if it is complete, with its sequence number.
+    pub fn pop(&mut self) -> Option<(u64, String)> {
+        let reply = self.done.remove(&self.next)?;
+        self.next += 1;
+        Some((self.next - 1, reply))
+    }
+
+    /// Replies filed and not yet released.
+    pub fn waiting(&self) -> usize {
+        self.done.len()
+    }
+}
+
+/// One client connection's state, shared with the callbacks of its asks.
+#[derive(Default)]
+struct Session {
+    /// Received bytes; those before `start` are consumed.
+    input: Vec<u8>,
+    start: usize,
+    next_seq: u64,
+    in_flight: usize,
+    replies: InOrder,
+    /// Close once the reply with this number is written.
+    close_after: Option<u64>,
+    /// The client is not reading: the outbound queue is over its mark.
+    outbound_full: bool,
+    /// The connection ended: nothing more is sent.
+    gone: bool,
+    /// A [`pump`] is queued for the next turn of the loop.
+    pump_scheduled: bool,
+}
+
+type Shared = Rc<RefCell<Session>>;
+
+/// What the next step of [`pump`] is.
+enum Step {
+    Ask(u64, Vec<u8>),
+    Stop,
+}
+
+impl Session {
+    /// Takes the next complete line, unless asking more must wait.
+    fn next_line(&mut self) -> Step {
+        if self.gone || self.close_after.is_some() || self.in_flight >= MAX_IN_FLIGHT {
+            return Step::Stop;
+        }
+        let pending = &self.input[self.start..];
+        match pending.iter().position(|&b| b == b'\n') {
+            Some(n) => {
+                let line = &pending[..n];
+                let line = line.strip_suffix(b"\r").unwrap_or(line);
+                if line.len() > MAX_LINE {
+                    return self.refuse_long_line();
+                }
+                let line = line.to_vec();
+                self.start += n + 1;
+                let seq = self.next_seq;
+                self.next_seq += 1;
+                Step::Ask(seq, line)
+            }
+            // No newline within the limit (plus room for a `\r`): however
+            // the line ends, it is too long.
+            None if pending.len() > MAX_LINE + 1 => self.refuse_long_line(),
+            None => Step::Stop,
+        }
+    }
+
+    fn refuse_long_line(&mut self) -> Step {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.replies
+            .insert(seq, format!("error: {}", EvalError::LineTooLong));
+        self.close_after = Some(seq);
+        self.input = Vec::new();
+        self.start = 0;
+        Step::Stop
+    }
+}
+
+/// Sends lines to the workers while allowed, writes the replies that are
+/// due in order, and pauses or resumes reading the client.
+fn pump(reactor: &mut Reactor, id: ConnId, session: &Shared) {
+    loop {
+        // The borrow ends before the reactor is called.
+        let step = session.borrow_mut().next_line();
+        let Step::Ask(seq, line) = step else { break };
+        let s = session.clone();
+        let asked = reactor.ask_worker_with(WORKER, None, &line, move |r, reply| {
+            let text = match reply.and_then(|m| Ok(m.decode::<String>()?)) {
+                Ok(text) => text,
+                Err(e) => format!("error: {e}"),
+            };
+            let schedule = {
+                let mut s = s.borrow_mut();
+                s.in_flight -= 1;
+                s.replies.insert(seq, text);
+                !std::mem::replace(&mut s.pump_scheduled, true)
+            };
+            // Not `pump` right here: this runs inside the worker channel's
+            // callback, and `Reactor::send_data_to` to the client from there
+            // drops what the channel staged (the next asks) — a library bug.
+            // From `next_turn` no connection's callback runs; it also writes
+            // all the replies one read from a worker completed at once.
+            if schedule {
+                r.next_turn(move |r| {
+                    s.borrow_mut().pump_scheduled = false;
+                    pump(r, id, &s);
+                });
+            }
+        });
+        let mut s = session.borrow_mut();
+        match asked {
+            Ok(()) => s.in_flight += 1,
+            // Not running (restarting after a crash), busy, ...
+            Err(e) => s.replies.insert(seq, format!("error: {e}")),
+        }
+    }
+
+    let mut s = session.borrow_mut();
+    if s.gone {
+        return;
+    }
+    let mut out = Vec::new();
+    let mut close = false;
+    while let Some((seq, reply)) = s.replies.pop() {
+        out.extend_from_slice(reply.as_bytes());
+        out.push(b'\n');
+        if s.close_after == Some(seq) {
+            close = true;
+            break;
+        }
+    }
+    // Compact the input once the consumed part dominates.
+    if s.start > 0 && s.start * 2 >= s.input.len() {
+        let start = s.start;
+        s.input.drain(..start);
+        s.start = 0;
+    }
+    // Reading waits while lines are with the workers: the reactor closes a
+    // connection as soon as it reads the client's end of stream (no
+    // half-close), which would drop the replies still due — `printf ... |
+    // nc` shuts down its side right after the last line. Lines that arrive
+    // meanwhile wait in the kernel and are taken as one batch afterwards.
+    let want_pause = s.in_flight > 0 || s.outbound_full || s.close_after.is_some();
+    drop(s);
+    if !out.is_empty() {
+        reactor.send_data_to(id, &out);
+    }
+    if close {
+        reactor.close_connection(id, true);
+    } else if want_pause != reactor.is_paused(id) {
+        if want_pause {
+            reactor.pause(id);
+        } else {
+            reactor.resume(id);
+        }
+    }
+}
+
+/// The master's handler of one client.
+#[derive(Default)]
+struct EvalClient {
+    session: Option<Shared>,
+}
+
+impl Handler for EvalClient {
+    fn post_init(&mut self, _conn: &mut Connection<'_>) {
+        self.session = Some(Rc::default());
+    }
+
+    fn receive_data(&mut self, conn: &mut Connection<'_>, data: &[u8]) {
+        let Some(session) = &self.session else { return };
+        {
+            let mut s = session.borrow_mut();
+            if s.close_after.is_some() {
+                return;
+            }
+            s.input.extend_from_slice(data);
+        }
+        let id = conn.id();
+        pump(conn.reactor(), id, session);
+    }
+
+    fn outbound_full(&mut self, conn: &mut Connection<'_>) {
+        if let Some(session) = &self.session {
+            session.borrow_mut().outbound_full = true;
+            let id = conn.id();
+            pump(conn.reactor(), id, session);
+        }
+    }
+
+    fn outbound_drained(&mut self, conn: &mut Connection<'_>) {
+        if let Some(session) = &self.session {
+            session.borrow_mut().outbound_full = false;
+            let id = conn.id();
+            pump(conn.reactor(), id, session);
+        }
+    }
+
+    fn unbind(&mut self, _conn: &mut Connection<'_>, _reason: &CloseReason) {
+        if let Some(session) = self.session.take() {
+            let mut s = session.borrow_mut();
+            // Replies still due are dropped when they come.
+            s.gone = true;
+            s.input = Vec::new();
+        }
+    }
+}
+
+/// Prints `listening on ADDR` once `n` workers run (or after a few seconds
+/// regardless, saying so: asks wait for workers that are still starting).
+fn announce(reactor: &mut Reactor, addr: Addr, n: usize, give_up: Instant) {
+    let pids = reactor.worker_pids(WORKER);
+    if pids.len() >= n || Instant::now() >= give_up {
+        if pids.len() < n {
+            eprintln!("warning: only {} of {n} workers are running", pids.len());
+        }
+        let pids: Vec<String> = pids.iter().map(|(id, pid)| format!("{id}={pid}")).collect();
+        eprintln!("workers: {}", pids.join(" "));
+        println!("listening on {addr}");
+    } else {
+        reactor.add_timer(Duration::from_millis(2), move |r| {
+            announce(r, addr, n, give_up)
+        });
+    }
+}
+
+fn usage() -> ! {
+    eprintln!("usage: eval_server [ADDR] [--workers N]");
+    std::process::exit(2);
+}
+
+fn main() -> io::Result<()> {
+    // Reading arguments starts no thread; the fork server must be forked
+    // before any is.
+    let mut addr = "127.0.0.1:11006".to_string();
+    let mut n = 2usize;
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--workers" => match args.next().and_then(|v| v.parse().ok()) {
+                Some(v) if v > 0 => n = v,
+                _ => usage(),
+            },
+            a if a.starts_with('-') => usage(),
+            a => addr = a.to_string(),
+        }
+    }
+
+    let workers = WorkerRegistry::new()
+        .register(WorkerSpec::new(WORKER, || EvalWorker).pool(n))
+        .start()?;
+    Reactor::run(|reactor| {
+        reactor.add_workers(workers)?;
+        let server = reactor.start_server(addr.as_str(), EvalClient::default)?;
+        let bound = reactor.server_addr(server)?;
+        announce(reactor, bound, n, Instant::now() + Duration::from_secs(5));
+        Ok(())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ok(input: &str) -> String {
+        match evaluate(input) {
+            Ok(v) => format_number(v),
+            Err(e) => panic!("{input:?} failed: {e}"),
+        }
+    }
+
+    fn err(input: &str) -> EvalError {
+        match evaluate(input) {
+            Ok(v) => panic!("{input:?} gave {v}, expected an error"),
+            Err(e) => e,
+        }
+    }
+
+    fn msg(input: &str) -> String {
+        err(input).to_string()
+    }
+
+    #[test]
+    fn the_briefs_examples() {
+        assert_eq!(answer(b"2+3*4"), "14");
+        assert_eq!(answer(b"10/4"), "2.5");
+        assert_eq!(answer(b"10/5"), "2");
+        assert_eq!(answer(b"1/0"), "error: division by zero");
+        assert_eq!(
+            answer(b"foo"),
+            "error: unexpected character 'f' at position 1"
+        );
+        assert_eq!(answer(b""), "error: empty expression");
+        assert_eq!(answer(b"-0"), "0");
+    }
+
+    #[test]
+    fn numbers() {
+        assert_eq!(ok("1"), "1");
+        assert_eq!(ok("0"), "0");
+        assert_eq!(ok("007"), "7");
+        assert_eq!(ok("2.5"), "2.5");
+        assert_eq!(ok(".5"), "0.5");
+        assert_eq!(ok("5."), "5");
+        assert_eq!(ok("1e3"), "1000");
+        assert_eq!(ok("1E3"), "1000");
+        assert_eq!(ok("2.5e-1"), "0.25");
+        assert_eq!(ok("1e+2"), "100");
+        assert_eq!(ok(".5e1"), "5");
+        assert_eq!(ok("1.e2"), "100");
+        assert_eq!(ok("9007199254740992"), "9007199254740992");
+        // Underflow to zero is a finite result.
+        assert_eq!(ok("1e-400"), "0");
+    }
+
+    #[test]
+    fn malformed_numbers() {
+        assert_eq!(msg("."), "malformed number '.' at position 1");
+        assert_eq!(msg("1e"), "malformed number '1e' at position 1");
+        assert_eq!(msg("2+1e+"), "malformed number '1e+' at position 3");
+        assert_eq!(msg(".e5"), "malformed number '.' at position 1");
+        assert_eq!(msg("1e999"), "number '1e999' at position 1 is too large");
+        // A second decimal point starts another number.
+        assert_eq!(
+            msg("1.2.3"),
+            "expected an operator or end of line at position 4, found number '.3'"
+        );
+    }
+
+    #[test]
+    fn precedence() {
+        assert_eq!(ok("2+3*4"), "14");
+        assert_eq!(ok("2*3+4"), "10");
+        assert_eq!(ok("(2+3)*4"), "20");
+        assert_eq!(ok("2*(3+4)"), "14");
+        assert_eq!(ok("1+6/3"), "3");
+        assert_eq!(ok("1+7%4"), "4");
+        assert_eq!(ok("10-2*3"), "4");
+        assert_eq!(ok("2+3*4-5/5"), "13");
+    }
+
+    #[test]
+    fn left_associativity() {
+        assert_eq!(ok("10-4-3"), "3");
+        assert_eq!(ok("100/10/5"), "2");
+        assert_eq!(ok("2*3%4"), "2");
+        assert_eq!(ok("7%4*2"), "6");
+        assert_eq!(ok("20%7%4"), "2");
+        assert_eq!(ok("8/4*2"), "4");
+        assert_eq!(ok("1-1+1"), "1");
+    }
+
+    #[test]
+    fn unary_signs() {
+        assert_eq!(ok("-1"), "-1");
+        assert_eq!(ok("+1"), "1");
+        assert_eq!(ok("--1"), "1");
+        assert_eq!(ok("---1"), "-1");
+        assert_eq!(ok("- - - -1"), "1");
+        assert_eq!(ok("+-+-1"), "1");
+        assert_eq!(ok("2--3"), "5");
+        assert_eq!(ok("2---3"), "-1");
+        assert_eq!(ok("2*-3"), "-6");
+        assert_eq!(ok("-2*-3"), "6");
+        assert_eq!(ok("-(2+3)"), "-5");
+        assert_eq!(ok("-(-(-(1)))"), "-1");
+        // Signs bind tighter than %, as in Ruby and Python: (-3) % 2.
+        assert_eq!(ok("-3%2"), "1");
+        // A long chain costs no recursion.
+        let chain = format!("{}1", "-".repeat(100_001));
+        assert_eq!(ok(&chain), "-1");
+        let chain = format!("{}1", "-".repeat(100_000));
+        assert_eq!(ok(&chain), "1");
+    }
+
+    #[test]
+    fn true_division() {
+        assert_eq!(ok("10/4"), "2.5");
+        assert_eq!(ok("1/3"), "0.3333333333333333");
+        assert_eq!(ok("-7/2"), "-3.5");
+        assert_eq!(ok("10/5"), "2");
+    }
+
+    #[test]
+    fn floored_modulo() {
+        assert_eq!(ok("7%3"), "1");
+        assert_eq!(ok("-7%3"), "2");
+        assert_eq!(ok("7%-3"), "-2");
+        assert_eq!(ok("-7%-3"), "-1");
+        assert_eq!(ok("6%3"), "0");
+        assert_eq!(ok("-6%3"), "0");
+        assert_eq!(ok("5.5%2"), "1.5");
+        assert_eq!(ok("-0.5%1"), "0.5");
+        assert_eq!(ok("0%5"), "0");
+    }
+
+    #[test]
+    fn division_by_zero() {
+        assert_eq!(err("1/0"), EvalError::DivisionByZero);
+        assert_eq!(err("1%0"), EvalError::DivisionByZero);
+        assert_eq!(err("0/0"), EvalError::DivisionByZero);
+        assert_eq!(err("1/(2-2)"), EvalError::DivisionByZero);
+        assert_eq!(err("1/-0"), EvalError::DivisionByZero);
+        assert_eq!(err("5%0.0"), EvalError::DivisionByZero);
+        assert_eq!(err("1/0*0+3"), EvalError::DivisionByZero);
+        assert_eq!(answer(b"1 % 0"), "error: division by zero");
+        // A syntax error later in the line wins.
+        assert_eq!(
+            msg("1/0+"),
+            "expected a number or '(' at position 5, found end of line"
+        );
+    }
+
+    #[test]
+    fn non_finite_results() {
+        assert_eq!(err("1e308*10"), EvalError::NotFinite);
+        assert_eq!(err("-1e308-1e308"), EvalError::NotFinite);
+        assert_eq!(err("1e300/1e-300"), EvalError::NotFinite);
+        assert_eq!(err("(1e308*10)-(1e308*10)"), EvalError::NotFinite);
+        assert_eq!(
+            answer(b"1e308+1e308"),
+            "error: result is not a finite number (overflow)"
+        );
+        // Exactly representable extremes are fine.
+        assert_eq!(ok("1e308"), "1e308");
+    }
+
+    #[test]
+    fn formatting() {
+        assert_eq!(format_number(14.0), "14");
+        assert_eq!(format_number(-0.0), "0");
+        assert_eq!(format_number(0.0), "0");
+        assert_eq!(format_number(2.5), "2.5");
+        assert_eq!(format_number(-2.5), "-2.5");
+        assert_eq!(ok("0.1+0.2"), "0.30000000000000004");
+        assert_eq!(ok("0*-1"), "0");
+        assert_eq!(ok("-0*5"), "0");
+        assert_eq!(ok("1e20"), "100000000000000000000");
+        assert_eq!(ok("1e21"), "1e21");
+        assert_eq!(ok("-1.5e21"), "-1.5e21");
+        assert_eq!(ok("0.000001"), "0.000001");
+        assert_eq!(ok("0.00000015"), "1.5e-7");
+        assert_eq!(
+            ok("123456789012345678901234567890"),
+            "1.2345678901234568e29"
+        );
+    }
+
+    #[test]
+    fn whitespace() {
+        assert_eq!(ok(" 2 + 3 * 4 "), "14");
+        assert_eq!(ok("\t2\t*\t3"), "6");
+        assert_eq!(ok("( 1 )"), "1");
+        assert_eq!(answer(b"2+2\r"), "4");
+        assert_eq!(err("   "), EvalError::Empty);
+        assert_eq!(answer(b"\r"), "error: empty expression");
+        assert_eq!(
+            msg("1 2"),
+            "expected an operator or end of line at position 3, found number '2'"
+        );
+    }
+
+    #[test]
+    fn syntax_errors_name_the_problem_and_position() {
+        assert_eq!(msg("foo"), "unexpected character 'f' at position 1");
+        assert_eq!(msg("2+x"), "unexpected character 'x' at position 3");
+        assert_eq!(msg("2 ^ 3"), "unexpected character '^' at position 3");
+        assert_eq!(msg("1x"), "unexpected character 'x' at position 2");
+        assert_eq!(
+            msg("2+"),
+            "expected a number or '(' at position 3, found end of line"
+        );
+        assert_eq!(
+            msg("*2"),
+            "expected a number or '(' at position 1, found '*'"
+        );
+        assert_eq!(
+            msg("2*/3"),
+            "expected a number or '(' at position 3, found '/'"
+        );
+        assert_eq!(
+            msg("()"),
+            "expected a number or '(' at position 2, found ')'"
+        );
+        assert_eq!(
+            msg("(1"),
+            "expected ')' at position 3 to close '(' at position 1, found end of line"
+        );
+        assert_eq!(
+            msg("((1)"),
+            "expected ')' at position 5 to close '(' at position 1, found end of line"
+        );
+        assert_eq!(
+            msg("(1 2)"),
+            "expected ')' at position 4 to close '(' at position 1, found number '2'"
+        );
+        assert_eq!(msg("1)"), "unmatched ')' at position 2");
+        assert_eq!(
+            msg(")"),
+            "expected a number or '(' at position 1, found ')'"
+        );
+        assert_eq!(
+            msg("2(3)"),
+            "expected an operator or end of line at position 2, found '('"
+        );
+        // Positions count characters, not bytes.
+        assert_eq!(msg("é+1"), "unexpected character 'é' at position 1");
+        assert_eq!(msg("1+é"), "unexpected character 'é' at position 3");
+        assert_eq!(msg("1 + 2²"), "unexpected character '²' at position 6");
+        // No code is run: anything but arithmetic is a syntax error.
+        assert_eq!(
+            msg("system('ls')"),
+            "unexpected character 's' at position 1"
+        );
+        assert_eq!(answer(b"\xff\xfe"), "error: the line is not valid UTF-8");
+    }
+
+    #[test]
+    fn the_leftmost_error_wins() {
+        assert_eq!(msg("1/0 + x"), "unexpected character 'x' at position 7");
+        assert_eq!(msg("x + 1e"), "unexpected character 'x' at position 1");
+    }
+
+    #[test]
+    fn nesting_depth_is_bounded() {
+        let nested = |n: usize| format!("{}1{}", "(".repeat(n), ")".repeat(n));
+        assert_eq!(ok(&nested(MAX_DEPTH)), "1");
+        assert_eq!(
+            err(&nested(MAX_DEPTH + 1)),
+            EvalError::TooDeep { pos: MAX_DEPTH + 1 }
+        );
+        assert_eq!(
+            msg(&nested(MAX_DEPTH + 1)),
+            "parentheses nested deeper than 256 levels at position 257"
+        );
+        // Far deeper input, as long as a line may be, fails the same way
+        // instead of overflowing the stack.
+        let deep = "(".repeat(MAX_LINE);
+        assert_eq!(err(&deep), EvalError::TooDeep { pos: MAX_DEPTH + 1 });
+        // Depth is nesting, not the number of parentheses.
+        let wide = vec!["(1)"; 1000].join("+");
+        assert_eq!(ok(&wide), "1000");
+        let mixed = format!("{}-1{}", "(-".repeat(MAX_DEPTH), ")".repeat(MAX_DEPTH));
+        assert_eq!(ok(&mixed), "-1");
+    }
+
+    #[test]
+    fn long_lines() {
+        let long = vec![b'1'; MAX_LINE + 1];
+        assert_eq!(answer(&long), "error: line longer than 65536 bytes");
+        // A long, valid sum just under the limit.
+        let sum = vec!["1"; MAX_LINE / 2].join("+");
+        assert!(sum.len() <= MAX_LINE);
+        assert_eq!(answer(sum.as_bytes()), (MAX_LINE / 2).to_string());
+    }
+
+    #[test]
+    fn replies_are_released_in_order() {
+        let mut r = InOrder::default();
+        r.insert(2, "c".into());
+        r.insert(1, "b".into());
+        assert_eq!(r.pop(), None);
+        assert_eq!(r.waiting(), 2);
+        r.insert(0, "a".into());
+        assert_eq!(r.pop(), Some((0, "a".into())));
+        assert_eq!(r.pop(), Some((1, "b".into())));
+        assert_eq!(r.pop(), Some((2, "c".into())));
+        assert_eq!(r.pop(), None);
+        r.insert(3, "d".into());
+        assert_eq!(r.pop(), Some((3, "d".into())));
+    }
+
+    fn feed(s: &mut Session, data: &[u8]) -> Vec<(u64, Vec<u8>)> {
+        s.input.extend_from_slice(data);
+        let mut asked = Vec::new();
+        while let Step::Ask(seq, line) = s.next_line() {
+            s.in_flight += 1;
+            asked.push((seq, line));
+        }
+        asked
+    }
+
+    #[test]
+    fn lines_are_split_numbered_and_stripped_of_cr() {
+        let mut s = Session::default();
+        assert_eq!(feed(&mut s, b"1+1\n2*"), [(0, b"1+1".to_vec())]);
+        assert_eq!(
+            feed(&mut s, b"3\r\n\n4"),
+            [(1, b"2*3".to_vec()), (2, b"".to_vec())]
+        );
+        assert_eq!(s.close_after, None);
+        assert_eq!(&s.input[s.start..], b"4");
+    }
+
+    #[test]
+    fn a_line_at_the_limit_is_asked() {
+        let mut s = Session::default();
+        let mut line = vec![b'1'; MAX_LINE];
+        line.extend_from_slice(b"\r\n");
+        assert_eq!(feed(&mut s, &line).len(), 1);
+        assert_eq!(s.close_after, None);
+    }
+
+    #[test]
+    fn a_long_line_gets_an_error_and_closes() {
+        let mut s = Session::default();
+        let mut data = b"1\n".to_vec();
+        data.extend(vec![b'1'; MAX_LINE + 1]);
+        data.extend_from_slice(b"\n2\n");
+        assert_eq!(feed(&mut s, &data), [(0, b"1".to_vec())]);
+        assert_eq!(s.close_after, Some(1));
+        assert!(s.input.is_empty(), "the buffer is freed");
+        s.replies.insert(0, "1".into());
+        assert_eq!(s.replies.pop(), Some((0, "1".into())));
+        assert_eq!(
+            s.replies.pop(),
+            Some((1, "error: line longer than 65536 bytes".into()))
+        );
+    }
+
+    #[test]
+    fn a_client_never_sending_a_newline_is_cut_off() {
+        let mut s = Session::default();
+        for _ in 0..(MAX_LINE / 1024) {
+            assert!(feed(&mut s, &[b'7'; 1024]).is_empty());
+            assert_eq!(s.close_after, None);
+        }
+        assert!(feed(&mut s, b"77").is_empty());
+        assert_eq!(s.close_after, Some(0));
+        assert!(s.input.is_empty());
+    }
+
+    #[test]
+    fn asks_stop_at_the_in_flight_limit() {
+        let mut s = Session::default();
+        let data = b"1\n".repeat(MAX_IN_FLIGHT + 10);
+        assert_eq!(feed(&mut s, &data).len(), MAX_IN_FLIGHT);
+        s.in_flight -= 3;
+        assert_eq!(feed(&mut s, b"").len(), 3);
+    }
+}

@@ -123,6 +123,17 @@ pub trait Handler: 'static {
         let _ = (conn, data);
     }
 
+    /// The peer ended its stream (it closed, or shut down its writing
+    /// side); nothing more will be read. The default closes the connection
+    /// once everything queued is written, and `unbind` follows with
+    /// [`CloseReason::PeerClosed`]. Override it to keep the connection open
+    /// — to finish replies still being computed, for a client that
+    /// half-closed after its request — and close it later; writes keep
+    /// working until then.
+    fn receive_eof(&mut self, conn: &mut Connection<'_>) {
+        conn.close_connection_after_writing();
+    }
+
     /// The connection ended; `reason` says why. The last callback of a
     /// connection; it may call [`Connection::reconnect`].
     fn unbind(&mut self, conn: &mut Connection<'_>, reason: &CloseReason) {
@@ -134,8 +145,13 @@ pub trait Handler: 'static {
     /// `worker_receive`: it always reaches the handler instance that asked;
     /// if the connection closed meanwhile, the reply is dropped.
     #[cfg(feature = "workers")]
-    fn worker_receive(&mut self, conn: &mut Connection<'_>, reply: crate::worker::WorkerReply) {
-        let _ = (conn, reply);
+    fn worker_receive(
+        &mut self,
+        conn: &mut Connection<'_>,
+        ask: crate::worker::AskId,
+        reply: crate::worker::WorkerReply,
+    ) {
+        let _ = (conn, ask, reply);
     }
 
     /// The outbound queue grew past the connection's high-water mark (see
@@ -276,7 +292,8 @@ impl Connection<'_> {
     }
 
     /// Asks worker `name` (the least busy instance of a pool); the reply
-    /// comes to [`Handler::worker_receive`] of this handler.
+    /// comes to [`Handler::worker_receive`] of this handler with the id
+    /// returned here.
     ///
     /// # Errors
     /// The worker is not registered or not running, its channel is full, or
@@ -286,7 +303,7 @@ impl Connection<'_> {
         &mut self,
         name: &str,
         message: &T,
-    ) -> Result<(), crate::worker::WorkerError> {
+    ) -> Result<crate::worker::AskId, crate::worker::WorkerError> {
         self.ask_worker_keyed(name, None, message)
     }
 
@@ -300,7 +317,7 @@ impl Connection<'_> {
         name: &str,
         key: Option<&str>,
         message: &T,
-    ) -> Result<(), crate::worker::WorkerError> {
+    ) -> Result<crate::worker::AskId, crate::worker::WorkerError> {
         let payload = crate::worker::WorkerMessage::encode(message)?;
         self.reactor
             .ask_worker_from(self.id, name, key, payload.as_bytes())

@@ -32,12 +32,14 @@
 //! | `buffer` | outbound queues |
 //! | [`proxy`] | connection-to-connection proxying (`proxy_incoming_to`, splice) |
 //! | [`sockopt`] | socket options, keep-alive, half-close |
+//! | `filewatch` | file change notification (`watch_file`; Linux) |
 //! | [`datagram`] | UDP sockets (`open_datagram_socket`, `send_datagram`) |
 //! | [`timer`] | the timer wheel |
 //! | [`watch`] | descriptors the user reads and writes (`watch`, `notify_readable`) |
 //! | [`codec`] | frames and typed messages |
 //! | [`channel`] | in-reactor publish/subscribe (`Channel`) and work queues (`Queue`) |
 //! | [`defer`] | blocking work on a thread pool, results back on the reactor (`Defer`) |
+//! | [`process`] | child processes: `popen`, `system`, `watch_process` |
 //! | [`line`](mod@line) | lines and counted binary blocks over connections (`LineText2`) |
 //! | [`objects`] | typed objects over connections (`send_object`) |
 //! | [`worker`] | worker processes: fork server, asks, proxies, supervision |
@@ -53,9 +55,12 @@ pub mod codec;
 mod connection;
 pub mod datagram;
 pub mod defer;
+#[cfg(any(target_os = "linux", target_os = "android"))]
+pub mod filewatch;
 pub mod line;
 #[cfg(feature = "objects")]
 pub mod objects;
+pub mod process;
 pub mod proxy;
 mod reactor;
 mod slab;

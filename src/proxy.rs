@@ -9,6 +9,46 @@
 //! on. Either way the source is not read while the target's outbound queue
 //! holds more than the proxy's `bufsize` (or the pipe still holds bytes), so
 //! a slow target cannot grow memory.
+//!
+//! ```
+//! use packet::{Connection, Handler, Reactor};
+//!
+//! // An echo upstream, and a front door that proxies every client to it.
+//! struct Echo;
+//! impl Handler for Echo {
+//!     fn receive_data(&mut self, conn: &mut Connection<'_>, data: &[u8]) {
+//!         conn.send_data(data);
+//!     }
+//! }
+//! struct Front(std::net::SocketAddr);
+//! impl Handler for Front {
+//!     fn post_init(&mut self, conn: &mut Connection<'_>) {
+//!         let me = conn.id();
+//!         let up = conn.reactor().connect(self.0, Echo).unwrap();
+//!         conn.proxy_incoming_to(up, 64 * 1024).unwrap();
+//!         conn.reactor().proxy_incoming_to(up, me, 64 * 1024).unwrap();
+//!     }
+//! }
+//! struct Client;
+//! impl Handler for Client {
+//!     fn connection_completed(&mut self, conn: &mut Connection<'_>) {
+//!         conn.send_data(b"through the proxy");
+//!     }
+//!     fn receive_data(&mut self, conn: &mut Connection<'_>, data: &[u8]) {
+//!         assert_eq!(data, b"through the proxy");
+//!         conn.reactor().stop();
+//!     }
+//! }
+//!
+//! Reactor::run(|r| {
+//!     let echo = r.start_server("127.0.0.1:0", || Echo)?;
+//!     let echo = r.server_addr(echo)?.as_inet().unwrap();
+//!     let front = r.start_server("127.0.0.1:0", move || Front(echo))?;
+//!     r.connect(r.server_addr(front)?.as_inet().unwrap(), Client)?;
+//!     Ok(())
+//! })?;
+//! # Ok::<(), std::io::Error>(())
+//! ```
 
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
@@ -65,7 +105,7 @@ impl Reactor {
         }
         // splice needs sockets on both ends (or a pipe) and no descriptor
         // passing, which would lose the descriptors.
-        let plain = |flags: u16| flags & (flag::NOT_SOCKET | flag::PASS_FDS) == 0;
+        let plain = |flags: u32| flags & (flag::NOT_SOCKET | flag::PASS_FDS) == 0;
         let pipe = if cfg!(any(target_os = "linux", target_os = "android"))
             && plain(f.flags)
             && plain(t.flags)
@@ -227,6 +267,8 @@ impl Reactor {
                     }
                     if splicing {
                         self.proxy_drain_pipe(to);
+                        // A blocked target must ask for its writable edge.
+                        self.check_water(to);
                     } else {
                         self.send_data_to(ConnId(to), &buf[..n]);
                     }
@@ -234,13 +276,8 @@ impl Reactor {
                         break;
                     }
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    c.flags &= !flag::READ_READY;
-                    break;
-                }
                 Err(e) => {
-                    c.flags &= !flag::READ_READY;
-                    self.begin_close(source, CloseReason::from_io(e));
+                    self.read_failed(source, e);
                     break;
                 }
             }

@@ -66,36 +66,41 @@ const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// Per-connection state bits.
 pub(crate) mod flag {
-    pub const CONNECTING: u16 = 1 << 0;
+    pub const CONNECTING: u32 = 1 << 0;
     /// The socket may have unread input (an edge was seen and not drained).
-    pub const READ_READY: u16 = 1 << 1;
+    pub const READ_READY: u32 = 1 << 1;
     /// The peer shut down its side; reads go on until they return 0.
-    pub const RDHUP: u16 = 1 << 2;
+    pub const RDHUP: u32 = 1 << 2;
     /// The kernel send buffer is full; wait for the next writable edge.
-    pub const WRITE_BLOCKED: u16 = 1 << 3;
-    pub const PAUSED: u16 = 1 << 4;
+    pub const WRITE_BLOCKED: u32 = 1 << 3;
+    pub const PAUSED: u32 = 1 << 4;
     /// Close once the outbound queue is empty.
-    pub const CLOSING: u16 = 1 << 5;
+    pub const CLOSING: u32 = 1 << 5;
     /// A close is queued: no more I/O or callbacks but `unbind`.
-    pub const CLOSED: u16 = 1 << 6;
+    pub const CLOSED: u32 = 1 << 6;
     /// End of stream was read.
-    pub const PEER_CLOSED: u16 = 1 << 7;
+    pub const PEER_CLOSED: u32 = 1 << 7;
     /// `outbound_full` was reported and `outbound_drained` not yet.
-    pub const ABOVE_HIGH: u16 = 1 << 8;
+    pub const ABOVE_HIGH: u32 = 1 << 8;
     /// A TCP socket, as opposed to a Unix-domain one.
-    pub const TCP: u16 = 1 << 9;
+    pub const TCP: u32 = 1 << 9;
     /// Reads collect passed descriptors (`SCM_RIGHTS`).
-    pub const PASS_FDS: u16 = 1 << 10;
+    pub const PASS_FDS: u32 = 1 << 10;
     /// A pipe or other non-socket: plain `write`, no `send` flags.
-    pub const NOT_SOCKET: u16 = 1 << 11;
+    pub const NOT_SOCKET: u32 = 1 << 11;
     /// `close_write` was asked: shut the write side once the queue drains.
-    pub const SHUT_WRITE: u16 = 1 << 12;
+    pub const SHUT_WRITE: u32 = 1 << 12;
     /// ...and it is shut.
-    pub const SHUT_DONE: u16 = 1 << 13;
+    pub const SHUT_DONE: u32 = 1 << 13;
     /// Input goes to another connection (`proxy_incoming_to`).
-    pub const PROXY_SOURCE: u16 = 1 << 14;
+    pub const PROXY_SOURCE: u32 = 1 << 14;
     /// Receives a proxied connection's input.
-    pub const PROXY_TARGET: u16 = 1 << 15;
+    pub const PROXY_TARGET: u32 = 1 << 15;
+    /// `EPOLLOUT` is in the registration. Always for TCP; for Unix sockets
+    /// and pipes only while connecting or while a write is blocked, because
+    /// their peers raise a writable edge on every read they make, which
+    /// would wake the loop once per message for nothing.
+    pub const WANT_WRITE: u32 = 1 << 16;
 }
 
 pub(crate) struct Conn {
@@ -103,7 +108,7 @@ pub(crate) struct Conn {
     /// `None` only while one of its callbacks runs.
     handler: Option<Box<dyn Handler>>,
     pub(crate) out: OutBuf,
-    pub(crate) flags: u16,
+    pub(crate) flags: u32,
     high_water: u32,
     /// Loop time (ms, wrapping) of the last byte read or written.
     last_activity: u32,
@@ -245,6 +250,8 @@ enum Pending {
     Init,
     /// Call `post_init` and `connection_completed` of an adopted socket.
     Adopted,
+    /// The peer ended its stream: call `receive_eof`.
+    Eof,
     Close(CloseReason),
     Full,
     Drained,
@@ -758,9 +765,15 @@ impl Reactor {
         &mut self,
         sock: Socket,
         handler: Box<dyn Handler>,
-        flags: u16,
+        flags: u32,
     ) -> io::Result<Token> {
         let high_water = self.default_high_water.min(u32::MAX as usize) as u32;
+        let always_write = flags & (flag::TCP | flag::CONNECTING) != 0;
+        let flags = if always_write {
+            flags | flag::WANT_WRITE
+        } else {
+            flags
+        };
         let token = self.sources.insert(Source::Conn(Conn {
             sock,
             handler: Some(handler),
@@ -774,7 +787,11 @@ impl Reactor {
         let Some(Source::Conn(c)) = self.sources.get(token) else {
             unreachable!()
         };
-        let interest = Interest::READABLE | Interest::WRITABLE;
+        let interest = if always_write {
+            Interest::READABLE | Interest::WRITABLE
+        } else {
+            Interest::READABLE
+        };
         if let Err(e) = self
             .selector
             .register(std::os::fd::AsFd::as_fd(&c.sock), token, interest)
@@ -874,7 +891,11 @@ impl Reactor {
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
             Err(e) => {
-                self.stage.clear();
+                // The stage holds the running connection's bytes: only
+                // that connection's failure drops them.
+                if is_current {
+                    self.stage.clear();
+                }
                 self.begin_close(token, CloseReason::from_io(e));
                 return true;
             }
@@ -888,7 +909,9 @@ impl Reactor {
             }
             c.flags |= flag::WRITE_BLOCKED;
         }
-        self.stage.clear();
+        if is_current {
+            self.stage.clear();
+        }
         self.check_water(token);
         true
     }
@@ -1467,6 +1490,7 @@ impl Reactor {
             match work {
                 Pending::Init => self.call(token, |h, c| h.post_init(c)),
                 Pending::Call(f) => self.call(token, f),
+                Pending::Eof => self.call(token, |h, c| h.receive_eof(c)),
                 Pending::Adopted => {
                     self.call(token, |h, c| h.post_init(c));
                     self.call(token, |h, c| h.connection_completed(c));
@@ -1569,6 +1593,19 @@ impl Reactor {
         } else {
             c
         };
+        if c.flags & (flag::WRITE_BLOCKED | flag::WANT_WRITE) == flag::WRITE_BLOCKED {
+            // A blocked write on a socket registered without EPOLLOUT: ask
+            // for the writable edge now (re-registering also reports it at
+            // once if there is room already, so no wake-up is lost).
+            let both = Interest::READABLE | Interest::WRITABLE;
+            if self
+                .selector
+                .reregister(std::os::fd::AsFd::as_fd(&c.sock), token, both)
+                .is_ok()
+            {
+                c.flags |= flag::WANT_WRITE;
+            }
+        }
         if drained && c.flags & (flag::ABOVE_HIGH | flag::CLOSING | flag::SHUT_WRITE) == 0 {
             return;
         }
@@ -1588,6 +1625,9 @@ impl Reactor {
         } else if len <= high / 2 && c.flags & flag::ABOVE_HIGH != 0 {
             c.flags &= !flag::ABOVE_HIGH;
             self.pending.push_back((token, Pending::Drained));
+            // outbound_drained may produce more (a stream after the peer's
+            // half-close): the close waits for the check that follows it.
+            return;
         }
         if drained && c.flags & flag::CLOSING != 0 && !is_current {
             let reason = if c.flags & flag::PEER_CLOSED != 0 {
@@ -1657,6 +1697,27 @@ impl Reactor {
             return;
         }
         self.flush_queue(token);
+        self.disarm_write(token);
+    }
+
+    /// Takes EPOLLOUT out of a non-TCP connection's registration once it
+    /// has nothing left to write (see `flag::WANT_WRITE`).
+    fn disarm_write(&mut self, token: Token) {
+        let Some(Source::Conn(c)) = self.sources.get_mut(token) else {
+            return;
+        };
+        let busy =
+            flag::TCP | flag::CONNECTING | flag::WRITE_BLOCKED | flag::CLOSED | flag::PROXY_TARGET;
+        if c.flags & flag::WANT_WRITE == 0 || c.flags & busy != 0 || !c.out.is_empty() {
+            return;
+        }
+        if self
+            .selector
+            .reregister(std::os::fd::AsFd::as_fd(&c.sock), token, Interest::READABLE)
+            .is_ok()
+        {
+            c.flags &= !flag::WANT_WRITE;
+        }
     }
 
     pub(crate) fn flush_queue(&mut self, token: Token) {
@@ -1706,10 +1767,12 @@ impl Reactor {
         let mut buf = std::mem::take(&mut self.read_buf);
         let now = self.now_ms() as u32;
         while let Some(Source::Conn(c)) = self.sources.get_mut(token) {
-            let blocked = flag::PAUSED | flag::CLOSED | flag::CLOSING | flag::CONNECTING;
+            let blocked =
+                flag::PAUSED | flag::CLOSED | flag::CLOSING | flag::CONNECTING | flag::PEER_CLOSED;
             if c.flags & blocked != 0 || c.flags & flag::READ_READY == 0 {
                 break;
             }
+            let fds_before = self.fd_inbox.len();
             let read = if c.flags & flag::PASS_FDS != 0 {
                 c.sock.read_with_fds(&mut buf, &mut self.fd_inbox)
             } else {
@@ -1717,9 +1780,11 @@ impl Reactor {
             };
             match read {
                 Ok(0) => {
+                    // End of stream: no more reads; the handler decides
+                    // when to close (by default once its queue is written).
                     c.flags &= !flag::READ_READY;
-                    c.flags |= flag::PEER_CLOSED | flag::CLOSING;
-                    self.check_water(token);
+                    c.flags |= flag::PEER_CLOSED;
+                    self.pending.push_back((token, Pending::Eof));
                     break;
                 }
                 Ok(n) => {
@@ -1728,9 +1793,10 @@ impl Reactor {
                     // A short read drained the socket: new data raises a new
                     // edge. After a half-close no edge comes, so read on to
                     // the end of stream. A Unix socket read stops early after
-                    // bytes that carried descriptors, with more queued
-                    // behind them: there, only EAGAIN says drained.
-                    let more = full || c.flags & (flag::RDHUP | flag::PASS_FDS) != 0;
+                    // bytes that carried descriptors, with more queued behind
+                    // them: after such a read, only EAGAIN says drained.
+                    let got_fds = self.fd_inbox.len() > fds_before;
+                    let more = full || c.flags & flag::RDHUP != 0 || got_fds;
                     if !more {
                         c.flags &= !flag::READ_READY;
                     }
@@ -1745,18 +1811,25 @@ impl Reactor {
                         break;
                     }
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    c.flags &= !flag::READ_READY;
-                    break;
-                }
                 Err(e) => {
-                    c.flags &= !flag::READ_READY;
-                    self.begin_close(token, CloseReason::from_io(e));
+                    self.read_failed(token, e);
                     break;
                 }
             }
         }
         self.read_buf = buf;
+    }
+
+    /// A read of connection `token` failed: drained (`WouldBlock`, wait for
+    /// the next edge) or broken (close with the reason).
+    pub(crate) fn read_failed(&mut self, token: Token, e: io::Error) {
+        let Some(c) = self.conn_mut(token) else {
+            return;
+        };
+        c.flags &= !flag::READ_READY;
+        if e.kind() != io::ErrorKind::WouldBlock {
+            self.begin_close(token, CloseReason::from_io(e));
+        }
     }
 
     fn accept_from(&mut self, token: Token) {

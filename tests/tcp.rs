@@ -557,3 +557,89 @@ fn bytes_sent_within_one_callback_count_toward_the_high_water_mark() {
     assert_eq!(rx.recv_timeout(util::IO_TIMEOUT).unwrap(), "drained");
     server.stop();
 }
+
+/// Answers its own client, then tells every other member, in one callback.
+struct ReplyThenBroadcast(std::rc::Rc<std::cell::RefCell<Vec<ConnId>>>);
+
+impl Handler for ReplyThenBroadcast {
+    fn post_init(&mut self, conn: &mut Connection<'_>) {
+        self.0.borrow_mut().push(conn.id());
+    }
+    fn receive_data(&mut self, conn: &mut Connection<'_>, data: &[u8]) {
+        conn.send_data(b"ack\n");
+        let me = conn.id();
+        let others: Vec<ConnId> = self
+            .0
+            .borrow()
+            .iter()
+            .copied()
+            .filter(|&m| m != me)
+            .collect();
+        for other in others {
+            conn.reactor().send_data_to(other, data);
+        }
+    }
+}
+
+#[test]
+fn regression_writing_to_another_connection_keeps_the_running_ones_output() {
+    // A write to another connection used to clear the bytes the running
+    // callback had just sent to its own connection.
+    let server = spawn_reactor(|r| {
+        let members = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
+        let id = r.start_server("127.0.0.1:0", move || ReplyThenBroadcast(members.clone()))?;
+        Ok(r.server_addr(id)?.as_inet().unwrap())
+    });
+    let mut a = client(server.value);
+    let mut b = client(server.value);
+    // b must be a member before a speaks: a round trip proves it.
+    b.write_all(b"hi\n").unwrap();
+    let mut ack = [0u8; 4];
+    b.read_exact(&mut ack).unwrap();
+    let mut hi = [0u8; 3];
+    a.read_exact(&mut hi).unwrap();
+    a.write_all(b"news\n").unwrap();
+    a.read_exact(&mut ack).unwrap();
+    assert_eq!(
+        &ack, b"ack\n",
+        "the speaker's own reply survived the broadcast"
+    );
+    let mut news = [0u8; 5];
+    b.read_exact(&mut news).unwrap();
+    assert_eq!(&news, b"news\n");
+    server.stop();
+}
+
+/// Answers after a delay, even when the client half-closed right after
+/// asking: it keeps the connection open past end of stream.
+struct LateAnswer;
+
+impl Handler for LateAnswer {
+    fn receive_data(&mut self, conn: &mut Connection<'_>, data: &[u8]) {
+        let id = conn.id();
+        let answer = [b"late: ", data].concat();
+        conn.reactor()
+            .add_timer(Duration::from_millis(50), move |r| {
+                r.send_data_to(id, &answer);
+                r.close_connection(id, true);
+            });
+    }
+    fn receive_eof(&mut self, _conn: &mut Connection<'_>) {
+        // Stay open: the answer is still being worked out.
+    }
+}
+
+#[test]
+fn a_handler_can_answer_after_the_peer_half_closed() {
+    let server = spawn_reactor(|r| {
+        let id = r.start_server("127.0.0.1:0", || LateAnswer)?;
+        Ok(r.server_addr(id)?.as_inet().unwrap())
+    });
+    let mut c = client(server.value);
+    c.write_all(b"question").unwrap();
+    c.shutdown(Shutdown::Write).unwrap();
+    let mut got = Vec::new();
+    c.read_to_end(&mut got).unwrap();
+    assert_eq!(got, b"late: question");
+    server.stop();
+}

@@ -18,7 +18,7 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use packet::worker::{
-    FromWorker, Replier, RestartPolicy, Worker, WorkerContext, WorkerError, WorkerId,
+    AskId, FromWorker, Replier, RestartPolicy, Worker, WorkerContext, WorkerError, WorkerId,
     WorkerMessage, WorkerProxy, WorkerRegistry, WorkerReply, WorkerSpec, Workers,
 };
 use packet::{Connection, Handler, Reactor};
@@ -246,7 +246,7 @@ impl Handler for AskPerLine {
             conn.ask_worker("pool", &line).unwrap();
         }
     }
-    fn worker_receive(&mut self, conn: &mut Connection<'_>, reply: WorkerReply) {
+    fn worker_receive(&mut self, conn: &mut Connection<'_>, _ask: AskId, reply: WorkerReply) {
         let data: Vec<u8> = reply.unwrap().decode().unwrap();
         conn.send_data(&data);
     }

@@ -18,8 +18,8 @@ use serde::Serialize;
 
 use super::wire::{Envelope, MAX_MESSAGE};
 use super::{
-    FromWorker, MessageHook, ProxyFactory, RestartPolicy, WorkerError, WorkerId, WorkerMessage,
-    WorkerProxy, WorkerReply, Workers,
+    AskId, FromWorker, MessageHook, ProxyFactory, RestartPolicy, WorkerError, WorkerId,
+    WorkerMessage, WorkerProxy, WorkerReply, Workers,
 };
 use crate::codec::{FrameDecoder, HeaderFormat};
 use crate::connection::{CloseReason, ConnId, Connection, Handler};
@@ -92,7 +92,9 @@ type ReplyCallback = Box<dyn FnOnce(&mut Reactor, WorkerReply)>;
 
 /// Who waits for the reply to an ask.
 enum Asker {
-    Conn(ConnId),
+    /// A connection's `ask_worker`: the reply goes to its `worker_receive`
+    /// with the ask's id.
+    Conn(ConnId, AskId),
     Callback(ReplyCallback),
     /// Another worker's `ask_worker`: the reply goes back on its channel
     /// under its own id.
@@ -136,6 +138,8 @@ pub(crate) struct Master {
     asks: HashMap<u64, Ask>,
     results: HashMap<WorkerId, WorkerMessage>,
     shutting_down: bool,
+    /// Turns taken among equally busy pool instances.
+    turn: usize,
 }
 
 impl Drop for Master {
@@ -160,19 +164,41 @@ impl Master {
     }
 
     /// The instance an ask for `name`/`key` goes to.
-    fn pick(&self, name: &str, key: Option<&str>) -> Result<WorkerId, WorkerError> {
+    /// The instance an ask for `name`/`key` goes to. A pool picks the least
+    /// busy instance, and takes turns among equally busy ones (asks that
+    /// expect no reply, and passed descriptors, never count as busy).
+    /// `running_only`: a descriptor can only go to an instance whose
+    /// channel exists.
+    fn pick(
+        &mut self,
+        name: &str,
+        key: Option<&str>,
+        running_only: bool,
+    ) -> Result<WorkerId, WorkerError> {
         let spec = self
             .spec(name)
             .ok_or_else(|| WorkerError::NotRegistered(name.to_string()))?;
-        let live = |i: &Instance| matches!(i.state, State::Starting | State::Running);
+        let live = |i: &Instance| match i.state {
+            State::Running => true,
+            State::Starting => !running_only,
+            _ => false,
+        };
         if key.is_none() && spec.pooled {
-            return self
+            let mut candidates: Vec<(&WorkerId, usize)> = self
                 .instances
                 .iter()
                 .filter(|(id, i)| id.name == name && live(i))
-                .min_by_key(|(id, i)| (i.outstanding, id.key.clone()))
-                .map(|(id, _)| id.clone())
-                .ok_or_else(|| WorkerError::NotRunning(name.to_string()));
+                .map(|(id, i)| (id, i.outstanding))
+                .collect();
+            let least = candidates
+                .iter()
+                .map(|c| c.1)
+                .min()
+                .ok_or_else(|| WorkerError::NotRunning(name.to_string()))?;
+            candidates.retain(|c| c.1 == least);
+            candidates.sort();
+            self.turn = self.turn.wrapping_add(1);
+            return Ok(candidates[self.turn % candidates.len()].0.clone());
         }
         let id = WorkerId {
             name: name.to_string(),
@@ -243,7 +269,7 @@ impl Master {
         payload: &[u8],
         fd: Option<OwnedFd>,
     ) -> Result<u64, (WorkerError, Asker)> {
-        let id = match self.pick(name, key) {
+        let id = match self.pick(name, key, fd.is_some()) {
             Ok(id) => id,
             Err(e) => return Err((e, asker)),
         };
@@ -260,6 +286,10 @@ impl Master {
         } else {
             self.next_id += 1;
             self.next_id
+        };
+        let asker = match asker {
+            Asker::Conn(conn, _) => Asker::Conn(conn, AskId(ask_id)),
+            other => other,
         };
         let mut frame = Vec::new();
         match fd {
@@ -515,8 +545,8 @@ fn with_master<R>(
 fn deliver(reactor: &mut Reactor, deliveries: Vec<Delivery>) {
     for d in deliveries {
         match d {
-            Delivery::Reply(Asker::Conn(conn), reply) => {
-                reactor.defer_call(conn, move |h, c| h.worker_receive(c, reply));
+            Delivery::Reply(Asker::Conn(conn, ask), reply) => {
+                reactor.defer_call(conn, move |h, c| h.worker_receive(c, ask, reply));
             }
             Delivery::Reply(Asker::Callback(f), reply) => f(reactor, reply),
             Delivery::Reply(Asker::Worker { channel, id }, reply) => {
@@ -814,6 +844,7 @@ impl Reactor {
             asks: HashMap::new(),
             results: HashMap::new(),
             shutting_down: false,
+            turn: 0,
         }));
         for (id, options) in auto {
             let started = with_master(self, |m, r| m.start_instance(r, id, options));
@@ -910,6 +941,7 @@ impl Reactor {
             payload.as_bytes(),
             None,
         )
+        .map(|_| ())
     }
 
     /// Sends `message` to worker `name` without waiting for a reply.
@@ -924,6 +956,7 @@ impl Reactor {
     ) -> Result<(), WorkerError> {
         let payload = WorkerMessage::encode(message)?;
         self.ask_raw(Asker::Nobody, name, key, payload.as_bytes(), None)
+            .map(|_| ())
     }
 
     /// Passes `fd` (for example an accepted client socket) to worker `name`
@@ -942,6 +975,7 @@ impl Reactor {
     ) -> Result<(), WorkerError> {
         let payload = WorkerMessage::encode(message)?;
         self.ask_raw(Asker::Nobody, name, key, payload.as_bytes(), Some(fd))
+            .map(|_| ())
     }
 
     pub(crate) fn ask_worker_from(
@@ -950,8 +984,9 @@ impl Reactor {
         name: &str,
         key: Option<&str>,
         payload: &[u8],
-    ) -> Result<(), WorkerError> {
-        self.ask_raw(Asker::Conn(conn), name, key, payload, None)
+    ) -> Result<AskId, WorkerError> {
+        self.ask_raw(Asker::Conn(conn, AskId(0)), name, key, payload, None)
+            .map(AskId)
     }
 
     fn ask_raw(
@@ -961,10 +996,10 @@ impl Reactor {
         key: Option<&str>,
         payload: &[u8],
         fd: Option<OwnedFd>,
-    ) -> Result<(), WorkerError> {
+    ) -> Result<u64, WorkerError> {
         match with_master(self, |m, r| m.ask(r, asker, name, key, payload, fd)) {
             None => Err(WorkerError::NoWorkers),
-            Some(Ok(_)) => Ok(()),
+            Some(Ok(id)) => Ok(id),
             Some(Err((e, _))) => Err(e),
         }
     }

@@ -30,7 +30,7 @@
 //! # Example
 //!
 //! ```no_run
-//! use packet::worker::{Worker, WorkerContext, WorkerMessage, WorkerRegistry, WorkerSpec, WorkerReply};
+//! use packet::worker::{AskId, Worker, WorkerContext, WorkerMessage, WorkerRegistry, WorkerSpec, WorkerReply};
 //! use packet::{Connection, Handler, Reactor};
 //!
 //! struct Upcase;
@@ -49,7 +49,7 @@
 //!             conn.send_data(format!("error: {e}\n").as_bytes());
 //!         }
 //!     }
-//!     fn worker_receive(&mut self, conn: &mut Connection<'_>, reply: WorkerReply) {
+//!     fn worker_receive(&mut self, conn: &mut Connection<'_>, _ask: AskId, reply: WorkerReply) {
 //!         match reply.and_then(|m| Ok(m.decode::<String>()?)) {
 //!             Ok(text) => conn.send_data(text.as_bytes()),
 //!             Err(e) => conn.send_data(format!("error: {e}\n").as_bytes()),
@@ -99,6 +99,12 @@ pub fn fuzz_decode_wire(frame: &[u8]) -> Result<(), WireError> {
 
 /// What an ask gets back: the worker's reply, or why there is none.
 pub type WorkerReply = Result<WorkerMessage, WorkerError>;
+
+/// Identifies one `ask_worker` of a connection, so that
+/// [`crate::Handler::worker_receive`] can match replies (which may arrive
+/// in any order, or as errors) to the asks they answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct AskId(pub(crate) u64);
 
 /// A message to or from a worker: the postcard encoding of some `serde`
 /// value, decoded by whoever knows its type.
@@ -235,7 +241,7 @@ pub trait Worker: 'static {
     fn receive_data(&mut self, ctx: &mut WorkerContext<'_, '_>, message: WorkerMessage);
 
     /// A descriptor passed with `send_fd_to_worker` (for example an
-    /// accepted client socket, which [`Reactor::adopt`] turns into a
+    /// accepted client socket, which [`Reactor::attach`] turns into a
     /// connection of this worker's reactor), with its message.
     fn receive_fd(&mut self, ctx: &mut WorkerContext<'_, '_>, fd: OwnedFd, message: WorkerMessage) {
         let _ = (ctx, fd, message);

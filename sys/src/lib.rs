@@ -74,6 +74,8 @@ compile_error!("packet-sys supports Linux/Android (epoll) and the BSDs/macOS (kq
 mod socket;
 pub use socket::{Addr, Domain, Socket, SocketRef, MAX_FDS_PER_MESSAGE};
 
+#[cfg(any(target_os = "linux", target_os = "android"))]
+pub mod inotify;
 pub mod process;
 
 /// Socket option levels and names for `set_int_option`/`int_option`.

@@ -3,10 +3,13 @@
 //! a pidfd, a blocking `poll` for the fork server's loop, and redirecting
 //! standard output.
 //!
-//! `fork` is only offered for a process that has exactly one thread: in a
-//! multi-threaded process the child would inherit other threads' locks
+//! A bare `fork` is only offered for a process that has exactly one thread:
+//! in a multi-threaded process the child would inherit other threads' locks
 //! (malloc, stdio) held forever, which is why the worker layer forks a fork
 //! server at start-up and lets it fork the workers (ARCHITECTURE.md).
+//! [`spawn`], which execs a program right away, is safe in any process: it
+//! prepares everything before forking and the child calls only
+//! async-signal-safe functions until `execve`.
 
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
@@ -301,6 +304,549 @@ pub fn set_nofile_soft_limit(soft: u64) -> io::Result<()> {
     cvt(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) })?;
     Ok(())
 }
+
+// ----- starting programs: fork + execve in a multi-threaded process -----
+
+use std::ffi::{CString, OsStr, OsString};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+/// Where one standard stream of a program started with [`spawn`] comes
+/// from.
+#[derive(Debug, Clone, Copy)]
+pub enum Stdio<'a> {
+    /// The parent's descriptor of the same number, shared.
+    Inherit,
+    /// `/dev/null`, read and write.
+    Null,
+    /// This descriptor (for example one end of a socketpair). The child gets
+    /// a copy; the caller keeps its own and should close it once `spawn`
+    /// returns, or the other end never sees end of stream.
+    Fd(BorrowedFd<'a>),
+}
+
+/// How [`spawn`] starts a program: its standard streams and environment.
+#[derive(Debug, Clone)]
+pub struct SpawnOptions<'a> {
+    stdio: [Stdio<'a>; 3],
+    clear_env: bool,
+    /// Changes to the environment, in order: `None` removes the variable.
+    env: Vec<(OsString, Option<OsString>)>,
+}
+
+impl Default for SpawnOptions<'_> {
+    fn default() -> Self {
+        SpawnOptions {
+            stdio: [Stdio::Inherit; 3],
+            clear_env: false,
+            env: Vec::new(),
+        }
+    }
+}
+
+impl<'a> SpawnOptions<'a> {
+    /// Standard input, output and error inherited, and the parent's
+    /// environment.
+    pub fn new() -> SpawnOptions<'a> {
+        SpawnOptions::default()
+    }
+
+    /// Where standard input comes from.
+    pub fn stdin(mut self, stdio: Stdio<'a>) -> SpawnOptions<'a> {
+        self.stdio[0] = stdio;
+        self
+    }
+
+    /// Where standard output goes.
+    pub fn stdout(mut self, stdio: Stdio<'a>) -> SpawnOptions<'a> {
+        self.stdio[1] = stdio;
+        self
+    }
+
+    /// Where standard error goes.
+    pub fn stderr(mut self, stdio: Stdio<'a>) -> SpawnOptions<'a> {
+        self.stdio[2] = stdio;
+        self
+    }
+
+    /// Sets variable `key` to `value` in the child's environment.
+    pub fn env(mut self, key: impl Into<OsString>, value: impl Into<OsString>) -> SpawnOptions<'a> {
+        self.env.push((key.into(), Some(value.into())));
+        self
+    }
+
+    /// Removes variable `key` from the child's environment.
+    pub fn env_remove(mut self, key: impl Into<OsString>) -> SpawnOptions<'a> {
+        self.env.push((key.into(), None));
+        self
+    }
+
+    /// Starts the child's environment empty instead of from the parent's;
+    /// variables set with [`SpawnOptions::env`] are still added.
+    pub fn env_clear(mut self) -> SpawnOptions<'a> {
+        self.clear_env = true;
+        self.env.clear();
+        self
+    }
+
+    /// The child's environment: the parent's (read now, under std's
+    /// environment lock) unless cleared, with the changes applied.
+    fn environment(&self) -> io::Result<Vec<(OsString, OsString)>> {
+        let mut vars: Vec<(OsString, OsString)> = if self.clear_env {
+            Vec::new()
+        } else {
+            std::env::vars_os().collect()
+        };
+        for (key, value) in &self.env {
+            let bytes = key.as_bytes();
+            if bytes.is_empty() || bytes.contains(&b'=') || bytes.contains(&0) {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("invalid environment variable name {key:?}"),
+                ));
+            }
+            vars.retain(|(k, _)| k != key);
+            if let Some(value) = value {
+                vars.push((key.clone(), value.clone()));
+            }
+        }
+        Ok(vars)
+    }
+}
+
+/// The search path when the child's environment has no `PATH`, as
+/// `confstr(_CS_PATH)` gives on glibc and the BSDs.
+const DEFAULT_PATH: &str = "/usr/bin:/bin";
+
+/// Signals whose handlers the child resets before it unblocks signals: 1 to
+/// 64 covers Linux's standard and realtime signals; the BSDs' realtime
+/// range ends at 126. Numbers a system does not have fail harmlessly.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+const LAST_SIGNAL: libc::c_int = 64;
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+const LAST_SIGNAL: libc::c_int = 126;
+
+/// What the child reports through the pipe before `_exit(127)`: the step
+/// that failed (high 32 bits) and its errno (low 32 bits).
+const STEP_STDIO: u32 = 1;
+const STEP_EXEC: u32 = 2;
+
+/// Everything the child needs between `fork` and `execve`, prepared by the
+/// parent so that the child allocates nothing.
+struct ChildPlan {
+    path: *const libc::c_char,
+    argv: *const *const libc::c_char,
+    envp: *const *const libc::c_char,
+    /// The descriptor to put at 0, 1 and 2, or -1 to leave that one alone.
+    /// Always 3 or above, so no `dup2` overwrites another's source.
+    redirect: [RawFd; 3],
+    /// The write end of the close-on-exec report pipe (3 or above).
+    report: RawFd,
+    /// `SIG_DFL` with an empty mask.
+    default_action: libc::sigaction,
+    /// The child's signal mask: nothing blocked.
+    empty_mask: libc::sigset_t,
+}
+
+/// Starts program `argv[0]` with arguments `argv` (`argv[0]` included) by
+/// `fork` and `execve`, and returns its process id. Safe to call in a
+/// multi-threaded process.
+///
+/// A name without a `/` is looked up in the `PATH` of the child's
+/// environment before forking (`/usr/bin:/bin` when it has none); a
+/// program that is not found is a `NotFound` error and no process is
+/// started. If `execve` itself fails (`EACCES`, `ENOEXEC`: there is no
+/// fallback to `/bin/sh` as `execvp` has), the child reports its errno
+/// through a close-on-exec pipe and exits with 127; `spawn` reaps it and
+/// returns that error. So a returned pid always runs the program, and the
+/// caller must reap it ([`wait`], [`try_wait`], or a [`pidfd_open`] watch).
+///
+/// # Fork safety
+/// Everything that allocates — the argument and environment strings and
+/// their pointer arrays, the `PATH` search, the duplicated descriptors and
+/// the pipe — is done before `fork`. The child then calls only
+/// async-signal-safe functions (`sigaction`, `dup2`, `sigprocmask`,
+/// `execve`, `write`, `_exit`), so locks other threads held at the fork
+/// (malloc's, stdio's) are never touched. All signals are blocked in the
+/// parent across the `fork`, so none of the parent's handlers runs in the
+/// child; the child resets caught signals and `SIGPIPE` (which Rust
+/// programs ignore) to their default action, then unblocks every signal
+/// right before `execve`.
+///
+/// # Descriptors
+/// The child inherits only 0, 1 and 2 as chosen in `options`: every other
+/// descriptor of this project is close-on-exec, so the parent's sockets,
+/// epoll instance and pipes are closed by `execve`. A descriptor the
+/// embedding program made without `O_CLOEXEC` would be inherited.
+///
+/// `spawn` blocks until the child has called `execve` (or failed to): the
+/// time of a `fork` and an `exec`.
+///
+/// # Errors
+/// `InvalidInput` for an empty `argv`, a NUL byte in an argument or
+/// variable, or an invalid variable name; `NotFound` for a program not in
+/// `PATH`; `EAGAIN`/`ENOMEM` from `fork`; `EMFILE` for the pipe; the errno
+/// of a failed `execve` (`NotFound`, `PermissionDenied`, ...) with the
+/// program's path in the message.
+pub fn spawn<S: AsRef<OsStr>>(argv: &[S], options: &SpawnOptions<'_>) -> io::Result<i32> {
+    let Some(program) = argv.first() else {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "spawn needs at least the program name",
+        ));
+    };
+    let env = options.environment()?;
+    let search = env
+        .iter()
+        .find(|(k, _)| k == "PATH")
+        .map(|(_, v)| v.as_os_str());
+    let path = resolve_program(program.as_ref(), search)?;
+
+    let path_c = c_string(path.as_os_str().as_bytes().to_vec())?;
+    let argv_c = argv
+        .iter()
+        .map(|a| c_string(a.as_ref().as_bytes().to_vec()))
+        .collect::<io::Result<Vec<_>>>()?;
+    let env_c = env
+        .iter()
+        .map(|(k, v)| {
+            let mut kv = Vec::with_capacity(k.len() + v.len() + 1);
+            kv.extend_from_slice(k.as_bytes());
+            kv.push(b'=');
+            kv.extend_from_slice(v.as_bytes());
+            c_string(kv)
+        })
+        .collect::<io::Result<Vec<_>>>()?;
+    let argv_p = null_terminated(&argv_c);
+    let envp_p = null_terminated(&env_c);
+
+    // Copies numbered 3 and up of every descriptor the child puts at 0..2,
+    // so that no dup2 in the child overwrites a source still needed (for
+    // example stdin = our fd 1 and stdout = our fd 0).
+    let null = if options.stdio.iter().any(|s| matches!(s, Stdio::Null)) {
+        Some(
+            std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open("/dev/null")?,
+        )
+    } else {
+        None
+    };
+    let mut sources: [Option<OwnedFd>; 3] = [None, None, None];
+    for (source, stdio) in sources.iter_mut().zip(&options.stdio) {
+        *source = match stdio {
+            Stdio::Inherit => None,
+            Stdio::Null => null
+                .as_ref()
+                .map(|f| dup_above_stdio(f.as_fd()))
+                .transpose()?,
+            Stdio::Fd(fd) => Some(dup_above_stdio(*fd)?),
+        };
+    }
+    let (report_read, report_write) = report_pipe()?;
+
+    let mut redirect = [-1; 3];
+    for (r, s) in redirect.iter_mut().zip(&sources) {
+        if let Some(fd) = s {
+            *r = fd.as_raw_fd();
+        }
+    }
+    // SAFETY: all-zero is a valid sigaction: SIG_DFL, no flags; the mask is
+    // emptied below.
+    let mut default_action: libc::sigaction = unsafe { std::mem::zeroed() };
+    // SAFETY: `sa_mask` is a live sigset_t.
+    unsafe { libc::sigemptyset(&mut default_action.sa_mask) };
+    // SAFETY: all-zero is valid storage for a sigset_t, emptied below.
+    let mut empty_mask: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `empty_mask` is a live sigset_t.
+    unsafe { libc::sigemptyset(&mut empty_mask) };
+    let plan = ChildPlan {
+        path: path_c.as_ptr(),
+        argv: argv_p.as_ptr(),
+        envp: envp_p.as_ptr(),
+        redirect,
+        report: report_write.as_raw_fd(),
+        default_action,
+        empty_mask,
+    };
+
+    let pid = fork_and_exec(&plan)?;
+    // Our copies: the child has its own. Without closing the report pipe's
+    // write end the read below would never see end of file.
+    drop(report_write);
+    drop(sources);
+    match read_report(&report_read) {
+        Ok(None) => Ok(pid),
+        Ok(Some((step, errno))) => {
+            // The child is about to _exit(127), or has.
+            let _ = wait(pid);
+            let cause = io::Error::from_raw_os_error(errno);
+            let what = if step == STEP_STDIO {
+                "cannot set up the standard streams of"
+            } else {
+                "cannot execute"
+            };
+            Err(io::Error::new(
+                cause.kind(),
+                format!("{what} {}: {cause}", path.display()),
+            ))
+        }
+        Err(e) => {
+            // Whether the program started is unknown: do not leave it
+            // running unreaped.
+            let _ = kill(pid, libc::SIGKILL);
+            let _ = wait(pid);
+            Err(e)
+        }
+    }
+}
+
+/// The program to execute: `program` itself when it has a `/`, else the
+/// first executable regular file named `program` in the directories of
+/// `search` (an empty entry is the current directory, as POSIX says).
+fn resolve_program(program: &OsStr, search: Option<&OsStr>) -> io::Result<PathBuf> {
+    if program.is_empty() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "empty program name",
+        ));
+    }
+    if program.as_bytes().contains(&b'/') {
+        return Ok(PathBuf::from(program));
+    }
+    let search = search.unwrap_or(OsStr::new(DEFAULT_PATH));
+    for dir in search.as_bytes().split(|&b| b == b':') {
+        let dir = if dir.is_empty() {
+            Path::new(".")
+        } else {
+            Path::new(OsStr::from_bytes(dir))
+        };
+        let candidate = dir.join(program);
+        if is_executable_file(&candidate) {
+            return Ok(candidate);
+        }
+    }
+    Err(io::Error::new(
+        io::ErrorKind::NotFound,
+        format!("{}: program not found in PATH", program.to_string_lossy()),
+    ))
+}
+
+fn is_executable_file(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
+fn c_string(bytes: Vec<u8>) -> io::Result<CString> {
+    CString::new(bytes).map_err(|_| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "a NUL byte in an argument or environment variable",
+        )
+    })
+}
+
+/// The `char *const[]` execve wants: pointers into `strings`, then NULL.
+fn null_terminated(strings: &[CString]) -> Vec<*const libc::c_char> {
+    strings
+        .iter()
+        .map(|s| s.as_ptr())
+        .chain(std::iter::once(std::ptr::null()))
+        .collect()
+}
+
+/// A close-on-exec copy of `fd` numbered 3 or above.
+fn dup_above_stdio(fd: BorrowedFd<'_>) -> io::Result<OwnedFd> {
+    // SAFETY: F_DUPFD_CLOEXEC takes an int and returns a new descriptor.
+    let new = cvt(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 3) })?;
+    // SAFETY: a fresh descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(new) })
+}
+
+/// The pipe the child reports a failed `execve` through: close-on-exec on
+/// both ends, so a successful `execve` closes it (the parent reads end of
+/// file), and the write end numbered 3 or above so the child's `dup2`s
+/// onto 0..2 cannot overwrite it (a parent with a closed fd 0 gets pipe
+/// ends at 0 and 1).
+fn report_pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0 as libc::c_int; 2];
+    #[cfg(not(any(target_os = "macos", target_os = "ios")))]
+    {
+        // SAFETY: `fds` has room for the two descriptors written.
+        cvt(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) })?;
+    }
+    #[cfg(any(target_os = "macos", target_os = "ios"))]
+    {
+        // No pipe2: another thread forking between these two calls could
+        // leak the ends into its child until that child execs, which only
+        // delays our end of file.
+        // SAFETY: `fds` has room for the two descriptors written.
+        cvt(unsafe { libc::pipe(fds.as_mut_ptr()) })?;
+        for fd in fds {
+            // SAFETY: F_SETFD takes an int.
+            unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+        }
+    }
+    // SAFETY: both descriptors are fresh and owned by nobody else.
+    let (r, w) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    let w = if w.as_raw_fd() < 3 {
+        dup_above_stdio(w.as_fd())?
+    } else {
+        w
+    };
+    Ok((r, w))
+}
+
+/// Forks with every signal blocked; the child runs [`exec_child`] and never
+/// returns here. Returns the child's pid in the parent.
+fn fork_and_exec(plan: &ChildPlan) -> io::Result<i32> {
+    // SAFETY: all-zero is valid storage for sigset_t; sigfillset fills it.
+    let mut all: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `all` is a live sigset_t.
+    unsafe { libc::sigfillset(&mut all) };
+    // SAFETY: as above, written by pthread_sigmask.
+    let mut saved: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: both pointers are to live sigsets. Blocking only affects this
+    // thread, and only until the mask is restored below.
+    let r = unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut saved) };
+    if r != 0 {
+        return Err(io::Error::from_raw_os_error(r));
+    }
+    // SAFETY: the child runs only exec_child, which calls async-signal-safe
+    // functions on memory prepared before the fork (see `spawn`), so it is
+    // sound even though other threads' locks may be held in the copy.
+    let pid = unsafe { libc::fork() };
+    if pid == 0 {
+        // SAFETY: this is the freshly forked child, and `plan` was built by
+        // `spawn` with pointers into strings and arrays that live in this
+        // copy of the parent's memory.
+        unsafe { exec_child(plan) }
+    }
+    let fork_error = (pid == -1).then(io::Error::last_os_error);
+    // SAFETY: restores the mask saved above.
+    unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &saved, std::ptr::null_mut()) };
+    match fork_error {
+        Some(e) => Err(e),
+        None => Ok(pid),
+    }
+}
+
+/// The child's side of [`spawn`]: reset signals, set up 0..2, unblock
+/// signals, `execve`; on failure report the errno and `_exit(127)`.
+///
+/// # Safety
+/// Call only in a child just forked by [`fork_and_exec`], with every signal
+/// blocked, and with `plan`'s pointers valid. Nothing here allocates,
+/// panics or takes a lock: only async-signal-safe calls.
+unsafe fn exec_child(plan: &ChildPlan) -> ! {
+    for sig in 1..=LAST_SIGNAL {
+        // SAFETY: all-zero is valid storage for the kernel to fill.
+        let mut old: libc::sigaction = unsafe { std::mem::zeroed() };
+        // SAFETY: a null new action only reads the current one.
+        let caught = unsafe { libc::sigaction(sig, std::ptr::null(), &mut old) } == 0
+            && old.sa_sigaction != libc::SIG_DFL
+            && old.sa_sigaction != libc::SIG_IGN;
+        if caught || sig == libc::SIGPIPE {
+            // SAFETY: `default_action` is a valid SIG_DFL sigaction. The
+            // parent's handlers must not run in this process: they poke the
+            // parent's reactor. SIGPIPE goes back to its default because
+            // Rust ignores it and an ignored signal survives execve.
+            unsafe { libc::sigaction(sig, &plan.default_action, std::ptr::null_mut()) };
+        }
+    }
+    for (target, &source) in (0..).zip(plan.redirect.iter()) {
+        if source < 0 {
+            continue;
+        }
+        // SAFETY: dup2 takes ints. It clears close-on-exec on the target;
+        // `source` (3 or above) stays close-on-exec and vanishes at execve.
+        while unsafe { libc::dup2(source, target) } == -1 {
+            let errno = last_errno();
+            if errno != libc::EINTR {
+                // SAFETY: as this function's contract.
+                unsafe { report_and_exit(plan.report, STEP_STDIO, errno) }
+            }
+        }
+    }
+    // SAFETY: `empty_mask` is a valid sigset_t; in the single thread of the
+    // child sigprocmask is the process mask.
+    unsafe { libc::sigprocmask(libc::SIG_SETMASK, &plan.empty_mask, std::ptr::null_mut()) };
+    // SAFETY: the pointers are NUL-terminated strings and NULL-terminated
+    // arrays of them, alive in this copy of the parent's memory.
+    unsafe { libc::execve(plan.path, plan.argv, plan.envp) };
+    let errno = last_errno();
+    // SAFETY: as this function's contract.
+    unsafe { report_and_exit(plan.report, STEP_EXEC, errno) }
+}
+
+/// Writes `step` and `errno` to the report pipe and exits with 127.
+///
+/// # Safety
+/// As [`exec_child`].
+unsafe fn report_and_exit(fd: RawFd, step: u32, errno: i32) -> ! {
+    let word = (u64::from(step) << 32) | u64::from(errno as u32);
+    let bytes = word.to_ne_bytes();
+    // Eight bytes are less than PIPE_BUF: one write is atomic.
+    loop {
+        // SAFETY: `bytes` is valid for its length.
+        let n = unsafe { libc::write(fd, bytes.as_ptr().cast(), bytes.len()) };
+        if n != -1 || last_errno() != libc::EINTR {
+            break;
+        }
+    }
+    // SAFETY: _exit ends the process without running the parent's exit
+    // handlers or flushing its stdio buffers in this copy.
+    unsafe { libc::_exit(127) }
+}
+
+/// The calling thread's errno; reading it neither allocates nor locks.
+fn last_errno() -> i32 {
+    io::Error::last_os_error().raw_os_error().unwrap_or(0)
+}
+
+/// Reads the child's report: `None` at end of file (it called `execve`
+/// successfully), or the failed step and its errno.
+fn read_report(fd: &OwnedFd) -> io::Result<Option<(u32, i32)>> {
+    let mut buf = [0u8; 8];
+    let mut got = 0;
+    while got < buf.len() {
+        let rest = &mut buf[got..];
+        // SAFETY: `rest` is valid for `rest.len()` writable bytes.
+        let n =
+            cvt_r(|| unsafe { libc::read(fd.as_raw_fd(), rest.as_mut_ptr().cast(), rest.len()) })?;
+        if n == 0 {
+            break;
+        }
+        got += n as usize;
+    }
+    match got {
+        0 => Ok(None),
+        8 => {
+            let word = u64::from_ne_bytes(buf);
+            Ok(Some(((word >> 32) as u32, word as u32 as i32)))
+        }
+        _ => Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "a spawned child sent a truncated error report",
+        )),
+    }
+}
+
+/// Whether process `pid` exists, running or a zombie not yet reaped by its
+/// parent (`kill(pid, 0)`: `ESRCH` means it does not; `EPERM` that it
+/// exists but belongs to someone else).
+pub fn process_exists(pid: i32) -> bool {
+    if pid <= 0 {
+        return false;
+    }
+    // SAFETY: kill takes no pointers; signal 0 only checks the target.
+    let r = unsafe { libc::kill(pid, 0) };
+    r == 0 || io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH)
+}
+
+/// `SIGKILL`, for [`kill`]: ends a process at once; it cannot be caught.
+pub const SIGKILL: i32 = libc::SIGKILL;
 
 /// A non-blocking, close-on-exec pipe: `(read end, write end)`.
 ///

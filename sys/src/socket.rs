@@ -106,9 +106,13 @@ impl Socket {
     /// # Errors
     /// `EMFILE`/`ENFILE` when out of descriptors, `EAFNOSUPPORT`.
     pub fn stream(domain: Domain) -> io::Result<Socket> {
+        Socket::new(domain, libc::SOCK_STREAM)
+    }
+
+    fn new(domain: Domain, ty: libc::c_int) -> io::Result<Socket> {
         #[cfg(not(any(target_os = "macos", target_os = "ios")))]
         {
-            let ty = libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC;
+            let ty = ty | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC;
             // SAFETY: socket takes no pointers; the result is checked.
             let fd = cvt(unsafe { libc::socket(domain.raw(), ty, 0) })?;
             // SAFETY: `fd` is a fresh descriptor that nothing else owns.
@@ -118,11 +122,10 @@ impl Socket {
         #[cfg(any(target_os = "macos", target_os = "ios"))]
         {
             // SAFETY: socket takes no pointers; the result is checked.
-            let fd = cvt(unsafe { libc::socket(domain.raw(), libc::SOCK_STREAM, 0) })?;
+            let fd = cvt(unsafe { libc::socket(domain.raw(), ty, 0) })?;
             // SAFETY: `fd` is a fresh descriptor that nothing else owns.
-            let s = Socket {
-                fd: unsafe { OwnedFd::from_raw_fd(fd) },
-            };
+            let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+            let s = Socket { fd };
             s.set_cloexec()?;
             s.set_nonblocking(true)?;
             s.setsockopt(libc::SOL_SOCKET, libc::SO_NOSIGPIPE, 1 as libc::c_int)?;
@@ -466,27 +469,7 @@ impl Socket {
     /// # Errors
     /// As [`Socket::stream`].
     pub fn datagram(domain: Domain) -> io::Result<Socket> {
-        #[cfg(not(any(target_os = "macos", target_os = "ios")))]
-        {
-            let ty = libc::SOCK_DGRAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC;
-            // SAFETY: socket takes no pointers; the result is checked.
-            let fd = cvt(unsafe { libc::socket(domain.raw(), ty, 0) })?;
-            // SAFETY: `fd` is a fresh descriptor that nothing else owns.
-            let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-            Ok(Socket { fd })
-        }
-        #[cfg(any(target_os = "macos", target_os = "ios"))]
-        {
-            // SAFETY: socket takes no pointers; the result is checked.
-            let fd = cvt(unsafe { libc::socket(domain.raw(), libc::SOCK_DGRAM, 0) })?;
-            // SAFETY: `fd` is a fresh descriptor that nothing else owns.
-            let s = Socket {
-                fd: unsafe { OwnedFd::from_raw_fd(fd) },
-            };
-            s.set_cloexec()?;
-            s.set_nonblocking(true)?;
-            Ok(s)
-        }
+        Socket::new(domain, libc::SOCK_DGRAM)
     }
 
     /// Receives one datagram into `buf`. Returns the bytes stored, the
