@@ -8,11 +8,11 @@
 # Each tool that is missing is skipped with a message saying so, and does
 # not fail the script; a tool that finds an error fails it.
 #
-# packet-sys's own unit tests cover its sockets; the epoll loop, signal
-# handler, sendfile, SCM_RIGHTS, UDP and pipe code is exercised by the
-# library's integration tests, so a set of those (quick ones, and ones that
-# do not depend on timing, which valgrind slows 20-50x) runs under both
-# tools too.
+# packet-sys's own unit tests cover its sockets; its epoll loop, signal
+# handler, sendfile, SCM_RIGHTS, UDP, pipe, process (fork, exec, pidfd)
+# and inotify code is exercised by the library's integration tests, so a
+# set of those runs under both tools too (under valgrind only quick ones
+# that move little data: it slows tests 20-50x).
 #
 # - valgrind: the test binaries of `cargo test -p packet-sys --no-run` and
 #   `cargo test --test NAME --no-run` (debug builds), run under memcheck.
@@ -37,8 +37,8 @@ ran=0
 # Under valgrind only tests that move little data: the big transfers of
 # send_file and signals (and tcp, proxy) outlast their 20 s I/O bounds
 # there when the machine is busy. AddressSanitizer runs them.
-valgrind_tests=${MEMCHECK_VALGRIND_TESTS-attach datagram sockopt unix watch reliability_input}
-asan_tests=${MEMCHECK_ASAN_TESTS-attach datagram send_file signals sockopt unix watch tcp reliability_input reliability_faults}
+valgrind_tests=${MEMCHECK_VALGRIND_TESTS-attach datagram filewatch process sockopt unix watch reliability_input}
+asan_tests=${MEMCHECK_ASAN_TESTS-attach datagram filewatch process send_file signals sockopt unix watch tcp reliability_input reliability_faults}
 
 # The test binaries a `cargo test ... --no-run` built (its "Executable"
 # lines).
