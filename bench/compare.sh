@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # packet's benchmark suite, one command:
 #
-#   bench/compare.sh                                  # everything, about 8-9 minutes
+#   bench/compare.sh                                  # everything, about 6 minutes
 #   BENCH_PARTS="echo http" bench/compare.sh          # some parts
 #   BENCH_SECS=10 BENCH_ROUNDS=9 bench/compare.sh     # longer, steadier
 #   BENCH_PARTS=echo BENCH_SCENARIOS="a d" bench/compare.sh
@@ -31,7 +31,7 @@
 # Environment (defaults in brackets):
 #   BENCH_PARTS ["echo http scaling size"]
 #   BENCH_SECS [2] (wrk: rounded up to whole seconds)  BENCH_WARMUP [0.5]
-#   BENCH_ROUNDS [5]  BENCH_SCALING_ROUNDS [3]
+#   BENCH_ROUNDS [5]  BENCH_SCALING_ROUNDS [5]
 #   BENCH_SCENARIOS ["a b c d"]  BENCH_SERVERS ["packet c em"]
 #   BENCH_HTTP_SERVERS ["packet nginx thin"]  BENCH_HTTP_CONNS [50]
 #   BENCH_HTTP_WARMUP [1] (seconds of wrk before each measured run; 0: none)
@@ -59,7 +59,7 @@ PARTS=${BENCH_PARTS:-${BENCH_SUITES:-echo http scaling size}}
 SECS=${BENCH_SECS:-2}
 WARMUP=${BENCH_WARMUP:-0.5}
 ROUNDS=${BENCH_ROUNDS:-5}
-SCALING_ROUNDS=${BENCH_SCALING_ROUNDS:-3}
+SCALING_ROUNDS=${BENCH_SCALING_ROUNDS:-5}
 SCENARIOS=${BENCH_SCENARIOS:-a b c d}
 SERVERS=${BENCH_SERVERS:-packet c em}
 HTTP_SERVERS=${BENCH_HTTP_SERVERS:-packet nginx thin}
@@ -875,6 +875,26 @@ part_profile() {
             echo "- packet: [profile.release] of Cargo.toml; base: Cargo's defaults (lto off, codegen-units 16)"
         } | tee -a "$TABLES"
     done
+    {
+        echo "| echo scenario | packet / base msgs/s | packet / base CPU per op | packet / c CPU per op | base / c CPU per op | other load % |"
+        echo "|---|---:|---:|---:|---:|---:|"
+        for scen in $PROFILE_SCENARIOS; do
+            printf '| %s | %s | %s | %s | %s | %.0f |\n' "$(scenario_title "$scen")" \
+                "$(fmt_ratio "$(paired_ratio profile "$scen" $C_RATE "$OURS" base)")" \
+                "$(fmt_ratio "$(paired_ratio profile "$scen" $C_CPU "$OURS" base)")" \
+                "$(fmt_ratio "$(paired_ratio profile "$scen" $C_CPU "$OURS" c)")" \
+                "$(fmt_ratio "$(paired_ratio profile "$scen" $C_CPU base c)")" \
+                "$(column_median profile "$scen" "$OURS" $C_OTHER)"
+        done
+        echo
+        echo "| stripped echo_server | Cargo's defaults (base), KiB | Cargo.toml's profile, KiB |"
+        echo "|---|---:|---:|"
+        printf '| default features | %.0f | %.0f |\n' "$(($(stripped_size "$BUILD/echo_server-base") / 1024))" \
+            "$(($(stripped_size "$ECHO_SERVER") / 1024))"
+        printf '| --no-default-features | %.0f | %.0f |\n' "$(($(stripped_size "$BUILD/echo_server-base-nd") / 1024))" \
+            "$(($(stripped_size "$SIZE_TARGET/release/examples/echo_server") / 1024))"
+        echo
+    } >>"$SUMMARY"
     {
         echo
         echo "### profile: stripped sizes, Cargo.toml's [profile.release] against Cargo's defaults"
