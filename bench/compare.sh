@@ -44,10 +44,12 @@
 #   BENCH_NICE [0] (e.g. -10 on a machine shared with other work; no help
 #     across sessions when kernel.sched_autogroup_enabled=1)
 #   BENCH_SKIP_BUILD [unset]
+#   BENCH_OUT [latest] (results/$BENCH_OUT.md, .csv, -size.csv)
 #
 # Output: progress and a Markdown table per case on stdout; all tables,
 # preceded by a summary, in bench/results/latest.md; every run's raw numbers
-# in bench/results/latest.csv and the sizes in bench/results/latest-size.csv.
+# in bench/results/latest.csv and the sizes in bench/results/latest-size.csv
+# (BENCH_OUT renames them).
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -72,6 +74,7 @@ SCALING_CPUS=${BENCH_SCALING_CPUS:-$SERVER_CPU,$LOADGEN_CPU}
 PROFILE_SCENARIOS=${BENCH_PROFILE_SCENARIOS:-a}
 BASE_PORT=${BENCH_PORT:-21006}
 NICE=${BENCH_NICE:-0}
+OUT=${BENCH_OUT:-latest}
 OURS=packet
 # wrk takes whole seconds.
 WRK_SECS=$(awk -v s="$SECS" 'BEGIN { n = int(s); if (n < s) n++; if (n < 1) n = 1; print n }')
@@ -946,13 +949,13 @@ main() {
         cat "$SUMMARY"
         echo "## Tables"
         cat "$TABLES"
-    } >"$RESULTS/latest.md"
-    cp "$RAW" "$RESULTS/latest.csv"
+    } >"$RESULTS/$OUT.md"
+    cp "$RAW" "$RESULTS/$OUT.csv"
     if has_part size; then
-        cp "$SIZES" "$RESULTS/latest-size.csv"
+        cp "$SIZES" "$RESULTS/$OUT-size.csv"
     fi
     echo
-    echo "== written: bench/results/latest.md, bench/results/latest.csv$(has_part size && echo ', bench/results/latest-size.csv') ($((SECONDS - t0)) s)"
+    echo "== written: bench/results/$OUT.md, bench/results/$OUT.csv$(has_part size && echo ", bench/results/$OUT-size.csv") ($((SECONDS - t0)) s)"
 }
 
 main "$@"
