@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # packet's benchmark suite, one command:
 #
-#   bench/compare.sh                                  # everything, about 8-9 minutes
+#   bench/compare.sh                                  # everything, about 6 minutes
 #   BENCH_PARTS="echo http" bench/compare.sh          # some parts
 #   BENCH_SECS=10 BENCH_ROUNDS=9 bench/compare.sh     # longer, steadier
 #   BENCH_PARTS=echo BENCH_SCENARIOS="a d" bench/compare.sh
@@ -31,7 +31,7 @@
 # Environment (defaults in brackets):
 #   BENCH_PARTS ["echo http scaling size"]
 #   BENCH_SECS [2] (wrk: rounded up to whole seconds)  BENCH_WARMUP [0.5]
-#   BENCH_ROUNDS [5]  BENCH_SCALING_ROUNDS [3]
+#   BENCH_ROUNDS [5]  BENCH_SCALING_ROUNDS [5]
 #   BENCH_SCENARIOS ["a b c d"]  BENCH_SERVERS ["packet c em"]
 #   BENCH_HTTP_SERVERS ["packet nginx thin"]  BENCH_HTTP_CONNS [50]
 #   BENCH_HTTP_WARMUP [1] (seconds of wrk before each measured run; 0: none)
@@ -44,10 +44,12 @@
 #   BENCH_NICE [0] (e.g. -10 on a machine shared with other work; no help
 #     across sessions when kernel.sched_autogroup_enabled=1)
 #   BENCH_SKIP_BUILD [unset]
+#   BENCH_OUT [latest] (results/$BENCH_OUT.md, .csv, -size.csv)
 #
 # Output: progress and a Markdown table per case on stdout; all tables,
 # preceded by a summary, in bench/results/latest.md; every run's raw numbers
-# in bench/results/latest.csv and the sizes in bench/results/latest-size.csv.
+# in bench/results/latest.csv and the sizes in bench/results/latest-size.csv
+# (BENCH_OUT renames them).
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -59,7 +61,7 @@ PARTS=${BENCH_PARTS:-${BENCH_SUITES:-echo http scaling size}}
 SECS=${BENCH_SECS:-2}
 WARMUP=${BENCH_WARMUP:-0.5}
 ROUNDS=${BENCH_ROUNDS:-5}
-SCALING_ROUNDS=${BENCH_SCALING_ROUNDS:-3}
+SCALING_ROUNDS=${BENCH_SCALING_ROUNDS:-5}
 SCENARIOS=${BENCH_SCENARIOS:-a b c d}
 SERVERS=${BENCH_SERVERS:-packet c em}
 HTTP_SERVERS=${BENCH_HTTP_SERVERS:-packet nginx thin}
@@ -72,6 +74,7 @@ SCALING_CPUS=${BENCH_SCALING_CPUS:-$SERVER_CPU,$LOADGEN_CPU}
 PROFILE_SCENARIOS=${BENCH_PROFILE_SCENARIOS:-a}
 BASE_PORT=${BENCH_PORT:-21006}
 NICE=${BENCH_NICE:-0}
+OUT=${BENCH_OUT:-latest}
 OURS=packet
 # wrk takes whole seconds.
 WRK_SECS=$(awk -v s="$SECS" 'BEGIN { n = int(s); if (n < s) n++; if (n < 1) n = 1; print n }')
@@ -876,6 +879,26 @@ part_profile() {
         } | tee -a "$TABLES"
     done
     {
+        echo "| echo scenario | packet / base msgs/s | packet / base CPU per op | packet / c CPU per op | base / c CPU per op | other load % |"
+        echo "|---|---:|---:|---:|---:|---:|"
+        for scen in $PROFILE_SCENARIOS; do
+            printf '| %s | %s | %s | %s | %s | %.0f |\n' "$(scenario_title "$scen")" \
+                "$(fmt_ratio "$(paired_ratio profile "$scen" $C_RATE "$OURS" base)")" \
+                "$(fmt_ratio "$(paired_ratio profile "$scen" $C_CPU "$OURS" base)")" \
+                "$(fmt_ratio "$(paired_ratio profile "$scen" $C_CPU "$OURS" c)")" \
+                "$(fmt_ratio "$(paired_ratio profile "$scen" $C_CPU base c)")" \
+                "$(column_median profile "$scen" "$OURS" $C_OTHER)"
+        done
+        echo
+        echo "| stripped echo_server | Cargo's defaults (base), KiB | Cargo.toml's profile, KiB |"
+        echo "|---|---:|---:|"
+        printf '| default features | %.0f | %.0f |\n' "$(($(stripped_size "$BUILD/echo_server-base") / 1024))" \
+            "$(($(stripped_size "$ECHO_SERVER") / 1024))"
+        printf '| --no-default-features | %.0f | %.0f |\n' "$(($(stripped_size "$BUILD/echo_server-base-nd") / 1024))" \
+            "$(($(stripped_size "$SIZE_TARGET/release/examples/echo_server") / 1024))"
+        echo
+    } >>"$SUMMARY"
+    {
         echo
         echo "### profile: stripped sizes, Cargo.toml's [profile.release] against Cargo's defaults"
         echo
@@ -926,13 +949,13 @@ main() {
         cat "$SUMMARY"
         echo "## Tables"
         cat "$TABLES"
-    } >"$RESULTS/latest.md"
-    cp "$RAW" "$RESULTS/latest.csv"
+    } >"$RESULTS/$OUT.md"
+    cp "$RAW" "$RESULTS/$OUT.csv"
     if has_part size; then
-        cp "$SIZES" "$RESULTS/latest-size.csv"
+        cp "$SIZES" "$RESULTS/$OUT-size.csv"
     fi
     echo
-    echo "== written: bench/results/latest.md, bench/results/latest.csv$(has_part size && echo ', bench/results/latest-size.csv') ($((SECONDS - t0)) s)"
+    echo "== written: bench/results/$OUT.md, bench/results/$OUT.csv$(has_part size && echo ", bench/results/$OUT-size.csv") ($((SECONDS - t0)) s)"
 }
 
 main "$@"

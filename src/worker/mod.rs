@@ -89,13 +89,12 @@ use crate::ConnId;
 pub(crate) use master::Master;
 pub use wire::WireError;
 
-// BEGIN reliab: fuzzing entry point for fuzz/fuzz_targets/worker_channel.rs (for the lead's review)
-/// Not API: decodes one worker-channel message (a frame's payload) as both ends of a channel do.
+/// Not API: decodes one worker-channel message (a frame's payload) as both
+/// ends of a channel do, for the `worker_channel` fuzz target.
 #[doc(hidden)]
 pub fn fuzz_decode_wire(frame: &[u8]) -> Result<(), WireError> {
     wire::Envelope::decode(frame).map(|_| ())
 }
-// END reliab
 
 /// What an ask gets back: the worker's reply, or why there is none.
 pub type WorkerReply = Result<WorkerMessage, WorkerError>;
