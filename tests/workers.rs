@@ -12,7 +12,6 @@ use std::collections::HashSet;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::os::fd::OwnedFd;
-use std::panic::AssertUnwindSafe;
 use std::rc::Rc;
 use std::sync::mpsc;
 use std::time::Duration;
@@ -720,27 +719,7 @@ fn worker_output_goes_to_its_log_file(workers: Workers) {
 
 // ----- runner -----
 
-type Test = (&'static str, fn(Workers));
-
-fn children_of(pid: u32) -> Vec<u32> {
-    let mut kids = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(p) = entry.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{p}/stat")) else {
-            continue;
-        };
-        if util::stat_fields(&stat)
-            .get(1)
-            .and_then(|pp| pp.parse::<u32>().ok())
-            == Some(pid)
-        {
-            kids.push(p);
-        }
-    }
-    kids
-}
+type Test = util::ForkingTest<Workers>;
 
 fn main() {
     let tests: Vec<Test> = vec![
@@ -797,48 +776,5 @@ fn main() {
             workers_start_while_other_reactor_threads_are_busy,
         ),
     ];
-    let filter: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| !a.starts_with('-'))
-        .collect();
-    let tests: Vec<Test> = tests
-        .into_iter()
-        .filter(|(n, _)| filter.is_empty() || filter.iter().any(|f| n.contains(f.as_str())))
-        .collect();
-    // Every fork server starts now, while this process has one thread.
-    let systems: Vec<Workers> = tests
-        .iter()
-        .map(|_| registry().start().expect("start fork server"))
-        .collect();
-    println!("running {} tests", tests.len());
-    let (mut passed, mut failed) = (0, 0);
-    for ((name, test), workers) in tests.into_iter().zip(systems) {
-        match std::panic::catch_unwind(AssertUnwindSafe(|| test(workers))) {
-            Ok(()) => {
-                passed += 1;
-                println!("test {name} ... ok");
-            }
-            Err(_) => {
-                failed += 1;
-                println!("test {name} ... FAILED");
-            }
-        }
-    }
-    // Every fork server was reaped when its reactor stopped, and every
-    // worker by its fork server: nothing of ours is left.
-    let left = children_of(std::process::id());
-    if left.is_empty() {
-        passed += 1;
-        println!("test no_child_processes_left ... ok");
-    } else {
-        failed += 1;
-        println!("test no_child_processes_left ... FAILED: {left:?}");
-    }
-    println!();
-    println!(
-        "test result: {}. {passed} passed; {failed} failed",
-        if failed == 0 { "ok" } else { "FAILED" }
-    );
-    println!("{passed} passed, {failed} failed");
-    std::process::exit(if failed == 0 { 0 } else { 1 });
+    util::run_forking_tests(tests, || registry().start().expect("start fork server"))
 }

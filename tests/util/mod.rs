@@ -144,3 +144,77 @@ pub fn stat_cpu(stat: &str) -> Duration {
     // USER_HZ is 100 on every Linux configuration in use.
     Duration::from_millis(ticks * 10)
 }
+
+/// Child processes of process `pid`, from /proc.
+pub fn children_of(pid: u32) -> Vec<u32> {
+    let mut kids = Vec::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(p) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{p}/stat")) else {
+            continue;
+        };
+        if stat_fields(&stat)
+            .get(1)
+            .and_then(|pp| pp.parse::<u32>().ok())
+            == Some(pid)
+        {
+            kids.push(p);
+        }
+    }
+    kids
+}
+
+/// A named test that gets the system made for it before threads started.
+pub type ForkingTest<W> = (&'static str, fn(W));
+
+/// The runner of a `harness = false` test binary whose tests fork: every
+/// test's system (`start`, which forks a fork server) is made first, while
+/// the process still has one thread; then the tests run one after another
+/// (they may start threads), and last the process must have no child left.
+/// Arguments that do not start with `-` filter tests by name. Prints the
+/// usual closing line and exits with the result.
+pub fn run_forking_tests<W>(tests: Vec<ForkingTest<W>>, start: impl Fn() -> W) -> ! {
+    let filter: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    let tests: Vec<ForkingTest<W>> = tests
+        .into_iter()
+        .filter(|(n, _)| filter.is_empty() || filter.iter().any(|f| n.contains(f.as_str())))
+        .collect();
+    let systems: Vec<W> = tests.iter().map(|_| start()).collect();
+    println!("running {} tests", tests.len());
+    let (mut passed, mut failed) = (0, 0);
+    for ((name, test), system) in tests.into_iter().zip(systems) {
+        let started = std::time::Instant::now();
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| test(system))) {
+            Ok(()) => {
+                passed += 1;
+                println!("test {name} ... ok ({:.1?})", started.elapsed());
+            }
+            Err(_) => {
+                failed += 1;
+                println!("test {name} ... FAILED");
+            }
+        }
+    }
+    // Every fork server was reaped when its reactor stopped, and every
+    // worker by its fork server: nothing of ours is left.
+    let left = children_of(std::process::id());
+    if left.is_empty() {
+        passed += 1;
+        println!("test no_child_processes_left ... ok");
+    } else {
+        failed += 1;
+        println!("test no_child_processes_left ... FAILED: {left:?}");
+    }
+    println!();
+    println!(
+        "test result: {}. {passed} passed; {failed} failed",
+        if failed == 0 { "ok" } else { "FAILED" }
+    );
+    println!("{passed} passed, {failed} failed");
+    std::process::exit(if failed == 0 { 0 } else { 1 });
+}
