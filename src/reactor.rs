@@ -1625,6 +1625,9 @@ impl Reactor {
         } else if len <= high / 2 && c.flags & flag::ABOVE_HIGH != 0 {
             c.flags &= !flag::ABOVE_HIGH;
             self.pending.push_back((token, Pending::Drained));
+            // outbound_drained may produce more (a stream after the peer's
+            // half-close): the close waits for the check that follows it.
+            return;
         }
         if drained && c.flags & flag::CLOSING != 0 && !is_current {
             let reason = if c.flags & flag::PEER_CLOSED != 0 {

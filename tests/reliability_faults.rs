@@ -256,14 +256,10 @@ impl Handler for Streamer {
 /// before the queue drains are still accepted (a response streamed with
 /// `outbound_drained`)"). Every byte must arrive before the close.
 ///
-/// Ignored: fails against the library as it is (see RELIABILITY.md,
-/// "Library bugs found"). When the kernel takes the whole remaining queue
-/// in one flush, `check_water` queues `outbound_drained` and, in the same
-/// call, begins the close (the queue is empty and the connection is
-/// closing after the peer's end of stream), so `outbound_drained` is never
-/// delivered and the response is cut short.
+/// Regression: when one flush emptied the queue, `check_water` used to
+/// queue `outbound_drained` and begin the close in the same call, so the
+/// callback never ran and the stream was cut short.
 #[test]
-#[ignore = "library bug: a stream fed from outbound_drained is cut short after the peer's half-close"]
 fn after_the_peer_half_closes_a_stream_fed_from_outbound_drained_is_delivered_whole() {
     let _serial = serial();
     const TOTAL: usize = 8 * 1024 * 1024;

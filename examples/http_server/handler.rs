@@ -588,6 +588,11 @@ impl Http {
         // Requests behind this one wait until the file is out.
         conn.pause();
         self.pump(conn);
+        // A file that fit under the mark went out whole inside `pump`: no
+        // `outbound_drained` will come to resume reading.
+        if self.stream.is_none() && !self.closing {
+            conn.resume();
+        }
     }
 
     /// Sends chunks of the streaming file while output is under the

@@ -636,8 +636,11 @@ impl Handler for ChannelHandler {
             // A worker that breaks the protocol is not trusted to exit by
             // itself when its channel closes.
             eprintln!("[{}] closing its channel: {why}", self.worker);
+            // Askers learn why the worker is gone.
             let pid = with_master(conn.reactor(), |m, _| {
-                m.instances.get(&self.worker).and_then(|i| i.pid)
+                let inst = m.instances.get_mut(&self.worker)?;
+                inst.exit = Some(format!("protocol violation: {why}"));
+                inst.pid
             })
             .flatten();
             if let Some(pid) = pid {

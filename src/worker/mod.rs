@@ -89,6 +89,13 @@ use crate::ConnId;
 pub(crate) use master::Master;
 pub use wire::WireError;
 
+/// Not API: decodes one worker-channel message (a frame's payload) as both
+/// ends of a channel do, for the `worker_channel` fuzz target.
+#[doc(hidden)]
+pub fn fuzz_decode_wire(frame: &[u8]) -> Result<(), WireError> {
+    wire::Envelope::decode(frame).map(|_| ())
+}
+
 /// What an ask gets back: the worker's reply, or why there is none.
 pub type WorkerReply = Result<WorkerMessage, WorkerError>;
 
