@@ -12,7 +12,6 @@
 mod util;
 
 use std::cell::RefCell;
-use std::io;
 use std::rc::Rc;
 use std::sync::mpsc;
 use std::time::Duration;
@@ -89,22 +88,7 @@ fn registry() -> WorkerRegistry {
 
 // ----- helpers (as in tests/workers.rs) -----
 
-/// Runs a reactor with `workers` attached until the test stops it, or
-/// fails after a generous bound.
-fn run(workers: Workers, setup: impl FnOnce(&mut Reactor) -> io::Result<()>) {
-    let timed_out = Rc::new(RefCell::new(false));
-    let flag = timed_out.clone();
-    Reactor::run(|r| {
-        r.add_workers(workers)?;
-        r.add_timer(Duration::from_secs(60), move |r| {
-            *flag.borrow_mut() = true;
-            r.stop();
-        });
-        setup(r)
-    })
-    .unwrap();
-    assert!(!*timed_out.borrow(), "test did not finish within 60 s");
-}
+use util::run_with_workers as run;
 
 /// Calls `f` once `name` runs with a process other than `not`.
 fn when_running(

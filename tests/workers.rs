@@ -9,7 +9,7 @@ mod util;
 
 use std::cell::RefCell;
 use std::collections::HashSet;
-use std::io::{self, BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::os::fd::OwnedFd;
 use std::rc::Rc;
@@ -201,22 +201,7 @@ fn registry() -> WorkerRegistry {
 
 // ----- helpers -----
 
-/// Runs a reactor with `workers` attached until `setup`'s work stops it, or
-/// fails the test after a generous bound.
-fn run(workers: Workers, setup: impl FnOnce(&mut Reactor) -> io::Result<()>) {
-    let timed_out = Rc::new(RefCell::new(false));
-    let flag = timed_out.clone();
-    Reactor::run(|r| {
-        r.add_workers(workers)?;
-        r.add_timer(Duration::from_secs(60), move |r| {
-            *flag.borrow_mut() = true;
-            r.stop();
-        });
-        setup(r)
-    })
-    .unwrap();
-    assert!(!*timed_out.borrow(), "test did not finish within 60 s");
-}
+use util::run_with_workers as run;
 
 /// Calls `f` once every named worker is running (polling the reactor's view
 /// of them), so that tests do not race the fork.

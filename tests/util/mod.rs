@@ -218,3 +218,24 @@ pub fn run_forking_tests<W>(tests: Vec<ForkingTest<W>>, start: impl Fn() -> W) -
     println!("{passed} passed, {failed} failed");
     std::process::exit(if failed == 0 { 0 } else { 1 });
 }
+
+/// Runs a reactor with `workers` attached until `setup`'s work stops it, or
+/// fails the test after a generous bound.
+#[cfg(feature = "workers")]
+pub fn run_with_workers(
+    workers: packet::worker::Workers,
+    setup: impl FnOnce(&mut Reactor) -> io::Result<()>,
+) {
+    let timed_out = std::rc::Rc::new(std::cell::Cell::new(false));
+    let flag = timed_out.clone();
+    Reactor::run(|r| {
+        r.add_workers(workers)?;
+        r.add_timer(Duration::from_secs(60), move |r| {
+            flag.set(true);
+            r.stop();
+        });
+        setup(r)
+    })
+    .unwrap();
+    assert!(!timed_out.get(), "test did not finish within 60 s");
+}
