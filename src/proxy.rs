@@ -241,7 +241,8 @@ impl Reactor {
                 let (_, w) = p.pipe.as_ref().expect("splicing");
                 splice(c.sock.as_fd(), w.as_fd(), STEP)
             } else {
-                c.sock.read(&mut buf)
+                buf.clear();
+                c.sock.read_into_spare(&mut buf)
             };
             match moved {
                 Ok(0) => {
@@ -255,7 +256,7 @@ impl Reactor {
                     // not (it stops when the pipe runs out of slots, or
                     // after one chunk when non-blocking): only EAGAIN says
                     // drained there.
-                    let short = !splicing && n < buf.len();
+                    let short = !splicing && n < buf.capacity();
                     if short && c.flags & flag::RDHUP == 0 {
                         c.flags &= !flag::READ_READY;
                     }

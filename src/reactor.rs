@@ -445,7 +445,8 @@ impl Reactor {
         Ok(Reactor {
             selector,
             sources: Slab::new(),
-            read_buf: vec![0; READ_BUF_SIZE],
+            // Capacity only: pages that no read reaches are never touched.
+            read_buf: Vec::with_capacity(READ_BUF_SIZE),
             stage: Vec::new(),
             current: None,
             pending: VecDeque::new(),
@@ -1773,10 +1774,11 @@ impl Reactor {
                 break;
             }
             let fds_before = self.fd_inbox.len();
+            buf.clear();
             let read = if c.flags & flag::PASS_FDS != 0 {
                 c.sock.read_with_fds(&mut buf, &mut self.fd_inbox)
             } else {
-                c.sock.read(&mut buf)
+                c.sock.read_into_spare(&mut buf)
             };
             match read {
                 Ok(0) => {
@@ -1789,7 +1791,7 @@ impl Reactor {
                 }
                 Ok(n) => {
                     c.last_activity = now;
-                    let full = n == buf.len();
+                    let full = n == buf.capacity();
                     // A short read drained the socket: new data raises a new
                     // edge. After a half-close no edge comes, so read on to
                     // the end of stream. A Unix socket read stops early after

@@ -274,10 +274,32 @@ impl Socket {
     ///
     /// # Errors
     /// `WouldBlock` when nothing is there; `ECONNRESET`.
+    #[inline]
     pub fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
         // SAFETY: `buf` is valid for `buf.len()` writable bytes.
         let n = cvt_r(|| unsafe { libc::read(self.raw(), buf.as_mut_ptr().cast(), buf.len()) })?;
         Ok(n as usize)
+    }
+
+    /// Reads into the spare capacity of `buf` (between its length and its
+    /// capacity) and extends its length by the bytes read; `Ok(0)` is end of
+    /// stream, or no spare capacity. Memory no read reaches is never
+    /// written, so a large, rarely filled buffer costs address space, not
+    /// resident pages.
+    ///
+    /// # Errors
+    /// As [`Socket::read`].
+    #[inline]
+    pub fn read_into_spare(&self, buf: &mut Vec<u8>) -> io::Result<usize> {
+        let spare = buf.spare_capacity_mut();
+        // SAFETY: `spare` is valid for `spare.len()` writable bytes; the
+        // kernel only writes to it.
+        let n = cvt_r(|| unsafe { libc::read(self.raw(), spare.as_mut_ptr().cast(), spare.len()) })?
+            as usize;
+        // SAFETY: the kernel initialized the first `n` bytes of the spare
+        // capacity, and `n` is at most its length.
+        unsafe { buf.set_len(buf.len() + n) };
+        Ok(n)
     }
 
     /// Reads into several buffers in one `readv`, filling them in order.
@@ -299,6 +321,7 @@ impl Socket {
     /// # Errors
     /// `WouldBlock` when the send buffer is full; `EPIPE`/`ECONNRESET` when
     /// the peer is gone.
+    #[inline]
     pub fn write(&self, buf: &[u8]) -> io::Result<usize> {
         // SAFETY: `buf` is valid for `buf.len()` readable bytes.
         let n = cvt_r(|| unsafe {
@@ -375,18 +398,20 @@ impl Socket {
         Ok(n as usize)
     }
 
-    /// Reads into `buf` like [`Socket::read`], and appends any descriptors
-    /// that came with the bytes (`SCM_RIGHTS`) to `fds`, close-on-exec.
+    /// Reads into the spare capacity of `buf` like
+    /// [`Socket::read_into_spare`], and appends any descriptors that came
+    /// with the bytes (`SCM_RIGHTS`) to `fds`, close-on-exec.
     ///
     /// # Errors
     /// As [`Socket::read`]; `InvalidData` when the peer sent more
     /// descriptors than fit (the kernel closed the excess; the ones that did
     /// arrive are closed too).
-    pub fn read_with_fds(&self, buf: &mut [u8], fds: &mut Vec<OwnedFd>) -> io::Result<usize> {
+    pub fn read_with_fds(&self, buf: &mut Vec<u8>, fds: &mut Vec<OwnedFd>) -> io::Result<usize> {
         let mut control = [0u64; CONTROL_WORDS];
+        let spare = buf.spare_capacity_mut();
         let mut iov = libc::iovec {
-            iov_base: buf.as_mut_ptr().cast(),
-            iov_len: buf.len(),
+            iov_base: spare.as_mut_ptr().cast(),
+            iov_len: spare.len(),
         };
         // SAFETY: all-zero is a valid msghdr (no name).
         let mut msg: libc::msghdr = unsafe { mem::zeroed() };
@@ -401,6 +426,9 @@ impl Socket {
         // SAFETY: `msg` points at `buf` and `control`, both writable for the
         // lengths given and alive for the call.
         let n = cvt_r(|| unsafe { libc::recvmsg(self.raw(), &mut msg, flags) })? as usize;
+        // SAFETY: the kernel initialized the first `n` bytes of the spare
+        // capacity, and `n` is at most its length.
+        unsafe { buf.set_len(buf.len() + n) };
         let before = fds.len();
         // SAFETY: the kernel filled msg_control with msg_controllen bytes of
         // well-formed cmsg headers; CMSG_FIRSTHDR/NXTHDR stay inside it.
@@ -1039,6 +1067,29 @@ mod tests {
     }
 
     #[test]
+    fn reads_into_spare_capacity_append_up_to_capacity() {
+        let (a, b) = Socket::pair().unwrap();
+        let data: Vec<u8> = (0..64).collect();
+        a.write(&data).unwrap();
+        let mut buf = Vec::with_capacity(5);
+        buf.push(b'>');
+        // Only the spare bytes are filled; the rest stays queued.
+        let spare = buf.capacity() - 1;
+        assert_eq!(b.read_into_spare(&mut buf).unwrap(), spare);
+        assert_eq!((buf[0], &buf[1..]), (b'>', &data[..spare]));
+        buf.clear();
+        buf.reserve(64);
+        assert_eq!(b.read_into_spare(&mut buf).unwrap(), 64 - spare);
+        assert_eq!(buf, &data[spare..]);
+        buf.clear();
+        assert_eq!(
+            b.read_into_spare(&mut buf).unwrap_err().kind(),
+            io::ErrorKind::WouldBlock
+        );
+        assert!(buf.is_empty());
+    }
+
+    #[test]
     fn descriptors_travel_with_bytes_over_a_pair() {
         let (a, b) = Socket::pair().unwrap();
         let (x, y) = Socket::pair().unwrap();
@@ -1048,9 +1099,10 @@ mod tests {
         assert_eq!(n, 2);
         drop(x);
         let mut fds = Vec::new();
+        let mut spare = Vec::with_capacity(8);
+        assert_eq!(b.read_with_fds(&mut spare, &mut fds).unwrap(), 2);
+        assert_eq!((fds.len(), &spare[..]), (1, &b"fd"[..]));
         let mut buf = [0u8; 8];
-        assert_eq!(b.read_with_fds(&mut buf, &mut fds).unwrap(), 2);
-        assert_eq!(fds.len(), 1);
         // The received fd is the same socket: bytes written to it reach y.
         let x2 = Socket::from(fds.pop().unwrap());
         x2.write(b"hi").unwrap();
@@ -1068,8 +1120,9 @@ mod tests {
         assert_eq!((n, &x1, &x2[..4]), (6, b"ab", &b"cdef"[..]));
         // No descriptors: an ordinary read.
         a.write(b"z").unwrap();
-        assert_eq!(b.read_with_fds(&mut buf, &mut fds).unwrap(), 1);
+        assert_eq!(b.read_with_fds(&mut spare, &mut fds).unwrap(), 1);
         assert!(fds.is_empty());
+        assert_eq!(spare, b"fdz");
     }
 
     #[test]
