@@ -13,7 +13,7 @@
 //! most 5 s), exit status 0.
 
 use std::io;
-
+use std::sync::{Arc, Barrier, Mutex};
 use std::time::Duration;
 
 use packet::signal::{SIGINT, SIGTERM};
@@ -80,59 +80,59 @@ fn main() -> io::Result<()> {
         }
     }
 
-    // Reactors are not Send (handlers need not be): each thread builds its
-    // own and reports the bound address and its handle, or why it could not
-    // bind.
+    // This thread runs the first reactor; `--threads N` adds N - 1 more on
+    // their own threads, listening on the address the first one bound (so
+    // port 0 works too). Reactors are not Send (handlers need not be), so
+    // each thread builds its own and hands back only its `ReactorHandle`,
+    // which the first reactor's signal handler uses to stop the others.
     let options = ServerOptions::new().reuse_port(threads > 1);
-    let (tx, rx) = std::sync::mpsc::channel();
-    let threads: Vec<_> = (0..threads)
+    let mut reactor = Reactor::new()?;
+    let server =
+        reactor.start_server_with(addr.as_str(), options.clone(), move || Echo { verbose })?;
+    let bound = reactor.server_addr(server)?;
+    let others = Arc::new(Mutex::new(Vec::<ReactorHandle>::new()));
+    // Every extra reactor is listening before `listening on` is printed.
+    let ready = Arc::new(Barrier::new(threads));
+    let workers: Vec<_> = (1..threads)
         .map(|_| {
-            let (addr, options, tx) = (addr.clone(), options.clone(), tx.clone());
+            let (bound, options) = (bound.to_string(), options.clone());
+            let (others, ready) = (others.clone(), ready.clone());
             std::thread::spawn(move || -> io::Result<()> {
                 let mut reactor = Reactor::new()?;
-                let started = reactor
-                    .start_server_with(addr.as_str(), options, move || Echo { verbose })
-                    .and_then(|server| reactor.server_addr(server));
-                let failed = started.is_err();
-                let _ = tx.send(started.map(|a| (a, reactor.handle())));
-                // Main waits for every thread's report: this sender must go.
-                drop(tx);
-                if failed {
-                    return Ok(());
+                let started =
+                    reactor.start_server_with(bound.as_str(), options, move || Echo { verbose });
+                if let Err(e) = started {
+                    eprintln!("echo_server: cannot listen on {bound}: {e}");
+                    std::process::exit(1);
                 }
+                lock(&others).push(reactor.handle());
+                ready.wait();
                 reactor.run_until_stopped()
             })
         })
         .collect();
-    drop(tx);
-    let mut handles: Vec<ReactorHandle> = Vec::new();
-    let mut bound = None;
-    for started in rx {
-        let (addr, handle) = started?;
-        bound = Some(addr);
-        handles.push(handle);
-    }
+    ready.wait();
     // SIGTERM and SIGINT: stop accepting, flush what is queued (for at most
-    // five seconds), exit 0. One reactor receives the signals and passes the
-    // stop on to the others.
-    let others: Vec<ReactorHandle> = handles[1..].to_vec();
-    handles[0].schedule(move |r| {
-        for sig in [SIGTERM, SIGINT] {
-            let others = others.clone();
-            let stop = move |r: &mut Reactor| {
-                for h in &others {
-                    h.schedule(|r| r.stop_gracefully(GRACE));
-                }
-                r.stop_gracefully(GRACE);
-            };
-            if let Err(e) = r.on_signal(sig, stop) {
-                eprintln!("echo_server: cannot handle signal {sig}: {e}");
+    // five seconds), exit 0. This reactor receives the signals and passes
+    // the stop on to the others.
+    for sig in [SIGTERM, SIGINT] {
+        let others = others.clone();
+        reactor.on_signal(sig, move |r| {
+            for h in lock(&others).iter() {
+                h.schedule(|r| r.stop_gracefully(GRACE));
             }
-        }
-    });
-    println!("listening on {}", bound.expect("at least one thread"));
-    for t in threads {
-        t.join().expect("reactor thread panicked")?;
+            r.stop_gracefully(GRACE);
+        })?;
+    }
+    println!("listening on {bound}");
+    reactor.run_until_stopped()?;
+    for w in workers {
+        w.join().expect("reactor thread panicked")?;
     }
     Ok(())
+}
+
+/// The handles stay usable even if a thread panicked holding the lock.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
