@@ -128,6 +128,7 @@ impl IsMinusOne for isize {
 }
 
 /// Turns a libc `-1` into the thread's `errno` as an `io::Error`.
+#[inline]
 fn cvt<T: IsMinusOne>(r: T) -> io::Result<T> {
     if r.is_minus_one() {
         Err(io::Error::last_os_error())
@@ -139,6 +140,7 @@ fn cvt<T: IsMinusOne>(r: T) -> io::Result<T> {
 /// Like [`cvt`], but retries the call while it fails with `EINTR`, as std's
 /// unix `cvt_r` does: a signal arriving mid-call is not an error for anyone
 /// above this layer.
+#[inline]
 fn cvt_r<T: IsMinusOne>(mut f: impl FnMut() -> T) -> io::Result<T> {
     loop {
         match cvt(f()) {
