@@ -1,12 +1,12 @@
 //! Watching files for changes: EventMachine's `watch_file` with
 //! `file_modified`, `file_moved` and `file_deleted`.
 //!
-//! This module owns file watches: one inotify descriptor per watched path,
-//! watched by the reactor like any other descriptor (see [`crate::watch`]),
-//! its events decoded and handed to a [`FileWatcher`]. It never opens or
-//! reads the watched file. Linux only for now (inotify): the BSDs and macOS
-//! would use `EVFILT_VNODE` on the reactor's kqueue, which the kqueue
-//! backend does not register yet, so this module is not compiled there.
+//! This module owns file watches: one descriptor per watched path (an
+//! inotify instance on Linux; on the BSDs and macOS a kqueue of its own
+//! watching `EVFILT_VNODE` on the file, opened for that), watched by the
+//! reactor like any other descriptor (see [`crate::watch`]), its events
+//! decoded by `packet-sys` and handed to a [`FileWatcher`]. It never reads
+//! or writes the watched file.
 //!
 //! ```
 //! use packet::filewatch::{FileWatch, FileWatcher};
@@ -32,7 +32,10 @@
 //! ```
 
 use std::io;
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
+
+use packet_sys::{filewatch, FileEvent, PathWatch};
 
 use crate::reactor::Reactor;
 use crate::watch::{Watch, WatchId, Watcher};
@@ -97,7 +100,9 @@ impl FileWatch<'_> {
 struct FileWatchHandler {
     watcher: Box<dyn FileWatcher>,
     path: PathBuf,
-    events: Vec<packet_sys::inotify::FileEvent>,
+    events: Vec<FileEvent>,
+    /// The file's descriptor where the watch lives on it (kqueue).
+    _file: Option<OwnedFd>,
 }
 
 impl FileWatchHandler {
@@ -120,11 +125,10 @@ impl FileWatchHandler {
 
 impl Watcher for FileWatchHandler {
     fn notify_readable(&mut self, w: &mut Watch<'_>) {
-        use packet_sys::inotify::FileEvent;
         let Some(fd) = w.fd() else { return };
         let mut events = std::mem::take(&mut self.events);
         events.clear();
-        let _ = packet_sys::inotify::read_events(fd, &mut events);
+        let _ = filewatch::read_events(fd, &mut events);
         for &event in &events {
             match event {
                 FileEvent::Modified => self.call(w, |h, fw| h.file_modified(fw)),
@@ -155,20 +159,22 @@ impl Reactor {
     /// `watch_file`).
     ///
     /// # Errors
-    /// The path does not exist; the user's inotify watch limit is reached.
+    /// The path does not exist or cannot be opened (BSD); the user's
+    /// inotify watch limit is reached (Linux).
     pub fn watch_file(
         &mut self,
         path: impl AsRef<Path>,
         watcher: impl FileWatcher,
     ) -> io::Result<FileWatchId> {
         let path = path.as_ref().to_path_buf();
-        let fd = packet_sys::inotify::watch_path(&path)?;
+        let PathWatch { events, file } = filewatch::watch_path(&path)?;
         let handler = FileWatchHandler {
             watcher: Box::new(watcher),
             path,
             events: Vec::new(),
+            _file: file,
         };
-        Ok(FileWatchId(self.watch(fd, handler, true, false)?))
+        Ok(FileWatchId(self.watch(events, handler, true, false)?))
     }
 
     /// Ends file watch `id`; its `unbind` follows.

@@ -32,7 +32,7 @@
 //! | `buffer` | outbound queues |
 //! | [`proxy`] | connection-to-connection proxying (`proxy_incoming_to`, splice) |
 //! | [`sockopt`] | socket options, keep-alive, half-close |
-//! | `filewatch` | file change notification (`watch_file`; Linux) |
+//! | [`filewatch`] | file change notification (`watch_file`: inotify, `EVFILT_VNODE`) |
 //! | [`datagram`] | UDP sockets (`open_datagram_socket`, `send_datagram`) |
 //! | [`timer`] | the timer wheel |
 //! | [`watch`] | descriptors the user reads and writes (`watch`, `notify_readable`) |
@@ -55,7 +55,6 @@ pub mod codec;
 mod connection;
 pub mod datagram;
 pub mod defer;
-#[cfg(any(target_os = "linux", target_os = "android"))]
 pub mod filewatch;
 pub mod line;
 #[cfg(feature = "objects")]

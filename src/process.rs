@@ -4,9 +4,9 @@
 //! This module owns the programs it starts until they are reaped: their
 //! connection (the child's stdin and stdout are one end of a Unix
 //! socketpair, the other end is an ordinary connection of the reactor, as
-//! in EventMachine), and the watch on their exit (a pidfd on Linux; a
-//! `waitpid(WNOHANG)` poll every [`POLL_INTERVAL`] on other systems, or
-//! where pidfds are unavailable). It never kills a process on its own —
+//! in EventMachine), and the watch on their exit (a pidfd on Linux,
+//! `EVFILT_PROC` on the BSDs and macOS; a `waitpid(WNOHANG)` poll every
+//! [`POLL_INTERVAL`] where neither can be had). It never kills a process on its own —
 //! closing the connection only closes the child's stdin and stdout, so it
 //! reads end of file and its writes fail with `EPIPE` — never blocks the
 //! loop waiting for one, never reaps a process it did not start except
@@ -60,8 +60,8 @@ use crate::connection::{CloseReason, ConnId, Connection, Handler};
 use crate::reactor::{Reactor, TimerId};
 use crate::watch::{Watch, WatchId, Watcher};
 
-/// How often a process is polled with `waitpid(WNOHANG)` where no pidfd
-/// can watch it (systems other than Linux, Linux before 5.3): often enough
+/// How often a process is polled with `waitpid(WNOHANG)` where no exit
+/// descriptor can watch it (Linux before 5.3, no descriptor left): often enough
 /// that a short command's result is not held back noticeably, rarely
 /// enough that a waiting child costs 50 syscalls a second.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(20);
@@ -110,7 +110,8 @@ pub trait ProcessHandler: 'static {
     /// process (and whatever inherited its stdout) closed it,
     /// [`CloseReason::Local`] after a close from this side.
     ///
-    /// One gap where no pidfd watches the process (see [`POLL_INTERVAL`]):
+    /// One gap where no exit descriptor watches the process (see
+    /// [`POLL_INTERVAL`]):
     /// if its connection closed earlier and it is still running when the
     /// reactor stops, this is not called (it is still reaped).
     fn process_exited(
@@ -320,7 +321,7 @@ pub struct ProcessWatchId(ExitWatch);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum ExitWatch {
-    Pidfd(WatchId),
+    Descriptor(WatchId),
     Poll(TimerId),
 }
 
@@ -471,9 +472,10 @@ impl Reactor {
     /// `callback` gets `None`. A pid that does not exist (or no longer:
     /// exited and reaped) gets `None` soon after.
     ///
-    /// On Linux a pidfd tells the moment of exit; elsewhere the process is
-    /// polled every [`POLL_INTERVAL`], and a process that is not our child
-    /// counts as exited only once its own parent has reaped it.
+    /// A pidfd (Linux) or `EVFILT_PROC` (the BSDs and macOS) tells the
+    /// moment of exit. Where neither can be had (Linux before 5.3) the
+    /// process is polled every [`POLL_INTERVAL`], and a process that is not
+    /// our child counts as exited only once its own parent has reaped it.
     ///
     /// Do not watch the pid of a [`Reactor::popen`] process this way: this
     /// watch would reap it and take its status from
@@ -507,7 +509,7 @@ impl Reactor {
     /// Returns `false`, doing nothing, if it already ran or was cancelled.
     pub fn unwatch_process(&mut self, id: ProcessWatchId) -> bool {
         match id.0 {
-            ExitWatch::Pidfd(watch) => self.detach_watch(watch).is_ok(),
+            ExitWatch::Descriptor(watch) => self.detach_watch(watch).is_ok(),
             ExitWatch::Poll(timer) => self.cancel_timer(timer),
         }
     }
@@ -718,7 +720,7 @@ enum End {
 
 type OnEnd = Box<dyn FnOnce(&mut Reactor, End)>;
 
-/// Shared between a pidfd watch and the polling timer that replaces it if
+/// Shared between an exit descriptor's watch and the polling timer that replaces it if
 /// the watch cannot be registered.
 type OnEndSlot = Rc<RefCell<Option<OnEnd>>>;
 
@@ -729,34 +731,33 @@ fn take_on_end(slot: &OnEndSlot) -> Option<OnEnd> {
 /// Whether `pid` has ended: `Some(Some(status))` for our child, now
 /// reaped; `Some(None)` for a process that is gone but not ours to reap
 /// (or reaped by someone else); `None` while it runs. `known_exited` says
-/// a pidfd reported its exit, so a process that is not our child need not
+/// an exit descriptor reported its exit, so a process that is not our child need not
 /// be looked for.
 fn probe_exit(pid: i32, known_exited: bool) -> Option<Option<ExitStatus>> {
     match sys::try_wait(Some(pid)) {
         Ok(Some((_, status))) => Some(Some(status)),
         Ok(None) => None,
         // ECHILD: not our child. A zombie of another parent still exists,
-        // so without a pidfd it counts as running until that parent reaps.
+        // so without an exit descriptor it counts as running until that
+        // parent reaps.
         Err(_) => (known_exited || !sys::process_exists(pid)).then_some(None),
     }
 }
 
 /// Watches `pid` until it exits, then reaps it if it is our child and
-/// calls `on_end`: with a pidfd where the system has them, else by polling.
+/// calls `on_end`: through an exit descriptor (pidfd, `EVFILT_PROC`), else
+/// by polling.
 fn watch_exit(reactor: &mut Reactor, pid: i32, on_end: OnEnd) -> ExitWatch {
     let slot: OnEndSlot = Rc::new(RefCell::new(Some(on_end)));
-    #[cfg(any(target_os = "linux", target_os = "android"))]
-    {
-        // ENOSYS before Linux 5.3, ESRCH for a pid already gone, EMFILE:
-        // polling covers each (it finds a gone pid on its first tick).
-        if let Ok(fd) = sys::pidfd_open(pid) {
-            let watcher = PidfdWatch {
-                pid,
-                slot: slot.clone(),
-            };
-            if let Ok(id) = reactor.watch(fd, watcher, true, false) {
-                return ExitWatch::Pidfd(id);
-            }
+    // ENOSYS before Linux 5.3, ESRCH for a pid already gone, EMFILE:
+    // polling covers each (it finds a gone pid on its first tick).
+    if let Ok(fd) = sys::exit_watch(pid) {
+        let watcher = ExitFdWatch {
+            pid,
+            slot: slot.clone(),
+        };
+        if let Ok(id) = reactor.watch(fd, watcher, true, false) {
+            return ExitWatch::Descriptor(id);
         }
     }
     poll_exit(reactor, pid, slot)
@@ -778,21 +779,20 @@ fn poll_exit(reactor: &mut Reactor, pid: i32, slot: OnEndSlot) -> ExitWatch {
     ExitWatch::Poll(timer)
 }
 
-/// A pidfd watch: readable once the process has exited (level-triggered,
-/// so a reap that finds nothing yet is simply retried next turn).
-#[cfg(any(target_os = "linux", target_os = "android"))]
-struct PidfdWatch {
+/// The watch on an exit descriptor ([`sys::exit_watch`]): readable once
+/// the process has exited (level-triggered, so a reap that finds nothing
+/// yet is simply retried next turn).
+struct ExitFdWatch {
     pid: i32,
     slot: OnEndSlot,
 }
 
-#[cfg(any(target_os = "linux", target_os = "android"))]
-impl Watcher for PidfdWatch {
+impl Watcher for ExitFdWatch {
     fn notify_readable(&mut self, w: &mut Watch<'_>) {
         let Some(status) = probe_exit(self.pid, true) else {
             return;
         };
-        // Closes the pidfd; `unbind` follows with the slot empty.
+        // Closes the descriptor; `unbind` follows with the slot empty.
         let _ = w.detach();
         if let Some(on_end) = take_on_end(&self.slot) {
             on_end(w.reactor(), End::Exited(status));

@@ -2,38 +2,23 @@
 //!
 //! One inotify instance per watched path, so a watch is one descriptor the
 //! reactor can watch for readability; events are decoded here into
-//! [`FileEvent`]s. The BSDs would use `EVFILT_VNODE` on the reactor's
-//! kqueue instead, which needs the kqueue backend to register it; that is
-//! not written yet, so this module is Linux-only.
+//! [`FileEvent`]s. `vnode.rs` is the BSD and macOS counterpart, with the
+//! same functions over `EVFILT_VNODE`; change both together.
 
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
-use crate::{cvt, Socket};
+use crate::{cvt, FileEvent, PathWatch, Socket};
 
-/// What happened to a watched file.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FileEvent {
-    /// Its contents were written.
-    Modified,
-    /// Its metadata changed (permissions, times, link count).
-    Attributes,
-    /// It was renamed or moved.
-    Moved,
-    /// It was deleted.
-    Deleted,
-    /// The watch ended (after `Deleted`, or when the file system went away).
-    Ended,
-}
-
-/// An inotify descriptor watching `path`: readable when something happened.
+/// A watch on `path`: an inotify descriptor, readable when something
+/// happened (inotify needs no descriptor of the file itself).
 ///
 /// # Errors
 /// `ENOENT` for a missing path, `ENOSPC` when the per-user watch limit is
 /// reached.
-pub fn watch_path(path: &Path) -> io::Result<OwnedFd> {
+pub fn watch_path(path: &Path) -> io::Result<PathWatch> {
     let mut bytes = path.as_os_str().as_bytes().to_vec();
     if bytes.contains(&0) {
         return Err(io::Error::new(
@@ -55,7 +40,10 @@ pub fn watch_path(path: &Path) -> io::Result<OwnedFd> {
             mask,
         )
     })?;
-    Ok(fd)
+    Ok(PathWatch {
+        events: fd,
+        file: None,
+    })
 }
 
 /// Reads and decodes pending events from a [`watch_path`] descriptor into

@@ -14,9 +14,9 @@ use crate::{cvt, cvt_r, Interest, Trigger};
 // The kevent field types differ between the BSDs; these casts keep one
 // source for all of them.
 #[cfg(target_os = "netbsd")]
-type Filter = u32;
+pub(crate) type Filter = u32;
 #[cfg(not(target_os = "netbsd"))]
-type Filter = i16;
+pub(crate) type Filter = i16;
 #[cfg(target_os = "netbsd")]
 type Flags = u32;
 #[cfg(not(target_os = "netbsd"))]
@@ -442,4 +442,64 @@ impl Waker {
             }
         }
     }
+}
+
+/// A kqueue of its own that watches one kernel object (`filter` on `ident`,
+/// for the notes in `fflags`), edge-triggered: the returned descriptor is
+/// readable, to the reactor's selector, while that object has news. This is
+/// how the BSDs get one descriptor per watch where Linux has one directly: a
+/// process exit (`EVFILT_PROC`, for a pidfd) or a file change
+/// (`EVFILT_VNODE`, for an inotify watch). A kqueue descriptor can itself be
+/// watched by another kqueue (kqueue(2)).
+///
+/// # Errors
+/// `ESRCH` for a process that is gone, `EBADF` for a closed file, or the
+/// errors of `kqueue(2)`.
+pub(crate) fn single_watch(ident: RawFd, filter: Filter, fflags: u32) -> io::Result<OwnedFd> {
+    let queue = Selector::new()?;
+    let mut change = kevent(
+        ident,
+        filter,
+        (libc::EV_ADD | libc::EV_CLEAR | libc::EV_RECEIPT) as Flags,
+        0,
+    );
+    change.fflags = fflags;
+    let slot: *mut libc::kevent = &mut change;
+    // SAFETY: `slot` points at one live kevent, valid as change and receipt
+    // slot for the call.
+    cvt_r(|| unsafe { libc::kevent(queue.kq.as_raw_fd(), slot, 1, slot, 1, std::ptr::null()) })?;
+    if (change.flags as u32) & (libc::EV_ERROR as u32) != 0 && change.data != 0 {
+        return Err(io::Error::from_raw_os_error(change.data as i32));
+    }
+    Ok(queue.kq)
+}
+
+/// Takes the pending events of a [`single_watch`] queue without blocking:
+/// the union of their notes (`fflags`), 0 when there were none. Taking them
+/// makes the queue unreadable until the next change.
+///
+/// # Errors
+/// `EBADF` when `queue` is not a kqueue.
+pub(crate) fn take_notes(queue: BorrowedFd<'_>) -> io::Result<u32> {
+    // SAFETY: all-zero is a valid kevent.
+    let mut pending: [libc::kevent; 4] = unsafe { std::mem::zeroed() };
+    let now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `pending` holds 4 writable kevent slots; `now` is a live
+    // timespec (a zero timeout: never blocks).
+    let n = cvt_r(|| unsafe {
+        libc::kevent(
+            queue.as_raw_fd(),
+            std::ptr::null(),
+            0,
+            pending.as_mut_ptr(),
+            4,
+            &now,
+        )
+    })?;
+    Ok(pending[..n as usize]
+        .iter()
+        .fold(0, |notes, ev| notes | ev.fflags))
 }

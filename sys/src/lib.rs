@@ -74,9 +74,43 @@ compile_error!("packet-sys supports Linux/Android (epoll) and the BSDs/macOS (kq
 mod socket;
 pub use socket::{Addr, Domain, Socket, SocketRef, MAX_FDS_PER_MESSAGE};
 
+/// File change notification: `watch_path` and `read_events` (inotify on
+/// Linux, `EVFILT_VNODE` on the BSDs and macOS).
 #[cfg(any(target_os = "linux", target_os = "android"))]
-pub mod inotify;
+#[path = "inotify.rs"]
+pub mod filewatch;
+/// File change notification: `watch_path` and `read_events` (inotify on
+/// Linux, `EVFILT_VNODE` on the BSDs and macOS).
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+#[path = "vnode.rs"]
+pub mod filewatch;
 pub mod process;
+
+/// What happened to a watched file ([`filewatch::read_events`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileEvent {
+    /// Its contents were written.
+    Modified,
+    /// Its metadata changed (permissions, times, link count).
+    Attributes,
+    /// It was renamed or moved.
+    Moved,
+    /// It was deleted.
+    Deleted,
+    /// The watch ended (after `Deleted`, or when the file system went away).
+    Ended,
+}
+
+/// A watch on one path ([`filewatch::watch_path`]).
+#[derive(Debug)]
+pub struct PathWatch {
+    /// Readable while events are pending; give it to the selector and take
+    /// them with [`filewatch::read_events`].
+    pub events: std::os::fd::OwnedFd,
+    /// The watched file's own descriptor where the mechanism watches
+    /// through one (kqueue): keep it open as long as the watch.
+    pub file: Option<std::os::fd::OwnedFd>,
+}
 
 /// Socket option levels and names for `set_int_option`/`int_option`.
 pub mod sockopt {

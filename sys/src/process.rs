@@ -173,6 +173,27 @@ pub fn pidfd_open(pid: i32) -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
+/// A descriptor that becomes readable once process `pid` has exited, for
+/// a selector to watch: a pidfd on Linux (5.3 and later), a kqueue of its
+/// own watching `EVFILT_PROC`/`NOTE_EXIT` on the BSDs and macOS. It does
+/// not reap the process.
+///
+/// # Errors
+/// `ESRCH` when the process does not exist (some systems: or has already
+/// exited); `ENOSYS` on Linux before 5.3; `EPERM` for a process this user
+/// may not watch (BSD).
+pub fn exit_watch(pid: i32) -> io::Result<OwnedFd> {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    {
+        pidfd_open(pid)
+    }
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    {
+        use crate::kqueue::{single_watch, Filter};
+        single_watch(pid, libc::EVFILT_PROC as Filter, libc::NOTE_EXIT)
+    }
+}
+
 /// One descriptor to [`poll`], and what it reported.
 #[derive(Debug)]
 pub struct PollFd<'a> {
