@@ -8,6 +8,8 @@
 //! Listens on 127.0.0.1:8080 unless `ADDR` is given and prints
 //! `listening on ADDR` once ready. `--threads N` runs N reactors on N threads
 //! sharing the port through `SO_REUSEPORT`, as the echo server does.
+//! `SIGTERM` or `SIGINT` stop it gracefully: no new connections, responses
+//! in flight finished (for at most 5 s), exit status 0.
 //!
 //! Behaviour:
 //!
@@ -51,6 +53,9 @@
 
 include!("http_server/handler.rs");
 
+#[path = "common/reactors.rs"]
+mod reactors;
+
 fn usage() -> ! {
     eprintln!("usage: http_server [ADDR] [--root DIR] [--threads N]");
     std::process::exit(2);
@@ -87,39 +92,9 @@ fn main() -> io::Result<()> {
         }
     }
 
-    // Reactors are not Send: each thread builds its own and reports the
-    // bound address, or why it could not bind.
-    let options = ServerOptions::new().reuse_port(threads > 1);
-    let (tx, rx) = std::sync::mpsc::channel();
-    let threads: Vec<_> = (0..threads)
-        .map(|_| {
-            let (addr, options, root, tx) =
-                (addr.clone(), options.clone(), root.clone(), tx.clone());
-            std::thread::spawn(move || -> io::Result<()> {
-                let mut reactor = Reactor::new()?;
-                let started = start(&mut reactor, &addr, options, root);
-                let failed = started.is_err();
-                let _ = tx.send(started);
-                // Dropped now, not when the reactor stops: `main` reads
-                // until every sender is gone.
-                drop(tx);
-                if failed {
-                    return Ok(());
-                }
-                reactor.run_until_stopped()
-            })
-        })
-        .collect();
-    drop(tx);
-    let mut bound = None;
-    for started in rx {
-        bound = Some(started?);
-    }
-    println!("listening on {}", bound.expect("at least one thread"));
-    for t in threads {
-        t.join().expect("reactor thread panicked")?;
-    }
-    Ok(())
+    reactors::serve(&addr, threads, move |r, addr, options| {
+        start(r, addr, options, root.clone())
+    })
 }
 
 #[cfg(test)]

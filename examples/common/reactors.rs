@@ -1,0 +1,73 @@
+//! Shared by the echo and HTTP server examples: `--threads N` reactors
+//! sharing one port through `SO_REUSEPORT`, and a graceful stop on
+//! `SIGTERM` or `SIGINT`.
+
+use std::io;
+use std::sync::{Arc, Barrier, Mutex, MutexGuard};
+use std::time::Duration;
+
+use packet::signal::{SIGINT, SIGTERM};
+use packet::{Addr, Reactor, ReactorHandle, ServerOptions};
+
+/// How long a stop signal waits for queued output to drain.
+const GRACE: Duration = Duration::from_secs(5);
+
+/// Runs `threads` reactors, each set up by `start` (which starts its
+/// server on the address and with the options it is given, and returns the
+/// bound address), prints `listening on ADDR` once all of them listen, and
+/// returns when all have stopped.
+///
+/// This thread runs the first reactor (so one reactor means one thread);
+/// the others run on their own threads and listen on the address the first
+/// one bound, so port 0 works too. Reactors are not `Send` (handlers need
+/// not be), so each thread builds its own and hands back only its
+/// `ReactorHandle`. `SIGTERM` and `SIGINT` stop every reactor gracefully:
+/// no new connections, queued output flushed for at most five seconds.
+pub fn serve<F>(addr: &str, threads: usize, start: F) -> io::Result<()>
+where
+    F: Fn(&mut Reactor, &str, ServerOptions) -> io::Result<Addr> + Clone + Send + 'static,
+{
+    let options = ServerOptions::new().reuse_port(threads > 1);
+    let mut reactor = Reactor::new()?;
+    let bound = start(&mut reactor, addr, options.clone())?.to_string();
+    let others = Arc::new(Mutex::new(Vec::<ReactorHandle>::new()));
+    // Every extra reactor listens before `listening on` is printed.
+    let ready = Arc::new(Barrier::new(threads));
+    let extra: Vec<_> = (1..threads)
+        .map(|_| {
+            let (bound, options, start) = (bound.clone(), options.clone(), start.clone());
+            let (others, ready) = (others.clone(), ready.clone());
+            std::thread::spawn(move || -> io::Result<()> {
+                let mut reactor = Reactor::new()?;
+                if let Err(e) = start(&mut reactor, &bound, options) {
+                    eprintln!("cannot listen on {bound}: {e}");
+                    std::process::exit(1);
+                }
+                lock(&others).push(reactor.handle());
+                ready.wait();
+                reactor.run_until_stopped()
+            })
+        })
+        .collect();
+    ready.wait();
+    for sig in [SIGTERM, SIGINT] {
+        let others = others.clone();
+        reactor.on_signal(sig, move |r| {
+            for h in lock(&others).iter() {
+                h.schedule(|r| r.stop_gracefully(GRACE));
+            }
+            r.stop_gracefully(GRACE);
+        })?;
+    }
+    println!("listening on {bound}");
+    reactor.run_until_stopped()?;
+    for t in extra {
+        t.join().expect("reactor thread panicked")?;
+    }
+    Ok(())
+}
+
+/// The handles stay usable even if a thread panicked holding the lock.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
