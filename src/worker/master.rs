@@ -33,6 +33,11 @@ const CHANNEL_LIMIT: usize = 16 * 1024 * 1024;
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
+/// How long a worker's end waits for the fork server's report of how its
+/// process ended, after its channel closed first. The report normally
+/// follows within a millisecond; this bounds the wait if it never comes.
+const EXIT_REPORT_WAIT: Duration = Duration::from_secs(1);
+
 /// The master-side settings of one registered worker type.
 pub(crate) struct SpecConfig {
     pub(crate) pool: usize,
@@ -86,6 +91,9 @@ struct Instance {
     proxy: Option<Box<dyn WorkerProxy>>,
     /// How the process ended, once the fork server said.
     exit: Option<String>,
+    /// The channel closed before that report: why, and the pid whose
+    /// report is awaited (see [`Master::channel_lost`]).
+    closed: Option<(String, u32)>,
 }
 
 type ReplyCallback = Box<dyn FnOnce(&mut Reactor, WorkerReply)>;
@@ -250,10 +258,12 @@ impl Master {
             options: Vec::new(),
             proxy: None,
             exit: None,
+            closed: None,
         });
         inst.state = State::Starting;
         inst.options = options;
         inst.exit = None;
+        inst.closed = None;
         if inst.proxy.is_none() {
             inst.proxy = proxy;
         }
@@ -426,6 +436,53 @@ impl Master {
             other => return Err(format!("message not allowed from a worker: kind {other:?}")),
         }
         Ok(())
+    }
+
+    /// Worker `id`'s channel closed. A process that died (killed, crashed)
+    /// closes its channel at the moment the fork server's pidfd fires, and
+    /// the channel's end of stream often arrives first: then the end waits
+    /// for the fork server's report (at most [`EXIT_REPORT_WAIT`]), so that
+    /// askers and proxies learn "killed by signal 9", not "connection reset
+    /// by peer". Asks made meanwhile wait in the backlog and fail with it.
+    fn channel_lost(
+        &mut self,
+        reactor: &mut Reactor,
+        id: &WorkerId,
+        why: String,
+        out: &mut Vec<Delivery>,
+    ) {
+        let Some(inst) = self.instances.get_mut(id) else {
+            return;
+        };
+        let pid = match inst.pid {
+            Some(pid)
+                if inst.exit.is_none()
+                    && matches!(inst.state, State::Starting | State::Running) =>
+            {
+                pid
+            }
+            _ => return self.channel_closed(reactor, id, why, out),
+        };
+        if self.shutting_down {
+            return self.channel_closed(reactor, id, why, out);
+        }
+        if let Some(ch) = inst.channel.take() {
+            self.by_channel.remove(&ch);
+        }
+        inst.closed = Some((why, pid));
+        let id = id.clone();
+        reactor.add_timer(EXIT_REPORT_WAIT, move |r| {
+            let mut out = Vec::new();
+            with_master(r, |m, r| {
+                let inst = m.instances.get_mut(&id)?;
+                if inst.closed.as_ref().is_some_and(|(_, p)| *p == pid) {
+                    let (why, _) = inst.closed.take()?;
+                    m.channel_closed(r, &id, why, &mut out);
+                }
+                Some(())
+            });
+            deliver(r, out);
+        });
     }
 
     /// Worker `id`'s channel closed: fail its asks, tell its proxy, and
@@ -657,7 +714,7 @@ impl Handler for ChannelHandler {
             other => other.to_string(),
         };
         with_master(conn.reactor(), |m, r| {
-            m.channel_closed(r, &self.worker, why, &mut deliveries)
+            m.channel_lost(r, &self.worker, why, &mut deliveries)
         });
         deliver(conn.reactor(), deliveries);
     }
@@ -787,8 +844,13 @@ fn link_event(m: &mut Master, r: &mut Reactor, event: LinkEvent, out: &mut Vec<D
             } else {
                 format!("exited with code {status}")
             };
-            if let Some(inst) = m.instances.values_mut().find(|i| i.pid == Some(pid)) {
-                inst.exit = Some(how);
+            let found = m.instances.iter_mut().find(|(_, i)| i.pid == Some(pid));
+            let Some((id, inst)) = found else { return };
+            inst.exit = Some(how);
+            // Its channel closed first and is waiting for this report.
+            if let Some((why, _)) = inst.closed.take() {
+                let id = id.clone();
+                m.channel_closed(r, &id, why, out);
             }
         }
         LinkEvent::Garbage => {
