@@ -7,10 +7,9 @@
 
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, FromRawFd, OwnedFd};
-use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
-use crate::{cvt, FileEvent, PathWatch, Socket};
+use crate::{c_path, cvt, FileEvent, PathWatch, Socket};
 
 /// A watch on `path`: an inotify descriptor, readable when something
 /// happened (inotify needs no descriptor of the file itself).
@@ -19,26 +18,15 @@ use crate::{cvt, FileEvent, PathWatch, Socket};
 /// `ENOENT` for a missing path, `ENOSPC` when the per-user watch limit is
 /// reached.
 pub fn watch_path(path: &Path) -> io::Result<PathWatch> {
-    let mut bytes = path.as_os_str().as_bytes().to_vec();
-    if bytes.contains(&0) {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "path contains NUL",
-        ));
-    }
-    bytes.push(0);
+    let path = c_path(path)?;
     // SAFETY: inotify_init1 takes flags only.
     let fd = cvt(unsafe { libc::inotify_init1(libc::IN_NONBLOCK | libc::IN_CLOEXEC) })?;
     // SAFETY: a fresh descriptor owned by nobody else.
     let fd = unsafe { OwnedFd::from_raw_fd(fd) };
     let mask = libc::IN_MODIFY | libc::IN_ATTRIB | libc::IN_MOVE_SELF | libc::IN_DELETE_SELF;
-    // SAFETY: `bytes` is a NUL-terminated path alive for the call.
+    // SAFETY: `path` is a NUL-terminated string alive for the call.
     cvt(unsafe {
-        libc::inotify_add_watch(
-            std::os::fd::AsRawFd::as_raw_fd(&fd),
-            bytes.as_ptr().cast(),
-            mask,
-        )
+        libc::inotify_add_watch(std::os::fd::AsRawFd::as_raw_fd(&fd), path.as_ptr(), mask)
     })?;
     Ok(PathWatch {
         events: fd,

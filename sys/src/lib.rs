@@ -161,6 +161,16 @@ impl IsMinusOne for isize {
     }
 }
 
+/// `path` as the NUL-terminated string a syscall takes.
+///
+/// # Errors
+/// `InvalidInput` when the path contains a NUL byte.
+fn c_path(path: &std::path::Path) -> io::Result<std::ffi::CString> {
+    use std::os::unix::ffi::OsStrExt;
+    std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains NUL"))
+}
+
 /// Turns a libc `-1` into the thread's `errno` as an `io::Error`.
 #[inline]
 fn cvt<T: IsMinusOne>(r: T) -> io::Result<T> {

@@ -10,11 +10,10 @@
 
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
-use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
 use crate::kqueue::{single_watch, take_notes, Filter};
-use crate::{cvt_r, FileEvent, PathWatch};
+use crate::{c_path, cvt_r, FileEvent, PathWatch};
 
 /// `O_EVTONLY` on macOS: the descriptor exists only for notifications and
 /// does not keep the volume from being unmounted.
@@ -38,17 +37,10 @@ const NOTES: u32 = libc::NOTE_WRITE
 /// # Errors
 /// `ENOENT` for a missing path, `EACCES`, `EMFILE`.
 pub fn watch_path(path: &Path) -> io::Result<PathWatch> {
-    let mut bytes = path.as_os_str().as_bytes().to_vec();
-    if bytes.contains(&0) {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "path contains NUL",
-        ));
-    }
-    bytes.push(0);
-    // SAFETY: `bytes` is a NUL-terminated path alive for the call; open
+    let path = c_path(path)?;
+    // SAFETY: `path` is a NUL-terminated string alive for the call; open
     // with these flags takes no mode argument.
-    let fd = cvt_r(|| unsafe { libc::open(bytes.as_ptr().cast(), OPEN_FLAGS) })?;
+    let fd = cvt_r(|| unsafe { libc::open(path.as_ptr(), OPEN_FLAGS) })?;
     // SAFETY: a fresh descriptor owned by nobody else.
     let file = unsafe { OwnedFd::from_raw_fd(fd) };
     let events = single_watch(file.as_raw_fd(), libc::EVFILT_VNODE as Filter, NOTES)?;
