@@ -68,15 +68,16 @@
 //! down its side right after sending. A last line without a newline is not
 //! evaluated.
 
+use packet::worker::{Worker, WorkerContext, WorkerMessage, WorkerRegistry, WorkerSpec};
+use packet::{CloseReason, ConnId, Connection, Handler, Reactor};
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::io;
 use std::rc::Rc;
-use std::time::{Duration, Instant};
 
-use packet::worker::{Worker, WorkerContext, WorkerMessage, WorkerRegistry, WorkerSpec};
-use packet::{Addr, CloseReason, ConnId, Connection, Handler, Reactor};
+#[path = "common/announce.rs"]
+mod announce;
 
 /// The worker's registered name, as in the seed (`set_worker_name :eval_worker`).
 const WORKER: &str = "eval_worker";
@@ -753,24 +754,6 @@ impl Handler for EvalClient {
     }
 }
 
-/// Prints `listening on ADDR` once `n` workers run (or after a few seconds
-/// regardless, saying so: asks wait for workers that are still starting).
-fn announce(reactor: &mut Reactor, addr: Addr, n: usize, give_up: Instant) {
-    let pids = reactor.worker_pids(WORKER);
-    if pids.len() >= n || Instant::now() >= give_up {
-        if pids.len() < n {
-            eprintln!("warning: only {} of {n} workers are running", pids.len());
-        }
-        let pids: Vec<String> = pids.iter().map(|(id, pid)| format!("{id}={pid}")).collect();
-        eprintln!("workers: {}", pids.join(" "));
-        println!("listening on {addr}");
-    } else {
-        reactor.add_timer(Duration::from_millis(2), move |r| {
-            announce(r, addr, n, give_up)
-        });
-    }
-}
-
 fn usage() -> ! {
     eprintln!("usage: eval_server [ADDR] [--workers N]");
     std::process::exit(2);
@@ -800,8 +783,8 @@ fn main() -> io::Result<()> {
         reactor.add_workers(workers)?;
         let server = reactor.start_server(addr.as_str(), EvalClient::default)?;
         let bound = reactor.server_addr(server)?;
-        announce(reactor, bound, n, Instant::now() + Duration::from_secs(5));
-        Ok(())
+        // Until the workers run, asks wait for workers that are still starting.
+        announce::when_workers_run(reactor, WORKER, n, bound)
     })
 }
 

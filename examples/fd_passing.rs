@@ -41,14 +41,15 @@
 //! passed descriptor expects no reply, so every descriptor would go to
 //! instance `0`.
 
+use packet::worker::{Worker, WorkerContext, WorkerMessage, WorkerRegistry, WorkerSpec};
+use packet::{Connection, Handler, Reactor};
 use std::cell::Cell;
 use std::io;
 use std::os::fd::OwnedFd;
 use std::rc::Rc;
-use std::time::{Duration, Instant};
 
-use packet::worker::{Worker, WorkerContext, WorkerMessage, WorkerRegistry, WorkerSpec};
-use packet::{Addr, Connection, Handler, Reactor};
+#[path = "common/announce.rs"]
+mod announce;
 
 const WORKER: &str = "echo_worker";
 
@@ -152,24 +153,6 @@ impl Handler for HandOff {
     }
 }
 
-/// Prints `listening on ADDR` once `n` workers run (or after a few seconds
-/// regardless: clients are then told no worker runs).
-fn announce(reactor: &mut Reactor, addr: Addr, n: usize, give_up: Instant) {
-    let pids = reactor.worker_pids(WORKER);
-    if pids.len() >= n || Instant::now() >= give_up {
-        if pids.len() < n {
-            eprintln!("warning: only {} of {n} workers are running", pids.len());
-        }
-        let pids: Vec<String> = pids.iter().map(|(id, pid)| format!("{id}={pid}")).collect();
-        eprintln!("master {}, workers: {}", std::process::id(), pids.join(" "));
-        println!("listening on {addr}");
-    } else {
-        reactor.add_timer(Duration::from_millis(2), move |r| {
-            announce(r, addr, n, give_up)
-        });
-    }
-}
-
 fn usage() -> ! {
     eprintln!("usage: fd_passing [ADDR] [--workers N]");
     std::process::exit(2);
@@ -200,7 +183,7 @@ fn main() -> io::Result<()> {
         let turn = Rc::new(Cell::new(0));
         let server = reactor.start_server(addr.as_str(), move || HandOff { turn: turn.clone() })?;
         let bound = reactor.server_addr(server)?;
-        announce(reactor, bound, n, Instant::now() + Duration::from_secs(5));
-        Ok(())
+        // Until the workers run, clients are then told no worker runs.
+        announce::when_workers_run(reactor, WORKER, n, bound)
     })
 }

@@ -203,18 +203,21 @@ fn registry() -> WorkerRegistry {
 
 use util::run_with_workers as run;
 
-/// Calls `f` once every named worker is running (polling the reactor's view
-/// of them), so that tests do not race the fork.
+/// Calls `f` once every named worker is running, so that tests do not race
+/// the fork.
 fn when_running(
     r: &mut Reactor,
     names: &'static [&'static str],
     f: impl FnOnce(&mut Reactor) + 'static,
 ) {
-    if names.iter().all(|n| !r.worker_pids(n).is_empty()) {
-        f(r);
-    } else {
-        r.add_timer(Duration::from_millis(2), move |r| when_running(r, names, f));
-    }
+    let Some((first, rest)) = names.split_first() else {
+        return f(r);
+    };
+    r.when_workers_running(first, 1, Duration::from_secs(30), move |r, running| {
+        assert_eq!(running, 1, "worker {first} did not start within 30 s");
+        when_running(r, rest, f);
+    })
+    .unwrap();
 }
 
 /// A line server that asks the echo pool for every line and writes the
@@ -403,6 +406,56 @@ fn keys_runtime_start_double_start_and_delete(workers: Workers) {
     let mut log = log.borrow().clone();
     log[..2].sort();
     assert_eq!(log, ["a:opts-a", "b:opts-b", "a gone", "b:opts-b"]);
+}
+
+fn waiting_for_running_workers_counts_them_and_gives_up_after_within(workers: Workers) {
+    let log = Rc::new(RefCell::new(Vec::<String>::new()));
+    let out = log.clone();
+    run(workers, move |r| {
+        assert!(matches!(
+            r.when_workers_running("nope", 1, Duration::from_secs(1), |_, _| {}),
+            Err(WorkerError::NotRegistered(_))
+        ));
+        // The three auto-loaded pool instances: called once all run.
+        let o = out.clone();
+        r.when_workers_running("pool", 3, Duration::from_secs(30), move |r, n| {
+            let pids = r.worker_pids("pool").len();
+            o.borrow_mut().push(format!("pool {n} of 3, {pids} pids"));
+            // A fourth never comes: called after `within` with three.
+            let o2 = o.clone();
+            r.when_workers_running("pool", 4, Duration::from_millis(100), move |r, n| {
+                o2.borrow_mut().push(format!("pool {n} of 4"));
+                stop_at(r, &o2, 3);
+            })
+            .unwrap();
+            // Not auto-loaded: called when start_worker's instance runs,
+            // long before its 30 s; the 10 s guard stops the test if not.
+            let o3 = o.clone();
+            r.when_workers_running("key", 1, Duration::from_secs(30), move |r, n| {
+                o3.borrow_mut().push(format!("key {n} of 1"));
+                stop_at(r, &o3, 3);
+            })
+            .unwrap();
+            r.start_worker("key", Some("k"), &String::new()).unwrap();
+            let o4 = o.clone();
+            r.add_timer(Duration::from_secs(10), move |r| {
+                o4.borrow_mut().push("guard".into());
+                r.stop();
+            });
+        })
+        .unwrap();
+        Ok(())
+    });
+    let mut log = log.borrow().clone();
+    log[1..].sort();
+    assert_eq!(log, ["pool 3 of 3, 3 pids", "key 1 of 1", "pool 3 of 4"]);
+}
+
+/// Stops the reactor once `log` has `n` entries.
+fn stop_at(r: &mut Reactor, log: &RefCell<Vec<String>>, n: usize) {
+    if log.borrow().len() == n {
+        r.stop();
+    }
 }
 
 fn poll_until_gone(r: &mut Reactor, out: Rc<RefCell<Vec<String>>>) {
@@ -732,6 +785,10 @@ fn main() {
         (
             "keys_runtime_start_double_start_and_delete",
             keys_runtime_start_double_start_and_delete,
+        ),
+        (
+            "waiting_for_running_workers_counts_them_and_gives_up_after_within",
+            waiting_for_running_workers_counts_them_and_gives_up_after_within,
         ),
         (
             "worker_asks_worker_through_the_master",

@@ -23,7 +23,7 @@ use super::{
 };
 use crate::codec::{FrameDecoder, HeaderFormat};
 use crate::connection::{CloseReason, ConnId, Connection, Handler};
-use crate::reactor::Reactor;
+use crate::reactor::{Reactor, TimerId};
 
 /// Unsent bytes a worker's channel may hold before asks to it are refused
 /// with [`WorkerError::Busy`]: a worker that stops reading cannot grow the
@@ -125,6 +125,20 @@ enum Delivery {
     Proxy(WorkerId, ProxyEvent),
     Hook(WorkerId, WorkerMessage),
     Log(WorkerId, String),
+    /// A [`Reactor::when_workers_running`] callback, with the count.
+    Running(RunningFn, usize),
+}
+
+type RunningFn = Box<dyn FnOnce(&mut Reactor, usize)>;
+
+/// A [`Reactor::when_workers_running`] callback waiting for `count`
+/// instances of worker `name`.
+struct RunningWaiter {
+    id: u64,
+    name: String,
+    count: usize,
+    timer: TimerId,
+    callback: RunningFn,
 }
 
 enum ProxyEvent {
@@ -148,6 +162,8 @@ pub(crate) struct Master {
     shutting_down: bool,
     /// Turns taken among equally busy pool instances.
     turn: usize,
+    waiters: Vec<RunningWaiter>,
+    next_waiter: u64,
 }
 
 impl Drop for Master {
@@ -160,6 +176,31 @@ impl Drop for Master {
 }
 
 impl Master {
+    /// Instances of worker `name` running now.
+    fn running(&self, name: &str) -> usize {
+        self.instances
+            .iter()
+            .filter(|(id, i)| id.name == name && i.state == State::Running)
+            .count()
+    }
+
+    /// Hands over the [`Reactor::when_workers_running`] callbacks for
+    /// `name` whose count is reached.
+    fn wake_waiters(&mut self, reactor: &mut Reactor, name: &str, out: &mut Vec<Delivery>) {
+        let running = self.running(name);
+        let mut i = 0;
+        while i < self.waiters.len() {
+            let w = &self.waiters[i];
+            if w.name == name && running >= w.count {
+                let w = self.waiters.swap_remove(i);
+                reactor.cancel_timer(w.timer);
+                out.push(Delivery::Running(w.callback, running));
+            } else {
+                i += 1;
+            }
+        }
+    }
+
     fn spec(&self, name: &str) -> Option<&SpecConfig> {
         self.specs.iter().find(|(n, _)| n == name).map(|(_, c)| c)
     }
@@ -654,6 +695,7 @@ fn deliver(reactor: &mut Reactor, deliveries: Vec<Delivery>) {
                 });
             }
             Delivery::Log(id, text) => eprintln!("[{id}] {text}"),
+            Delivery::Running(callback, running) => callback(reactor, running),
         }
     }
 }
@@ -820,8 +862,9 @@ fn link_event(m: &mut Master, r: &mut Reactor, event: LinkEvent, out: &mut Vec<D
                     r.send_data_to(ch, &backlog);
                     m.by_channel.insert(ch, id.clone());
                     if inst.proxy.is_some() {
-                        out.push(Delivery::Proxy(id, ProxyEvent::Started));
+                        out.push(Delivery::Proxy(id.clone(), ProxyEvent::Started));
                     }
+                    m.wake_waiters(r, &id.name, out);
                 }
                 Err(e) => {
                     let _ = packet_sys::process::kill(pid as i32, 9);
@@ -910,6 +953,8 @@ impl Reactor {
             results: HashMap::new(),
             shutting_down: false,
             turn: 0,
+            waiters: Vec::new(),
+            next_waiter: 0,
         }));
         for (id, options) in auto {
             let started = with_master(self, |m, r| m.start_instance(r, id, options));
@@ -1112,6 +1157,69 @@ impl Reactor {
             .collect();
         v.sort();
         v
+    }
+
+    /// Calls `callback` once `count` instances of worker `name` run, or
+    /// when `within` has passed, whichever comes first, with the number
+    /// running then (below `count` only after `within`). If they already
+    /// run it is called on the next turn; if the reactor stops first it is
+    /// not called. For a server that announces itself only once its
+    /// workers can answer, without polling [`Reactor::worker_pids`].
+    ///
+    /// ```no_run
+    /// # use packet::Reactor;
+    /// # use std::time::Duration;
+    /// # fn f(reactor: &mut Reactor) -> Result<(), packet::worker::WorkerError> {
+    /// reactor.when_workers_running("eval", 4, Duration::from_secs(5), |_, running| {
+    ///     if running < 4 {
+    ///         eprintln!("only {running} of 4 workers are running");
+    ///     }
+    ///     println!("ready");
+    /// })?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// [`WorkerError::NoWorkers`] when no workers are attached,
+    /// [`WorkerError::NotRegistered`] for an unknown name.
+    pub fn when_workers_running(
+        &mut self,
+        name: &str,
+        count: usize,
+        within: Duration,
+        callback: impl FnOnce(&mut Reactor, usize) + 'static,
+    ) -> Result<(), WorkerError> {
+        let m = self.workers.as_mut().ok_or(WorkerError::NoWorkers)?;
+        if m.spec(name).is_none() {
+            return Err(WorkerError::NotRegistered(name.to_string()));
+        }
+        let running = m.running(name);
+        if running >= count {
+            self.next_turn(move |r| callback(r, running));
+            return Ok(());
+        }
+        m.next_waiter += 1;
+        let id = m.next_waiter;
+        let timer = self.add_timer(within, move |r| {
+            let waiter = with_master(r, |m, _| {
+                let at = m.waiters.iter().position(|w| w.id == id)?;
+                let w = m.waiters.swap_remove(at);
+                Some((w.callback, m.running(&w.name)))
+            })
+            .flatten();
+            if let Some((callback, running)) = waiter {
+                callback(r, running);
+            }
+        });
+        let m = self.workers.as_mut().expect("checked above");
+        m.waiters.push(RunningWaiter {
+            id,
+            name: name.to_string(),
+            count,
+            timer,
+            callback: Box::new(callback),
+        });
+        Ok(())
     }
 
     /// The process id of the fork server, if workers are attached.
