@@ -668,14 +668,18 @@ fn run_thread(
 
 /// User plus system CPU time of the live threads of this process, in
 /// seconds: their run time from `/proc/self/task/*/schedstat`, in
-/// nanoseconds (falls back to [`cpu_seconds_total`]). Threads that ended
-/// are not counted, so this is for samples taken while the reactor
-/// threads run.
+/// nanoseconds (falls back to [`cpu_seconds_total`] where schedstat is
+/// missing). Threads that ended are not counted, so this is for samples
+/// taken while the reactor threads run; a thread that ends between the
+/// listing and the read is skipped, not a reason to switch to the
+/// tick-based total (mixing the two made a window's CPU negative).
 fn cpu_seconds_live() -> f64 {
     let from_schedstat = || -> Option<u64> {
         let mut total = 0u64;
-        for task in std::fs::read_dir("/proc/self/task").ok()? {
-            let stat = std::fs::read_to_string(task.ok()?.path().join("schedstat")).ok()?;
+        for task in std::fs::read_dir("/proc/self/task").ok()?.flatten() {
+            let Ok(stat) = std::fs::read_to_string(task.path().join("schedstat")) else {
+                continue;
+            };
             total += stat.split_whitespace().next()?.parse::<u64>().ok()?;
         }
         Some(total)
