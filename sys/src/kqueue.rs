@@ -3,7 +3,8 @@
 //!
 //! A definition-by-definition mirror of `epoll.rs`: no BSD or macOS target is
 //! installed on the project's machines, so this file is reviewed against the
-//! epoll one rather than compiled in CI. Change both together.
+//! epoll one and only type-checked in CI, against FreeBSD's definitions
+//! (`.ci/kqueue-check`). Change both together.
 
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
@@ -155,6 +156,8 @@ impl Selector {
             )
         })?;
         for ev in &changes {
+            // `data` is i64 on FreeBSD and NetBSD, intptr_t elsewhere.
+            #[allow(clippy::unnecessary_cast)]
             let data = ev.data as i64;
             if (ev.flags as u32) & (libc::EV_ERROR as u32) != 0
                 && data != 0
@@ -235,7 +238,7 @@ impl Events {
         self.buf[..self.len].iter().map(|e| Event {
             filter: e.filter as i32,
             flags: e.flags as u32,
-            fflags: e.fflags as u32,
+            fflags: e.fflags,
             token: e.udata as usize as u64,
         })
     }
@@ -472,6 +475,17 @@ pub(crate) fn single_watch(ident: RawFd, filter: Filter, fflags: u32) -> io::Res
         return Err(io::Error::from_raw_os_error(change.data as i32));
     }
     Ok(queue.kq)
+}
+
+/// A descriptor readable once process `pid` has exited: `EVFILT_PROC` with
+/// `NOTE_EXIT` on a queue of its own (the kqueue side of
+/// `process::exit_watch`, which is a pidfd on Linux).
+///
+/// # Errors
+/// `ESRCH` for a process that is gone, `EPERM` for one this user may not
+/// watch.
+pub(crate) fn exit_watch(pid: i32) -> io::Result<OwnedFd> {
+    single_watch(pid, libc::EVFILT_PROC as Filter, libc::NOTE_EXIT)
 }
 
 /// Takes the pending events of a [`single_watch`] queue without blocking:

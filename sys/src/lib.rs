@@ -33,8 +33,6 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 #![deny(clippy::undocumented_unsafe_blocks)]
 
-use std::io;
-
 #[cfg(any(target_os = "linux", target_os = "android"))]
 mod epoll;
 #[cfg(any(target_os = "linux", target_os = "android"))]
@@ -86,32 +84,6 @@ pub mod filewatch;
 pub mod filewatch;
 pub mod process;
 
-/// What happened to a watched file ([`filewatch::read_events`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FileEvent {
-    /// Its contents were written.
-    Modified,
-    /// Its metadata changed (permissions, times, link count).
-    Attributes,
-    /// It was renamed or moved.
-    Moved,
-    /// It was deleted.
-    Deleted,
-    /// The watch ended (after `Deleted`, or when the file system went away).
-    Ended,
-}
-
-/// A watch on one path ([`filewatch::watch_path`]).
-#[derive(Debug)]
-pub struct PathWatch {
-    /// Readable while events are pending; give it to the selector and take
-    /// them with [`filewatch::read_events`].
-    pub events: std::os::fd::OwnedFd,
-    /// The watched file's own descriptor where the mechanism watches
-    /// through one (kqueue): keep it open as long as the watch.
-    pub file: Option<std::os::fd::OwnedFd>,
-}
-
 /// Socket option levels and names for `set_int_option`/`int_option`.
 pub mod sockopt {
     pub use libc::{
@@ -121,75 +93,6 @@ pub mod sockopt {
 pub mod signal;
 pub use std::net::Shutdown;
 
-bitflags::bitflags! {
-    /// Which readiness a registration asks for.
-    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-    pub struct Interest: u8 {
-        /// Readable, peer closed, or an error.
-        const READABLE = 1;
-        /// Writable, or an error.
-        const WRITABLE = 2;
-    }
-}
-
-/// How a registration reports readiness.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Trigger {
-    /// Once per change (`EPOLLET`, `EV_CLEAR`): the owner reads or writes
-    /// until `WouldBlock` before waiting again. What the reactor's
-    /// connections use.
-    Edge,
-    /// For as long as the condition holds: for fds whose owner reads them
-    /// itself, at its own pace.
-    Level,
-}
-
-/// Integer results of libc calls, where `-1` means "look at errno".
-trait IsMinusOne: Copy {
-    fn is_minus_one(self) -> bool;
-}
-
-impl IsMinusOne for i32 {
-    fn is_minus_one(self) -> bool {
-        self == -1
-    }
-}
-
-impl IsMinusOne for isize {
-    fn is_minus_one(self) -> bool {
-        self == -1
-    }
-}
-
-/// `path` as the NUL-terminated string a syscall takes.
-///
-/// # Errors
-/// `InvalidInput` when the path contains a NUL byte.
-fn c_path(path: &std::path::Path) -> io::Result<std::ffi::CString> {
-    use std::os::unix::ffi::OsStrExt;
-    std::ffi::CString::new(path.as_os_str().as_bytes())
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains NUL"))
-}
-
-/// Turns a libc `-1` into the thread's `errno` as an `io::Error`.
-#[inline]
-fn cvt<T: IsMinusOne>(r: T) -> io::Result<T> {
-    if r.is_minus_one() {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(r)
-    }
-}
-
-/// Like [`cvt`], but retries the call while it fails with `EINTR`, as std's
-/// unix `cvt_r` does: a signal arriving mid-call is not an error for anyone
-/// above this layer.
-#[inline]
-fn cvt_r<T: IsMinusOne>(mut f: impl FnMut() -> T) -> io::Result<T> {
-    loop {
-        match cvt(f()) {
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            other => return other,
-        }
-    }
-}
+mod common;
+use common::{c_path, cvt, cvt_r};
+pub use common::{FileEvent, Interest, PathWatch, Trigger};

@@ -189,8 +189,7 @@ pub fn exit_watch(pid: i32) -> io::Result<OwnedFd> {
     }
     #[cfg(not(any(target_os = "linux", target_os = "android")))]
     {
-        use crate::kqueue::{single_watch, Filter};
-        single_watch(pid, libc::EVFILT_PROC as Filter, libc::NOTE_EXIT)
+        crate::kqueue::exit_watch(pid)
     }
 }
 
