@@ -6,7 +6,8 @@
 //! readability, as on Linux; [`read_events`] turns the notes that arrived
 //! into [`FileEvent`]s. No BSD or macOS target is installed on the
 //! project's machines: like `kqueue.rs`, this file is reviewed against its
-//! Linux counterpart rather than compiled in CI. Change both together.
+//! Linux counterpart and only type-checked in CI (`.ci/kqueue-check`).
+//! Change both together.
 
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
