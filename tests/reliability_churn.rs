@@ -30,20 +30,6 @@ const CLIENT_THREADS: usize = 2;
 /// the bench's).
 const RSS_TOLERANCE_KIB: u64 = 256;
 
-fn open_fds() -> usize {
-    // The directory listing holds one descriptor of its own.
-    std::fs::read_dir("/proc/self/fd").unwrap().count() - 1
-}
-
-fn rss_kib() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS in /proc/self/status")
-}
-
 /// `n` cycles of: connect, send 32 bytes, read the echo, close.
 fn cycles(addr: SocketAddr, n: usize, seed: u64) {
     let mut buf = [0u8; 32];
@@ -103,13 +89,13 @@ fn connect_round_trip_close_cycles_leave_no_descriptors_or_memory_behind() {
     // reach their working size.
     churn(addr, 2_000);
     wait_for_no_connections(&server);
-    let (fds_before, rss_before) = (open_fds(), rss_kib());
+    let (fds_before, rss_before) = (util::open_fds(), util::rss_kib());
 
     let started = Instant::now();
     churn(addr, n);
     wait_for_no_connections(&server);
     let took = started.elapsed();
-    let (fds_after, rss_after) = (open_fds(), rss_kib());
+    let (fds_after, rss_after) = (util::open_fds(), util::rss_kib());
 
     println!(
         "churn: {n} cycles in {took:.2?} ({:.0}/s); fds {fds_before} -> {fds_after}; \

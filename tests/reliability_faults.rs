@@ -63,15 +63,6 @@ fn sigpipes() -> usize {
     count.load(Ordering::SeqCst)
 }
 
-fn rss_kib() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS in /proc/self/status")
-}
-
 /// Closes with `SO_LINGER` 0: the peer gets a reset, not an end of stream.
 fn reset(stream: impl Into<OwnedFd>) {
     let s = packet_sys::Socket::from(stream.into());
@@ -410,7 +401,7 @@ fn a_client_that_writes_and_never_reads_cannot_grow_the_servers_memory() {
     let server = util::echo_server();
     // Warm the reactor up (its read buffer, the first queue chunks).
     still_serves(server.value);
-    let before = rss_kib();
+    let before = util::rss_kib();
 
     let mut c = client(server.value);
     c.set_write_timeout(Some(Duration::from_secs(2))).unwrap();
@@ -440,7 +431,7 @@ fn a_client_that_writes_and_never_reads_cannot_grow_the_servers_memory() {
             Err(e) => panic!("write failed: {e}"),
         }
     }
-    let during = rss_kib();
+    let during = util::rss_kib();
     println!(
         "slow reader: {written} bytes accepted before backpressure; \
          RSS {before} KiB -> {during} KiB"

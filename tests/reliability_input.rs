@@ -26,20 +26,6 @@ fn serial() -> MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// A `/proc/self/status` field in KiB.
-fn status_kib(field: &str) -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(field))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("field in /proc/self/status")
-}
-
-fn open_fds() -> usize {
-    std::fs::read_dir("/proc/self/fd").unwrap().count() - 1
-}
-
 #[derive(Serialize, Deserialize, Debug, PartialEq)]
 enum Msg {
     Ping(u32),
@@ -109,7 +95,7 @@ fn announced_but_unsent_messages_cost_only_the_bytes_that_arrived() {
     let addr = server.value;
     let mut probe = client(addr);
     ping(&mut probe, 0);
-    let (vm_before, rss_before) = (status_kib("VmSize:"), status_kib("VmRSS:"));
+    let (vm_before, rss_before) = (util::status_kib("VmSize:"), util::status_kib("VmRSS:"));
 
     let mut liars: Vec<_> = (0..CONNS).map(|_| client(addr)).collect();
     for c in &mut liars {
@@ -120,7 +106,7 @@ fn announced_but_unsent_messages_cost_only_the_bytes_that_arrived() {
     // The probe's ping is read after the liars' bytes (they were ready
     // first), so once it is answered the server holds every partial frame.
     ping(&mut probe, 1);
-    let (vm_after, rss_after) = (status_kib("VmSize:"), status_kib("VmRSS:"));
+    let (vm_after, rss_after) = (util::status_kib("VmSize:"), util::status_kib("VmRSS:"));
     println!(
         "{CONNS} connections announcing {ANNOUNCED} bytes each ({} MiB in all): \
          VmSize {vm_before} -> {vm_after} KiB, VmRSS {rss_before} -> {rss_after} KiB",
@@ -194,7 +180,7 @@ fn descriptors_passed_to_a_connection_that_takes_none_are_not_kept() {
     c.write_all(b"hi").unwrap();
     let mut hi = [0u8; 2];
     c.read_exact(&mut hi).unwrap();
-    let before = open_fds();
+    let before = util::open_fds();
     for round in 0..100u32 {
         let msg = format!("round {round:03}");
         let n = packet_sys::Socket::view(c.as_fd())
@@ -208,6 +194,6 @@ fn descriptors_passed_to_a_connection_that_takes_none_are_not_kept() {
     // 1,600 descriptors crossed the socket; the server (same process) got
     // to keep none of them: the kernel discards descriptors a plain read
     // does not ask for.
-    assert_eq!(open_fds(), before);
+    assert_eq!(util::open_fds(), before);
     server.stop();
 }

@@ -100,10 +100,6 @@ fn server(idle: Duration, deadline: Option<Duration>) -> (util::Running<SocketAd
     (running, stats)
 }
 
-fn open_fds() -> usize {
-    std::fs::read_dir("/proc/self/fd").unwrap().count() - 1
-}
-
 fn connections(handle: &packet::ReactorHandle) -> usize {
     let (tx, rx) = mpsc::channel();
     handle.schedule(move |r| tx.send(r.connection_count()).unwrap());
@@ -199,7 +195,7 @@ fn inactivity_timeouts_reclaim_two_thousand_slowloris_connections() {
     if slow_count < 2000 {
         println!("slowloris: hard descriptor limit {limit}: {slow_count} slow clients, not 2000");
     }
-    let fds_before = open_fds();
+    let fds_before = util::open_fds();
     let idle = Duration::from_millis(1500);
     let (running, stats) = server(idle, None);
     let addr = running.value;
@@ -225,7 +221,7 @@ fn inactivity_timeouts_reclaim_two_thousand_slowloris_connections() {
         "slowloris: {slow_count} slow clients reclaimed, {served} good clients served meanwhile"
     );
     running.stop();
-    assert_eq!(open_fds(), fds_before, "every descriptor is closed");
+    assert_eq!(util::open_fds(), fds_before, "every descriptor is closed");
 }
 
 #[test]

@@ -107,15 +107,6 @@ fn when_running(
     }
 }
 
-fn rss_kib() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS in /proc/self/status")
-}
-
 // ----- tests -----
 
 #[derive(Default)]
@@ -140,7 +131,7 @@ fn a_worker_that_stops_reading_makes_asks_busy_and_the_master_stays_up(workers: 
         when_running(r, "stuck", None, move |r, stuck_pid| {
             when_running(r, "echo", None, move |r, _| {
                 r.send_to_worker("stuck", None, &Cmd::Hang).unwrap();
-                let before = rss_kib();
+                let before = util::rss_kib();
                 // 1 MiB asks until the master refuses them: the worker reads
                 // none, so they pile up in the channel's outbound queue.
                 for i in 0..64u64 {
@@ -172,7 +163,7 @@ fn a_worker_that_stops_reading_makes_asks_busy_and_the_master_stays_up(workers: 
                         other => panic!("expected Busy, got {other:?}"),
                     }
                 }
-                out.borrow_mut().rss_growth_kib = rss_kib().saturating_sub(before);
+                out.borrow_mut().rss_growth_kib = util::rss_kib().saturating_sub(before);
 
                 // The master goes on: another worker answers, and a TCP
                 // client of the same reactor is served.

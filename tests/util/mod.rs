@@ -239,3 +239,25 @@ pub fn run_with_workers(
     .unwrap();
     assert!(!timed_out.get(), "test did not finish within 60 s");
 }
+
+/// A `/proc/self/status` field in KiB (`field` with its colon, such as
+/// `"VmRSS:"`).
+pub fn status_kib(field: &str) -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("field in /proc/self/status")
+}
+
+/// This process's resident memory in KiB.
+pub fn rss_kib() -> u64 {
+    status_kib("VmRSS:")
+}
+
+/// Descriptors open in this process.
+pub fn open_fds() -> usize {
+    // The directory listing holds one descriptor of its own.
+    std::fs::read_dir("/proc/self/fd").unwrap().count() - 1
+}
