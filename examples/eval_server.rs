@@ -76,8 +76,8 @@ use std::fmt;
 use std::io;
 use std::rc::Rc;
 
-#[path = "common/announce.rs"]
-mod announce;
+#[path = "common/pool.rs"]
+mod pool;
 
 /// The worker's registered name, as in the seed (`set_worker_name :eval_worker`).
 const WORKER: &str = "eval_worker";
@@ -754,28 +754,8 @@ impl Handler for EvalClient {
     }
 }
 
-fn usage() -> ! {
-    eprintln!("usage: eval_server [ADDR] [--workers N]");
-    std::process::exit(2);
-}
-
 fn main() -> io::Result<()> {
-    // Reading arguments starts no thread; the fork server must be forked
-    // before any is.
-    let mut addr = "127.0.0.1:11006".to_string();
-    let mut n = 2usize;
-    let mut args = std::env::args().skip(1);
-    while let Some(arg) = args.next() {
-        match arg.as_str() {
-            "--workers" => match args.next().and_then(|v| v.parse().ok()) {
-                Some(v) if v > 0 => n = v,
-                _ => usage(),
-            },
-            a if a.starts_with('-') => usage(),
-            a => addr = a.to_string(),
-        }
-    }
-
+    let (addr, n) = pool::parse_args("eval_server", "127.0.0.1:11006");
     let workers = WorkerRegistry::new()
         .register(WorkerSpec::new(WORKER, || EvalWorker).pool(n))
         .start()?;
@@ -783,8 +763,8 @@ fn main() -> io::Result<()> {
         reactor.add_workers(workers)?;
         let server = reactor.start_server(addr.as_str(), EvalClient::default)?;
         let bound = reactor.server_addr(server)?;
-        // Until the workers run, asks wait for workers that are still starting.
-        announce::when_workers_run(reactor, WORKER, n, bound)
+        // Asks made before the workers run wait for them.
+        pool::when_workers_run(reactor, WORKER, n, bound)
     })
 }
 

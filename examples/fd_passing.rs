@@ -48,8 +48,8 @@ use std::io;
 use std::os::fd::OwnedFd;
 use std::rc::Rc;
 
-#[path = "common/announce.rs"]
-mod announce;
+#[path = "common/pool.rs"]
+mod pool;
 
 const WORKER: &str = "echo_worker";
 
@@ -153,28 +153,8 @@ impl Handler for HandOff {
     }
 }
 
-fn usage() -> ! {
-    eprintln!("usage: fd_passing [ADDR] [--workers N]");
-    std::process::exit(2);
-}
-
 fn main() -> io::Result<()> {
-    // Reading arguments starts no thread; the fork server must be forked
-    // before any is.
-    let mut addr = "127.0.0.1:11008".to_string();
-    let mut n = 2usize;
-    let mut args = std::env::args().skip(1);
-    while let Some(arg) = args.next() {
-        match arg.as_str() {
-            "--workers" => match args.next().and_then(|v| v.parse().ok()) {
-                Some(v) if v > 0 => n = v,
-                _ => usage(),
-            },
-            a if a.starts_with('-') => usage(),
-            a => addr = a.to_string(),
-        }
-    }
-
+    let (addr, n) = pool::parse_args("fd_passing", "127.0.0.1:11008");
     let workers = WorkerRegistry::new()
         .register(WorkerSpec::new(WORKER, || Prefork).pool(n))
         .start()?;
@@ -183,7 +163,7 @@ fn main() -> io::Result<()> {
         let turn = Rc::new(Cell::new(0));
         let server = reactor.start_server(addr.as_str(), move || HandOff { turn: turn.clone() })?;
         let bound = reactor.server_addr(server)?;
-        // Until the workers run, clients are then told no worker runs.
-        announce::when_workers_run(reactor, WORKER, n, bound)
+        // A client arriving before any worker runs is told so.
+        pool::when_workers_run(reactor, WORKER, n, bound)
     })
 }

@@ -1,0 +1,53 @@
+//! Shared by the examples with worker pools (eval_server, fd_passing):
+//! their command line and their startup line.
+
+use std::io;
+use std::time::Duration;
+
+use packet::{Addr, Reactor};
+
+/// `[ADDR] [--workers N]` from the command line: the address (`addr`
+/// unless given) and the pool size (2 unless given). Exits with a usage
+/// line naming `program` on anything else. Starts no thread: the fork
+/// server must be forked before any is.
+pub fn parse_args(program: &str, addr: &str) -> (String, usize) {
+    let usage = || -> ! {
+        eprintln!("usage: {program} [ADDR] [--workers N]");
+        std::process::exit(2);
+    };
+    let (mut addr, mut n) = (addr.to_string(), 2usize);
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--workers" => match args.next().and_then(|v| v.parse().ok()) {
+                Some(v) if v > 0 => n = v,
+                _ => usage(),
+            },
+            a if a.starts_with('-') => usage(),
+            a => addr = a.to_string(),
+        }
+    }
+    (addr, n)
+}
+
+/// Prints `listening on ADDR` once `n` instances of worker `name` run, or
+/// after five seconds regardless, saying so; the pids go to stderr.
+pub fn when_workers_run(
+    reactor: &mut Reactor,
+    name: &'static str,
+    n: usize,
+    addr: Addr,
+) -> io::Result<()> {
+    let announce = move |r: &mut Reactor, running: usize| {
+        if running < n {
+            eprintln!("warning: only {running} of {n} workers are running");
+        }
+        let pids = r.worker_pids(name);
+        let pids: Vec<String> = pids.iter().map(|(id, pid)| format!("{id}={pid}")).collect();
+        eprintln!("master {}, workers: {}", std::process::id(), pids.join(" "));
+        println!("listening on {addr}");
+    };
+    reactor
+        .when_workers_running(name, n, Duration::from_secs(5), announce)
+        .map_err(io::Error::other)
+}
