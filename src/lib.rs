@@ -64,6 +64,8 @@ pub mod proxy;
 mod reactor;
 mod slab;
 pub mod sockopt;
+#[cfg(test)]
+mod test_rng;
 pub mod timer;
 pub mod watch;
 #[cfg(feature = "workers")]

@@ -595,23 +595,7 @@ mod tests {
     use super::*;
     use std::collections::{BTreeMap, HashMap};
 
-    /// xorshift64*: enough randomness for tests, no extra crates.
-    struct Rng(u64);
-
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 >> 12;
-            self.0 ^= self.0 << 25;
-            self.0 ^= self.0 >> 27;
-            self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-        }
-        fn below(&mut self, n: u64) -> u64 {
-            self.next() % n.max(1)
-        }
-        fn chance(&mut self, percent: u64) -> bool {
-            self.below(100) < percent
-        }
-    }
+    use crate::test_rng::Rng;
 
     /// Level boundaries (64^k) for every level.
     fn boundaries() -> Vec<u64> {

@@ -1,22 +1,7 @@
 use super::*;
+use crate::test_rng::Rng;
 
 const FORMATS: [HeaderFormat; 2] = [HeaderFormat::Classic, HeaderFormat::Compact];
-
-/// Tiny xorshift64* generator: deterministic, no extra crates.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-}
 
 fn encode_all(format: HeaderFormat, frames: &[Vec<u8>]) -> Vec<u8> {
     let mut out = Vec::new();
@@ -514,16 +499,16 @@ fn random_round_trip() {
     for format in FORMATS {
         let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ format as u64);
         for _ in 0..2000 {
-            let count = rng.below(20);
+            let count = rng.index(20);
             let frames: Vec<Vec<u8>> = (0..count)
                 .map(|_| {
                     // Mostly short payloads, sometimes around the one- and
                     // two-byte varint edges, sometimes large.
-                    let len = match rng.below(10) {
-                        0 => 120 + rng.below(16),
-                        1 => 16_370 + rng.below(30),
-                        2 => rng.below(100_000),
-                        _ => rng.below(64),
+                    let len = match rng.index(10) {
+                        0 => 120 + rng.index(16),
+                        1 => 16_370 + rng.index(30),
+                        2 => rng.index(100_000),
+                        _ => rng.index(64),
                     };
                     (0..len).map(|_| rng.next() as u8).collect()
                 })
@@ -533,11 +518,11 @@ fn random_round_trip() {
             let mut chunks = Vec::new();
             let mut rest = &wire[..];
             while !rest.is_empty() {
-                let take = match rng.below(4) {
-                    0 => rng.below(3),
-                    1 => rng.below(20),
-                    2 => rng.below(5000),
-                    _ => rng.below(rest.len() + 1),
+                let take = match rng.index(4) {
+                    0 => rng.index(3),
+                    1 => rng.index(20),
+                    2 => rng.index(5000),
+                    _ => rng.index(rest.len() + 1),
                 }
                 .min(rest.len());
                 let (chunk, tail) = rest.split_at(take);
