@@ -91,9 +91,9 @@ struct Instance {
     proxy: Option<Box<dyn WorkerProxy>>,
     /// How the process ended, once the fork server said.
     exit: Option<String>,
-    /// The channel closed before that report: why, and the pid whose
-    /// report is awaited (see [`Master::channel_lost`]).
-    closed: Option<(String, u32)>,
+    /// The channel closed before that report: why (see
+    /// [`Master::channel_lost`]).
+    closed: Option<String>,
 }
 
 type ReplyCallback = Box<dyn FnOnce(&mut Reactor, WorkerReply)>;
@@ -510,14 +510,15 @@ impl Master {
         if let Some(ch) = inst.channel.take() {
             self.by_channel.remove(&ch);
         }
-        inst.closed = Some((why, pid));
+        inst.closed = Some(why);
         let id = id.clone();
         reactor.add_timer(EXIT_REPORT_WAIT, move |r| {
             let mut out = Vec::new();
             with_master(r, |m, r| {
                 let inst = m.instances.get_mut(&id)?;
-                if inst.closed.as_ref().is_some_and(|(_, p)| *p == pid) {
-                    let (why, _) = inst.closed.take()?;
+                // A restarted instance has another pid, and its own wait.
+                if inst.pid == Some(pid) {
+                    let why = inst.closed.take()?;
                     m.channel_closed(r, &id, why, &mut out);
                 }
                 Some(())
@@ -891,7 +892,7 @@ fn link_event(m: &mut Master, r: &mut Reactor, event: LinkEvent, out: &mut Vec<D
             let Some((id, inst)) = found else { return };
             inst.exit = Some(how);
             // Its channel closed first and is waiting for this report.
-            if let Some((why, _)) = inst.closed.take() {
+            if let Some(why) = inst.closed.take() {
                 let id = id.clone();
                 m.channel_closed(r, &id, why, out);
             }
