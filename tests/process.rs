@@ -287,9 +287,8 @@ fn system_caps_output_and_lets_the_command_finish() {
     assert_eq!(status, Some(ExitStatus::Code(0)), "ran to its end");
 }
 
-#[test]
-fn watch_process_reaps_our_child_with_its_status() {
-    let pid = spawn(&["sh", "-c", "exit 5"], &SpawnOptions::new()).unwrap();
+/// What `watch_process` reports for `pid`, from a reactor of its own.
+fn watched_exit(pid: i32) -> Option<ExitStatus> {
     let (tx, rx) = mpsc::channel();
     let running = spawn_reactor(move |r| {
         r.watch_process(pid, move |_, status| {
@@ -299,6 +298,13 @@ fn watch_process_reaps_our_child_with_its_status() {
     });
     let status = rx.recv_timeout(IO_TIMEOUT).expect("watch_process callback");
     running.stop();
+    status
+}
+
+#[test]
+fn watch_process_reaps_our_child_with_its_status() {
+    let pid = spawn(&["sh", "-c", "exit 5"], &SpawnOptions::new()).unwrap();
+    let status = watched_exit(pid);
     assert_eq!(status, Some(ExitStatus::Code(5)));
     assert!(reaped(pid));
 }
@@ -307,15 +313,7 @@ fn watch_process_reaps_our_child_with_its_status() {
 fn watch_process_on_an_exited_pid_reports_no_status() {
     let pid = spawn(&["true"], &SpawnOptions::new()).unwrap();
     packet_sys::process::wait(pid).unwrap();
-    let (tx, rx) = mpsc::channel();
-    let running = spawn_reactor(move |r| {
-        r.watch_process(pid, move |_, status| {
-            let _ = tx.send(status);
-        })?;
-        Ok(())
-    });
-    let status = rx.recv_timeout(IO_TIMEOUT).expect("watch_process callback");
-    running.stop();
+    let status = watched_exit(pid);
     assert_eq!(status, None);
 }
 
@@ -330,15 +328,7 @@ fn watch_process_sees_a_process_that_is_not_our_child_exit() {
         .trim()
         .parse()
         .unwrap();
-    let (tx, rx) = mpsc::channel();
-    let running = spawn_reactor(move |r| {
-        r.watch_process(pid, move |_, status| {
-            let _ = tx.send(status);
-        })?;
-        Ok(())
-    });
-    let status = rx.recv_timeout(IO_TIMEOUT).expect("watch_process callback");
-    running.stop();
+    let status = watched_exit(pid);
     assert_eq!(status, None, "not ours: exited, no status");
 }
 

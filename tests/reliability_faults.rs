@@ -216,6 +216,28 @@ struct Streamer {
 
 const STREAM_MARK: usize = 256 * 1024;
 
+/// Bytes a `Streamer` sends.
+const TOTAL: usize = 8 * 1024 * 1024;
+
+/// What each `Streamer` reports: bytes sent, and its `unbind` reason.
+type StreamReports = mpsc::Receiver<(usize, String)>;
+
+/// A server of `Streamer`s, the bytes they send, and their reports.
+fn streaming_server() -> (util::Running<SocketAddr>, Arc<Vec<u8>>, StreamReports) {
+    let (tx, rx) = mpsc::channel();
+    let data = Arc::new(pattern(9, TOTAL));
+    let expect = data.clone();
+    let server = spawn_reactor(move |r| {
+        let id = r.start_server("127.0.0.1:0", move || Streamer {
+            data: data.clone(),
+            sent: 0,
+            report: tx.clone(),
+        })?;
+        Ok(r.server_addr(id)?.as_inet().unwrap())
+    });
+    (server, expect, rx)
+}
+
 impl Streamer {
     fn pump(&mut self, conn: &mut Connection<'_>) {
         let total = self.data.len();
@@ -253,18 +275,7 @@ impl Handler for Streamer {
 #[test]
 fn after_the_peer_half_closes_a_stream_fed_from_outbound_drained_is_delivered_whole() {
     let _serial = serial();
-    const TOTAL: usize = 8 * 1024 * 1024;
-    let (tx, rx) = mpsc::channel();
-    let data = Arc::new(pattern(9, TOTAL));
-    let expect = data.clone();
-    let server = spawn_reactor(move |r| {
-        let id = r.start_server("127.0.0.1:0", move || Streamer {
-            data: data.clone(),
-            sent: 0,
-            report: tx.clone(),
-        })?;
-        Ok(r.server_addr(id)?.as_inet().unwrap())
-    });
+    let (server, expect, rx) = streaming_server();
     for round in 0..5 {
         let mut c = client(server.value);
         c.write_all(b"go").unwrap();
@@ -288,18 +299,7 @@ fn after_the_peer_half_closes_a_stream_fed_from_outbound_drained_is_delivered_wh
 #[test]
 fn a_stream_fed_from_outbound_drained_is_delivered_whole() {
     let _serial = serial();
-    const TOTAL: usize = 8 * 1024 * 1024;
-    let (tx, rx) = mpsc::channel();
-    let data = Arc::new(pattern(9, TOTAL));
-    let expect = data.clone();
-    let server = spawn_reactor(move |r| {
-        let id = r.start_server("127.0.0.1:0", move || Streamer {
-            data: data.clone(),
-            sent: 0,
-            report: tx.clone(),
-        })?;
-        Ok(r.server_addr(id)?.as_inet().unwrap())
-    });
+    let (server, expect, rx) = streaming_server();
     let mut c = client(server.value);
     c.write_all(b"go").unwrap();
     let mut got = vec![0u8; TOTAL];
