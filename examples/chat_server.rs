@@ -16,7 +16,7 @@ use std::rc::Rc;
 
 use packet::channel::{Channel, SubscriptionId};
 use packet::line::{LineContext, LineError, LineHandler, LineProtocol};
-use packet::{CloseReason, ConnId, Reactor};
+use packet::{CloseReason, ConnId, Handler, Reactor};
 
 const MAX_LINE: usize = 64 * 1024;
 
@@ -29,7 +29,7 @@ struct Member {
     subscription: Option<SubscriptionId>,
 }
 
-impl LineHandler for Member {
+impl Handler for Member {
     fn post_init(&mut self, ctx: &mut LineContext<'_>) {
         let me = ctx.id();
         // Every member subscribes to the room and writes what others say to
@@ -40,23 +40,23 @@ impl LineHandler for Member {
             }
         }));
     }
+    fn unbind(&mut self, _ctx: &mut LineContext<'_>, _reason: &CloseReason) {
+        if let Some(id) = self.subscription.take() {
+            self.room.unsubscribe(id);
+        }
+    }
+}
 
+impl LineHandler for Member {
     fn receive_line(&mut self, ctx: &mut LineContext<'_>, line: &[u8]) {
         // The line as it was sent: its `\r`, if any, is kept.
         let msg: Rc<[u8]> = [line, b"\n"].concat().into();
         let me = ctx.id();
         self.room.push(ctx.reactor(), (me, msg));
     }
-
     fn line_error(&mut self, ctx: &mut LineContext<'_>, _error: LineError) {
         // The connection is closed once this is written.
         ctx.send_data(b"error: line too long\n");
-    }
-
-    fn unbind(&mut self, _ctx: &mut LineContext<'_>, _reason: &CloseReason) {
-        if let Some(id) = self.subscription.take() {
-            self.room.unsubscribe(id);
-        }
     }
 }
 

@@ -9,10 +9,12 @@
 //! Nothing here may block or call a handler: callbacks are made by the
 //! reactor alone, one at a time.
 
+use std::any::Any;
 use std::fmt;
 use std::io;
 
 use crate::reactor::Reactor;
+use crate::reply::Reply;
 use crate::Addr;
 
 /// Identifies a connection within its reactor.
@@ -140,18 +142,15 @@ pub trait Handler: 'static {
         let _ = (conn, reason);
     }
 
-    /// The reply to this connection's [`Connection::ask_worker`], or why
-    /// none will come (the worker died, for example). Packet's
-    /// `worker_receive`: it always reaches the handler instance that asked;
-    /// if the connection closed meanwhile, the reply is dropped.
-    #[cfg(feature = "workers")]
-    fn worker_receive(
-        &mut self,
-        conn: &mut Connection<'_>,
-        ask: crate::worker::AskId,
-        reply: crate::worker::WorkerReply,
-    ) {
-        let _ = (conn, ask, reply);
+    /// A reply this connection was promised (see [`Reactor::expect_reply`]):
+    /// a worker's answer to [`Connection::ask_worker`](crate::worker), the
+    /// result of deferred work, or anything else that completes later.
+    /// Packet's `worker_receive`: it always reaches the handler instance
+    /// that asked, after the callback that asked has returned, and in the
+    /// order the asks were made when [`Connection::set_ordered_replies`] is
+    /// on. If the connection closed meanwhile, the reply is dropped.
+    fn receive_reply(&mut self, conn: &mut Connection<'_>, reply: Reply) {
+        let _ = (conn, reply);
     }
 
     /// The outbound queue grew past the connection's high-water mark (see
@@ -176,6 +175,156 @@ pub trait Handler: 'static {
 pub struct Connection<'r> {
     pub(crate) reactor: &'r mut Reactor,
     pub(crate) id: ConnId,
+    /// The state of the [`Layer`] whose inner handler is being called, so
+    /// that protocol methods (`set_binary_mode`, ...) reach it.
+    layer: Option<&'r mut dyn Any>,
+}
+
+impl<'r> Connection<'r> {
+    pub(crate) fn new(reactor: &'r mut Reactor, id: ConnId) -> Connection<'r> {
+        Connection {
+            reactor,
+            id,
+            layer: None,
+        }
+    }
+
+    /// The same connection, with `state` as the layer state its callee
+    /// reaches through [`Connection::layer`]: what a [`Layer`] passes to
+    /// its inner handler's callbacks.
+    pub fn with_layer<'b>(&'b mut self, state: &'b mut dyn Any) -> Connection<'b> {
+        Connection {
+            reactor: &mut *self.reactor,
+            id: self.id,
+            layer: Some(state),
+        }
+    }
+
+    /// The state of the protocol [`Layer`] this callback is called
+    /// through, if it is a `T` (for example the line splitter's mode, which
+    /// [`crate::line`]'s methods on `Connection` reach this way).
+    pub fn layer<T: Any>(&mut self) -> Option<&mut T> {
+        self.layer.as_deref_mut().and_then(|s| s.downcast_mut())
+    }
+
+    /// [`Connection::layer`], read-only.
+    pub fn layer_ref<T: Any>(&self) -> Option<&T> {
+        self.layer.as_deref().and_then(|s| s.downcast_ref())
+    }
+}
+
+/// A protocol layer: a handler that turns the byte stream into calls on an
+/// inner handler (lines, typed objects, ...) and passes every other
+/// callback through.
+///
+/// Implementing `Layer` makes a type a [`Handler`]: the library forwards
+/// `post_init`, `connection_completed`, `receive_eof`, `receive_reply`,
+/// `outbound_full`, `outbound_drained` and `unbind` to the inner handler,
+/// each with the layer's state reachable through [`Connection::layer`], so
+/// a layer never needs a list of the callbacks it passes on, and a callback
+/// added later reaches every inner handler. While the outbound queue is
+/// over its high-water mark the layer pauses reading (its bytes would only
+/// produce more output) before the inner handler is told.
+///
+/// ```
+/// use packet::{Connection, Handler, Layer, Reactor};
+///
+/// /// Hands the inner handler one byte at a time.
+/// struct Bytewise<H>(H, ());
+/// impl<H: Handler> Layer for Bytewise<H> {
+///     type Inner = H;
+///     type State = ();
+///     fn parts(&mut self) -> (&mut H, &mut ()) {
+///         (&mut self.0, &mut self.1)
+///     }
+///     fn receive_data(&mut self, conn: &mut Connection<'_>, data: &[u8]) {
+///         for b in data.chunks(1) {
+///             self.0.receive_data(conn, b);
+///         }
+///     }
+/// }
+///
+/// struct Echo;
+/// impl Handler for Echo {
+///     fn receive_data(&mut self, conn: &mut Connection<'_>, data: &[u8]) {
+///         conn.send_data(data);
+///     }
+/// }
+/// let mut r = Reactor::new()?;
+/// r.start_server("127.0.0.1:0", || Bytewise(Echo, ()))?;
+/// # Ok::<(), std::io::Error>(())
+/// ```
+pub trait Layer: 'static {
+    /// The handler the layer calls.
+    type Inner: Handler;
+    /// What the layer lends to the inner handler's callbacks (see
+    /// [`Connection::layer`]); `()` when nothing.
+    type State: Any;
+
+    /// The inner handler and the layer's state, borrowed together.
+    fn parts(&mut self) -> (&mut Self::Inner, &mut Self::State);
+
+    /// Bytes arrived: decode them and call the inner handler.
+    fn receive_data(&mut self, conn: &mut Connection<'_>, data: &[u8]);
+
+    /// Runs after every callback passed through (but `unbind`), for state
+    /// the inner handler may have changed (an empty block to settle, say).
+    fn after_callback(&mut self, conn: &mut Connection<'_>) {
+        let _ = conn;
+    }
+
+    /// Runs after the inner handler's `unbind`: back to the state of a new
+    /// connection, for a `reconnect`.
+    fn reset(&mut self) {}
+}
+
+/// Calls `f` on a layer's inner handler with the layer's state lent.
+fn pass_through<L: Layer>(
+    layer: &mut L,
+    conn: &mut Connection<'_>,
+    f: impl FnOnce(&mut L::Inner, &mut Connection<'_>),
+) {
+    let (inner, state) = layer.parts();
+    f(inner, &mut conn.with_layer(state));
+    layer.after_callback(conn);
+}
+
+impl<L: Layer> Handler for L {
+    fn post_init(&mut self, conn: &mut Connection<'_>) {
+        pass_through(self, conn, |h, c| h.post_init(c));
+    }
+
+    fn connection_completed(&mut self, conn: &mut Connection<'_>) {
+        pass_through(self, conn, |h, c| h.connection_completed(c));
+    }
+
+    fn receive_data(&mut self, conn: &mut Connection<'_>, data: &[u8]) {
+        Layer::receive_data(self, conn, data);
+    }
+
+    fn receive_eof(&mut self, conn: &mut Connection<'_>) {
+        pass_through(self, conn, |h, c| h.receive_eof(c));
+    }
+
+    fn receive_reply(&mut self, conn: &mut Connection<'_>, reply: Reply) {
+        pass_through(self, conn, |h, c| h.receive_reply(c, reply));
+    }
+
+    fn unbind(&mut self, conn: &mut Connection<'_>, reason: &CloseReason) {
+        let (inner, state) = self.parts();
+        inner.unbind(&mut conn.with_layer(state), reason);
+        self.reset();
+    }
+
+    fn outbound_full(&mut self, conn: &mut Connection<'_>) {
+        conn.pause();
+        pass_through(self, conn, |h, c| h.outbound_full(c));
+    }
+
+    fn outbound_drained(&mut self, conn: &mut Connection<'_>) {
+        conn.resume();
+        pass_through(self, conn, |h, c| h.outbound_drained(c));
+    }
 }
 
 impl Connection<'_> {
@@ -217,6 +366,13 @@ impl Connection<'_> {
     /// written.
     pub fn close_connection_after_writing(&mut self) {
         self.reactor.close_connection(self.id, true);
+    }
+
+    /// Whether the connection is closing or closed: a close was asked
+    /// (at once or after writing), or it failed. A handler delivering a
+    /// batch of decoded messages stops there.
+    pub fn is_closing(&self) -> bool {
+        self.reactor.is_closing(self.id)
     }
 
     /// Stops reading from the peer (its bytes wait in the kernel, and TCP
@@ -261,6 +417,15 @@ impl Connection<'_> {
         self.reactor.set_pending_connect_timeout(self.id, limit);
     }
 
+    /// Delivers replies to this connection in the order they were expected
+    /// ([`Reactor::expect_reply`], which every `ask_worker` calls) instead
+    /// of the order they complete, so a pipelined protocol answers in
+    /// request order without a reorder buffer of its own. A reply that
+    /// completes early waits for those expected before it.
+    pub fn set_ordered_replies(&mut self, on: bool) {
+        self.reactor.set_ordered_replies(self.id, on);
+    }
+
     /// How long since a byte last moved on this connection.
     pub fn idle_time(&self) -> std::time::Duration {
         self.reactor.idle_time(self.id).unwrap_or_default()
@@ -289,38 +454,6 @@ impl Connection<'_> {
     /// `NotConnected` once closed.
     pub fn local_addr(&self) -> io::Result<Addr> {
         self.reactor.local_addr(self.id)
-    }
-
-    /// Asks worker `name` (the least busy instance of a pool); the reply
-    /// comes to [`Handler::worker_receive`] of this handler with the id
-    /// returned here.
-    ///
-    /// # Errors
-    /// The worker is not registered or not running, its channel is full, or
-    /// the message cannot be encoded.
-    #[cfg(feature = "workers")]
-    pub fn ask_worker<T: serde::Serialize + ?Sized>(
-        &mut self,
-        name: &str,
-        message: &T,
-    ) -> Result<crate::worker::AskId, crate::worker::WorkerError> {
-        self.ask_worker_keyed(name, None, message)
-    }
-
-    /// Asks instance `key` of worker `name`, as [`Connection::ask_worker`].
-    ///
-    /// # Errors
-    /// As [`Connection::ask_worker`].
-    #[cfg(feature = "workers")]
-    pub fn ask_worker_keyed<T: serde::Serialize + ?Sized>(
-        &mut self,
-        name: &str,
-        key: Option<&str>,
-        message: &T,
-    ) -> Result<crate::worker::AskId, crate::worker::WorkerError> {
-        let payload = crate::worker::WorkerMessage::encode(message)?;
-        self.reactor
-            .ask_worker_from(self.id, name, key, payload.as_bytes())
     }
 
     /// From inside [`Handler::unbind`]: connect this same handler again to

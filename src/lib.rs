@@ -28,7 +28,8 @@
 //! | module | owns |
 //! |---|---|
 //! | `reactor` | the loop, servers, connects, deferred work |
-//! | `connection` | the handler callbacks and their context |
+//! | `connection` | the handler callbacks and their context; protocol [`Layer`]s |
+//! | `reply` | replies routed back to the connection that asked, in order if asked |
 //! | `buffer` | outbound queues |
 //! | [`proxy`] | connection-to-connection proxying (`proxy_incoming_to`, splice) |
 //! | [`sockopt`] | socket options, keep-alive, half-close |
@@ -62,6 +63,7 @@ pub mod objects;
 pub mod process;
 pub mod proxy;
 mod reactor;
+mod reply;
 mod slab;
 pub mod sockopt;
 #[cfg(test)]
@@ -76,6 +78,7 @@ pub mod signal {
     pub use packet_sys::signal::{SIGCHLD, SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGUSR1, SIGUSR2};
 }
 
-pub use connection::{CloseReason, ConnId, Connection, Handler};
+pub use connection::{CloseReason, ConnId, Connection, Handler, Layer};
 pub use packet_sys::Addr;
 pub use reactor::{Reactor, ReactorHandle, ServerId, ServerOptions, TimerId};
+pub use reply::{Reply, ReplyId};

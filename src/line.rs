@@ -5,8 +5,11 @@
 //! delimiter, with switches to binary data and back made by the handler as
 //! it goes: a [`LineHandler`] receives whole lines
 //! ([`LineHandler::receive_line`]) and, when it asks for them, raw bytes
-//! ([`LineHandler::receive_binary_data`]). [`LineProtocol`] wraps it as a
-//! [`Handler`].
+//! ([`LineHandler::receive_binary_data`]). [`LineProtocol`] is the
+//! [`Layer`] that wraps it as a connection's handler: every other callback
+//! (`post_init`, `receive_eof`, `receive_reply` with a worker's answer,
+//! `unbind`, ...) reaches the line handler's own [`Handler`] methods, with
+//! the mode methods below working there too.
 //!
 //! What it must never do: hold more than one partial line (at most the
 //! maximum line length plus the delimiter), keep a large buffer after the
@@ -28,31 +31,37 @@
 //!   delimiter, so a peer that never sends one cannot grow memory. The
 //!   connection is then closed after writing: a reply sent from
 //!   `line_error` still goes out, nothing more is read or delivered.
-//! - **Mode switches** are made through the [`LineContext`] every callback
-//!   gets: [`LineContext::set_binary_mode`]`(n)` hands the next `n` bytes to
+//! - **Mode switches** are made through the connection every callback gets
+//!   (a [`LineContext`] is a [`Connection`]):
+//!   [`Connection::set_binary_mode`]`(n)` hands the next `n` bytes to
 //!   `receive_binary_data`, in as many chunks as they arrive, then calls
 //!   [`LineHandler::receive_end_of_binary_data`] and goes back to line mode
-//!   (`n = 0` calls it at once); [`LineContext::set_binary_mode_unbounded`]
-//!   hands over every byte until [`LineContext::set_line_mode`]. A switch
+//!   (`n = 0` calls it at once); [`Connection::set_binary_mode_unbounded`]
+//!   hands over every byte until [`Connection::set_line_mode`]. They work
+//!   in every callback of the line handler, `post_init` and
+//!   `receive_reply` included, and do nothing on a connection that is not
+//!   a line connection. A switch
 //!   applies to the very next byte, even within the same read. As in
 //!   `LineText2`, line mode is back before the last chunk of a block is
 //!   delivered, so a switch made in the last `receive_binary_data` or in
 //!   `receive_end_of_binary_data` sticks (chains of blocks). In unbounded
 //!   mode a chunk is the rest of a read, so a switch back to lines made
 //!   while handling it applies from the next read.
-//! - **Closing** through [`LineContext::close_connection`] or
-//!   [`LineContext::close_connection_after_writing`] stops delivery at
-//!   once: the rest of the read is dropped (a close through the reactor by
-//!   id does not stop it).
+//! - **Closing** the connection (`close_connection`,
+//!   `close_connection_after_writing`, from a callback or through the
+//!   reactor by id) stops delivery at once: the rest of the read is
+//!   dropped.
 //! - **End of stream**: a partial line is discarded, as EventMachine does;
 //!   a counted block cut short gets no `receive_end_of_binary_data`, and
-//!   [`LineContext::mode`] in [`LineHandler::unbind`] shows how many bytes
-//!   were missing. After `unbind` the splitter starts afresh, for a
-//!   `reconnect`.
-//! - **Backpressure**: like `objects::ObjectProtocol`, the adapter pauses
-//!   reading while the connection's outbound queue is over its high-water
-//!   mark. [`Connection::pause`] takes effect from the next read: lines
-//!   already read are still delivered.
+//!   [`Connection::mode`] in [`Handler::unbind`] shows how many bytes
+//!   were missing. The line handler's `receive_eof` decides when to close
+//!   (by default once the queue is written), so replies still being
+//!   computed can go out after a client's half-close. After `unbind` the
+//!   splitter starts afresh, for a `reconnect`.
+//! - **Backpressure**: as every [`Layer`], the adapter pauses reading while
+//!   the connection's outbound queue is over its high-water mark.
+//!   [`Connection::pause`] takes effect from the next read: lines already
+//!   read are still delivered.
 //!
 //! `LineText2`'s `set_text_mode(n)` is its alias of `set_binary_mode(n)`
 //! (raw "text" blocks), not a line mode; here it is spelled
@@ -60,10 +69,11 @@
 //!
 //! ```
 //! use packet::line::{LineContext, LineHandler, LineProtocol};
-//! use packet::Reactor;
+//! use packet::{Connection, Handler, Reactor};
 //!
 //! /// `PUT n` is followed by `n` bytes of body; any other line is echoed.
 //! struct Server { body: Vec<u8> }
+//! impl Handler for Server {}
 //! impl LineHandler for Server {
 //!     fn receive_line(&mut self, ctx: &mut LineContext<'_>, line: &[u8]) {
 //!         match line.strip_prefix(b"PUT ") {
@@ -88,11 +98,13 @@
 //! }
 //!
 //! struct Client { replies: Vec<Vec<u8>> }
-//! impl LineHandler for Client {
-//!     fn connection_completed(&mut self, ctx: &mut LineContext<'_>) {
+//! impl Handler for Client {
+//!     fn connection_completed(&mut self, conn: &mut Connection<'_>) {
 //!         // The body holds a newline: in binary mode it is just a byte.
-//!         ctx.send_data(b"PUT 6\nab\ncdeping\n");
+//!         conn.send_data(b"PUT 6\nab\ncdeping\n");
 //!     }
+//! }
+//! impl LineHandler for Client {
 //!     fn receive_line(&mut self, ctx: &mut LineContext<'_>, line: &[u8]) {
 //!         self.replies.push(line.to_vec());
 //!         if self.replies.len() == 2 {
@@ -114,9 +126,8 @@
 //! ```
 
 use std::fmt;
-use std::ops::{Deref, DerefMut};
 
-use crate::connection::{CloseReason, Connection, Handler};
+use crate::connection::{Connection, Handler, Layer};
 
 /// The default maximum line length, 64 KiB.
 pub const DEFAULT_MAX_LINE_LEN: usize = 64 * 1024;
@@ -166,27 +177,19 @@ pub enum Mode {
     BinaryUnbounded,
 }
 
-/// A handler that receives lines and binary blocks. Its methods mirror
-/// [`Handler`]'s, with the line callbacks in place of `receive_data`; each
-/// gets a [`LineContext`], which is the [`Connection`] plus the mode.
-pub trait LineHandler: 'static {
-    /// As [`Handler::post_init`]. A mode set here applies from the first
-    /// byte.
-    fn post_init(&mut self, ctx: &mut LineContext<'_>) {
-        let _ = ctx;
-    }
-
-    /// As [`Handler::connection_completed`].
-    fn connection_completed(&mut self, ctx: &mut LineContext<'_>) {
-        let _ = ctx;
-    }
-
+/// A handler that receives lines and binary blocks.
+///
+/// Its [`Handler`] methods (`post_init`, `receive_eof`, `receive_reply`,
+/// `unbind`, ...) are called as for any handler, through
+/// [`LineProtocol`]; its `receive_data` is not, since the bytes come as
+/// lines and blocks here instead.
+pub trait LineHandler: Handler {
     /// One line arrived, without its delimiter. `line` borrows the read
     /// buffer or the partial-line buffer: copy what must outlive the call.
     fn receive_line(&mut self, ctx: &mut LineContext<'_>, line: &[u8]);
 
-    /// Bytes of a binary block (after [`LineContext::set_binary_mode`] or
-    /// [`LineContext::set_binary_mode_unbounded`]), in the chunks they
+    /// Bytes of a binary block (after [`Connection::set_binary_mode`] or
+    /// [`Connection::set_binary_mode_unbounded`]), in the chunks they
     /// arrived in.
     fn receive_binary_data(&mut self, ctx: &mut LineContext<'_>, data: &[u8]) {
         let _ = (ctx, data);
@@ -203,39 +206,43 @@ pub trait LineHandler: 'static {
     fn line_error(&mut self, ctx: &mut LineContext<'_>, error: LineError) {
         let _ = (ctx, error);
     }
-
-    /// As [`Handler::unbind`]. A partial line is discarded;
-    /// [`LineContext::mode`] still shows the mode at the end, so a counted
-    /// block cut short shows as `Binary { remaining }` with `remaining > 0`.
-    fn unbind(&mut self, ctx: &mut LineContext<'_>, reason: &CloseReason) {
-        let _ = (ctx, reason);
-    }
 }
 
-/// The connection whose line callback is running, plus the splitter's mode.
-///
-/// Dereferences to [`Connection`], so `ctx.send_data(..)`, `ctx.id()` and
-/// `ctx.reactor()` work as in a plain [`Handler`], and `&mut ctx` passes
-/// where a `&mut Connection` is wanted.
-pub struct LineContext<'a> {
-    conn: Connection<'a>,
-    state: &'a mut State,
+/// What a line callback gets: the connection, whose [`Connection::mode`]
+/// and mode switches reach the splitter.
+pub type LineContext<'a> = Connection<'a>;
+
+/// The splitter's state a line handler may change from its callbacks,
+/// lent to them as [`LineProtocol`]'s [`Layer::State`].
+#[derive(Debug)]
+pub struct LineState {
+    mode: Mode,
+    /// The connection is closing: deliver nothing more.
+    stopped: bool,
 }
 
-impl<'a> LineContext<'a> {
-    fn new(conn: &'a mut Connection<'_>, state: &'a mut State) -> Self {
-        LineContext {
-            conn: Connection {
-                reactor: &mut *conn.reactor,
-                id: conn.id,
-            },
-            state,
+impl LineState {
+    fn new() -> LineState {
+        LineState {
+            mode: Mode::Line,
+            stopped: false,
         }
     }
+}
 
-    /// The current mode.
-    pub fn mode(&self) -> Mode {
-        self.state.mode
+/// The line splitter's mode switches, on the connection a line handler's
+/// callbacks get. On a connection without [`LineProtocol`] they do
+/// nothing and [`Connection::mode`] is `None`.
+impl Connection<'_> {
+    /// The splitter's current mode; `None` outside a line handler.
+    pub fn mode(&self) -> Option<Mode> {
+        self.layer_ref::<LineState>().map(|s| s.mode)
+    }
+
+    fn set_mode(&mut self, mode: Mode) {
+        if let Some(s) = self.layer::<LineState>() {
+            s.mode = mode;
+        }
     }
 
     /// Hands the next `len` bytes to [`LineHandler::receive_binary_data`],
@@ -243,51 +250,25 @@ impl<'a> LineContext<'a> {
     /// to line mode. With `len = 0` the end comes as soon as this callback
     /// returns. Replaces a block in progress.
     pub fn set_binary_mode(&mut self, len: usize) {
-        self.state.mode = Mode::Binary { remaining: len };
+        self.set_mode(Mode::Binary { remaining: len });
     }
 
     /// Hands every further byte to [`LineHandler::receive_binary_data`]
-    /// until [`LineContext::set_line_mode`].
+    /// until [`Connection::set_line_mode`].
     pub fn set_binary_mode_unbounded(&mut self) {
-        self.state.mode = Mode::BinaryUnbounded;
+        self.set_mode(Mode::BinaryUnbounded);
     }
 
     /// Splits the following bytes into lines again. A counted block left
     /// early gets no [`LineHandler::receive_end_of_binary_data`].
     pub fn set_line_mode(&mut self) {
-        self.state.mode = Mode::Line;
-    }
-
-    /// As [`Connection::close_connection`], and delivers nothing more: the
-    /// rest of the current read is dropped.
-    pub fn close_connection(&mut self) {
-        self.state.stopped = true;
-        self.conn.close_connection();
-    }
-
-    /// As [`Connection::close_connection_after_writing`], and delivers
-    /// nothing more: the rest of the current read is dropped.
-    pub fn close_connection_after_writing(&mut self) {
-        self.state.stopped = true;
-        self.conn.close_connection_after_writing();
+        self.set_mode(Mode::Line);
     }
 }
 
-impl<'a> Deref for LineContext<'a> {
-    type Target = Connection<'a>;
-    fn deref(&self) -> &Connection<'a> {
-        &self.conn
-    }
-}
-
-impl<'a> DerefMut for LineContext<'a> {
-    fn deref_mut(&mut self) -> &mut Connection<'a> {
-        &mut self.conn
-    }
-}
-
-/// Wraps a [`LineHandler`] as a [`Handler`]: splits bytes into lines and
-/// binary blocks as they arrive, in any chunks.
+/// Wraps a [`LineHandler`] as a connection's handler: splits bytes into
+/// lines and binary blocks as they arrive, in any chunks, and passes every
+/// other callback through (see [`Layer`]).
 pub struct LineProtocol<H: LineHandler> {
     handler: H,
     splitter: Splitter,
@@ -331,23 +312,10 @@ impl<H: LineHandler> LineProtocol<H> {
         &mut self.handler
     }
 
-    /// Calls `f` with a context, then settles an empty block it asked for.
-    fn with_context(
-        &mut self,
-        conn: &mut Connection<'_>,
-        f: impl FnOnce(&mut H, &mut LineContext<'_>),
-    ) {
-        f(
-            &mut self.handler,
-            &mut LineContext::new(conn, &mut self.splitter.state),
-        );
-        self.feed(conn, &[]);
-    }
-
     fn feed(&mut self, conn: &mut Connection<'_>, data: &[u8]) {
         let LineProtocol { handler, splitter } = self;
         splitter.feed(data, |event, state| {
-            let mut ctx = LineContext::new(conn, state);
+            let mut ctx = conn.with_layer(state);
             match event {
                 Event::Line(line) => handler.receive_line(&mut ctx, line),
                 Event::Binary(data) => handler.receive_binary_data(&mut ctx, data),
@@ -357,44 +325,35 @@ impl<H: LineHandler> LineProtocol<H> {
                     ctx.close_connection_after_writing();
                 }
             }
+            // A close from the callback, or through the reactor by id,
+            // ends delivery: the rest of the read is dropped.
+            if conn.is_closing() {
+                state.stopped = true;
+            }
         });
     }
 }
 
-impl<H: LineHandler> Handler for LineProtocol<H> {
-    fn post_init(&mut self, conn: &mut Connection<'_>) {
-        self.with_context(conn, |h, ctx| h.post_init(ctx));
-    }
+impl<H: LineHandler> Layer for LineProtocol<H> {
+    type Inner = H;
+    type State = LineState;
 
-    fn connection_completed(&mut self, conn: &mut Connection<'_>) {
-        self.with_context(conn, |h, ctx| h.connection_completed(ctx));
+    fn parts(&mut self) -> (&mut H, &mut LineState) {
+        (&mut self.handler, &mut self.splitter.state)
     }
 
     fn receive_data(&mut self, conn: &mut Connection<'_>, data: &[u8]) {
         self.feed(conn, data);
     }
 
-    fn unbind(&mut self, conn: &mut Connection<'_>, reason: &CloseReason) {
-        let mut ctx = LineContext::new(conn, &mut self.splitter.state);
-        self.handler.unbind(&mut ctx, reason);
+    fn after_callback(&mut self, conn: &mut Connection<'_>) {
+        // Settles an empty block asked for outside a line callback.
+        self.feed(conn, &[]);
+    }
+
+    fn reset(&mut self) {
         self.splitter.reset();
     }
-
-    fn outbound_full(&mut self, conn: &mut Connection<'_>) {
-        conn.pause();
-    }
-
-    fn outbound_drained(&mut self, conn: &mut Connection<'_>) {
-        conn.resume();
-    }
-}
-
-/// What the handler may change from a callback.
-#[derive(Debug)]
-struct State {
-    mode: Mode,
-    /// The connection is closing: deliver nothing more.
-    stopped: bool,
 }
 
 /// What the splitter hands out.
@@ -414,7 +373,7 @@ struct Splitter {
     /// The start of a line whose delimiter has not arrived; never holds a
     /// whole delimiter, and is empty outside line mode.
     partial: Vec<u8>,
-    state: State,
+    state: LineState,
 }
 
 impl Splitter {
@@ -424,20 +383,14 @@ impl Splitter {
             max_line_len: DEFAULT_MAX_LINE_LEN,
             strip_cr: false,
             partial: Vec::new(),
-            state: State {
-                mode: Mode::Line,
-                stopped: false,
-            },
+            state: LineState::new(),
         }
     }
 
     /// Back to the state of a new connection, configuration kept.
     fn reset(&mut self) {
         self.partial = Vec::new();
-        self.state = State {
-            mode: Mode::Line,
-            stopped: false,
-        };
+        self.state = LineState::new();
     }
 
     /// The most bytes a partial line may hold: beyond that, whatever
@@ -451,7 +404,7 @@ impl Splitter {
     /// Splits `data`, calling `on` for each event with the state the
     /// handler may change; a change applies to the bytes right after the
     /// event. An empty `data` settles a pending empty block.
-    fn feed(&mut self, data: &[u8], mut on: impl FnMut(Event<'_>, &mut State)) {
+    fn feed(&mut self, data: &[u8], mut on: impl FnMut(Event<'_>, &mut LineState)) {
         let limit = self.partial_limit();
         let Splitter {
             delimiter,

@@ -10,13 +10,14 @@
 //!
 //! ```
 //! use packet::objects::{ObjectHandler, ObjectProtocol};
-//! use packet::{Connection, Reactor};
+//! use packet::{Connection, Handler, Reactor};
 //! use serde::{Deserialize, Serialize};
 //!
 //! #[derive(Serialize, Deserialize, Debug, PartialEq)]
 //! enum Msg { Ping(u32), Pong(u32) }
 //!
 //! struct Server;
+//! impl Handler for Server {}
 //! impl ObjectHandler for Server {
 //!     type Message = Msg;
 //!     fn receive_object(&mut self, conn: &mut Connection<'_>, msg: Msg) {
@@ -27,11 +28,13 @@
 //! }
 //!
 //! struct Client;
-//! impl ObjectHandler for Client {
-//!     type Message = Msg;
+//! impl Handler for Client {
 //!     fn connection_completed(&mut self, conn: &mut Connection<'_>) {
 //!         conn.send_object(&Msg::Ping(7)).unwrap();
 //!     }
+//! }
+//! impl ObjectHandler for Client {
+//!     type Message = Msg;
 //!     fn receive_object(&mut self, conn: &mut Connection<'_>, msg: Msg) {
 //!         assert_eq!(msg, Msg::Pong(7));
 //!         conn.reactor().stop();
@@ -51,23 +54,16 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::codec::{encode_message, FrameError, MessageDecoder, MessageError};
-use crate::connection::{CloseReason, Connection, Handler};
+use crate::connection::{Connection, Handler, Layer};
 
-/// A handler that receives typed objects. Its methods mirror [`Handler`]'s,
-/// with [`ObjectHandler::receive_object`] in place of `receive_data`.
-pub trait ObjectHandler: 'static {
+/// A handler that receives typed objects, in place of bytes.
+///
+/// Its [`Handler`] methods (`post_init`, `receive_eof`, `receive_reply`,
+/// `unbind`, ...) are called as for any handler, through
+/// [`ObjectProtocol`]; its `receive_data` is not.
+pub trait ObjectHandler: Handler {
     /// The type of the objects the peer sends.
     type Message: DeserializeOwned;
-
-    /// As [`Handler::post_init`].
-    fn post_init(&mut self, conn: &mut Connection<'_>) {
-        let _ = conn;
-    }
-
-    /// As [`Handler::connection_completed`].
-    fn connection_completed(&mut self, conn: &mut Connection<'_>) {
-        let _ = conn;
-    }
 
     /// One whole object arrived.
     fn receive_object(&mut self, conn: &mut Connection<'_>, message: Self::Message);
@@ -85,18 +81,16 @@ pub trait ObjectHandler: 'static {
     fn frame_error(&mut self, conn: &mut Connection<'_>, error: FrameError) {
         let _ = (conn, error);
     }
-
-    /// As [`Handler::unbind`].
-    fn unbind(&mut self, conn: &mut Connection<'_>, reason: &CloseReason) {
-        let _ = (conn, reason);
-    }
 }
 
-/// Wraps an [`ObjectHandler`] as a [`Handler`]: decodes frames as they
-/// arrive, in any chunks, and hands out whole objects.
+/// Wraps an [`ObjectHandler`] as a connection's handler: decodes frames as
+/// they arrive, in any chunks, hands out whole objects, and passes every
+/// other callback through (see [`Layer`]).
 pub struct ObjectProtocol<H: ObjectHandler> {
     handler: H,
     decoder: MessageDecoder<H::Message>,
+    /// The layer state lent to the handler: objects have none.
+    no_state: (),
 }
 
 impl<H: ObjectHandler> ObjectProtocol<H> {
@@ -105,6 +99,7 @@ impl<H: ObjectHandler> ObjectProtocol<H> {
         ObjectProtocol {
             handler,
             decoder: MessageDecoder::new(),
+            no_state: (),
         }
     }
 
@@ -113,6 +108,7 @@ impl<H: ObjectHandler> ObjectProtocol<H> {
         ObjectProtocol {
             handler,
             decoder: MessageDecoder::new().with_max_frame_len(max),
+            no_state: (),
         }
     }
 
@@ -122,17 +118,18 @@ impl<H: ObjectHandler> ObjectProtocol<H> {
     }
 }
 
-impl<H: ObjectHandler> Handler for ObjectProtocol<H> {
-    fn post_init(&mut self, conn: &mut Connection<'_>) {
-        self.handler.post_init(conn);
-    }
+impl<H: ObjectHandler> Layer for ObjectProtocol<H> {
+    type Inner = H;
+    type State = ();
 
-    fn connection_completed(&mut self, conn: &mut Connection<'_>) {
-        self.handler.connection_completed(conn);
+    fn parts(&mut self) -> (&mut H, &mut ()) {
+        (&mut self.handler, &mut self.no_state)
     }
 
     fn receive_data(&mut self, conn: &mut Connection<'_>, data: &[u8]) {
-        let ObjectProtocol { handler, decoder } = self;
+        let ObjectProtocol {
+            handler, decoder, ..
+        } = self;
         let result = decoder.decode(data, |msg| match msg {
             Ok(m) => handler.receive_object(conn, m),
             Err(e) => handler.message_error(conn, e),
@@ -141,18 +138,6 @@ impl<H: ObjectHandler> Handler for ObjectProtocol<H> {
             handler.frame_error(conn, e);
             conn.close_connection();
         }
-    }
-
-    fn unbind(&mut self, conn: &mut Connection<'_>, reason: &CloseReason) {
-        self.handler.unbind(conn, reason);
-    }
-
-    fn outbound_full(&mut self, conn: &mut Connection<'_>) {
-        conn.pause();
-    }
-
-    fn outbound_drained(&mut self, conn: &mut Connection<'_>) {
-        conn.resume();
     }
 }
 

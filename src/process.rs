@@ -609,10 +609,7 @@ impl Adapter {
             return;
         };
         let mut p = ProcessContext {
-            conn: Connection {
-                reactor: &mut *conn.reactor,
-                id: conn.id,
-            },
+            conn: Connection::new(&mut *conn.reactor, conn.id),
             child: &self.0,
         };
         f(handler.as_mut(), &mut p);

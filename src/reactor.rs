@@ -34,6 +34,7 @@ use packet_sys::{Addr, Domain, Events, Interest, Selector, Socket, Waker};
 
 use crate::buffer::OutBuf;
 use crate::connection::{CloseReason, ConnId, Connection, Handler};
+use crate::reply::{InOrder, Reply, ReplyId};
 use crate::slab::{Slab, Token, RESERVED_TOKEN};
 use crate::timer::{TimerKey, TimerWheel};
 
@@ -101,6 +102,9 @@ pub(crate) mod flag {
     /// their peers raise a writable edge on every read they make, which
     /// would wake the loop once per message for nothing.
     pub const WANT_WRITE: u32 = 1 << 16;
+    /// The library's own plumbing (a worker channel), not counted by
+    /// `connection_count`.
+    pub const INTERNAL: u32 = 1 << 17;
 }
 
 pub(crate) struct Conn {
@@ -239,13 +243,10 @@ fn next_fixed_rate_deadline(due_ms: u64, interval_ms: u64, now_ms: u64) -> u64 {
     next.saturating_add(missed.saturating_mul(interval_ms))
 }
 
-type DeferredCall = Box<dyn FnOnce(&mut dyn Handler, &mut Connection<'_>)>;
-
 /// Work deferred until no callback is running.
 enum Pending {
-    /// Call the connection's handler with this.
-    #[cfg_attr(not(feature = "workers"), allow(dead_code))]
-    Call(DeferredCall),
+    /// Call `receive_reply`.
+    Reply(Reply),
     /// Call `post_init` of an outgoing connection.
     Init,
     /// Call `post_init` and `connection_completed` of an adopted socket.
@@ -402,6 +403,12 @@ pub struct Reactor {
     spare_fd: Option<File>,
     default_high_water: usize,
     connections: usize,
+    /// Of `connections`, those flagged `INTERNAL`.
+    internal_connections: usize,
+    /// The last reply id handed out (`expect_reply`).
+    last_reply: u64,
+    /// Connections that take their replies in order, with those expected.
+    ordered: std::collections::HashMap<Token, InOrder>,
     /// The connection in `unbind`, and where it asked to reconnect.
     unbinding: Option<Token>,
     reconnect_to: Option<Addr>,
@@ -463,6 +470,9 @@ impl Reactor {
             spare_fd: File::open("/dev/null").ok(),
             default_high_water: DEFAULT_HIGH_WATER,
             connections: 0,
+            internal_connections: 0,
+            last_reply: 0,
+            ordered: std::collections::HashMap::new(),
             unbinding: None,
             reconnect_to: None,
             timers: TimerWheel::new(),
@@ -580,9 +590,10 @@ impl Reactor {
         self.next_turn.push(Box::new(f));
     }
 
-    /// Open connections (accepted and outgoing).
+    /// Open connections (accepted, outgoing and attached); the library's
+    /// own channels (to worker processes) are not counted.
     pub fn connection_count(&self) -> usize {
-        self.connections
+        self.connections - self.internal_connections
     }
 
     /// The outbound high-water mark given to new connections.
@@ -801,6 +812,9 @@ impl Reactor {
             return Err(e);
         }
         self.connections += 1;
+        if flags & flag::INTERNAL != 0 {
+            self.internal_connections += 1;
+        }
         Ok(token)
     }
 
@@ -975,6 +989,12 @@ impl Reactor {
         }
     }
 
+    /// Whether connection `id` is gone, closed or closing.
+    pub(crate) fn is_closing(&self, id: ConnId) -> bool {
+        self.conn(id.0)
+            .map_or(true, |c| c.flags & (flag::CLOSED | flag::CLOSING) != 0)
+    }
+
     /// Whether reading from connection `id` is paused.
     pub fn is_paused(&self, id: ConnId) -> bool {
         self.conn(id.0).is_some_and(|c| c.flags & flag::PAUSED != 0)
@@ -1036,6 +1056,8 @@ impl Reactor {
         self.adopt_boxed(fd, Box::new(handler), false)
     }
 
+    /// [`Reactor::attach`] for the library's own channels: they take passed
+    /// descriptors (`pass_fds`) and are not counted as user connections.
     pub(crate) fn adopt_boxed(
         &mut self,
         fd: OwnedFd,
@@ -1055,7 +1077,11 @@ impl Reactor {
                 flag::NOT_SOCKET
             }
         };
-        let extra = if pass_fds { flag::PASS_FDS } else { 0 };
+        let extra = if pass_fds {
+            flag::PASS_FDS | flag::INTERNAL
+        } else {
+            0
+        };
         let token = self.add_conn(sock, handler, kind | extra)?;
         self.pending.push_back((token, Pending::Adopted));
         Ok(ConnId(token))
@@ -1151,17 +1177,75 @@ impl Reactor {
         true
     }
 
-    /// Runs `f` with the handler of connection `id` as soon as no callback
-    /// is running (right after the current one returns). Dropped if the
-    /// connection closes first.
-    #[cfg_attr(not(feature = "workers"), allow(dead_code))]
-    pub(crate) fn defer_call(
-        &mut self,
-        id: ConnId,
-        f: impl FnOnce(&mut dyn Handler, &mut Connection<'_>) + 'static,
-    ) {
-        if self.conn(id.0).is_some() {
-            self.pending.push_back((id.0, Pending::Call(Box::new(f))));
+    /// Promises connection `id` a reply: its
+    /// [`Handler::receive_reply`] gets whatever [`Reactor::send_reply`]
+    /// sends under the returned id. Worker asks call this; so may any code
+    /// that answers a connection later (a thread pool, a timer). With
+    /// [`Connection::set_ordered_replies`] on, replies are delivered in the
+    /// order of these calls.
+    pub fn expect_reply(&mut self, id: ConnId) -> ReplyId {
+        self.last_reply += 1;
+        let reply = ReplyId(self.last_reply);
+        if let Some(q) = self.ordered.get_mut(&id.0) {
+            q.expect(reply);
+        }
+        reply
+    }
+
+    /// Withdraws a promise made with [`Reactor::expect_reply`] that will
+    /// not be kept (the ask failed before it was sent), so that ordered
+    /// replies behind it are not held back.
+    pub fn cancel_reply(&mut self, id: ConnId, reply: ReplyId) {
+        if let Some(q) = self.ordered.get_mut(&id.0) {
+            q.cancel(reply);
+            self.release_ordered(id.0);
+        }
+    }
+
+    /// Delivers `value` to connection `id`'s [`Handler::receive_reply`]
+    /// under `reply` (from [`Reactor::expect_reply`]) as soon as no
+    /// callback is running — and, for an ordered connection, once every
+    /// reply expected before it was delivered. Dropped if the connection
+    /// has closed.
+    pub fn send_reply(&mut self, id: ConnId, reply: ReplyId, value: impl std::any::Any) {
+        if self.conn(id.0).is_none() {
+            return;
+        }
+        let mut value: Box<dyn std::any::Any> = Box::new(value);
+        if let Some(q) = self.ordered.get_mut(&id.0) {
+            match q.fill(reply, value) {
+                Ok(()) => return self.release_ordered(id.0),
+                // Expected before ordering was turned on: it has no place
+                // in the queue, so it goes now.
+                Err(v) => value = v,
+            }
+        }
+        self.pending
+            .push_back((id.0, Pending::Reply(Reply::new(reply, value))));
+    }
+
+    /// Queues the complete replies at the front of an ordered connection's
+    /// queue.
+    fn release_ordered(&mut self, token: Token) {
+        let Some(q) = self.ordered.get_mut(&token) else {
+            return;
+        };
+        while let Some(reply) = q.pop_ready() {
+            self.pending.push_back((token, Pending::Reply(reply)));
+        }
+    }
+
+    /// See [`Connection::set_ordered_replies`].
+    pub(crate) fn set_ordered_replies(&mut self, id: ConnId, on: bool) {
+        if self.conn(id.0).is_none() {
+            return;
+        }
+        if on {
+            self.ordered.entry(id.0).or_default();
+        } else if let Some(q) = self.ordered.remove(&id.0) {
+            for reply in q.drain_ready() {
+                self.pending.push_back((id.0, Pending::Reply(reply)));
+            }
         }
     }
 
@@ -1490,7 +1574,7 @@ impl Reactor {
         while let Some((token, work)) = self.pending.pop_front() {
             match work {
                 Pending::Init => self.call(token, |h, c| h.post_init(c)),
-                Pending::Call(f) => self.call(token, f),
+                Pending::Reply(reply) => self.call(token, |h, c| h.receive_reply(c, reply)),
                 Pending::Eof => self.call(token, |h, c| h.receive_eof(c)),
                 Pending::Adopted => {
                     self.call(token, |h, c| h.post_init(c));
@@ -1516,13 +1600,7 @@ impl Reactor {
             return;
         };
         self.current = Some(token);
-        f(
-            handler.as_mut(),
-            &mut Connection {
-                reactor: self,
-                id: ConnId(token),
-            },
-        );
+        f(handler.as_mut(), &mut Connection::new(self, ConnId(token)));
         self.current = None;
         if let Some(c) = self.conn_mut(token) {
             c.handler = Some(handler);
@@ -1908,6 +1986,10 @@ impl Reactor {
             return;
         };
         self.connections -= 1;
+        if c.flags & flag::INTERNAL != 0 {
+            self.internal_connections -= 1;
+        }
+        self.ordered.remove(&token);
         if let Some(key) = c.timer.take() {
             self.timers.cancel(key);
         }
@@ -1928,13 +2010,7 @@ impl Reactor {
         drop(c);
         let Some(mut handler) = handler else { return };
         self.unbinding = Some(token);
-        handler.unbind(
-            &mut Connection {
-                reactor: self,
-                id: ConnId(token),
-            },
-            &reason,
-        );
+        handler.unbind(&mut Connection::new(self, ConnId(token)), &reason);
         self.unbinding = None;
         self.unbinding_proxied = 0;
         if let Some(addr) = self.reconnect_to.take() {

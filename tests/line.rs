@@ -45,12 +45,21 @@ struct Recorder {
     first_block: Option<usize>,
 }
 
-impl LineHandler for Recorder {
+impl Handler for Recorder {
     fn post_init(&mut self, ctx: &mut LineContext<'_>) {
         if let Some(n) = self.first_block {
             ctx.set_binary_mode(n);
         }
     }
+    fn unbind(&mut self, ctx: &mut LineContext<'_>, reason: &CloseReason) {
+        let _ = self.tx.send(Ev::Unbind(
+            reason.to_string(),
+            ctx.mode().expect("unbind of a line connection"),
+        ));
+    }
+}
+
+impl LineHandler for Recorder {
     fn receive_line(&mut self, ctx: &mut LineContext<'_>, line: &[u8]) {
         let _ = self.tx.send(Ev::Line(line.to_vec()));
         if let Some(n) = line.strip_prefix(b"SIZE ") {
@@ -66,7 +75,7 @@ impl LineHandler for Recorder {
     }
     fn receive_binary_data(&mut self, ctx: &mut LineContext<'_>, data: &[u8]) {
         let _ = self.tx.send(Ev::Bin(data.to_vec()));
-        if ctx.mode() == Mode::BinaryUnbounded && data.ends_with(b"END") {
+        if ctx.mode() == Some(Mode::BinaryUnbounded) && data.ends_with(b"END") {
             ctx.set_line_mode();
         }
     }
@@ -76,9 +85,6 @@ impl LineHandler for Recorder {
     fn line_error(&mut self, ctx: &mut LineContext<'_>, error: LineError) {
         let _ = self.tx.send(Ev::Error(error));
         ctx.send_data(b"line too long\n");
-    }
-    fn unbind(&mut self, ctx: &mut LineContext<'_>, reason: &CloseReason) {
-        let _ = self.tx.send(Ev::Unbind(reason.to_string(), ctx.mode()));
     }
 }
 

@@ -7,7 +7,7 @@ use std::sync::mpsc;
 
 use packet::codec::{encode_frame, FrameError, HeaderFormat, MessageError};
 use packet::objects::{ObjectHandler, ObjectProtocol};
-use packet::{CloseReason, Connection};
+use packet::{CloseReason, Connection, Handler};
 use serde::{Deserialize, Serialize};
 use util::{client, spawn_reactor, IO_TIMEOUT};
 
@@ -20,6 +20,12 @@ enum Job {
 
 /// Answers every job with its result, and reports errors.
 struct Calc(mpsc::Sender<String>);
+
+impl Handler for Calc {
+    fn unbind(&mut self, _conn: &mut Connection<'_>, reason: &CloseReason) {
+        let _ = self.0.send(format!("unbind: {reason}"));
+    }
+}
 
 impl ObjectHandler for Calc {
     type Message = Job;
@@ -36,9 +42,6 @@ impl ObjectHandler for Calc {
     }
     fn frame_error(&mut self, _conn: &mut Connection<'_>, error: FrameError) {
         let _ = self.0.send(format!("frame: {error}"));
-    }
-    fn unbind(&mut self, _conn: &mut Connection<'_>, reason: &CloseReason) {
-        let _ = self.0.send(format!("unbind: {reason}"));
     }
 }
 

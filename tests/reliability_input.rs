@@ -17,7 +17,7 @@ use std::sync::{mpsc, Mutex, MutexGuard};
 
 use packet::codec::{FrameError, MessageError};
 use packet::objects::{ObjectHandler, ObjectProtocol};
-use packet::{CloseReason, Connection};
+use packet::{CloseReason, Connection, Handler};
 use serde::{Deserialize, Serialize};
 use util::{client, spawn_reactor, IO_TIMEOUT};
 
@@ -35,6 +35,12 @@ enum Msg {
 /// Answers pings; reports every error and every close.
 struct Pinger(mpsc::Sender<String>);
 
+impl Handler for Pinger {
+    fn unbind(&mut self, _conn: &mut Connection<'_>, reason: &CloseReason) {
+        let _ = self.0.send(format!("unbind: {reason}"));
+    }
+}
+
 impl ObjectHandler for Pinger {
     type Message = Msg;
     fn receive_object(&mut self, conn: &mut Connection<'_>, msg: Msg) {
@@ -47,9 +53,6 @@ impl ObjectHandler for Pinger {
     }
     fn frame_error(&mut self, _conn: &mut Connection<'_>, error: FrameError) {
         let _ = self.0.send(format!("frame: {error}"));
-    }
-    fn unbind(&mut self, _conn: &mut Connection<'_>, reason: &CloseReason) {
-        let _ = self.0.send(format!("unbind: {reason}"));
     }
 }
 

@@ -17,10 +17,10 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use packet::worker::{
-    AskId, FromWorker, Replier, RestartPolicy, Worker, WorkerContext, WorkerError, WorkerId,
+    FromWorker, Replier, RestartPolicy, Worker, WorkerContext, WorkerError, WorkerId,
     WorkerMessage, WorkerProxy, WorkerRegistry, WorkerReply, WorkerSpec, Workers,
 };
-use packet::{Connection, Handler, Reactor};
+use packet::{Connection, Handler, Reactor, Reply};
 use util::{pattern, IO_TIMEOUT};
 
 // ----- worker types -----
@@ -233,7 +233,8 @@ impl Handler for AskPerLine {
             conn.ask_worker("pool", &line).unwrap();
         }
     }
-    fn worker_receive(&mut self, conn: &mut Connection<'_>, _ask: AskId, reply: WorkerReply) {
+    fn receive_reply(&mut self, conn: &mut Connection<'_>, reply: Reply) {
+        let reply: WorkerReply = reply.take().unwrap();
         let data: Vec<u8> = reply.unwrap().decode().unwrap();
         conn.send_data(&data);
     }

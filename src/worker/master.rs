@@ -100,8 +100,8 @@ type ReplyCallback = Box<dyn FnOnce(&mut Reactor, WorkerReply)>;
 
 /// Who waits for the reply to an ask.
 enum Asker {
-    /// A connection's `ask_worker`: the reply goes to its `worker_receive`
-    /// with the ask's id.
+    /// A connection's `ask_worker`: the reply goes to its `receive_reply`
+    /// under the id the connection expects it as.
     Conn(ConnId, AskId),
     Callback(ReplyCallback),
     /// Another worker's `ask_worker`: the reply goes back on its channel
@@ -337,10 +337,6 @@ impl Master {
         } else {
             self.next_id += 1;
             self.next_id
-        };
-        let asker = match asker {
-            Asker::Conn(conn, _) => Asker::Conn(conn, AskId(ask_id)),
-            other => other,
         };
         let mut frame = Vec::new();
         match fd {
@@ -645,7 +641,7 @@ fn deliver(reactor: &mut Reactor, deliveries: Vec<Delivery>) {
     for d in deliveries {
         match d {
             Delivery::Reply(Asker::Conn(conn, ask), reply) => {
-                reactor.defer_call(conn, move |h, c| h.worker_receive(c, ask, reply));
+                reactor.send_reply(conn, ask, reply);
             }
             Delivery::Reply(Asker::Callback(f), reply) => f(reactor, reply),
             Delivery::Reply(Asker::Worker { channel, id }, reply) => {
@@ -1096,8 +1092,16 @@ impl Reactor {
         key: Option<&str>,
         payload: &[u8],
     ) -> Result<AskId, WorkerError> {
-        self.ask_raw(Asker::Conn(conn, AskId(0)), name, key, payload, None)
-            .map(AskId)
+        // The reply's place in the connection's order is taken now, and
+        // given back if the ask is refused.
+        let ask = self.expect_reply(conn);
+        match self.ask_raw(Asker::Conn(conn, ask), name, key, payload, None) {
+            Ok(_) => Ok(ask),
+            Err(e) => {
+                self.cancel_reply(conn, ask);
+                Err(e)
+            }
+        }
     }
 
     fn ask_raw(

@@ -18,7 +18,7 @@
 //!            ├──────────────► fork server (one small blocking loop)
 //!            │  link (Unix socket, SCM_RIGHTS)   │ fork per start request
 //!  master reactor ◄──── channel (socketpair) ───► worker process: own Reactor,
-//!    connections ask_worker / worker_receive        your Worker type
+//!    connections ask_worker / receive_reply         your Worker type
 //! ```
 //!
 //! The fork server is forked before the program starts any thread and forks
@@ -30,8 +30,8 @@
 //! # Example
 //!
 //! ```no_run
-//! use packet::worker::{AskId, Worker, WorkerContext, WorkerMessage, WorkerRegistry, WorkerSpec, WorkerReply};
-//! use packet::{Connection, Handler, Reactor};
+//! use packet::worker::{Worker, WorkerContext, WorkerMessage, WorkerRegistry, WorkerSpec, WorkerReply};
+//! use packet::{Connection, Handler, Reactor, Reply};
 //!
 //! struct Upcase;
 //! impl Worker for Upcase {
@@ -49,7 +49,8 @@
 //!             conn.send_data(format!("error: {e}\n").as_bytes());
 //!         }
 //!     }
-//!     fn worker_receive(&mut self, conn: &mut Connection<'_>, _ask: AskId, reply: WorkerReply) {
+//!     fn receive_reply(&mut self, conn: &mut Connection<'_>, reply: Reply) {
+//!         let Ok(reply) = reply.take::<WorkerReply>() else { return };
 //!         match reply.and_then(|m| Ok(m.decode::<String>()?)) {
 //!             Ok(text) => conn.send_data(text.as_bytes()),
 //!             Err(e) => conn.send_data(format!("error: {e}\n").as_bytes()),
@@ -99,11 +100,12 @@ pub fn fuzz_decode_wire(frame: &[u8]) -> Result<(), WireError> {
 /// What an ask gets back: the worker's reply, or why there is none.
 pub type WorkerReply = Result<WorkerMessage, WorkerError>;
 
-/// Identifies one `ask_worker` of a connection, so that
-/// [`crate::Handler::worker_receive`] can match replies (which may arrive
-/// in any order, or as errors) to the asks they answer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct AskId(pub(crate) u64);
+/// Identifies one `ask_worker` of a connection: the id of the
+/// [`Reply`](crate::Reply) that brings its answer to
+/// [`Handler::receive_reply`](crate::Handler::receive_reply), so replies
+/// (which arrive in any order unless the connection asked for them in
+/// order, or as errors) can be matched to their asks.
+pub type AskId = crate::ReplyId;
 
 /// A message to or from a worker: the postcard encoding of some `serde`
 /// value, decoded by whoever knows its type.
@@ -635,5 +637,42 @@ impl Drop for Workers {
             drop(link);
             fork_server::reap(self.fork_server);
         }
+    }
+}
+
+/// Asking workers from a connection; the replies come to
+/// [`Handler::receive_reply`](crate::Handler::receive_reply) (Packet's
+/// `worker_receive`) as [`WorkerReply`] values.
+impl Connection<'_> {
+    /// Asks worker `name` (the least busy instance of a pool); the reply
+    /// comes to this handler's `receive_reply` under the id returned here,
+    /// its value a [`WorkerReply`]. With
+    /// [`Connection::set_ordered_replies`] on, replies come in ask order.
+    ///
+    /// # Errors
+    /// The worker is not registered or not running, its channel is full, or
+    /// the message cannot be encoded.
+    pub fn ask_worker<T: Serialize + ?Sized>(
+        &mut self,
+        name: &str,
+        message: &T,
+    ) -> Result<AskId, WorkerError> {
+        self.ask_worker_keyed(name, None, message)
+    }
+
+    /// Asks instance `key` of worker `name`, as [`Connection::ask_worker`].
+    ///
+    /// # Errors
+    /// As [`Connection::ask_worker`].
+    pub fn ask_worker_keyed<T: Serialize + ?Sized>(
+        &mut self,
+        name: &str,
+        key: Option<&str>,
+        message: &T,
+    ) -> Result<AskId, WorkerError> {
+        let payload = WorkerMessage::encode(message)?;
+        let id = self.id();
+        self.reactor()
+            .ask_worker_from(id, name, key, payload.as_bytes())
     }
 }

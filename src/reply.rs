@@ -1,0 +1,180 @@
+//! Replies routed back to the connection that asked: the core service that
+//! worker asks (and anything else that completes later) deliver through.
+//!
+//! This module owns reply ids, the [`Reply`] envelope handed to
+//! [`Handler::receive_reply`](crate::Handler::receive_reply), and the
+//! per-connection queue that puts replies back in ask order for a
+//! connection that asked for it ([`Connection::set_ordered_replies`]).
+//! It never calls a handler itself: the reactor delivers each reply once no
+//! callback is running, and drops the replies of a connection that closed.
+//!
+//! [`Connection::set_ordered_replies`]: crate::Connection::set_ordered_replies
+
+use std::any::Any;
+use std::collections::VecDeque;
+use std::fmt;
+
+/// Identifies one expected reply of a connection (a worker ask's id).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ReplyId(pub(crate) u64);
+
+impl fmt::Display for ReplyId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "reply {}", self.0)
+    }
+}
+
+/// A reply delivered to [`Handler::receive_reply`](crate::Handler::receive_reply):
+/// the id it was expected under and a value whose type the sender chose
+/// (a worker ask's is a [`WorkerReply`](crate::worker::WorkerReply)).
+pub struct Reply {
+    id: ReplyId,
+    value: Box<dyn Any>,
+}
+
+impl Reply {
+    pub(crate) fn new(id: ReplyId, value: Box<dyn Any>) -> Reply {
+        Reply { id, value }
+    }
+
+    /// The id this reply was expected under (what `ask_worker` returned).
+    pub fn id(&self) -> ReplyId {
+        self.id
+    }
+
+    /// Whether the value is a `T`.
+    pub fn is<T: Any>(&self) -> bool {
+        self.value.is::<T>()
+    }
+
+    /// The value, if it is a `T`.
+    pub fn get<T: Any>(&self) -> Option<&T> {
+        self.value.downcast_ref()
+    }
+
+    /// Takes the value out as a `T`.
+    ///
+    /// # Errors
+    /// The value is of another type; the reply is handed back whole.
+    pub fn take<T: Any>(self) -> Result<T, Reply> {
+        match self.value.downcast::<T>() {
+            Ok(v) => Ok(*v),
+            Err(value) => Err(Reply { id: self.id, value }),
+        }
+    }
+}
+
+impl fmt::Debug for Reply {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Reply")
+            .field("id", &self.id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The replies one ordered connection expects, oldest first, each with its
+/// value once it came.
+#[derive(Default)]
+pub(crate) struct InOrder {
+    slots: VecDeque<(ReplyId, Option<Box<dyn Any>>)>,
+}
+
+impl InOrder {
+    pub(crate) fn expect(&mut self, id: ReplyId) {
+        self.slots.push_back((id, None));
+    }
+
+    /// Files `value` under `id`.
+    ///
+    /// # Errors
+    /// `id` is not expected here (it was expected before ordering was
+    /// turned on, or is delivered twice): the value is handed back.
+    pub(crate) fn fill(&mut self, id: ReplyId, value: Box<dyn Any>) -> Result<(), Box<dyn Any>> {
+        match self.slots.iter_mut().find(|(i, v)| *i == id && v.is_none()) {
+            Some(slot) => {
+                slot.1 = Some(value);
+                Ok(())
+            }
+            None => Err(value),
+        }
+    }
+
+    /// Forgets `id` (its ask failed before it was sent).
+    pub(crate) fn cancel(&mut self, id: ReplyId) {
+        self.slots.retain(|(i, _)| *i != id);
+    }
+
+    /// The replies at the front that are complete, in order.
+    pub(crate) fn pop_ready(&mut self) -> Option<Reply> {
+        match self.slots.front() {
+            Some((_, Some(_))) => {
+                let (id, value) = self.slots.pop_front()?;
+                value.map(|v| Reply::new(id, v))
+            }
+            _ => None,
+        }
+    }
+
+    /// Every complete reply, in order, leaving the incomplete ones to be
+    /// delivered as they come (ordering turned off).
+    pub(crate) fn drain_ready(self) -> impl Iterator<Item = Reply> {
+        self.slots
+            .into_iter()
+            .filter_map(|(id, v)| v.map(|v| Reply::new(id, v)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn value(r: Reply) -> u32 {
+        r.take::<u32>().unwrap()
+    }
+
+    #[test]
+    fn replies_leave_in_the_order_they_were_expected() {
+        let mut q = InOrder::default();
+        for i in 1..=3 {
+            q.expect(ReplyId(i));
+        }
+        assert!(q.fill(ReplyId(3), Box::new(30u32)).is_ok());
+        assert!(q.pop_ready().is_none(), "3 must wait for 1 and 2");
+        assert!(q.fill(ReplyId(1), Box::new(10u32)).is_ok());
+        assert_eq!(q.pop_ready().map(value), Some(10));
+        assert!(q.pop_ready().is_none());
+        assert!(q.fill(ReplyId(2), Box::new(20u32)).is_ok());
+        assert_eq!(q.pop_ready().map(value), Some(20));
+        assert_eq!(q.pop_ready().map(value), Some(30));
+        assert!(q.pop_ready().is_none() && q.slots.is_empty());
+    }
+
+    #[test]
+    fn unknown_duplicate_and_cancelled_ids() {
+        let mut q = InOrder::default();
+        q.expect(ReplyId(1));
+        q.expect(ReplyId(2));
+        assert!(q.fill(ReplyId(9), Box::new(0u32)).is_err());
+        assert!(q.fill(ReplyId(2), Box::new(2u32)).is_ok());
+        assert!(
+            q.fill(ReplyId(2), Box::new(2u32)).is_err(),
+            "delivered twice"
+        );
+        q.cancel(ReplyId(1));
+        assert_eq!(q.pop_ready().map(value), Some(2));
+        q.expect(ReplyId(3));
+        q.expect(ReplyId(4));
+        assert!(q.fill(ReplyId(4), Box::new(4u32)).is_ok());
+        let left: Vec<u32> = q.drain_ready().map(value).collect();
+        assert_eq!(left, [4]);
+    }
+
+    #[test]
+    fn take_of_the_wrong_type_gives_the_reply_back() {
+        let r = Reply::new(ReplyId(5), Box::new("text"));
+        assert!(r.is::<&str>());
+        let r = r.take::<u32>().unwrap_err();
+        assert_eq!(r.id(), ReplyId(5));
+        assert_eq!(r.get::<&str>(), Some(&"text"));
+    }
+}
