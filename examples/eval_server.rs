@@ -49,32 +49,28 @@
 //!
 //! # How the master keeps replies in order
 //!
-//! A pool answers out of order (the least busy instance gets each line), so
-//! every line gets a per-connection sequence number, and its ask carries a
-//! callback that files the reply under that number; replies go out in
-//! sequence order as soon as the next one is complete. Callbacks
-//! ([`Reactor::ask_worker_with`]) rather than `Handler::worker_receive` are
-//! used because an error reply (the worker died) carries nothing that says
-//! which of several outstanding asks it belongs to; the callback knows.
-//! A worker that is down gives `error: <WorkerError>` for the lines it had.
+//! A pool answers out of order (the least busy instance gets each line),
+//! but the client must get its answers in line order. The client's
+//! connection asks for its replies in order
+//! ([`Connection::set_ordered_replies`]), so each answer waits for those
+//! of the lines before it; an error the master produces itself (a worker
+//! that is down, a line too long) is filed through the same queue
+//! ([`Reactor::expect_reply`]), so it keeps its place too.
 //!
-//! Lines are taken in batches: the server evaluates the complete lines it
-//! has read (at most [`MAX_IN_FLIGHT`] at a time), and reads from the client
-//! again only once their replies are written, and while the client reads
-//! them (the outbound queue is under its high-water mark). Pausing also
-//! works around the reactor having no half-close: it closes a connection as
-//! soon as it reads the client's end of stream, which would otherwise drop
-//! the replies still due to a client like `printf '1+1\n' | nc` that shuts
-//! down its side right after sending. A last line without a newline is not
-//! evaluated.
+//! Reading pauses while [`MAX_IN_FLIGHT`] lines are with the workers and
+//! while the client does not read its answers (the outbound queue is over
+//! its high-water mark). A client like `printf '1+1\n' | nc -N` that shuts
+//! down its side right after sending still gets every answer: the
+//! connection stays open after the end of its input until the last one is
+//! written. A last line without a newline is not evaluated.
 
-use packet::worker::{Worker, WorkerContext, WorkerMessage, WorkerRegistry, WorkerSpec};
-use packet::{CloseReason, ConnId, Connection, Handler, Reactor};
-use std::cell::RefCell;
-use std::collections::BTreeMap;
+use packet::line::{LineContext, LineError, LineHandler, LineProtocol};
+use packet::worker::{
+    Worker, WorkerContext, WorkerMessage, WorkerRegistry, WorkerReply, WorkerSpec,
+};
+use packet::{Connection, Handler, Reactor, Reply};
 use std::fmt;
 use std::io;
-use std::rc::Rc;
 
 #[path = "common/pool.rs"]
 mod pool;
@@ -531,227 +527,98 @@ impl Worker for EvalWorker {
 
 // ----- the master -----
 
-/// Replies of one connection, released in sequence order.
-#[derive(Debug, Default)]
-pub struct InOrder {
-    next: u64,
-    done: BTreeMap<u64, String>,
-}
-
-impl InOrder {
-    /// Files the reply to line `seq`.
-    pub fn insert(&mut self, seq: u64, reply: String) {
-        debug_assert!(seq >= self.next, "reply {seq} came twice");
-        self.done.insert(seq, reply);
-    }
-
-    /// The next reply in order, if it is complete, with its sequence number.
-    pub fn pop(&mut self) -> Option<(u64, String)> {
-        let reply = self.done.remove(&self.next)?;
-        self.next += 1;
-        Some((self.next - 1, reply))
-    }
-
-    /// Replies filed and not yet released.
-    pub fn waiting(&self) -> usize {
-        self.done.len()
-    }
-}
-
-/// One client connection's state, shared with the callbacks of its asks.
-#[derive(Default)]
-struct Session {
-    /// Received bytes; those before `start` are consumed.
-    input: Vec<u8>,
-    start: usize,
-    next_seq: u64,
-    in_flight: usize,
-    replies: InOrder,
-    /// Close once the reply with this number is written.
-    close_after: Option<u64>,
-    /// The client is not reading: the outbound queue is over its mark.
-    outbound_full: bool,
-    /// The connection ended: nothing more is sent.
-    gone: bool,
-    /// A [`pump`] is queued for the next turn of the loop.
-    pump_scheduled: bool,
-}
-
-type Shared = Rc<RefCell<Session>>;
-
-/// What the next step of [`pump`] is.
-enum Step {
-    Ask(u64, Vec<u8>),
-    Stop,
-}
-
-impl Session {
-    /// Takes the next complete line, unless asking more must wait.
-    fn next_line(&mut self) -> Step {
-        if self.gone || self.close_after.is_some() || self.in_flight >= MAX_IN_FLIGHT {
-            return Step::Stop;
-        }
-        let pending = &self.input[self.start..];
-        match pending.iter().position(|&b| b == b'\n') {
-            Some(n) => {
-                let line = &pending[..n];
-                let line = line.strip_suffix(b"\r").unwrap_or(line);
-                if line.len() > MAX_LINE {
-                    return self.refuse_long_line();
-                }
-                let line = line.to_vec();
-                self.start += n + 1;
-                let seq = self.next_seq;
-                self.next_seq += 1;
-                Step::Ask(seq, line)
-            }
-            // No newline within the limit (plus room for a `\r`): however
-            // the line ends, it is too long.
-            None if pending.len() > MAX_LINE + 1 => self.refuse_long_line(),
-            None => Step::Stop,
-        }
-    }
-
-    fn refuse_long_line(&mut self) -> Step {
-        let seq = self.next_seq;
-        self.next_seq += 1;
-        self.replies
-            .insert(seq, format!("error: {}", EvalError::LineTooLong));
-        self.close_after = Some(seq);
-        self.input = Vec::new();
-        self.start = 0;
-        Step::Stop
-    }
-}
-
-/// Sends lines to the workers while allowed, writes the replies that are
-/// due in order, and pauses or resumes reading the client.
-fn pump(reactor: &mut Reactor, id: ConnId, session: &Shared) {
-    loop {
-        // The borrow ends before the reactor is called.
-        let step = session.borrow_mut().next_line();
-        let Step::Ask(seq, line) = step else { break };
-        let s = session.clone();
-        let asked = reactor.ask_worker_with(WORKER, None, &line, move |r, reply| {
-            let text = match reply.and_then(|m| Ok(m.decode::<String>()?)) {
-                Ok(text) => text,
-                Err(e) => format!("error: {e}"),
-            };
-            let schedule = {
-                let mut s = s.borrow_mut();
-                s.in_flight -= 1;
-                s.replies.insert(seq, text);
-                !std::mem::replace(&mut s.pump_scheduled, true)
-            };
-            // Not `pump` right here: this runs inside the worker channel's
-            // callback, and `Reactor::send_data_to` to the client from there
-            // drops what the channel staged (the next asks) — a library bug.
-            // From `next_turn` no connection's callback runs; it also writes
-            // all the replies one read from a worker completed at once.
-            if schedule {
-                r.next_turn(move |r| {
-                    s.borrow_mut().pump_scheduled = false;
-                    pump(r, id, &s);
-                });
-            }
-        });
-        let mut s = session.borrow_mut();
-        match asked {
-            Ok(()) => s.in_flight += 1,
-            // Not running (restarting after a crash), busy, ...
-            Err(e) => s.replies.insert(seq, format!("error: {e}")),
-        }
-    }
-
-    let mut s = session.borrow_mut();
-    if s.gone {
-        return;
-    }
-    let mut out = Vec::new();
-    let mut close = false;
-    while let Some((seq, reply)) = s.replies.pop() {
-        out.extend_from_slice(reply.as_bytes());
-        out.push(b'\n');
-        if s.close_after == Some(seq) {
-            close = true;
-            break;
-        }
-    }
-    // Compact the input once the consumed part dominates.
-    if s.start > 0 && s.start * 2 >= s.input.len() {
-        let start = s.start;
-        s.input.drain(..start);
-        s.start = 0;
-    }
-    // Reading waits while lines are with the workers: the reactor closes a
-    // connection as soon as it reads the client's end of stream (no
-    // half-close), which would drop the replies still due — `printf ... |
-    // nc` shuts down its side right after the last line. Lines that arrive
-    // meanwhile wait in the kernel and are taken as one batch afterwards.
-    let want_pause = s.in_flight > 0 || s.outbound_full || s.close_after.is_some();
-    drop(s);
-    if !out.is_empty() {
-        reactor.send_data_to(id, &out);
-    }
-    if close {
-        reactor.close_connection(id, true);
-    } else if want_pause != reactor.is_paused(id) {
-        if want_pause {
-            reactor.pause(id);
-        } else {
-            reactor.resume(id);
-        }
-    }
-}
-
-/// The master's handler of one client.
+/// The master's handler of one client: every line goes to the pool, and
+/// the answers go back in line order.
 #[derive(Default)]
 struct EvalClient {
-    session: Option<Shared>,
+    /// Lines with the workers (or answered locally) and not yet written.
+    in_flight: usize,
+    /// The client is not reading: the outbound queue is over its mark.
+    outbound_full: bool,
+    /// No more lines will come (end of stream, or a line too long).
+    input_ended: bool,
+}
+
+impl EvalClient {
+    /// Answers the next line's place in the order from here.
+    fn answer_locally(conn: &mut Connection<'_>, text: String) {
+        let me = conn.id();
+        let place = conn.reactor().expect_reply(me);
+        conn.reactor().send_reply(me, place, text);
+    }
+
+    /// Reads more only while few lines are out and the client keeps up.
+    fn regulate(&self, conn: &mut Connection<'_>) {
+        let pause = self.in_flight >= MAX_IN_FLIGHT || self.outbound_full;
+        if self.input_ended && self.in_flight == 0 {
+            conn.close_connection_after_writing();
+        } else if pause {
+            conn.pause();
+        } else if !self.input_ended {
+            conn.resume();
+        }
+    }
 }
 
 impl Handler for EvalClient {
-    fn post_init(&mut self, _conn: &mut Connection<'_>) {
-        self.session = Some(Rc::default());
+    fn post_init(&mut self, conn: &mut Connection<'_>) {
+        conn.set_ordered_replies(true);
     }
 
-    fn receive_data(&mut self, conn: &mut Connection<'_>, data: &[u8]) {
-        let Some(session) = &self.session else { return };
-        {
-            let mut s = session.borrow_mut();
-            if s.close_after.is_some() {
-                return;
-            }
-            s.input.extend_from_slice(data);
-        }
-        let id = conn.id();
-        pump(conn.reactor(), id, session);
+    fn receive_reply(&mut self, conn: &mut Connection<'_>, reply: Reply) {
+        self.in_flight -= 1;
+        let text = match reply.take::<WorkerReply>() {
+            Ok(answer) => match answer.and_then(|m| Ok(m.decode::<String>()?)) {
+                Ok(text) => text,
+                // The worker died or is not keeping up: this line's error.
+                Err(e) => format!("error: {e}"),
+            },
+            Err(local) => local.take::<String>().unwrap_or_default(),
+        };
+        conn.send_data(format!("{text}\n").as_bytes());
+        self.regulate(conn);
+    }
+
+    fn receive_eof(&mut self, conn: &mut Connection<'_>) {
+        // Answers still due go out before the close.
+        self.input_ended = true;
+        self.regulate(conn);
     }
 
     fn outbound_full(&mut self, conn: &mut Connection<'_>) {
-        if let Some(session) = &self.session {
-            session.borrow_mut().outbound_full = true;
-            let id = conn.id();
-            pump(conn.reactor(), id, session);
-        }
+        self.outbound_full = true;
+        self.regulate(conn);
     }
 
     fn outbound_drained(&mut self, conn: &mut Connection<'_>) {
-        if let Some(session) = &self.session {
-            session.borrow_mut().outbound_full = false;
-            let id = conn.id();
-            pump(conn.reactor(), id, session);
+        self.outbound_full = false;
+        self.regulate(conn);
+    }
+}
+
+impl LineHandler for EvalClient {
+    fn receive_line(&mut self, ctx: &mut LineContext<'_>, line: &[u8]) {
+        self.in_flight += 1;
+        if let Err(e) = ctx.ask_worker(WORKER, &line.to_vec()) {
+            // Not running (restarting after a crash), busy, ...
+            Self::answer_locally(ctx, format!("error: {e}"));
         }
+        self.regulate(ctx);
     }
 
-    fn unbind(&mut self, _conn: &mut Connection<'_>, _reason: &CloseReason) {
-        if let Some(session) = self.session.take() {
-            let mut s = session.borrow_mut();
-            // Replies still due are dropped when they come.
-            s.gone = true;
-            s.input = Vec::new();
-        }
+    fn line_error(&mut self, ctx: &mut LineContext<'_>, _error: LineError) {
+        // The input ends here (receive_eof follows); the answers to the
+        // lines before it still go out first.
+        self.in_flight += 1;
+        Self::answer_locally(ctx, format!("error: {}", EvalError::LineTooLong));
     }
+}
+
+/// A client's handler: lines of at most [`MAX_LINE`] bytes, `\r\n` or `\n`.
+fn eval_client() -> LineProtocol<EvalClient> {
+    LineProtocol::new(EvalClient::default())
+        .strip_cr(true)
+        .with_max_line_len(MAX_LINE)
 }
 
 fn main() -> io::Result<()> {
@@ -761,7 +628,7 @@ fn main() -> io::Result<()> {
         .start()?;
     Reactor::run(|reactor| {
         reactor.add_workers(workers)?;
-        let server = reactor.start_server(addr.as_str(), EvalClient::default)?;
+        let server = reactor.start_server(addr.as_str(), eval_client)?;
         let bound = reactor.server_addr(server)?;
         // Asks made before the workers run wait for them.
         pool::when_workers_run(reactor, WORKER, n, bound)
@@ -1062,90 +929,5 @@ mod tests {
         let sum = vec!["1"; MAX_LINE / 2].join("+");
         assert!(sum.len() <= MAX_LINE);
         assert_eq!(answer(sum.as_bytes()), (MAX_LINE / 2).to_string());
-    }
-
-    #[test]
-    fn replies_are_released_in_order() {
-        let mut r = InOrder::default();
-        r.insert(2, "c".into());
-        r.insert(1, "b".into());
-        assert_eq!(r.pop(), None);
-        assert_eq!(r.waiting(), 2);
-        r.insert(0, "a".into());
-        assert_eq!(r.pop(), Some((0, "a".into())));
-        assert_eq!(r.pop(), Some((1, "b".into())));
-        assert_eq!(r.pop(), Some((2, "c".into())));
-        assert_eq!(r.pop(), None);
-        r.insert(3, "d".into());
-        assert_eq!(r.pop(), Some((3, "d".into())));
-    }
-
-    fn feed(s: &mut Session, data: &[u8]) -> Vec<(u64, Vec<u8>)> {
-        s.input.extend_from_slice(data);
-        let mut asked = Vec::new();
-        while let Step::Ask(seq, line) = s.next_line() {
-            s.in_flight += 1;
-            asked.push((seq, line));
-        }
-        asked
-    }
-
-    #[test]
-    fn lines_are_split_numbered_and_stripped_of_cr() {
-        let mut s = Session::default();
-        assert_eq!(feed(&mut s, b"1+1\n2*"), [(0, b"1+1".to_vec())]);
-        assert_eq!(
-            feed(&mut s, b"3\r\n\n4"),
-            [(1, b"2*3".to_vec()), (2, b"".to_vec())]
-        );
-        assert_eq!(s.close_after, None);
-        assert_eq!(&s.input[s.start..], b"4");
-    }
-
-    #[test]
-    fn a_line_at_the_limit_is_asked() {
-        let mut s = Session::default();
-        let mut line = vec![b'1'; MAX_LINE];
-        line.extend_from_slice(b"\r\n");
-        assert_eq!(feed(&mut s, &line).len(), 1);
-        assert_eq!(s.close_after, None);
-    }
-
-    #[test]
-    fn a_long_line_gets_an_error_and_closes() {
-        let mut s = Session::default();
-        let mut data = b"1\n".to_vec();
-        data.extend(vec![b'1'; MAX_LINE + 1]);
-        data.extend_from_slice(b"\n2\n");
-        assert_eq!(feed(&mut s, &data), [(0, b"1".to_vec())]);
-        assert_eq!(s.close_after, Some(1));
-        assert!(s.input.is_empty(), "the buffer is freed");
-        s.replies.insert(0, "1".into());
-        assert_eq!(s.replies.pop(), Some((0, "1".into())));
-        assert_eq!(
-            s.replies.pop(),
-            Some((1, "error: line longer than 65536 bytes".into()))
-        );
-    }
-
-    #[test]
-    fn a_client_never_sending_a_newline_is_cut_off() {
-        let mut s = Session::default();
-        for _ in 0..(MAX_LINE / 1024) {
-            assert!(feed(&mut s, &[b'7'; 1024]).is_empty());
-            assert_eq!(s.close_after, None);
-        }
-        assert!(feed(&mut s, b"77").is_empty());
-        assert_eq!(s.close_after, Some(0));
-        assert!(s.input.is_empty());
-    }
-
-    #[test]
-    fn asks_stop_at_the_in_flight_limit() {
-        let mut s = Session::default();
-        let data = b"1\n".repeat(MAX_IN_FLIGHT + 10);
-        assert_eq!(feed(&mut s, &data).len(), MAX_IN_FLIGHT);
-        s.in_flight -= 3;
-        assert_eq!(feed(&mut s, b"").len(), 3);
     }
 }

@@ -29,8 +29,11 @@
 //!   reported to [`LineHandler::line_error`] as [`LineError::LineTooLong`]
 //!   as soon as the buffered bytes prove it, without waiting for a
 //!   delimiter, so a peer that never sends one cannot grow memory. The
-//!   connection is then closed after writing: a reply sent from
-//!   `line_error` still goes out, nothing more is read or delivered.
+//!   input then ends as at the end of stream: nothing more is read or
+//!   delivered, and the handler's `receive_eof` runs, which by default
+//!   closes once the queue is written (a reply sent from `line_error`
+//!   still goes out; one still being computed can, if `receive_eof` waits
+//!   for it).
 //! - **Mode switches** are made through the connection every callback gets
 //!   (a [`LineContext`] is a [`Connection`]):
 //!   [`Connection::set_binary_mode`]`(n)` hands the next `n` bytes to
@@ -201,8 +204,10 @@ pub trait LineHandler: Handler {
         let _ = ctx;
     }
 
-    /// The stream broke a rule (a line too long). The connection is closed
-    /// after writing once this returns: a reply sent here still goes out.
+    /// The stream broke a rule (a line too long). Reading stops and
+    /// [`Handler::receive_eof`] follows, as at the end of stream; by
+    /// default it closes once the queue is written, so a reply sent here
+    /// still goes out.
     fn line_error(&mut self, ctx: &mut LineContext<'_>, error: LineError) {
         let _ = (ctx, error);
     }
@@ -321,8 +326,13 @@ impl<H: LineHandler> LineProtocol<H> {
                 Event::Binary(data) => handler.receive_binary_data(&mut ctx, data),
                 Event::EndOfBinary => handler.receive_end_of_binary_data(&mut ctx),
                 Event::Error(e) => {
+                    // Nothing after a broken line can be trusted: the input
+                    // ends here, as at the end of stream, and the handler
+                    // decides when to close (by default once its queue is
+                    // written; later if replies are still being computed).
                     handler.line_error(&mut ctx, e);
-                    ctx.close_connection_after_writing();
+                    ctx.pause();
+                    handler.receive_eof(&mut ctx);
                 }
             }
             // A close from the callback, or through the reactor by id,
