@@ -14,6 +14,10 @@ use std::any::Any;
 use std::collections::VecDeque;
 use std::fmt;
 
+use crate::reactor::{Pending, Reactor};
+use crate::slab::Token;
+use crate::ConnId;
+
 /// Identifies one expected reply of a connection (a worker ask's id).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ReplyId(pub(crate) u64);
@@ -121,6 +125,80 @@ impl InOrder {
         self.slots
             .into_iter()
             .filter_map(|(id, v)| v.map(|v| Reply::new(id, v)))
+    }
+}
+
+impl Reactor {
+    /// Promises connection `id` a reply: its
+    /// [`Handler::receive_reply`] gets whatever [`Reactor::send_reply`]
+    /// sends under the returned id. Worker asks call this; so may any code
+    /// that answers a connection later (a thread pool, a timer). With
+    /// [`Connection::set_ordered_replies`] on, replies are delivered in the
+    /// order of these calls.
+    pub fn expect_reply(&mut self, id: ConnId) -> ReplyId {
+        self.last_reply += 1;
+        let reply = ReplyId(self.last_reply);
+        if let Some(q) = self.ordered.get_mut(&id.0) {
+            q.expect(reply);
+        }
+        reply
+    }
+
+    /// Withdraws a promise made with [`Reactor::expect_reply`] that will
+    /// not be kept (the ask failed before it was sent), so that ordered
+    /// replies behind it are not held back.
+    pub fn cancel_reply(&mut self, id: ConnId, reply: ReplyId) {
+        if let Some(q) = self.ordered.get_mut(&id.0) {
+            q.cancel(reply);
+            self.release_ordered(id.0);
+        }
+    }
+
+    /// Delivers `value` to connection `id`'s [`Handler::receive_reply`]
+    /// under `reply` (from [`Reactor::expect_reply`]) as soon as no
+    /// callback is running — and, for an ordered connection, once every
+    /// reply expected before it was delivered. Dropped if the connection
+    /// has closed.
+    pub fn send_reply(&mut self, id: ConnId, reply: ReplyId, value: impl std::any::Any) {
+        if self.conn(id.0).is_none() {
+            return;
+        }
+        let mut value: Box<dyn std::any::Any> = Box::new(value);
+        if let Some(q) = self.ordered.get_mut(&id.0) {
+            match q.fill(reply, value) {
+                Ok(()) => return self.release_ordered(id.0),
+                // Expected before ordering was turned on: it has no place
+                // in the queue, so it goes now.
+                Err(v) => value = v,
+            }
+        }
+        self.pending
+            .push_back((id.0, Pending::Reply(Reply::new(reply, value))));
+    }
+
+    /// Queues the complete replies at the front of an ordered connection's
+    /// queue.
+    fn release_ordered(&mut self, token: Token) {
+        let Some(q) = self.ordered.get_mut(&token) else {
+            return;
+        };
+        while let Some(reply) = q.pop_ready() {
+            self.pending.push_back((token, Pending::Reply(reply)));
+        }
+    }
+
+    /// See [`Connection::set_ordered_replies`].
+    pub(crate) fn set_ordered_replies(&mut self, id: ConnId, on: bool) {
+        if self.conn(id.0).is_none() {
+            return;
+        }
+        if on {
+            self.ordered.entry(id.0).or_default();
+        } else if let Some(q) = self.ordered.remove(&id.0) {
+            for reply in q.drain_ready() {
+                self.pending.push_back((id.0, Pending::Reply(reply)));
+            }
+        }
     }
 }
 

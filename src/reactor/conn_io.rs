@@ -1,0 +1,477 @@
+//! Connection I/O: bytes from sockets to `receive_data` and from
+//! `send_data` to sockets, the per-callback stage, outbound queues and
+//! their water marks.
+//!
+//! This file owns the hot path. It reads at most one buffer per connection
+//! per turn (the rest waits in `ready`), writes a callback's output to its
+//! own connection with one syscall when the callback returns, and defers
+//! every handler call it causes (water marks, closes) to the pending
+//! queue.
+
+use super::*;
+
+/// Writes at least this large go to the socket at once instead of being
+/// staged, so big payloads are not copied just to be coalesced.
+const DIRECT_WRITE_MIN: usize = 16 * 1024;
+
+impl Reactor {
+    /// Sends `data` to connection `id` (see [`Connection::send_data`]).
+    /// Returns `false` if the connection is closed or closing, in which case
+    /// the data is dropped.
+    pub fn send_data_to(&mut self, id: ConnId, data: &[u8]) -> bool {
+        let token = id.0;
+        let is_current = self.current == Some(token);
+        let Some(c) = self.conn_mut(token) else {
+            return false;
+        };
+        // Refused after a local close or half-close. After the *peer*
+        // closed its side (CLOSING with PEER_CLOSED) writes are still
+        // taken: the connection closes once they are out.
+        let closing_locally = c.flags & (flag::CLOSING | flag::PEER_CLOSED) == flag::CLOSING;
+        if c.flags & (flag::CLOSED | flag::SHUT_WRITE) != 0 || closing_locally {
+            return false;
+        }
+        if data.is_empty() {
+            return true;
+        }
+        if !c.out.is_empty() || c.flags & (flag::WRITE_BLOCKED | flag::CONNECTING) != 0 {
+            c.out.push(data);
+            // Queued behind passed descriptors on a writable socket: nothing
+            // else will flush it (the running callback's connection is
+            // flushed when the callback returns).
+            if !is_current {
+                self.flush_queue(token);
+            }
+            self.check_water(token);
+            return true;
+        }
+        if is_current && data.len() < DIRECT_WRITE_MIN {
+            let high = c.high_water as usize;
+            self.stage.extend_from_slice(data);
+            // The handler sees staged bytes in outbound_len: the mark must
+            // see them too, or a handler pausing on its own reading of the
+            // length would wait for an outbound_drained that never comes.
+            if self.stage.len() > high {
+                self.check_water(token);
+            }
+            return true;
+        }
+        // Large, or not the running connection: write now, staged bytes
+        // first, and queue whatever the kernel does not take.
+        let staged = if is_current { self.stage.len() } else { 0 };
+        let now = self.now_ms() as u32;
+        let Some(Source::Conn(c)) = self.sources.get_mut(token) else {
+            return false;
+        };
+        c.last_activity = now;
+        let result = if staged > 0 {
+            c.write_vectored(&[IoSlice::new(&self.stage), IoSlice::new(data)], &[])
+        } else {
+            c.write(data)
+        };
+        let written = match result {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
+            Err(e) => {
+                // The stage holds the running connection's bytes: only
+                // that connection's failure drops them.
+                if is_current {
+                    self.stage.clear();
+                }
+                self.begin_close(token, CloseReason::from_io(e));
+                return true;
+            }
+        };
+        if written < staged + data.len() {
+            if written < staged {
+                c.out.push(&self.stage[written..]);
+                c.out.push(data);
+            } else {
+                c.out.push(&data[written - staged..]);
+            }
+            c.flags |= flag::WRITE_BLOCKED;
+        }
+        if is_current {
+            self.stage.clear();
+        }
+        self.check_water(token);
+        true
+    }
+
+    /// Sends `len` bytes of `file` from `offset` to connection `id`, after
+    /// what was sent before and before what is sent after, without reading
+    /// the file into memory (`sendfile` where the OS has it; bounded reads
+    /// elsewhere). Unlike EventMachine's `send_file_data` the size is not
+    /// limited, and nothing busy-polls: the file goes out as the socket
+    /// takes it.
+    ///
+    /// # Errors
+    /// `NotConnected` for a closed or closing connection.
+    pub fn send_file_range(
+        &mut self,
+        id: ConnId,
+        file: File,
+        offset: u64,
+        len: u64,
+    ) -> io::Result<()> {
+        let token = id.0;
+        let is_current = self.current == Some(token);
+        if is_current {
+            self.flush_stage(token);
+        }
+        let Some(c) = self.conn_mut(token) else {
+            return Err(io::ErrorKind::NotConnected.into());
+        };
+        if c.flags & (flag::CLOSED | flag::CLOSING | flag::SHUT_WRITE) != 0 {
+            return Err(io::ErrorKind::NotConnected.into());
+        }
+        c.out.push_file(file, offset, len);
+        if !is_current {
+            self.flush_queue(token);
+        }
+        Ok(())
+    }
+
+    /// Sends the whole file at `path` to connection `id` (EventMachine's
+    /// `send_file_data`, of any size); returns its length.
+    ///
+    /// # Errors
+    /// The file cannot be opened, or as [`Reactor::send_file_range`].
+    pub fn send_file(&mut self, id: ConnId, path: impl AsRef<Path>) -> io::Result<u64> {
+        let file = File::open(path)?;
+        let len = file.metadata()?.len();
+        self.send_file_range(id, file, 0, len)?;
+        Ok(len)
+    }
+
+    /// Passes `fd` to the peer of connection `id` (a Unix socket) with the
+    /// next bytes sent on it — send them right after, for example a message
+    /// saying what the descriptor is. The descriptor is closed here once
+    /// sent. Returns `false` (closing `fd`) if the connection is closed.
+    pub fn send_fd(&mut self, id: ConnId, fd: OwnedFd) -> bool {
+        let token = id.0;
+        // Staged bytes were sent before this call: they go ahead of it.
+        if self.current == Some(token) {
+            self.flush_stage(token);
+        }
+        let Some(c) = self.conn_mut(token) else {
+            return false;
+        };
+        if c.flags & (flag::CLOSED | flag::CLOSING) != 0 {
+            return false;
+        }
+        c.out.push_fd(fd);
+        true
+    }
+
+    /// Descriptors that arrived with the bytes now being delivered to
+    /// `receive_data`, on connections that accept them (worker channels).
+    /// Descriptors not taken during the callback are closed after it.
+    #[cfg_attr(not(feature = "workers"), allow(dead_code))]
+    pub(crate) fn take_received_fds(&mut self) -> Vec<OwnedFd> {
+        std::mem::take(&mut self.fd_inbox)
+    }
+
+    pub(crate) fn flush_stage(&mut self, token: Token) {
+        if self.stage.is_empty() {
+            return;
+        }
+        let now = self.now_ms() as u32;
+        let Some(Source::Conn(c)) = self.sources.get_mut(token) else {
+            self.stage.clear();
+            return;
+        };
+        if c.flags & flag::CLOSED != 0 {
+            self.stage.clear();
+            return;
+        }
+        if c.out.is_empty() && c.flags & (flag::WRITE_BLOCKED | flag::CONNECTING) == 0 {
+            c.last_activity = now;
+            match c.write(&self.stage) {
+                Ok(n) if n == self.stage.len() => {}
+                Ok(n) => {
+                    // A short write means the send buffer is full; the
+                    // kernel raises a writable edge when it has room.
+                    c.out.push(&self.stage[n..]);
+                    c.flags |= flag::WRITE_BLOCKED;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    c.out.push(&self.stage);
+                    c.flags |= flag::WRITE_BLOCKED;
+                }
+                Err(e) => {
+                    self.stage.clear();
+                    self.begin_close(token, CloseReason::from_io(e));
+                    return;
+                }
+            }
+        } else {
+            c.out.push(&self.stage);
+        }
+        self.stage.clear();
+    }
+
+    /// Applies the consequences of the outbound queue's size: water-mark
+    /// callbacks, and a close that was waiting for the queue to drain.
+    pub(crate) fn check_water(&mut self, token: Token) {
+        let is_current = self.current == Some(token);
+        let staged = if is_current { self.stage.len() } else { 0 };
+        let Some(Source::Conn(c)) = self.sources.get_mut(token) else {
+            return;
+        };
+        if c.flags & flag::CLOSED != 0 {
+            return;
+        }
+        let len = c.out.len() + staged;
+        let drained = staged == 0 && c.out.is_empty();
+        // The common case, nothing queued and no mark or close pending:
+        // nothing to do.
+        let c = if c.flags & flag::PROXY_TARGET != 0 {
+            self.proxy_target_has_room(token, len);
+            match self.sources.get_mut(token) {
+                Some(Source::Conn(c)) => c,
+                _ => return,
+            }
+        } else {
+            c
+        };
+        if c.flags & (flag::WRITE_BLOCKED | flag::WANT_WRITE) == flag::WRITE_BLOCKED {
+            // A blocked write on a socket registered without EPOLLOUT: ask
+            // for the writable edge now (re-registering also reports it at
+            // once if there is room already, so no wake-up is lost).
+            let both = Interest::READABLE | Interest::WRITABLE;
+            if self
+                .selector
+                .reregister(std::os::fd::AsFd::as_fd(&c.sock), token, both)
+                .is_ok()
+            {
+                c.flags |= flag::WANT_WRITE;
+            }
+        }
+        if drained && c.flags & (flag::ABOVE_HIGH | flag::CLOSING | flag::SHUT_WRITE) == 0 {
+            return;
+        }
+        if drained
+            && c.flags & (flag::SHUT_WRITE | flag::SHUT_DONE) == flag::SHUT_WRITE
+            && !is_current
+        {
+            // Queue drained after close_write: end of stream for the peer.
+            // SHUT_WRITE stays set, so later sends are still refused.
+            let _ = c.sock.shutdown(std::net::Shutdown::Write);
+            c.flags |= flag::SHUT_DONE;
+        }
+        let high = c.high_water as usize;
+        if len > high && c.flags & flag::ABOVE_HIGH == 0 {
+            c.flags |= flag::ABOVE_HIGH;
+            self.pending.push_back((token, Pending::Full));
+        } else if len <= high / 2 && c.flags & flag::ABOVE_HIGH != 0 {
+            c.flags &= !flag::ABOVE_HIGH;
+            self.pending.push_back((token, Pending::Drained));
+            // outbound_drained may produce more (a stream after the peer's
+            // half-close): the close waits for the check that follows it.
+            return;
+        }
+        if drained && c.flags & flag::CLOSING != 0 && !is_current {
+            let reason = if c.flags & flag::PEER_CLOSED != 0 {
+                CloseReason::PeerClosed
+            } else {
+                CloseReason::Local
+            };
+            self.begin_close(token, reason);
+        }
+    }
+
+    pub(super) fn on_writable(&mut self, token: Token, error: bool) {
+        let Some(c) = self.conn_mut(token) else {
+            return;
+        };
+        if c.flags & flag::CLOSED != 0 {
+            return;
+        }
+        if c.flags & flag::CONNECTING != 0 {
+            let failure = match c.sock.take_error() {
+                Ok(None) => None,
+                Ok(Some(e)) | Err(e) => Some(e),
+            };
+            if let Some(e) = failure {
+                self.begin_close(token, CloseReason::ConnectFailed(e));
+                return;
+            }
+            c.flags &= !flag::CONNECTING;
+            let connect_timer = c.timer.take();
+            let idle = c.idle_timeout;
+            if let Some(key) = connect_timer {
+                self.timers.cancel(key);
+            }
+            if idle > 0 {
+                let at = (self.now_ms() as u32).wrapping_add(idle);
+                self.arm_idle_timer(token, at);
+            }
+            let Some(c) = self.conn_mut(token) else {
+                return;
+            };
+            if c.flags & flag::TCP != 0 {
+                // Request/response traffic wants small writes sent at once.
+                let _ = c.sock.set_nodelay(true);
+            }
+            self.call(token, |h, conn| h.connection_completed(conn));
+        } else if error {
+            let Some(c) = self.conn_mut(token) else {
+                return;
+            };
+            // A pipe reports its reader's departure as an error; it has no
+            // SO_ERROR to ask.
+            if c.flags & flag::NOT_SOCKET != 0 {
+                self.begin_close(token, CloseReason::PeerClosed);
+                return;
+            }
+            if let Ok(Some(e)) | Err(e) = c.sock.take_error() {
+                self.begin_close(token, CloseReason::from_io(e));
+                return;
+            }
+        }
+        let Some(c) = self.conn_mut(token) else {
+            return;
+        };
+        c.flags &= !flag::WRITE_BLOCKED;
+        // A proxy target: what is in the proxy's pipe came first.
+        if c.flags & flag::PROXY_TARGET != 0 && !self.proxy_drain_pipe(token) {
+            return;
+        }
+        self.flush_queue(token);
+        self.disarm_write(token);
+    }
+
+    /// Takes EPOLLOUT out of a non-TCP connection's registration once it
+    /// has nothing left to write (see `flag::WANT_WRITE`).
+    pub(super) fn disarm_write(&mut self, token: Token) {
+        let Some(Source::Conn(c)) = self.sources.get_mut(token) else {
+            return;
+        };
+        let busy =
+            flag::TCP | flag::CONNECTING | flag::WRITE_BLOCKED | flag::CLOSED | flag::PROXY_TARGET;
+        if c.flags & flag::WANT_WRITE == 0 || c.flags & busy != 0 || !c.out.is_empty() {
+            return;
+        }
+        if self
+            .selector
+            .reregister(std::os::fd::AsFd::as_fd(&c.sock), token, Interest::READABLE)
+            .is_ok()
+        {
+            c.flags &= !flag::WANT_WRITE;
+        }
+    }
+
+    pub(crate) fn flush_queue(&mut self, token: Token) {
+        let self_now = self.now_ms() as u32;
+        let Some(c) = self.conn_mut(token) else {
+            return;
+        };
+        if c.out.is_empty()
+            || c.flags & (flag::WRITE_BLOCKED | flag::CONNECTING | flag::CLOSED) != 0
+        {
+            self.check_water(token);
+            return;
+        }
+        c.last_activity = self_now;
+        let mut sink = ConnSink {
+            sock: &c.sock,
+            not_socket: c.flags & flag::NOT_SOCKET != 0,
+        };
+        match c.out.flush(&mut sink) {
+            Ok(_) => {
+                if !c.out.is_empty() {
+                    c.flags |= flag::WRITE_BLOCKED;
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => c.flags |= flag::WRITE_BLOCKED,
+            Err(e) => {
+                let reason = if c.flags & flag::PEER_CLOSED != 0 {
+                    CloseReason::PeerClosed
+                } else {
+                    CloseReason::from_io(e)
+                };
+                self.begin_close(token, reason);
+                return;
+            }
+        }
+        self.check_water(token);
+    }
+
+    pub(super) fn on_readable(&mut self, token: Token) {
+        if self
+            .conn(token)
+            .is_some_and(|c| c.flags & flag::PROXY_SOURCE != 0)
+        {
+            self.proxy_pump(token);
+            return;
+        }
+        let mut buf = std::mem::take(&mut self.read_buf);
+        let now = self.now_ms() as u32;
+        while let Some(Source::Conn(c)) = self.sources.get_mut(token) {
+            let blocked =
+                flag::PAUSED | flag::CLOSED | flag::CLOSING | flag::CONNECTING | flag::PEER_CLOSED;
+            if c.flags & blocked != 0 || c.flags & flag::READ_READY == 0 {
+                break;
+            }
+            let fds_before = self.fd_inbox.len();
+            buf.clear();
+            let read = if c.flags & flag::PASS_FDS != 0 {
+                c.sock.read_with_fds(&mut buf, &mut self.fd_inbox)
+            } else {
+                c.sock.read_into_spare(&mut buf)
+            };
+            match read {
+                Ok(0) => {
+                    // End of stream: no more reads; the handler decides
+                    // when to close (by default once its queue is written).
+                    c.flags &= !flag::READ_READY;
+                    c.flags |= flag::PEER_CLOSED;
+                    self.pending.push_back((token, Pending::Eof));
+                    break;
+                }
+                Ok(n) => {
+                    c.last_activity = now;
+                    let full = n == buf.capacity();
+                    // A short read drained the socket: new data raises a new
+                    // edge. After a half-close no edge comes, so read on to
+                    // the end of stream. A Unix socket read stops early after
+                    // bytes that carried descriptors, with more queued behind
+                    // them: after such a read, only EAGAIN says drained.
+                    let got_fds = self.fd_inbox.len() > fds_before;
+                    let more = full || c.flags & flag::RDHUP != 0 || got_fds;
+                    if !more {
+                        c.flags &= !flag::READ_READY;
+                    }
+                    self.call(token, |h, conn| h.receive_data(conn, &buf[..n]));
+                    // Descriptors the handler did not take are closed.
+                    self.fd_inbox.clear();
+                    if full {
+                        self.ready.push(token);
+                        break;
+                    }
+                    if !more {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    self.read_failed(token, e);
+                    break;
+                }
+            }
+        }
+        self.read_buf = buf;
+    }
+
+    /// A read of connection `token` failed: drained (`WouldBlock`, wait for
+    /// the next edge) or broken (close with the reason).
+    pub(crate) fn read_failed(&mut self, token: Token, e: io::Error) {
+        let Some(c) = self.conn_mut(token) else {
+            return;
+        };
+        c.flags &= !flag::READ_READY;
+        if e.kind() != io::ErrorKind::WouldBlock {
+            self.begin_close(token, CloseReason::from_io(e));
+        }
+    }
+}

@@ -1,0 +1,479 @@
+//! The event loop: readiness from the OS selector turned into handler
+//! callbacks.
+//!
+//! This module owns the loop and everything registered with it — listeners,
+//! connections, the shared read buffer, the queue of deferred work — and is
+//! the only place that calls a [`Handler`]. It must never call a handler
+//! from inside another handler's callback (every such effect is deferred to
+//! the `pending` queue and run when the callback returns), never read more
+//! than one buffer per connection per turn, and never block outside
+//! `Selector::wait`.
+//!
+//! The phases of one turn, in the order [`Reactor::run_until_stopped`] runs
+//! them (ARCHITECTURE.md describes them in full):
+//!
+//! 1. run the closures queued with [`Reactor::next_turn`] before this turn;
+//! 2. run deferred work (post_init of new clients, closes, water marks);
+//! 3. wait for readiness, with a zero timeout if work is already waiting;
+//! 4. dispatch each event: accept, finish connects, flush, read and call
+//!    `receive_data`; after each, run deferred work so a connection closed
+//!    by one event is gone before the next event of the batch;
+//! 5. give connections that had more input than one buffer their next read.
+
+use std::collections::VecDeque;
+use std::fs::File;
+use std::io::{self, IoSlice};
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use packet_sys::{Addr, Domain, Events, Interest, Selector, Socket, Waker};
+
+use crate::buffer::OutBuf;
+use crate::connection::{CloseReason, ConnId, Connection, Handler};
+use crate::reply::{InOrder, Reply};
+use crate::slab::{Slab, Token, RESERVED_TOKEN};
+use crate::timer::{TimerKey, TimerWheel};
+
+// One file per part of the reactor; each child sees this module's names
+// (`use super::*`), and this module sees theirs.
+mod conn;
+mod conn_io;
+mod handle;
+mod listener;
+mod timers;
+
+pub(crate) use conn::*;
+pub(crate) use handle::*;
+pub(crate) use listener::*;
+pub(crate) use timers::*;
+
+pub use handle::ReactorHandle;
+pub use listener::{ServerId, ServerOptions};
+pub use timers::TimerId;
+
+/// One read buffer per reactor, lent to `receive_data`: about what a
+/// loopback TCP socket has ready at once (libuv and most reactors use
+/// 64 KiB).
+///
+/// Not a power of two on purpose: an edge-triggered reader must read again
+/// after a read that fills its buffer, and power-of-two traffic (four 16 KiB
+/// messages in flight) would fill a 64 KiB buffer exactly and pay one
+/// `EAGAIN` read per batch.
+const READ_BUF_SIZE: usize = 96 * 1024;
+
+/// Events taken from the kernel per wait.
+const EVENTS_PER_WAIT: usize = 1024;
+
+const DEFAULT_HIGH_WATER: usize = 1024 * 1024;
+
+pub(crate) enum Source {
+    Conn(Conn),
+    /// Boxed: listeners are few, and this keeps every slab entry as small as
+    /// a connection.
+    Listener(Box<Listener>),
+    /// A descriptor the user reads and writes (`watch`).
+    Watch(Box<crate::watch::Watched>),
+}
+
+/// Work deferred until no callback is running.
+pub(crate) enum Pending {
+    /// Call `receive_reply`.
+    Reply(Reply),
+    /// Call `post_init` of an outgoing connection.
+    Init,
+    /// Call `post_init` and `connection_completed` of an adopted socket.
+    Adopted,
+    /// The peer ended its stream: call `receive_eof`.
+    Eof,
+    Close(CloseReason),
+    Full,
+    Drained,
+}
+
+type Local = Box<dyn FnOnce(&mut Reactor)>;
+
+/// An event loop with its servers, connections and deferred work.
+///
+/// One reactor runs on one thread; several may run in one process, each on
+/// its own thread (Packet's difference from EventMachine). Everything else
+/// in the library hangs off a reactor.
+///
+/// ```
+/// use packet::{Connection, Handler, Reactor};
+///
+/// struct Echo;
+/// impl Handler for Echo {
+///     fn receive_data(&mut self, conn: &mut Connection<'_>, data: &[u8]) {
+///         conn.send_data(data);
+///     }
+/// }
+///
+/// // A client that sends one line, checks the echo and stops the reactor.
+/// struct Probe;
+/// impl Handler for Probe {
+///     fn connection_completed(&mut self, conn: &mut Connection<'_>) {
+///         conn.send_data(b"hello\n");
+///     }
+///     fn receive_data(&mut self, conn: &mut Connection<'_>, data: &[u8]) {
+///         assert_eq!(data, b"hello\n");
+///         conn.reactor().stop();
+///     }
+/// }
+///
+/// packet::Reactor::run(|reactor| {
+///     let server = reactor.start_server("127.0.0.1:0", || Echo)?;
+///     let addr = reactor.server_addr(server)?;
+///     reactor.connect(addr.as_inet().unwrap(), Probe)?;
+///     Ok(())
+/// })?;
+/// # Ok::<(), std::io::Error>(())
+/// ```
+pub struct Reactor {
+    pub(crate) selector: Selector,
+    pub(crate) sources: Slab<Source>,
+    /// Lent to `receive_data`; empty while lent.
+    pub(crate) read_buf: Vec<u8>,
+    /// Output of the running callback to its own connection, written in one
+    /// syscall when the callback returns.
+    stage: Vec<u8>,
+    /// The connection whose callback is running.
+    current: Option<Token>,
+    pub(crate) pending: VecDeque<(Token, Pending)>,
+    /// Sources with input left after this turn's read (fairness bound).
+    pub(crate) ready: Vec<Token>,
+    ready_spare: Vec<Token>,
+    next_turn: Vec<Local>,
+    shared: Arc<Shared>,
+    stopped: bool,
+    running: bool,
+    /// Held so that one descriptor can be freed to shed connections when
+    /// accept fails with EMFILE (libuv's trick).
+    spare_fd: Option<File>,
+    default_high_water: usize,
+    connections: usize,
+    /// Of `connections`, those flagged `INTERNAL`.
+    internal_connections: usize,
+    /// The last reply id handed out (`expect_reply`).
+    pub(crate) last_reply: u64,
+    /// Connections that take their replies in order, with those expected.
+    pub(crate) ordered: std::collections::HashMap<Token, InOrder>,
+    /// The connection in `unbind`, and where it asked to reconnect.
+    unbinding: Option<Token>,
+    reconnect_to: Option<Addr>,
+    timers: TimerWheel<TimerTask>,
+    periodics: Slab<Periodic>,
+    /// Descriptors received with the bytes being delivered to
+    /// `receive_data`.
+    fd_inbox: Vec<OwnedFd>,
+    /// Proxies by source connection, and their targets.
+    pub(crate) proxies: std::collections::HashMap<Token, crate::proxy::Proxy>,
+    pub(crate) proxy_targets: std::collections::HashMap<Token, Token>,
+    /// Bytes the connection in `unbind` proxied, its proxy being gone.
+    pub(crate) unbinding_proxied: u64,
+    /// Callbacks for signals routed to this reactor's waker.
+    signals: Vec<(i32, Option<SignalFn>)>,
+    /// The master side of the worker processes, once attached.
+    #[cfg(feature = "workers")]
+    pub(crate) workers: Option<Box<crate::worker::Master>>,
+    /// The loop's clock: read once per turn.
+    epoch: Instant,
+    now_ns: u64,
+    connect_timeout: Option<Duration>,
+}
+
+/// Resolves `addr` to its first socket address.
+pub(crate) fn resolve(addr: impl ToSocketAddrs) -> io::Result<SocketAddr> {
+    addr.to_socket_addrs()?
+        .next()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "address resolved to nothing"))
+}
+
+impl Reactor {
+    /// Creates a reactor: an epoll/kqueue instance, a waker, and a read
+    /// buffer.
+    ///
+    /// # Errors
+    /// Out of descriptors.
+    pub fn new() -> io::Result<Reactor> {
+        let selector = Selector::new()?;
+        let waker = Waker::new(&selector, RESERVED_TOKEN)?;
+        Ok(Reactor {
+            selector,
+            sources: Slab::new(),
+            // Capacity only: pages that no read reaches are never touched.
+            read_buf: Vec::with_capacity(READ_BUF_SIZE),
+            stage: Vec::new(),
+            current: None,
+            pending: VecDeque::new(),
+            ready: Vec::new(),
+            ready_spare: Vec::new(),
+            next_turn: Vec::new(),
+            shared: Arc::new(Shared {
+                waker,
+                stop: AtomicBool::new(false),
+                queue: Mutex::new(Vec::new()),
+            }),
+            stopped: false,
+            running: false,
+            spare_fd: File::open("/dev/null").ok(),
+            default_high_water: DEFAULT_HIGH_WATER,
+            connections: 0,
+            internal_connections: 0,
+            last_reply: 0,
+            ordered: std::collections::HashMap::new(),
+            unbinding: None,
+            reconnect_to: None,
+            timers: TimerWheel::new(),
+            periodics: Slab::new(),
+            fd_inbox: Vec::new(),
+            signals: Vec::new(),
+            proxies: std::collections::HashMap::new(),
+            proxy_targets: std::collections::HashMap::new(),
+            unbinding_proxied: 0,
+            #[cfg(feature = "workers")]
+            workers: None,
+            epoch: Instant::now(),
+            now_ns: 0,
+            connect_timeout: Some(DEFAULT_CONNECT_TIMEOUT),
+        })
+    }
+
+    /// Creates a reactor, lets `setup` start servers and clients, and runs
+    /// it until stopped — Packet's `Reactor.run { |reactor| ... }`.
+    ///
+    /// # Errors
+    /// What `setup` returns, or a failure of the selector itself.
+    pub fn run(setup: impl FnOnce(&mut Reactor) -> io::Result<()>) -> io::Result<()> {
+        let mut reactor = Reactor::new()?;
+        setup(&mut reactor)?;
+        reactor.run_until_stopped()
+    }
+
+    /// Runs the loop until [`Reactor::stop`] or [`ReactorHandle::stop`].
+    /// On return every connection has had its `unbind` and every server is
+    /// closed; the reactor can be set up and run again.
+    ///
+    /// # Errors
+    /// `WouldBlock`-free failures of the selector (the loop cannot go on),
+    /// or `Other` when called from inside one of this reactor's callbacks.
+    pub fn run_until_stopped(&mut self) -> io::Result<()> {
+        if self.running {
+            return Err(io::Error::other("the reactor is already running"));
+        }
+        self.running = true;
+        let mut events = Events::with_capacity(EVENTS_PER_WAIT);
+        let mut result = Ok(());
+        while !self.stopped {
+            if let Err(e) = self.turn(&mut events) {
+                result = Err(e);
+                break;
+            }
+        }
+        self.shutdown();
+        self.running = false;
+        result
+    }
+
+    /// Stops the loop after the current turn.
+    pub fn stop(&mut self) {
+        self.stopped = true;
+    }
+
+    /// Stops the reactor gracefully: closes every server at once, lets every
+    /// connection write what it has queued and close (workers are told to
+    /// exit the same way), and stops once no connection is left or `within`
+    /// has passed, whichever comes first. What a server does on `SIGTERM`.
+    pub fn stop_gracefully(&mut self, within: Duration) {
+        #[cfg(feature = "workers")]
+        self.workers_shutting_down();
+        for token in self.sources.tokens() {
+            match self.sources.get(token) {
+                Some(Source::Listener(_)) => {
+                    self.stop_server(ServerId(token));
+                }
+                Some(Source::Conn(_)) => self.close_connection(ConnId(token), true),
+                // Watched descriptors are the user's: they end with the stop.
+                Some(Source::Watch(_)) | None => {}
+            }
+        }
+        let deadline = self.now() + within;
+        let check = move |r: &mut Reactor, id: TimerId| {
+            if r.connections == 0 || r.now() >= deadline {
+                r.cancel_timer(id);
+                r.stop();
+            }
+        };
+        self.add_periodic_timer(Duration::from_millis(5), check);
+    }
+
+    /// Runs `f` at the start of the next turn of the loop.
+    pub fn next_turn(&mut self, f: impl FnOnce(&mut Reactor) + 'static) {
+        self.next_turn.push(Box::new(f));
+    }
+
+    /// Open connections (accepted, outgoing and attached); the library's
+    /// own channels (to worker processes) are not counted.
+    pub fn connection_count(&self) -> usize {
+        self.connections - self.internal_connections
+    }
+
+    /// The outbound high-water mark given to new connections.
+    pub fn set_default_high_water_mark(&mut self, bytes: usize) {
+        self.default_high_water = bytes;
+    }
+
+    fn turn(&mut self, events: &mut Events) -> io::Result<()> {
+        self.now_ns = self.epoch.elapsed().as_nanos() as u64;
+        self.run_timers();
+        self.run_next_turn();
+        self.run_pending();
+        let busy = !self.next_turn.is_empty() || !self.ready.is_empty() || !self.pending.is_empty();
+        let timeout = if busy || self.stopped {
+            Some(Duration::ZERO)
+        } else {
+            // Until the wheel's next deadline; with no timers, until I/O.
+            self.timers.next_deadline().map(|due| {
+                Duration::from_nanos(due.saturating_mul(1_000_000).saturating_sub(self.now_ns))
+            })
+        };
+        self.selector.wait(events, timeout)?;
+        // Sources carried over from earlier turns get their read after this
+        // batch; ones that fill a buffer now wait for the next turn.
+        let mut carried = std::mem::replace(&mut self.ready, std::mem::take(&mut self.ready_spare));
+        for ev in events.iter() {
+            let token = ev.token();
+            if token == RESERVED_TOKEN {
+                self.on_wake();
+                continue;
+            }
+            match self.sources.get_mut(token) {
+                None => {} // closed earlier in this batch: stale
+                Some(Source::Listener(_)) => self.accept_from(token),
+                Some(Source::Watch(_)) => {
+                    self.on_watch_event(token, ev.is_readable() || ev.is_error(), ev.is_writable());
+                }
+                Some(Source::Conn(c)) => {
+                    if ev.is_read_closed() {
+                        c.flags |= flag::RDHUP;
+                    }
+                    if ev.is_readable() {
+                        c.flags |= flag::READ_READY;
+                    }
+                    // Every edge reports EPOLLOUT while the socket has room;
+                    // it only matters to a connect in progress or a queue
+                    // waiting for room.
+                    let wants_write = c.flags & (flag::CONNECTING | flag::WRITE_BLOCKED) != 0
+                        || !c.out.is_empty();
+                    if ev.is_error() || (ev.is_writable() && wants_write) {
+                        self.on_writable(token, ev.is_error());
+                    }
+                    if ev.is_readable() {
+                        self.on_readable(token);
+                    }
+                }
+            }
+            self.run_pending();
+        }
+        for token in carried.drain(..) {
+            match self.sources.get(token) {
+                Some(Source::Listener(_)) => self.accept_from(token),
+                Some(Source::Conn(_)) => self.on_readable(token),
+                Some(Source::Watch(_)) | None => {}
+            }
+            self.run_pending();
+        }
+        self.ready_spare = carried;
+        Ok(())
+    }
+
+    fn run_next_turn(&mut self) {
+        if self.next_turn.is_empty() {
+            return;
+        }
+        for f in std::mem::take(&mut self.next_turn) {
+            f(self);
+            self.run_pending();
+        }
+    }
+
+    fn run_pending(&mut self) {
+        while let Some((token, work)) = self.pending.pop_front() {
+            match work {
+                Pending::Init => self.call(token, |h, c| h.post_init(c)),
+                Pending::Reply(reply) => self.call(token, |h, c| h.receive_reply(c, reply)),
+                Pending::Eof => self.call(token, |h, c| h.receive_eof(c)),
+                Pending::Adopted => {
+                    self.call(token, |h, c| h.post_init(c));
+                    self.call(token, |h, c| h.connection_completed(c));
+                }
+                Pending::Close(reason) => self.finish_close(token, reason),
+                Pending::Full => self.call(token, |h, c| h.outbound_full(c)),
+                Pending::Drained => self.call(token, |h, c| h.outbound_drained(c)),
+            }
+        }
+    }
+
+    /// Calls one handler method of a live connection, then writes what the
+    /// callback staged and applies its effects on the queue.
+    fn call(&mut self, token: Token, f: impl FnOnce(&mut dyn Handler, &mut Connection<'_>)) {
+        let Some(c) = self.conn_mut(token) else {
+            return;
+        };
+        if c.flags & flag::CLOSED != 0 {
+            return;
+        }
+        let Some(mut handler) = c.handler.take() else {
+            return;
+        };
+        self.current = Some(token);
+        f(handler.as_mut(), &mut Connection::new(self, ConnId(token)));
+        self.current = None;
+        if let Some(c) = self.conn_mut(token) {
+            c.handler = Some(handler);
+        }
+        self.flush_stage(token);
+        self.flush_queue(token);
+    }
+
+    fn shutdown(&mut self) {
+        #[cfg(feature = "workers")]
+        self.workers_shutting_down();
+        for token in self.sources.tokens() {
+            match self.sources.get(token) {
+                Some(Source::Listener(_)) => {
+                    self.stop_server(ServerId(token));
+                }
+                Some(Source::Conn(_)) => self.begin_close(token, CloseReason::ReactorStopped),
+                Some(Source::Watch(_)) => self.end_watch(token),
+                None => {}
+            }
+        }
+        self.run_pending();
+        self.next_turn.clear();
+        self.ready.clear();
+        self.timers = TimerWheel::new();
+        self.periodics = Slab::new();
+        // Every worker channel and the fork-server link are closed now;
+        // dropping the state waits for the fork server to reap the workers
+        // and exit, and reaps it.
+        #[cfg(feature = "workers")]
+        {
+            self.workers = None;
+        }
+        self.stopped = false;
+    }
+}
+
+impl Drop for Reactor {
+    fn drop(&mut self) {
+        // The waker's descriptor closes with the reactor: its signals must
+        // not keep poking a number that may be reused.
+        for (sig, _) in &self.signals {
+            packet_sys::signal::unwatch(*sig, &self.shared.waker);
+        }
+    }
+}
