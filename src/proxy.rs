@@ -55,14 +55,61 @@ use std::os::fd::{AsFd, OwnedFd};
 
 use packet_sys::process::{pipe, splice};
 
+use std::collections::HashMap;
+
 use crate::connection::{CloseReason, ConnId, Connection};
-use crate::reactor::{flag, Reactor, Source};
+use crate::reactor::{flag, ConnHooks, Extension, Reactor, Source};
 use crate::slab::Token;
 
 /// Bytes moved per splice or read: as much as a pipe holds by default.
 const STEP: usize = 64 * 1024;
 
-pub(crate) struct Proxy {
+/// The proxies of one reactor (its extension state).
+#[derive(Default)]
+struct Proxies {
+    /// By source connection.
+    by_source: HashMap<Token, Proxy>,
+    /// Source by target connection.
+    by_target: HashMap<Token, Token>,
+    /// The bytes the connection now in `unbind` proxied, its proxy being
+    /// gone, for `proxied_bytes` there.
+    unbound: Option<(Token, u64)>,
+}
+
+impl Extension for Proxies {}
+
+/// How proxying takes over its connections' I/O: a source is read by
+/// `proxy_pump` instead of `receive_data`, a target's writable edge first
+/// drains the pipe, and a target with room lets its source be read again.
+static HOOKS: ConnHooks = ConnHooks {
+    readable: |r, token| {
+        if r.proxy(token).is_some() {
+            r.proxy_pump(token);
+            true
+        } else {
+            false
+        }
+    },
+    writable: |r, token| r.proxy_drain_pipe(token),
+    queue_checked: |r, token, len| r.proxy_target_has_room(token, len),
+    closing: |r, token| {
+        if let Some(p) = r.proxy(token) {
+            let bytes = p.bytes;
+            if let Some(ps) = r.ext_mut::<Proxies>() {
+                ps.unbound = Some((token, bytes));
+            }
+            r.end_proxy(token);
+        }
+        let source = r
+            .ext::<Proxies>()
+            .and_then(|ps| ps.by_target.get(&token).copied());
+        if let Some(source) = source {
+            r.end_proxy(source);
+        }
+    },
+};
+
+struct Proxy {
     to: Token,
     bufsize: usize,
     bytes: u64,
@@ -94,10 +141,12 @@ impl Reactor {
         let (Some(f), Some(t)) = (self.conn(from.0), self.conn(to.0)) else {
             return Err(io::ErrorKind::NotConnected.into());
         };
-        if (f.flags | t.flags) & flag::CLOSED != 0 || from == to {
+        let (f, t) = (f.flags, t.flags);
+        if (f | t) & flag::CLOSED != 0 || from == to {
             return Err(io::ErrorKind::NotConnected.into());
         }
-        if f.flags & flag::PROXY_SOURCE != 0 || t.flags & flag::PROXY_TARGET != 0 {
+        let ps = self.ext_or_default::<Proxies>();
+        if ps.by_source.contains_key(&from.0) || ps.by_target.contains_key(&to.0) {
             return Err(io::Error::new(
                 io::ErrorKind::AlreadyExists,
                 "already proxying",
@@ -106,15 +155,19 @@ impl Reactor {
         // splice needs sockets on both ends (or a pipe) and no descriptor
         // passing, which would lose the descriptors.
         let plain = |flags: u32| flags & (flag::NOT_SOCKET | flag::PASS_FDS) == 0;
-        let pipe = if cfg!(any(target_os = "linux", target_os = "android"))
-            && plain(f.flags)
-            && plain(t.flags)
+        let pipe = if cfg!(any(target_os = "linux", target_os = "android")) && plain(f) && plain(t)
         {
             pipe().ok()
         } else {
             None
         };
-        self.proxies.insert(
+        self.hook_conn(from.0, &HOOKS)?;
+        if let Err(e) = self.hook_conn(to.0, &HOOKS) {
+            self.unhook_unless_proxied(from.0);
+            return Err(e);
+        }
+        let ps = self.ext_or_default::<Proxies>();
+        ps.by_source.insert(
             from.0,
             Proxy {
                 to: to.0,
@@ -125,16 +178,13 @@ impl Reactor {
                 waiting: false,
             },
         );
-        self.proxy_targets.insert(to.0, from.0);
-        if let Some(c) = self.conn_mut(from.0) {
-            c.flags |= flag::PROXY_SOURCE;
-            // Input already waiting raised its edge before: read it now.
-            if c.flags & flag::READ_READY != 0 {
-                self.ready.push(from.0);
-            }
-        }
-        if let Some(c) = self.conn_mut(to.0) {
-            c.flags |= flag::PROXY_TARGET;
+        ps.by_target.insert(to.0, from.0);
+        // Input already waiting raised its edge before: read it now.
+        if self
+            .conn(from.0)
+            .is_some_and(|c| c.flags & flag::READ_READY != 0)
+        {
+            self.ready.push(from.0);
         }
         Ok(())
     }
@@ -147,23 +197,50 @@ impl Reactor {
 
     /// Bytes proxied from `from` so far (0 when not proxied).
     pub fn proxied_bytes(&self, from: ConnId) -> u64 {
-        match self.proxies.get(&from.0) {
-            Some(p) => p.bytes,
-            None if self.is_unbinding(from) => self.unbinding_proxied,
-            None => 0,
+        let Some(ps) = self.ext::<Proxies>() else {
+            return 0;
+        };
+        match (ps.by_source.get(&from.0), ps.unbound) {
+            (Some(p), _) => p.bytes,
+            (None, Some((t, bytes))) if t == from.0 && self.is_unbinding(from) => bytes,
+            _ => 0,
         }
     }
 
-    pub(crate) fn end_proxy(&mut self, source: Token) {
-        let Some(mut p) = self.proxies.remove(&source) else {
+    fn proxy(&self, source: Token) -> Option<&Proxy> {
+        self.ext::<Proxies>()?.by_source.get(&source)
+    }
+
+    fn proxy_mut(&mut self, source: Token) -> Option<&mut Proxy> {
+        self.ext_mut::<Proxies>()?.by_source.get_mut(&source)
+    }
+
+    /// Gives a connection's I/O back to the core once it is neither a
+    /// source nor a target.
+    fn unhook_unless_proxied(&mut self, token: Token) {
+        let proxied = self.ext::<Proxies>().is_some_and(|ps| {
+            ps.by_source.contains_key(&token) || ps.by_target.contains_key(&token)
+        });
+        if !proxied {
+            self.unhook_conn(token);
+        }
+    }
+
+    fn end_proxy(&mut self, source: Token) {
+        let Some(ps) = self.ext_mut::<Proxies>() else {
             return;
         };
-        self.proxy_targets.remove(&p.to);
-        if let Some(c) = self.conn_mut(source) {
-            c.flags &= !flag::PROXY_SOURCE;
-            if c.flags & flag::READ_READY != 0 {
-                self.ready.push(source);
-            }
+        let Some(mut p) = ps.by_source.remove(&source) else {
+            return;
+        };
+        ps.by_target.remove(&p.to);
+        self.unhook_unless_proxied(source);
+        self.unhook_unless_proxied(p.to);
+        if self
+            .conn(source)
+            .is_some_and(|c| c.flags & flag::READ_READY != 0)
+        {
+            self.ready.push(source);
         }
         // What is still in the pipe was taken from the source: it goes to
         // the target's queue, in order, before anything sent later.
@@ -182,21 +259,18 @@ impl Reactor {
                 }
             }
         }
-        if let Some(c) = self.conn_mut(p.to) {
-            c.flags &= !flag::PROXY_TARGET;
-        }
         self.flush_queue(p.to);
     }
 
     /// A proxied connection is readable: move what it has to its target.
-    pub(crate) fn proxy_pump(&mut self, source: Token) {
+    fn proxy_pump(&mut self, source: Token) {
         let mut buf = std::mem::take(&mut self.read_buf);
         // Fairness: a bounded number of steps per turn, then the source
         // waits in the ready list like any connection with input left.
         let mut steps_left = 16;
         loop {
             if steps_left == 0 {
-                let waiting = self.proxies.get(&source).is_some_and(|p| p.waiting);
+                let waiting = self.proxy(source).is_some_and(|p| p.waiting);
                 if !waiting
                     && self
                         .conn(source)
@@ -207,7 +281,7 @@ impl Reactor {
                 break;
             }
             steps_left -= 1;
-            let Some(p) = self.proxies.get(&source) else {
+            let Some(p) = self.proxy(source) else {
                 break;
             };
             let (to, bufsize, splicing) = (p.to, p.bufsize, p.pipe.is_some());
@@ -223,11 +297,13 @@ impl Reactor {
                 || t.flags & flag::CONNECTING != 0
                 || (splicing && t.flags & flag::WRITE_BLOCKED != 0);
             if full {
-                if let Some(p) = self.proxies.get_mut(&source) {
+                if let Some(p) = self.proxy_mut(source) {
                     p.waiting = true;
                 }
                 break;
             }
+            // Out of the proxy while the source is borrowed; put back below.
+            let pipe = self.proxy_mut(source).and_then(|p| p.pipe.take());
             let Some(Source::Conn(c)) = self.sources.get_mut(source) else {
                 break;
             };
@@ -236,13 +312,17 @@ impl Reactor {
             {
                 break;
             }
-            let moved = if splicing {
-                let p = self.proxies.get(&source).expect("checked");
-                let (_, w) = p.pipe.as_ref().expect("splicing");
+            let moved = if let Some((_, w)) = &pipe {
                 splice(c.sock.as_fd(), w.as_fd(), STEP)
             } else {
                 buf.clear();
                 c.sock.read_into_spare(&mut buf)
+            };
+            if let Some(p) = self.proxy_mut(source) {
+                p.pipe = pipe;
+            }
+            let Some(Source::Conn(c)) = self.sources.get_mut(source) else {
+                break;
             };
             match moved {
                 Ok(0) => {
@@ -260,7 +340,7 @@ impl Reactor {
                     if short && c.flags & flag::RDHUP == 0 {
                         c.flags &= !flag::READ_READY;
                     }
-                    if let Some(p) = self.proxies.get_mut(&source) {
+                    if let Some(p) = self.proxy_mut(source) {
                         p.bytes += n as u64;
                         if splicing {
                             p.in_pipe += n;
@@ -288,47 +368,64 @@ impl Reactor {
 
     /// Moves pipe contents into proxy target `target`. Returns whether the
     /// pipe is empty (the target's own queue may go next).
-    pub(crate) fn proxy_drain_pipe(&mut self, target: Token) -> bool {
-        let Some(&source) = self.proxy_targets.get(&target) else {
+    fn proxy_drain_pipe(&mut self, target: Token) -> bool {
+        let Some(&source) = self
+            .ext::<Proxies>()
+            .and_then(|ps| ps.by_target.get(&target))
+        else {
             return true;
         };
-        let Some(p) = self.proxies.get_mut(&source) else {
+        let Some(p) = self.proxy_mut(source) else {
             return true;
         };
-        if p.in_pipe == 0 {
+        if p.in_pipe == 0 || p.pipe.is_none() {
             return true;
         }
-        let Some((r, _)) = p.pipe.as_ref() else {
-            return true;
-        };
-        let Some(Source::Conn(t)) = self.sources.get_mut(target) else {
-            return true;
-        };
-        if t.flags & (flag::WRITE_BLOCKED | flag::CONNECTING | flag::CLOSED) != 0 {
-            return false;
-        }
-        match splice(r.as_fd(), t.sock.as_fd(), p.in_pipe) {
-            Ok(n) => {
-                p.in_pipe -= n.min(p.in_pipe);
-                if p.in_pipe > 0 {
-                    t.flags |= flag::WRITE_BLOCKED;
+        let (pipe, in_pipe) = (p.pipe.take(), p.in_pipe);
+        let Some((r, _)) = &pipe else { return true };
+        let moved = match self.sources.get_mut(target) {
+            Some(Source::Conn(t))
+                if t.flags & (flag::WRITE_BLOCKED | flag::CONNECTING | flag::CLOSED) == 0 =>
+            {
+                match splice(r.as_fd(), t.sock.as_fd(), in_pipe) {
+                    Ok(n) if n >= in_pipe => Ok(n),
+                    // Short: the target's send buffer is full.
+                    Ok(n) => {
+                        t.flags |= flag::WRITE_BLOCKED;
+                        Ok(n)
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        t.flags |= flag::WRITE_BLOCKED;
+                        Ok(0)
+                    }
+                    Err(e) => Err(e),
                 }
             }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => t.flags |= flag::WRITE_BLOCKED,
+            _ => Ok(0),
+        };
+        let p = self.proxy_mut(source).expect("looked up above");
+        p.pipe = pipe;
+        match moved {
+            Ok(n) => {
+                p.in_pipe -= n.min(p.in_pipe);
+                p.in_pipe == 0
+            }
             Err(e) => {
                 self.begin_close(target, CloseReason::from_io(e));
-                return false;
+                false
             }
         }
-        p.in_pipe == 0
     }
 
     /// Proxy target `target` has room again: let its source be read.
-    pub(crate) fn proxy_target_has_room(&mut self, target: Token, queued: usize) {
-        let Some(&source) = self.proxy_targets.get(&target) else {
+    fn proxy_target_has_room(&mut self, target: Token, queued: usize) {
+        let Some(ps) = self.ext_mut::<Proxies>() else {
             return;
         };
-        let Some(p) = self.proxies.get_mut(&source) else {
+        let Some(&source) = ps.by_target.get(&target) else {
+            return;
+        };
+        let Some(p) = ps.by_source.get_mut(&source) else {
             return;
         };
         if p.waiting && p.in_pipe == 0 && queued <= p.bufsize {

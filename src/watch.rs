@@ -39,7 +39,7 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
 use packet_sys::{Interest, Trigger};
 
-use crate::reactor::{Reactor, Source};
+use crate::reactor::{Reactor, SourceHooks};
 use crate::slab::Token;
 
 /// Identifies a watched descriptor within its reactor.
@@ -140,6 +140,13 @@ fn interest(readable: bool, writable: bool) -> Interest {
     i
 }
 
+/// How the reactor reaches a watch: readiness goes to its watcher, and a
+/// shutdown ends it.
+static HOOKS: SourceHooks = SourceHooks {
+    ready: |r, token, readable, writable| r.on_watch_event(token, readable, writable),
+    shutdown: |r, token| r.end_watch(token),
+};
+
 impl Reactor {
     /// Watches `fd` (a socket, pipe, terminal, eventfd, inotify or pidfd…)
     /// for readiness the user handles themselves (EventMachine's `watch`).
@@ -162,27 +169,18 @@ impl Reactor {
             readable,
             writable,
         };
-        let token = self.sources.insert(Source::Watch(Box::new(watched)));
-        let Some(Source::Watch(w)) = self.sources.get(token) else {
-            unreachable!("just inserted")
-        };
-        if let Err(e) = self.selector.register_with(
-            w.fd.as_fd(),
-            token,
+        let token = self.add_plugin_source(
+            watched,
+            |w| w.fd.as_fd(),
             interest(readable, writable),
             Trigger::Level,
-        ) {
-            self.sources.remove(token);
-            return Err(e);
-        }
+            &HOOKS,
+        )?;
         Ok(WatchId(token))
     }
 
     fn watched(&self, id: WatchId) -> Option<&Watched> {
-        match self.sources.get(id.0) {
-            Some(Source::Watch(w)) => Some(w),
-            _ => None,
-        }
+        self.plugin(id.0)
     }
 
     pub(crate) fn watch_fd(&self, id: WatchId) -> Option<BorrowedFd<'_>> {
@@ -195,7 +193,7 @@ impl Reactor {
         readable: Option<bool>,
         writable: Option<bool>,
     ) -> io::Result<()> {
-        let Some(Source::Watch(w)) = self.sources.get_mut(id.0) else {
+        let Some(w) = self.watched(id) else {
             return Err(io::Error::new(io::ErrorKind::NotFound, "no such watch"));
         };
         let (r, wr) = (
@@ -205,8 +203,10 @@ impl Reactor {
         if (r, wr) != (w.readable, w.writable) {
             self.selector
                 .reregister_with(w.fd.as_fd(), id.0, interest(r, wr), Trigger::Level)?;
-            w.readable = r;
-            w.writable = wr;
+            if let Some(w) = self.plugin_mut::<Watched>(id.0) {
+                w.readable = r;
+                w.writable = wr;
+            }
         }
         Ok(())
     }
@@ -234,12 +234,8 @@ impl Reactor {
     /// # Errors
     /// `NotFound` for a detached watch.
     pub fn detach_watch(&mut self, id: WatchId) -> io::Result<OwnedFd> {
-        match self.sources.get(id.0) {
-            Some(Source::Watch(_)) => {}
-            _ => return Err(io::Error::new(io::ErrorKind::NotFound, "no such watch")),
-        }
-        let Some(Source::Watch(w)) = self.sources.remove(id.0) else {
-            unreachable!("checked")
+        let Some(w) = self.remove_plugin::<Watched>(id.0) else {
+            return Err(io::Error::new(io::ErrorKind::NotFound, "no such watch"));
         };
         let Watched { fd, watcher, .. } = *w;
         // The descriptor lives on: it must leave the selector explicitly.
@@ -251,9 +247,9 @@ impl Reactor {
     }
 
     /// A readiness event for watch `token`.
-    pub(crate) fn on_watch_event(&mut self, token: Token, readable: bool, writable: bool) {
+    fn on_watch_event(&mut self, token: Token, readable: bool, writable: bool) {
         let id = WatchId(token);
-        let Some(Source::Watch(w)) = self.sources.get_mut(token) else {
+        let Some(w) = self.plugin_mut::<Watched>(token) else {
             return;
         };
         // Level-triggered: report only what was asked for, except that an
@@ -266,19 +262,19 @@ impl Reactor {
         if want_r {
             watcher.notify_readable(&mut Watch { reactor: self, id });
         }
-        if want_w && matches!(self.sources.get(token), Some(Source::Watch(w)) if w.writable) {
+        if want_w && self.plugin::<Watched>(token).is_some_and(|w| w.writable) {
             watcher.notify_writable(&mut Watch { reactor: self, id });
         }
-        match self.sources.get_mut(token) {
-            Some(Source::Watch(w)) => w.watcher = Some(watcher),
+        match self.plugin_mut::<Watched>(token) {
+            Some(w) => w.watcher = Some(watcher),
             // Detached from inside its own callback.
             _ => watcher.unbind(&mut Watch { reactor: self, id }),
         }
     }
 
     /// Ends every watch (reactor shutdown): unbind, then close.
-    pub(crate) fn end_watch(&mut self, token: Token) {
-        let Some(Source::Watch(w)) = self.sources.remove(token) else {
+    fn end_watch(&mut self, token: Token) {
+        let Some(w) = self.remove_plugin::<Watched>(token) else {
             return;
         };
         let Watched { fd, watcher, .. } = *w;

@@ -40,10 +40,8 @@ pub(crate) mod flag {
     pub const SHUT_WRITE: u32 = 1 << 12;
     /// ...and it is shut.
     pub const SHUT_DONE: u32 = 1 << 13;
-    /// Input goes to another connection (`proxy_incoming_to`).
-    pub const PROXY_SOURCE: u32 = 1 << 14;
-    /// Receives a proxied connection's input.
-    pub const PROXY_TARGET: u32 = 1 << 15;
+    /// A feature's hooks take over parts of its I/O (`ext.rs`).
+    pub const HOOKED: u32 = 1 << 14;
     /// `EPOLLOUT` is in the registration. Always for TCP; for Unix sockets
     /// and pipes only while connecting or while a write is blocked, because
     /// their peers raise a writable edge on every read they make, which
@@ -470,14 +468,9 @@ impl Reactor {
         if let Some(key) = c.timer.take() {
             self.timers.cancel(key);
         }
-        if c.flags & flag::PROXY_SOURCE != 0 {
-            // Kept for `proxied_bytes` during unbind.
-            self.unbinding_proxied = self.proxied_bytes(ConnId(token));
-            self.end_proxy(token);
-        }
-        if c.flags & flag::PROXY_TARGET != 0 {
-            if let Some(&source) = self.proxy_targets.get(&token) {
-                self.end_proxy(source);
+        if c.flags & flag::HOOKED != 0 {
+            if let Some(hooks) = self.conn_hooks.remove(&token) {
+                (hooks.closing)(self, token);
             }
         }
         let handler = c.handler.take();
@@ -489,7 +482,6 @@ impl Reactor {
         self.unbinding = Some(token);
         handler.unbind(&mut Connection::new(self, ConnId(token)), &reason);
         self.unbinding = None;
-        self.unbinding_proxied = 0;
         if let Some(addr) = self.reconnect_to.take() {
             // A failure to even make a socket leaves nothing to report to.
             let _ = self.connect_boxed(addr, handler);

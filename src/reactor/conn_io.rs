@@ -226,8 +226,10 @@ impl Reactor {
         let drained = staged == 0 && c.out.is_empty();
         // The common case, nothing queued and no mark or close pending:
         // nothing to do.
-        let c = if c.flags & flag::PROXY_TARGET != 0 {
-            self.proxy_target_has_room(token, len);
+        let c = if c.flags & flag::HOOKED != 0 {
+            if let Some(hooks) = self.hooks_of(token) {
+                (hooks.queue_checked)(self, token, len);
+            }
             match self.sources.get_mut(token) {
                 Some(Source::Conn(c)) => c,
                 _ => return,
@@ -334,9 +336,13 @@ impl Reactor {
             return;
         };
         c.flags &= !flag::WRITE_BLOCKED;
-        // A proxy target: what is in the proxy's pipe came first.
-        if c.flags & flag::PROXY_TARGET != 0 && !self.proxy_drain_pipe(token) {
-            return;
+        // A feature's bytes may have to go first (a proxy's pipe).
+        if c.flags & flag::HOOKED != 0 {
+            if let Some(hooks) = self.hooks_of(token) {
+                if !(hooks.writable)(self, token) {
+                    return;
+                }
+            }
         }
         self.flush_queue(token);
         self.disarm_write(token);
@@ -348,8 +354,7 @@ impl Reactor {
         let Some(Source::Conn(c)) = self.sources.get_mut(token) else {
             return;
         };
-        let busy =
-            flag::TCP | flag::CONNECTING | flag::WRITE_BLOCKED | flag::CLOSED | flag::PROXY_TARGET;
+        let busy = flag::TCP | flag::CONNECTING | flag::WRITE_BLOCKED | flag::CLOSED | flag::HOOKED;
         if c.flags & flag::WANT_WRITE == 0 || c.flags & busy != 0 || !c.out.is_empty() {
             return;
         }
@@ -401,10 +406,13 @@ impl Reactor {
     pub(super) fn on_readable(&mut self, token: Token) {
         if self
             .conn(token)
-            .is_some_and(|c| c.flags & flag::PROXY_SOURCE != 0)
+            .is_some_and(|c| c.flags & flag::HOOKED != 0)
         {
-            self.proxy_pump(token);
-            return;
+            if let Some(hooks) = self.hooks_of(token) {
+                if (hooks.readable)(self, token) {
+                    return;
+                }
+            }
         }
         let mut buf = std::mem::take(&mut self.read_buf);
         let now = self.now_ms() as u32;

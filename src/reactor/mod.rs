@@ -42,11 +42,13 @@ use crate::timer::{TimerKey, TimerWheel};
 // (`use super::*`), and this module sees theirs.
 mod conn;
 mod conn_io;
+mod ext;
 mod handle;
 mod listener;
 mod timers;
 
 pub(crate) use conn::*;
+pub(crate) use ext::*;
 pub(crate) use handle::*;
 pub(crate) use listener::*;
 pub(crate) use timers::*;
@@ -75,8 +77,8 @@ pub(crate) enum Source {
     /// Boxed: listeners are few, and this keeps every slab entry as small as
     /// a connection.
     Listener(Box<Listener>),
-    /// A descriptor the user reads and writes (`watch`).
-    Watch(Box<crate::watch::Watched>),
+    /// A feature's descriptor (a watch, say; see `ext.rs`).
+    Plugin(Box<PluginSource>),
 }
 
 /// Work deferred until no callback is running.
@@ -170,10 +172,9 @@ pub struct Reactor {
     /// `receive_data`.
     fd_inbox: Vec<OwnedFd>,
     /// Proxies by source connection, and their targets.
-    pub(crate) proxies: std::collections::HashMap<Token, crate::proxy::Proxy>,
-    pub(crate) proxy_targets: std::collections::HashMap<Token, Token>,
-    /// Bytes the connection in `unbind` proxied, its proxy being gone.
-    pub(crate) unbinding_proxied: u64,
+    pub(crate) exts: Vec<ExtSlot>,
+    /// The hooks of connections flagged `HOOKED`.
+    pub(crate) conn_hooks: std::collections::HashMap<Token, &'static ConnHooks>,
     /// Callbacks for signals routed to this reactor's waker.
     signals: Vec<(i32, Option<SignalFn>)>,
     /// The master side of the worker processes, once attached.
@@ -231,9 +232,8 @@ impl Reactor {
             periodics: Slab::new(),
             fd_inbox: Vec::new(),
             signals: Vec::new(),
-            proxies: std::collections::HashMap::new(),
-            proxy_targets: std::collections::HashMap::new(),
-            unbinding_proxied: 0,
+            exts: Vec::new(),
+            conn_hooks: std::collections::HashMap::new(),
             #[cfg(feature = "workers")]
             workers: None,
             epoch: Instant::now(),
@@ -288,19 +288,21 @@ impl Reactor {
     /// exit the same way), and stops once no connection is left or `within`
     /// has passed, whichever comes first. What a server does on `SIGTERM`.
     pub fn stop_gracefully(&mut self, within: Duration) {
+        let deadline = self.now() + within;
         #[cfg(feature = "workers")]
         self.workers_shutting_down();
+        self.each_ext(|ext, r| ext.stop_gracefully(r, deadline));
         for token in self.sources.tokens() {
             match self.sources.get(token) {
                 Some(Source::Listener(_)) => {
                     self.stop_server(ServerId(token));
                 }
                 Some(Source::Conn(_)) => self.close_connection(ConnId(token), true),
-                // Watched descriptors are the user's: they end with the stop.
-                Some(Source::Watch(_)) | None => {}
+                // Features' descriptors (watches are the user's) end with
+                // the stop.
+                Some(Source::Plugin(_)) | None => {}
             }
         }
-        let deadline = self.now() + within;
         let check = move |r: &mut Reactor, id: TimerId| {
             if r.connections == 0 || r.now() >= deadline {
                 r.cancel_timer(id);
@@ -353,8 +355,16 @@ impl Reactor {
             match self.sources.get_mut(token) {
                 None => {} // closed earlier in this batch: stale
                 Some(Source::Listener(_)) => self.accept_from(token),
-                Some(Source::Watch(_)) => {
-                    self.on_watch_event(token, ev.is_readable() || ev.is_error(), ev.is_writable());
+                Some(Source::Plugin(p)) => {
+                    let ready = p.hooks.ready;
+                    // An error or hang-up counts as readable: a read tells
+                    // the feature what happened.
+                    ready(
+                        self,
+                        token,
+                        ev.is_readable() || ev.is_error(),
+                        ev.is_writable(),
+                    );
                 }
                 Some(Source::Conn(c)) => {
                     if ev.is_read_closed() {
@@ -382,7 +392,7 @@ impl Reactor {
             match self.sources.get(token) {
                 Some(Source::Listener(_)) => self.accept_from(token),
                 Some(Source::Conn(_)) => self.on_readable(token),
-                Some(Source::Watch(_)) | None => {}
+                Some(Source::Plugin(_)) | None => {}
             }
             self.run_pending();
         }
@@ -442,13 +452,17 @@ impl Reactor {
     fn shutdown(&mut self) {
         #[cfg(feature = "workers")]
         self.workers_shutting_down();
+        self.each_ext(|ext, r| ext.shutdown(r));
         for token in self.sources.tokens() {
             match self.sources.get(token) {
                 Some(Source::Listener(_)) => {
                     self.stop_server(ServerId(token));
                 }
                 Some(Source::Conn(_)) => self.begin_close(token, CloseReason::ReactorStopped),
-                Some(Source::Watch(_)) => self.end_watch(token),
+                Some(Source::Plugin(p)) => {
+                    let end = p.hooks.shutdown;
+                    end(self, token);
+                }
                 None => {}
             }
         }
@@ -457,6 +471,8 @@ impl Reactor {
         self.ready.clear();
         self.timers = TimerWheel::new();
         self.periodics = Slab::new();
+        // Features' state goes with the connections it was about.
+        self.exts.clear();
         // Every worker channel and the fork-server link are closed now;
         // dropping the state waits for the fork server to reap the workers
         // and exit, and reaps it.

@@ -1,0 +1,248 @@
+//! The extension point: how features plug into the core without the core
+//! naming them.
+//!
+//! A feature (watches, proxies, workers, ...) reaches the reactor through
+//! three things only:
+//!
+//! - **extension state**: one value per type per reactor
+//!   ([`Reactor::ext_mut`], [`Reactor::with_ext`]), told when the reactor
+//!   stops gracefully and when it shuts down ([`Extension`]);
+//! - **plug-in sources**: a descriptor registered with the selector whose
+//!   readiness goes to the feature's function, with the feature's state
+//!   kept in the slab beside connections ([`Reactor::add_plugin_source`]);
+//! - **connection hooks**: a feature taking over parts of one connection's
+//!   I/O — its reads, its writable edge, its queue's size, its close —
+//!   ([`Reactor::hook_conn`], [`ConnHooks`]).
+//!
+//! This file owns those three mechanisms and nothing else: it never knows
+//! which features exist. The hot path pays one flag test per read, write
+//! and queue check for hooks, and nothing for the other two.
+
+use std::any::{Any, TypeId};
+use std::os::fd::BorrowedFd;
+
+use packet_sys::Trigger;
+
+use super::*;
+
+/// Any `'static` value as `&mut dyn Any`, so an `Extension` trait object
+/// can be downcast to its type.
+pub(crate) trait AsAny: Any {
+    fn as_any(&self) -> &dyn Any;
+    fn as_any_mut(&mut self) -> &mut dyn Any;
+}
+
+impl<T: Any> AsAny for T {
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+    fn as_any_mut(&mut self) -> &mut dyn Any {
+        self
+    }
+}
+
+/// Per-reactor state of a feature, looked up by its type.
+pub(crate) trait Extension: AsAny {
+    /// [`Reactor::stop_gracefully`] began: stop taking new work, let work
+    /// in flight finish by `deadline`.
+    fn stop_gracefully(&mut self, reactor: &mut Reactor, deadline: Instant) {
+        let _ = (reactor, deadline);
+    }
+
+    /// The reactor is shutting down, before its connections are closed.
+    /// The value is dropped once they are.
+    fn shutdown(&mut self, reactor: &mut Reactor) {
+        let _ = reactor;
+    }
+}
+
+/// One extension's slot; the value is out while one of its operations
+/// runs ([`Reactor::with_ext`]).
+pub(crate) struct ExtSlot {
+    type_id: TypeId,
+    value: Option<Box<dyn Extension>>,
+}
+
+/// What a plug-in source does when its descriptor is ready, and when the
+/// reactor shuts down while it is registered.
+pub(crate) struct SourceHooks {
+    /// `(reactor, token, readable or error, writable)`.
+    pub(crate) ready: fn(&mut Reactor, Token, bool, bool),
+    /// The reactor is shutting down: end the source (remove it).
+    pub(crate) shutdown: fn(&mut Reactor, Token),
+}
+
+/// A descriptor a feature registered, with its state.
+pub(crate) struct PluginSource {
+    pub(crate) state: Box<dyn Any>,
+    pub(crate) hooks: &'static SourceHooks,
+}
+
+/// What a feature does in place of parts of a connection's I/O.
+pub(crate) struct ConnHooks {
+    /// The connection is readable. Returns whether the hook handled it
+    /// (read it itself); if not, the core reads and calls `receive_data`.
+    pub(crate) readable: fn(&mut Reactor, Token) -> bool,
+    /// The connection got a writable edge. Returns whether the core may
+    /// flush its outbound queue now.
+    pub(crate) writable: fn(&mut Reactor, Token) -> bool,
+    /// The outbound queue's size (with staged bytes) was just checked.
+    pub(crate) queue_checked: fn(&mut Reactor, Token, usize),
+    /// The connection is being removed, before its `unbind`.
+    pub(crate) closing: fn(&mut Reactor, Token),
+}
+
+impl Reactor {
+    fn ext_index(&self, id: TypeId) -> Option<usize> {
+        self.exts.iter().position(|e| e.type_id == id)
+    }
+
+    /// The extension state of type `T`, if set (and not out in
+    /// [`Reactor::with_ext`]).
+    pub(crate) fn ext<T: Extension>(&self) -> Option<&T> {
+        let i = self.ext_index(TypeId::of::<T>())?;
+        self.exts[i].value.as_deref()?.as_any().downcast_ref()
+    }
+
+    /// [`Reactor::ext`], mutably.
+    pub(crate) fn ext_mut<T: Extension>(&mut self) -> Option<&mut T> {
+        let i = self.ext_index(TypeId::of::<T>())?;
+        self.exts[i]
+            .value
+            .as_deref_mut()?
+            .as_any_mut()
+            .downcast_mut()
+    }
+
+    /// The extension state of type `T`, made with `T::default()` the first
+    /// time.
+    pub(crate) fn ext_or_default<T: Extension + Default>(&mut self) -> &mut T {
+        if self.ext_index(TypeId::of::<T>()).is_none() {
+            self.set_ext(T::default());
+        }
+        self.ext_mut().expect("just set, and not taken out")
+    }
+
+    /// Sets (or replaces) the extension state of type `T`.
+    pub(crate) fn set_ext<T: Extension>(&mut self, value: T) {
+        let value: Box<dyn Extension> = Box::new(value);
+        match self.ext_index(TypeId::of::<T>()) {
+            Some(i) => self.exts[i].value = Some(value),
+            None => self.exts.push(ExtSlot {
+                type_id: TypeId::of::<T>(),
+                value: Some(value),
+            }),
+        }
+    }
+
+    /// Calls `f` on every extension, each taken out while it runs.
+    pub(crate) fn each_ext(&mut self, mut f: impl FnMut(&mut dyn Extension, &mut Reactor)) {
+        for i in 0..self.exts.len() {
+            let Some(mut value) = self.exts[i].value.take() else {
+                continue;
+            };
+            f(value.as_mut(), self);
+            self.exts[i].value = Some(value);
+        }
+    }
+
+    /// Registers a plug-in source: `state` (the feature's, reached with
+    /// [`Reactor::plugin_mut`]) joins the slab, and the descriptor `fd`
+    /// finds in it is registered for `interest` (`trigger`ed), its
+    /// readiness going to `hooks.ready` with the source's token. The
+    /// feature owns the descriptor and removes the source with
+    /// [`Reactor::remove_plugin`].
+    ///
+    /// # Errors
+    /// The selector refused the descriptor.
+    pub(crate) fn add_plugin_source<T: Any>(
+        &mut self,
+        state: T,
+        fd: impl FnOnce(&T) -> BorrowedFd<'_>,
+        interest: Interest,
+        trigger: Trigger,
+        hooks: &'static SourceHooks,
+    ) -> io::Result<Token> {
+        let state: Box<dyn Any> = Box::new(state);
+        let token = self
+            .sources
+            .insert(Source::Plugin(Box::new(PluginSource { state, hooks })));
+        let registered = match self.sources.get(token) {
+            Some(Source::Plugin(p)) => match p.state.downcast_ref::<T>() {
+                Some(state) => self
+                    .selector
+                    .register_with(fd(state), token, interest, trigger),
+                None => unreachable!("just inserted as a T"),
+            },
+            _ => unreachable!("just inserted"),
+        };
+        if let Err(e) = registered {
+            self.sources.remove(token);
+            return Err(e);
+        }
+        Ok(token)
+    }
+
+    /// The state of plug-in source `token`, if it is a `T`.
+    pub(crate) fn plugin<T: Any>(&self, token: Token) -> Option<&T> {
+        match self.sources.get(token) {
+            Some(Source::Plugin(p)) => p.state.downcast_ref(),
+            _ => None,
+        }
+    }
+
+    /// [`Reactor::plugin`], mutably.
+    pub(crate) fn plugin_mut<T: Any>(&mut self, token: Token) -> Option<&mut T> {
+        match self.sources.get_mut(token) {
+            Some(Source::Plugin(p)) => p.state.downcast_mut(),
+            _ => None,
+        }
+    }
+
+    /// Removes plug-in source `token` if its state is a `T`, and returns
+    /// the state. Its descriptor is the feature's to deregister or close.
+    pub(crate) fn remove_plugin<T: Any>(&mut self, token: Token) -> Option<Box<T>> {
+        self.plugin::<T>(token)?;
+        match self.sources.remove(token) {
+            Some(Source::Plugin(p)) => p.state.downcast().ok(),
+            _ => None,
+        }
+    }
+
+    /// Lets `hooks` take over parts of connection `token`'s I/O, until
+    /// [`Reactor::unhook_conn`] or the close.
+    ///
+    /// # Errors
+    /// `NotConnected` for a closed connection; `AlreadyExists` if another
+    /// feature's hooks have it.
+    pub(crate) fn hook_conn(&mut self, token: Token, hooks: &'static ConnHooks) -> io::Result<()> {
+        let Some(c) = self.conn_mut(token) else {
+            return Err(io::ErrorKind::NotConnected.into());
+        };
+        if c.flags & flag::HOOKED != 0 {
+            return match self.conn_hooks.get(&token) {
+                Some(h) if std::ptr::eq(*h, hooks) => Ok(()),
+                _ => Err(io::Error::new(
+                    io::ErrorKind::AlreadyExists,
+                    "the connection's I/O is taken over by another feature",
+                )),
+            };
+        }
+        c.flags |= flag::HOOKED;
+        self.conn_hooks.insert(token, hooks);
+        Ok(())
+    }
+
+    /// Gives connection `token`'s I/O back to the core.
+    pub(crate) fn unhook_conn(&mut self, token: Token) {
+        if let Some(c) = self.conn_mut(token) {
+            c.flags &= !flag::HOOKED;
+        }
+        self.conn_hooks.remove(&token);
+    }
+
+    /// The hooks of a connection flagged `HOOKED`.
+    pub(super) fn hooks_of(&self, token: Token) -> Option<&'static ConnHooks> {
+        self.conn_hooks.get(&token).copied()
+    }
+}
