@@ -22,10 +22,12 @@ pub(crate) type Filter = i16;
 type Flags = u32;
 #[cfg(not(target_os = "netbsd"))]
 type Flags = u16;
+/// The length type of `kevent(2)`'s change and event lists: `size_t` on
+/// NetBSD, `int` elsewhere.
 #[cfg(target_os = "netbsd")]
-type UData = libc::intptr_t;
+type Count = libc::size_t;
 #[cfg(not(target_os = "netbsd"))]
-type UData = *mut libc::c_void;
+type Count = libc::c_int;
 
 fn kevent(ident: RawFd, filter: Filter, flags: Flags, token: u64) -> libc::kevent {
     // SAFETY: all-zero is a valid kevent.
@@ -33,8 +35,18 @@ fn kevent(ident: RawFd, filter: Filter, flags: Flags, token: u64) -> libc::keven
     ev.ident = ident as _;
     ev.filter = filter as _;
     ev.flags = flags as _;
-    ev.udata = token as usize as UData;
+    ev.udata = std::ptr::without_provenance_mut(token as usize);
     ev
+}
+
+/// The errno an `EV_RECEIPT` slot reports for its change, 0 for success:
+/// `EV_ERROR` in `flags` with the errno in `data` (kqueue(2)).
+fn receipt_errno(ev: &libc::kevent) -> i32 {
+    if ev.flags & libc::EV_ERROR != 0 {
+        ev.data as i32
+    } else {
+        0
+    }
 }
 
 /// A `kqueue` instance.
@@ -156,14 +168,10 @@ impl Selector {
             )
         })?;
         for ev in &changes {
-            // `data` is i64 on FreeBSD and NetBSD, intptr_t elsewhere.
-            #[allow(clippy::unnecessary_cast)]
-            let data = ev.data as i64;
-            if (ev.flags as u32) & (libc::EV_ERROR as u32) != 0
-                && data != 0
-                && data != libc::ENOENT as i64
-            {
-                return Err(io::Error::from_raw_os_error(data as i32));
+            match receipt_errno(ev) {
+                0 => {}
+                libc::ENOENT => {}
+                errno => return Err(io::Error::from_raw_os_error(errno)),
             }
         }
         Ok(())
@@ -188,7 +196,7 @@ impl Selector {
             .as_ref()
             .map_or(std::ptr::null(), |t| t as *const libc::timespec);
         events.len = 0;
-        let cap = events.buf.len().min(libc::c_int::MAX as usize) as libc::c_int;
+        let cap = events.buf.len().min(libc::c_int::MAX as usize) as Count;
         // SAFETY: `events.buf` holds `cap` writable kevent slots; `ts_ptr`
         // is null or points at a live timespec.
         let n = unsafe {
@@ -236,10 +244,10 @@ impl Events {
     /// and writable appears as two events with the same token.
     pub fn iter(&self) -> impl Iterator<Item = Event> + '_ {
         self.buf[..self.len].iter().map(|e| Event {
-            filter: e.filter as i32,
-            flags: e.flags as u32,
+            filter: e.filter,
+            flags: e.flags,
             fflags: e.fflags,
-            token: e.udata as usize as u64,
+            token: e.udata.addr() as u64,
         })
     }
 
@@ -263,8 +271,8 @@ impl std::fmt::Debug for Events {
 /// One readiness event.
 #[derive(Debug, Clone, Copy)]
 pub struct Event {
-    filter: i32,
-    flags: u32,
+    filter: Filter,
+    flags: Flags,
     fflags: u32,
     token: u64,
 }
@@ -277,29 +285,28 @@ impl Event {
 
     /// Data (or a pending accept) can be read, or the read side closed.
     pub fn is_readable(&self) -> bool {
-        self.filter == libc::EVFILT_READ as i32 || self.is_user()
+        self.filter == libc::EVFILT_READ || self.is_user()
     }
 
     /// Room to write, or the connection finished connecting.
     pub fn is_writable(&self) -> bool {
-        self.filter == libc::EVFILT_WRITE as i32
+        self.filter == libc::EVFILT_WRITE
     }
 
     /// The peer will send no more (`EV_EOF` on the read filter).
     pub fn is_read_closed(&self) -> bool {
-        self.filter == libc::EVFILT_READ as i32 && self.flags & libc::EV_EOF as u32 != 0
+        self.filter == libc::EVFILT_READ && self.flags & libc::EV_EOF != 0
     }
 
     /// The socket has a pending error: `EV_ERROR`, or `EV_EOF` with an errno
     /// in `fflags` (how kqueue reports a failed connect).
     pub fn is_error(&self) -> bool {
-        self.flags & libc::EV_ERROR as u32 != 0
-            || (self.flags & libc::EV_EOF as u32 != 0 && self.fflags != 0)
+        self.flags & libc::EV_ERROR != 0 || (self.flags & libc::EV_EOF != 0 && self.fflags != 0)
     }
 
     #[cfg(not(target_os = "openbsd"))]
     fn is_user(&self) -> bool {
-        self.filter == libc::EVFILT_USER as i32
+        self.filter == libc::EVFILT_USER
     }
 
     #[cfg(target_os = "openbsd")]
@@ -375,10 +382,10 @@ impl Waker {
         cvt_r(|| unsafe {
             libc::kevent(self.kq.as_raw_fd(), &ev, 1, &mut ev, 1, std::ptr::null())
         })?;
-        if (ev.flags as u32) & (libc::EV_ERROR as u32) != 0 && ev.data != 0 {
-            return Err(io::Error::from_raw_os_error(ev.data as i32));
+        match receipt_errno(&ev) {
+            0 => Ok(()),
+            errno => Err(io::Error::from_raw_os_error(errno)),
         }
-        Ok(())
     }
 }
 
@@ -471,10 +478,10 @@ pub(crate) fn single_watch(ident: RawFd, filter: Filter, fflags: u32) -> io::Res
     // SAFETY: `slot` points at one live kevent, valid as change and receipt
     // slot for the call.
     cvt_r(|| unsafe { libc::kevent(queue.kq.as_raw_fd(), slot, 1, slot, 1, std::ptr::null()) })?;
-    if (change.flags as u32) & (libc::EV_ERROR as u32) != 0 && change.data != 0 {
-        return Err(io::Error::from_raw_os_error(change.data as i32));
+    match receipt_errno(&change) {
+        0 => Ok(queue.kq),
+        errno => Err(io::Error::from_raw_os_error(errno)),
     }
-    Ok(queue.kq)
 }
 
 /// A descriptor readable once process `pid` has exited: `EVFILT_PROC` with

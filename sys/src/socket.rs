@@ -260,9 +260,8 @@ impl Socket {
                 libc::accept(self.raw(), std::ptr::null_mut(), std::ptr::null_mut())
             })?;
             // SAFETY: `fd` is a fresh descriptor that nothing else owns.
-            let s = Socket {
-                fd: unsafe { OwnedFd::from_raw_fd(fd) },
-            };
+            let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+            let s = Socket { fd };
             s.set_cloexec()?;
             s.set_nonblocking(true)?;
             s.setsockopt(libc::SOL_SOCKET, libc::SO_NOSIGPIPE, 1 as libc::c_int)?;
@@ -590,10 +589,11 @@ impl Socket {
             let mut off = libc::off_t::try_from(offset).map_err(|_| {
                 io::Error::new(io::ErrorKind::InvalidInput, "file offset out of range")
             })?;
-            // SAFETY: `off` is a live off_t the kernel updates; both fds are
-            // open for the call.
-            let n =
-                cvt_r(|| unsafe { libc::sendfile(self.raw(), file.as_raw_fd(), &mut off, count) })?;
+            let n = cvt_r(|| {
+                // SAFETY: `off` is a live off_t the kernel updates; both fds
+                // are open for the call.
+                unsafe { libc::sendfile(self.raw(), file.as_raw_fd(), &mut off, count) }
+            })?;
             Ok(n as usize)
         }
         #[cfg(not(any(target_os = "linux", target_os = "android")))]
