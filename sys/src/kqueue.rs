@@ -1,10 +1,12 @@
 //! The BSD and macOS backend: `kqueue(2)` for readiness and `EVFILT_USER`
 //! (a pipe on OpenBSD, which lacks it) for wake-ups.
 //!
-//! A definition-by-definition mirror of `epoll.rs`: no BSD or macOS target is
-//! installed on the project's machines, so this file is reviewed against the
-//! epoll one and only type-checked in CI, against FreeBSD's definitions
-//! (`.ci/kqueue-check`). Change both together.
+//! A definition-by-definition mirror of `epoll.rs`. No BSD or macOS machine
+//! runs it here: CI type-checks and lints it for FreeBSD, NetBSD, OpenBSD,
+//! DragonFly and macOS (`.ci/cross-check`), and where kqueue behaves
+//! differently from epoll in a way no type-check can show, the code names
+//! the man page and the Linux test that covers the same path. Change both
+//! files together.
 
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
@@ -29,6 +31,15 @@ type Count = libc::size_t;
 #[cfg(not(target_os = "netbsd"))]
 type Count = libc::c_int;
 
+/// A change for `ident`. The token rides in `udata`, an opaque value the
+/// kernel passes back unchanged with every event of that filter (kqueue(2)
+/// of FreeBSD, NetBSD, OpenBSD and macOS), as epoll does with its `u64`
+/// data. It is a pointer type, never dereferenced: an address without
+/// provenance. NetBSD before 10 declared it `intptr_t`, of the same size.
+/// The same routing on Linux, through `epoll_event.u64`: tests/tcp.rs
+/// `a_handler_writes_to_other_connections_by_id`, and the all-ones waker
+/// token in tests/signals.rs
+/// `signals_run_callbacks_on_the_reactor_thread_and_sigterm_stops_gracefully`.
 fn kevent(ident: RawFd, filter: Filter, flags: Flags, token: u64) -> libc::kevent {
     // SAFETY: all-zero is a valid kevent.
     let mut ev: libc::kevent = unsafe { std::mem::zeroed() };
@@ -294,12 +305,27 @@ impl Event {
     }
 
     /// The peer will send no more (`EV_EOF` on the read filter).
+    ///
+    /// kqueue(2) (FreeBSD, macOS; NetBSD and OpenBSD alike): the read filter
+    /// of a socket sets `EV_EOF` once the read direction is shut down, and
+    /// data may still be buffered then, as with `EPOLLRDHUP`; the reactor
+    /// reads until end of stream either way. `EV_EOF` on the write filter
+    /// (the reader is gone) is not a close here: the next write fails with
+    /// `EPIPE`, as it does on Linux. Linux tests of the same paths:
+    /// tests/tcp.rs `half_close_gets_every_echoed_byte_then_end_of_stream`,
+    /// `peer_close_flushes_then_reports_peer_closed`,
+    /// `peer_reset_is_reported_as_reset`.
     pub fn is_read_closed(&self) -> bool {
         self.filter == libc::EVFILT_READ && self.flags & libc::EV_EOF != 0
     }
 
     /// The socket has a pending error: `EV_ERROR`, or `EV_EOF` with an errno
     /// in `fflags` (how kqueue reports a failed connect).
+    ///
+    /// kqueue(2): with `EV_EOF` the socket filters return "the socket error
+    /// (if any) in fflags", where epoll sets `EPOLLERR`; the reactor then
+    /// takes the errno with `SO_ERROR` on both. Linux test: tests/tcp.rs
+    /// `refused_connect_is_reported_in_unbind`.
     pub fn is_error(&self) -> bool {
         self.flags & libc::EV_ERROR != 0 || (self.flags & libc::EV_EOF != 0 && self.fflags != 0)
     }
@@ -491,6 +517,18 @@ pub(crate) fn single_watch(ident: RawFd, filter: Filter, fflags: u32) -> io::Res
 /// # Errors
 /// `ESRCH` for a process that is gone, `EPERM` for one this user may not
 /// watch.
+///
+/// Unlike a pidfd (Linux), kqueue(2) `EVFILT_PROC` names a pid, not a
+/// process reference, and attaches only while the kernel still finds that
+/// process. An exited, unreaped child (a zombie) is reported at once on
+/// FreeBSD (`filt_procattach`) but refused with `ESRCH` on macOS, where a
+/// pidfd on Linux opens and is readable at once. The caller (`watch_exit`
+/// in src/process.rs) falls back to polling `waitpid` on any error, which
+/// reaps such a child on its first tick, and it always takes the status
+/// from `waitpid`, never from `NOTE_EXIT`'s `data`. Linux tests:
+/// tests/process.rs `watch_process_reaps_our_child_with_its_status`,
+/// `watch_process_on_an_exited_pid_reports_no_status`,
+/// `watch_process_sees_a_process_that_is_not_our_child_exit`.
 pub(crate) fn exit_watch(pid: i32) -> io::Result<OwnedFd> {
     single_watch(pid, libc::EVFILT_PROC as Filter, libc::NOTE_EXIT)
 }

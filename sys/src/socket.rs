@@ -17,6 +17,15 @@ use std::time::Duration;
 
 use crate::{cvt, cvt_r};
 
+/// The flags of every `send`/`sendmsg` on a socket. `MSG_NOSIGNAL` is a
+/// per-call flag (send(2) on Linux and the BSDs); macOS has no such flag
+/// and instead gets the per-socket option `SO_NOSIGPIPE` (getsockopt(2) of
+/// macOS) on every socket at creation and `accept`, so a socket made
+/// outside this module and attached would still raise `SIGPIPE` there (Rust
+/// programs ignore it anyway). The same "EPIPE, never a signal" path on
+/// Linux: tests/reliability_faults.rs
+/// `a_reset_in_the_middle_of_a_large_write_is_an_unbind_not_a_signal` and
+/// `a_unix_socket_peer_that_goes_away_mid_write_is_an_unbind_not_a_signal`.
 #[cfg(any(
     target_os = "linux",
     target_os = "android",
