@@ -393,8 +393,25 @@ pub fn run_clean_child(keep: &[RawFd], body: impl FnOnce() -> std::convert::Infa
     keep.extend([0, 1, 2]);
     keep.sort_unstable();
     keep.dedup();
+    close_all_but(&keep);
+    // rustc 1.85 (the MSRV) already counts the call as diverging and calls
+    // the match unreachable; later versions do not.
+    #[allow(unreachable_code)]
+    match body() {}
+}
+
+/// Closes every descriptor not in `keep` (sorted), for [`run_clean_child`],
+/// whose contract makes that sound.
+#[cfg(not(any(
+    target_os = "freebsd",
+    target_os = "dragonfly",
+    target_os = "netbsd",
+    target_os = "openbsd"
+)))]
+fn close_all_but(keep: &[RawFd]) {
     // Collect first, close after: the directory stream has a descriptor of
-    // its own while it is read.
+    // its own while it is read. Linux's /proc/self/fd and macOS's /dev/fd
+    // list exactly the open descriptors.
     let open: Vec<RawFd> =
         match std::fs::read_dir("/proc/self/fd").or_else(|_| std::fs::read_dir("/dev/fd")) {
             Ok(dir) => dir
@@ -410,16 +427,40 @@ pub fn run_clean_child(keep: &[RawFd], body: impl FnOnce() -> std::convert::Infa
         };
     for fd in open {
         if keep.binary_search(&fd).is_err() {
-            // SAFETY: see the function's contract: nothing that owns `fd`
+            // SAFETY: run_clean_child's contract: nothing that owns `fd`
             // will run again in this process. EBADF (the directory's own
             // descriptor, already closed) is harmless.
             unsafe { libc::close(fd) };
         }
     }
-    // rustc 1.85 (the MSRV) already counts the call as diverging and calls
-    // the match unreachable; later versions do not.
-    #[allow(unreachable_code)]
-    match body() {}
+}
+
+/// Closes every descriptor not in `keep` (sorted and holding 0), for
+/// [`run_clean_child`], whose contract makes that sound.
+///
+/// /dev/fd cannot say what is open here: FreeBSD's holds only 0 to 2
+/// unless fdescfs(5) is mounted on it, and OpenBSD's and NetBSD's are
+/// fixed device nodes. So every number below the highest kept one is
+/// closed and the rest with closefrom(2) (OpenBSD; closefrom(3) on the
+/// others).
+#[cfg(any(
+    target_os = "freebsd",
+    target_os = "dragonfly",
+    target_os = "netbsd",
+    target_os = "openbsd"
+))]
+fn close_all_but(keep: &[RawFd]) {
+    let mut next = 0;
+    for &kept in keep {
+        for fd in next..kept {
+            // SAFETY: run_clean_child's contract: nothing that owns `fd`
+            // will run again in this process. EBADF (not open) is harmless.
+            unsafe { libc::close(fd) };
+        }
+        next = kept + 1;
+    }
+    // SAFETY: as above, for every descriptor from `next` on.
+    unsafe { libc::closefrom(next) };
 }
 
 /// The soft and hard limits on open descriptors (`RLIMIT_NOFILE`).
