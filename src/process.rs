@@ -136,7 +136,7 @@ pub struct ProcessContext<'a> {
     child: &'a Rc<RefCell<Child>>,
 }
 
-impl<'a> ProcessContext<'a> {
+impl ProcessContext<'_> {
     /// The process id.
     pub fn pid(&self) -> i32 {
         self.child.borrow().pid
@@ -211,7 +211,7 @@ impl Subprocess {
     pub fn has_exited(&self) -> bool {
         self.child
             .upgrade()
-            .map_or(true, |c| c.borrow().exit.is_some())
+            .is_none_or(|c| c.borrow().exit.is_some())
     }
 
     /// Sends signal `sig` ([`crate::signal::SIGTERM`], [`SIGKILL`], ...) to the

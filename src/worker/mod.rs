@@ -299,7 +299,7 @@ impl Replier {
     }
 }
 
-impl<'a, 'r> WorkerContext<'a, 'r> {
+impl WorkerContext<'_, '_> {
     fn send(
         &mut self,
         env: wire::Envelope<'_>,

@@ -1,7 +1,5 @@
 //! What every backend shares: the registration types, the file-watch
-//! types, and the errno helpers. Kept apart from `lib.rs` so that the
-//! kqueue type-check in `.ci/kqueue-check` compiles the same definitions
-//! as the real crate.
+//! types, and the errno helpers.
 
 use std::io;
 
@@ -63,6 +61,24 @@ pub(crate) fn cvt<T: IsMinusOne>(r: T) -> io::Result<T> {
     } else {
         Ok(r)
     }
+}
+
+/// The calling thread's `errno` slot, for code that must restore it (a
+/// signal handler). Each libc names its accessor differently; this is the
+/// one place that knows which.
+pub(crate) fn errno_location() -> *mut libc::c_int {
+    #[cfg(any(target_os = "android", target_os = "netbsd", target_os = "openbsd"))]
+    use libc::__errno as location;
+    #[cfg(target_os = "linux")]
+    use libc::__errno_location as location;
+    #[cfg(any(target_os = "macos", target_os = "ios", target_os = "freebsd"))]
+    use libc::__error as location;
+    // DragonFly's <errno.h> makes errno a C thread-local; its libc also
+    // exports glibc's accessor for code that cannot reach one.
+    #[cfg(target_os = "dragonfly")]
+    use libc::__errno_location as location;
+    // SAFETY: returns the calling thread's errno slot; no preconditions.
+    unsafe { location() }
 }
 
 /// Like [`cvt`], but retries the call while it fails with `EINTR`, as std's

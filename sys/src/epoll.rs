@@ -316,9 +316,10 @@ impl Waker {
     /// Consumes pending wakes, so that the next `wake` makes a new edge.
     pub fn reset(&self) {
         let mut buf: u64 = 0;
-        // SAFETY: reads at most 8 bytes into a live u64. EAGAIN (nothing
-        // pending) is the expected failure and is ignored.
-        let _ =
-            cvt_r(|| unsafe { libc::read(self.fd.as_raw_fd(), (&mut buf as *mut u64).cast(), 8) });
+        // EAGAIN (nothing pending) is the expected failure and is ignored.
+        let _ = cvt_r(|| {
+            // SAFETY: reads at most 8 bytes into a live u64.
+            unsafe { libc::read(self.fd.as_raw_fd(), (&mut buf as *mut u64).cast(), 8) }
+        });
     }
 }

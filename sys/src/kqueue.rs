@@ -1,10 +1,12 @@
 //! The BSD and macOS backend: `kqueue(2)` for readiness and `EVFILT_USER`
 //! (a pipe on OpenBSD, which lacks it) for wake-ups.
 //!
-//! A definition-by-definition mirror of `epoll.rs`: no BSD or macOS target is
-//! installed on the project's machines, so this file is reviewed against the
-//! epoll one and only type-checked in CI, against FreeBSD's definitions
-//! (`.ci/kqueue-check`). Change both together.
+//! A definition-by-definition mirror of `epoll.rs`. No BSD or macOS machine
+//! runs it here: CI type-checks and lints it for FreeBSD, NetBSD, OpenBSD,
+//! DragonFly and macOS (`.ci/cross-check`), and where kqueue behaves
+//! differently from epoll in a way no type-check can show, the code names
+//! the man page and the Linux test that covers the same path. Change both
+//! files together.
 
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
@@ -22,19 +24,40 @@ pub(crate) type Filter = i16;
 type Flags = u32;
 #[cfg(not(target_os = "netbsd"))]
 type Flags = u16;
+/// The length type of `kevent(2)`'s change and event lists: `size_t` on
+/// NetBSD, `int` elsewhere.
 #[cfg(target_os = "netbsd")]
-type UData = libc::intptr_t;
+type Count = libc::size_t;
 #[cfg(not(target_os = "netbsd"))]
-type UData = *mut libc::c_void;
+type Count = libc::c_int;
 
+/// A change for `ident`. The token rides in `udata`, an opaque value the
+/// kernel passes back unchanged with every event of that filter (kqueue(2)
+/// of FreeBSD, NetBSD, OpenBSD and macOS), as epoll does with its `u64`
+/// data. It is a pointer type, never dereferenced: an address without
+/// provenance. NetBSD before 10 declared it `intptr_t`, of the same size.
+/// The same routing on Linux, through `epoll_event.u64`: tests/tcp.rs
+/// `a_handler_writes_to_other_connections_by_id`, and the all-ones waker
+/// token in tests/signals.rs
+/// `signals_run_callbacks_on_the_reactor_thread_and_sigterm_stops_gracefully`.
 fn kevent(ident: RawFd, filter: Filter, flags: Flags, token: u64) -> libc::kevent {
     // SAFETY: all-zero is a valid kevent.
     let mut ev: libc::kevent = unsafe { std::mem::zeroed() };
     ev.ident = ident as _;
     ev.filter = filter as _;
     ev.flags = flags as _;
-    ev.udata = token as usize as UData;
+    ev.udata = std::ptr::without_provenance_mut(token as usize);
     ev
+}
+
+/// The errno an `EV_RECEIPT` slot reports for its change, 0 for success:
+/// `EV_ERROR` in `flags` with the errno in `data` (kqueue(2)).
+fn receipt_errno(ev: &libc::kevent) -> i32 {
+    if ev.flags & libc::EV_ERROR != 0 {
+        ev.data as i32
+    } else {
+        0
+    }
 }
 
 /// A `kqueue` instance.
@@ -156,14 +179,10 @@ impl Selector {
             )
         })?;
         for ev in &changes {
-            // `data` is i64 on FreeBSD and NetBSD, intptr_t elsewhere.
-            #[allow(clippy::unnecessary_cast)]
-            let data = ev.data as i64;
-            if (ev.flags as u32) & (libc::EV_ERROR as u32) != 0
-                && data != 0
-                && data != libc::ENOENT as i64
-            {
-                return Err(io::Error::from_raw_os_error(data as i32));
+            match receipt_errno(ev) {
+                0 => {}
+                libc::ENOENT => {}
+                errno => return Err(io::Error::from_raw_os_error(errno)),
             }
         }
         Ok(())
@@ -188,7 +207,7 @@ impl Selector {
             .as_ref()
             .map_or(std::ptr::null(), |t| t as *const libc::timespec);
         events.len = 0;
-        let cap = events.buf.len().min(libc::c_int::MAX as usize) as libc::c_int;
+        let cap = events.buf.len().min(libc::c_int::MAX as usize) as Count;
         // SAFETY: `events.buf` holds `cap` writable kevent slots; `ts_ptr`
         // is null or points at a live timespec.
         let n = unsafe {
@@ -236,10 +255,10 @@ impl Events {
     /// and writable appears as two events with the same token.
     pub fn iter(&self) -> impl Iterator<Item = Event> + '_ {
         self.buf[..self.len].iter().map(|e| Event {
-            filter: e.filter as i32,
-            flags: e.flags as u32,
+            filter: e.filter,
+            flags: e.flags,
             fflags: e.fflags,
-            token: e.udata as usize as u64,
+            token: e.udata.addr() as u64,
         })
     }
 
@@ -263,8 +282,8 @@ impl std::fmt::Debug for Events {
 /// One readiness event.
 #[derive(Debug, Clone, Copy)]
 pub struct Event {
-    filter: i32,
-    flags: u32,
+    filter: Filter,
+    flags: Flags,
     fflags: u32,
     token: u64,
 }
@@ -277,29 +296,43 @@ impl Event {
 
     /// Data (or a pending accept) can be read, or the read side closed.
     pub fn is_readable(&self) -> bool {
-        self.filter == libc::EVFILT_READ as i32 || self.is_user()
+        self.filter == libc::EVFILT_READ || self.is_user()
     }
 
     /// Room to write, or the connection finished connecting.
     pub fn is_writable(&self) -> bool {
-        self.filter == libc::EVFILT_WRITE as i32
+        self.filter == libc::EVFILT_WRITE
     }
 
     /// The peer will send no more (`EV_EOF` on the read filter).
+    ///
+    /// kqueue(2) (FreeBSD, macOS; NetBSD and OpenBSD alike): the read filter
+    /// of a socket sets `EV_EOF` once the read direction is shut down, and
+    /// data may still be buffered then, as with `EPOLLRDHUP`; the reactor
+    /// reads until end of stream either way. `EV_EOF` on the write filter
+    /// (the reader is gone) is not a close here: the next write fails with
+    /// `EPIPE`, as it does on Linux. Linux tests of the same paths:
+    /// tests/tcp.rs `half_close_gets_every_echoed_byte_then_end_of_stream`,
+    /// `peer_close_flushes_then_reports_peer_closed`,
+    /// `peer_reset_is_reported_as_reset`.
     pub fn is_read_closed(&self) -> bool {
-        self.filter == libc::EVFILT_READ as i32 && self.flags & libc::EV_EOF as u32 != 0
+        self.filter == libc::EVFILT_READ && self.flags & libc::EV_EOF != 0
     }
 
     /// The socket has a pending error: `EV_ERROR`, or `EV_EOF` with an errno
     /// in `fflags` (how kqueue reports a failed connect).
+    ///
+    /// kqueue(2): with `EV_EOF` the socket filters return "the socket error
+    /// (if any) in fflags", where epoll sets `EPOLLERR`; the reactor then
+    /// takes the errno with `SO_ERROR` on both. Linux test: tests/tcp.rs
+    /// `refused_connect_is_reported_in_unbind`.
     pub fn is_error(&self) -> bool {
-        self.flags & libc::EV_ERROR as u32 != 0
-            || (self.flags & libc::EV_EOF as u32 != 0 && self.fflags != 0)
+        self.flags & libc::EV_ERROR != 0 || (self.flags & libc::EV_EOF != 0 && self.fflags != 0)
     }
 
     #[cfg(not(target_os = "openbsd"))]
     fn is_user(&self) -> bool {
-        self.filter == libc::EVFILT_USER as i32
+        self.filter == libc::EVFILT_USER
     }
 
     #[cfg(target_os = "openbsd")]
@@ -375,10 +408,10 @@ impl Waker {
         cvt_r(|| unsafe {
             libc::kevent(self.kq.as_raw_fd(), &ev, 1, &mut ev, 1, std::ptr::null())
         })?;
-        if (ev.flags as u32) & (libc::EV_ERROR as u32) != 0 && ev.data != 0 {
-            return Err(io::Error::from_raw_os_error(ev.data as i32));
+        match receipt_errno(&ev) {
+            0 => Ok(()),
+            errno => Err(io::Error::from_raw_os_error(errno)),
         }
-        Ok(())
     }
 }
 
@@ -471,10 +504,10 @@ pub(crate) fn single_watch(ident: RawFd, filter: Filter, fflags: u32) -> io::Res
     // SAFETY: `slot` points at one live kevent, valid as change and receipt
     // slot for the call.
     cvt_r(|| unsafe { libc::kevent(queue.kq.as_raw_fd(), slot, 1, slot, 1, std::ptr::null()) })?;
-    if (change.flags as u32) & (libc::EV_ERROR as u32) != 0 && change.data != 0 {
-        return Err(io::Error::from_raw_os_error(change.data as i32));
+    match receipt_errno(&change) {
+        0 => Ok(queue.kq),
+        errno => Err(io::Error::from_raw_os_error(errno)),
     }
-    Ok(queue.kq)
 }
 
 /// A descriptor readable once process `pid` has exited: `EVFILT_PROC` with
@@ -484,6 +517,18 @@ pub(crate) fn single_watch(ident: RawFd, filter: Filter, fflags: u32) -> io::Res
 /// # Errors
 /// `ESRCH` for a process that is gone, `EPERM` for one this user may not
 /// watch.
+///
+/// Unlike a pidfd (Linux), kqueue(2) `EVFILT_PROC` names a pid, not a
+/// process reference, and attaches only while the kernel still finds that
+/// process. An exited, unreaped child (a zombie) is reported at once on
+/// FreeBSD (`filt_procattach`) but refused with `ESRCH` on macOS, where a
+/// pidfd on Linux opens and is readable at once. The caller (`watch_exit`
+/// in src/process.rs) falls back to polling `waitpid` on any error, which
+/// reaps such a child on its first tick, and it always takes the status
+/// from `waitpid`, never from `NOTE_EXIT`'s `data`. Linux tests:
+/// tests/process.rs `watch_process_reaps_our_child_with_its_status`,
+/// `watch_process_on_an_exited_pid_reports_no_status`,
+/// `watch_process_sees_a_process_that_is_not_our_child_exit`.
 pub(crate) fn exit_watch(pid: i32) -> io::Result<OwnedFd> {
     single_watch(pid, libc::EVFILT_PROC as Filter, libc::NOTE_EXIT)
 }

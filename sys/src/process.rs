@@ -47,7 +47,7 @@ impl std::fmt::Display for ExitStatus {
 /// The number of threads in this process.
 ///
 /// # Errors
-/// `Unsupported` where the OS offers no way to count them.
+/// Whatever the OS's query fails with (on Linux: no `/proc`).
 pub fn thread_count() -> io::Result<usize> {
     #[cfg(any(target_os = "linux", target_os = "android"))]
     {
@@ -55,25 +55,148 @@ pub fn thread_count() -> io::Result<usize> {
     }
     #[cfg(any(target_os = "macos", target_os = "ios"))]
     {
-        // SAFETY: takes no arguments, only reads process state.
-        Ok(if unsafe { libc::pthread_is_threaded_np() } == 0 {
-            1
-        } else {
-            2
-        })
+        // The live count (proc_pidinfo, <libproc.h>): pthread_is_threaded_np
+        // only says whether a thread was ever started, so it would refuse
+        // every fork after a thread that has ended.
+        // SAFETY: all-zero is a valid proc_taskinfo.
+        let mut info: libc::proc_taskinfo = unsafe { std::mem::zeroed() };
+        let size = std::mem::size_of_val(&info) as libc::c_int;
+        // SAFETY: `info` is a live, writable proc_taskinfo of `size` bytes.
+        let n = unsafe {
+            libc::proc_pidinfo(
+                getpid(),
+                libc::PROC_PIDTASKINFO,
+                0,
+                std::ptr::from_mut(&mut info).cast(),
+                size,
+            )
+        };
+        if n != size {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(info.pti_threadnum as usize)
     }
-    #[cfg(not(any(
-        target_os = "linux",
-        target_os = "android",
-        target_os = "macos",
-        target_os = "ios"
-    )))]
+    #[cfg(any(target_os = "freebsd", target_os = "dragonfly"))]
     {
-        Err(io::Error::new(
-            io::ErrorKind::Unsupported,
-            "cannot count threads on this OS",
-        ))
+        // SAFETY: all-zero is a valid kinfo_proc.
+        let mut info: libc::kinfo_proc = unsafe { std::mem::zeroed() };
+        let mib = [
+            libc::CTL_KERN,
+            libc::KERN_PROC,
+            libc::KERN_PROC_PID,
+            getpid(),
+        ];
+        // SAFETY: kern.proc.pid.<pid> answers with one kinfo_proc (sysctl(3)).
+        unsafe { sysctl_one(&mib, &mut info) }?;
+        #[cfg(target_os = "freebsd")]
+        let threads = info.ki_numthreads;
+        #[cfg(target_os = "dragonfly")]
+        let threads = info.kp_nthreads;
+        Ok(threads as usize)
     }
+    #[cfg(target_os = "netbsd")]
+    {
+        // SAFETY: all-zero is a valid kinfo_proc2.
+        let mut info: libc::kinfo_proc2 = unsafe { std::mem::zeroed() };
+        let mib = [
+            libc::CTL_KERN,
+            libc::KERN_PROC2,
+            libc::KERN_PROC_PID,
+            getpid(),
+            std::mem::size_of_val(&info) as libc::c_int,
+            1,
+        ];
+        // SAFETY: kern.proc2 with this entry size and count 1 answers with
+        // one kinfo_proc2 (sysctl(7)).
+        unsafe { sysctl_one(&mib, &mut info) }?;
+        Ok(info.p_nlwps as usize)
+    }
+    #[cfg(target_os = "openbsd")]
+    {
+        // OpenBSD's kinfo_proc has no thread count; with
+        // KERN_PROC_SHOW_THREADS, kern.proc lists the process (p_tid -1)
+        // and then each of its threads (sysctl(2)).
+        let entry = std::mem::size_of::<libc::kinfo_proc>();
+        let mut mib = [
+            libc::CTL_KERN,
+            libc::KERN_PROC,
+            libc::KERN_PROC_PID | libc::KERN_PROC_SHOW_THREADS,
+            getpid(),
+            entry as libc::c_int,
+            0,
+        ];
+        loop {
+            let mut len = 0;
+            // SAFETY: a null buffer only asks for the size of the answer.
+            cvt(unsafe {
+                libc::sysctl(
+                    mib.as_ptr(),
+                    mib.len() as libc::c_uint,
+                    std::ptr::null_mut(),
+                    &mut len,
+                    std::ptr::null_mut(),
+                    0,
+                )
+            })?;
+            // Room for threads started between the two calls.
+            let room = len / entry + 4;
+            mib[5] = room as libc::c_int;
+            // SAFETY: all-zero is a valid kinfo_proc.
+            let mut list = vec![unsafe { std::mem::zeroed::<libc::kinfo_proc>() }; room];
+            let mut len = room * entry;
+            // SAFETY: `list` is writable for `len` bytes; the kernel writes
+            // at most `mib[5]` entries of `mib[4]` bytes.
+            let r = cvt(unsafe {
+                libc::sysctl(
+                    mib.as_ptr(),
+                    mib.len() as libc::c_uint,
+                    list.as_mut_ptr().cast(),
+                    &mut len,
+                    std::ptr::null_mut(),
+                    0,
+                )
+            });
+            match r {
+                Ok(_) => {
+                    list.truncate(len / entry);
+                    return Ok(list.iter().filter(|p| p.p_tid != -1).count());
+                }
+                Err(e) if e.raw_os_error() == Some(libc::ENOMEM) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+/// Reads the `sysctl(3)` node `mib` into `out`, which it must fill exactly:
+/// a different length means the libc crate's struct does not match this
+/// kernel's.
+///
+/// # Safety
+/// `T` must be the plain C struct the node answers with.
+#[cfg(any(target_os = "freebsd", target_os = "dragonfly", target_os = "netbsd"))]
+unsafe fn sysctl_one<T>(mib: &[libc::c_int], out: &mut T) -> io::Result<()> {
+    let size = std::mem::size_of::<T>();
+    let mut len = size;
+    // SAFETY: `out` is writable for `len` bytes, and by this function's
+    // contract any answer of that length is a valid `T`.
+    cvt(unsafe {
+        libc::sysctl(
+            mib.as_ptr(),
+            mib.len() as libc::c_uint,
+            std::ptr::from_mut(out).cast(),
+            &mut len,
+            std::ptr::null(),
+            0,
+        )
+    })?;
+    if len != size {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("sysctl answered {len} bytes for a {size}-byte struct"),
+        ));
+    }
+    Ok(())
 }
 
 /// Forks this process, which must have exactly one thread.
@@ -270,8 +393,25 @@ pub fn run_clean_child(keep: &[RawFd], body: impl FnOnce() -> std::convert::Infa
     keep.extend([0, 1, 2]);
     keep.sort_unstable();
     keep.dedup();
+    close_all_but(&keep);
+    // rustc 1.85 (the MSRV) already counts the call as diverging and calls
+    // the match unreachable; later versions do not.
+    #[allow(unreachable_code)]
+    match body() {}
+}
+
+/// Closes every descriptor not in `keep` (sorted), for [`run_clean_child`],
+/// whose contract makes that sound.
+#[cfg(not(any(
+    target_os = "freebsd",
+    target_os = "dragonfly",
+    target_os = "netbsd",
+    target_os = "openbsd"
+)))]
+fn close_all_but(keep: &[RawFd]) {
     // Collect first, close after: the directory stream has a descriptor of
-    // its own while it is read.
+    // its own while it is read. Linux's /proc/self/fd and macOS's /dev/fd
+    // list exactly the open descriptors.
     let open: Vec<RawFd> =
         match std::fs::read_dir("/proc/self/fd").or_else(|_| std::fs::read_dir("/dev/fd")) {
             Ok(dir) => dir
@@ -287,13 +427,40 @@ pub fn run_clean_child(keep: &[RawFd], body: impl FnOnce() -> std::convert::Infa
         };
     for fd in open {
         if keep.binary_search(&fd).is_err() {
-            // SAFETY: see the function's contract: nothing that owns `fd`
+            // SAFETY: run_clean_child's contract: nothing that owns `fd`
             // will run again in this process. EBADF (the directory's own
             // descriptor, already closed) is harmless.
             unsafe { libc::close(fd) };
         }
     }
-    match body() {}
+}
+
+/// Closes every descriptor not in `keep` (sorted and holding 0), for
+/// [`run_clean_child`], whose contract makes that sound.
+///
+/// /dev/fd cannot say what is open here: FreeBSD's holds only 0 to 2
+/// unless fdescfs(5) is mounted on it, and OpenBSD's and NetBSD's are
+/// fixed device nodes. So every number below the highest kept one is
+/// closed and the rest with closefrom(2) (OpenBSD; closefrom(3) on the
+/// others).
+#[cfg(any(
+    target_os = "freebsd",
+    target_os = "dragonfly",
+    target_os = "netbsd",
+    target_os = "openbsd"
+))]
+fn close_all_but(keep: &[RawFd]) {
+    let mut next = 0;
+    for &kept in keep {
+        for fd in next..kept {
+            // SAFETY: run_clean_child's contract: nothing that owns `fd`
+            // will run again in this process. EBADF (not open) is harmless.
+            unsafe { libc::close(fd) };
+        }
+        next = kept + 1;
+    }
+    // SAFETY: as above, for every descriptor from `next` on.
+    unsafe { libc::closefrom(next) };
 }
 
 /// The soft and hard limits on open descriptors (`RLIMIT_NOFILE`).
@@ -305,6 +472,9 @@ pub fn nofile_limit() -> io::Result<(u64, u64)> {
     let mut lim: libc::rlimit = unsafe { std::mem::zeroed() };
     // SAFETY: `lim` is a live rlimit the kernel writes.
     cvt(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) })?;
+    // rlim_t is u64 on Linux, macOS, NetBSD and OpenBSD but i64 on FreeBSD
+    // and DragonFly, where RLIM_INFINITY is i64::MAX.
+    #[allow(clippy::unnecessary_cast)]
     Ok((lim.rlim_cur as u64, lim.rlim_max as u64))
 }
 
@@ -832,9 +1002,10 @@ fn read_report(fd: &OwnedFd) -> io::Result<Option<(u32, i32)>> {
     let mut got = 0;
     while got < buf.len() {
         let rest = &mut buf[got..];
-        // SAFETY: `rest` is valid for `rest.len()` writable bytes.
-        let n =
-            cvt_r(|| unsafe { libc::read(fd.as_raw_fd(), rest.as_mut_ptr().cast(), rest.len()) })?;
+        let n = cvt_r(|| {
+            // SAFETY: `rest` is valid for `rest.len()` writable bytes.
+            unsafe { libc::read(fd.as_raw_fd(), rest.as_mut_ptr().cast(), rest.len()) }
+        })?;
         if n == 0 {
             break;
         }

@@ -13,7 +13,7 @@ use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::sync::Mutex;
 
-use crate::{cvt, Waker};
+use crate::{common::errno_location, cvt, Waker};
 
 /// Signals 1..=64 cover every realtime and standard signal on Linux and
 /// the BSDs.
@@ -23,18 +23,6 @@ static TARGET: [AtomicI32; SLOTS] = [const { AtomicI32::new(-1) }; SLOTS];
 static PENDING: [AtomicBool; SLOTS] = [const { AtomicBool::new(false) }; SLOTS];
 /// The disposition each watched signal had before, restored by [`unwatch`].
 static PREVIOUS: Mutex<Vec<(i32, libc::sigaction)>> = Mutex::new(Vec::new());
-
-#[cfg(any(target_os = "linux", target_os = "android"))]
-fn errno_location() -> *mut libc::c_int {
-    // SAFETY: returns the calling thread's errno slot; no preconditions.
-    unsafe { libc::__errno_location() }
-}
-
-#[cfg(not(any(target_os = "linux", target_os = "android")))]
-fn errno_location() -> *mut libc::c_int {
-    // SAFETY: returns the calling thread's errno slot; no preconditions.
-    unsafe { libc::__error() }
-}
 
 extern "C" fn on_signal(sig: libc::c_int) {
     // Only async-signal-safe work here: atomics and one syscall. errno is

@@ -17,6 +17,15 @@ use std::time::Duration;
 
 use crate::{cvt, cvt_r};
 
+/// The flags of every `send`/`sendmsg` on a socket. `MSG_NOSIGNAL` is a
+/// per-call flag (send(2) on Linux and the BSDs); macOS has no such flag
+/// and instead gets the per-socket option `SO_NOSIGPIPE` (getsockopt(2) of
+/// macOS) on every socket at creation and `accept`, so a socket made
+/// outside this module and attached would still raise `SIGPIPE` there (Rust
+/// programs ignore it anyway). The same "EPIPE, never a signal" path on
+/// Linux: tests/reliability_faults.rs
+/// `a_reset_in_the_middle_of_a_large_write_is_an_unbind_not_a_signal` and
+/// `a_unix_socket_peer_that_goes_away_mid_write_is_an_unbind_not_a_signal`.
 #[cfg(any(
     target_os = "linux",
     target_os = "android",
@@ -260,9 +269,8 @@ impl Socket {
                 libc::accept(self.raw(), std::ptr::null_mut(), std::ptr::null_mut())
             })?;
             // SAFETY: `fd` is a fresh descriptor that nothing else owns.
-            let s = Socket {
-                fd: unsafe { OwnedFd::from_raw_fd(fd) },
-            };
+            let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+            let s = Socket { fd };
             s.set_cloexec()?;
             s.set_nonblocking(true)?;
             s.setsockopt(libc::SOL_SOCKET, libc::SO_NOSIGPIPE, 1 as libc::c_int)?;
@@ -590,10 +598,11 @@ impl Socket {
             let mut off = libc::off_t::try_from(offset).map_err(|_| {
                 io::Error::new(io::ErrorKind::InvalidInput, "file offset out of range")
             })?;
-            // SAFETY: `off` is a live off_t the kernel updates; both fds are
-            // open for the call.
-            let n =
-                cvt_r(|| unsafe { libc::sendfile(self.raw(), file.as_raw_fd(), &mut off, count) })?;
+            let n = cvt_r(|| {
+                // SAFETY: `off` is a live off_t the kernel updates; both fds
+                // are open for the call.
+                unsafe { libc::sendfile(self.raw(), file.as_raw_fd(), &mut off, count) }
+            })?;
             Ok(n as usize)
         }
         #[cfg(not(any(target_os = "linux", target_os = "android")))]

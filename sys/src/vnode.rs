@@ -4,10 +4,10 @@
 //! [`watch_path`] opens the file and registers `EVFILT_VNODE` on a kqueue of
 //! its own, so a watch is one descriptor the reactor can watch for
 //! readability, as on Linux; [`read_events`] turns the notes that arrived
-//! into [`FileEvent`]s. No BSD or macOS target is installed on the
-//! project's machines: like `kqueue.rs`, this file is reviewed against its
-//! Linux counterpart and only type-checked in CI (`.ci/kqueue-check`).
-//! Change both together.
+//! into [`FileEvent`]s. No BSD or macOS machine runs it here: like
+//! `kqueue.rs`, this file is reviewed against its Linux counterpart and
+//! only type-checked and linted in CI (`.ci/cross-check`). Change both
+//! together.
 
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
@@ -23,7 +23,19 @@ const OPEN_FLAGS: libc::c_int = libc::O_EVTONLY | libc::O_CLOEXEC;
 #[cfg(not(any(target_os = "macos", target_os = "ios")))]
 const OPEN_FLAGS: libc::c_int = libc::O_RDONLY | libc::O_CLOEXEC;
 
-/// What `EVFILT_VNODE` is asked to report.
+/// What `EVFILT_VNODE` is asked to report (kqueue(2) of FreeBSD, NetBSD,
+/// OpenBSD and macOS list the same notes).
+///
+/// Where it differs from inotify: the watch is on the open descriptor, so
+/// it needs a file this user may open (read permission, or `O_EVTONLY` on
+/// macOS) and it follows the file through renames, as an inotify watch on
+/// the inode does. `NOTE_DELETE` comes when the file is unlinked although
+/// our descriptor keeps it alive, where inotify waits for the inode to go.
+/// `EV_CLEAR` folds every change since the last read into one set of
+/// notes, so [`read_events`] can only report them in a fixed order, not in
+/// the order they happened. Linux tests of the same paths: tests/filewatch.rs
+/// `modified_moved_deleted_then_unbound` (one change per turn, so each
+/// batch holds one) and `a_missing_file_is_an_error_and_unwatch_ends_the_watch`.
 const NOTES: u32 = libc::NOTE_WRITE
     | libc::NOTE_EXTEND
     | libc::NOTE_ATTRIB
