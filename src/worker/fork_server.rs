@@ -25,6 +25,7 @@ use super::wire::{Envelope, MAX_MESSAGE};
 use super::{Worker, WorkerContext, WorkerId, WorkerMessage, WorkerRegistry, Workers};
 use crate::codec::{FrameDecoder, HeaderFormat};
 use crate::connection::{CloseReason, Connection, Handler};
+use crate::log::log_line;
 use crate::reactor::Reactor;
 
 /// How long the fork server lets its workers finish once the master is gone
@@ -292,7 +293,7 @@ fn run_worker(worker: Box<dyn Worker>, req: StartRequest, channel: Socket) -> ! 
             Ok(file) => {
                 let _ = process::redirect_stdout_stderr(file.as_fd());
             }
-            Err(e) => eprintln!("worker {}: cannot open log file {path}: {e}", req.id),
+            Err(e) => log_line!("worker {}: cannot open log file {path}: {e}", req.id),
         }
     }
     let info = WorkerInfo {
@@ -411,7 +412,7 @@ impl Handler for WorkerSide {
             broken = Some(format!("bad frame from master: {e}"));
         }
         if let Some(why) = broken {
-            eprintln!("worker {}: {why}; exiting", self.info.id);
+            log_line!("worker {}: {why}; exiting", self.info.id);
             conn.close_connection();
         }
     }

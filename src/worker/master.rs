@@ -18,11 +18,12 @@ use serde::Serialize;
 
 use super::wire::{Envelope, MAX_MESSAGE};
 use super::{
-    AskId, FromWorker, MessageHook, ProxyFactory, RestartPolicy, WorkerError, WorkerId,
+    AskId, FromWorker, MessageHook, ProxyFactory, RestartPolicy, WorkerError, WorkerExit, WorkerId,
     WorkerMessage, WorkerProxy, WorkerReply, Workers,
 };
 use crate::codec::{FrameDecoder, HeaderFormat};
 use crate::connection::{CloseReason, ConnId, Connection, Handler};
+use crate::log::log_line;
 use crate::reactor::{Reactor, TimerId};
 
 /// Unsent bytes a worker's channel may hold before asks to it are refused
@@ -89,8 +90,9 @@ struct Instance {
     restarts: VecDeque<Instant>,
     options: Vec<u8>,
     proxy: Option<Box<dyn WorkerProxy>>,
-    /// How the process ended, once the fork server said.
-    exit: Option<String>,
+    /// How the process ended, once the fork server said, or what the
+    /// master decided before killing it (a protocol violation).
+    exit: Option<WorkerExit>,
     /// The channel closed before that report: why (see
     /// [`Master::channel_lost`]).
     closed: Option<String>,
@@ -144,7 +146,7 @@ struct RunningWaiter {
 enum ProxyEvent {
     Message(FromWorker),
     Started,
-    Exited(String),
+    Exited(WorkerExit),
 }
 
 pub(crate) struct Master {
@@ -302,6 +304,9 @@ impl Master {
             closed: None,
         });
         inst.state = State::Starting;
+        // The previous process's late exit report must not be taken for
+        // the new one's.
+        inst.pid = None;
         inst.options = options;
         inst.exit = None;
         inst.closed = None;
@@ -544,7 +549,7 @@ impl Master {
         }
         inst.backlog.clear();
         inst.outstanding = 0;
-        let reason = inst.exit.clone().unwrap_or(why);
+        let reason = inst.exit.clone().unwrap_or(WorkerExit::ChannelBroke(why));
         let failed: Vec<u64> = self
             .asks
             .iter()
@@ -554,8 +559,8 @@ impl Master {
         for ask_id in failed {
             if let Some(ask) = self.asks.remove(&ask_id) {
                 let err = WorkerError::Died {
-                    worker: id.to_string(),
-                    reason: reason.clone(),
+                    worker: id.clone(),
+                    exit: reason.clone(),
                 };
                 out.push(Delivery::Reply(ask.asker, Err(err)));
             }
@@ -695,7 +700,7 @@ fn deliver(reactor: &mut Reactor, deliveries: Vec<Delivery>) {
                     }
                 });
             }
-            Delivery::Log(id, text) => eprintln!("[{id}] {text}"),
+            Delivery::Log(id, text) => log_line!("[{id}] {text}"),
             Delivery::Running(callback, running) => callback(reactor, running),
         }
     }
@@ -735,11 +740,11 @@ impl Handler for ChannelHandler {
         if let Some(why) = broken {
             // A worker that breaks the protocol is not trusted to exit by
             // itself when its channel closes.
-            eprintln!("[{}] closing its channel: {why}", self.worker);
+            log_line!("[{}] closing its channel: {why}", self.worker);
             // Askers learn why the worker is gone.
             let pid = with_master(conn.reactor(), |m, _| {
                 let inst = m.instances.get_mut(&self.worker)?;
-                inst.exit = Some(format!("protocol violation: {why}"));
+                inst.exit = Some(WorkerExit::ProtocolViolation(why.clone()));
                 inst.pid
             })
             .flatten();
@@ -806,7 +811,7 @@ impl Handler for LinkHandler {
         with_master(conn.reactor(), |m, _| {
             m.link = None;
             if !m.shutting_down {
-                eprintln!("[workers] the fork server is gone ({reason}): workers cannot be started any more");
+                log_line!("[workers] the fork server is gone ({reason}): workers cannot be started any more");
             }
         });
     }
@@ -836,7 +841,7 @@ fn link_event(m: &mut Master, r: &mut Reactor, event: LinkEvent, out: &mut Vec<D
                 return;
             };
             let Some(fd) = fd else {
-                eprintln!("[{id}] the fork server sent no channel");
+                log_line!("[{id}] the fork server sent no channel");
                 let _ = packet_sys::process::kill(pid as i32, 9);
                 return;
             };
@@ -878,19 +883,21 @@ fn link_event(m: &mut Master, r: &mut Reactor, event: LinkEvent, out: &mut Vec<D
                 return;
             };
             if let Some(inst) = m.instances.get_mut(&id) {
-                inst.exit = Some(format!("could not start: {error}"));
+                inst.exit = Some(WorkerExit::StartFailed(error.clone()));
             }
             m.channel_closed(r, &id, error, out);
         }
         LinkEvent::Exited { pid, status } => {
             let how = if status < 0 {
-                format!("killed by signal {}", -status)
+                WorkerExit::Signaled(i32::try_from(-status).unwrap_or(i32::MAX))
             } else {
-                format!("exited with code {status}")
+                WorkerExit::Exited(i32::try_from(status).unwrap_or(i32::MAX))
             };
             let found = m.instances.iter_mut().find(|(_, i)| i.pid == Some(pid));
             let Some((id, inst)) = found else { return };
-            inst.exit = Some(how);
+            // What the master decided before killing it (a protocol
+            // violation) says more than the SIGKILL it sent.
+            inst.exit.get_or_insert(how);
             // Its channel closed first and is waiting for this report.
             if let Some(why) = inst.closed.take() {
                 let id = id.clone();
@@ -898,7 +905,7 @@ fn link_event(m: &mut Master, r: &mut Reactor, event: LinkEvent, out: &mut Vec<D
             }
         }
         LinkEvent::Garbage => {
-            eprintln!("[workers] ignoring a malformed message from the fork server")
+            log_line!("[workers] ignoring a malformed message from the fork server")
         }
     }
 }

@@ -165,9 +165,9 @@ pub enum WorkerError {
     /// The worker died or its channel closed before it replied.
     Died {
         /// Which worker.
-        worker: String,
-        /// How it ended, as far as the master knows.
-        reason: String,
+        worker: WorkerId,
+        /// How it ended.
+        exit: WorkerExit,
     },
     /// The worker is not reading: its channel holds more than the limit of
     /// unsent messages, so new asks are refused instead of queued.
@@ -187,8 +187,8 @@ impl fmt::Display for WorkerError {
             WorkerError::NotRegistered(n) => write!(f, "no worker named {n:?} is registered"),
             WorkerError::NotRunning(w) => write!(f, "worker {w} is not running"),
             WorkerError::AlreadyRunning(w) => write!(f, "worker {w} is already running"),
-            WorkerError::Died { worker, reason } => {
-                write!(f, "worker {worker} died before replying ({reason})")
+            WorkerError::Died { worker, exit } => {
+                write!(f, "worker {worker} died before replying ({exit})")
             }
             WorkerError::Busy(w) => write!(f, "worker {w} is not keeping up: its channel is full"),
             WorkerError::Message(e) => write!(f, "{e}"),
@@ -203,6 +203,39 @@ impl std::error::Error for WorkerError {}
 impl From<MessageError> for WorkerError {
     fn from(e: MessageError) -> Self {
         WorkerError::Message(e)
+    }
+}
+
+/// How a worker process ended, as the master decided it: the fork
+/// server's report of the process's exit wins over what the channel saw,
+/// so a worker killed by a signal is reported as such even when its
+/// channel's reset arrived first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum WorkerExit {
+    /// The process exited with this code.
+    Exited(i32),
+    /// A signal ended the process (9 for `SIGKILL`).
+    Signaled(i32),
+    /// The channel closed or failed, and no report of the process's exit
+    /// came (the fork server was gone, or too slow): what the channel saw.
+    ChannelBroke(String),
+    /// The worker sent something the wire format does not allow; the
+    /// master closed its channel and killed it.
+    ProtocolViolation(String),
+    /// The fork server could not start the process.
+    StartFailed(String),
+}
+
+impl fmt::Display for WorkerExit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            WorkerExit::Exited(code) => write!(f, "exited with code {code}"),
+            WorkerExit::Signaled(sig) => write!(f, "killed by signal {sig}"),
+            WorkerExit::ChannelBroke(why) => write!(f, "channel broke: {why}"),
+            WorkerExit::ProtocolViolation(why) => write!(f, "protocol violation: {why}"),
+            WorkerExit::StartFailed(why) => write!(f, "could not start: {why}"),
+        }
     }
 }
 
@@ -342,7 +375,8 @@ impl<'a, 'r> WorkerContext<'a, 'r> {
     }
 
     /// Sends a log line to the master, which hands it to the registered log
-    /// worker or writes it to its standard error (Packet's `Worker#log`).
+    /// worker or to its log hook ([`crate::log::set_log_hook`]; standard
+    /// error by default), Packet's `Worker#log`.
     pub fn log(&mut self, text: &str) {
         let mut out = Vec::new();
         wire::Envelope::Log { text }.encode(&mut out);
@@ -454,9 +488,9 @@ pub trait WorkerProxy: 'static {
         let _ = (reactor, worker);
     }
 
-    /// The worker's channel closed.
-    fn worker_exited(&mut self, reactor: &mut Reactor, worker: &WorkerId, reason: &str) {
-        let _ = (reactor, worker, reason);
+    /// The worker's process ended or its channel closed, for `exit`.
+    fn worker_exited(&mut self, reactor: &mut Reactor, worker: &WorkerId, exit: &WorkerExit) {
+        let _ = (reactor, worker, exit);
     }
 }
 
