@@ -35,8 +35,10 @@ const EXIT_GRACE: Duration = Duration::from_secs(5);
 /// Forks the fork server and returns the master's side of the link.
 pub(super) fn start(registry: WorkerRegistry) -> io::Result<Workers> {
     let (master_end, server_end) = Socket::pair()?;
+    let master = process::getpid();
     match process::fork_single_threaded()? {
         Fork::Child => {
+            become_helper_of(master);
             drop(master_end);
             // Whatever the master had open (listeners, files, other
             // workers' links) must not live on in the fork server and the
@@ -83,6 +85,22 @@ struct StartRequest {
     options: Vec<u8>,
 }
 
+/// The first thing a fork server or a worker does after its fork: signals
+/// sent to the whole process group (Ctrl-C, `timeout`, systemd stopping a
+/// unit) are ignored, because the master stops everything in order when it
+/// gets them; and the process dies with `parent` rather than outlive it as
+/// an orphan (Linux: `PR_SET_PDEATHSIG`; elsewhere the closed link or
+/// channel tells it).
+fn become_helper_of(parent: i32) {
+    if process::ignore_group_signals().is_err() {
+        process::exit_immediately(1);
+    }
+    if !process::die_with_parent(parent).unwrap_or(true) {
+        // The parent died before it could be watched.
+        process::exit_immediately(0);
+    }
+}
+
 fn serve(link: Socket, factories: Vec<(String, super::WorkerFactory)>) -> ! {
     // Blocking: this process has nothing else to do while a write waits,
     // and reads only follow a poll that found input.
@@ -94,6 +112,7 @@ fn serve(link: Socket, factories: Vec<(String, super::WorkerFactory)>) -> ! {
     let mut buf = vec![0u8; 64 * 1024];
     let mut link_open = true;
     let mut give_up_at: Option<Instant> = None;
+    let me = process::getpid();
     loop {
         if !link_open && children.is_empty() {
             process::exit_immediately(0);
@@ -211,6 +230,7 @@ fn serve(link: Socket, factories: Vec<(String, super::WorkerFactory)>) -> ! {
             };
             match process::fork_single_threaded() {
                 Ok(Fork::Child) => {
+                    become_helper_of(me);
                     // Nothing of the fork server's may stay open here.
                     drop(link);
                     drop(children);

@@ -926,3 +926,67 @@ pub fn splice(from: BorrowedFd<'_>, to: BorrowedFd<'_>, len: usize) -> io::Resul
         ))
     }
 }
+
+// ----- worker processes: signals belong to the master -----
+
+/// The signals a terminal (Ctrl-C, Ctrl-\, hang-up) or a kill of a whole
+/// process group (`timeout`, systemd's `KillMode=control-group`) sends to
+/// every process of the group at once.
+pub const GROUP_SIGNALS: [i32; 4] = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGQUIT];
+
+/// Ignores every signal of [`GROUP_SIGNALS`] in this process, so that only
+/// its parent decides when it stops. For a freshly forked helper process
+/// (a fork server, a worker); the ignored dispositions survive `fork` and
+/// `execve`.
+///
+/// # Errors
+/// `EINVAL` from `sigaction`, which these numbers cannot cause.
+pub fn ignore_group_signals() -> io::Result<()> {
+    // SAFETY: all-zero is valid storage for a sigaction; the fields that
+    // matter are set below.
+    let mut ignore: libc::sigaction = unsafe { std::mem::zeroed() };
+    ignore.sa_sigaction = libc::SIG_IGN;
+    // SAFETY: `sa_mask` is a live sigset_t.
+    unsafe { libc::sigemptyset(&mut ignore.sa_mask) };
+    for sig in GROUP_SIGNALS {
+        // SAFETY: `ignore` is a valid SIG_IGN action; the old one is not
+        // wanted.
+        cvt(unsafe { libc::sigaction(sig, &ignore, std::ptr::null_mut()) })?;
+    }
+    Ok(())
+}
+
+/// The parent process's id.
+pub fn getppid() -> i32 {
+    // SAFETY: getppid cannot fail.
+    unsafe { libc::getppid() }
+}
+
+/// Arranges for this process to be killed (`SIGKILL`) when its parent dies,
+/// and returns whether `parent` is still its parent — `false` when it
+/// died before the arrangement was made, and the caller should exit.
+///
+/// On Linux this is `PR_SET_PDEATHSIG`, which fires when the parent
+/// *thread* that forked this process ends, so fork from a thread that
+/// lives as long as the child should. Elsewhere nothing is armed and the
+/// caller must notice the parent's death otherwise (a closed socket).
+///
+/// # Errors
+/// `EINVAL` from `prctl`, which `SIGKILL` cannot cause.
+pub fn die_with_parent(parent: i32) -> io::Result<bool> {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    {
+        // SAFETY: PR_SET_PDEATHSIG takes a signal number in the second
+        // argument; the others are unused and passed as 0.
+        cvt(unsafe {
+            libc::prctl(
+                libc::PR_SET_PDEATHSIG,
+                libc::SIGKILL as libc::c_ulong,
+                0 as libc::c_ulong,
+                0 as libc::c_ulong,
+                0 as libc::c_ulong,
+            )
+        })?;
+    }
+    Ok(getppid() == parent)
+}
