@@ -548,22 +548,33 @@ impl Reactor {
         Ok(())
     }
 
-    /// Stops the reactor gracefully: closes every server at once, lets every
-    /// connection write what it has queued and close (workers are told to
-    /// exit the same way), and stops once no connection is left or `within`
-    /// has passed, whichever comes first. What a server does on `SIGTERM`.
+    /// Stops the reactor gracefully: closes every server at once; lets asks
+    /// in flight to workers finish and their replies reach the askers
+    /// (asks left at `within` fail with `WorkerError::Stopping`); then lets
+    /// every connection write what it has queued and close (workers exit
+    /// the same way, and are reaped), and stops once no connection is left
+    /// or `within` has passed, whichever comes first. What a server does on
+    /// `SIGTERM`.
     pub fn stop_gracefully(&mut self, within: Duration) {
+        // While asks are in flight, the connections waiting for them stay
+        // open; the worker system calls this again once they are done.
         #[cfg(feature = "workers")]
-        self.workers_shutting_down();
+        let keep_connections = self.workers_draining(within);
+        #[cfg(not(feature = "workers"))]
+        let keep_connections = false;
         for token in self.sources.tokens() {
             match self.sources.get(token) {
                 Some(Source::Listener(_)) => {
                     self.stop_server(ServerId(token));
                 }
+                Some(Source::Conn(_)) if keep_connections => {}
                 Some(Source::Conn(_)) => self.close_connection(ConnId(token), true),
                 // Watched descriptors are the user's: they end with the stop.
                 Some(Source::Watch(_)) | None => {}
             }
+        }
+        if keep_connections {
+            return;
         }
         let deadline = self.now() + within;
         let check = move |r: &mut Reactor, id: TimerId| {

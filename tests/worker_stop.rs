@@ -10,8 +10,8 @@
 
 mod util;
 
-use std::io::{self, BufRead, BufReader};
-use std::net::SocketAddr;
+use std::io::{self, BufRead, BufReader, Write};
+use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -96,7 +96,6 @@ fn serve(stop_within: Duration) -> io::Result<()> {
 /// A server process of this binary, the leader of its own process group.
 struct Server {
     child: Child,
-    #[allow(dead_code)]
     addr: SocketAddr,
     /// The master, the fork server and the workers, as started.
     tree: Vec<u32>,
@@ -178,6 +177,78 @@ fn a_killed_master_takes_the_fork_server_and_workers_with_it(_: ()) {
     );
 }
 
+/// Writes `lines` at once, and returns the connection once the first
+/// answer arrived (so the master has read the lines and asked).
+fn ask_lines(addr: SocketAddr, lines: &[u64]) -> (BufReader<TcpStream>, String) {
+    let mut stream = util::client(addr);
+    let text: String = lines.iter().map(|ms| format!("{ms}\n")).collect();
+    stream.write_all(text.as_bytes()).unwrap();
+    let mut reader = BufReader::new(stream);
+    let mut first = String::new();
+    reader.read_line(&mut first).unwrap();
+    (reader, first)
+}
+
+/// Every line until end of stream.
+fn read_to_end(reader: BufReader<TcpStream>) -> Vec<String> {
+    reader.lines().map(|l| l.unwrap()).collect()
+}
+
+/// `n` lines asking for `ms` each, after one answered at once; the signal
+/// goes out once that first answer is back, so the master has read every
+/// line and the other asks are in flight.
+fn stop_with_asks_in_flight(
+    stop_within: Duration,
+    n: usize,
+    ms: u64,
+    sig: &str,
+    group: bool,
+) -> Vec<String> {
+    let server = Server::start(stop_within);
+    let mut lines = vec![0];
+    lines.extend(std::iter::repeat(ms).take(n));
+    let (reader, first) = ask_lines(server.addr, &lines);
+    assert_eq!(first, "ok 0\n");
+    util::send_signal(server.pid(), sig, group);
+    let answers = read_to_end(reader);
+    let (clean, tree) = server.wait();
+    assert!(clean, "the master did not exit with 0");
+    assert_all_gone(&tree);
+    answers
+}
+
+fn group_sigterm_with_asks_in_flight_answers_every_ask_and_leaves_no_process(_: ()) {
+    // Workers ignore the group's SIGTERM and the master drains: every ask
+    // in flight is answered, by the worker it went to.
+    let answers = stop_with_asks_in_flight(Duration::from_secs(60), 40, 300, "TERM", true);
+    assert_eq!(answers.len(), 40, "{answers:?}");
+    assert!(answers.iter().all(|a| a == "ok 300"), "{answers:?}");
+}
+
+fn sigterm_with_500_asks_in_flight_gets_500_replies_or_errors(_: ()) {
+    let answers = stop_with_asks_in_flight(Duration::from_secs(60), 500, 200, "TERM", false);
+    assert_eq!(answers.len(), 500, "none may be silent");
+    assert!(
+        answers
+            .iter()
+            .all(|a| a == "ok 200" || a.starts_with("error: ")),
+        "{answers:?}"
+    );
+}
+
+fn asks_that_outlast_the_stop_deadline_fail_with_stopping(_: ()) {
+    // A minute's work each against a 300 ms stop: each ask gets an error
+    // its handler sees, then the tree still stops and is reaped.
+    let answers = stop_with_asks_in_flight(Duration::from_millis(300), 20, 60_000, "TERM", false);
+    assert_eq!(answers.len(), 20, "{answers:?}");
+    assert!(
+        answers
+            .iter()
+            .all(|a| a.starts_with("error: the reactor is stopping: worker slow[")),
+        "{answers:?}"
+    );
+}
+
 // ----- runner -----
 
 fn main() {
@@ -198,6 +269,18 @@ fn main() {
         (
             "a_killed_master_takes_the_fork_server_and_workers_with_it",
             a_killed_master_takes_the_fork_server_and_workers_with_it,
+        ),
+        (
+            "group_sigterm_with_asks_in_flight_answers_every_ask_and_leaves_no_process",
+            group_sigterm_with_asks_in_flight_answers_every_ask_and_leaves_no_process,
+        ),
+        (
+            "sigterm_with_500_asks_in_flight_gets_500_replies_or_errors",
+            sigterm_with_500_asks_in_flight_gets_500_replies_or_errors,
+        ),
+        (
+            "asks_that_outlast_the_stop_deadline_fail_with_stopping",
+            asks_that_outlast_the_stop_deadline_fail_with_stopping,
         ),
     ];
     util::run_forking_tests(tests, || ())

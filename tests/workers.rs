@@ -616,13 +616,7 @@ fn kill_9_under_load_fails_asks_and_the_worker_comes_back(workers: Workers) {
                             _,
                         ) => t.died += 1,
                         // Asks in flight when the test stops the reactor.
-                        (
-                            Err(WorkerError::Died {
-                                exit: WorkerExit::ChannelBroke(why),
-                                ..
-                            }),
-                            _,
-                        ) if why == "reactor stopped" && t.ok_after >= 20 => {}
+                        (Err(WorkerError::Stopping { .. }), _) if t.ok_after >= 20 => {}
                         (Err(e), _) => panic!("unexpected error: {e}"),
                     }
                 });

@@ -39,6 +39,9 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// follows within a millisecond; this bounds the wait if it never comes.
 const EXIT_REPORT_WAIT: Duration = Duration::from_secs(1);
 
+/// How often a graceful stop looks whether the asks in flight are done.
+const DRAIN_CHECK: Duration = Duration::from_millis(5);
+
 /// The master-side settings of one registered worker type.
 pub(crate) struct SpecConfig {
     pub(crate) pool: usize,
@@ -162,6 +165,9 @@ pub(crate) struct Master {
     asks: HashMap<u64, Ask>,
     results: HashMap<WorkerId, WorkerMessage>,
     shutting_down: bool,
+    /// A graceful stop waits for the asks in flight: new asks are refused
+    /// and dead workers are not restarted.
+    draining: bool,
     /// Turns taken among equally busy pool instances.
     turn: usize,
     waiters: Vec<RunningWaiter>,
@@ -325,6 +331,10 @@ impl Master {
         payload: &[u8],
         fd: Option<OwnedFd>,
     ) -> Result<u64, (WorkerError, Asker)> {
+        if self.draining || self.shutting_down {
+            let worker = name.to_string();
+            return Err((WorkerError::Stopping { worker }, asker));
+        }
         let id = match self.pick(name, key, fd.is_some()) {
             Ok(id) => id,
             Err(e) => return Err((e, asker)),
@@ -572,7 +582,7 @@ impl Master {
                 ProxyEvent::Exited(reason.clone()),
             ));
         }
-        if inst.state == State::Stopping || self.shutting_down {
+        if inst.state == State::Stopping || self.shutting_down || self.draining {
             if !self.shutting_down {
                 self.instances.remove(id);
             }
@@ -618,7 +628,7 @@ impl Master {
                         let Some(inst) = m.instances.get(&id) else {
                             return;
                         };
-                        if inst.state != State::Restarting || m.shutting_down {
+                        if inst.state != State::Restarting || m.shutting_down || m.draining {
                             return;
                         }
                         let options = inst.options.clone();
@@ -630,6 +640,26 @@ impl Master {
                     });
                 });
             }
+        }
+    }
+}
+
+impl Master {
+    /// Fails every ask still waiting for a reply with
+    /// [`WorkerError::Stopping`]: the reactor stops before they can finish.
+    fn fail_all_asks(&mut self, out: &mut Vec<Delivery>) {
+        for inst in self.instances.values_mut() {
+            inst.outstanding = 0;
+        }
+        let mut asks: Vec<(u64, Ask)> = self.asks.drain().collect();
+        // In the order they were made, so each asker sees its own order.
+        asks.sort_unstable_by_key(|(id, _)| *id);
+        for (_, ask) in asks {
+            let worker = ask.worker.to_string();
+            out.push(Delivery::Reply(
+                ask.asker,
+                Err(WorkerError::Stopping { worker }),
+            ));
         }
     }
 }
@@ -960,6 +990,7 @@ impl Reactor {
             asks: HashMap::new(),
             results: HashMap::new(),
             shutting_down: false,
+            draining: false,
             turn: 0,
             waiters: Vec::new(),
             next_waiter: 0,
@@ -1236,10 +1267,68 @@ impl Reactor {
     }
 
     /// Marks the worker system as shutting down, before the reactor closes
-    /// every connection: closing channels then restarts nothing.
+    /// every connection: asks still waiting fail with
+    /// [`WorkerError::Stopping`] (callbacks hear it now; connections only
+    /// if they are still open), and closing channels restarts nothing.
     pub(crate) fn workers_shutting_down(&mut self) {
-        if let Some(m) = self.workers.as_mut() {
+        let mut out = Vec::new();
+        with_master(self, |m, _| {
             m.shutting_down = true;
+            m.fail_all_asks(&mut out);
+        });
+        deliver(self, out);
+    }
+
+    /// The worker part of [`Reactor::stop_gracefully`], called before it
+    /// closes anything: whether the connections must stay open because asks
+    /// are in flight. If so, new asks are refused from now on, and once the
+    /// asks in flight are answered — or `within` has passed, failing the
+    /// rest with [`WorkerError::Stopping`] — and their replies have been
+    /// handed to the askers, `stop_gracefully` is called again for the time
+    /// left, which closes every connection: channels too, so workers exit,
+    /// the fork server follows, and the reactor's shutdown reaps it.
+    pub(crate) fn workers_draining(&mut self, within: Duration) -> bool {
+        let Some(m) = self.workers.as_mut() else {
+            return false;
+        };
+        if m.shutting_down {
+            return false;
         }
+        if m.draining {
+            // A second stop while draining: the first one's deadline holds.
+            return true;
+        }
+        if m.asks.is_empty() {
+            m.shutting_down = true;
+            return false;
+        }
+        m.draining = true;
+        let deadline = self.now() + within;
+        // Set once no ask is left: the next tick, after the replies handed
+        // over meanwhile were written to their connections, closes all.
+        let mut drained = false;
+        self.add_periodic_timer(DRAIN_CHECK, move |r, timer| {
+            if drained {
+                r.cancel_timer(timer);
+                if let Some(m) = r.workers.as_mut() {
+                    m.draining = false;
+                    m.shutting_down = true;
+                }
+                let left = deadline.saturating_duration_since(r.now());
+                r.stop_gracefully(left);
+                return;
+            }
+            let mut out = Vec::new();
+            let now = r.now();
+            drained = with_master(r, |m, _| {
+                if !m.asks.is_empty() && now >= deadline {
+                    m.fail_all_asks(&mut out);
+                }
+                m.asks.is_empty()
+            })
+            .unwrap_or(true);
+            deliver(r, out);
+        });
+        true
     }
 }

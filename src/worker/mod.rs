@@ -179,6 +179,13 @@ pub enum WorkerError {
     /// The registry is not attached to this reactor, or the fork server is
     /// gone.
     NoWorkers,
+    /// The reactor is stopping: the ask was made during a graceful stop,
+    /// or was still waiting for its reply when the stop's deadline passed
+    /// or the reactor stopped.
+    Stopping {
+        /// The worker asked.
+        worker: String,
+    },
 }
 
 impl fmt::Display for WorkerError {
@@ -194,6 +201,12 @@ impl fmt::Display for WorkerError {
             WorkerError::Message(e) => write!(f, "{e}"),
             WorkerError::Failed(e) => write!(f, "worker failed: {e}"),
             WorkerError::NoWorkers => f.write_str("no workers are attached to this reactor"),
+            WorkerError::Stopping { worker } => {
+                write!(
+                    f,
+                    "the reactor is stopping: worker {worker} will not answer"
+                )
+            }
         }
     }
 }
