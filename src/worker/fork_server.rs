@@ -425,6 +425,13 @@ impl Handler for WorkerSide {
                     );
                 }
                 Envelope::Exit => conn.close_connection_after_writing(),
+                // Answered by the reactor, not the worker: a worker whose
+                // loop turns is alive, even inside a long ask.
+                Envelope::Ping => {
+                    let mut out = Vec::new();
+                    Envelope::Pong.encode(&mut out);
+                    conn.send_data(&out);
+                }
                 other => broken = Some(format!("unexpected message from master: {other:?}")),
             }
         });

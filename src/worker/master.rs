@@ -52,6 +52,8 @@ pub(crate) struct SpecConfig {
     pub(crate) on_message: Option<MessageHook>,
     pub(crate) log_file: Option<PathBuf>,
     pub(crate) options: Vec<u8>,
+    pub(crate) ask_timeout: Option<Duration>,
+    pub(crate) heartbeat: Option<Duration>,
 }
 
 impl Default for SpecConfig {
@@ -66,6 +68,8 @@ impl Default for SpecConfig {
             log_file: None,
             // postcard's encoding of `()`.
             options: Vec::new(),
+            ask_timeout: None,
+            heartbeat: None,
         }
     }
 }
@@ -99,6 +103,8 @@ struct Instance {
     /// The channel closed before that report: why (see
     /// [`Master::channel_lost`]).
     closed: Option<String>,
+    /// When the heartbeat ping now unanswered was sent.
+    ping_sent: Option<Instant>,
 }
 
 type ReplyCallback = Box<dyn FnOnce(&mut Reactor, WorkerReply)>;
@@ -122,6 +128,8 @@ enum Asker {
 struct Ask {
     worker: WorkerId,
     asker: Asker,
+    /// When it fails with [`WorkerError::Timeout`], and its timeout.
+    deadline: Option<(Instant, Duration)>,
 }
 
 /// What to do with user code once the state is back in the reactor.
@@ -172,6 +180,11 @@ pub(crate) struct Master {
     turn: usize,
     waiters: Vec<RunningWaiter>,
     next_waiter: u64,
+    /// The one timer that fails asks past their deadline, and when it
+    /// fires: the earliest deadline when it was armed. One timer for all
+    /// asks, re-armed only when it fires or an earlier deadline comes, so
+    /// an ask costs no timer operation.
+    sweep: Option<(Instant, TimerId)>,
 }
 
 impl Drop for Master {
@@ -308,6 +321,7 @@ impl Master {
             proxy: None,
             exit: None,
             closed: None,
+            ping_sent: None,
         });
         inst.state = State::Starting;
         // The previous process's late exit report must not be taken for
@@ -316,12 +330,16 @@ impl Master {
         inst.options = options;
         inst.exit = None;
         inst.closed = None;
+        inst.ping_sent = None;
         if inst.proxy.is_none() {
             inst.proxy = proxy;
         }
         Ok(())
     }
 
+    // Each argument is one independent part of an ask; bundling them would
+    // only move the list into a struct built at each of the four callers.
+    #[allow(clippy::too_many_arguments)]
     fn ask(
         &mut self,
         reactor: &mut Reactor,
@@ -330,6 +348,7 @@ impl Master {
         key: Option<&str>,
         payload: &[u8],
         fd: Option<OwnedFd>,
+        timeout: Option<Duration>,
     ) -> Result<u64, (WorkerError, Asker)> {
         if self.draining || self.shutting_down {
             let worker = name.to_string();
@@ -339,6 +358,7 @@ impl Master {
             Ok(id) => id,
             Err(e) => return Err((e, asker)),
         };
+        let timeout = timeout.or_else(|| self.spec(name).and_then(|s| s.ask_timeout));
         let inst = self.instances.get_mut(&id).expect("picked instances exist");
         if let Some(ch) = inst.channel {
             if reactor.outbound_len(ch) > CHANNEL_LIMIT {
@@ -383,7 +403,18 @@ impl Master {
         }
         if ask_id != 0 {
             inst.outstanding += 1;
-            self.asks.insert(ask_id, Ask { worker: id, asker });
+            let deadline = timeout.map(|t| (reactor.now() + t, t));
+            self.asks.insert(
+                ask_id,
+                Ask {
+                    worker: id,
+                    asker,
+                    deadline,
+                },
+            );
+            if let Some((due, _)) = deadline {
+                self.arm_sweep(reactor, due);
+            }
         }
         Ok(ask_id)
     }
@@ -454,6 +485,7 @@ impl Master {
                             None,
                             payload.as_bytes(),
                             None,
+                            None,
                         )
                         .is_err()
                     {
@@ -479,6 +511,7 @@ impl Master {
                     key,
                     payload,
                     None,
+                    None,
                 ) {
                     let mut frame = Vec::new();
                     Envelope::Failed {
@@ -487,6 +520,11 @@ impl Master {
                     }
                     .encode(&mut frame);
                     reactor.send_data_to(channel, &frame);
+                }
+            }
+            Envelope::Pong => {
+                if let Some(i) = self.instances.get_mut(from) {
+                    i.ping_sent = None;
                 }
             }
             other => return Err(format!("message not allowed from a worker: kind {other:?}")),
@@ -645,6 +683,95 @@ impl Master {
 }
 
 impl Master {
+    /// Makes sure the sweep fires by `due`.
+    fn arm_sweep(&mut self, reactor: &mut Reactor, due: Instant) {
+        if self.sweep.is_some_and(|(at, _)| at <= due) {
+            return;
+        }
+        if let Some((_, timer)) = self.sweep.take() {
+            reactor.cancel_timer(timer);
+        }
+        let timer = reactor.add_timer(due.saturating_duration_since(reactor.now()), |r| {
+            let mut out = Vec::new();
+            with_master(r, |m, r| {
+                m.sweep = None;
+                m.expire_asks(r, &mut out);
+            });
+            deliver(r, out);
+        });
+        self.sweep = Some((due, timer));
+    }
+
+    /// Fails the asks past their deadline with [`WorkerError::Timeout`] and
+    /// arms the sweep for the earliest deadline left.
+    fn expire_asks(&mut self, reactor: &mut Reactor, out: &mut Vec<Delivery>) {
+        let now = reactor.now();
+        let mut expired = Vec::new();
+        let mut next: Option<Instant> = None;
+        for (id, ask) in &self.asks {
+            match ask.deadline {
+                Some((due, _)) if due <= now => expired.push(*id),
+                Some((due, _)) => next = Some(next.map_or(due, |n| n.min(due))),
+                None => {}
+            }
+        }
+        // In the order they were made, so each asker sees its own order.
+        expired.sort_unstable();
+        for id in expired {
+            let Some(ask) = self.asks.remove(&id) else {
+                continue;
+            };
+            if let Some(i) = self.instances.get_mut(&ask.worker) {
+                i.outstanding = i.outstanding.saturating_sub(1);
+            }
+            let after = ask.deadline.map_or(Duration::ZERO, |(_, t)| t);
+            let err = WorkerError::Timeout {
+                worker: ask.worker,
+                after,
+            };
+            out.push(Delivery::Reply(ask.asker, Err(err)));
+        }
+        if let Some(due) = next {
+            self.arm_sweep(reactor, due);
+        }
+    }
+
+    /// One heartbeat round: pings each running instance of a worker type
+    /// with a heartbeat that has no ping outstanding, and kills each whose
+    /// ping has waited longer than its heartbeat's timeout.
+    fn heartbeat_tick(&mut self, reactor: &mut Reactor) {
+        let now = reactor.now();
+        for (id, inst) in &mut self.instances {
+            let Some(limit) = self
+                .specs
+                .iter()
+                .find(|(n, _)| *n == id.name)
+                .and_then(|(_, c)| c.heartbeat)
+            else {
+                continue;
+            };
+            let (State::Running, Some(ch), Some(pid)) = (inst.state, inst.channel, inst.pid) else {
+                continue;
+            };
+            match inst.ping_sent {
+                None => {
+                    let mut frame = Vec::new();
+                    Envelope::Ping.encode(&mut frame);
+                    reactor.send_data_to(ch, &frame);
+                    inst.ping_sent = Some(now);
+                }
+                Some(sent) if now.duration_since(sent) >= limit && inst.exit.is_none() => {
+                    log_line!("[{id}] no answer to a heartbeat within {limit:?}: killing it");
+                    inst.exit = Some(WorkerExit::Unresponsive(limit));
+                    // Its channel closes with the process, which fails its
+                    // asks with the reason set here and restarts it.
+                    let _ = packet_sys::process::kill(pid as i32, 9);
+                }
+                Some(_) => {}
+            }
+        }
+    }
+
     /// Fails every ask still waiting for a reply with
     /// [`WorkerError::Stopping`]: the reactor stops before they can finish.
     fn fail_all_asks(&mut self, out: &mut Vec<Delivery>) {
@@ -977,6 +1104,7 @@ impl Reactor {
                 })
             })
             .collect();
+        let heartbeat = specs.iter().filter_map(|(_, c)| c.heartbeat).min();
         self.workers = Some(Box::new(Master {
             link: Some(link),
             fork_server: std::mem::replace(&mut workers.fork_server, 0),
@@ -994,7 +1122,14 @@ impl Reactor {
             turn: 0,
             waiters: Vec::new(),
             next_waiter: 0,
+            sweep: None,
         }));
+        if let Some(limit) = heartbeat {
+            let every = (limit / 4).max(Duration::from_millis(10));
+            self.add_periodic_timer(every, |r, _| {
+                with_master(r, |m, r| m.heartbeat_tick(r));
+            });
+        }
         for (id, options) in auto {
             let started = with_master(self, |m, r| m.start_instance(r, id, options));
             if let Some(Err(e)) = started {
@@ -1089,6 +1224,33 @@ impl Reactor {
             key,
             payload.as_bytes(),
             None,
+            None,
+        )
+        .map(|_| ())
+    }
+
+    /// [`Reactor::ask_worker_with`], but `callback` gets
+    /// [`WorkerError::Timeout`] if no reply came within `timeout` (instead
+    /// of the worker type's [`super::WorkerSpec::ask_timeout`]).
+    ///
+    /// # Errors
+    /// As [`Reactor::ask_worker_with`].
+    pub fn ask_worker_with_timeout<T: Serialize + ?Sized>(
+        &mut self,
+        name: &str,
+        key: Option<&str>,
+        message: &T,
+        timeout: Duration,
+        callback: impl FnOnce(&mut Reactor, WorkerReply) + 'static,
+    ) -> Result<(), WorkerError> {
+        let payload = WorkerMessage::encode(message)?;
+        self.ask_raw(
+            Asker::Callback(Box::new(callback)),
+            name,
+            key,
+            payload.as_bytes(),
+            None,
+            Some(timeout),
         )
         .map(|_| ())
     }
@@ -1104,7 +1266,7 @@ impl Reactor {
         message: &T,
     ) -> Result<(), WorkerError> {
         let payload = WorkerMessage::encode(message)?;
-        self.ask_raw(Asker::Nobody, name, key, payload.as_bytes(), None)
+        self.ask_raw(Asker::Nobody, name, key, payload.as_bytes(), None, None)
             .map(|_| ())
     }
 
@@ -1123,7 +1285,7 @@ impl Reactor {
         message: &T,
     ) -> Result<(), WorkerError> {
         let payload = WorkerMessage::encode(message)?;
-        self.ask_raw(Asker::Nobody, name, key, payload.as_bytes(), Some(fd))
+        self.ask_raw(Asker::Nobody, name, key, payload.as_bytes(), Some(fd), None)
             .map(|_| ())
     }
 
@@ -1134,7 +1296,7 @@ impl Reactor {
         key: Option<&str>,
         payload: &[u8],
     ) -> Result<AskId, WorkerError> {
-        self.ask_raw(Asker::Conn(conn, AskId(0)), name, key, payload, None)
+        self.ask_raw(Asker::Conn(conn, AskId(0)), name, key, payload, None, None)
             .map(AskId)
     }
 
@@ -1145,8 +1307,11 @@ impl Reactor {
         key: Option<&str>,
         payload: &[u8],
         fd: Option<OwnedFd>,
+        timeout: Option<Duration>,
     ) -> Result<u64, WorkerError> {
-        match with_master(self, |m, r| m.ask(r, asker, name, key, payload, fd)) {
+        match with_master(self, |m, r| {
+            m.ask(r, asker, name, key, payload, fd, timeout)
+        }) {
             None => Err(WorkerError::NoWorkers),
             Some(Ok(id)) => Ok(id),
             Some(Err((e, _))) => Err(e),
@@ -1330,5 +1495,27 @@ impl Reactor {
             deliver(r, out);
         });
         true
+    }
+}
+
+impl Connection<'_> {
+    /// [`Connection::ask_worker_keyed`], but the reply is
+    /// [`WorkerError::Timeout`] if none came within `timeout` (instead of
+    /// the worker type's [`super::WorkerSpec::ask_timeout`]).
+    ///
+    /// # Errors
+    /// As [`Connection::ask_worker`].
+    pub fn ask_worker_with_timeout<T: Serialize + ?Sized>(
+        &mut self,
+        name: &str,
+        key: Option<&str>,
+        message: &T,
+        timeout: Duration,
+    ) -> Result<AskId, WorkerError> {
+        let payload = WorkerMessage::encode(message)?;
+        let asker = Asker::Conn(self.id(), AskId(0));
+        self.reactor()
+            .ask_raw(asker, name, key, payload.as_bytes(), None, Some(timeout))
+            .map(AskId)
     }
 }

@@ -186,6 +186,14 @@ pub enum WorkerError {
         /// The worker asked.
         worker: String,
     },
+    /// No reply within the ask's timeout ([`WorkerSpec::ask_timeout`], or
+    /// the one given to the ask). A reply that comes later is dropped.
+    Timeout {
+        /// The worker asked.
+        worker: WorkerId,
+        /// The timeout that passed.
+        after: Duration,
+    },
 }
 
 impl fmt::Display for WorkerError {
@@ -201,6 +209,9 @@ impl fmt::Display for WorkerError {
             WorkerError::Message(e) => write!(f, "{e}"),
             WorkerError::Failed(e) => write!(f, "worker failed: {e}"),
             WorkerError::NoWorkers => f.write_str("no workers are attached to this reactor"),
+            WorkerError::Timeout { worker, after } => {
+                write!(f, "worker {worker} did not answer within {after:?}")
+            }
             WorkerError::Stopping { worker } => {
                 write!(
                     f,
@@ -238,6 +249,9 @@ pub enum WorkerExit {
     ProtocolViolation(String),
     /// The fork server could not start the process.
     StartFailed(String),
+    /// It did not answer a heartbeat within this long
+    /// ([`WorkerSpec::heartbeat`]), so the master killed it.
+    Unresponsive(Duration),
 }
 
 impl fmt::Display for WorkerExit {
@@ -248,6 +262,12 @@ impl fmt::Display for WorkerExit {
             WorkerExit::ChannelBroke(why) => write!(f, "channel broke: {why}"),
             WorkerExit::ProtocolViolation(why) => write!(f, "protocol violation: {why}"),
             WorkerExit::StartFailed(why) => write!(f, "could not start: {why}"),
+            WorkerExit::Unresponsive(after) => {
+                write!(
+                    f,
+                    "no answer to a heartbeat within {after:?}, so it was killed"
+                )
+            }
         }
     }
 }
@@ -569,6 +589,28 @@ impl WorkerSpec {
     /// times a minute at most).
     pub fn restart(mut self, policy: RestartPolicy) -> WorkerSpec {
         self.config.restart = policy;
+        self
+    }
+
+    /// Fails every ask to this worker that has no reply after `timeout`
+    /// with [`WorkerError::Timeout`] (default: asks wait as long as the
+    /// worker lives). An ask can set its own with
+    /// [`Reactor::ask_worker_with_timeout`] or
+    /// [`Connection::ask_worker_with_timeout`]. The worker is left alone:
+    /// see [`WorkerSpec::heartbeat`] for one that is stuck.
+    pub fn ask_timeout(mut self, timeout: Duration) -> WorkerSpec {
+        self.config.ask_timeout = Some(timeout);
+        self
+    }
+
+    /// Checks that each instance is alive (Unicorn's `timeout`): the master
+    /// pings it every quarter of `timeout` and an instance whose reactor
+    /// does not answer within `timeout` — stopped, hung, or blocking its
+    /// loop in a long computation — is killed; its asks fail with
+    /// [`WorkerError::Died`] and [`WorkerExit::Unresponsive`], and its
+    /// restart policy applies. Off by default.
+    pub fn heartbeat(mut self, timeout: Duration) -> WorkerSpec {
+        self.config.heartbeat = Some(timeout);
         self
     }
 

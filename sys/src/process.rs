@@ -868,6 +868,10 @@ pub fn process_exists(pid: i32) -> bool {
 /// `SIGKILL`, for [`kill`]: ends a process at once; it cannot be caught.
 pub const SIGKILL: i32 = libc::SIGKILL;
 
+/// `SIGSTOP`, for [`kill`]: stops a process until `SIGCONT` (or its
+/// death); it cannot be caught. A hung process, for tests.
+pub const SIGSTOP: i32 = libc::SIGSTOP;
+
 /// A non-blocking, close-on-exec pipe: `(read end, write end)`.
 ///
 /// # Errors

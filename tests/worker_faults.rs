@@ -1,0 +1,205 @@
+//! Workers against stalls and dead helpers, over real processes: asks that
+//! outlive their timeout, a worker stopped with SIGSTOP (its asks time out
+//! and the heartbeat replaces it), and a fork server killed with SIGKILL
+//! (replaced, after which killed workers come back again).
+//!
+//! `harness = false`, as `tests/workers.rs`: every test's fork server
+//! starts at the top of `main` while the process is single-threaded; the
+//! tests run one after another.
+
+mod util;
+
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::time::Duration;
+
+use packet::worker::{
+    Replier, Worker, WorkerContext, WorkerError, WorkerExit, WorkerMessage, WorkerRegistry,
+    WorkerReply, WorkerSpec, Workers,
+};
+use packet::Reactor;
+use util::run_with_workers as run;
+
+/// Replies with the number of milliseconds it was sent, after as many
+/// milliseconds, on a timer: its reactor answers heartbeats meanwhile.
+struct Slow;
+impl Worker for Slow {
+    fn receive_data(&mut self, ctx: &mut WorkerContext<'_, '_>, msg: WorkerMessage) {
+        let ms: u64 = msg.decode().unwrap();
+        let replier: Replier = ctx.replier().unwrap();
+        ctx.reactor()
+            .add_timer(Duration::from_millis(ms), move |r| {
+                replier.reply(r, &ms).unwrap()
+            });
+    }
+}
+
+/// The stopped worker's asks time out after this...
+const ASK_TIMEOUT: Duration = Duration::from_millis(200);
+/// ...well before its heartbeat gives up on it.
+const HEARTBEAT: Duration = Duration::from_secs(3);
+
+fn registry() -> WorkerRegistry {
+    WorkerRegistry::new()
+        .register(WorkerSpec::new("slow", || Slow))
+        .register(
+            WorkerSpec::new("watched", || Slow)
+                .ask_timeout(ASK_TIMEOUT)
+                .heartbeat(HEARTBEAT),
+        )
+}
+
+/// Calls `f` with the pid of worker `name` once it runs with a process
+/// other than `not`.
+fn when_running(
+    r: &mut Reactor,
+    name: &'static str,
+    not: Option<u32>,
+    f: impl FnOnce(&mut Reactor, u32) + 'static,
+) {
+    match r.worker_pids(name).first() {
+        Some(&(_, pid)) if Some(pid) != not => f(r, pid),
+        _ => {
+            r.add_timer(Duration::from_millis(2), move |r| {
+                when_running(r, name, not, f)
+            });
+        }
+    }
+}
+
+/// A reply as a short string, for assertions.
+fn show(reply: &WorkerReply) -> String {
+    match reply {
+        Ok(m) => format!("ok {}", m.decode::<u64>().unwrap()),
+        Err(WorkerError::Timeout { after, .. }) => format!("timeout {after:?}"),
+        Err(WorkerError::Died { exit, .. }) => format!("died: {exit}"),
+        Err(e) => format!("error: {e}"),
+    }
+}
+
+type Log = Rc<RefCell<Vec<String>>>;
+
+fn ask_into(r: &mut Reactor, name: &str, ms: u64, log: &Log) {
+    let log = log.clone();
+    r.ask_worker_with(name, None, &ms, move |_, reply| {
+        log.borrow_mut().push(show(&reply))
+    })
+    .unwrap();
+}
+
+// ----- tests -----
+
+fn an_ask_times_out_with_its_own_timeout_and_its_late_reply_is_dropped(workers: Workers) {
+    let log: Log = Rc::default();
+    let out = log.clone();
+    run(workers, move |r| {
+        when_running(r, "slow", None, move |r, _| {
+            // Two seconds of work against a 50 ms timeout: Timeout. The
+            // ask after it (no timeout on "slow") gets its own reply, not
+            // the late one.
+            let o = out.clone();
+            r.ask_worker_with_timeout(
+                "slow",
+                None,
+                &2000u64,
+                Duration::from_millis(50),
+                move |r, reply| {
+                    o.borrow_mut().push(show(&reply));
+                    let o = o.clone();
+                    r.ask_worker_with("slow", None, &2500u64, move |r, reply| {
+                        o.borrow_mut().push(show(&reply));
+                        r.stop();
+                    })
+                    .unwrap();
+                },
+            )
+            .unwrap();
+        });
+        Ok(())
+    });
+    assert_eq!(*log.borrow(), ["timeout 50ms", "ok 2500"]);
+}
+
+fn a_stopped_worker_times_out_its_asks_and_the_heartbeat_replaces_it(workers: Workers) {
+    let log: Log = Rc::default();
+    let stopped = Rc::new(RefCell::new(None));
+    let (out, gone) = (log.clone(), stopped.clone());
+    run(workers, move |r| {
+        when_running(r, "watched", None, move |r, pid| {
+            // Answered while it runs; stopped once that answer is in.
+            let o = out.clone();
+            r.ask_worker_with("watched", None, &0u64, move |r, reply| {
+                o.borrow_mut().push(show(&reply));
+                stop_and_ask(r, pid, o);
+            })
+            .unwrap();
+            *gone.borrow_mut() = Some(pid);
+        });
+        Ok(())
+    });
+    let log = log.borrow();
+    let killed = format!("died: {}", WorkerExit::Unresponsive(HEARTBEAT));
+    let timeout = format!("timeout {ASK_TIMEOUT:?}");
+    assert_eq!(
+        *log,
+        [
+            "ok 0",
+            &timeout,
+            &timeout,
+            &timeout,
+            &killed,
+            "after restart: ok 7"
+        ],
+    );
+    // Killed, and reaped by the fork server.
+    let pid = stopped.borrow().unwrap();
+    assert!(
+        util::eventually(Duration::from_secs(30), || util::is_gone(pid)),
+        "the stopped worker {pid} is still there"
+    );
+}
+
+/// Stops worker process `pid`, asks it, and asks again once the heartbeat
+/// replaced it.
+fn stop_and_ask(r: &mut Reactor, pid: u32, out: Log) {
+    packet_sys::process::kill(pid as i32, packet_sys::process::SIGSTOP).unwrap();
+    // Asks with the spec's 200 ms timeout fail with Timeout; one with a
+    // minute's timeout waits until the heartbeat kills the stopped process,
+    // and learns why.
+    for _ in 0..3 {
+        ask_into(r, "watched", 0, &out);
+    }
+    let o = out.clone();
+    r.ask_worker_with_timeout(
+        "watched",
+        None,
+        &0u64,
+        Duration::from_secs(60),
+        move |_, reply| o.borrow_mut().push(show(&reply)),
+    )
+    .unwrap();
+    when_running(r, "watched", Some(pid), move |r, _| {
+        r.ask_worker_with("watched", None, &7u64, move |r, reply| {
+            out.borrow_mut()
+                .push(format!("after restart: {}", show(&reply)));
+            r.stop();
+        })
+        .unwrap();
+    });
+}
+
+// ----- runner -----
+
+fn main() {
+    let tests: Vec<util::ForkingTest<Workers>> = vec![
+        (
+            "an_ask_times_out_with_its_own_timeout_and_its_late_reply_is_dropped",
+            an_ask_times_out_with_its_own_timeout_and_its_late_reply_is_dropped,
+        ),
+        (
+            "a_stopped_worker_times_out_its_asks_and_the_heartbeat_replaces_it",
+            a_stopped_worker_times_out_its_asks_and_the_heartbeat_replaces_it,
+        ),
+    ];
+    util::run_forking_tests(tests, || registry().start().expect("start fork server"))
+}
