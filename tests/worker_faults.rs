@@ -188,6 +188,99 @@ fn stop_and_ask(r: &mut Reactor, pid: u32, out: Log) {
     });
 }
 
+/// Calls `f` with the pid of the fork server once it is not `not`.
+fn when_fork_server_is_not(r: &mut Reactor, not: i32, f: impl FnOnce(&mut Reactor, i32) + 'static) {
+    match r.fork_server_pid() {
+        Some(pid) if pid != not => f(r, pid),
+        _ => {
+            r.add_timer(Duration::from_millis(2), move |r| {
+                when_fork_server_is_not(r, not, f)
+            });
+        }
+    }
+}
+
+#[derive(Default)]
+struct Replaced {
+    old_server: i32,
+    new_server: i32,
+    old_worker: u32,
+    killed_worker: u32,
+    answers: Vec<String>,
+    back_after_server_kill: Duration,
+    back_after_worker_kill: Duration,
+}
+
+fn a_killed_fork_server_is_replaced_and_killed_workers_come_back(workers: Workers) {
+    let seen = Rc::new(RefCell::new(Replaced::default()));
+    let out = seen.clone();
+    run(workers, move |r| {
+        when_running(r, "slow", None, move |r, worker| {
+            let server = r.fork_server_pid().unwrap();
+            {
+                let mut o = out.borrow_mut();
+                (o.old_server, o.old_worker) = (server, worker);
+            }
+            let killed_at = std::time::Instant::now();
+            packet_sys::process::kill(server, packet_sys::process::SIGKILL).unwrap();
+            when_fork_server_is_not(r, server, move |r, new_server| {
+                out.borrow_mut().new_server = new_server;
+                // The worker died with its fork server and is started by
+                // the new one.
+                when_running(r, "slow", Some(worker), move |r, worker| {
+                    out.borrow_mut().back_after_server_kill = killed_at.elapsed();
+                    let o = out.clone();
+                    r.ask_worker_with("slow", None, &1u64, move |r, reply| {
+                        o.borrow_mut().answers.push(show(&reply));
+                        // Now a worker of the new fork server dies: it is
+                        // reported and restarted as before.
+                        let killed_at = std::time::Instant::now();
+                        packet_sys::process::kill(worker as i32, packet_sys::process::SIGKILL)
+                            .unwrap();
+                        o.borrow_mut().killed_worker = worker;
+                        when_running(r, "slow", Some(worker), move |r, _| {
+                            o.borrow_mut().back_after_worker_kill = killed_at.elapsed();
+                            r.ask_worker_with("slow", None, &2u64, move |r, reply| {
+                                o.borrow_mut().answers.push(show(&reply));
+                                r.stop();
+                            })
+                            .unwrap();
+                        });
+                    })
+                    .unwrap();
+                });
+            });
+        });
+        Ok(())
+    });
+    let seen = seen.borrow();
+    println!(
+        "  worker back {:?} after its fork server was killed, {:?} after it was killed itself",
+        seen.back_after_server_kill, seen.back_after_worker_kill
+    );
+    assert_ne!(seen.new_server, seen.old_server);
+    assert_eq!(seen.answers, ["ok 1", "ok 2"]);
+    // The old fork server was this process's child: reaped, not a zombie.
+    assert!(
+        util::is_gone(seen.old_server as u32),
+        "old fork server left"
+    );
+    // Its worker was its child, and died with it (reaped by whoever
+    // adopted it).
+    assert!(
+        util::eventually(Duration::from_secs(30), || util::is_dead(seen.old_worker)),
+        "the old fork server's worker {} still runs",
+        seen.old_worker
+    );
+    assert!(
+        util::eventually(Duration::from_secs(30), || util::is_gone(
+            seen.killed_worker
+        )),
+        "the killed worker {} was not reaped by the new fork server",
+        seen.killed_worker
+    );
+}
+
 // ----- runner -----
 
 fn main() {
@@ -199,6 +292,10 @@ fn main() {
         (
             "a_stopped_worker_times_out_its_asks_and_the_heartbeat_replaces_it",
             a_stopped_worker_times_out_its_asks_and_the_heartbeat_replaces_it,
+        ),
+        (
+            "a_killed_fork_server_is_replaced_and_killed_workers_come_back",
+            a_killed_fork_server_is_replaced_and_killed_workers_come_back,
         ),
     ];
     util::run_forking_tests(tests, || registry().start().expect("start fork server"))

@@ -12,6 +12,14 @@
 //! A worker process is a fork of the fork server: single-threaded, with a
 //! fresh reactor of its own. It closes the fork server's descriptors first
 //! and runs until its channel to the master closes.
+//!
+//! A fork server that dies is replaced by [`respawn`]: the master, maybe
+//! multi-threaded by then, cannot fork a copy of itself, so it starts its
+//! own executable again (fork + exec, which is safe in any process) with
+//! [`FORK_SERVER_ENV`] naming the inherited link; the program's
+//! `WorkerRegistry::start` at the top of `main` sees it and becomes the
+//! fork server instead of returning (CPython's forkserver, Chromium's
+//! zygote).
 
 use std::collections::VecDeque;
 use std::io::{self, IoSlice};
@@ -32,8 +40,19 @@ use crate::reactor::Reactor;
 /// before it kills them.
 const EXIT_GRACE: Duration = Duration::from_secs(5);
 
-/// Forks the fork server and returns the master's side of the link.
+/// Set in the environment of a fork server started by [`respawn`]: the
+/// number of its inherited link, a comma, and the master's pid.
+const FORK_SERVER_ENV: &str = "PACKET_FORK_SERVER";
+
+/// Forks the fork server and returns the master's side of the link; or,
+/// in a program started by [`respawn`], runs the fork server and never
+/// returns.
 pub(super) fn start(registry: WorkerRegistry) -> io::Result<Workers> {
+    if let Some(value) = std::env::var_os(FORK_SERVER_ENV) {
+        // Not for the workers' own children, should they run programs.
+        std::env::remove_var(FORK_SERVER_ENV);
+        serve_respawned(registry, &value.to_string_lossy());
+    }
     let (master_end, server_end) = Socket::pair()?;
     let master = process::getpid();
     match process::fork_single_threaded()? {
@@ -44,14 +63,7 @@ pub(super) fn start(registry: WorkerRegistry) -> io::Result<Workers> {
             // workers' links) must not live on in the fork server and the
             // workers it forks.
             let keep = [std::os::fd::AsRawFd::as_raw_fd(&server_end)];
-            process::run_clean_child(&keep, move || {
-                let factories: Vec<(String, super::WorkerFactory)> = registry
-                    .specs
-                    .into_iter()
-                    .map(|s| (s.name, s.factory))
-                    .collect();
-                serve(server_end, factories)
-            })
+            process::run_clean_child(&keep, move || serve(server_end, factories(registry)))
         }
         Fork::Parent(pid) => {
             drop(server_end);
@@ -68,6 +80,65 @@ pub(super) fn start(registry: WorkerRegistry) -> io::Result<Workers> {
             })
         }
     }
+}
+
+/// This program was started by [`respawn`] to be a fork server: become
+/// one, on the link named by `value` ([`FORK_SERVER_ENV`]).
+fn serve_respawned(registry: WorkerRegistry, value: &str) -> ! {
+    let parsed = value
+        .split_once(',')
+        .and_then(|(fd, master)| Some((fd.parse().ok()?, master.parse().ok()?)));
+    let Some((fd, master)) = parsed else {
+        log_line!("[workers] malformed {FORK_SERVER_ENV}={value:?}; exiting");
+        process::exit_immediately(2)
+    };
+    become_helper_of(master);
+    let link = match process::take_inherited_fd(fd) {
+        Ok(fd) => Socket::from(fd),
+        Err(e) => {
+            log_line!("[workers] the fork server's link {fd} is not open: {e}");
+            process::exit_immediately(2)
+        }
+    };
+    let keep = [std::os::fd::AsRawFd::as_raw_fd(&link)];
+    process::run_clean_child(&keep, move || serve(link, factories(registry)))
+}
+
+fn factories(registry: WorkerRegistry) -> Vec<(String, super::WorkerFactory)> {
+    registry
+        .specs
+        .into_iter()
+        .map(|s| (s.name, s.factory))
+        .collect()
+}
+
+/// Starts a new fork server for a master that may run many threads: this
+/// program's own executable again, told by [`FORK_SERVER_ENV`] to become
+/// a fork server in `WorkerRegistry::start`. Returns the master's side of
+/// its link and its pid.
+pub(super) fn respawn() -> io::Result<(OwnedFd, i32)> {
+    let (master_end, server_end) = Socket::pair()?;
+    // /proc/self/exe is the running binary even if its path was replaced
+    // or removed since it started.
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    let exe = std::ffi::OsString::from("/proc/self/exe");
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    let exe = std::env::current_exe()?.into_os_string();
+    // The same arguments, so that whatever `main` does with them before
+    // `start` goes the same way.
+    let argv: Vec<std::ffi::OsString> = std::iter::once(exe)
+        .chain(std::env::args_os().skip(1))
+        .collect();
+    let value = format!(
+        "{},{}",
+        std::os::fd::AsRawFd::as_raw_fd(&server_end),
+        process::getpid()
+    );
+    let options = process::SpawnOptions::new()
+        .env(FORK_SERVER_ENV, value)
+        .pass_fd(server_end.as_fd());
+    let pid = process::spawn(&argv, &options)?;
+    Ok((master_end.into(), pid))
 }
 
 struct Child {

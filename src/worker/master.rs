@@ -105,6 +105,8 @@ struct Instance {
     closed: Option<String>,
     /// When the heartbeat ping now unanswered was sent.
     ping_sent: Option<Instant>,
+    /// The fork server that started the process ([`Master::generation`]).
+    server: u64,
 }
 
 type ReplyCallback = Box<dyn FnOnce(&mut Reactor, WorkerReply)>;
@@ -185,14 +187,25 @@ pub(crate) struct Master {
     /// asks, re-armed only when it fires or an earlier deadline comes, so
     /// an ask costs no timer operation.
     sweep: Option<(Instant, TimerId)>,
+    /// Counts the fork servers started: which one a worker belongs to.
+    generation: u64,
+    /// When the fork server was replaced, within the last minute.
+    respawns: VecDeque<Instant>,
+    /// Replaced fork servers not reaped yet (killed, so soon).
+    dead_servers: Vec<i32>,
 }
 
 impl Drop for Master {
     fn drop(&mut self) {
         // The link connection is closed by now (the reactor closes every
         // connection before dropping this), so the fork server is winding
-        // down its workers; reap it.
-        super::fork_server::reap(self.fork_server);
+        // down its workers; reap it, and any replaced one (killed already).
+        if self.fork_server > 0 {
+            super::fork_server::reap(self.fork_server);
+        }
+        for pid in self.dead_servers.drain(..) {
+            let _ = packet_sys::process::wait(pid);
+        }
     }
 }
 
@@ -322,6 +335,7 @@ impl Master {
             exit: None,
             closed: None,
             ping_sent: None,
+            server: 0,
         });
         inst.state = State::Starting;
         // The previous process's late exit report must not be taken for
@@ -548,9 +562,11 @@ impl Master {
         let Some(inst) = self.instances.get_mut(id) else {
             return;
         };
+        let reporter_alive = self.link.is_some() && inst.server == self.generation;
         let pid = match inst.pid {
             Some(pid)
                 if inst.exit.is_none()
+                    && reporter_alive
                     && matches!(inst.state, State::Starting | State::Running) =>
             {
                 pid
@@ -682,7 +698,115 @@ impl Master {
     }
 }
 
+/// Fork servers started within a minute before the master gives up on
+/// replacing them (a program whose `main` does not call
+/// `WorkerRegistry::start` first would otherwise be started in a loop).
+const MAX_RESPAWNS: usize = 5;
+
+/// How soon a killed fork server not reaped yet is looked at again.
+const REAP_AGAIN: Duration = Duration::from_millis(10);
+
 impl Master {
+    /// The link to the fork server closed. Unless the reactor is stopping,
+    /// the fork server died: reap it, fail the starts it will never
+    /// answer, end the workers it started (they die with it where
+    /// `PR_SET_PDEATHSIG` exists; their channels are returned to be closed
+    /// elsewhere), and start a new fork server, through which the restart
+    /// policies bring the workers back.
+    fn fork_server_lost(
+        &mut self,
+        reactor: &mut Reactor,
+        reason: &CloseReason,
+        out: &mut Vec<Delivery>,
+    ) -> Vec<ConnId> {
+        self.link = None;
+        if self.shutting_down || self.draining {
+            return Vec::new();
+        }
+        let old = std::mem::replace(&mut self.fork_server, 0);
+        log_line!("[workers] the fork server {old} is gone ({reason}); starting a new one");
+        // It closed the link by dying, or is about to be made to.
+        let _ = packet_sys::process::kill(old, packet_sys::process::SIGKILL);
+        self.dead_servers.push(old);
+        self.dead_servers
+            .retain(|&pid| matches!(packet_sys::process::try_wait(Some(pid)), Ok(None)));
+        if !self.dead_servers.is_empty() {
+            reactor.add_timer(REAP_AGAIN, reap_dead_servers);
+        }
+
+        let starting: Vec<WorkerId> = self.starts.drain().map(|(_, id)| id).collect();
+        let mut orphans = Vec::new();
+        let mut waiting = Vec::new();
+        for (id, inst) in &mut self.instances {
+            if !matches!(
+                inst.state,
+                State::Starting | State::Running | State::Stopping
+            ) {
+                continue;
+            }
+            inst.exit.get_or_insert(WorkerExit::ForkServerDied);
+            match inst.channel {
+                Some(ch) => orphans.push(ch),
+                None if inst.closed.is_some() || starting.contains(id) => waiting.push(id.clone()),
+                None => {}
+            }
+        }
+        // Its respawn must be in place before the restart timers fire.
+        self.respawn_fork_server(reactor);
+        for id in waiting {
+            let why = self
+                .instances
+                .get_mut(&id)
+                .and_then(|i| i.closed.take())
+                .unwrap_or_else(|| "its fork server died".to_string());
+            self.channel_closed(reactor, &id, why, out);
+        }
+        orphans
+    }
+
+    fn respawn_fork_server(&mut self, reactor: &mut Reactor) {
+        let now = Instant::now();
+        while self
+            .respawns
+            .front()
+            .is_some_and(|t| now.duration_since(*t) > Duration::from_secs(60))
+        {
+            self.respawns.pop_front();
+        }
+        if self.respawns.len() >= MAX_RESPAWNS {
+            log_line!(
+                "[workers] {MAX_RESPAWNS} fork servers died within a minute; \
+                 not starting another: workers cannot be started any more"
+            );
+            return;
+        }
+        self.respawns.push_back(now);
+        let started = super::fork_server::respawn().and_then(|(link, pid)| {
+            let handler = LinkHandler {
+                decoder: FrameDecoder::new(HeaderFormat::Compact).with_max_frame_len(MAX_MESSAGE),
+                fds: VecDeque::new(),
+            };
+            match reactor.adopt_boxed(link, Box::new(handler), true) {
+                Ok(conn) => Ok((conn, pid)),
+                Err(e) => {
+                    // The closed link ends it; it is reaped at shutdown.
+                    self.dead_servers.push(pid);
+                    Err(e)
+                }
+            }
+        });
+        match started {
+            Ok((conn, pid)) => {
+                self.link = Some(conn);
+                self.fork_server = pid;
+                self.generation += 1;
+            }
+            Err(e) => log_line!(
+                "[workers] cannot start a new fork server: {e}; workers cannot be started any more"
+            ),
+        }
+    }
+
     /// Makes sure the sweep fires by `due`.
     fn arm_sweep(&mut self, reactor: &mut Reactor, due: Instant) {
         if self.sweep.is_some_and(|(at, _)| at <= due) {
@@ -788,6 +912,20 @@ impl Master {
                 Err(WorkerError::Stopping { worker }),
             ));
         }
+    }
+}
+
+/// Reaps the replaced fork servers that have exited, and looks again soon
+/// for those that have not yet (they were killed, so it is a matter of
+/// moments); never blocks the reactor.
+fn reap_dead_servers(reactor: &mut Reactor) {
+    let left = with_master(reactor, |m, _| {
+        m.dead_servers
+            .retain(|&pid| matches!(packet_sys::process::try_wait(Some(pid)), Ok(None)));
+        !m.dead_servers.is_empty()
+    });
+    if left == Some(true) {
+        reactor.add_timer(REAP_AGAIN, reap_dead_servers);
     }
 }
 
@@ -965,12 +1103,16 @@ impl Handler for LinkHandler {
     }
 
     fn unbind(&mut self, conn: &mut Connection<'_>, reason: &CloseReason) {
-        with_master(conn.reactor(), |m, _| {
-            m.link = None;
-            if !m.shutting_down {
-                log_line!("[workers] the fork server is gone ({reason}): workers cannot be started any more");
-            }
-        });
+        let mut out = Vec::new();
+        let orphans = with_master(conn.reactor(), |m, r| {
+            m.fork_server_lost(r, reason, &mut out)
+        })
+        .unwrap_or_default();
+        // Closed once the state is back: their unbinds need it.
+        for ch in orphans {
+            conn.reactor().close_connection(ch, false);
+        }
+        deliver(conn.reactor(), out);
     }
 }
 
@@ -1020,6 +1162,7 @@ fn link_event(m: &mut Master, r: &mut Reactor, event: LinkEvent, out: &mut Vec<D
                 Ok(ch) => {
                     inst.channel = Some(ch);
                     inst.pid = Some(pid);
+                    inst.server = m.generation;
                     inst.state = State::Running;
                     let backlog = std::mem::take(&mut inst.backlog);
                     r.send_data_to(ch, &backlog);
@@ -1123,6 +1266,9 @@ impl Reactor {
             waiters: Vec::new(),
             next_waiter: 0,
             sweep: None,
+            generation: 0,
+            respawns: VecDeque::new(),
+            dead_servers: Vec::new(),
         }));
         if let Some(limit) = heartbeat {
             let every = (limit / 4).max(Duration::from_millis(10));
@@ -1426,9 +1572,14 @@ impl Reactor {
         Ok(())
     }
 
-    /// The process id of the fork server, if workers are attached.
+    /// The process id of the fork server, if workers are attached and one
+    /// runs (a dead one is replaced at once, unless five died within a
+    /// minute).
     pub fn fork_server_pid(&self) -> Option<i32> {
-        self.workers.as_ref().map(|m| m.fork_server)
+        self.workers
+            .as_ref()
+            .map(|m| m.fork_server)
+            .filter(|&pid| pid > 0)
     }
 
     /// Marks the worker system as shutting down, before the reactor closes

@@ -252,6 +252,9 @@ pub enum WorkerExit {
     /// It did not answer a heartbeat within this long
     /// ([`WorkerSpec::heartbeat`]), so the master killed it.
     Unresponsive(Duration),
+    /// The fork server that started it died, which ends its workers too;
+    /// the master starts a new fork server, and the workers again.
+    ForkServerDied,
 }
 
 impl fmt::Display for WorkerExit {
@@ -262,6 +265,7 @@ impl fmt::Display for WorkerExit {
             WorkerExit::ChannelBroke(why) => write!(f, "channel broke: {why}"),
             WorkerExit::ProtocolViolation(why) => write!(f, "protocol violation: {why}"),
             WorkerExit::StartFailed(why) => write!(f, "could not start: {why}"),
+            WorkerExit::ForkServerDied => f.write_str("its fork server died"),
             WorkerExit::Unresponsive(after) => {
                 write!(
                     f,

@@ -352,6 +352,8 @@ pub struct SpawnOptions<'a> {
     clear_env: bool,
     /// Changes to the environment, in order: `None` removes the variable.
     env: Vec<(OsString, Option<OsString>)>,
+    /// A descriptor the program inherits under its own number.
+    pass: Option<BorrowedFd<'a>>,
 }
 
 impl Default for SpawnOptions<'_> {
@@ -360,6 +362,7 @@ impl Default for SpawnOptions<'_> {
             stdio: [Stdio::Inherit; 3],
             clear_env: false,
             env: Vec::new(),
+            pass: None,
         }
     }
 }
@@ -398,6 +401,15 @@ impl<'a> SpawnOptions<'a> {
     /// Removes variable `key` from the child's environment.
     pub fn env_remove(mut self, key: impl Into<OsString>) -> SpawnOptions<'a> {
         self.env.push((key.into(), None));
+        self
+    }
+
+    /// Lets the program inherit `fd` under the same number (3 or above),
+    /// for example one end of a socketpair whose number it is told in an
+    /// environment variable. Every other descriptor but 0, 1 and 2 is
+    /// closed at `execve`.
+    pub fn pass_fd(mut self, fd: BorrowedFd<'a>) -> SpawnOptions<'a> {
+        self.pass = Some(fd);
         self
     }
 
@@ -462,6 +474,8 @@ struct ChildPlan {
     redirect: [RawFd; 3],
     /// The write end of the close-on-exec report pipe (3 or above).
     report: RawFd,
+    /// A descriptor (3 or above) to keep open across `execve`, or -1.
+    pass: RawFd,
     /// `SIG_DFL` with an empty mask.
     default_action: libc::sigaction,
     /// The child's signal mask: nothing blocked.
@@ -564,6 +578,12 @@ pub fn spawn<S: AsRef<OsStr>>(argv: &[S], options: &SpawnOptions<'_>) -> io::Res
             Stdio::Fd(fd) => Some(dup_above_stdio(*fd)?),
         };
     }
+    if options.pass.is_some_and(|fd| fd.as_raw_fd() < 3) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "a passed descriptor must be 3 or above: 0..2 are the standard streams",
+        ));
+    }
     let (report_read, report_write) = report_pipe()?;
 
     let mut redirect = [-1; 3];
@@ -587,6 +607,7 @@ pub fn spawn<S: AsRef<OsStr>>(argv: &[S], options: &SpawnOptions<'_>) -> io::Res
         envp: envp_p.as_ptr(),
         redirect,
         report: report_write.as_raw_fd(),
+        pass: options.pass.map_or(-1, |fd| fd.as_raw_fd()),
         default_action,
         empty_mask,
     };
@@ -787,6 +808,14 @@ unsafe fn exec_child(plan: &ChildPlan) -> ! {
                 // SAFETY: as this function's contract.
                 unsafe { report_and_exit(plan.report, STEP_STDIO, errno) }
             }
+        }
+    }
+    if plan.pass >= 0 {
+        // SAFETY: F_SETFD takes an int. Clearing close-on-exec on this
+        // child's copy of the descriptor only; the parent's keeps its flag.
+        if unsafe { libc::fcntl(plan.pass, libc::F_SETFD, 0) } == -1 {
+            // SAFETY: as this function's contract.
+            unsafe { report_and_exit(plan.report, STEP_STDIO, last_errno()) }
         }
     }
     // SAFETY: `empty_mask` is a valid sigset_t; in the single thread of the
@@ -993,4 +1022,29 @@ pub fn die_with_parent(parent: i32) -> io::Result<bool> {
         })?;
     }
     Ok(getppid() == parent)
+}
+
+/// Takes ownership of descriptor `fd`, inherited from the parent that
+/// started this program (see [`SpawnOptions::pass_fd`]), and marks it
+/// close-on-exec again so it goes no further.
+///
+/// Call it once per inherited descriptor, early in `main`, before anything
+/// else could have taken that number.
+///
+/// # Errors
+/// `EBADF` when no such descriptor is open; `InvalidInput` for 0..2.
+pub fn take_inherited_fd(fd: RawFd) -> io::Result<OwnedFd> {
+    if fd < 3 {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "descriptors 0..2 are the standard streams",
+        ));
+    }
+    // SAFETY: F_SETFD takes an int; on a closed number it fails with EBADF
+    // and nothing is changed.
+    cvt(unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) })?;
+    // SAFETY: the descriptor is open (checked above) and was handed to this
+    // process by its parent for the caller, who is its only owner: the
+    // contract above has it taken once, before any other code could.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
