@@ -23,7 +23,11 @@
 //!
 //! The fork server is forked before the program starts any thread and forks
 //! every worker on request, so a master running many reactor threads never
-//! forks itself (DESIGN-NOTES §7, ARCHITECTURE.md). Each worker's channel is
+//! forks itself (DESIGN-NOTES §7, ARCHITECTURE.md); one that dies is
+//! replaced by running the program again in fork-server mode. The fork
+//! server and the workers leave SIGINT, SIGTERM, SIGHUP and SIGQUIT to the
+//! master, whose [`Reactor::stop_gracefully`] lets asks in flight finish,
+//! then stops and reaps them all. Each worker's channel is
 //! a socketpair made by the fork server; the master's end travels back to it
 //! with `SCM_RIGHTS`.
 //!
@@ -684,6 +688,13 @@ impl WorkerRegistry {
 
     /// Forks the fork server. Call it first thing in `main`, before any
     /// thread is started: a multi-threaded process is never forked.
+    ///
+    /// If the fork server dies, the master starts this program again in
+    /// fork-server mode (`PACKET_FORK_SERVER` in its environment): this
+    /// same call then becomes the fork server and never returns. So build
+    /// the same registry on every run, and do nothing with side effects
+    /// before this call (open files, bind ports, start threads, print):
+    /// it would be done again by each replacement fork server.
     ///
     /// # Errors
     /// The process already has several threads, two specs share a name, or
