@@ -246,8 +246,9 @@ impl Master {
             .map(|(_, c)| c)
     }
 
-    /// The instance an ask for `name`/`key` goes to.
-    /// The instance an ask for `name`/`key` goes to. A pool picks the least
+    /// The instance an ask for `name`/`key` goes to, and the worker type's
+    /// ask timeout (found on the way, so an ask looks its spec up once).
+    /// A pool picks the least
     /// busy instance, and takes turns among equally busy ones (asks that
     /// expect no reply, and passed descriptors, never count as busy).
     /// `running_only`: a descriptor can only go to an instance whose
@@ -257,10 +258,11 @@ impl Master {
         name: &str,
         key: Option<&str>,
         running_only: bool,
-    ) -> Result<WorkerId, WorkerError> {
+    ) -> Result<(WorkerId, Option<Duration>), WorkerError> {
         let spec = self
             .spec(name)
             .ok_or_else(|| WorkerError::NotRegistered(name.to_string()))?;
+        let timeout = spec.ask_timeout;
         let live = |i: &Instance| match i.state {
             State::Running => true,
             State::Starting => !running_only,
@@ -281,14 +283,14 @@ impl Master {
             candidates.retain(|c| c.1 == least);
             candidates.sort();
             self.turn = self.turn.wrapping_add(1);
-            return Ok(candidates[self.turn % candidates.len()].0.clone());
+            return Ok((candidates[self.turn % candidates.len()].0.clone(), timeout));
         }
         let id = WorkerId {
             name: name.to_string(),
             key: key.map(str::to_string),
         };
         match self.instances.get(&id) {
-            Some(i) if live(i) => Ok(id),
+            Some(i) if live(i) => Ok((id, timeout)),
             _ => Err(WorkerError::NotRunning(id.to_string())),
         }
     }
@@ -368,11 +370,11 @@ impl Master {
             let worker = name.to_string();
             return Err((WorkerError::Stopping { worker }, asker));
         }
-        let id = match self.pick(name, key, fd.is_some()) {
-            Ok(id) => id,
+        let (id, spec_timeout) = match self.pick(name, key, fd.is_some()) {
+            Ok(picked) => picked,
             Err(e) => return Err((e, asker)),
         };
-        let timeout = timeout.or_else(|| self.spec(name).and_then(|s| s.ask_timeout));
+        let timeout = timeout.or(spec_timeout);
         let inst = self.instances.get_mut(&id).expect("picked instances exist");
         if let Some(ch) = inst.channel {
             if reactor.outbound_len(ch) > CHANNEL_LIMIT {
