@@ -227,6 +227,11 @@ fn group_sigterm_with_asks_in_flight_answers_every_ask_and_leaves_no_process(_: 
 
 fn sigterm_with_500_asks_in_flight_gets_500_replies_or_errors(_: ()) {
     let answers = stop_with_asks_in_flight(Duration::from_secs(60), 500, 200, "TERM", false);
+    let answered = answers.iter().filter(|a| *a == "ok 200").count();
+    println!(
+        "  SIGTERM with 500 asks in flight: {answered} answered, {} errors",
+        answers.len() - answered
+    );
     assert_eq!(answers.len(), 500, "none may be silent");
     assert!(
         answers
