@@ -10,14 +10,16 @@
 mod util;
 
 use std::cell::RefCell;
+use std::io::{BufRead, BufReader, Write};
 use std::rc::Rc;
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
 
 use packet::worker::{
-    Replier, Worker, WorkerContext, WorkerError, WorkerExit, WorkerMessage, WorkerRegistry,
+    AskId, Replier, Worker, WorkerContext, WorkerError, WorkerExit, WorkerMessage, WorkerRegistry,
     WorkerReply, WorkerSpec, Workers,
 };
-use packet::Reactor;
+use packet::{Connection, Handler, Reactor};
 use util::run_with_workers as run;
 
 /// Replies with the number of milliseconds it was sent, after as many
@@ -87,6 +89,34 @@ fn ask_into(r: &mut Reactor, name: &str, ms: u64, log: &Log) {
     .unwrap();
 }
 
+/// For each line, asks "slow" for two seconds of work with a 50 ms
+/// timeout of this ask's own, and writes what came back.
+struct AskWithTimeout;
+impl Handler for AskWithTimeout {
+    fn receive_data(&mut self, conn: &mut Connection<'_>, _data: &[u8]) {
+        conn.ask_worker_with_timeout("slow", None, &2000u64, Duration::from_millis(50))
+            .unwrap();
+    }
+    fn worker_receive(&mut self, conn: &mut Connection<'_>, _ask: AskId, reply: WorkerReply) {
+        conn.send_data(format!("{}\n", show(&reply)).as_bytes());
+    }
+}
+
+/// Polls `rx` from the reactor (never blocking it) and calls `f` with what
+/// arrives.
+fn wait_then<T: 'static>(
+    r: &mut Reactor,
+    rx: mpsc::Receiver<T>,
+    f: impl FnOnce(&mut Reactor, T) + 'static,
+) {
+    match rx.try_recv() {
+        Ok(v) => f(r, v),
+        Err(_) => {
+            r.add_timer(Duration::from_millis(2), move |r| wait_then(r, rx, f));
+        }
+    }
+}
+
 // ----- tests -----
 
 fn an_ask_times_out_with_its_own_timeout_and_its_late_reply_is_dropped(workers: Workers) {
@@ -118,6 +148,31 @@ fn an_ask_times_out_with_its_own_timeout_and_its_late_reply_is_dropped(workers: 
         Ok(())
     });
     assert_eq!(*log.borrow(), ["timeout 50ms", "ok 2500"]);
+}
+
+fn a_connection_ask_times_out_with_its_own_timeout(workers: Workers) {
+    let got = Rc::new(RefCell::new(String::new()));
+    let out = got.clone();
+    run(workers, move |r| {
+        let server = r.start_server("127.0.0.1:0", || AskWithTimeout)?;
+        let addr = r.server_addr(server)?.as_inet().unwrap();
+        when_running(r, "slow", None, move |r, _| {
+            let (tx, rx) = mpsc::channel();
+            std::thread::spawn(move || {
+                let mut stream = util::client(addr);
+                stream.write_all(b"go\n").unwrap();
+                let mut line = String::new();
+                BufReader::new(stream).read_line(&mut line).unwrap();
+                tx.send(line).unwrap();
+            });
+            wait_then(r, rx, move |r, line| {
+                *out.borrow_mut() = line;
+                r.stop();
+            });
+        });
+        Ok(())
+    });
+    assert_eq!(*got.borrow(), "timeout 50ms\n");
 }
 
 fn a_stopped_worker_times_out_its_asks_and_the_heartbeat_replaces_it(workers: Workers) {
@@ -212,6 +267,11 @@ struct Replaced {
 }
 
 fn a_killed_fork_server_is_replaced_and_killed_workers_come_back(workers: Workers) {
+    // The master's note about the replacement goes to the application's
+    // log hook, not to stderr.
+    let logged = Arc::new(Mutex::new(Vec::<String>::new()));
+    let sink = logged.clone();
+    packet::log::set_log_hook(move |line| sink.lock().unwrap().push(line.to_string()));
     let seen = Rc::new(RefCell::new(Replaced::default()));
     let out = seen.clone();
     run(workers, move |r| {
@@ -253,7 +313,11 @@ fn a_killed_fork_server_is_replaced_and_killed_workers_come_back(workers: Worker
         });
         Ok(())
     });
+    packet::log::reset_log_hook();
     let seen = seen.borrow();
+    let gone = format!("[workers] the fork server {} is gone", seen.old_server);
+    let logged = logged.lock().unwrap();
+    assert!(logged.iter().any(|l| l.starts_with(&gone)), "{logged:?}");
     println!(
         "  worker back {:?} after its fork server was killed, {:?} after it was killed itself",
         seen.back_after_server_kill, seen.back_after_worker_kill
@@ -288,6 +352,10 @@ fn main() {
         (
             "an_ask_times_out_with_its_own_timeout_and_its_late_reply_is_dropped",
             an_ask_times_out_with_its_own_timeout_and_its_late_reply_is_dropped,
+        ),
+        (
+            "a_connection_ask_times_out_with_its_own_timeout",
+            a_connection_ask_times_out_with_its_own_timeout,
         ),
         (
             "a_stopped_worker_times_out_its_asks_and_the_heartbeat_replaces_it",
