@@ -9,7 +9,10 @@
 //! every line a client sends, the master asks a pool of `eval_worker`
 //! processes (2 unless `--workers N`) to evaluate it as an arithmetic
 //! expression, and writes back the result and a newline, or
-//! `error: <reason>` and a newline.
+//! `error: <reason>` and a newline. SIGTERM or SIGINT (Ctrl-C, also sent to
+//! the whole process group) stops it gracefully: lines being evaluated are
+//! answered (or get `error: the reactor is stopping: ...` after ten
+//! seconds), then the workers and the fork server exit and are reaped.
 //!
 //! # The expression language
 //!
@@ -628,6 +631,7 @@ fn main() -> io::Result<()> {
         .start()?;
     Reactor::run(|reactor| {
         reactor.add_workers(workers)?;
+        pool::stop_on_signals(reactor)?;
         let server = reactor.start_server(addr.as_str(), eval_client)?;
         let bound = reactor.server_addr(server)?;
         // Asks made before the workers run wait for them.

@@ -7,7 +7,9 @@
 //! Listens on 127.0.0.1:11008 unless `ADDR` is given and prints
 //! `listening on ADDR` once its workers run. Every client is served by one
 //! of N worker processes (2 unless `--workers N`), which echoes each line
-//! prefixed with `worker <pid>: `.
+//! prefixed with `worker <pid>: `. SIGTERM or SIGINT stops it gracefully:
+//! the master stops accepting, and the workers, their clients and the fork
+//! server are stopped and reaped.
 //!
 //! # The pattern
 //!
@@ -160,6 +162,7 @@ fn main() -> io::Result<()> {
         .start()?;
     Reactor::run(|reactor| {
         reactor.add_workers(workers)?;
+        pool::stop_on_signals(reactor)?;
         let turn = Rc::new(Cell::new(0));
         let server = reactor.start_server(addr.as_str(), move || HandOff { turn: turn.clone() })?;
         let bound = reactor.server_addr(server)?;

@@ -368,6 +368,14 @@ impl Connection<'_> {
         self.reactor.close_connection(self.id, true);
     }
 
+    /// The descriptors that arrived with the bytes now being delivered to
+    /// `receive_data`, in the order they were sent, on a connection made
+    /// with [`Reactor::attach_receiving_fds`] (empty elsewhere, and outside
+    /// `receive_data`). Those not taken are closed after the callback.
+    pub fn take_received_fds(&mut self) -> Vec<std::os::fd::OwnedFd> {
+        self.reactor.take_received_fds()
+    }
+
     /// Whether the connection is closing or closed: a close was asked
     /// (at once or after writing), or it failed. A handler delivering a
     /// batch of decoded messages stops there.

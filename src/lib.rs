@@ -44,6 +44,7 @@
 //! | [`line`](mod@line) | lines and counted binary blocks over connections (`LineText2`) |
 //! | [`objects`] | typed objects over connections (`send_object`) |
 //! | [`worker`] | worker processes: fork server, asks, proxies, supervision |
+//! | [`log`] | where the library's own diagnostic lines go (`set_log_hook`) |
 //!
 //! All system calls go through the `packet-sys` crate; this crate contains
 //! no `unsafe` code.
@@ -58,6 +59,7 @@ pub mod datagram;
 pub mod defer;
 pub mod filewatch;
 pub mod line;
+pub mod log;
 #[cfg(feature = "objects")]
 pub mod objects;
 pub mod process;

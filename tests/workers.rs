@@ -17,7 +17,7 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use packet::worker::{
-    FromWorker, Replier, RestartPolicy, Worker, WorkerContext, WorkerError, WorkerId,
+    FromWorker, Replier, RestartPolicy, Worker, WorkerContext, WorkerError, WorkerExit, WorkerId,
     WorkerMessage, WorkerProxy, WorkerRegistry, WorkerReply, WorkerSpec, Workers,
 };
 use packet::{Connection, Handler, Reactor, Reply};
@@ -609,14 +609,15 @@ fn kill_9_under_load_fails_asks_and_the_worker_comes_back(workers: Workers) {
                         (Ok(_), true) => {}
                         // The fork server's report, not the channel's end
                         // of stream, names the cause.
-                        (Err(WorkerError::Died { reason, .. }), _)
-                            if reason == "killed by signal 9" =>
-                        {
-                            t.died += 1
-                        }
+                        (
+                            Err(WorkerError::Died {
+                                exit: WorkerExit::Signaled(9),
+                                ..
+                            }),
+                            _,
+                        ) => t.died += 1,
                         // Asks in flight when the test stops the reactor.
-                        (Err(WorkerError::Died { reason, .. }), _)
-                            if reason == "reactor stopped" && t.ok_after >= 20 => {}
+                        (Err(WorkerError::Stopping { .. }), _) if t.ok_after >= 20 => {}
                         (Err(e), _) => panic!("unexpected error: {e}"),
                     }
                 });

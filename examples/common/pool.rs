@@ -1,10 +1,14 @@
 //! Shared by the examples with worker pools (eval_server, fd_passing):
-//! their command line and their startup line.
+//! their command line, their startup line and how they stop.
 
 use std::io;
 use std::time::Duration;
 
+use packet::signal::{SIGINT, SIGTERM};
 use packet::{Addr, Reactor};
+
+/// How long a stop on SIGTERM/SIGINT lets asks in flight finish.
+const GRACE: Duration = Duration::from_secs(10);
 
 /// `[ADDR] [--workers N]` from the command line: the address (`addr`
 /// unless given) and the pool size (2 unless given). Exits with a usage
@@ -50,4 +54,17 @@ pub fn when_workers_run(
     reactor
         .when_workers_running(name, n, Duration::from_secs(5), announce)
         .map_err(io::Error::other)
+}
+
+/// Stops the master gracefully on SIGTERM or SIGINT (nginx's and Unicorn's
+/// QUIT): no more accepts, asks in flight answered (or failed with
+/// `WorkerError::Stopping` after ten seconds), then the workers and the
+/// fork server stop and are reaped before `Reactor::run` returns. The
+/// workers ignore these signals when they come from the terminal or to the
+/// whole group, so Ctrl-C is one orderly stop.
+pub fn stop_on_signals(reactor: &mut Reactor) -> io::Result<()> {
+    for sig in [SIGTERM, SIGINT] {
+        reactor.on_signal(sig, |r| r.stop_gracefully(GRACE))?;
+    }
+    Ok(())
 }

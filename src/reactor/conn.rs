@@ -324,7 +324,7 @@ impl Reactor {
     /// Whether connection `id` is gone, closed or closing.
     pub(crate) fn is_closing(&self, id: ConnId) -> bool {
         self.conn(id.0)
-            .map_or(true, |c| c.flags & (flag::CLOSED | flag::CLOSING) != 0)
+            .is_none_or(|c| c.flags & (flag::CLOSED | flag::CLOSING) != 0)
     }
 
     /// Whether reading from connection `id` is paused.
@@ -385,16 +385,42 @@ impl Reactor {
     /// The fd could not be made non-blocking or registered (epoll refuses
     /// regular files).
     pub fn attach<H: Handler>(&mut self, fd: OwnedFd, handler: H) -> io::Result<ConnId> {
-        self.adopt_boxed(fd, Box::new(handler), false)
+        self.adopt_boxed(fd, Box::new(handler), 0)
     }
 
-    /// [`Reactor::attach`] for the library's own channels: they take passed
-    /// descriptors (`pass_fds`) and are not counted as user connections.
-    pub(crate) fn adopt_boxed(
+    /// [`Reactor::attach`] for a Unix-domain socket whose peer passes
+    /// descriptors (`SCM_RIGHTS`, see [`Reactor::send_fd`]): during
+    /// `receive_data`, [`Connection::take_received_fds`] hands over those
+    /// that came with the bytes being delivered, in order; those not taken
+    /// are closed after the callback.
+    ///
+    /// # Errors
+    /// As [`Reactor::attach`].
+    pub fn attach_receiving_fds<H: Handler>(
+        &mut self,
+        fd: OwnedFd,
+        handler: H,
+    ) -> io::Result<ConnId> {
+        self.adopt_boxed(fd, Box::new(handler), flag::PASS_FDS)
+    }
+
+    /// [`Reactor::attach_receiving_fds`] for the library's own channels
+    /// (to worker processes), which are not counted as user connections.
+    // Extension-point API: unused in a build without the features using it.
+    #[allow(dead_code)]
+    pub(crate) fn adopt_channel(
         &mut self,
         fd: OwnedFd,
         handler: Box<dyn Handler>,
-        pass_fds: bool,
+    ) -> io::Result<ConnId> {
+        self.adopt_boxed(fd, handler, flag::PASS_FDS | flag::INTERNAL)
+    }
+
+    fn adopt_boxed(
+        &mut self,
+        fd: OwnedFd,
+        handler: Box<dyn Handler>,
+        extra: u32,
     ) -> io::Result<ConnId> {
         let sock = Socket::from(fd);
         sock.set_nonblocking(true)?;
@@ -408,11 +434,6 @@ impl Reactor {
                 packet_sys::signal::ignore_default_sigpipe();
                 flag::NOT_SOCKET
             }
-        };
-        let extra = if pass_fds {
-            flag::PASS_FDS | flag::INTERNAL
-        } else {
-            0
         };
         let token = self.add_conn(sock, handler, kind | extra)?;
         self.pending.push_back((token, Pending::Adopted));

@@ -164,10 +164,7 @@ impl Reactor {
         true
     }
 
-    /// Descriptors that arrived with the bytes now being delivered to
-    /// `receive_data`, on connections that accept them (worker channels).
-    /// Descriptors not taken during the callback are closed after it.
-    #[cfg_attr(not(feature = "workers"), allow(dead_code))]
+    /// See [`Connection::take_received_fds`].
     pub(crate) fn take_received_fds(&mut self) -> Vec<OwnedFd> {
         std::mem::take(&mut self.fd_inbox)
     }

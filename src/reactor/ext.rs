@@ -43,10 +43,14 @@ impl<T: Any> AsAny for T {
 
 /// Per-reactor state of a feature, looked up by its type.
 pub(crate) trait Extension: AsAny {
-    /// [`Reactor::stop_gracefully`] began: stop taking new work, let work
-    /// in flight finish by `deadline`.
-    fn stop_gracefully(&mut self, reactor: &mut Reactor, deadline: Instant) {
-        let _ = (reactor, deadline);
+    /// [`Reactor::stop_gracefully`] began, before anything is closed: stop
+    /// taking new work. Returns whether the feature holds the stop because
+    /// work is in flight for the connections; it must then call
+    /// `stop_gracefully` again once the work is done (within `within`),
+    /// and the connections are left open until then.
+    fn stop_gracefully(&mut self, reactor: &mut Reactor, within: Duration) -> bool {
+        let _ = (reactor, within);
+        false
     }
 
     /// The reactor is shutting down, before its connections are closed.
@@ -133,6 +137,26 @@ impl Reactor {
                 value: Some(value),
             }),
         }
+    }
+
+    /// Runs `f` with the extension state of type `T` taken out of the
+    /// reactor, so that `f` may use both; `None` if there is none.
+    // Extension-point API: unused in a build without the features using it.
+    #[allow(dead_code)]
+    pub(crate) fn with_ext<T: Extension, R>(
+        &mut self,
+        f: impl FnOnce(&mut T, &mut Reactor) -> R,
+    ) -> Option<R> {
+        let i = self.ext_index(TypeId::of::<T>())?;
+        let mut value = self.exts[i].value.take()?;
+        let result = value
+            .as_mut()
+            .as_any_mut()
+            .downcast_mut()
+            .map(|t| f(t, self));
+        // `f` may have added extensions, never removed one: `i` holds.
+        self.exts[i].value = Some(value);
+        result
     }
 
     /// Calls `f` on every extension, each taken out while it runs.
@@ -244,5 +268,43 @@ impl Reactor {
     /// The hooks of a connection flagged `HOOKED`.
     pub(super) fn hooks_of(&self, token: Token) -> Option<&'static ConnHooks> {
         self.conn_hooks.get(&token).copied()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Default)]
+    struct Count(u32);
+    impl Extension for Count {}
+
+    #[derive(Default)]
+    struct Other;
+    impl Extension for Other {}
+
+    #[test]
+    fn extension_state_is_found_by_type_and_lent_out() {
+        let mut r = Reactor::new().unwrap();
+        assert!(r.ext::<Count>().is_none());
+        r.ext_or_default::<Count>().0 += 1;
+        r.set_ext(Other);
+        // Taken out while `f` runs, put back after.
+        let seen = r.with_ext(|c: &mut Count, r| {
+            assert!(r.ext::<Count>().is_none(), "lent out");
+            assert!(r.ext::<Other>().is_some());
+            c.0 += 1;
+            c.0
+        });
+        assert_eq!(seen, Some(2));
+        assert_eq!(r.ext::<Count>().map(|c| c.0), Some(2));
+        let mut visited = 0;
+        r.each_ext(|ext, _| {
+            if let Some(c) = ext.as_any_mut().downcast_mut::<Count>() {
+                c.0 += 10;
+            }
+            visited += 1;
+        });
+        assert_eq!((visited, r.ext::<Count>().map(|c| c.0)), (2, Some(12)));
     }
 }

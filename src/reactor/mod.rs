@@ -177,9 +177,6 @@ pub struct Reactor {
     pub(crate) conn_hooks: std::collections::HashMap<Token, &'static ConnHooks>,
     /// Callbacks for signals routed to this reactor's waker.
     signals: Vec<(i32, Option<SignalFn>)>,
-    /// The master side of the worker processes, once attached.
-    #[cfg(feature = "workers")]
-    pub(crate) workers: Option<Box<crate::worker::Master>>,
     /// The loop's clock: read once per turn.
     epoch: Instant,
     now_ns: u64,
@@ -234,8 +231,6 @@ impl Reactor {
             signals: Vec::new(),
             exts: Vec::new(),
             conn_hooks: std::collections::HashMap::new(),
-            #[cfg(feature = "workers")]
-            workers: None,
             epoch: Instant::now(),
             now_ns: 0,
             connect_timeout: Some(DEFAULT_CONNECT_TIMEOUT),
@@ -283,26 +278,34 @@ impl Reactor {
         self.stopped = true;
     }
 
-    /// Stops the reactor gracefully: closes every server at once, lets every
-    /// connection write what it has queued and close (workers are told to
-    /// exit the same way), and stops once no connection is left or `within`
+    /// Stops the reactor gracefully: closes every server at once; lets work
+    /// that features have in flight for the connections finish (asks to
+    /// workers: their replies reach the askers, and those left at `within`
+    /// fail with `WorkerError::Stopping`); then lets every connection write
+    /// what it has queued and close (worker channels too, so workers exit
+    /// and are reaped), and stops once no connection is left or `within`
     /// has passed, whichever comes first. What a server does on `SIGTERM`.
     pub fn stop_gracefully(&mut self, within: Duration) {
-        let deadline = self.now() + within;
-        #[cfg(feature = "workers")]
-        self.workers_shutting_down();
-        self.each_ext(|ext, r| ext.stop_gracefully(r, deadline));
+        let mut held = false;
+        self.each_ext(|ext, r| held |= ext.stop_gracefully(r, within));
         for token in self.sources.tokens() {
             match self.sources.get(token) {
                 Some(Source::Listener(_)) => {
                     self.stop_server(ServerId(token));
                 }
+                // Connections wait for the work in flight for them; the
+                // feature holding the stop calls this again when it is done.
+                Some(Source::Conn(_)) if held => {}
                 Some(Source::Conn(_)) => self.close_connection(ConnId(token), true),
                 // Features' descriptors (watches are the user's) end with
                 // the stop.
                 Some(Source::Plugin(_)) | None => {}
             }
         }
+        if held {
+            return;
+        }
+        let deadline = self.now() + within;
         let check = move |r: &mut Reactor, id: TimerId| {
             if r.connections == 0 || r.now() >= deadline {
                 r.cancel_timer(id);
@@ -450,8 +453,6 @@ impl Reactor {
     }
 
     fn shutdown(&mut self) {
-        #[cfg(feature = "workers")]
-        self.workers_shutting_down();
         self.each_ext(|ext, r| ext.shutdown(r));
         for token in self.sources.tokens() {
             match self.sources.get(token) {
@@ -471,15 +472,11 @@ impl Reactor {
         self.ready.clear();
         self.timers = TimerWheel::new();
         self.periodics = Slab::new();
-        // Features' state goes with the connections it was about.
+        // Features' state goes with the connections it was about. (Every
+        // worker channel and the fork-server link are closed now: dropping
+        // the worker master waits for the fork server to reap the workers
+        // and exit, and reaps it.)
         self.exts.clear();
-        // Every worker channel and the fork-server link are closed now;
-        // dropping the state waits for the fork server to reap the workers
-        // and exit, and reaps it.
-        #[cfg(feature = "workers")]
-        {
-            self.workers = None;
-        }
         self.stopped = false;
     }
 }

@@ -12,6 +12,14 @@
 //! A worker process is a fork of the fork server: single-threaded, with a
 //! fresh reactor of its own. It closes the fork server's descriptors first
 //! and runs until its channel to the master closes.
+//!
+//! A fork server that dies is replaced by [`respawn`]: the master, maybe
+//! multi-threaded by then, cannot fork a copy of itself, so it starts its
+//! own executable again (fork + exec, which is safe in any process) with
+//! [`FORK_SERVER_ENV`] naming the inherited link; the program's
+//! `WorkerRegistry::start` at the top of `main` sees it and becomes the
+//! fork server instead of returning (CPython's forkserver, Chromium's
+//! zygote).
 
 use std::collections::VecDeque;
 use std::io::{self, IoSlice};
@@ -25,30 +33,37 @@ use super::wire::{Envelope, MAX_MESSAGE};
 use super::{Worker, WorkerContext, WorkerId, WorkerMessage, WorkerRegistry, Workers};
 use crate::codec::{FrameDecoder, HeaderFormat};
 use crate::connection::{CloseReason, Connection, Handler};
+use crate::log::log_line;
 use crate::reactor::Reactor;
 
 /// How long the fork server lets its workers finish once the master is gone
 /// before it kills them.
 const EXIT_GRACE: Duration = Duration::from_secs(5);
 
-/// Forks the fork server and returns the master's side of the link.
+/// Set in the environment of a fork server started by [`respawn`]: the
+/// number of its inherited link, a comma, and the master's pid.
+const FORK_SERVER_ENV: &str = "PACKET_FORK_SERVER";
+
+/// Forks the fork server and returns the master's side of the link; or,
+/// in a program started by [`respawn`], runs the fork server and never
+/// returns.
 pub(super) fn start(registry: WorkerRegistry) -> io::Result<Workers> {
+    if let Some(value) = std::env::var_os(FORK_SERVER_ENV) {
+        // Not for the workers' own children, should they run programs.
+        std::env::remove_var(FORK_SERVER_ENV);
+        serve_respawned(registry, &value.to_string_lossy());
+    }
     let (master_end, server_end) = Socket::pair()?;
+    let master = process::getpid();
     match process::fork_single_threaded()? {
         Fork::Child => {
+            become_helper_of(master);
             drop(master_end);
             // Whatever the master had open (listeners, files, other
             // workers' links) must not live on in the fork server and the
             // workers it forks.
             let keep = [std::os::fd::AsRawFd::as_raw_fd(&server_end)];
-            process::run_clean_child(&keep, move || {
-                let factories: Vec<(String, super::WorkerFactory)> = registry
-                    .specs
-                    .into_iter()
-                    .map(|s| (s.name, s.factory))
-                    .collect();
-                serve(server_end, factories)
-            })
+            process::run_clean_child(&keep, move || serve(server_end, factories(registry)))
         }
         Fork::Parent(pid) => {
             drop(server_end);
@@ -67,6 +82,65 @@ pub(super) fn start(registry: WorkerRegistry) -> io::Result<Workers> {
     }
 }
 
+/// This program was started by [`respawn`] to be a fork server: become
+/// one, on the link named by `value` ([`FORK_SERVER_ENV`]).
+fn serve_respawned(registry: WorkerRegistry, value: &str) -> ! {
+    let parsed = value
+        .split_once(',')
+        .and_then(|(fd, master)| Some((fd.parse().ok()?, master.parse().ok()?)));
+    let Some((fd, master)) = parsed else {
+        log_line!("[workers] malformed {FORK_SERVER_ENV}={value:?}; exiting");
+        process::exit_immediately(2)
+    };
+    become_helper_of(master);
+    let link = match process::take_inherited_fd(fd) {
+        Ok(fd) => Socket::from(fd),
+        Err(e) => {
+            log_line!("[workers] the fork server's link {fd} is not open: {e}");
+            process::exit_immediately(2)
+        }
+    };
+    let keep = [std::os::fd::AsRawFd::as_raw_fd(&link)];
+    process::run_clean_child(&keep, move || serve(link, factories(registry)))
+}
+
+fn factories(registry: WorkerRegistry) -> Vec<(String, super::WorkerFactory)> {
+    registry
+        .specs
+        .into_iter()
+        .map(|s| (s.name, s.factory))
+        .collect()
+}
+
+/// Starts a new fork server for a master that may run many threads: this
+/// program's own executable again, told by [`FORK_SERVER_ENV`] to become
+/// a fork server in `WorkerRegistry::start`. Returns the master's side of
+/// its link and its pid.
+pub(super) fn respawn() -> io::Result<(OwnedFd, i32)> {
+    let (master_end, server_end) = Socket::pair()?;
+    // /proc/self/exe is the running binary even if its path was replaced
+    // or removed since it started.
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    let exe = std::ffi::OsString::from("/proc/self/exe");
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    let exe = std::env::current_exe()?.into_os_string();
+    // The same arguments, so that whatever `main` does with them before
+    // `start` goes the same way.
+    let argv: Vec<std::ffi::OsString> = std::iter::once(exe)
+        .chain(std::env::args_os().skip(1))
+        .collect();
+    let value = format!(
+        "{},{}",
+        std::os::fd::AsRawFd::as_raw_fd(&server_end),
+        process::getpid()
+    );
+    let options = process::SpawnOptions::new()
+        .env(FORK_SERVER_ENV, value)
+        .pass_fd(server_end.as_fd());
+    let pid = process::spawn(&argv, &options)?;
+    Ok((master_end.into(), pid))
+}
+
 struct Child {
     pid: i32,
     /// `None` where pidfds are missing (old kernels): then the loop polls
@@ -82,6 +156,22 @@ struct StartRequest {
     options: Vec<u8>,
 }
 
+/// The first thing a fork server or a worker does after its fork: signals
+/// sent to the whole process group (Ctrl-C, `timeout`, systemd stopping a
+/// unit) are ignored, because the master stops everything in order when it
+/// gets them; and the process dies with `parent` rather than outlive it as
+/// an orphan (Linux: `PR_SET_PDEATHSIG`; elsewhere the closed link or
+/// channel tells it).
+fn become_helper_of(parent: i32) {
+    if process::ignore_group_signals().is_err() {
+        process::exit_immediately(1);
+    }
+    if !process::die_with_parent(parent).unwrap_or(true) {
+        // The parent died before it could be watched.
+        process::exit_immediately(0);
+    }
+}
+
 fn serve(link: Socket, factories: Vec<(String, super::WorkerFactory)>) -> ! {
     // Blocking: this process has nothing else to do while a write waits,
     // and reads only follow a poll that found input.
@@ -93,6 +183,7 @@ fn serve(link: Socket, factories: Vec<(String, super::WorkerFactory)>) -> ! {
     let mut buf = vec![0u8; 64 * 1024];
     let mut link_open = true;
     let mut give_up_at: Option<Instant> = None;
+    let me = process::getpid();
     loop {
         if !link_open && children.is_empty() {
             process::exit_immediately(0);
@@ -210,6 +301,7 @@ fn serve(link: Socket, factories: Vec<(String, super::WorkerFactory)>) -> ! {
             };
             match process::fork_single_threaded() {
                 Ok(Fork::Child) => {
+                    become_helper_of(me);
                     // Nothing of the fork server's may stay open here.
                     drop(link);
                     drop(children);
@@ -292,7 +384,7 @@ fn run_worker(worker: Box<dyn Worker>, req: StartRequest, channel: Socket) -> ! 
             Ok(file) => {
                 let _ = process::redirect_stdout_stderr(file.as_fd());
             }
-            Err(e) => eprintln!("worker {}: cannot open log file {path}: {e}", req.id),
+            Err(e) => log_line!("worker {}: cannot open log file {path}: {e}", req.id),
         }
     }
     let info = WorkerInfo {
@@ -308,7 +400,7 @@ fn run_worker(worker: Box<dyn Worker>, req: StartRequest, channel: Socket) -> ! 
                 fds: VecDeque::new(),
                 next_ask: 0,
             };
-            match reactor.adopt_boxed(channel.into(), Box::new(side), true) {
+            match reactor.adopt_channel(channel.into(), Box::new(side)) {
                 Ok(_) => match reactor.run_until_stopped() {
                     Ok(()) => 0,
                     Err(_) => 1,
@@ -358,7 +450,7 @@ impl Handler for WorkerSide {
     }
 
     fn receive_data(&mut self, conn: &mut Connection<'_>, data: &[u8]) {
-        self.fds.extend(conn.reactor().take_received_fds());
+        self.fds.extend(conn.take_received_fds());
         let WorkerSide {
             worker,
             info,
@@ -404,6 +496,13 @@ impl Handler for WorkerSide {
                     );
                 }
                 Envelope::Exit => conn.close_connection_after_writing(),
+                // Answered by the reactor, not the worker: a worker whose
+                // loop turns is alive, even inside a long ask.
+                Envelope::Ping => {
+                    let mut out = Vec::new();
+                    Envelope::Pong.encode(&mut out);
+                    conn.send_data(&out);
+                }
                 other => broken = Some(format!("unexpected message from master: {other:?}")),
             }
         });
@@ -411,7 +510,7 @@ impl Handler for WorkerSide {
             broken = Some(format!("bad frame from master: {e}"));
         }
         if let Some(why) = broken {
-            eprintln!("worker {}: {why}; exiting", self.info.id);
+            log_line!("worker {}: {why}; exiting", self.info.id);
             conn.close_connection();
         }
     }

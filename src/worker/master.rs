@@ -18,12 +18,13 @@ use serde::Serialize;
 
 use super::wire::{Envelope, MAX_MESSAGE};
 use super::{
-    AskId, FromWorker, MessageHook, ProxyFactory, RestartPolicy, WorkerError, WorkerId,
+    AskId, FromWorker, MessageHook, ProxyFactory, RestartPolicy, WorkerError, WorkerExit, WorkerId,
     WorkerMessage, WorkerProxy, WorkerReply, Workers,
 };
 use crate::codec::{FrameDecoder, HeaderFormat};
 use crate::connection::{CloseReason, ConnId, Connection, Handler};
-use crate::reactor::{Reactor, TimerId};
+use crate::log::log_line;
+use crate::reactor::{Extension, Reactor, TimerId};
 
 /// Unsent bytes a worker's channel may hold before asks to it are refused
 /// with [`WorkerError::Busy`]: a worker that stops reading cannot grow the
@@ -38,6 +39,9 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// follows within a millisecond; this bounds the wait if it never comes.
 const EXIT_REPORT_WAIT: Duration = Duration::from_secs(1);
 
+/// How often a graceful stop looks whether the asks in flight are done.
+const DRAIN_CHECK: Duration = Duration::from_millis(5);
+
 /// The master-side settings of one registered worker type.
 pub(crate) struct SpecConfig {
     pub(crate) pool: usize,
@@ -48,6 +52,8 @@ pub(crate) struct SpecConfig {
     pub(crate) on_message: Option<MessageHook>,
     pub(crate) log_file: Option<PathBuf>,
     pub(crate) options: Vec<u8>,
+    pub(crate) ask_timeout: Option<Duration>,
+    pub(crate) heartbeat: Option<Duration>,
 }
 
 impl Default for SpecConfig {
@@ -62,6 +68,8 @@ impl Default for SpecConfig {
             log_file: None,
             // postcard's encoding of `()`.
             options: Vec::new(),
+            ask_timeout: None,
+            heartbeat: None,
         }
     }
 }
@@ -89,11 +97,16 @@ struct Instance {
     restarts: VecDeque<Instant>,
     options: Vec<u8>,
     proxy: Option<Box<dyn WorkerProxy>>,
-    /// How the process ended, once the fork server said.
-    exit: Option<String>,
+    /// How the process ended, once the fork server said, or what the
+    /// master decided before killing it (a protocol violation).
+    exit: Option<WorkerExit>,
     /// The channel closed before that report: why (see
     /// [`Master::channel_lost`]).
     closed: Option<String>,
+    /// When the heartbeat ping now unanswered was sent.
+    ping_sent: Option<Instant>,
+    /// The fork server that started the process ([`Master::generation`]).
+    server: u64,
 }
 
 type ReplyCallback = Box<dyn FnOnce(&mut Reactor, WorkerReply)>;
@@ -117,6 +130,8 @@ enum Asker {
 struct Ask {
     worker: WorkerId,
     asker: Asker,
+    /// When it fails with [`WorkerError::Timeout`], and its timeout.
+    deadline: Option<(Instant, Duration)>,
 }
 
 /// What to do with user code once the state is back in the reactor.
@@ -144,7 +159,7 @@ struct RunningWaiter {
 enum ProxyEvent {
     Message(FromWorker),
     Started,
-    Exited(String),
+    Exited(WorkerExit),
 }
 
 pub(crate) struct Master {
@@ -160,18 +175,37 @@ pub(crate) struct Master {
     asks: HashMap<u64, Ask>,
     results: HashMap<WorkerId, WorkerMessage>,
     shutting_down: bool,
+    /// A graceful stop waits for the asks in flight: new asks are refused
+    /// and dead workers are not restarted.
+    draining: bool,
     /// Turns taken among equally busy pool instances.
     turn: usize,
     waiters: Vec<RunningWaiter>,
     next_waiter: u64,
+    /// The one timer that fails asks past their deadline, and when it
+    /// fires: the earliest deadline when it was armed. One timer for all
+    /// asks, re-armed only when it fires or an earlier deadline comes, so
+    /// an ask costs no timer operation.
+    sweep: Option<(Instant, TimerId)>,
+    /// Counts the fork servers started: which one a worker belongs to.
+    generation: u64,
+    /// When the fork server was replaced, within the last minute.
+    respawns: VecDeque<Instant>,
+    /// Replaced fork servers not reaped yet (killed, so soon).
+    dead_servers: Vec<i32>,
 }
 
 impl Drop for Master {
     fn drop(&mut self) {
         // The link connection is closed by now (the reactor closes every
         // connection before dropping this), so the fork server is winding
-        // down its workers; reap it.
-        super::fork_server::reap(self.fork_server);
+        // down its workers; reap it, and any replaced one (killed already).
+        if self.fork_server > 0 {
+            super::fork_server::reap(self.fork_server);
+        }
+        for pid in self.dead_servers.drain(..) {
+            let _ = packet_sys::process::wait(pid);
+        }
     }
 }
 
@@ -212,8 +246,9 @@ impl Master {
             .map(|(_, c)| c)
     }
 
-    /// The instance an ask for `name`/`key` goes to.
-    /// The instance an ask for `name`/`key` goes to. A pool picks the least
+    /// The instance an ask for `name`/`key` goes to, and the worker type's
+    /// ask timeout (found on the way, so an ask looks its spec up once).
+    /// A pool picks the least
     /// busy instance, and takes turns among equally busy ones (asks that
     /// expect no reply, and passed descriptors, never count as busy).
     /// `running_only`: a descriptor can only go to an instance whose
@@ -223,10 +258,11 @@ impl Master {
         name: &str,
         key: Option<&str>,
         running_only: bool,
-    ) -> Result<WorkerId, WorkerError> {
+    ) -> Result<(WorkerId, Option<Duration>), WorkerError> {
         let spec = self
             .spec(name)
             .ok_or_else(|| WorkerError::NotRegistered(name.to_string()))?;
+        let timeout = spec.ask_timeout;
         let live = |i: &Instance| match i.state {
             State::Running => true,
             State::Starting => !running_only,
@@ -247,14 +283,14 @@ impl Master {
             candidates.retain(|c| c.1 == least);
             candidates.sort();
             self.turn = self.turn.wrapping_add(1);
-            return Ok(candidates[self.turn % candidates.len()].0.clone());
+            return Ok((candidates[self.turn % candidates.len()].0.clone(), timeout));
         }
         let id = WorkerId {
             name: name.to_string(),
             key: key.map(str::to_string),
         };
         match self.instances.get(&id) {
-            Some(i) if live(i) => Ok(id),
+            Some(i) if live(i) => Ok((id, timeout)),
             _ => Err(WorkerError::NotRunning(id.to_string())),
         }
     }
@@ -300,17 +336,26 @@ impl Master {
             proxy: None,
             exit: None,
             closed: None,
+            ping_sent: None,
+            server: 0,
         });
         inst.state = State::Starting;
+        // The previous process's late exit report must not be taken for
+        // the new one's.
+        inst.pid = None;
         inst.options = options;
         inst.exit = None;
         inst.closed = None;
+        inst.ping_sent = None;
         if inst.proxy.is_none() {
             inst.proxy = proxy;
         }
         Ok(())
     }
 
+    // Each argument is one independent part of an ask; bundling them would
+    // only move the list into a struct built at each of the four callers.
+    #[allow(clippy::too_many_arguments)]
     fn ask(
         &mut self,
         reactor: &mut Reactor,
@@ -319,11 +364,17 @@ impl Master {
         key: Option<&str>,
         payload: &[u8],
         fd: Option<OwnedFd>,
+        timeout: Option<Duration>,
     ) -> Result<u64, (WorkerError, Asker)> {
-        let id = match self.pick(name, key, fd.is_some()) {
-            Ok(id) => id,
+        if self.draining || self.shutting_down {
+            let worker = name.to_string();
+            return Err((WorkerError::Stopping { worker }, asker));
+        }
+        let (id, spec_timeout) = match self.pick(name, key, fd.is_some()) {
+            Ok(picked) => picked,
             Err(e) => return Err((e, asker)),
         };
+        let timeout = timeout.or(spec_timeout);
         let inst = self.instances.get_mut(&id).expect("picked instances exist");
         if let Some(ch) = inst.channel {
             if reactor.outbound_len(ch) > CHANNEL_LIMIT {
@@ -364,7 +415,18 @@ impl Master {
         }
         if ask_id != 0 {
             inst.outstanding += 1;
-            self.asks.insert(ask_id, Ask { worker: id, asker });
+            let deadline = timeout.map(|t| (reactor.now() + t, t));
+            self.asks.insert(
+                ask_id,
+                Ask {
+                    worker: id,
+                    asker,
+                    deadline,
+                },
+            );
+            if let Some((due, _)) = deadline {
+                self.arm_sweep(reactor, due);
+            }
         }
         Ok(ask_id)
     }
@@ -435,6 +497,7 @@ impl Master {
                             None,
                             payload.as_bytes(),
                             None,
+                            None,
                         )
                         .is_err()
                     {
@@ -460,6 +523,7 @@ impl Master {
                     key,
                     payload,
                     None,
+                    None,
                 ) {
                     let mut frame = Vec::new();
                     Envelope::Failed {
@@ -468,6 +532,11 @@ impl Master {
                     }
                     .encode(&mut frame);
                     reactor.send_data_to(channel, &frame);
+                }
+            }
+            Envelope::Pong => {
+                if let Some(i) = self.instances.get_mut(from) {
+                    i.ping_sent = None;
                 }
             }
             other => return Err(format!("message not allowed from a worker: kind {other:?}")),
@@ -491,9 +560,11 @@ impl Master {
         let Some(inst) = self.instances.get_mut(id) else {
             return;
         };
+        let reporter_alive = self.link.is_some() && inst.server == self.generation;
         let pid = match inst.pid {
             Some(pid)
                 if inst.exit.is_none()
+                    && reporter_alive
                     && matches!(inst.state, State::Starting | State::Running) =>
             {
                 pid
@@ -540,7 +611,7 @@ impl Master {
         }
         inst.backlog.clear();
         inst.outstanding = 0;
-        let reason = inst.exit.clone().unwrap_or(why);
+        let reason = inst.exit.clone().unwrap_or(WorkerExit::ChannelBroke(why));
         let failed: Vec<u64> = self
             .asks
             .iter()
@@ -550,8 +621,8 @@ impl Master {
         for ask_id in failed {
             if let Some(ask) = self.asks.remove(&ask_id) {
                 let err = WorkerError::Died {
-                    worker: id.to_string(),
-                    reason: reason.clone(),
+                    worker: id.clone(),
+                    exit: reason.clone(),
                 };
                 out.push(Delivery::Reply(ask.asker, Err(err)));
             }
@@ -563,7 +634,7 @@ impl Master {
                 ProxyEvent::Exited(reason.clone()),
             ));
         }
-        if inst.state == State::Stopping || self.shutting_down {
+        if inst.state == State::Stopping || self.shutting_down || self.draining {
             if !self.shutting_down {
                 self.instances.remove(id);
             }
@@ -609,7 +680,7 @@ impl Master {
                         let Some(inst) = m.instances.get(&id) else {
                             return;
                         };
-                        if inst.state != State::Restarting || m.shutting_down {
+                        if inst.state != State::Restarting || m.shutting_down || m.draining {
                             return;
                         }
                         let options = inst.options.clone();
@@ -625,16 +696,244 @@ impl Master {
     }
 }
 
+/// Fork servers started within a minute before the master gives up on
+/// replacing them (a program whose `main` does not call
+/// `WorkerRegistry::start` first would otherwise be started in a loop).
+const MAX_RESPAWNS: usize = 5;
+
+/// How soon a killed fork server not reaped yet is looked at again.
+const REAP_AGAIN: Duration = Duration::from_millis(10);
+
+impl Master {
+    /// The link to the fork server closed. Unless the reactor is stopping,
+    /// the fork server died: reap it, fail the starts it will never
+    /// answer, end the workers it started (they die with it where
+    /// `PR_SET_PDEATHSIG` exists; their channels are returned to be closed
+    /// elsewhere), and start a new fork server, through which the restart
+    /// policies bring the workers back.
+    fn fork_server_lost(
+        &mut self,
+        reactor: &mut Reactor,
+        reason: &CloseReason,
+        out: &mut Vec<Delivery>,
+    ) -> Vec<ConnId> {
+        self.link = None;
+        if self.shutting_down || self.draining {
+            return Vec::new();
+        }
+        let old = std::mem::replace(&mut self.fork_server, 0);
+        log_line!("[workers] the fork server {old} is gone ({reason}); starting a new one");
+        // It closed the link by dying, or is about to be made to.
+        let _ = packet_sys::process::kill(old, packet_sys::process::SIGKILL);
+        self.dead_servers.push(old);
+        self.dead_servers
+            .retain(|&pid| matches!(packet_sys::process::try_wait(Some(pid)), Ok(None)));
+        if !self.dead_servers.is_empty() {
+            reactor.add_timer(REAP_AGAIN, reap_dead_servers);
+        }
+
+        let starting: Vec<WorkerId> = self.starts.drain().map(|(_, id)| id).collect();
+        let mut orphans = Vec::new();
+        let mut waiting = Vec::new();
+        for (id, inst) in &mut self.instances {
+            if !matches!(
+                inst.state,
+                State::Starting | State::Running | State::Stopping
+            ) {
+                continue;
+            }
+            inst.exit.get_or_insert(WorkerExit::ForkServerDied);
+            match inst.channel {
+                Some(ch) => orphans.push(ch),
+                None if inst.closed.is_some() || starting.contains(id) => waiting.push(id.clone()),
+                None => {}
+            }
+        }
+        // Its respawn must be in place before the restart timers fire.
+        self.respawn_fork_server(reactor);
+        for id in waiting {
+            let why = self
+                .instances
+                .get_mut(&id)
+                .and_then(|i| i.closed.take())
+                .unwrap_or_else(|| "its fork server died".to_string());
+            self.channel_closed(reactor, &id, why, out);
+        }
+        orphans
+    }
+
+    fn respawn_fork_server(&mut self, reactor: &mut Reactor) {
+        let now = Instant::now();
+        while self
+            .respawns
+            .front()
+            .is_some_and(|t| now.duration_since(*t) > Duration::from_secs(60))
+        {
+            self.respawns.pop_front();
+        }
+        if self.respawns.len() >= MAX_RESPAWNS {
+            log_line!(
+                "[workers] {MAX_RESPAWNS} fork servers died within a minute; \
+                 not starting another: workers cannot be started any more"
+            );
+            return;
+        }
+        self.respawns.push_back(now);
+        let started = super::fork_server::respawn().and_then(|(link, pid)| {
+            let handler = LinkHandler {
+                decoder: FrameDecoder::new(HeaderFormat::Compact).with_max_frame_len(MAX_MESSAGE),
+                fds: VecDeque::new(),
+            };
+            match reactor.adopt_channel(link, Box::new(handler)) {
+                Ok(conn) => Ok((conn, pid)),
+                Err(e) => {
+                    // The closed link ends it; it is reaped at shutdown.
+                    self.dead_servers.push(pid);
+                    Err(e)
+                }
+            }
+        });
+        match started {
+            Ok((conn, pid)) => {
+                self.link = Some(conn);
+                self.fork_server = pid;
+                self.generation += 1;
+            }
+            Err(e) => log_line!(
+                "[workers] cannot start a new fork server: {e}; workers cannot be started any more"
+            ),
+        }
+    }
+
+    /// Makes sure the sweep fires by `due`.
+    fn arm_sweep(&mut self, reactor: &mut Reactor, due: Instant) {
+        if self.sweep.is_some_and(|(at, _)| at <= due) {
+            return;
+        }
+        if let Some((_, timer)) = self.sweep.take() {
+            reactor.cancel_timer(timer);
+        }
+        let timer = reactor.add_timer(due.saturating_duration_since(reactor.now()), |r| {
+            let mut out = Vec::new();
+            with_master(r, |m, r| {
+                m.sweep = None;
+                m.expire_asks(r, &mut out);
+            });
+            deliver(r, out);
+        });
+        self.sweep = Some((due, timer));
+    }
+
+    /// Fails the asks past their deadline with [`WorkerError::Timeout`] and
+    /// arms the sweep for the earliest deadline left.
+    fn expire_asks(&mut self, reactor: &mut Reactor, out: &mut Vec<Delivery>) {
+        let now = reactor.now();
+        let mut expired = Vec::new();
+        let mut next: Option<Instant> = None;
+        for (id, ask) in &self.asks {
+            match ask.deadline {
+                Some((due, _)) if due <= now => expired.push(*id),
+                Some((due, _)) => next = Some(next.map_or(due, |n| n.min(due))),
+                None => {}
+            }
+        }
+        // In the order they were made, so each asker sees its own order.
+        expired.sort_unstable();
+        for id in expired {
+            let Some(ask) = self.asks.remove(&id) else {
+                continue;
+            };
+            if let Some(i) = self.instances.get_mut(&ask.worker) {
+                i.outstanding = i.outstanding.saturating_sub(1);
+            }
+            let after = ask.deadline.map_or(Duration::ZERO, |(_, t)| t);
+            let err = WorkerError::Timeout {
+                worker: ask.worker,
+                after,
+            };
+            out.push(Delivery::Reply(ask.asker, Err(err)));
+        }
+        if let Some(due) = next {
+            self.arm_sweep(reactor, due);
+        }
+    }
+
+    /// One heartbeat round: pings each running instance of a worker type
+    /// with a heartbeat that has no ping outstanding, and kills each whose
+    /// ping has waited longer than its heartbeat's timeout.
+    fn heartbeat_tick(&mut self, reactor: &mut Reactor) {
+        let now = reactor.now();
+        for (id, inst) in &mut self.instances {
+            let Some(limit) = self
+                .specs
+                .iter()
+                .find(|(n, _)| *n == id.name)
+                .and_then(|(_, c)| c.heartbeat)
+            else {
+                continue;
+            };
+            let (State::Running, Some(ch), Some(pid)) = (inst.state, inst.channel, inst.pid) else {
+                continue;
+            };
+            match inst.ping_sent {
+                None => {
+                    let mut frame = Vec::new();
+                    Envelope::Ping.encode(&mut frame);
+                    reactor.send_data_to(ch, &frame);
+                    inst.ping_sent = Some(now);
+                }
+                Some(sent) if now.duration_since(sent) >= limit && inst.exit.is_none() => {
+                    log_line!("[{id}] no answer to a heartbeat within {limit:?}: killing it");
+                    inst.exit = Some(WorkerExit::Unresponsive(limit));
+                    // Its channel closes with the process, which fails its
+                    // asks with the reason set here and restarts it.
+                    let _ = packet_sys::process::kill(pid as i32, 9);
+                }
+                Some(_) => {}
+            }
+        }
+    }
+
+    /// Fails every ask still waiting for a reply with
+    /// [`WorkerError::Stopping`]: the reactor stops before they can finish.
+    fn fail_all_asks(&mut self, out: &mut Vec<Delivery>) {
+        for inst in self.instances.values_mut() {
+            inst.outstanding = 0;
+        }
+        let mut asks: Vec<(u64, Ask)> = self.asks.drain().collect();
+        // In the order they were made, so each asker sees its own order.
+        asks.sort_unstable_by_key(|(id, _)| *id);
+        for (_, ask) in asks {
+            let worker = ask.worker.to_string();
+            out.push(Delivery::Reply(
+                ask.asker,
+                Err(WorkerError::Stopping { worker }),
+            ));
+        }
+    }
+}
+
+/// Reaps the replaced fork servers that have exited, and looks again soon
+/// for those that have not yet (they were killed, so it is a matter of
+/// moments); never blocks the reactor.
+fn reap_dead_servers(reactor: &mut Reactor) {
+    let left = with_master(reactor, |m, _| {
+        m.dead_servers
+            .retain(|&pid| matches!(packet_sys::process::try_wait(Some(pid)), Ok(None)));
+        !m.dead_servers.is_empty()
+    });
+    if left == Some(true) {
+        reactor.add_timer(REAP_AGAIN, reap_dead_servers);
+    }
+}
+
 /// Runs `f` with the master state taken out of the reactor, then runs the
 /// deliveries it produced. `None` when the reactor has no workers.
 fn with_master<R>(
     reactor: &mut Reactor,
     f: impl FnOnce(&mut Master, &mut Reactor) -> R,
 ) -> Option<R> {
-    let mut master = reactor.workers.take()?;
-    let r = f(&mut master, reactor);
-    reactor.workers = Some(master);
-    Some(r)
+    reactor.with_ext(f)
 }
 
 fn deliver(reactor: &mut Reactor, deliveries: Vec<Delivery>) {
@@ -691,7 +990,7 @@ fn deliver(reactor: &mut Reactor, deliveries: Vec<Delivery>) {
                     }
                 });
             }
-            Delivery::Log(id, text) => eprintln!("[{id}] {text}"),
+            Delivery::Log(id, text) => log_line!("[{id}] {text}"),
             Delivery::Running(callback, running) => callback(reactor, running),
         }
     }
@@ -731,11 +1030,11 @@ impl Handler for ChannelHandler {
         if let Some(why) = broken {
             // A worker that breaks the protocol is not trusted to exit by
             // itself when its channel closes.
-            eprintln!("[{}] closing its channel: {why}", self.worker);
+            log_line!("[{}] closing its channel: {why}", self.worker);
             // Askers learn why the worker is gone.
             let pid = with_master(conn.reactor(), |m, _| {
                 let inst = m.instances.get_mut(&self.worker)?;
-                inst.exit = Some(format!("protocol violation: {why}"));
+                inst.exit = Some(WorkerExit::ProtocolViolation(why.clone()));
                 inst.pid
             })
             .flatten();
@@ -767,7 +1066,7 @@ struct LinkHandler {
 
 impl Handler for LinkHandler {
     fn receive_data(&mut self, conn: &mut Connection<'_>, data: &[u8]) {
-        self.fds.extend(conn.reactor().take_received_fds());
+        self.fds.extend(conn.take_received_fds());
         let mut events = Vec::new();
         let fds = &mut self.fds;
         let decoded = self
@@ -799,12 +1098,16 @@ impl Handler for LinkHandler {
     }
 
     fn unbind(&mut self, conn: &mut Connection<'_>, reason: &CloseReason) {
-        with_master(conn.reactor(), |m, _| {
-            m.link = None;
-            if !m.shutting_down {
-                eprintln!("[workers] the fork server is gone ({reason}): workers cannot be started any more");
-            }
-        });
+        let mut out = Vec::new();
+        let orphans = with_master(conn.reactor(), |m, r| {
+            m.fork_server_lost(r, reason, &mut out)
+        })
+        .unwrap_or_default();
+        // Closed once the state is back: their unbinds need it.
+        for ch in orphans {
+            conn.reactor().close_connection(ch, false);
+        }
+        deliver(conn.reactor(), out);
     }
 }
 
@@ -832,7 +1135,7 @@ fn link_event(m: &mut Master, r: &mut Reactor, event: LinkEvent, out: &mut Vec<D
                 return;
             };
             let Some(fd) = fd else {
-                eprintln!("[{id}] the fork server sent no channel");
+                log_line!("[{id}] the fork server sent no channel");
                 let _ = packet_sys::process::kill(pid as i32, 9);
                 return;
             };
@@ -850,10 +1153,11 @@ fn link_event(m: &mut Master, r: &mut Reactor, event: LinkEvent, out: &mut Vec<D
                 worker: id.clone(),
                 decoder: FrameDecoder::new(HeaderFormat::Compact).with_max_frame_len(MAX_MESSAGE),
             };
-            match r.adopt_boxed(fd, Box::new(handler), true) {
+            match r.adopt_channel(fd, Box::new(handler)) {
                 Ok(ch) => {
                     inst.channel = Some(ch);
                     inst.pid = Some(pid);
+                    inst.server = m.generation;
                     inst.state = State::Running;
                     let backlog = std::mem::take(&mut inst.backlog);
                     r.send_data_to(ch, &backlog);
@@ -874,19 +1178,21 @@ fn link_event(m: &mut Master, r: &mut Reactor, event: LinkEvent, out: &mut Vec<D
                 return;
             };
             if let Some(inst) = m.instances.get_mut(&id) {
-                inst.exit = Some(format!("could not start: {error}"));
+                inst.exit = Some(WorkerExit::StartFailed(error.clone()));
             }
             m.channel_closed(r, &id, error, out);
         }
         LinkEvent::Exited { pid, status } => {
             let how = if status < 0 {
-                format!("killed by signal {}", -status)
+                WorkerExit::Signaled(i32::try_from(-status).unwrap_or(i32::MAX))
             } else {
-                format!("exited with code {status}")
+                WorkerExit::Exited(i32::try_from(status).unwrap_or(i32::MAX))
             };
             let found = m.instances.iter_mut().find(|(_, i)| i.pid == Some(pid));
             let Some((id, inst)) = found else { return };
-            inst.exit = Some(how);
+            // What the master decided before killing it (a protocol
+            // violation) says more than the SIGKILL it sent.
+            inst.exit.get_or_insert(how);
             // Its channel closed first and is waiting for this report.
             if let Some(why) = inst.closed.take() {
                 let id = id.clone();
@@ -894,7 +1200,7 @@ fn link_event(m: &mut Master, r: &mut Reactor, event: LinkEvent, out: &mut Vec<D
             }
         }
         LinkEvent::Garbage => {
-            eprintln!("[workers] ignoring a malformed message from the fork server")
+            log_line!("[workers] ignoring a malformed message from the fork server")
         }
     }
 }
@@ -914,7 +1220,7 @@ impl Reactor {
             decoder: FrameDecoder::new(HeaderFormat::Compact).with_max_frame_len(MAX_MESSAGE),
             fds: VecDeque::new(),
         };
-        let link = self.adopt_boxed(link, Box::new(handler), true)?;
+        let link = self.adopt_channel(link, Box::new(handler))?;
         let specs = std::mem::take(&mut workers.specs);
         let auto: Vec<(WorkerId, Vec<u8>)> = specs
             .iter()
@@ -936,7 +1242,8 @@ impl Reactor {
                 })
             })
             .collect();
-        self.workers = Some(Box::new(Master {
+        let heartbeat = specs.iter().filter_map(|(_, c)| c.heartbeat).min();
+        self.set_ext(Master {
             link: Some(link),
             fork_server: std::mem::replace(&mut workers.fork_server, 0),
             specs,
@@ -949,10 +1256,21 @@ impl Reactor {
             asks: HashMap::new(),
             results: HashMap::new(),
             shutting_down: false,
+            draining: false,
             turn: 0,
             waiters: Vec::new(),
             next_waiter: 0,
-        }));
+            sweep: None,
+            generation: 0,
+            respawns: VecDeque::new(),
+            dead_servers: Vec::new(),
+        });
+        if let Some(limit) = heartbeat {
+            let every = (limit / 4).max(Duration::from_millis(10));
+            self.add_periodic_timer(every, |r, _| {
+                with_master(r, |m, r| m.heartbeat_tick(r));
+            });
+        }
         for (id, options) in auto {
             let started = with_master(self, |m, r| m.start_instance(r, id, options));
             if let Some(Err(e)) = started {
@@ -1047,6 +1365,33 @@ impl Reactor {
             key,
             payload.as_bytes(),
             None,
+            None,
+        )
+        .map(|_| ())
+    }
+
+    /// [`Reactor::ask_worker_with`], but `callback` gets
+    /// [`WorkerError::Timeout`] if no reply came within `timeout` (instead
+    /// of the worker type's [`super::WorkerSpec::ask_timeout`]).
+    ///
+    /// # Errors
+    /// As [`Reactor::ask_worker_with`].
+    pub fn ask_worker_with_timeout<T: Serialize + ?Sized>(
+        &mut self,
+        name: &str,
+        key: Option<&str>,
+        message: &T,
+        timeout: Duration,
+        callback: impl FnOnce(&mut Reactor, WorkerReply) + 'static,
+    ) -> Result<(), WorkerError> {
+        let payload = WorkerMessage::encode(message)?;
+        self.ask_raw(
+            Asker::Callback(Box::new(callback)),
+            name,
+            key,
+            payload.as_bytes(),
+            None,
+            Some(timeout),
         )
         .map(|_| ())
     }
@@ -1062,7 +1407,7 @@ impl Reactor {
         message: &T,
     ) -> Result<(), WorkerError> {
         let payload = WorkerMessage::encode(message)?;
-        self.ask_raw(Asker::Nobody, name, key, payload.as_bytes(), None)
+        self.ask_raw(Asker::Nobody, name, key, payload.as_bytes(), None, None)
             .map(|_| ())
     }
 
@@ -1081,7 +1426,7 @@ impl Reactor {
         message: &T,
     ) -> Result<(), WorkerError> {
         let payload = WorkerMessage::encode(message)?;
-        self.ask_raw(Asker::Nobody, name, key, payload.as_bytes(), Some(fd))
+        self.ask_raw(Asker::Nobody, name, key, payload.as_bytes(), Some(fd), None)
             .map(|_| ())
     }
 
@@ -1091,11 +1436,12 @@ impl Reactor {
         name: &str,
         key: Option<&str>,
         payload: &[u8],
+        timeout: Option<Duration>,
     ) -> Result<AskId, WorkerError> {
         // The reply's place in the connection's order is taken now, and
         // given back if the ask is refused.
         let ask = self.expect_reply(conn);
-        match self.ask_raw(Asker::Conn(conn, ask), name, key, payload, None) {
+        match self.ask_raw(Asker::Conn(conn, ask), name, key, payload, None, timeout) {
             Ok(_) => Ok(ask),
             Err(e) => {
                 self.cancel_reply(conn, ask);
@@ -1111,8 +1457,11 @@ impl Reactor {
         key: Option<&str>,
         payload: &[u8],
         fd: Option<OwnedFd>,
+        timeout: Option<Duration>,
     ) -> Result<u64, WorkerError> {
-        match with_master(self, |m, r| m.ask(r, asker, name, key, payload, fd)) {
+        match with_master(self, |m, r| {
+            m.ask(r, asker, name, key, payload, fd, timeout)
+        }) {
             None => Err(WorkerError::NoWorkers),
             Some(Ok(id)) => Ok(id),
             Some(Err((e, _))) => Err(e),
@@ -1146,12 +1495,12 @@ impl Reactor {
             name: name.to_string(),
             key: key.map(str::to_string),
         };
-        self.workers.as_ref()?.results.get(&id)
+        self.ext::<Master>()?.results.get(&id)
     }
 
     /// The running instances of worker `name` with their process ids.
     pub fn worker_pids(&self, name: &str) -> Vec<(WorkerId, u32)> {
-        let Some(m) = self.workers.as_ref() else {
+        let Some(m) = self.ext::<Master>() else {
             return Vec::new();
         };
         let mut v: Vec<(WorkerId, u32)> = m
@@ -1194,7 +1543,7 @@ impl Reactor {
         within: Duration,
         callback: impl FnOnce(&mut Reactor, usize) + 'static,
     ) -> Result<(), WorkerError> {
-        let m = self.workers.as_mut().ok_or(WorkerError::NoWorkers)?;
+        let m = self.ext_mut::<Master>().ok_or(WorkerError::NoWorkers)?;
         if m.spec(name).is_none() {
             return Err(WorkerError::NotRegistered(name.to_string()));
         }
@@ -1216,7 +1565,7 @@ impl Reactor {
                 callback(r, running);
             }
         });
-        let m = self.workers.as_mut().expect("checked above");
+        let m = self.ext_mut::<Master>().expect("checked above");
         m.waiters.push(RunningWaiter {
             id,
             name: name.to_string(),
@@ -1227,16 +1576,99 @@ impl Reactor {
         Ok(())
     }
 
-    /// The process id of the fork server, if workers are attached.
+    /// The process id of the fork server, if workers are attached and one
+    /// runs (a dead one is replaced at once, unless five died within a
+    /// minute).
     pub fn fork_server_pid(&self) -> Option<i32> {
-        self.workers.as_ref().map(|m| m.fork_server)
+        self.ext::<Master>()
+            .map(|m| m.fork_server)
+            .filter(|&pid| pid > 0)
+    }
+}
+
+/// The worker system in a reactor's stop: asks in flight are answered
+/// before the channels close, and the fork server and workers are reaped
+/// when the master is dropped at the end of the shutdown.
+impl Extension for Master {
+    /// The worker part of [`Reactor::stop_gracefully`], called before it
+    /// closes anything: whether the connections must stay open because asks
+    /// are in flight. If so, new asks are refused from now on, and once the
+    /// asks in flight are answered — or `within` has passed, failing the
+    /// rest with [`WorkerError::Stopping`] — and their replies have been
+    /// handed to the askers, `stop_gracefully` is called again for the time
+    /// left, which closes every connection: channels too, so workers exit,
+    /// the fork server follows, and the reactor's shutdown reaps it.
+    fn stop_gracefully(&mut self, r: &mut Reactor, within: Duration) -> bool {
+        if self.shutting_down {
+            return false;
+        }
+        if self.draining {
+            // A second stop while draining: the first one's deadline holds.
+            return true;
+        }
+        if self.asks.is_empty() {
+            self.shutting_down = true;
+            return false;
+        }
+        self.draining = true;
+        let deadline = r.now() + within;
+        // Set once no ask is left: the next tick, after the replies handed
+        // over meanwhile were written to their connections, closes all.
+        let mut drained = false;
+        r.add_periodic_timer(DRAIN_CHECK, move |r, timer| {
+            if drained {
+                r.cancel_timer(timer);
+                if let Some(m) = r.ext_mut::<Master>() {
+                    m.draining = false;
+                    m.shutting_down = true;
+                }
+                let left = deadline.saturating_duration_since(r.now());
+                r.stop_gracefully(left);
+                return;
+            }
+            let mut out = Vec::new();
+            let now = r.now();
+            drained = with_master(r, |m, _| {
+                if !m.asks.is_empty() && now >= deadline {
+                    m.fail_all_asks(&mut out);
+                }
+                m.asks.is_empty()
+            })
+            .unwrap_or(true);
+            deliver(r, out);
+        });
+        true
     }
 
     /// Marks the worker system as shutting down, before the reactor closes
-    /// every connection: closing channels then restarts nothing.
-    pub(crate) fn workers_shutting_down(&mut self) {
-        if let Some(m) = self.workers.as_mut() {
-            m.shutting_down = true;
-        }
+    /// every connection: asks still waiting fail with
+    /// [`WorkerError::Stopping`] (callbacks hear it now; connections only
+    /// if they are still open), and closing channels restarts nothing.
+    fn shutdown(&mut self, r: &mut Reactor) {
+        let mut out = Vec::new();
+        self.shutting_down = true;
+        self.fail_all_asks(&mut out);
+        deliver(r, out);
+    }
+}
+
+impl Connection<'_> {
+    /// [`Connection::ask_worker_keyed`], but the reply is
+    /// [`WorkerError::Timeout`] if none came within `timeout` (instead of
+    /// the worker type's [`super::WorkerSpec::ask_timeout`]).
+    ///
+    /// # Errors
+    /// As [`Connection::ask_worker`].
+    pub fn ask_worker_with_timeout<T: Serialize + ?Sized>(
+        &mut self,
+        name: &str,
+        key: Option<&str>,
+        message: &T,
+        timeout: Duration,
+    ) -> Result<AskId, WorkerError> {
+        let payload = WorkerMessage::encode(message)?;
+        let id = self.id();
+        self.reactor()
+            .ask_worker_from(id, name, key, payload.as_bytes(), Some(timeout))
     }
 }

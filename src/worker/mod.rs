@@ -23,7 +23,11 @@
 //!
 //! The fork server is forked before the program starts any thread and forks
 //! every worker on request, so a master running many reactor threads never
-//! forks itself (DESIGN-NOTES §7, ARCHITECTURE.md). Each worker's channel is
+//! forks itself (DESIGN-NOTES §7, ARCHITECTURE.md); one that dies is
+//! replaced by running the program again in fork-server mode. The fork
+//! server and the workers leave SIGINT, SIGTERM, SIGHUP and SIGQUIT to the
+//! master, whose [`Reactor::stop_gracefully`] lets asks in flight finish,
+//! then stops and reaps them all. Each worker's channel is
 //! a socketpair made by the fork server; the master's end travels back to it
 //! with `SCM_RIGHTS`.
 //!
@@ -87,7 +91,6 @@ use crate::connection::Connection;
 use crate::reactor::Reactor;
 use crate::ConnId;
 
-pub(crate) use master::Master;
 pub use wire::WireError;
 
 /// Not API: decodes one worker-channel message (a frame's payload) as both
@@ -167,9 +170,9 @@ pub enum WorkerError {
     /// The worker died or its channel closed before it replied.
     Died {
         /// Which worker.
-        worker: String,
-        /// How it ended, as far as the master knows.
-        reason: String,
+        worker: WorkerId,
+        /// How it ended.
+        exit: WorkerExit,
     },
     /// The worker is not reading: its channel holds more than the limit of
     /// unsent messages, so new asks are refused instead of queued.
@@ -181,6 +184,21 @@ pub enum WorkerError {
     /// The registry is not attached to this reactor, or the fork server is
     /// gone.
     NoWorkers,
+    /// The reactor is stopping: the ask was made during a graceful stop,
+    /// or was still waiting for its reply when the stop's deadline passed
+    /// or the reactor stopped.
+    Stopping {
+        /// The worker asked.
+        worker: String,
+    },
+    /// No reply within the ask's timeout ([`WorkerSpec::ask_timeout`], or
+    /// the one given to the ask). A reply that comes later is dropped.
+    Timeout {
+        /// The worker asked.
+        worker: WorkerId,
+        /// The timeout that passed.
+        after: Duration,
+    },
 }
 
 impl fmt::Display for WorkerError {
@@ -189,13 +207,22 @@ impl fmt::Display for WorkerError {
             WorkerError::NotRegistered(n) => write!(f, "no worker named {n:?} is registered"),
             WorkerError::NotRunning(w) => write!(f, "worker {w} is not running"),
             WorkerError::AlreadyRunning(w) => write!(f, "worker {w} is already running"),
-            WorkerError::Died { worker, reason } => {
-                write!(f, "worker {worker} died before replying ({reason})")
+            WorkerError::Died { worker, exit } => {
+                write!(f, "worker {worker} died before replying ({exit})")
             }
             WorkerError::Busy(w) => write!(f, "worker {w} is not keeping up: its channel is full"),
             WorkerError::Message(e) => write!(f, "{e}"),
             WorkerError::Failed(e) => write!(f, "worker failed: {e}"),
             WorkerError::NoWorkers => f.write_str("no workers are attached to this reactor"),
+            WorkerError::Timeout { worker, after } => {
+                write!(f, "worker {worker} did not answer within {after:?}")
+            }
+            WorkerError::Stopping { worker } => {
+                write!(
+                    f,
+                    "the reactor is stopping: worker {worker} will not answer"
+                )
+            }
         }
     }
 }
@@ -205,6 +232,52 @@ impl std::error::Error for WorkerError {}
 impl From<MessageError> for WorkerError {
     fn from(e: MessageError) -> Self {
         WorkerError::Message(e)
+    }
+}
+
+/// How a worker process ended, as the master decided it: the fork
+/// server's report of the process's exit wins over what the channel saw,
+/// so a worker killed by a signal is reported as such even when its
+/// channel's reset arrived first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum WorkerExit {
+    /// The process exited with this code.
+    Exited(i32),
+    /// A signal ended the process (9 for `SIGKILL`).
+    Signaled(i32),
+    /// The channel closed or failed, and no report of the process's exit
+    /// came (the fork server was gone, or too slow): what the channel saw.
+    ChannelBroke(String),
+    /// The worker sent something the wire format does not allow; the
+    /// master closed its channel and killed it.
+    ProtocolViolation(String),
+    /// The fork server could not start the process.
+    StartFailed(String),
+    /// It did not answer a heartbeat within this long
+    /// ([`WorkerSpec::heartbeat`]), so the master killed it.
+    Unresponsive(Duration),
+    /// The fork server that started it died, which ends its workers too;
+    /// the master starts a new fork server, and the workers again.
+    ForkServerDied,
+}
+
+impl fmt::Display for WorkerExit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            WorkerExit::Exited(code) => write!(f, "exited with code {code}"),
+            WorkerExit::Signaled(sig) => write!(f, "killed by signal {sig}"),
+            WorkerExit::ChannelBroke(why) => write!(f, "channel broke: {why}"),
+            WorkerExit::ProtocolViolation(why) => write!(f, "protocol violation: {why}"),
+            WorkerExit::StartFailed(why) => write!(f, "could not start: {why}"),
+            WorkerExit::ForkServerDied => f.write_str("its fork server died"),
+            WorkerExit::Unresponsive(after) => {
+                write!(
+                    f,
+                    "no answer to a heartbeat within {after:?}, so it was killed"
+                )
+            }
+        }
     }
 }
 
@@ -344,7 +417,8 @@ impl WorkerContext<'_, '_> {
     }
 
     /// Sends a log line to the master, which hands it to the registered log
-    /// worker or writes it to its standard error (Packet's `Worker#log`).
+    /// worker or to its log hook ([`crate::log::set_log_hook`]; standard
+    /// error by default), Packet's `Worker#log`.
     pub fn log(&mut self, text: &str) {
         let mut out = Vec::new();
         wire::Envelope::Log { text }.encode(&mut out);
@@ -456,9 +530,9 @@ pub trait WorkerProxy: 'static {
         let _ = (reactor, worker);
     }
 
-    /// The worker's channel closed.
-    fn worker_exited(&mut self, reactor: &mut Reactor, worker: &WorkerId, reason: &str) {
-        let _ = (reactor, worker, reason);
+    /// The worker's process ended or its channel closed, for `exit`.
+    fn worker_exited(&mut self, reactor: &mut Reactor, worker: &WorkerId, exit: &WorkerExit) {
+        let _ = (reactor, worker, exit);
     }
 }
 
@@ -524,6 +598,28 @@ impl WorkerSpec {
     /// times a minute at most).
     pub fn restart(mut self, policy: RestartPolicy) -> WorkerSpec {
         self.config.restart = policy;
+        self
+    }
+
+    /// Fails every ask to this worker that has no reply after `timeout`
+    /// with [`WorkerError::Timeout`] (default: asks wait as long as the
+    /// worker lives). An ask can set its own with
+    /// [`Reactor::ask_worker_with_timeout`] or
+    /// [`Connection::ask_worker_with_timeout`]. The worker is left alone:
+    /// see [`WorkerSpec::heartbeat`] for one that is stuck.
+    pub fn ask_timeout(mut self, timeout: Duration) -> WorkerSpec {
+        self.config.ask_timeout = Some(timeout);
+        self
+    }
+
+    /// Checks that each instance is alive (Unicorn's `timeout`): the master
+    /// pings it every quarter of `timeout` and an instance whose reactor
+    /// does not answer within `timeout` — stopped, hung, or blocking its
+    /// loop in a long computation — is killed; its asks fail with
+    /// [`WorkerError::Died`] and [`WorkerExit::Unresponsive`], and its
+    /// restart policy applies. Off by default.
+    pub fn heartbeat(mut self, timeout: Duration) -> WorkerSpec {
+        self.config.heartbeat = Some(timeout);
         self
     }
 
@@ -593,6 +689,13 @@ impl WorkerRegistry {
 
     /// Forks the fork server. Call it first thing in `main`, before any
     /// thread is started: a multi-threaded process is never forked.
+    ///
+    /// If the fork server dies, the master starts this program again in
+    /// fork-server mode (`PACKET_FORK_SERVER` in its environment): this
+    /// same call then becomes the fork server and never returns. So build
+    /// the same registry on every run, and do nothing with side effects
+    /// before this call (open files, bind ports, start threads, print):
+    /// it would be done again by each replacement fork server.
     ///
     /// # Errors
     /// The process already has several threads, two specs share a name, or
@@ -673,6 +776,6 @@ impl Connection<'_> {
         let payload = WorkerMessage::encode(message)?;
         let id = self.id();
         self.reactor()
-            .ask_worker_from(id, name, key, payload.as_bytes())
+            .ask_worker_from(id, name, key, payload.as_bytes(), None)
     }
 }

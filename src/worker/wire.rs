@@ -21,6 +21,8 @@
 //!  fork server -> master  11 Started seq pid            (+ the worker's channel fd)
 //!                         12 StartFailed seq error-text
 //!                         13 Exited  pid status
+//!  master -> worker   14 Ping     (a heartbeat)
+//!  worker -> master   15 Pong     (its answer)
 //! ```
 //!
 //! `id`, `seq`, `pid` and lengths are LEB128 varints; strings are a varint
@@ -90,6 +92,8 @@ pub(crate) enum Envelope<'a> {
         pid: u32,
         status: i64,
     },
+    Ping,
+    Pong,
 }
 
 /// Why bytes from a worker channel are not a valid message.
@@ -226,6 +230,8 @@ impl<'a> Envelope<'a> {
             Envelope::Started { .. } => 11,
             Envelope::StartFailed { .. } => 12,
             Envelope::Exited { .. } => 13,
+            Envelope::Ping => 14,
+            Envelope::Pong => 15,
         }
     }
 
@@ -236,7 +242,11 @@ impl<'a> Envelope<'a> {
             Envelope::Request { id, .. } | Envelope::Reply { id, .. } | Envelope::Fd { id, .. } => {
                 put_varint(out, id)
             }
-            Envelope::Send { .. } | Envelope::Result { .. } | Envelope::Exit => {}
+            Envelope::Send { .. }
+            | Envelope::Result { .. }
+            | Envelope::Exit
+            | Envelope::Ping
+            | Envelope::Pong => {}
             Envelope::Log { text } => put_str(out, text),
             Envelope::Ask { id, name, key, .. } => {
                 put_varint(out, id);
@@ -390,6 +400,14 @@ impl<'a> Envelope<'a> {
                     status: ((z >> 1) as i64) ^ -((z & 1) as i64),
                 }
             }
+            14 => {
+                r.end()?;
+                Envelope::Ping
+            }
+            15 => {
+                r.end()?;
+                Envelope::Pong
+            }
             k => return Err(WireError::UnknownKind(k)),
         };
         Ok(env)
@@ -459,6 +477,8 @@ mod tests {
             payload: b"x",
         });
         round_trip(Envelope::Exit);
+        round_trip(Envelope::Ping);
+        round_trip(Envelope::Pong);
         round_trip(Envelope::Failed {
             id: 8,
             error: "boom",

@@ -522,6 +522,8 @@ pub struct SpawnOptions<'a> {
     clear_env: bool,
     /// Changes to the environment, in order: `None` removes the variable.
     env: Vec<(OsString, Option<OsString>)>,
+    /// A descriptor the program inherits under its own number.
+    pass: Option<BorrowedFd<'a>>,
 }
 
 impl Default for SpawnOptions<'_> {
@@ -530,6 +532,7 @@ impl Default for SpawnOptions<'_> {
             stdio: [Stdio::Inherit; 3],
             clear_env: false,
             env: Vec::new(),
+            pass: None,
         }
     }
 }
@@ -568,6 +571,15 @@ impl<'a> SpawnOptions<'a> {
     /// Removes variable `key` from the child's environment.
     pub fn env_remove(mut self, key: impl Into<OsString>) -> SpawnOptions<'a> {
         self.env.push((key.into(), None));
+        self
+    }
+
+    /// Lets the program inherit `fd` under the same number (3 or above),
+    /// for example one end of a socketpair whose number it is told in an
+    /// environment variable. Every other descriptor but 0, 1 and 2 is
+    /// closed at `execve`.
+    pub fn pass_fd(mut self, fd: BorrowedFd<'a>) -> SpawnOptions<'a> {
+        self.pass = Some(fd);
         self
     }
 
@@ -632,6 +644,8 @@ struct ChildPlan {
     redirect: [RawFd; 3],
     /// The write end of the close-on-exec report pipe (3 or above).
     report: RawFd,
+    /// A descriptor (3 or above) to keep open across `execve`, or -1.
+    pass: RawFd,
     /// `SIG_DFL` with an empty mask.
     default_action: libc::sigaction,
     /// The child's signal mask: nothing blocked.
@@ -734,6 +748,12 @@ pub fn spawn<S: AsRef<OsStr>>(argv: &[S], options: &SpawnOptions<'_>) -> io::Res
             Stdio::Fd(fd) => Some(dup_above_stdio(*fd)?),
         };
     }
+    if options.pass.is_some_and(|fd| fd.as_raw_fd() < 3) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "a passed descriptor must be 3 or above: 0..2 are the standard streams",
+        ));
+    }
     let (report_read, report_write) = report_pipe()?;
 
     let mut redirect = [-1; 3];
@@ -757,6 +777,7 @@ pub fn spawn<S: AsRef<OsStr>>(argv: &[S], options: &SpawnOptions<'_>) -> io::Res
         envp: envp_p.as_ptr(),
         redirect,
         report: report_write.as_raw_fd(),
+        pass: options.pass.map_or(-1, |fd| fd.as_raw_fd()),
         default_action,
         empty_mask,
     };
@@ -959,6 +980,14 @@ unsafe fn exec_child(plan: &ChildPlan) -> ! {
             }
         }
     }
+    if plan.pass >= 0 {
+        // SAFETY: F_SETFD takes an int. Clearing close-on-exec on this
+        // child's copy of the descriptor only; the parent's keeps its flag.
+        if unsafe { libc::fcntl(plan.pass, libc::F_SETFD, 0) } == -1 {
+            // SAFETY: as this function's contract.
+            unsafe { report_and_exit(plan.report, STEP_STDIO, last_errno()) }
+        }
+    }
     // SAFETY: `empty_mask` is a valid sigset_t; in the single thread of the
     // child sigprocmask is the process mask.
     unsafe { libc::sigprocmask(libc::SIG_SETMASK, &plan.empty_mask, std::ptr::null_mut()) };
@@ -1039,6 +1068,10 @@ pub fn process_exists(pid: i32) -> bool {
 /// `SIGKILL`, for [`kill`]: ends a process at once; it cannot be caught.
 pub const SIGKILL: i32 = libc::SIGKILL;
 
+/// `SIGSTOP`, for [`kill`]: stops a process until `SIGCONT` (or its
+/// death); it cannot be caught. A hung process, for tests.
+pub const SIGSTOP: i32 = libc::SIGSTOP;
+
 /// A non-blocking, close-on-exec pipe: `(read end, write end)`.
 ///
 /// # Errors
@@ -1096,4 +1129,93 @@ pub fn splice(from: BorrowedFd<'_>, to: BorrowedFd<'_>, len: usize) -> io::Resul
             "no splice on this OS",
         ))
     }
+}
+
+// ----- worker processes: signals belong to the master -----
+
+/// The signals a terminal (Ctrl-C, Ctrl-\, hang-up) or a kill of a whole
+/// process group (`timeout`, systemd's `KillMode=control-group`) sends to
+/// every process of the group at once.
+pub const GROUP_SIGNALS: [i32; 4] = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGQUIT];
+
+/// Ignores every signal of [`GROUP_SIGNALS`] in this process, so that only
+/// its parent decides when it stops. For a freshly forked helper process
+/// (a fork server, a worker); the ignored dispositions survive `fork` and
+/// `execve`.
+///
+/// # Errors
+/// `EINVAL` from `sigaction`, which these numbers cannot cause.
+pub fn ignore_group_signals() -> io::Result<()> {
+    // SAFETY: all-zero is valid storage for a sigaction; the fields that
+    // matter are set below.
+    let mut ignore: libc::sigaction = unsafe { std::mem::zeroed() };
+    ignore.sa_sigaction = libc::SIG_IGN;
+    // SAFETY: `sa_mask` is a live sigset_t.
+    unsafe { libc::sigemptyset(&mut ignore.sa_mask) };
+    for sig in GROUP_SIGNALS {
+        // SAFETY: `ignore` is a valid SIG_IGN action; the old one is not
+        // wanted.
+        cvt(unsafe { libc::sigaction(sig, &ignore, std::ptr::null_mut()) })?;
+    }
+    Ok(())
+}
+
+/// The parent process's id.
+pub fn getppid() -> i32 {
+    // SAFETY: getppid cannot fail.
+    unsafe { libc::getppid() }
+}
+
+/// Arranges for this process to be killed (`SIGKILL`) when its parent dies,
+/// and returns whether `parent` is still its parent — `false` when it
+/// died before the arrangement was made, and the caller should exit.
+///
+/// On Linux this is `PR_SET_PDEATHSIG`, which fires when the parent
+/// *thread* that forked this process ends, so fork from a thread that
+/// lives as long as the child should. Elsewhere nothing is armed and the
+/// caller must notice the parent's death otherwise (a closed socket).
+///
+/// # Errors
+/// `EINVAL` from `prctl`, which `SIGKILL` cannot cause.
+pub fn die_with_parent(parent: i32) -> io::Result<bool> {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    {
+        // SAFETY: PR_SET_PDEATHSIG takes a signal number in the second
+        // argument; the others are unused and passed as 0.
+        cvt(unsafe {
+            libc::prctl(
+                libc::PR_SET_PDEATHSIG,
+                libc::SIGKILL as libc::c_ulong,
+                0 as libc::c_ulong,
+                0 as libc::c_ulong,
+                0 as libc::c_ulong,
+            )
+        })?;
+    }
+    Ok(getppid() == parent)
+}
+
+/// Takes ownership of descriptor `fd`, inherited from the parent that
+/// started this program (see [`SpawnOptions::pass_fd`]), and marks it
+/// close-on-exec again so it goes no further.
+///
+/// Call it once per inherited descriptor, early in `main`, before anything
+/// else could have taken that number.
+///
+/// # Errors
+/// `EBADF` when no such descriptor is open; `InvalidInput` for 0..2.
+pub fn take_inherited_fd(fd: RawFd) -> io::Result<OwnedFd> {
+    if fd < 3 {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "descriptors 0..2 are the standard streams",
+        ));
+    }
+    // SAFETY: F_SETFD takes an int; on a closed number it fails with EBADF
+    // and nothing is changed.
+    cvt(unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) })?;
+    // SAFETY: the descriptor is open (checked above) and was handed to this
+    // process by its parent for the caller, who is its only owner: the
+    // contract above has it taken once, before any other code could.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }

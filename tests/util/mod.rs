@@ -261,3 +261,61 @@ pub fn open_fds() -> usize {
     // The directory listing holds one descriptor of its own.
     std::fs::read_dir("/proc/self/fd").unwrap().count() - 1
 }
+
+/// Every process below `pid`: its children, their children, and so on.
+pub fn descendants(pid: u32) -> Vec<u32> {
+    let mut all = Vec::new();
+    let mut next = vec![pid];
+    while let Some(p) = next.pop() {
+        let kids = children_of(p);
+        next.extend(&kids);
+        all.extend(kids);
+    }
+    all
+}
+
+/// Whether process `pid` is gone: not running, and not a zombie either
+/// (a zombie still has its `/proc` entry until it is reaped).
+pub fn is_gone(pid: u32) -> bool {
+    !std::path::Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// Whether process `pid` no longer runs: gone, or a zombie.
+pub fn is_dead(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat_fields(&stat).first() == Some(&"Z"),
+        Err(_) => true,
+    }
+}
+
+/// Sends signal `sig` (a name such as `"TERM"`) to process `pid`, or to
+/// every process of group `pid` with `group`, through kill(1): the tests
+/// hold no unsafe code, and `packet_sys::process::kill` refuses groups.
+pub fn send_signal(pid: u32, sig: &str, group: bool) {
+    let target = if group {
+        format!("-{pid}")
+    } else {
+        pid.to_string()
+    };
+    let status = std::process::Command::new("kill")
+        .args([format!("-{sig}"), "--".into(), target])
+        .status()
+        .expect("run kill(1)");
+    assert!(status.success(), "kill -{sig} {pid} failed");
+}
+
+/// Polls `done` every 10 ms until it holds or `bound` passes; whether it
+/// held. For "it eventually happens" checks: `bound` is a generous limit,
+/// never a timing assertion.
+pub fn eventually(bound: Duration, mut done: impl FnMut() -> bool) -> bool {
+    let until = std::time::Instant::now() + bound;
+    loop {
+        if done() {
+            return true;
+        }
+        if std::time::Instant::now() >= until {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
