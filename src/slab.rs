@@ -4,7 +4,7 @@
 //! token with the selector. A token names a slot *and* the generation of the
 //! value in it, so an event still queued for a value that was removed (and
 //! whose slot may already hold a new value) is recognised as stale instead
-//! of being delivered to the newcomer (DESIGN-NOTES §2).
+//! of being delivered to the newcomer.
 
 /// `index` in the low 32 bits, `generation` in the high 32 bits. The all-ones
 /// value is never produced (generations skip `u32::MAX`) so callers can use

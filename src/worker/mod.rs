@@ -23,7 +23,7 @@
 //!
 //! The fork server is forked before the program starts any thread and forks
 //! every worker on request, so a master running many reactor threads never
-//! forks itself (DESIGN-NOTES §7, ARCHITECTURE.md); one that dies is
+//! forks itself (ARCHITECTURE.md, "Fork safety"); one that dies is
 //! replaced by running the program again in fork-server mode. The fork
 //! server and the workers leave SIGINT, SIGTERM, SIGHUP and SIGQUIT to the
 //! master, whose [`Reactor::stop_gracefully`] lets asks in flight finish,

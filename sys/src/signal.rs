@@ -5,7 +5,7 @@
 //! for the signal and pokes the waker of the reactor that asked for it (a
 //! `write` to an eventfd, or a `kevent` trigger), nothing else. The reactor
 //! then sees a wake-up, takes the pending flags and runs its callbacks on
-//! its own thread, like any other event (DESIGN-NOTES §6). One reactor per
+//! its own thread, like any other event. One reactor per
 //! signal: a later [`watch`] of the same signal moves it to the new waker.
 
 use std::io;
