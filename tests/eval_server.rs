@@ -4,7 +4,7 @@
 //! order), errors keep their place, and the connection closes only after
 //! the last answer.
 //!
-//! `cargo test` builds the examples before it runs this.
+//! The test builds the example itself (see `example`).
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, TcpStream};
@@ -12,20 +12,33 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-/// The example's binary, built by `cargo test` beside this test's.
+/// The example's binary. `cargo test` builds examples that have tests of
+/// their own only as test harnesses, so the program itself is built here,
+/// once, into a target directory of its own (no wait on the lock of the
+/// build that runs this test).
 fn example(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    // target/<profile>/deps/<test> -> target/<profile>/examples/<name>
-    let path = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .map(|profile| profile.join("examples").join(name))
-        .unwrap();
+    static BUILT: std::sync::Mutex<Option<PathBuf>> = std::sync::Mutex::new(None);
+    let mut built = BUILT.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(path) = built.as_ref() {
+        return path.clone();
+    }
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let target = root.join("target").join("example-bins");
+    let status = Command::new(env!("CARGO"))
+        .current_dir(&root)
+        .args(["build", "--quiet", "--locked", "--example", name])
+        .arg("--target-dir")
+        .arg(&target)
+        .status()
+        .expect("run cargo");
+    assert!(status.success(), "cargo build --example {name} failed");
+    let path = target.join("debug").join("examples").join(name);
     assert!(
         path.exists(),
-        "{} is missing: run `cargo test`, which builds the examples",
+        "{} is missing after the build",
         path.display()
     );
+    *built = Some(path.clone());
     path
 }
 
