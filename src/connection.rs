@@ -143,7 +143,7 @@ pub trait Handler: 'static {
     }
 
     /// A reply this connection was promised (see [`Reactor::expect_reply`]):
-    /// a worker's answer to [`Connection::ask_worker`](crate::worker), the
+    /// a worker's answer to `Connection::ask_worker` (the `worker` module), the
     /// result of deferred work, or anything else that completes later.
     /// Packet's `worker_receive`: it always reaches the handler instance
     /// that asked, after the callback that asked has returned, and in the
@@ -202,7 +202,7 @@ impl<'r> Connection<'r> {
 
     /// The state of the protocol [`Layer`] this callback is called
     /// through, if it is a `T` (for example the line splitter's mode, which
-    /// [`crate::line`]'s methods on `Connection` reach this way).
+    /// the `line` module's methods on `Connection` reach this way).
     pub fn layer<T: Any>(&mut self) -> Option<&mut T> {
         self.layer.as_deref_mut().and_then(|s| s.downcast_mut())
     }

@@ -30,7 +30,7 @@ impl fmt::Display for ReplyId {
 
 /// A reply delivered to [`Handler::receive_reply`](crate::Handler::receive_reply):
 /// the id it was expected under and a value whose type the sender chose
-/// (a worker ask's is a [`WorkerReply`](crate::worker::WorkerReply)).
+/// (a worker ask's is a `worker::WorkerReply`).
 pub struct Reply {
     id: ReplyId,
     value: Box<dyn Any>,
