@@ -2,7 +2,7 @@
 //! worker asks (and anything else that completes later) deliver through.
 //!
 //! This module owns reply ids, the [`Reply`] envelope handed to
-//! [`Handler::receive_reply`](crate::Handler::receive_reply), and the
+//! [`Handler::receive_reply`](crate::Handler::receive_reply)(crate::Handler::receive_reply), and the
 //! per-connection queue that puts replies back in ask order for a
 //! connection that asked for it ([`Connection::set_ordered_replies`]).
 //! It never calls a handler itself: the reactor delivers each reply once no
@@ -28,7 +28,7 @@ impl fmt::Display for ReplyId {
     }
 }
 
-/// A reply delivered to [`Handler::receive_reply`](crate::Handler::receive_reply):
+/// A reply delivered to [`Handler::receive_reply`](crate::Handler::receive_reply)(crate::Handler::receive_reply):
 /// the id it was expected under and a value whose type the sender chose
 /// (a worker ask's is a `worker::WorkerReply`).
 pub struct Reply {
@@ -130,11 +130,12 @@ impl InOrder {
 
 impl Reactor {
     /// Promises connection `id` a reply: its
-    /// [`Handler::receive_reply`] gets whatever [`Reactor::send_reply`]
-    /// sends under the returned id. Worker asks call this; so may any code
-    /// that answers a connection later (a thread pool, a timer). With
-    /// [`Connection::set_ordered_replies`] on, replies are delivered in the
-    /// order of these calls.
+    /// [`Handler::receive_reply`](crate::Handler::receive_reply) gets
+    /// whatever [`Reactor::send_reply`] sends under the returned id. Worker
+    /// asks call this; so may any code that answers a connection later (a
+    /// thread pool, a timer). With
+    /// [`Connection::set_ordered_replies`](crate::Connection::set_ordered_replies)
+    /// on, replies are delivered in the order of these calls.
     pub fn expect_reply(&mut self, id: ConnId) -> ReplyId {
         self.last_reply += 1;
         let reply = ReplyId(self.last_reply);
@@ -154,7 +155,7 @@ impl Reactor {
         }
     }
 
-    /// Delivers `value` to connection `id`'s [`Handler::receive_reply`]
+    /// Delivers `value` to connection `id`'s [`Handler::receive_reply`](crate::Handler::receive_reply)
     /// under `reply` (from [`Reactor::expect_reply`]) as soon as no
     /// callback is running — and, for an ordered connection, once every
     /// reply expected before it was delivered. Dropped if the connection
