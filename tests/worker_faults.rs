@@ -15,26 +15,10 @@ use std::rc::Rc;
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
 
-use packet::worker::{
-    Replier, Worker, WorkerContext, WorkerError, WorkerExit, WorkerMessage, WorkerRegistry,
-    WorkerReply, WorkerSpec, Workers,
-};
+use packet::worker::{WorkerError, WorkerExit, WorkerRegistry, WorkerReply, WorkerSpec, Workers};
 use packet::{Connection, Handler, Reactor, Reply};
 use util::run_with_workers as run;
-
-/// Replies with the number of milliseconds it was sent, after as many
-/// milliseconds, on a timer: its reactor answers heartbeats meanwhile.
-struct Slow;
-impl Worker for Slow {
-    fn receive_data(&mut self, ctx: &mut WorkerContext<'_, '_>, msg: WorkerMessage) {
-        let ms: u64 = msg.decode().unwrap();
-        let replier: Replier = ctx.replier().unwrap();
-        ctx.reactor()
-            .add_timer(Duration::from_millis(ms), move |r| {
-                replier.reply(r, &ms).unwrap()
-            });
-    }
-}
+use util::Slow;
 
 /// The stopped worker's asks time out after this...
 const ASK_TIMEOUT: Duration = Duration::from_millis(200);

@@ -15,30 +15,15 @@ use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use packet::worker::{
-    Replier, Worker, WorkerContext, WorkerMessage, WorkerRegistry, WorkerReply, WorkerSpec,
-};
+use packet::worker::{WorkerRegistry, WorkerReply, WorkerSpec};
 use packet::{Connection, Handler, Reactor, Reply};
+use util::Slow;
 use util::IO_TIMEOUT;
 
 /// Set to the graceful stop's deadline in milliseconds: run as the server.
 const SERVE: &str = "PACKET_TEST_SERVE";
 
 // ----- the server mode -----
-
-/// Replies with the number of milliseconds it was sent, after as many
-/// milliseconds (on a timer: its reactor stays responsive meanwhile).
-struct Slow;
-impl Worker for Slow {
-    fn receive_data(&mut self, ctx: &mut WorkerContext<'_, '_>, msg: WorkerMessage) {
-        let ms: u64 = msg.decode().unwrap();
-        let replier: Replier = ctx.replier().unwrap();
-        ctx.reactor()
-            .add_timer(Duration::from_millis(ms), move |r| {
-                replier.reply(r, &ms).unwrap()
-            });
-    }
-}
 
 /// One client: each line is a number of milliseconds to ask a worker for;
 /// each answer is a line `ok MS` or `error: WHY`.

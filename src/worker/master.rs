@@ -1358,16 +1358,7 @@ impl Reactor {
         message: &T,
         callback: impl FnOnce(&mut Reactor, WorkerReply) + 'static,
     ) -> Result<(), WorkerError> {
-        let payload = WorkerMessage::encode(message)?;
-        self.ask_raw(
-            Asker::Callback(Box::new(callback)),
-            name,
-            key,
-            payload.as_bytes(),
-            None,
-            None,
-        )
-        .map(|_| ())
+        self.ask_callback(name, key, message, None, callback)
     }
 
     /// [`Reactor::ask_worker_with`], but `callback` gets
@@ -1384,16 +1375,23 @@ impl Reactor {
         timeout: Duration,
         callback: impl FnOnce(&mut Reactor, WorkerReply) + 'static,
     ) -> Result<(), WorkerError> {
+        self.ask_callback(name, key, message, Some(timeout), callback)
+    }
+
+    /// An ask whose reply goes to `callback`, with its own timeout or the
+    /// worker type's.
+    fn ask_callback<T: Serialize + ?Sized>(
+        &mut self,
+        name: &str,
+        key: Option<&str>,
+        message: &T,
+        timeout: Option<Duration>,
+        callback: impl FnOnce(&mut Reactor, WorkerReply) + 'static,
+    ) -> Result<(), WorkerError> {
         let payload = WorkerMessage::encode(message)?;
-        self.ask_raw(
-            Asker::Callback(Box::new(callback)),
-            name,
-            key,
-            payload.as_bytes(),
-            None,
-            Some(timeout),
-        )
-        .map(|_| ())
+        let asker = Asker::Callback(Box::new(callback));
+        self.ask_raw(asker, name, key, payload.as_bytes(), None, timeout)
+            .map(|_| ())
     }
 
     /// Sends `message` to worker `name` without waiting for a reply.

@@ -240,6 +240,28 @@ pub fn run_with_workers(
     assert!(!timed_out.get(), "test did not finish within 60 s");
 }
 
+/// A worker that replies with the number of milliseconds it was sent,
+/// after as many milliseconds, on a timer: its reactor stays responsive
+/// (to heartbeats, to the channel closing) meanwhile.
+#[cfg(feature = "workers")]
+pub struct Slow;
+
+#[cfg(feature = "workers")]
+impl packet::worker::Worker for Slow {
+    fn receive_data(
+        &mut self,
+        ctx: &mut packet::worker::WorkerContext<'_, '_>,
+        msg: packet::worker::WorkerMessage,
+    ) {
+        let ms: u64 = msg.decode().unwrap();
+        let replier = ctx.replier().unwrap();
+        ctx.reactor()
+            .add_timer(Duration::from_millis(ms), move |r| {
+                replier.reply(r, &ms).unwrap()
+            });
+    }
+}
+
 /// A `/proc/self/status` field in KiB (`field` with its colon, such as
 /// `"VmRSS:"`).
 pub fn status_kib(field: &str) -> u64 {
