@@ -100,24 +100,23 @@ fn half_closed_exchange(addr: std::net::SocketAddr, request: &str) -> Vec<String
     BufReader::new(s).lines().map(Result::unwrap).collect()
 }
 
-/// Runs a line server (`ordered` or not) and one half-closing client.
-fn line_server_exchange(workers: Workers, ordered: bool) -> Vec<String> {
+/// Serves `factory`'s handlers with the delay worker attached, runs
+/// `client` against the server on a thread of its own once the worker is
+/// up, then stops the reactor and returns what the client returned.
+fn serve_then<H: Handler, T: Send + 'static>(
+    workers: Workers,
+    factory: impl FnMut() -> H + 'static,
+    client: impl FnOnce(std::net::SocketAddr) -> T + Send + 'static,
+) -> T {
     let (tx, rx) = mpsc::channel();
     run(workers, move |r| {
-        let server = r.start_server("127.0.0.1:0", move || {
-            LineProtocol::new(Lines {
-                ordered,
-                waiting: 0,
-                eof: false,
-            })
-        })?;
+        let server = r.start_server("127.0.0.1:0", factory)?;
         let addr = r.server_addr(server)?.as_inet().unwrap();
         let handle = r.handle();
         r.when_workers_running("delay", 1, IO_TIMEOUT, move |_, n| {
             assert_eq!(n, 1, "the delay worker did not start");
             std::thread::spawn(move || {
-                let request = "DELAY 300 slow\nDELAY 0 fast\nLOCAL here\n";
-                tx.send(half_closed_exchange(addr, request)).unwrap();
+                tx.send(client(addr)).unwrap();
                 handle.stop();
             });
         })
@@ -125,6 +124,20 @@ fn line_server_exchange(workers: Workers, ordered: bool) -> Vec<String> {
         Ok(())
     });
     rx.recv().unwrap()
+}
+
+/// Runs a line server (`ordered` or not) and one half-closing client.
+fn line_server_exchange(workers: Workers, ordered: bool) -> Vec<String> {
+    let factory = move || {
+        LineProtocol::new(Lines {
+            ordered,
+            waiting: 0,
+            eof: false,
+        })
+    };
+    serve_then(workers, factory, |addr| {
+        half_closed_exchange(addr, "DELAY 300 slow\nDELAY 0 fast\nLOCAL here\n")
+    })
 }
 
 fn line_handler_gets_replies_in_ask_order_after_a_half_close(workers: Workers) {
@@ -185,45 +198,33 @@ impl ObjectHandler for Objects {
 }
 
 fn object_handler_gets_worker_replies_after_a_half_close(workers: Workers) {
-    let (tx, rx) = mpsc::channel();
-    run(workers, move |r| {
-        let server = r.start_server("127.0.0.1:0", || {
-            ObjectProtocol::new(Objects {
-                waiting: 0,
-                eof: false,
-            })
-        })?;
-        let addr = r.server_addr(server)?.as_inet().unwrap();
-        let handle = r.handle();
-        r.when_workers_running("delay", 1, IO_TIMEOUT, move |_, n| {
-            assert_eq!(n, 1, "the delay worker did not start");
-            std::thread::spawn(move || {
-                let mut s = TcpStream::connect(addr).unwrap();
-                s.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
-                let mut out = Vec::new();
-                for (ms, text) in [(200, "one"), (0, "two"), (50, "three")] {
-                    let ask = Msg::Ask {
-                        ms,
-                        text: text.into(),
-                    };
-                    encode_message(&ask, &mut out).unwrap();
-                }
-                s.write_all(&out).unwrap();
-                s.shutdown(Shutdown::Write).unwrap();
-                let mut bytes = Vec::new();
-                s.read_to_end(&mut bytes).unwrap();
-                let mut got = Vec::new();
-                MessageDecoder::<Msg>::new()
-                    .decode(&bytes, |m| got.push(m.unwrap()))
-                    .unwrap();
-                tx.send(got).unwrap();
-                handle.stop();
-            });
+    let factory = || {
+        ObjectProtocol::new(Objects {
+            waiting: 0,
+            eof: false,
         })
-        .map_err(std::io::Error::other)?;
-        Ok(())
+    };
+    let got = serve_then(workers, factory, |addr| {
+        let mut s = TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+        let mut out = Vec::new();
+        for (ms, text) in [(200, "one"), (0, "two"), (50, "three")] {
+            let ask = Msg::Ask {
+                ms,
+                text: text.into(),
+            };
+            encode_message(&ask, &mut out).unwrap();
+        }
+        s.write_all(&out).unwrap();
+        s.shutdown(Shutdown::Write).unwrap();
+        let mut bytes = Vec::new();
+        s.read_to_end(&mut bytes).unwrap();
+        let mut got = Vec::new();
+        MessageDecoder::<Msg>::new()
+            .decode(&bytes, |m| got.push(m.unwrap()))
+            .unwrap();
+        got
     });
-    let got = rx.recv().unwrap();
     let want: Vec<Msg> = ["one", "two", "three"]
         .iter()
         .map(|t| Msg::Answer(t.to_string()))
