@@ -485,7 +485,10 @@ impl Reactor {
         if c.flags & flag::INTERNAL != 0 {
             self.internal_connections -= 1;
         }
-        self.ordered.remove(&token);
+        // Most reactors have no ordered connection: no hash per close then.
+        if !self.ordered.is_empty() {
+            self.ordered.remove(&token);
+        }
         if let Some(key) = c.timer.take() {
             self.timers.cancel(key);
         }
