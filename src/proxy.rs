@@ -302,21 +302,24 @@ impl Reactor {
                 }
                 break;
             }
-            // Out of the proxy while the source is borrowed; put back below.
-            let pipe = self.proxy_mut(source).and_then(|p| p.pipe.take());
-            let Some(Source::Conn(c)) = self.sources.get_mut(source) else {
-                break;
-            };
-            if c.flags & (flag::PAUSED | flag::CLOSED | flag::CLOSING) != 0
-                || c.flags & flag::READ_READY == 0
-            {
+            let readable = self.conn(source).is_some_and(|c| {
+                c.flags & (flag::PAUSED | flag::CLOSED | flag::CLOSING) == 0
+                    && c.flags & flag::READ_READY != 0
+            });
+            if !readable {
                 break;
             }
-            let moved = if let Some((_, w)) = &pipe {
-                splice(c.sock.as_fd(), w.as_fd(), STEP)
-            } else {
-                buf.clear();
-                c.sock.read_into_spare(&mut buf)
+            // Out of the proxy while the source is borrowed; put back below
+            // on every path.
+            let pipe = self.proxy_mut(source).and_then(|p| p.pipe.take());
+            let moved = match (self.sources.get_mut(source), &pipe) {
+                (Some(Source::Conn(c)), Some((_, w))) => splice(c.sock.as_fd(), w.as_fd(), STEP),
+                (Some(Source::Conn(c)), None) => {
+                    buf.clear();
+                    c.sock.read_into_spare(&mut buf)
+                }
+                // Checked readable above.
+                _ => Err(io::ErrorKind::NotConnected.into()),
             };
             if let Some(p) = self.proxy_mut(source) {
                 p.pipe = pipe;
@@ -335,9 +338,10 @@ impl Reactor {
                     // A short read drains a socket; a short splice does
                     // not (it stops when the pipe runs out of slots, or
                     // after one chunk when non-blocking): only EAGAIN says
-                    // drained there.
-                    let short = !splicing && n < buf.capacity();
-                    if short && c.flags & flag::RDHUP == 0 {
+                    // drained there. Nor does one after the peer's FIN was
+                    // reported: no edge comes again, so read on to the 0.
+                    let short = !splicing && n < buf.capacity() && c.flags & flag::RDHUP == 0;
+                    if short {
                         c.flags &= !flag::READ_READY;
                     }
                     if let Some(p) = self.proxy_mut(source) {

@@ -4,8 +4,9 @@
 mod util;
 
 use std::cell::RefCell;
-use std::io::Read;
+use std::io::{Read, Write};
 use std::net::SocketAddr;
+use std::os::unix::net::UnixStream;
 use std::rc::Rc;
 use std::sync::mpsc;
 use std::time::Duration;
@@ -111,25 +112,81 @@ impl Handler for Firehose {
     }
 }
 
+const TOTAL: usize = 40 * 1024 * 1024;
+
 #[test]
 fn a_slow_reader_behind_the_proxy_bounds_its_queue_and_gets_every_byte() {
-    const TOTAL: usize = 40 * 1024 * 1024;
     let upstream = spawn_reactor(|r| {
         let id = r.start_server("127.0.0.1:0", || Firehose(TOTAL))?;
         Ok(r.server_addr(id)?.as_inet().unwrap())
     });
-    let (tx, rx) = mpsc::channel();
     let upstream_addr = upstream.value;
+    slow_reader_behind(move |report, ids| Side {
+        upstream: Some(upstream_addr),
+        peer: None,
+        report,
+        ids,
+    });
+    upstream.stop();
+}
+
+/// The source of a proxy that `splice` cannot read: a Unix socket that
+/// may carry descriptors. A thread writes `TOTAL` bytes into its other end
+/// and closes it.
+struct FromDescriptorSocket {
+    report: mpsc::Sender<(bool, u64)>,
+    ids: Rc<RefCell<Vec<ConnId>>>,
+}
+
+impl Handler for FromDescriptorSocket {
+    fn post_init(&mut self, conn: &mut Connection<'_>) {
+        let (ours, theirs) = UnixStream::pair().unwrap();
+        std::thread::spawn(move || {
+            let mut theirs = theirs;
+            theirs.write_all(&pattern(5, TOTAL)).unwrap();
+        });
+        let me = conn.id();
+        let source = conn
+            .reactor()
+            .attach_receiving_fds(
+                ours.into(),
+                Side {
+                    upstream: None,
+                    peer: Some(me),
+                    report: self.report.clone(),
+                    ids: self.ids.clone(),
+                },
+            )
+            .unwrap();
+        self.ids.borrow_mut().extend([me, source]);
+        conn.reactor()
+            .proxy_incoming_to(source, me, BUFSIZE)
+            .unwrap();
+    }
+    fn unbind(&mut self, conn: &mut Connection<'_>, _reason: &CloseReason) {
+        // The client side reports as it does in `Side`.
+        let _ = self.report.send((true, conn.proxied_bytes()));
+    }
+}
+
+#[test]
+fn a_slow_reader_behind_a_copying_proxy_bounds_its_queue_and_gets_every_byte() {
+    slow_reader_behind(|report, ids| FromDescriptorSocket { report, ids });
+}
+
+/// Runs a proxy whose accepted connections are made by `front`, then
+/// reads slowly from it: the client must get exactly `TOTAL` pattern bytes
+/// and an end of stream, the source side must report it proxied them all,
+/// and no connection of the proxy may queue much more than `BUFSIZE`.
+fn slow_reader_behind<H: Handler>(
+    front: impl Fn(mpsc::Sender<(bool, u64)>, Rc<RefCell<Vec<ConnId>>>) -> H + Send + 'static,
+) {
+    let (tx, rx) = mpsc::channel();
     let (max_tx, max_rx) = mpsc::channel();
     let proxy = spawn_reactor(move |r| {
         let ids = Rc::new(RefCell::new(Vec::new()));
         let seen = ids.clone();
-        let id = r.start_server("127.0.0.1:0", move || Side {
-            upstream: Some(upstream_addr),
-            peer: None,
-            report: tx.clone(),
-            ids: ids.clone(),
-        })?;
+        let id = r.start_server("127.0.0.1:0", move || front(tx.clone(), ids.clone()))?;
         // Sample the largest outbound queue any connection of the proxy
         // holds, every millisecond.
         let mut max = 0usize;
@@ -142,13 +199,13 @@ fn a_slow_reader_behind_the_proxy_bounds_its_queue_and_gets_every_byte() {
         Ok(r.server_addr(id)?.as_inet().unwrap())
     });
     let mut c = client(proxy.value);
-    // Do not read for a while: the proxy must stop reading upstream.
+    // Do not read for a while: the proxy must stop reading its source.
     std::thread::sleep(Duration::from_millis(300));
     let mut got = Vec::with_capacity(TOTAL);
     c.read_to_end(&mut got).unwrap();
     assert_eq!(got.len(), TOTAL);
     assert!(got == pattern(5, TOTAL));
-    // Both sides ended; the upstream side proxied everything.
+    // Both sides ended; the source side proxied everything.
     let mut counts: Vec<(bool, u64)> = vec![
         rx.recv_timeout(IO_TIMEOUT).unwrap(),
         rx.recv_timeout(IO_TIMEOUT).unwrap(),
@@ -163,5 +220,4 @@ fn a_slow_reader_behind_the_proxy_bounds_its_queue_and_gets_every_byte() {
         "a proxy queue reached {max} bytes"
     );
     proxy.stop();
-    upstream.stop();
 }
