@@ -58,7 +58,7 @@ use packet_sys::process::{pipe, splice};
 use std::collections::HashMap;
 
 use crate::connection::{CloseReason, ConnId, Connection};
-use crate::reactor::{flag, ConnHooks, Extension, Reactor, Source};
+use crate::reactor::{ConnHooks, Extension, Flags, Phase, Reactor, Source, Transport};
 use crate::slab::Token;
 
 /// Bytes moved per splice or read: as much as a pipe holds by default.
@@ -141,10 +141,10 @@ impl Reactor {
         let (Some(f), Some(t)) = (self.conn(from.0), self.conn(to.0)) else {
             return Err(io::ErrorKind::NotConnected.into());
         };
-        let (f, t) = (f.flags, t.flags);
-        if (f | t) & flag::CLOSED != 0 || from == to {
+        if f.phase == Phase::Closed || t.phase == Phase::Closed || from == to {
             return Err(io::ErrorKind::NotConnected.into());
         }
+        let (f, t) = (f.transport, t.transport);
         let ps = self.ext_or_default::<Proxies>();
         if ps.by_source.contains_key(&from.0) || ps.by_target.contains_key(&to.0) {
             return Err(io::Error::new(
@@ -152,9 +152,9 @@ impl Reactor {
                 "already proxying",
             ));
         }
-        // splice needs sockets on both ends (or a pipe) and no descriptor
-        // passing, which would lose the descriptors.
-        let plain = |flags: u32| flags & (flag::NOT_SOCKET | flag::PASS_FDS) == 0;
+        // splice needs sockets on both ends and no descriptor passing,
+        // which would lose the descriptors.
+        let plain = |t: Transport| matches!(t, Transport::Tcp | Transport::Unix);
         let pipe = if cfg!(any(target_os = "linux", target_os = "android")) && plain(f) && plain(t)
         {
             pipe().ok()
@@ -182,7 +182,7 @@ impl Reactor {
         // Input already waiting raised its edge before: read it now.
         if self
             .conn(from.0)
-            .is_some_and(|c| c.flags & flag::READ_READY != 0)
+            .is_some_and(|c| c.flags.contains(Flags::READ_READY))
         {
             self.ready.push(from.0);
         }
@@ -238,7 +238,7 @@ impl Reactor {
         self.unhook_unless_proxied(p.to);
         if self
             .conn(source)
-            .is_some_and(|c| c.flags & flag::READ_READY != 0)
+            .is_some_and(|c| c.flags.contains(Flags::READ_READY))
         {
             self.ready.push(source);
         }
@@ -274,7 +274,7 @@ impl Reactor {
                 if !waiting
                     && self
                         .conn(source)
-                        .is_some_and(|c| c.flags & flag::READ_READY != 0)
+                        .is_some_and(|c| c.flags.contains(Flags::READ_READY))
                 {
                     self.ready.push(source);
                 }
@@ -285,8 +285,7 @@ impl Reactor {
                 break;
             };
             let (to, bufsize, splicing) = (p.to, p.bufsize, p.pipe.is_some());
-            let target_ok =
-                matches!(self.conn(to), Some(t) if t.flags & (flag::CLOSED | flag::CLOSING) == 0);
+            let target_ok = matches!(self.conn(to), Some(t) if !t.phase.is_ending());
             if !target_ok {
                 self.end_proxy(source);
                 break;
@@ -294,8 +293,8 @@ impl Reactor {
             let Some(t) = self.conn(to) else { break };
             let full = t.out.len() > bufsize
                 || p.in_pipe > 0
-                || t.flags & flag::CONNECTING != 0
-                || (splicing && t.flags & flag::WRITE_BLOCKED != 0);
+                || t.phase.is_connecting()
+                || (splicing && t.flags.contains(Flags::WRITE_BLOCKED));
             if full {
                 if let Some(p) = self.proxy_mut(source) {
                     p.waiting = true;
@@ -303,8 +302,8 @@ impl Reactor {
                 break;
             }
             let readable = self.conn(source).is_some_and(|c| {
-                c.flags & (flag::PAUSED | flag::CLOSED | flag::CLOSING) == 0
-                    && c.flags & flag::READ_READY != 0
+                !c.phase.is_ending()
+                    && c.flags & (Flags::PAUSED | Flags::READ_READY) == Flags::READ_READY
             });
             if !readable {
                 break;
@@ -329,8 +328,9 @@ impl Reactor {
             };
             match moved {
                 Ok(0) => {
-                    c.flags &= !flag::READ_READY;
-                    c.flags |= flag::PEER_CLOSED | flag::CLOSING;
+                    c.flags -= Flags::READ_READY;
+                    c.flags |= Flags::EOF_READ;
+                    c.phase = c.phase.close_after_writing();
                     self.check_water(source);
                     break;
                 }
@@ -340,9 +340,9 @@ impl Reactor {
                     // after one chunk when non-blocking): only EAGAIN says
                     // drained there. Nor does one after the peer's FIN was
                     // reported: no edge comes again, so read on to the 0.
-                    let short = !splicing && n < buf.capacity() && c.flags & flag::RDHUP == 0;
+                    let short = !splicing && n < buf.capacity() && !c.flags.contains(Flags::RDHUP);
                     if short {
-                        c.flags &= !flag::READ_READY;
+                        c.flags -= Flags::READ_READY;
                     }
                     if let Some(p) = self.proxy_mut(source) {
                         p.bytes += n as u64;
@@ -388,18 +388,16 @@ impl Reactor {
         let (pipe, in_pipe) = (p.pipe.take(), p.in_pipe);
         let Some((r, _)) = &pipe else { return true };
         let moved = match self.sources.get_mut(target) {
-            Some(Source::Conn(t))
-                if t.flags & (flag::WRITE_BLOCKED | flag::CONNECTING | flag::CLOSED) == 0 =>
-            {
+            Some(Source::Conn(t)) if !t.write_waits() && t.phase != Phase::Closed => {
                 match splice(r.as_fd(), t.sock.as_fd(), in_pipe) {
                     Ok(n) if n >= in_pipe => Ok(n),
                     // Short: the target's send buffer is full.
                     Ok(n) => {
-                        t.flags |= flag::WRITE_BLOCKED;
+                        t.flags |= Flags::WRITE_BLOCKED;
                         Ok(n)
                     }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                        t.flags |= flag::WRITE_BLOCKED;
+                        t.flags |= Flags::WRITE_BLOCKED;
                         Ok(0)
                     }
                     Err(e) => Err(e),

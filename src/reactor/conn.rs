@@ -12,52 +12,15 @@ use super::*;
 /// completed by then is abandoned with [`CloseReason::ConnectTimeout`].
 pub(crate) const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
 
-/// Per-connection state bits.
-pub(crate) mod flag {
-    pub const CONNECTING: u32 = 1 << 0;
-    /// The socket may have unread input (an edge was seen and not drained).
-    pub const READ_READY: u32 = 1 << 1;
-    /// The peer shut down its side; reads go on until they return 0.
-    pub const RDHUP: u32 = 1 << 2;
-    /// The kernel send buffer is full; wait for the next writable edge.
-    pub const WRITE_BLOCKED: u32 = 1 << 3;
-    pub const PAUSED: u32 = 1 << 4;
-    /// Close once the outbound queue is empty.
-    pub const CLOSING: u32 = 1 << 5;
-    /// A close is queued: no more I/O or callbacks but `unbind`.
-    pub const CLOSED: u32 = 1 << 6;
-    /// End of stream was read.
-    pub const PEER_CLOSED: u32 = 1 << 7;
-    /// `outbound_full` was reported and `outbound_drained` not yet.
-    pub const ABOVE_HIGH: u32 = 1 << 8;
-    /// A TCP socket, as opposed to a Unix-domain one.
-    pub const TCP: u32 = 1 << 9;
-    /// Reads collect passed descriptors (`SCM_RIGHTS`).
-    pub const PASS_FDS: u32 = 1 << 10;
-    /// A pipe or other non-socket: plain `write`, no `send` flags.
-    pub const NOT_SOCKET: u32 = 1 << 11;
-    /// `close_write` was asked: shut the write side once the queue drains.
-    pub const SHUT_WRITE: u32 = 1 << 12;
-    /// ...and it is shut.
-    pub const SHUT_DONE: u32 = 1 << 13;
-    /// A feature's hooks take over parts of its I/O (`ext.rs`).
-    pub const HOOKED: u32 = 1 << 14;
-    /// `EPOLLOUT` is in the registration. Always for TCP; for Unix sockets
-    /// and pipes only while connecting or while a write is blocked, because
-    /// their peers raise a writable edge on every read they make, which
-    /// would wake the loop once per message for nothing.
-    pub const WANT_WRITE: u32 = 1 << 16;
-    /// The library's own plumbing (a worker channel), not counted by
-    /// `connection_count`.
-    pub const INTERNAL: u32 = 1 << 17;
-}
-
 pub(crate) struct Conn {
     pub(crate) sock: Socket,
     /// `None` only while one of its callbacks runs.
     pub(super) handler: Option<Box<dyn Handler>>,
     pub(crate) out: OutBuf,
-    pub(crate) flags: u32,
+    pub(crate) phase: Phase,
+    pub(crate) transport: Transport,
+    pub(crate) write_side: WriteSide,
+    pub(crate) flags: Flags,
     pub(super) high_water: u32,
     /// Loop time (ms, wrapping) of the last byte read or written.
     pub(super) last_activity: u32,
@@ -70,7 +33,7 @@ pub(crate) struct Conn {
 /// A connection's descriptor as the target of an outbound queue flush.
 pub(crate) struct ConnSink<'a> {
     pub(super) sock: &'a Socket,
-    pub(super) not_socket: bool,
+    pub(super) transport: Transport,
 }
 
 impl crate::buffer::Sink for ConnSink<'_> {
@@ -79,7 +42,7 @@ impl crate::buffer::Sink for ConnSink<'_> {
         bufs: &[IoSlice<'_>],
         fds: &[std::os::fd::BorrowedFd<'_>],
     ) -> io::Result<usize> {
-        if self.not_socket {
+        if self.transport == Transport::Pipe {
             self.sock.write_vectored_plain(bufs)
         } else {
             self.sock.write_vectored_with_fds(bufs, fds)
@@ -105,8 +68,40 @@ impl crate::buffer::Sink for ConnSink<'_> {
 }
 
 impl Conn {
+    /// Whether new output is taken: not after a local close or a
+    /// half-close. After the *peer* closed its side it still is: the
+    /// connection closes once it is out.
+    pub(super) fn takes_output(&self) -> bool {
+        let closing_locally =
+            self.phase.closes_when_drained() && !self.flags.contains(Flags::EOF_READ);
+        self.phase != Phase::Closed && self.write_side == WriteSide::Open && !closing_locally
+    }
+
+    /// Whether a write now would have to queue: the connect is in
+    /// progress or the send buffer is full.
+    pub(crate) fn write_waits(&self) -> bool {
+        self.phase.is_connecting() || self.flags.contains(Flags::WRITE_BLOCKED)
+    }
+
+    /// Whether the socket is to be read now.
+    pub(crate) fn reads(&self) -> bool {
+        self.flags.contains(Flags::READ_READY)
+            && !self.flags.intersects(Flags::PAUSED | Flags::EOF_READ)
+            && !self.phase.is_ending()
+            && !self.phase.is_connecting()
+    }
+
+    /// The queue drained: shuts the write side if `close_write` asked.
+    pub(super) fn shut_write_if_asked(&mut self) {
+        if self.write_side == WriteSide::ShutWhenDrained {
+            // End of stream for the peer; later sends are still refused.
+            let _ = self.sock.shutdown(std::net::Shutdown::Write);
+            self.write_side = WriteSide::Shut;
+        }
+    }
+
     pub(super) fn write(&self, buf: &[u8]) -> io::Result<usize> {
-        if self.flags & flag::NOT_SOCKET != 0 {
+        if self.transport == Transport::Pipe {
             self.sock.write_plain(buf)
         } else {
             self.sock.write(buf)
@@ -118,7 +113,7 @@ impl Conn {
         bufs: &[IoSlice<'_>],
         fds: &[std::os::fd::BorrowedFd<'_>],
     ) -> io::Result<usize> {
-        if self.flags & flag::NOT_SOCKET != 0 {
+        if self.transport == Transport::Pipe {
             self.sock.write_vectored_plain(bufs)
         } else {
             self.sock.write_vectored_with_fds(bufs, fds)
@@ -166,12 +161,15 @@ impl Reactor {
     ) -> io::Result<ConnId> {
         let sock = Socket::stream(addr.domain())?;
         let started = sock.connect(&addr);
-        let tcp = if matches!(addr, Addr::Inet(_)) {
-            flag::TCP
+        let transport = if matches!(addr, Addr::Inet(_)) {
+            Transport::Tcp
         } else {
-            0
+            Transport::Unix
         };
-        let token = self.add_conn(sock, handler, flag::CONNECTING | tcp)?;
+        let connecting = Phase::Connecting {
+            close_after_writing: false,
+        };
+        let token = self.add_conn(sock, handler, connecting, transport, Flags::empty())?;
         self.pending.push_back((token, Pending::Init));
         if let Some(limit) = self.connect_timeout {
             let deadline = self.deadline_after(limit);
@@ -192,12 +190,14 @@ impl Reactor {
         &mut self,
         sock: Socket,
         handler: Box<dyn Handler>,
-        flags: u32,
+        phase: Phase,
+        transport: Transport,
+        flags: Flags,
     ) -> io::Result<Token> {
         let high_water = self.default_high_water.min(u32::MAX as usize) as u32;
-        let always_write = flags & (flag::TCP | flag::CONNECTING) != 0;
+        let always_write = transport == Transport::Tcp || phase.is_connecting();
         let flags = if always_write {
-            flags | flag::WANT_WRITE
+            flags | Flags::WANT_WRITE
         } else {
             flags
         };
@@ -205,6 +205,9 @@ impl Reactor {
             sock,
             handler: Some(handler),
             out: OutBuf::default(),
+            phase,
+            transport,
+            write_side: WriteSide::Open,
             flags,
             high_water,
             last_activity: self.now_ms() as u32,
@@ -227,7 +230,7 @@ impl Reactor {
             return Err(e);
         }
         self.connections += 1;
-        if flags & flag::INTERNAL != 0 {
+        if flags.contains(Flags::INTERNAL) {
             self.internal_connections += 1;
         }
         Ok(token)
@@ -272,7 +275,7 @@ impl Reactor {
             return;
         };
         if after_writing {
-            c.flags |= flag::CLOSING;
+            c.phase = c.phase.close_after_writing();
             if !is_current {
                 self.check_water(token);
             }
@@ -286,7 +289,9 @@ impl Reactor {
     pub fn close_write(&mut self, id: ConnId) {
         let is_current = self.current == Some(id.0);
         let Some(c) = self.conn_mut(id.0) else { return };
-        c.flags |= flag::SHUT_WRITE;
+        if c.write_side == WriteSide::Open {
+            c.write_side = WriteSide::ShutWhenDrained;
+        }
         if !is_current {
             self.check_water(id.0);
         }
@@ -295,7 +300,7 @@ impl Reactor {
     /// The socket of connection `id`, for option calls.
     pub(crate) fn conn_socket(&self, id: ConnId) -> io::Result<&Socket> {
         match self.conn(id.0) {
-            Some(c) if c.flags & flag::CLOSED == 0 => Ok(&c.sock),
+            Some(c) if c.phase != Phase::Closed => Ok(&c.sock),
             _ => Err(io::ErrorKind::NotConnected.into()),
         }
     }
@@ -303,33 +308,33 @@ impl Reactor {
     /// Stops reading from connection `id` (see [`Connection::pause`]).
     pub fn pause(&mut self, id: ConnId) {
         if let Some(c) = self.conn_mut(id.0) {
-            c.flags |= flag::PAUSED;
+            c.flags |= Flags::PAUSED;
         }
     }
 
     /// Resumes reading from connection `id`.
     pub fn resume(&mut self, id: ConnId) {
         let Some(c) = self.conn_mut(id.0) else { return };
-        if c.flags & flag::PAUSED == 0 {
+        if !c.flags.contains(Flags::PAUSED) {
             return;
         }
-        c.flags &= !flag::PAUSED;
+        c.flags -= Flags::PAUSED;
         // Input that arrived while paused raised no new edge: read it on the
         // next turn.
-        if c.flags & flag::READ_READY != 0 {
+        if c.flags.contains(Flags::READ_READY) {
             self.ready.push(id.0);
         }
     }
 
     /// Whether connection `id` is gone, closed or closing.
     pub(crate) fn is_closing(&self, id: ConnId) -> bool {
-        self.conn(id.0)
-            .is_none_or(|c| c.flags & (flag::CLOSED | flag::CLOSING) != 0)
+        self.conn(id.0).is_none_or(|c| c.phase.is_ending())
     }
 
     /// Whether reading from connection `id` is paused.
     pub fn is_paused(&self, id: ConnId) -> bool {
-        self.conn(id.0).is_some_and(|c| c.flags & flag::PAUSED != 0)
+        self.conn(id.0)
+            .is_some_and(|c| c.flags.contains(Flags::PAUSED))
     }
 
     /// Bytes queued for connection `id` and not yet taken by the kernel.
@@ -356,7 +361,7 @@ impl Reactor {
     /// `NotConnected` for a closed or still-connecting connection.
     pub fn peer_addr(&self, id: ConnId) -> io::Result<Addr> {
         match self.conn(id.0) {
-            Some(c) if c.flags & flag::CONNECTING == 0 => c.sock.peer_addr(),
+            Some(c) if !c.phase.is_connecting() => c.sock.peer_addr(),
             _ => Err(io::ErrorKind::NotConnected.into()),
         }
     }
@@ -385,7 +390,7 @@ impl Reactor {
     /// The fd could not be made non-blocking or registered (epoll refuses
     /// regular files).
     pub fn attach<H: Handler>(&mut self, fd: OwnedFd, handler: H) -> io::Result<ConnId> {
-        self.adopt_boxed(fd, Box::new(handler), 0)
+        self.adopt_boxed(fd, Box::new(handler), false, Flags::empty())
     }
 
     /// [`Reactor::attach`] for a Unix-domain socket whose peer passes
@@ -395,13 +400,14 @@ impl Reactor {
     /// are closed after the callback.
     ///
     /// # Errors
-    /// As [`Reactor::attach`].
+    /// `InvalidInput` if `fd` is not a Unix-domain socket; otherwise as
+    /// [`Reactor::attach`].
     pub fn attach_receiving_fds<H: Handler>(
         &mut self,
         fd: OwnedFd,
         handler: H,
     ) -> io::Result<ConnId> {
-        self.adopt_boxed(fd, Box::new(handler), flag::PASS_FDS)
+        self.adopt_boxed(fd, Box::new(handler), true, Flags::empty())
     }
 
     /// [`Reactor::attach_receiving_fds`] for the library's own channels
@@ -413,29 +419,37 @@ impl Reactor {
         fd: OwnedFd,
         handler: Box<dyn Handler>,
     ) -> io::Result<ConnId> {
-        self.adopt_boxed(fd, handler, flag::PASS_FDS | flag::INTERNAL)
+        self.adopt_boxed(fd, handler, true, Flags::INTERNAL)
     }
 
     fn adopt_boxed(
         &mut self,
         fd: OwnedFd,
         handler: Box<dyn Handler>,
-        extra: u32,
+        receives_fds: bool,
+        flags: Flags,
     ) -> io::Result<ConnId> {
         let sock = Socket::from(fd);
         sock.set_nonblocking(true)?;
-        let kind = match sock.local_addr() {
+        let transport = match sock.local_addr() {
+            Ok(Addr::Unix(_)) if receives_fds => Transport::UnixWithFds,
+            Ok(Addr::Unix(_)) => Transport::Unix,
+            _ if receives_fds => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "descriptors pass only over Unix-domain sockets",
+                ))
+            }
             Ok(Addr::Inet(_)) => {
                 let _ = sock.set_nodelay(true);
-                flag::TCP
+                Transport::Tcp
             }
-            Ok(Addr::Unix(_)) => 0,
             Err(_) => {
                 packet_sys::signal::ignore_default_sigpipe();
-                flag::NOT_SOCKET
+                Transport::Pipe
             }
         };
-        let token = self.add_conn(sock, handler, kind | extra)?;
+        let token = self.add_conn(sock, handler, Phase::Open, transport, flags)?;
         self.pending.push_back((token, Pending::Adopted));
         Ok(ConnId(token))
     }
@@ -452,7 +466,7 @@ impl Reactor {
         let Some(c) = self.conn(id.0) else {
             return Err(io::ErrorKind::NotConnected.into());
         };
-        if c.flags & flag::CLOSED != 0 {
+        if c.phase == Phase::Closed {
             return Err(io::ErrorKind::NotConnected.into());
         }
         // The returned descriptor shares the open file with ours: without
@@ -469,10 +483,10 @@ impl Reactor {
         let Some(c) = self.conn_mut(token) else {
             return;
         };
-        if c.flags & flag::CLOSED != 0 {
+        if c.phase == Phase::Closed {
             return;
         }
-        c.flags |= flag::CLOSED;
+        c.phase = Phase::Closed;
         c.out.clear();
         self.pending.push_back((token, Pending::Close(reason)));
     }
@@ -482,7 +496,7 @@ impl Reactor {
             return;
         };
         self.connections -= 1;
-        if c.flags & flag::INTERNAL != 0 {
+        if c.flags.contains(Flags::INTERNAL) {
             self.internal_connections -= 1;
         }
         // Most reactors have no ordered connection: no hash per close then.
@@ -492,7 +506,7 @@ impl Reactor {
         if let Some(key) = c.timer.take() {
             self.timers.cancel(key);
         }
-        if c.flags & flag::HOOKED != 0 {
+        if c.flags.contains(Flags::HOOKED) {
             if let Some(hooks) = self.conn_hooks.remove(&token) {
                 (hooks.closing)(self, token);
             }

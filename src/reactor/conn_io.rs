@@ -24,17 +24,13 @@ impl Reactor {
         let Some(c) = self.conn_mut(token) else {
             return false;
         };
-        // Refused after a local close or half-close. After the *peer*
-        // closed its side (CLOSING with PEER_CLOSED) writes are still
-        // taken: the connection closes once they are out.
-        let closing_locally = c.flags & (flag::CLOSING | flag::PEER_CLOSED) == flag::CLOSING;
-        if c.flags & (flag::CLOSED | flag::SHUT_WRITE) != 0 || closing_locally {
+        if !c.takes_output() {
             return false;
         }
         if data.is_empty() {
             return true;
         }
-        if !c.out.is_empty() || c.flags & (flag::WRITE_BLOCKED | flag::CONNECTING) != 0 {
+        if !c.out.is_empty() || c.write_waits() {
             c.out.push(data);
             // Queued behind passed descriptors on a writable socket: nothing
             // else will flush it (the running callback's connection is
@@ -89,7 +85,7 @@ impl Reactor {
             } else {
                 c.out.push(&data[written - staged..]);
             }
-            c.flags |= flag::WRITE_BLOCKED;
+            c.flags |= Flags::WRITE_BLOCKED;
         }
         if is_current {
             self.stage.clear();
@@ -122,7 +118,7 @@ impl Reactor {
         let Some(c) = self.conn_mut(token) else {
             return Err(io::ErrorKind::NotConnected.into());
         };
-        if c.flags & (flag::CLOSED | flag::CLOSING | flag::SHUT_WRITE) != 0 {
+        if c.phase.is_ending() || c.write_side != WriteSide::Open {
             return Err(io::ErrorKind::NotConnected.into());
         }
         c.out.push_file(file, offset, len);
@@ -157,7 +153,7 @@ impl Reactor {
         let Some(c) = self.conn_mut(token) else {
             return false;
         };
-        if c.flags & (flag::CLOSED | flag::CLOSING) != 0 {
+        if c.phase.is_ending() {
             return false;
         }
         c.out.push_fd(fd);
@@ -178,11 +174,11 @@ impl Reactor {
             self.stage.clear();
             return;
         };
-        if c.flags & flag::CLOSED != 0 {
+        if c.phase == Phase::Closed {
             self.stage.clear();
             return;
         }
-        if c.out.is_empty() && c.flags & (flag::WRITE_BLOCKED | flag::CONNECTING) == 0 {
+        if c.out.is_empty() && !c.write_waits() {
             c.last_activity = now;
             match c.write(&self.stage) {
                 Ok(n) if n == self.stage.len() => {}
@@ -190,11 +186,11 @@ impl Reactor {
                     // A short write means the send buffer is full; the
                     // kernel raises a writable edge when it has room.
                     c.out.push(&self.stage[n..]);
-                    c.flags |= flag::WRITE_BLOCKED;
+                    c.flags |= Flags::WRITE_BLOCKED;
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     c.out.push(&self.stage);
-                    c.flags |= flag::WRITE_BLOCKED;
+                    c.flags |= Flags::WRITE_BLOCKED;
                 }
                 Err(e) => {
                     self.stage.clear();
@@ -208,70 +204,101 @@ impl Reactor {
         self.stage.clear();
     }
 
-    /// Applies the consequences of the outbound queue's size: water-mark
-    /// callbacks, and a close that was waiting for the queue to drain.
+    /// Applies the consequences of the outbound queue's size, in order: a
+    /// feature watching the queue, the writable edge a blocked write needs,
+    /// a half-close waiting for the queue to drain, the water-mark
+    /// callbacks, and a close waiting for the queue to drain.
     pub(crate) fn check_water(&mut self, token: Token) {
         let is_current = self.current == Some(token);
         let staged = if is_current { self.stage.len() } else { 0 };
-        let Some(Source::Conn(c)) = self.sources.get_mut(token) else {
+        let Some(c) = self.conn(token) else {
             return;
         };
-        if c.flags & flag::CLOSED != 0 {
+        if c.phase == Phase::Closed {
             return;
         }
         let len = c.out.len() + staged;
         let drained = staged == 0 && c.out.is_empty();
-        // The common case, nothing queued and no mark or close pending:
-        // nothing to do.
-        let c = if c.flags & flag::HOOKED != 0 {
+        if c.flags.contains(Flags::HOOKED) {
             if let Some(hooks) = self.hooks_of(token) {
                 (hooks.queue_checked)(self, token, len);
             }
-            match self.sources.get_mut(token) {
-                Some(Source::Conn(c)) => c,
-                _ => return,
-            }
-        } else {
-            c
-        };
-        if c.flags & (flag::WRITE_BLOCKED | flag::WANT_WRITE) == flag::WRITE_BLOCKED {
-            // A blocked write on a socket registered without EPOLLOUT: ask
-            // for the writable edge now (re-registering also reports it at
-            // once if there is room already, so no wake-up is lost).
-            let both = Interest::READABLE | Interest::WRITABLE;
-            if self
-                .selector
-                .reregister(std::os::fd::AsFd::as_fd(&c.sock), token, both)
-                .is_ok()
-            {
-                c.flags |= flag::WANT_WRITE;
-            }
         }
-        if drained && c.flags & (flag::ABOVE_HIGH | flag::CLOSING | flag::SHUT_WRITE) == 0 {
+        self.arm_write_if_blocked(token);
+        let Some(c) = self.conn_mut(token) else {
+            return;
+        };
+        // The common case, nothing queued and no mark or close pending:
+        // nothing to do.
+        if drained
+            && !c.flags.contains(Flags::ABOVE_HIGH)
+            && !c.phase.closes_when_drained()
+            && c.write_side != WriteSide::ShutWhenDrained
+        {
             return;
         }
-        if drained
-            && c.flags & (flag::SHUT_WRITE | flag::SHUT_DONE) == flag::SHUT_WRITE
-            && !is_current
-        {
-            // Queue drained after close_write: end of stream for the peer.
-            // SHUT_WRITE stays set, so later sends are still refused.
-            let _ = c.sock.shutdown(std::net::Shutdown::Write);
-            c.flags |= flag::SHUT_DONE;
+        // The running callback may still send: its connection's close and
+        // half-close wait for the check after it returns.
+        let drained = drained && !is_current;
+        if drained {
+            c.shut_write_if_asked();
         }
-        let high = c.high_water as usize;
-        if len > high && c.flags & flag::ABOVE_HIGH == 0 {
-            c.flags |= flag::ABOVE_HIGH;
-            self.pending.push_back((token, Pending::Full));
-        } else if len <= high / 2 && c.flags & flag::ABOVE_HIGH != 0 {
-            c.flags &= !flag::ABOVE_HIGH;
-            self.pending.push_back((token, Pending::Drained));
+        if self.cross_water_marks(token, len) {
             // outbound_drained may produce more (a stream after the peer's
             // half-close): the close waits for the check that follows it.
             return;
         }
-        if drained && c.flags & flag::CLOSING != 0 && !is_current {
-            let reason = if c.flags & flag::PEER_CLOSED != 0 {
+        if drained {
+            self.close_if_asked(token);
+        }
+    }
+
+    /// A blocked write on a socket registered without `EPOLLOUT`: asks for
+    /// the writable edge now (re-registering also reports it at once if
+    /// there is room already, so no wake-up is lost).
+    fn arm_write_if_blocked(&mut self, token: Token) {
+        let Some(Source::Conn(c)) = self.sources.get_mut(token) else {
+            return;
+        };
+        if !c.flags.contains(Flags::WRITE_BLOCKED) || c.flags.contains(Flags::WANT_WRITE) {
+            return;
+        }
+        let both = Interest::READABLE | Interest::WRITABLE;
+        if self
+            .selector
+            .reregister(std::os::fd::AsFd::as_fd(&c.sock), token, both)
+            .is_ok()
+        {
+            c.flags |= Flags::WANT_WRITE;
+        }
+    }
+
+    /// Queues `outbound_full` when `len` passes the high-water mark, and
+    /// `outbound_drained` when it falls to half of it. Returns whether
+    /// `outbound_drained` was queued.
+    fn cross_water_marks(&mut self, token: Token, len: usize) -> bool {
+        let Some(c) = self.conn_mut(token) else {
+            return false;
+        };
+        let high = c.high_water as usize;
+        if len > high && !c.flags.contains(Flags::ABOVE_HIGH) {
+            c.flags |= Flags::ABOVE_HIGH;
+            self.pending.push_back((token, Pending::Full));
+        } else if len <= high / 2 && c.flags.contains(Flags::ABOVE_HIGH) {
+            c.flags -= Flags::ABOVE_HIGH;
+            self.pending.push_back((token, Pending::Drained));
+            return true;
+        }
+        false
+    }
+
+    /// The queue drained: closes a connection that was to close then.
+    fn close_if_asked(&mut self, token: Token) {
+        let Some(c) = self.conn(token) else {
+            return;
+        };
+        if c.phase.closes_when_drained() {
+            let reason = if c.flags.contains(Flags::EOF_READ) {
                 CloseReason::PeerClosed
             } else {
                 CloseReason::Local
@@ -284,10 +311,10 @@ impl Reactor {
         let Some(c) = self.conn_mut(token) else {
             return;
         };
-        if c.flags & flag::CLOSED != 0 {
+        if c.phase == Phase::Closed {
             return;
         }
-        if c.flags & flag::CONNECTING != 0 {
+        if c.phase.is_connecting() {
             let failure = match c.sock.take_error() {
                 Ok(None) => None,
                 Ok(Some(e)) | Err(e) => Some(e),
@@ -296,7 +323,7 @@ impl Reactor {
                 self.begin_close(token, CloseReason::ConnectFailed(e));
                 return;
             }
-            c.flags &= !flag::CONNECTING;
+            c.phase = c.phase.connected();
             let connect_timer = c.timer.take();
             let idle = c.idle_timeout;
             if let Some(key) = connect_timer {
@@ -309,7 +336,7 @@ impl Reactor {
             let Some(c) = self.conn_mut(token) else {
                 return;
             };
-            if c.flags & flag::TCP != 0 {
+            if c.transport == Transport::Tcp {
                 // Request/response traffic wants small writes sent at once.
                 let _ = c.sock.set_nodelay(true);
             }
@@ -320,7 +347,7 @@ impl Reactor {
             };
             // A pipe reports its reader's departure as an error; it has no
             // SO_ERROR to ask.
-            if c.flags & flag::NOT_SOCKET != 0 {
+            if c.transport == Transport::Pipe {
                 self.begin_close(token, CloseReason::PeerClosed);
                 return;
             }
@@ -332,9 +359,9 @@ impl Reactor {
         let Some(c) = self.conn_mut(token) else {
             return;
         };
-        c.flags &= !flag::WRITE_BLOCKED;
+        c.flags -= Flags::WRITE_BLOCKED;
         // A feature's bytes may have to go first (a proxy's pipe).
-        if c.flags & flag::HOOKED != 0 {
+        if c.flags.contains(Flags::HOOKED) {
             if let Some(hooks) = self.hooks_of(token) {
                 if !(hooks.writable)(self, token) {
                     return;
@@ -346,13 +373,16 @@ impl Reactor {
     }
 
     /// Takes EPOLLOUT out of a non-TCP connection's registration once it
-    /// has nothing left to write (see `flag::WANT_WRITE`).
+    /// has nothing left to write (see `Flags::WANT_WRITE`).
     pub(super) fn disarm_write(&mut self, token: Token) {
         let Some(Source::Conn(c)) = self.sources.get_mut(token) else {
             return;
         };
-        let busy = flag::TCP | flag::CONNECTING | flag::WRITE_BLOCKED | flag::CLOSED | flag::HOOKED;
-        if c.flags & flag::WANT_WRITE == 0 || c.flags & busy != 0 || !c.out.is_empty() {
+        let busy = c.transport == Transport::Tcp
+            || c.phase.is_connecting()
+            || c.phase == Phase::Closed
+            || c.flags.intersects(Flags::WRITE_BLOCKED | Flags::HOOKED);
+        if !c.flags.contains(Flags::WANT_WRITE) || busy || !c.out.is_empty() {
             return;
         }
         if self
@@ -360,7 +390,7 @@ impl Reactor {
             .reregister(std::os::fd::AsFd::as_fd(&c.sock), token, Interest::READABLE)
             .is_ok()
         {
-            c.flags &= !flag::WANT_WRITE;
+            c.flags -= Flags::WANT_WRITE;
         }
     }
 
@@ -369,26 +399,24 @@ impl Reactor {
         let Some(c) = self.conn_mut(token) else {
             return;
         };
-        if c.out.is_empty()
-            || c.flags & (flag::WRITE_BLOCKED | flag::CONNECTING | flag::CLOSED) != 0
-        {
+        if c.out.is_empty() || c.write_waits() || c.phase == Phase::Closed {
             self.check_water(token);
             return;
         }
         c.last_activity = self_now;
         let mut sink = ConnSink {
             sock: &c.sock,
-            not_socket: c.flags & flag::NOT_SOCKET != 0,
+            transport: c.transport,
         };
         match c.out.flush(&mut sink) {
             Ok(_) => {
                 if !c.out.is_empty() {
-                    c.flags |= flag::WRITE_BLOCKED;
+                    c.flags |= Flags::WRITE_BLOCKED;
                 }
             }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => c.flags |= flag::WRITE_BLOCKED,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => c.flags |= Flags::WRITE_BLOCKED,
             Err(e) => {
-                let reason = if c.flags & flag::PEER_CLOSED != 0 {
+                let reason = if c.flags.contains(Flags::EOF_READ) {
                     CloseReason::PeerClosed
                 } else {
                     CloseReason::from_io(e)
@@ -403,7 +431,7 @@ impl Reactor {
     pub(super) fn on_readable(&mut self, token: Token) {
         if self
             .conn(token)
-            .is_some_and(|c| c.flags & flag::HOOKED != 0)
+            .is_some_and(|c| c.flags.contains(Flags::HOOKED))
         {
             if let Some(hooks) = self.hooks_of(token) {
                 if (hooks.readable)(self, token) {
@@ -414,14 +442,12 @@ impl Reactor {
         let mut buf = std::mem::take(&mut self.read_buf);
         let now = self.now_ms() as u32;
         while let Some(Source::Conn(c)) = self.sources.get_mut(token) {
-            let blocked =
-                flag::PAUSED | flag::CLOSED | flag::CLOSING | flag::CONNECTING | flag::PEER_CLOSED;
-            if c.flags & blocked != 0 || c.flags & flag::READ_READY == 0 {
+            if !c.reads() {
                 break;
             }
             let fds_before = self.fd_inbox.len();
             buf.clear();
-            let read = if c.flags & flag::PASS_FDS != 0 {
+            let read = if c.transport == Transport::UnixWithFds {
                 c.sock.read_with_fds(&mut buf, &mut self.fd_inbox)
             } else {
                 c.sock.read_into_spare(&mut buf)
@@ -430,8 +456,8 @@ impl Reactor {
                 Ok(0) => {
                     // End of stream: no more reads; the handler decides
                     // when to close (by default once its queue is written).
-                    c.flags &= !flag::READ_READY;
-                    c.flags |= flag::PEER_CLOSED;
+                    c.flags -= Flags::READ_READY;
+                    c.flags |= Flags::EOF_READ;
                     self.pending.push_back((token, Pending::Eof));
                     break;
                 }
@@ -444,9 +470,9 @@ impl Reactor {
                     // bytes that carried descriptors, with more queued behind
                     // them: after such a read, only EAGAIN says drained.
                     let got_fds = self.fd_inbox.len() > fds_before;
-                    let more = full || c.flags & flag::RDHUP != 0 || got_fds;
+                    let more = full || c.flags.contains(Flags::RDHUP) || got_fds;
                     if !more {
-                        c.flags &= !flag::READ_READY;
+                        c.flags -= Flags::READ_READY;
                     }
                     self.call(token, |h, conn| h.receive_data(conn, &buf[..n]));
                     // Descriptors the handler did not take are closed.
@@ -474,7 +500,7 @@ impl Reactor {
         let Some(c) = self.conn_mut(token) else {
             return;
         };
-        c.flags &= !flag::READ_READY;
+        c.flags -= Flags::READ_READY;
         if e.kind() != io::ErrorKind::WouldBlock {
             self.begin_close(token, CloseReason::from_io(e));
         }

@@ -243,7 +243,7 @@ impl Reactor {
         let Some(c) = self.conn_mut(token) else {
             return Err(io::ErrorKind::NotConnected.into());
         };
-        if c.flags & flag::HOOKED != 0 {
+        if c.flags.contains(Flags::HOOKED) {
             return match self.conn_hooks.get(&token) {
                 Some(h) if std::ptr::eq(*h, hooks) => Ok(()),
                 _ => Err(io::Error::new(
@@ -252,7 +252,7 @@ impl Reactor {
                 )),
             };
         }
-        c.flags |= flag::HOOKED;
+        c.flags |= Flags::HOOKED;
         self.conn_hooks.insert(token, hooks);
         Ok(())
     }
@@ -260,7 +260,7 @@ impl Reactor {
     /// Gives connection `token`'s I/O back to the core.
     pub(crate) fn unhook_conn(&mut self, token: Token) {
         if let Some(c) = self.conn_mut(token) {
-            c.flags &= !flag::HOOKED;
+            c.flags -= Flags::HOOKED;
         }
         self.conn_hooks.remove(&token);
     }

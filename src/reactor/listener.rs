@@ -197,16 +197,18 @@ impl Reactor {
             };
             match l.sock.accept() {
                 Ok(sock) => {
-                    let tcp = if l.tcp {
+                    let transport = if l.tcp {
                         let _ = sock.set_nodelay(true);
-                        flag::TCP
+                        Transport::Tcp
                     } else {
-                        0
+                        Transport::Unix
                     };
                     let handler = (l.factory)();
                     // Out of epoll watches or memory: the connection is
                     // dropped (closed) and the listener goes on.
-                    if let Ok(conn) = self.add_conn(sock, handler, tcp) {
+                    if let Ok(conn) =
+                        self.add_conn(sock, handler, Phase::Open, transport, Flags::empty())
+                    {
                         self.call(conn, |h, c| h.post_init(c));
                         self.call(conn, |h, c| h.connection_completed(c));
                         self.run_pending();

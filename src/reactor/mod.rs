@@ -45,12 +45,14 @@ mod conn_io;
 mod ext;
 mod handle;
 mod listener;
+mod state;
 mod timers;
 
 pub(crate) use conn::*;
 pub(crate) use ext::*;
 pub(crate) use handle::*;
 pub(crate) use listener::*;
+pub(crate) use state::*;
 pub(crate) use timers::*;
 
 pub use handle::ReactorHandle;
@@ -371,15 +373,16 @@ impl Reactor {
                 }
                 Some(Source::Conn(c)) => {
                     if ev.is_read_closed() {
-                        c.flags |= flag::RDHUP;
+                        c.flags |= Flags::RDHUP;
                     }
                     if ev.is_readable() {
-                        c.flags |= flag::READ_READY;
+                        c.flags |= Flags::READ_READY;
                     }
                     // Every edge reports EPOLLOUT while the socket has room;
                     // it only matters to a connect in progress or a queue
                     // waiting for room.
-                    let wants_write = c.flags & (flag::CONNECTING | flag::WRITE_BLOCKED) != 0
+                    let wants_write = c.phase.is_connecting()
+                        || c.flags.contains(Flags::WRITE_BLOCKED)
                         || !c.out.is_empty();
                     if ev.is_error() || (ev.is_writable() && wants_write) {
                         self.on_writable(token, ev.is_error());
@@ -436,7 +439,7 @@ impl Reactor {
         let Some(c) = self.conn_mut(token) else {
             return;
         };
-        if c.flags & flag::CLOSED != 0 {
+        if c.phase == Phase::Closed {
             return;
         }
         let Some(mut handler) = c.handler.take() else {

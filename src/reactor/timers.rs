@@ -146,7 +146,7 @@ impl Reactor {
     pub fn set_pending_connect_timeout(&mut self, id: ConnId, limit: Option<Duration>) {
         let deadline = limit.map(|d| self.deadline_after(d));
         let Some(c) = self.conn_mut(id.0) else { return };
-        if c.flags & flag::CONNECTING == 0 {
+        if !c.phase.is_connecting() {
             return;
         }
         let old = c.timer.take();
@@ -173,7 +173,7 @@ impl Reactor {
         let Some(c) = self.conn_mut(id.0) else { return };
         c.idle_timeout = ms;
         c.last_activity = now;
-        if c.flags & flag::CONNECTING == 0 {
+        if !c.phase.is_connecting() {
             let old = c.timer.take();
             if let Some(key) = old {
                 self.timers.cancel(key);
@@ -241,10 +241,10 @@ impl Reactor {
             return;
         };
         c.timer = None;
-        if c.flags & flag::CLOSED != 0 {
+        if c.phase == Phase::Closed {
             return;
         }
-        if c.flags & flag::CONNECTING != 0 {
+        if c.phase.is_connecting() {
             self.begin_close(token, CloseReason::ConnectTimeout);
             return;
         }

@@ -1,0 +1,156 @@
+//! A connection's state, typed: where it is in its life ([`Phase`]), what
+//! kind of descriptor it is ([`Transport`]), how far its write side is shut
+//! ([`WriteSide`]), and the orthogonal readiness bits ([`Flags`]).
+//!
+//! This file owns the rules between those: which phase may follow which,
+//! and what each phase allows (reading, taking new output). It never does
+//! I/O; `conn_io.rs` asks it.
+
+use bitflags::bitflags;
+
+/// Where a connection is in its life. Phases only move forward:
+/// `Connecting → Open → Closing → Closed`, any of them straight to
+/// `Closed`.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Phase {
+    /// A connect is in progress. `close_after_writing` records a
+    /// `close_connection_after_writing` made before it completed.
+    Connecting { close_after_writing: bool },
+    /// Reading and writing.
+    Open,
+    /// Closes once the outbound queue is empty; reads no more.
+    Closing,
+    /// A close is queued: no I/O and no callback but `unbind`.
+    Closed,
+}
+
+/// What the descriptor is, fixed when the connection is made: it decides
+/// the system calls used on it.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Transport {
+    /// TCP: always registered for writable edges, `TCP_NODELAY` set.
+    Tcp,
+    /// A Unix-domain stream socket.
+    Unix,
+    /// A Unix-domain socket whose reads collect passed descriptors
+    /// (`SCM_RIGHTS`).
+    UnixWithFds,
+    /// A pipe, terminal or other non-socket: plain `read` and `write`.
+    Pipe,
+}
+
+/// How far `close_write` has gone.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum WriteSide {
+    Open,
+    /// Shut it once the queue drains; no new output is taken.
+    ShutWhenDrained,
+    /// Shut (the peer saw end of stream).
+    Shut,
+}
+
+bitflags! {
+    /// Bits that hold in any phase, independent of each other.
+    #[derive(Clone, Copy, PartialEq, Eq, Debug)]
+    pub(crate) struct Flags: u16 {
+        /// The socket may have unread input (an edge was seen and not
+        /// drained).
+        const READ_READY = 1 << 0;
+        /// The peer shut down its side; reads go on until they return 0.
+        const RDHUP = 1 << 1;
+        /// End of stream was read.
+        const EOF_READ = 1 << 2;
+        /// The user paused reading.
+        const PAUSED = 1 << 3;
+        /// The kernel send buffer is full; wait for the next writable edge.
+        const WRITE_BLOCKED = 1 << 4;
+        /// `EPOLLOUT` is in the registration. Always for TCP; for Unix
+        /// sockets and pipes only while connecting or while a write is
+        /// blocked, because their peers raise a writable edge on every read
+        /// they make, which would wake the loop once per message for
+        /// nothing.
+        const WANT_WRITE = 1 << 5;
+        /// `outbound_full` was reported and `outbound_drained` not yet.
+        const ABOVE_HIGH = 1 << 6;
+        /// A feature's hooks take over parts of its I/O (`ext.rs`).
+        const HOOKED = 1 << 7;
+        /// The library's own plumbing (a worker channel), not counted by
+        /// `connection_count`.
+        const INTERNAL = 1 << 8;
+    }
+}
+
+impl Phase {
+    pub(crate) fn is_connecting(self) -> bool {
+        matches!(self, Phase::Connecting { .. })
+    }
+
+    /// A close was asked for, or has begun: no new reads.
+    pub(crate) fn is_ending(self) -> bool {
+        matches!(
+            self,
+            Phase::Closing
+                | Phase::Closed
+                | Phase::Connecting {
+                    close_after_writing: true
+                }
+        )
+    }
+
+    /// Closes when the queue drains (`close_connection_after_writing`,
+    /// or end of stream read by a handler that said nothing more).
+    pub(crate) fn closes_when_drained(self) -> bool {
+        self.is_ending() && self != Phase::Closed
+    }
+
+    /// The phase after `close_connection_after_writing`.
+    pub(crate) fn close_after_writing(self) -> Phase {
+        match self {
+            Phase::Connecting { .. } => Phase::Connecting {
+                close_after_writing: true,
+            },
+            Phase::Open => Phase::Closing,
+            ended => ended,
+        }
+    }
+
+    /// The phase once a connect completed.
+    pub(crate) fn connected(self) -> Phase {
+        match self {
+            Phase::Connecting {
+                close_after_writing: false,
+            } => Phase::Open,
+            Phase::Connecting {
+                close_after_writing: true,
+            } => Phase::Closing,
+            other => other,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_close_asked_while_connecting_waits_for_the_connect() {
+        let p = Phase::Connecting {
+            close_after_writing: false,
+        }
+        .close_after_writing();
+        assert!(p.is_connecting());
+        assert!(p.closes_when_drained());
+        assert_eq!(p.connected(), Phase::Closing);
+    }
+
+    #[test]
+    fn phases_never_move_back() {
+        assert_eq!(Phase::Closed.close_after_writing(), Phase::Closed);
+        assert_eq!(Phase::Closed.connected(), Phase::Closed);
+        assert_eq!(Phase::Closing.connected(), Phase::Closing);
+        assert_eq!(Phase::Open.close_after_writing(), Phase::Closing);
+        assert!(!Phase::Closed.closes_when_drained());
+        assert!(Phase::Closed.is_ending());
+        assert!(!Phase::Open.is_ending());
+    }
+}
