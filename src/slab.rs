@@ -27,6 +27,12 @@ pub(crate) struct Slab<T> {
 
 const NONE: u32 = u32::MAX;
 
+/// The bytes one slot of a `Slab<T>` takes.
+#[cfg(test)]
+pub(crate) const fn entry_size<T>() -> usize {
+    std::mem::size_of::<Entry<T>>()
+}
+
 fn split(token: Token) -> (usize, u32) {
     ((token & 0xffff_ffff) as usize, (token >> 32) as u32)
 }

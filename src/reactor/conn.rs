@@ -24,10 +24,18 @@ pub(crate) struct Conn {
     pub(super) high_water: u32,
     /// Loop time (ms, wrapping) of the last byte read or written.
     pub(super) last_activity: u32,
+    /// Boxed: most connections have no timer, and this keeps the record
+    /// of an idle connection at 48 bytes.
+    pub(super) timer: Option<Box<ConnTimer>>,
+}
+
+/// A connection's timer: the connect timeout while connecting, then the
+/// inactivity check.
+#[derive(Default)]
+pub(crate) struct ConnTimer {
+    pub(super) key: Option<TimerKey>,
     /// Inactivity timeout in ms; 0 when none.
-    pub(super) idle_timeout: u32,
-    /// The connect timeout while connecting, then the inactivity check.
-    pub(super) timer: Option<TimerKey>,
+    pub(super) idle_ms: u32,
 }
 
 /// A connection's descriptor as the target of an outbound queue flush.
@@ -68,6 +76,39 @@ impl crate::buffer::Sink for ConnSink<'_> {
 }
 
 impl Conn {
+    /// Takes the key of the pending timer, if any, for cancelling; frees
+    /// the box once it holds nothing.
+    pub(super) fn take_timer_key(&mut self) -> Option<TimerKey> {
+        let t = self.timer.as_mut()?;
+        let key = t.key.take();
+        if t.idle_ms == 0 {
+            self.timer = None;
+        }
+        key
+    }
+
+    pub(super) fn set_timer_key(&mut self, key: TimerKey) {
+        self.timer.get_or_insert_with(Box::default).key = Some(key);
+    }
+
+    /// The inactivity timeout in ms; 0 when none.
+    pub(super) fn idle_ms(&self) -> u32 {
+        self.timer.as_ref().map_or(0, |t| t.idle_ms)
+    }
+
+    pub(super) fn set_idle_ms(&mut self, ms: u32) {
+        match &mut self.timer {
+            Some(t) => t.idle_ms = ms,
+            None if ms > 0 => {
+                self.timer = Some(Box::new(ConnTimer {
+                    key: None,
+                    idle_ms: ms,
+                }))
+            }
+            None => {}
+        }
+    }
+
     /// Whether new output is taken: not after a local close or a
     /// half-close. After the *peer* closed its side it still is: the
     /// connection closes once it is out.
@@ -169,13 +210,13 @@ impl Reactor {
         let connecting = Phase::Connecting {
             close_after_writing: false,
         };
-        let token = self.add_conn(sock, handler, connecting, transport, Flags::empty())?;
+        let token = self.add_conn(sock, handler, connecting, transport)?;
         self.pending.push_back((token, Pending::Init));
         if let Some(limit) = self.connect_timeout {
             let deadline = self.deadline_after(limit);
             let key = self.timers.insert(deadline, TimerTask::Conn(token));
             if let Some(c) = self.conn_mut(token) {
-                c.timer = Some(key);
+                c.set_timer_key(key);
             }
         }
         if let Err(e) = started {
@@ -192,14 +233,13 @@ impl Reactor {
         handler: Box<dyn Handler>,
         phase: Phase,
         transport: Transport,
-        flags: Flags,
     ) -> io::Result<Token> {
         let high_water = self.default_high_water.min(u32::MAX as usize) as u32;
         let always_write = transport == Transport::Tcp || phase.is_connecting();
         let flags = if always_write {
-            flags | Flags::WANT_WRITE
+            Flags::WANT_WRITE
         } else {
-            flags
+            Flags::empty()
         };
         let token = self.sources.insert(Source::Conn(Conn {
             sock,
@@ -211,7 +251,6 @@ impl Reactor {
             flags,
             high_water,
             last_activity: self.now_ms() as u32,
-            idle_timeout: 0,
             timer: None,
         }));
         let Some(Source::Conn(c)) = self.sources.get(token) else {
@@ -230,7 +269,7 @@ impl Reactor {
             return Err(e);
         }
         self.connections += 1;
-        if flags.contains(Flags::INTERNAL) {
+        if transport == Transport::Channel {
             self.internal_connections += 1;
         }
         Ok(token)
@@ -390,7 +429,7 @@ impl Reactor {
     /// The fd could not be made non-blocking or registered (epoll refuses
     /// regular files).
     pub fn attach<H: Handler>(&mut self, fd: OwnedFd, handler: H) -> io::Result<ConnId> {
-        self.adopt_boxed(fd, Box::new(handler), false, Flags::empty())
+        self.adopt_boxed(fd, Box::new(handler), None)
     }
 
     /// [`Reactor::attach`] for a Unix-domain socket whose peer passes
@@ -407,7 +446,7 @@ impl Reactor {
         fd: OwnedFd,
         handler: H,
     ) -> io::Result<ConnId> {
-        self.adopt_boxed(fd, Box::new(handler), true, Flags::empty())
+        self.adopt_boxed(fd, Box::new(handler), Some(Transport::UnixWithFds))
     }
 
     /// [`Reactor::attach_receiving_fds`] for the library's own channels
@@ -419,37 +458,36 @@ impl Reactor {
         fd: OwnedFd,
         handler: Box<dyn Handler>,
     ) -> io::Result<ConnId> {
-        self.adopt_boxed(fd, handler, true, Flags::INTERNAL)
+        self.adopt_boxed(fd, handler, Some(Transport::Channel))
     }
 
     fn adopt_boxed(
         &mut self,
         fd: OwnedFd,
         handler: Box<dyn Handler>,
-        receives_fds: bool,
-        flags: Flags,
+        with_fds: Option<Transport>,
     ) -> io::Result<ConnId> {
         let sock = Socket::from(fd);
         sock.set_nonblocking(true)?;
-        let transport = match sock.local_addr() {
-            Ok(Addr::Unix(_)) if receives_fds => Transport::UnixWithFds,
-            Ok(Addr::Unix(_)) => Transport::Unix,
-            _ if receives_fds => {
+        let transport = match (sock.local_addr(), with_fds) {
+            (Ok(Addr::Unix(_)), Some(fds)) => fds,
+            (Ok(Addr::Unix(_)), None) => Transport::Unix,
+            (_, Some(_)) => {
                 return Err(io::Error::new(
                     io::ErrorKind::InvalidInput,
                     "descriptors pass only over Unix-domain sockets",
                 ))
             }
-            Ok(Addr::Inet(_)) => {
+            (Ok(Addr::Inet(_)), None) => {
                 let _ = sock.set_nodelay(true);
                 Transport::Tcp
             }
-            Err(_) => {
+            (Err(_), None) => {
                 packet_sys::signal::ignore_default_sigpipe();
                 Transport::Pipe
             }
         };
-        let token = self.add_conn(sock, handler, Phase::Open, transport, flags)?;
+        let token = self.add_conn(sock, handler, Phase::Open, transport)?;
         self.pending.push_back((token, Pending::Adopted));
         Ok(ConnId(token))
     }
@@ -496,14 +534,14 @@ impl Reactor {
             return;
         };
         self.connections -= 1;
-        if c.flags.contains(Flags::INTERNAL) {
+        if c.transport == Transport::Channel {
             self.internal_connections -= 1;
         }
         // Most reactors have no ordered connection: no hash per close then.
         if !self.ordered.is_empty() {
             self.ordered.remove(&token);
         }
-        if let Some(key) = c.timer.take() {
+        if let Some(key) = c.take_timer_key() {
             self.timers.cancel(key);
         }
         if c.flags.contains(Flags::HOOKED) {

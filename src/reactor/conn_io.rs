@@ -324,8 +324,8 @@ impl Reactor {
                 return;
             }
             c.phase = c.phase.connected();
-            let connect_timer = c.timer.take();
-            let idle = c.idle_timeout;
+            let connect_timer = c.take_timer_key();
+            let idle = c.idle_ms();
             if let Some(key) = connect_timer {
                 self.timers.cancel(key);
             }
@@ -447,7 +447,7 @@ impl Reactor {
             }
             let fds_before = self.fd_inbox.len();
             buf.clear();
-            let read = if c.transport == Transport::UnixWithFds {
+            let read = if c.transport.receives_fds() {
                 c.sock.read_with_fds(&mut buf, &mut self.fd_inbox)
             } else {
                 c.sock.read_into_spare(&mut buf)

@@ -206,9 +206,7 @@ impl Reactor {
                     let handler = (l.factory)();
                     // Out of epoll watches or memory: the connection is
                     // dropped (closed) and the listener goes on.
-                    if let Ok(conn) =
-                        self.add_conn(sock, handler, Phase::Open, transport, Flags::empty())
-                    {
+                    if let Ok(conn) = self.add_conn(sock, handler, Phase::Open, transport) {
                         self.call(conn, |h, c| h.post_init(c));
                         self.call(conn, |h, c| h.connection_completed(c));
                         self.run_pending();

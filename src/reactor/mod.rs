@@ -159,7 +159,7 @@ pub struct Reactor {
     spare_fd: Option<File>,
     default_high_water: usize,
     connections: usize,
-    /// Of `connections`, those flagged `INTERNAL`.
+    /// Of `connections`, the library's own channels (`Transport::Channel`).
     internal_connections: usize,
     /// The last reply id handed out (`expect_reply`).
     pub(crate) last_reply: u64,

@@ -35,6 +35,9 @@ pub(crate) enum Transport {
     /// A Unix-domain socket whose reads collect passed descriptors
     /// (`SCM_RIGHTS`).
     UnixWithFds,
+    /// The library's own channel (to a worker process): as `UnixWithFds`,
+    /// but not counted by `connection_count`.
+    Channel,
     /// A pipe, terminal or other non-socket: plain `read` and `write`.
     Pipe,
 }
@@ -52,7 +55,7 @@ pub(crate) enum WriteSide {
 bitflags! {
     /// Bits that hold in any phase, independent of each other.
     #[derive(Clone, Copy, PartialEq, Eq, Debug)]
-    pub(crate) struct Flags: u16 {
+    pub(crate) struct Flags: u8 {
         /// The socket may have unread input (an edge was seen and not
         /// drained).
         const READ_READY = 1 << 0;
@@ -74,9 +77,13 @@ bitflags! {
         const ABOVE_HIGH = 1 << 6;
         /// A feature's hooks take over parts of its I/O (`ext.rs`).
         const HOOKED = 1 << 7;
-        /// The library's own plumbing (a worker channel), not counted by
-        /// `connection_count`.
-        const INTERNAL = 1 << 8;
+    }
+}
+
+impl Transport {
+    /// Whether reads collect passed descriptors.
+    pub(crate) fn receives_fds(self) -> bool {
+        matches!(self, Transport::UnixWithFds | Transport::Channel)
     }
 }
 
@@ -152,5 +159,17 @@ mod tests {
         assert!(!Phase::Closed.closes_when_drained());
         assert!(Phase::Closed.is_ending());
         assert!(!Phase::Open.is_ending());
+    }
+}
+
+#[cfg(test)]
+mod size {
+    /// An idle connection's user-space cost is its slab entry: keep the
+    /// record at 48 bytes (README "Memory per connection").
+    #[test]
+    fn an_idle_connection_record_stays_small() {
+        assert_eq!(std::mem::size_of::<super::super::Conn>(), 48);
+        assert_eq!(std::mem::size_of::<super::super::Source>(), 48);
+        assert_eq!(crate::slab::entry_size::<super::super::Source>(), 56);
     }
 }

@@ -149,14 +149,13 @@ impl Reactor {
         if !c.phase.is_connecting() {
             return;
         }
-        let old = c.timer.take();
-        if let Some(key) = old {
+        if let Some(key) = c.take_timer_key() {
             self.timers.cancel(key);
         }
         if let Some(deadline) = deadline {
             let key = self.timers.insert(deadline, TimerTask::Conn(id.0));
             if let Some(c) = self.conn_mut(id.0) {
-                c.timer = Some(key);
+                c.set_timer_key(key);
             }
         }
     }
@@ -171,11 +170,10 @@ impl Reactor {
         });
         let now = self.now_ms() as u32;
         let Some(c) = self.conn_mut(id.0) else { return };
-        c.idle_timeout = ms;
+        c.set_idle_ms(ms);
         c.last_activity = now;
         if !c.phase.is_connecting() {
-            let old = c.timer.take();
-            if let Some(key) = old {
+            if let Some(key) = c.take_timer_key() {
                 self.timers.cancel(key);
             }
             if ms > 0 {
@@ -198,7 +196,7 @@ impl Reactor {
         let wait = u64::from(at.wrapping_sub(now as u32));
         let key = self.timers.insert(now + wait, TimerTask::Conn(token));
         if let Some(c) = self.conn_mut(token) {
-            c.timer = Some(key);
+            c.set_timer_key(key);
         }
     }
 
@@ -240,7 +238,7 @@ impl Reactor {
         let Some(c) = self.conn_mut(token) else {
             return;
         };
-        c.timer = None;
+        c.take_timer_key();
         if c.phase == Phase::Closed {
             return;
         }
@@ -248,17 +246,18 @@ impl Reactor {
             self.begin_close(token, CloseReason::ConnectTimeout);
             return;
         }
-        if c.idle_timeout == 0 {
+        let idle_ms = c.idle_ms();
+        if idle_ms == 0 {
             return;
         }
         // Activity only stamps the connection; the timer checks the stamp
         // when it fires and re-arms itself for the remainder, so a busy
         // connection costs no timer operation per read or write.
         let idle = now.wrapping_sub(c.last_activity);
-        if idle >= c.idle_timeout {
+        if idle >= idle_ms {
             self.begin_close(token, CloseReason::InactivityTimeout);
         } else {
-            let at = c.last_activity.wrapping_add(c.idle_timeout);
+            let at = c.last_activity.wrapping_add(idle_ms);
             self.arm_idle_timer(token, at);
         }
     }
