@@ -819,7 +819,7 @@ part_size() {
         echo
         echo "| binary | built with | KiB | KiB stripped | target |"
         echo "|---|---|---:|---:|---|"
-        size_row "echo_server (workers off)" "cargo build --release --no-default-features --example echo_server" \
+        size_row "echo_server (core only)" "cargo build --release --no-default-features --example echo_server" \
             "$SIZE_TARGET/release/examples/echo_server" 409600
         size_row "echo_server (default features)" "cargo build --release --example echo_server" "$ECHO_SERVER"
         size_row "http_server (default features)" "cargo build --release --example http_server" "$HTTP_SERVER"

@@ -4,7 +4,8 @@
 //! cargo run --release --example echo_server [ADDR] [--verbose] [--threads N]
 //! ```
 //!
-//! Listens on 127.0.0.1:11006 unless `ADDR` is given and echoes every byte.
+//! Listens on 127.0.0.1:11006 unless `ADDR` (an IP address and port; no
+//! name lookup) is given and echoes every byte.
 //! A client that sends without reading cannot grow the server's memory: when
 //! a connection's outbound queue passes the high-water mark the server stops
 //! reading from it until the queue drains. `--threads N` runs N reactors on
@@ -13,6 +14,7 @@
 //! most 5 s), exit status 0.
 
 use std::io;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use packet::{CloseReason, Connection, Handler};
@@ -53,7 +55,7 @@ impl Handler for Echo {
 }
 
 fn main() -> io::Result<()> {
-    let mut addr = "127.0.0.1:11006".to_string();
+    let mut addr = SocketAddr::from(([127, 0, 0, 1], 11006));
     let mut threads = 1usize;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -71,15 +73,18 @@ fn main() -> io::Result<()> {
                         )
                     })?;
             }
-            a if a.starts_with('-') => {
-                eprintln!("usage: echo_server [ADDR] [--verbose] [--threads N]");
-                std::process::exit(2);
-            }
-            a => addr = a.to_string(),
+            // Unknown options fail to parse as an address too.
+            a => match a.parse() {
+                Ok(a) => addr = a,
+                Err(_) => {
+                    eprintln!("usage: echo_server [IP:PORT] [--verbose] [--threads N]");
+                    std::process::exit(2);
+                }
+            },
         }
     }
 
-    reactors::serve(&addr, threads, |r, addr, options| {
+    reactors::serve(addr, threads, |r, addr, options| {
         let server = r.start_server_with(addr, options, || Echo)?;
         r.server_addr(server)
     })

@@ -92,7 +92,11 @@ fn main() -> io::Result<()> {
         }
     }
 
-    reactors::serve(&addr, threads, move |r, addr, options| {
+    // Names are resolved here: the shared reactors::serve takes an address.
+    let addr = std::net::ToSocketAddrs::to_socket_addrs(&addr)?
+        .next()
+        .ok_or(io::ErrorKind::InvalidInput)?;
+    reactors::serve(addr, threads, move |r, addr, options| {
         start(r, addr, options, root.clone())
     })
 }

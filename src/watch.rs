@@ -76,6 +76,7 @@ pub struct Watch<'r> {
 impl<'r> Watch<'r> {
     /// A context for watch `id` on `reactor` (for modules built on watches
     /// that hand their own context to user code).
+    #[cfg(any(feature = "datagram", feature = "filewatch"))]
     pub(crate) fn reborrow(reactor: &'r mut Reactor, id: WatchId) -> Watch<'r> {
         Watch { reactor, id }
     }

@@ -3,6 +3,7 @@
 //! `SIGTERM` or `SIGINT`.
 
 use std::io;
+use std::net::SocketAddr;
 use std::sync::{Arc, Barrier, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -17,29 +18,34 @@ const GRACE: Duration = Duration::from_secs(5);
 /// bound address), prints `listening on ADDR` once all of them listen, and
 /// returns when all have stopped.
 ///
+/// The address is already resolved: resolving a name is the caller's
+/// choice, and std's resolver (`getaddrinfo` and its parsing) is about
+/// 5 KB of a core-only echo_server that takes numeric addresses.
+///
 /// This thread runs the first reactor (so one reactor means one thread);
 /// the others run on their own threads and listen on the address the first
 /// one bound, so port 0 works too. Reactors are not `Send` (handlers need
 /// not be), so each thread builds its own and hands back only its
 /// `ReactorHandle`. `SIGTERM` and `SIGINT` stop every reactor gracefully:
 /// no new connections, queued output flushed for at most five seconds.
-pub fn serve<F>(addr: &str, threads: usize, start: F) -> io::Result<()>
+pub fn serve<F>(addr: SocketAddr, threads: usize, start: F) -> io::Result<()>
 where
-    F: Fn(&mut Reactor, &str, ServerOptions) -> io::Result<Addr> + Clone + Send + 'static,
+    F: Fn(&mut Reactor, SocketAddr, ServerOptions) -> io::Result<Addr> + Clone + Send + 'static,
 {
     let options = ServerOptions::new().reuse_port(threads > 1);
     let mut reactor = Reactor::new()?;
-    let bound = start(&mut reactor, addr, options.clone())?.to_string();
+    let bound = start(&mut reactor, addr, options.clone())?;
+    let bound = bound.as_inet().ok_or(io::ErrorKind::InvalidInput)?;
     let others = Arc::new(Mutex::new(Vec::<ReactorHandle>::new()));
     // Every extra reactor listens before `listening on` is printed.
     let ready = Arc::new(Barrier::new(threads));
     let extra: Vec<_> = (1..threads)
         .map(|_| {
-            let (bound, options, start) = (bound.clone(), options.clone(), start.clone());
+            let (options, start) = (options.clone(), start.clone());
             let (others, ready) = (others.clone(), ready.clone());
             std::thread::spawn(move || -> io::Result<()> {
                 let mut reactor = Reactor::new()?;
-                if let Err(e) = start(&mut reactor, &bound, options) {
+                if let Err(e) = start(&mut reactor, bound, options) {
                     eprintln!("cannot listen on {bound}: {e}");
                     std::process::exit(1);
                 }

@@ -753,7 +753,7 @@ impl Handler for Http {
 /// Starts the HTTP server on `reactor`; returns the bound address.
 fn start(
     reactor: &mut Reactor,
-    addr: &str,
+    addr: impl std::net::ToSocketAddrs,
     options: ServerOptions,
     root: Option<PathBuf>,
 ) -> io::Result<Addr> {

@@ -87,6 +87,7 @@ impl std::error::Error for PostcardError {}
 impl PostcardError {
     /// Wraps a postcard error for the crate's other message encoders (the
     /// worker channels).
+    #[cfg(feature = "workers")]
     pub(crate) fn new(err: postcard::Error) -> Self {
         PostcardError(err)
     }
