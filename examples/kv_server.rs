@@ -14,7 +14,7 @@
 //! | `GET key` | the value, or `NIL` |
 //! | `DEL key` | `1` if it was there, else `0` |
 //! | `PRIME n` | the n-th prime (`PRIME 1` is 2), 1 <= n <= 2,000,000, computed by a pool of 2 worker processes |
-//! | `STATS` | `keys=N conns=M served=K inflight=P` (P: PRIMEs with the workers) |
+//! | `STATS` | `keys=N conns=M served=K inflight=P` as the line is read: answers written, PRIMEs with the workers |
 //! | anything else | `ERR <reason>`; the connection goes on |
 //!
 //! A line over 64 KiB gets `ERR line longer than ...` after the answers due
