@@ -75,8 +75,12 @@ use packet::{Connection, Handler, Reactor, Reply};
 use std::fmt;
 use std::io;
 
+#[path = "common/ordered.rs"]
+mod ordered;
 #[path = "common/pool.rs"]
 mod pool;
+
+use ordered::Pipeline;
 
 /// The worker's registered name, as in the seed (`set_worker_name :eval_worker`).
 const WORKER: &str = "eval_worker";
@@ -532,35 +536,8 @@ impl Worker for EvalWorker {
 
 /// The master's handler of one client: every line goes to the pool, and
 /// the answers go back in line order.
-#[derive(Default)]
 struct EvalClient {
-    /// Lines with the workers (or answered locally) and not yet written.
-    in_flight: usize,
-    /// The client is not reading: the outbound queue is over its mark.
-    outbound_full: bool,
-    /// No more lines will come (end of stream, or a line too long).
-    input_ended: bool,
-}
-
-impl EvalClient {
-    /// Answers the next line's place in the order from here.
-    fn answer_locally(conn: &mut Connection<'_>, text: String) {
-        let me = conn.id();
-        let place = conn.reactor().expect_reply(me);
-        conn.reactor().send_reply(me, place, text);
-    }
-
-    /// Reads more only while few lines are out and the client keeps up.
-    fn regulate(&self, conn: &mut Connection<'_>) {
-        let pause = self.in_flight >= MAX_IN_FLIGHT || self.outbound_full;
-        if self.input_ended && self.in_flight == 0 {
-            conn.close_connection_after_writing();
-        } else if pause {
-            conn.pause();
-        } else if !self.input_ended {
-            conn.resume();
-        }
-    }
+    lines: Pipeline,
 }
 
 impl Handler for EvalClient {
@@ -569,7 +546,6 @@ impl Handler for EvalClient {
     }
 
     fn receive_reply(&mut self, conn: &mut Connection<'_>, reply: Reply) {
-        self.in_flight -= 1;
         let text = match reply.take::<WorkerReply>() {
             Ok(answer) => match answer.and_then(|m| Ok(m.decode::<String>()?)) {
                 Ok(text) => text,
@@ -579,47 +555,45 @@ impl Handler for EvalClient {
             Err(local) => local.take::<String>().unwrap_or_default(),
         };
         conn.send_data(format!("{text}\n").as_bytes());
-        self.regulate(conn);
+        self.lines.answered(conn);
     }
 
     fn receive_eof(&mut self, conn: &mut Connection<'_>) {
         // Answers still due go out before the close.
-        self.input_ended = true;
-        self.regulate(conn);
+        self.lines.input_ended(conn);
     }
 
     fn outbound_full(&mut self, conn: &mut Connection<'_>) {
-        self.outbound_full = true;
-        self.regulate(conn);
+        self.lines.outbound(conn, true);
     }
 
     fn outbound_drained(&mut self, conn: &mut Connection<'_>) {
-        self.outbound_full = false;
-        self.regulate(conn);
+        self.lines.outbound(conn, false);
     }
 }
 
 impl LineHandler for EvalClient {
     fn receive_line(&mut self, ctx: &mut LineContext<'_>, line: &[u8]) {
-        self.in_flight += 1;
+        self.lines.request();
         if let Err(e) = ctx.ask_worker(WORKER, &line.to_vec()) {
             // Not running (restarting after a crash), busy, ...
-            Self::answer_locally(ctx, format!("error: {e}"));
+            Pipeline::answer_here(ctx, format!("error: {e}"));
         }
-        self.regulate(ctx);
+        self.lines.regulate(ctx);
     }
 
     fn line_error(&mut self, ctx: &mut LineContext<'_>, _error: LineError) {
         // The input ends here (receive_eof follows); the answers to the
         // lines before it still go out first.
-        self.in_flight += 1;
-        Self::answer_locally(ctx, format!("error: {}", EvalError::LineTooLong));
+        self.lines.request();
+        Pipeline::answer_here(ctx, format!("error: {}", EvalError::LineTooLong));
     }
 }
 
 /// A client's handler: lines of at most [`MAX_LINE`] bytes, `\r\n` or `\n`.
 fn eval_client() -> LineProtocol<EvalClient> {
-    LineProtocol::new(EvalClient::default())
+    let lines = Pipeline::new(MAX_IN_FLIGHT);
+    LineProtocol::new(EvalClient { lines })
         .strip_cr(true)
         .with_max_line_len(MAX_LINE)
 }

@@ -1,5 +1,6 @@
-//! Shared by the examples with worker pools (eval_server, fd_passing):
-//! their command line, their startup line and how they stop.
+//! Shared by the examples with worker pools (eval_server, fd_passing;
+//! kv_server, but for the command line): their command line, their startup
+//! line and how they stop.
 
 use std::io;
 use std::time::Duration;

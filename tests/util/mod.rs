@@ -1,6 +1,9 @@
 //! Helpers shared by the integration tests: reactors on their own threads,
-//! an echo handler, and deterministic byte patterns.
+//! an echo handler, and deterministic byte patterns; example programs run
+//! as processes (`example`).
 #![allow(dead_code)]
+
+pub mod example;
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
