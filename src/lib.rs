@@ -44,6 +44,7 @@
 //! | [`line`](mod@line) | lines and counted binary blocks over connections (`LineText2`) |
 //! | [`objects`] | typed objects over connections (`send_object`) |
 //! | [`worker`] | worker processes: fork server, asks, proxies, supervision |
+//! | `tls` | TLS with rustls (`start_tls`, `start_tls_server`, `connect_tls`; the `tls` feature) |
 //! | [`log`] | where the library's own diagnostic lines go (`set_log_hook`) |
 //!
 //! All system calls go through the `packet-sys` crate; this crate contains
@@ -71,6 +72,8 @@ pub mod sockopt;
 #[cfg(test)]
 mod test_rng;
 pub mod timer;
+#[cfg(feature = "tls")]
+pub mod tls;
 pub mod watch;
 #[cfg(feature = "workers")]
 pub mod worker;
