@@ -657,7 +657,13 @@ impl Reactor {
                     budget: CHUNK,
                     file_buf: &mut s.file_buf,
                 };
-                let n = c.out.flush(&mut sink)?;
+                // A WouldBlock here is rustls taking nothing more, not a
+                // full socket.
+                let n = match c.out.flush(&mut sink) {
+                    Ok(n) => n,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
+                    Err(e) => return Err(e),
+                };
                 s.in_flight = n;
                 Ok(n > 0)
             })();

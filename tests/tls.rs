@@ -552,3 +552,43 @@ fn a_bad_server_name_and_a_second_start_tls_are_refused() {
     });
     assert_eq!(*seen.borrow(), Some(std::io::ErrorKind::AlreadyExists));
 }
+
+#[test]
+fn water_marks_measure_the_plaintext_the_handler_sent() {
+    let c = certs();
+    let data = Arc::new(pattern(3, 4 * 1024 * 1024));
+    struct Floods(Arc<Vec<u8>>, mpsc::Sender<String>);
+    impl Handler for Floods {
+        fn receive_data(&mut self, conn: &mut Connection<'_>, _: &[u8]) {
+            conn.set_high_water_mark(256 * 1024);
+            conn.send_data(&self.0);
+            let _ = self.1.send(format!("queued {}", conn.outbound_len()));
+        }
+        fn outbound_full(&mut self, _: &mut Connection<'_>) {
+            let _ = self.1.send("full".into());
+        }
+        fn outbound_drained(&mut self, conn: &mut Connection<'_>) {
+            let _ = self
+                .1
+                .send(format!("drained {}", conn.outbound_len() <= 128 * 1024));
+            conn.close_connection_after_writing();
+        }
+    }
+    let (tx, rx) = mpsc::channel();
+    let (d, config) = (data.clone(), c.server.clone());
+    let server = spawn_reactor(move |r| {
+        let id =
+            r.start_tls_server("127.0.0.1:0", config, move || Floods(d.clone(), tx.clone()))?;
+        Ok(r.server_addr(id)?.as_inet().unwrap())
+    });
+    let mut s = blocking_tls(client(server.value), c.client.clone());
+    s.write_all(b"go").unwrap();
+    // Not reading yet: the server's queue stays above the mark.
+    assert_eq!(rx.recv_timeout(IO_TIMEOUT).unwrap(), "queued 4194304");
+    assert_eq!(rx.recv_timeout(IO_TIMEOUT).unwrap(), "full");
+    let mut got = Vec::new();
+    s.read_to_end(&mut got).unwrap();
+    assert!(got == *data, "the stream differs");
+    assert_eq!(rx.recv_timeout(IO_TIMEOUT).unwrap(), "drained true");
+    server.stop();
+}
