@@ -172,8 +172,8 @@ pub trait Handler: 'static {
         let _ = conn;
     }
 
-    /// A secure channel over the connection (EventMachine's `start_tls`;
-    /// the library's `tls` module) finished its handshake: what is sent
+    /// A secure channel over the connection (EventMachine's `start_tls`)
+    /// finished its handshake: what is sent
     /// from now on, and was sent since it started, travels protected, and
     /// the peer's certificate is known. EventMachine's name.
     fn ssl_handshake_completed(&mut self, conn: &mut Connection<'_>) {
