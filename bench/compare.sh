@@ -12,6 +12,11 @@
 #            scenarios a-d.
 #   http     examples/http_server against nginx (one worker) and thin (one
 #            process, bench/thin/config.ru), driven by wrk.
+#   https    (not in the default) http_server --tls (the tls feature)
+#            against nginx with TLS (bench/nginx-tls.conf.in: one worker,
+#            the same certificate, TLS 1.3 and TLS_AES_256_GCM_SHA384 like
+#            rustls's choice), driven by wrk: keep-alive requests/s, and
+#            handshakes/s (every request on a new connection).
 #   scaling  echo_server and http_server with 1 and 2 reactor threads, server
 #            and load generator sharing the CPUs of BENCH_SCALING_CPUS.
 #   size     stripped release sizes (echo_server with and without default
@@ -82,6 +87,10 @@ WRK_SECS=$(awk -v s="$SECS" 'BEGIN { n = int(s); if (n < s) n++; if (n < 1) n = 
 LOADGEN=$ROOT/target/release/examples/loadgen
 ECHO_SERVER=$ROOT/target/release/examples/echo_server
 HTTP_SERVER=$ROOT/target/release/examples/http_server
+# Built with the tls feature in a target of its own, so that the other
+# parts keep measuring the default build.
+TLS_TARGET=$BUILD/target-tls
+HTTPS_SERVER=$TLS_TARGET/release/examples/http_server
 SIZE_TARGET=$BUILD/target-size
 PROFILE_BASE_TARGET=$BUILD/target-profile-base
 RUN_DIR=$(mktemp -d /tmp/packet-bench.XXXXXX)
@@ -197,6 +206,11 @@ build() {
     if has_part echo && [[ " $SERVERS " == *" c "* ]]; then
         need gcc gcc
     fi
+    if has_part https; then
+        need wrk wrk
+        need nginx nginx
+        need openssl openssl
+    fi
     if has_part http; then
         [[ " $HTTP_SERVERS " != *" nginx "* ]] || need nginx nginx
         [[ " $HTTP_SERVERS " != *" thin "* ]] || need thin thin
@@ -208,6 +222,10 @@ build() {
     if ((${#examples[@]})); then
         echo "== building ${examples[*]} (release)"
         cargo build --release --quiet "${examples[@]}"
+    fi
+    if has_part https; then
+        echo "== building http_server with the tls feature (release, $TLS_TARGET)"
+        CARGO_TARGET_DIR=$TLS_TARGET cargo build --release --quiet --features tls --example http_server
     fi
     if has_part echo && [[ " $SERVERS " == *" c "* ]]; then
         echo "== building c_echo (gcc -O2)"
@@ -246,12 +264,21 @@ server_cmd() { # kind(echo|http) name port threads -> CMD, READY_LINE
         CMD=(nginx -p "$dir" -c "$dir/nginx.conf" -e stderr)
         READY_LINE=0
         ;;
+    https:packet) CMD=("$HTTPS_SERVER" "$addr" --threads "$threads" --tls "$TLS_CERT" "$TLS_KEY") ;;
+    https:nginx)
+        local dir=$RUN_DIR/nginx-tls-$3
+        mkdir -p "$dir/tmp" "$dir/logs"
+        sed -e "s/@PORT@/$3/" -e "s/@WORKERS@/$threads/" -e "s|@CERT@|$TLS_CERT|" -e "s|@KEY@|$TLS_KEY|" \
+            "$ROOT/bench/nginx-tls.conf.in" >"$dir/nginx.conf"
+        CMD=(nginx -p "$dir" -c "$dir/nginx.conf" -e stderr)
+        READY_LINE=0
+        ;;
     http:thin)
         ((threads == 1)) || die "thin runs as one process"
         CMD=(thin start -R "$ROOT/bench/thin/config.ru" -a 127.0.0.1 -p "$3" -e production)
         READY_LINE=0
         ;;
-    *) die "unknown $1 server '$2' (echo: packet c em alt base; http: packet nginx thin)" ;;
+    *) die "unknown $1 server '$2' (echo: packet c em alt base; http: packet nginx thin; https: packet nginx)" ;;
     esac
 }
 
@@ -369,10 +396,14 @@ gen_loadgen() { # port cpus threads args...
     G_TICKS=$((c1 - c0))
 }
 
+# What wrk asks for: the scheme, and extra arguments (a header).
+WRK_SCHEME=http
+WRK_ARGS=()
+
 wrk_warmup() { # port cpus threads -- a run whose numbers are thrown away
     ((HTTP_WARMUP > 0)) || return 0
-    nice -n "$NICE" taskset -c "$2" wrk -t"$3" -c"$HTTP_CONNS" -d"${HTTP_WARMUP}s" \
-        "http://127.0.0.1:$1/" >/dev/null 2>&1 &
+    nice -n "$NICE" taskset -c "$2" wrk -t"$3" -c"$HTTP_CONNS" -d"${HTTP_WARMUP}s" ${WRK_ARGS[@]+"${WRK_ARGS[@]}"} \
+        "$WRK_SCHEME://127.0.0.1:$1/" >/dev/null 2>&1 &
     local pid=$!
     PIDS+=("$pid")
     wait "$pid" || true
@@ -385,7 +416,7 @@ gen_wrk() { # port cpus threads
     children_ticks
     c0=$CHILD_TICKS
     nice -n "$NICE" taskset -c "$cpus" wrk -t"$threads" -c"$HTTP_CONNS" -d"${WRK_SECS}s" --latency \
-        "http://127.0.0.1:$port/" >"$RUN_DIR/gen.out" 2>"$RUN_DIR/gen.err" &
+        ${WRK_ARGS[@]+"${WRK_ARGS[@]}"} "$WRK_SCHEME://127.0.0.1:$port/" >"$RUN_DIR/gen.out" 2>"$RUN_DIR/gen.err" &
     local pid=$!
     PIDS+=("$pid")
     wait "$pid" || G_RC=$?
@@ -683,6 +714,93 @@ part_http() {
     } >>"$SUMMARY"
 }
 
+# ----- part https -----
+
+TLS_CERT=
+TLS_KEY=
+HTTPS_CASE=keepalive
+https_run() { # server round index
+    run_one https "$HTTPS_CASE" "$1" "$2" $((BASE_PORT + 30 + $3)) https "$1" 1 "$SERVER_CPU" \
+        wrk "$LOADGEN_CPU" 1
+}
+
+# The TLS version, cipher suite and key exchange a server negotiates with
+# OpenSSL's client (wrk's library), to show both sides of the comparison
+# agree.
+negotiated() { # server port
+    start_server https "$1" "$2" 1 "$SERVER_CPU"
+    local spid=$SERVER_PID
+    timeout 10 openssl s_client -connect "127.0.0.1:$2" -brief </dev/null 2>&1 |
+        awk -F': *' '/^Protocol version/ { v = $2 } /^Ciphersuite/ { c = $2 }
+            /^Server Temp Key/ { k = $2 } END { print v " " c " " k }'
+    stop_pid "$spid"
+}
+
+part_https() {
+    TLS_CERT=$RUN_DIR/tls-cert.pem
+    TLS_KEY=$RUN_DIR/tls-key.pem
+    # One certificate for both servers: ECDSA P-256, as rcgen and most
+    # sites use.
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
+        -subj /CN=localhost -addext subjectAltName=DNS:localhost,IP:127.0.0.1 \
+        -keyout "$TLS_KEY" -out "$TLS_CERT" 2>/dev/null
+    local servers="$OURS nginx" server
+    echo "== part https: servers [$servers] on CPU $SERVER_CPU, wrk -t1 -c$HTTP_CONNS on CPU $LOADGEN_CPU," \
+        "${WRK_SECS}s after ${HTTP_WARMUP}s warm-up per run, $ROUNDS rounds"
+    local agreed=()
+    for server in $servers; do
+        agreed+=("$server: $(negotiated "$server" $((BASE_PORT + 39)))")
+    done
+    WRK_SCHEME=https
+    HTTPS_CASE=keepalive WRK_ARGS=()
+    rounds "$ROUNDS" "$servers" https_run
+    HTTPS_CASE=handshake WRK_ARGS=(-H "Connection: close")
+    rounds "$ROUNDS" "$servers" https_run
+    WRK_SCHEME=http WRK_ARGS=()
+    local rate hs
+    rate=$(paired_ratio https keepalive $C_RATE "$OURS" nginx)
+    hs=$(paired_ratio https handshake $C_RATE "$OURS" nginx)
+    {
+        for HTTPS_CASE in keepalive handshake; do
+            echo
+            if [[ $HTTPS_CASE == keepalive ]]; then
+                echo "### https: GET / over TLS, keep-alive"
+            else
+                echo "### https: GET / over TLS, a new connection (full handshake) per request (Connection: close)"
+            fi
+            echo
+            echo "wrk -t1 -c$HTTP_CONNS -d${WRK_SECS}s --latency after a ${HTTP_WARMUP}s wrk warm-up; median of $ROUNDS rounds;" \
+                "negotiated with openssl s_client: ${agreed[*]}; nginx: one worker, no session cache or tickets"
+            echo
+            table_head req wrk
+            for server in $servers; do
+                table_row https "$HTTPS_CASE" "$server"
+            done
+            ratio_row https "$HTTPS_CASE" "$OURS" nginx
+        done
+        echo
+        echo "- target: keep-alive requests/s ratio to nginx $(fmt_ratio "$rate") >= 0.90: $(ok "$rate" ">=" 0.90);" \
+            "handshakes/s ratio $(fmt_ratio "$hs") (reported, no target)"
+    } | tee -a "$TABLES"
+    {
+        echo "| https (wrk -t1 -c$HTTP_CONNS) | keep-alive requests/s | handshakes/s | CPU µs/req (keep-alive) | CPU µs/handshake | packet / it: req/s | packet / it: handshakes/s |"
+        echo "|---|---:|---:|---:|---:|---:|---:|"
+        for server in $servers; do
+            local r h
+            if [[ $server == "$OURS" ]]; then
+                r=1.00 h=1.00
+            else
+                r=$(fmt_ratio "$rate") h=$(fmt_ratio "$hs")
+            fi
+            printf '| %s | %.0f | %.0f | %.2f | %.2f | %s | %s |\n' "$server" \
+                "$(column_median https keepalive "$server" $C_RATE)" "$(column_median https handshake "$server" $C_RATE)" \
+                "$(column_median https keepalive "$server" $C_CPU)" "$(column_median https handshake "$server" $C_CPU)" \
+                "$r" "$h"
+        done
+        echo
+    } >>"$SUMMARY"
+}
+
 # ----- part scaling -----
 
 # Configurations: label -> server threads, server CPUs, generator CPUs and
@@ -916,7 +1034,7 @@ part_profile() {
 main() {
     local part
     for part in $PARTS; do
-        declare -F "part_$part" >/dev/null || die "unknown part '$part' (echo http scaling size profile)"
+        declare -F "part_$part" >/dev/null || die "unknown part '$part' (echo http https scaling size profile)"
     done
     build
     local cpus

@@ -2,6 +2,7 @@
 //!
 //! ```text
 //! cargo run --release --example echo_server [ADDR] [--verbose] [--threads N]
+//! cargo run --release --features tls --example echo_server [ADDR] --tls CERT KEY
 //! ```
 //!
 //! Listens on 127.0.0.1:11006 unless `ADDR` (an IP address and port; no
@@ -11,7 +12,8 @@
 //! reading from it until the queue drains. `--threads N` runs N reactors on
 //! N threads sharing the port through `SO_REUSEPORT`. `SIGTERM` or `SIGINT`
 //! stop it gracefully: no new connections, queued output flushed (for at
-//! most 5 s), exit status 0.
+//! most 5 s), exit status 0. `--tls CERT KEY` (PEM files: the certificate
+//! chain and its private key) serves TLS instead, with the `tls` feature.
 
 use std::io;
 use std::net::SocketAddr;
@@ -57,6 +59,7 @@ impl Handler for Echo {
 fn main() -> io::Result<()> {
     let mut addr = SocketAddr::from(([127, 0, 0, 1], 11006));
     let mut threads = 1usize;
+    let mut tls = None;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
@@ -73,19 +76,42 @@ fn main() -> io::Result<()> {
                         )
                     })?;
             }
-            // Unknown options fail to parse as an address too.
-            a => match a.parse() {
-                Ok(a) => addr = a,
-                Err(_) => {
-                    eprintln!("usage: echo_server [IP:PORT] [--verbose] [--threads N]");
-                    std::process::exit(2);
-                }
+            "--tls" => match (args.next(), args.next()) {
+                (Some(cert), Some(key)) => tls = Some((cert, key)),
+                _ => usage(),
             },
+            // Unknown options fail to parse as an address too.
+            a => addr = a.parse().unwrap_or_else(|_| usage()),
         }
     }
 
-    reactors::serve(addr, threads, |r, addr, options| {
-        let server = r.start_server_with(addr, options, || Echo)?;
+    match tls {
+        None => reactors::serve(addr, threads, |r, addr, options| {
+            let server = r.start_server_with(addr, options, || Echo)?;
+            r.server_addr(server)
+        }),
+        Some((cert, key)) => serve_tls(addr, threads, &cert, &key),
+    }
+}
+
+fn usage() -> ! {
+    eprintln!("usage: echo_server [IP:PORT] [--verbose] [--threads N] [--tls CERT KEY]");
+    std::process::exit(2);
+}
+
+#[cfg(feature = "tls")]
+fn serve_tls(addr: SocketAddr, threads: usize, cert: &str, key: &str) -> io::Result<()> {
+    let config = packet::tls::server_config_from_pem_files(cert, key)?;
+    reactors::serve(addr, threads, move |r, addr, options| {
+        let server = r.start_tls_server_with(addr, options, config.clone(), || Echo)?;
         r.server_addr(server)
     })
+}
+
+#[cfg(not(feature = "tls"))]
+fn serve_tls(_: SocketAddr, _: usize, _: &str, _: &str) -> io::Result<()> {
+    Err(io::Error::new(
+        io::ErrorKind::Unsupported,
+        "--tls needs the tls feature: cargo run --features tls --example echo_server",
+    ))
 }

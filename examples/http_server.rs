@@ -3,13 +3,16 @@
 //!
 //! ```text
 //! cargo run --release --example http_server [ADDR] [--root DIR] [--threads N]
+//! cargo run --release --features tls --example http_server [ADDR] --tls CERT KEY
 //! ```
 //!
 //! Listens on 127.0.0.1:8080 unless `ADDR` is given and prints
 //! `listening on ADDR` once ready. `--threads N` runs N reactors on N threads
 //! sharing the port through `SO_REUSEPORT`, as the echo server does.
 //! `SIGTERM` or `SIGINT` stop it gracefully: no new connections, responses
-//! in flight finished (for at most 5 s), exit status 0.
+//! in flight finished (for at most 5 s), exit status 0. `--tls CERT KEY`
+//! (PEM files: the certificate chain and its private key) serves HTTPS
+//! instead, with the `tls` feature (ALPN offers `http/1.1`).
 //!
 //! Behaviour:
 //!
@@ -57,7 +60,7 @@ include!("http_server/handler.rs");
 mod reactors;
 
 fn usage() -> ! {
-    eprintln!("usage: http_server [ADDR] [--root DIR] [--threads N]");
+    eprintln!("usage: http_server [ADDR] [--root DIR] [--threads N] [--tls CERT KEY]");
     std::process::exit(2);
 }
 
@@ -65,6 +68,7 @@ fn main() -> io::Result<()> {
     let mut addr = "127.0.0.1:8080".to_string();
     let mut root = None;
     let mut threads = 1usize;
+    let mut tls = None;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
@@ -87,6 +91,10 @@ fn main() -> io::Result<()> {
                     .filter(|&n| n > 0)
                     .unwrap_or_else(|| usage());
             }
+            "--tls" => match (args.next(), args.next()) {
+                (Some(cert), Some(key)) => tls = Some((cert, key)),
+                _ => usage(),
+            },
             a if a.starts_with('-') => usage(),
             a => addr = a.to_string(),
         }
@@ -96,9 +104,53 @@ fn main() -> io::Result<()> {
     let addr = std::net::ToSocketAddrs::to_socket_addrs(&addr)?
         .next()
         .ok_or(io::ErrorKind::InvalidInput)?;
+    match tls {
+        None => reactors::serve(addr, threads, move |r, addr, options| {
+            start(r, addr, options, root.clone())
+        }),
+        Some((cert, key)) => serve_https(addr, threads, root, &cert, &key),
+    }
+}
+
+/// As `start`, with TLS on every connection.
+#[cfg(feature = "tls")]
+fn serve_https(
+    addr: std::net::SocketAddr,
+    threads: usize,
+    root: Option<PathBuf>,
+    cert: &str,
+    key: &str,
+) -> io::Result<()> {
+    let mut config = packet::tls::server_config_from_pem_files(cert, key)?;
+    if let Some(c) = std::sync::Arc::get_mut(&mut config) {
+        c.alpn_protocols = vec![b"http/1.1".to_vec()];
+    }
     reactors::serve(addr, threads, move |r, addr, options| {
-        start(r, addr, options, root.clone())
+        let site = Rc::new(Site::new(root.clone()));
+        r.set_default_high_water_mark(HIGH_WATER);
+        let server = {
+            let site = site.clone();
+            r.start_tls_server_with(addr, options, config.clone(), move || {
+                Http::new(site.clone())
+            })?
+        };
+        keep_date(r, site);
+        r.server_addr(server)
     })
+}
+
+#[cfg(not(feature = "tls"))]
+fn serve_https(
+    _: std::net::SocketAddr,
+    _: usize,
+    _: Option<PathBuf>,
+    _: &str,
+    _: &str,
+) -> io::Result<()> {
+    Err(io::Error::new(
+        io::ErrorKind::Unsupported,
+        "--tls needs the tls feature: cargo run --features tls --example http_server",
+    ))
 }
 
 #[cfg(test)]

@@ -79,6 +79,14 @@ impl OutBuf {
         self.queue.as_ref().map_or(0, |q| q.len)
     }
 
+    /// Whether a file waits to be sent.
+    // Used by features only (a filter that cannot take files queued
+    // before it started).
+    #[allow(dead_code)]
+    pub(crate) fn holds_files(&self) -> bool {
+        self.queue.as_ref().is_some_and(|q| !q.files.is_empty())
+    }
+
     /// Whether nothing (no bytes, file or descriptor) is waiting.
     pub(crate) fn is_empty(&self) -> bool {
         self.queue.is_none()

@@ -55,6 +55,11 @@ pub enum CloseReason {
     ReactorStopped,
     /// The socket was handed back with `detach`; it is still open.
     Detached,
+    /// A protocol layer between the socket and the handler (a secure
+    /// channel, say) failed: the peer's bytes broke its protocol, or its
+    /// checks refused the peer. The error carries the layer's own error
+    /// (`get_ref`, then `downcast_ref`) and its message.
+    Protocol(io::Error),
 }
 
 impl CloseReason {
@@ -92,6 +97,7 @@ impl fmt::Display for CloseReason {
             CloseReason::ConnectTimeout => f.write_str("connect timed out"),
             CloseReason::ReactorStopped => f.write_str("reactor stopped"),
             CloseReason::Detached => f.write_str("detached"),
+            CloseReason::Protocol(e) => write!(f, "protocol error: {e}"),
         }
     }
 }
@@ -165,6 +171,26 @@ pub trait Handler: 'static {
     fn outbound_drained(&mut self, conn: &mut Connection<'_>) {
         let _ = conn;
     }
+
+    /// A secure channel over the connection (EventMachine's `start_tls`)
+    /// finished its handshake: what is sent
+    /// from now on, and was sent since it started, travels protected, and
+    /// the peer's certificate is known. EventMachine's name.
+    fn ssl_handshake_completed(&mut self, conn: &mut Connection<'_>) {
+        let _ = conn;
+    }
+
+    /// The peer presented `cert` (its end-entity certificate, DER
+    /// encoded) during the secure channel's handshake, which checked it
+    /// against its own configuration already: return `false` to refuse it
+    /// all the same (pinning, say), which closes the connection before any
+    /// of its bytes reach [`Handler::receive_data`]. Called once, before
+    /// [`Handler::ssl_handshake_completed`]; the default accepts.
+    /// EventMachine's name.
+    fn ssl_verify_peer(&mut self, conn: &mut Connection<'_>, cert: &[u8]) -> bool {
+        let _ = (conn, cert);
+        true
+    }
 }
 
 /// The connection whose callback is running, with the reactor behind it.
@@ -219,7 +245,8 @@ impl<'r> Connection<'r> {
 ///
 /// Implementing `Layer` makes a type a [`Handler`]: the library forwards
 /// `post_init`, `connection_completed`, `receive_eof`, `receive_reply`,
-/// `outbound_full`, `outbound_drained` and `unbind` to the inner handler,
+/// `outbound_full`, `outbound_drained`, `ssl_handshake_completed`,
+/// `ssl_verify_peer` and `unbind` to the inner handler,
 /// each with the layer's state reachable through [`Connection::layer`], so
 /// a layer never needs a list of the callbacks it passes on, and a callback
 /// added later reaches every inner handler. While the outbound queue is
@@ -279,14 +306,15 @@ pub trait Layer: 'static {
 }
 
 /// Calls `f` on a layer's inner handler with the layer's state lent.
-fn pass_through<L: Layer>(
+fn pass_through<L: Layer, R>(
     layer: &mut L,
     conn: &mut Connection<'_>,
-    f: impl FnOnce(&mut L::Inner, &mut Connection<'_>),
-) {
+    f: impl FnOnce(&mut L::Inner, &mut Connection<'_>) -> R,
+) -> R {
     let (inner, state) = layer.parts();
-    f(inner, &mut conn.with_layer(state));
+    let result = f(inner, &mut conn.with_layer(state));
     layer.after_callback(conn);
+    result
 }
 
 impl<L: Layer> Handler for L {
@@ -324,6 +352,14 @@ impl<L: Layer> Handler for L {
     fn outbound_drained(&mut self, conn: &mut Connection<'_>) {
         conn.resume();
         pass_through(self, conn, |h, c| h.outbound_drained(c));
+    }
+
+    fn ssl_handshake_completed(&mut self, conn: &mut Connection<'_>) {
+        pass_through(self, conn, |h, c| h.ssl_handshake_completed(c));
+    }
+
+    fn ssl_verify_peer(&mut self, conn: &mut Connection<'_>, cert: &[u8]) -> bool {
+        pass_through(self, conn, |h, c| h.ssl_verify_peer(c, cert))
     }
 }
 

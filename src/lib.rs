@@ -49,6 +49,7 @@
 //! | `line` | `line` | lines and counted binary blocks over connections (`LineText2`) |
 //! | `objects` | `objects` | typed objects over connections (`send_object`) |
 //! | `worker` | `workers` (+`objects`) | worker processes: fork server, asks, proxies, supervision |
+//! | `tls` | `tls` (off by default) | TLS with rustls (`start_tls`, `start_tls_server`, `connect_tls`) |
 //!
 //! All system calls go through the `packet-sys` crate; this crate contains
 //! no `unsafe` code.
@@ -87,6 +88,8 @@ pub mod sockopt;
 #[cfg(test)]
 mod test_rng;
 pub mod timer;
+#[cfg(feature = "tls")]
+pub mod tls;
 #[cfg(feature = "watch")]
 pub mod watch;
 #[cfg(feature = "workers")]

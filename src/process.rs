@@ -665,6 +665,7 @@ fn copy_reason(reason: &CloseReason) -> CloseReason {
         CloseReason::ConnectTimeout => CloseReason::ConnectTimeout,
         CloseReason::ReactorStopped => CloseReason::ReactorStopped,
         CloseReason::Detached => CloseReason::Detached,
+        CloseReason::Protocol(e) => CloseReason::Protocol(copy_error(e)),
     }
 }
 

@@ -107,6 +107,7 @@ static HOOKS: ConnHooks = ConnHooks {
             r.end_proxy(source);
         }
     },
+    filter: None,
 };
 
 struct Proxy {
@@ -388,7 +389,7 @@ impl Reactor {
         let (pipe, in_pipe) = (p.pipe.take(), p.in_pipe);
         let Some((r, _)) = &pipe else { return true };
         let moved = match self.sources.get_mut(target) {
-            Some(Source::Conn(t)) if !t.write_waits() && t.phase != Phase::Closed => {
+            Some(Source::Conn(t)) if !t.socket_waits() && t.phase != Phase::Closed => {
                 match splice(r.as_fd(), t.sock.as_fd(), in_pipe) {
                     Ok(n) if n >= in_pipe => Ok(n),
                     // Short: the target's send buffer is full.

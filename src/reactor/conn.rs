@@ -119,8 +119,16 @@ impl Conn {
     }
 
     /// Whether a write now would have to queue: the connect is in
-    /// progress or the send buffer is full.
+    /// progress, the send buffer is full, or a feature's hooks have the
+    /// connection (its writes go through the queue, where a filter sees
+    /// them). One mask test for both flags.
     pub(crate) fn write_waits(&self) -> bool {
+        self.phase.is_connecting() || self.flags.intersects(Flags::WRITE_BLOCKED | Flags::HOOKED)
+    }
+
+    /// Whether the socket itself cannot take a write now: the connect is
+    /// in progress or the send buffer is full.
+    pub(crate) fn socket_waits(&self) -> bool {
         self.phase.is_connecting() || self.flags.contains(Flags::WRITE_BLOCKED)
     }
 
@@ -141,7 +149,7 @@ impl Conn {
         }
     }
 
-    pub(super) fn write(&self, buf: &[u8]) -> io::Result<usize> {
+    pub(crate) fn write(&self, buf: &[u8]) -> io::Result<usize> {
         if self.transport == Transport::Pipe {
             self.sock.write_plain(buf)
         } else {
@@ -149,7 +157,7 @@ impl Conn {
         }
     }
 
-    pub(super) fn write_vectored(
+    pub(crate) fn write_vectored(
         &self,
         bufs: &[IoSlice<'_>],
         fds: &[std::os::fd::BorrowedFd<'_>],
@@ -383,7 +391,13 @@ impl Reactor {
         } else {
             0
         };
-        self.conn(id.0).map_or(0, |c| c.out.len() + staged)
+        let Some(c) = self.conn(id.0) else { return 0 };
+        let held = if c.flags.contains(Flags::HOOKED) {
+            self.filter_held(id.0)
+        } else {
+            0
+        };
+        c.out.len() + staged + held
     }
 
     /// Sets the outbound high-water mark of connection `id`.
@@ -545,7 +559,7 @@ impl Reactor {
             self.timers.cancel(key);
         }
         if c.flags.contains(Flags::HOOKED) {
-            if let Some(hooks) = self.conn_hooks.remove(&token) {
+            if let Some(hooks) = self.take_hooks(token) {
                 (hooks.closing)(self, token);
             }
         }

@@ -217,12 +217,16 @@ impl Reactor {
         if c.phase == Phase::Closed {
             return;
         }
-        let len = c.out.len() + staged;
-        let drained = staged == 0 && c.out.is_empty();
+        let mut len = c.out.len() + staged;
+        let mut drained = staged == 0 && c.out.is_empty();
         if c.flags.contains(Flags::HOOKED) {
             if let Some(hooks) = self.hooks_of(token) {
                 (hooks.queue_checked)(self, token, len);
             }
+            // A filter's bytes on their way to the socket are still queued.
+            let held = self.filter_held(token);
+            len += held;
+            drained &= held == 0;
         }
         self.arm_write_if_blocked(token);
         let Some(c) = self.conn_mut(token) else {
@@ -399,11 +403,21 @@ impl Reactor {
         let Some(c) = self.conn_mut(token) else {
             return;
         };
-        if c.out.is_empty() || c.write_waits() || c.phase == Phase::Closed {
+        if c.out.is_empty() || c.socket_waits() || c.phase == Phase::Closed {
             self.check_water(token);
             return;
         }
         c.last_activity = self_now;
+        if c.flags.contains(Flags::HOOKED) {
+            if let Some(filter) = self.hooks_of(token).and_then(|h| h.filter) {
+                (filter.output)(self, token);
+                self.check_water(token);
+                return;
+            }
+        }
+        let Some(c) = self.conn_mut(token) else {
+            return;
+        };
         let mut sink = ConnSink {
             sock: &c.sock,
             transport: c.transport,
@@ -474,7 +488,11 @@ impl Reactor {
                     if !more {
                         c.flags -= Flags::READ_READY;
                     }
-                    self.call(token, |h, conn| h.receive_data(conn, &buf[..n]));
+                    if c.flags.contains(Flags::HOOKED) {
+                        self.hooked_input(token, &buf[..n]);
+                    } else {
+                        self.call(token, |h, conn| h.receive_data(conn, &buf[..n]));
+                    }
                     // Descriptors the handler did not take are closed.
                     self.fd_inbox.clear();
                     if full {

@@ -12,7 +12,11 @@
 //!   kept in the slab beside connections ([`Reactor::add_plugin_source`]);
 //! - **connection hooks**: a feature taking over parts of one connection's
 //!   I/O — its reads, its writable edge, its queue's size, its close —
-//!   ([`Reactor::hook_conn`], [`ConnHooks`]).
+//!   ([`Reactor::hook_conn`], [`ConnHooks`]), optionally with a **filter**
+//!   between the socket and the handler ([`FilterHooks`]): the feature
+//!   turns the bytes read into what `receive_data` sees, and the bytes the
+//!   handler sends (kept in the connection's outbound queue, so water marks
+//!   measure what the handler wrote) into what the socket gets.
 //!
 //! This file owns those three mechanisms and nothing else: it never knows
 //! which features exist. The hot path pays one flag test per read, write
@@ -83,6 +87,10 @@ pub(crate) struct PluginSource {
 }
 
 /// What a feature does in place of parts of a connection's I/O.
+///
+/// Every write to a hooked connection goes through its outbound queue
+/// (`Conn::write_waits`), never straight to the socket, so that a filter
+/// sees all of it.
 pub(crate) struct ConnHooks {
     /// The connection is readable. Returns whether the hook handled it
     /// (read it itself); if not, the core reads and calls `receive_data`.
@@ -92,8 +100,40 @@ pub(crate) struct ConnHooks {
     pub(crate) writable: fn(&mut Reactor, Token) -> bool,
     /// The outbound queue's size (with staged bytes) was just checked.
     pub(crate) queue_checked: fn(&mut Reactor, Token, usize),
-    /// The connection is being removed, before its `unbind`.
+    /// The connection is being removed, before its `unbind`; its hook
+    /// state ([`Reactor::hook_conn_with`]) is already gone.
     pub(crate) closing: fn(&mut Reactor, Token),
+    /// A filter between the socket and the handler, if the feature is one.
+    pub(crate) filter: Option<&'static FilterHooks>,
+}
+
+/// A filter between a connection's socket and its handler: a protocol
+/// layer below the handler's bytes (encryption, say) that the handler does
+/// not see. Its state is the connection's hook state.
+pub(crate) struct FilterHooks {
+    /// Bytes were read from the socket: turn them into the handler's bytes
+    /// and give those to [`Reactor::deliver`] (in one call per read, as
+    /// the core does), or close the connection. The core has done the
+    /// read's bookkeeping (end of stream, fairness, activity) already.
+    pub(crate) input: fn(&mut Reactor, Token, &[u8]),
+    /// The outbound queue holds bytes and the socket is not known to be
+    /// full: take what the socket can carry from the queue
+    /// (`OutBuf::flush` with a sink of the filter's) and write it. Set
+    /// `Flags::WRITE_BLOCKED` when the socket is full; the writable edge
+    /// then goes to [`ConnHooks::writable`]. The core checks the water
+    /// marks afterwards.
+    pub(crate) output: fn(&mut Reactor, Token),
+    /// Bytes taken from the queue and not yet written to the socket (more
+    /// when the filter writes bytes of its own, as a closing message): the
+    /// core counts them as queued, for `outbound_len`, the water marks and
+    /// the closes that wait for the queue to drain.
+    pub(crate) held: fn(&Reactor, Token) -> usize,
+}
+
+/// A hooked connection's hooks and the feature's state for it.
+pub(crate) struct Hooked {
+    hooks: &'static ConnHooks,
+    state: Option<Box<dyn Any>>,
 }
 
 impl Reactor {
@@ -240,12 +280,47 @@ impl Reactor {
     /// `NotConnected` for a closed connection; `AlreadyExists` if another
     /// feature's hooks have it.
     pub(crate) fn hook_conn(&mut self, token: Token, hooks: &'static ConnHooks) -> io::Result<()> {
+        self.hook_conn_inner(token, hooks, None)
+    }
+
+    /// [`Reactor::hook_conn`] with the feature's state for the connection,
+    /// reached with [`Reactor::hook_state_mut`] and dropped with the hooks.
+    ///
+    /// # Errors
+    /// As [`Reactor::hook_conn`], and `AlreadyExists` if the connection is
+    /// hooked already (its state would be lost).
+    // Extension-point API: unused in a build without the features using it.
+    #[allow(dead_code)]
+    pub(crate) fn hook_conn_with<T: Any>(
+        &mut self,
+        token: Token,
+        hooks: &'static ConnHooks,
+        state: T,
+    ) -> io::Result<()> {
+        if self.conn_hooks.contains_key(&token) {
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                "the connection's I/O is taken over already",
+            ));
+        }
+        self.hook_conn_inner(token, hooks, Some(Box::new(state)))
+    }
+
+    fn hook_conn_inner(
+        &mut self,
+        token: Token,
+        hooks: &'static ConnHooks,
+        state: Option<Box<dyn Any>>,
+    ) -> io::Result<()> {
         let Some(c) = self.conn_mut(token) else {
             return Err(io::ErrorKind::NotConnected.into());
         };
+        if c.phase == Phase::Closed {
+            return Err(io::ErrorKind::NotConnected.into());
+        }
         if c.flags.contains(Flags::HOOKED) {
             return match self.conn_hooks.get(&token) {
-                Some(h) if std::ptr::eq(*h, hooks) => Ok(()),
+                Some(h) if std::ptr::eq(h.hooks, hooks) => Ok(()),
                 _ => Err(io::Error::new(
                     io::ErrorKind::AlreadyExists,
                     "the connection's I/O is taken over by another feature",
@@ -253,7 +328,7 @@ impl Reactor {
             };
         }
         c.flags |= Flags::HOOKED;
-        self.conn_hooks.insert(token, hooks);
+        self.conn_hooks.insert(token, Hooked { hooks, state });
         Ok(())
     }
 
@@ -267,7 +342,116 @@ impl Reactor {
 
     /// The hooks of a connection flagged `HOOKED`.
     pub(super) fn hooks_of(&self, token: Token) -> Option<&'static ConnHooks> {
-        self.conn_hooks.get(&token).copied()
+        self.conn_hooks.get(&token).map(|h| h.hooks)
+    }
+
+    /// Removes the hooks of a closing connection, with their state.
+    pub(super) fn take_hooks(&mut self, token: Token) -> Option<&'static ConnHooks> {
+        self.conn_hooks.remove(&token).map(|h| h.hooks)
+    }
+
+    /// The feature's state for hooked connection `token`, if it is a `T`.
+    // Extension-point API: unused in a build without the features using it.
+    #[allow(dead_code)]
+    pub(crate) fn hook_state<T: Any>(&self, token: Token) -> Option<&T> {
+        self.conn_hooks
+            .get(&token)?
+            .state
+            .as_deref()?
+            .downcast_ref()
+    }
+
+    /// [`Reactor::hook_state`], mutably.
+    // Extension-point API: unused in a build without the features using it.
+    #[allow(dead_code)]
+    pub(crate) fn hook_state_mut<T: Any>(&mut self, token: Token) -> Option<&mut T> {
+        self.conn_hooks
+            .get_mut(&token)?
+            .state
+            .as_deref_mut()?
+            .downcast_mut()
+    }
+
+    /// Connection `token` and the feature's state for it, borrowed
+    /// together (a filter writing the connection's queue to its socket).
+    // Extension-point API: unused in a build without the features using it.
+    #[allow(dead_code)]
+    pub(crate) fn conn_and_hook_state<T: Any>(
+        &mut self,
+        token: Token,
+    ) -> Option<(&mut Conn, &mut T)> {
+        let state = self
+            .conn_hooks
+            .get_mut(&token)?
+            .state
+            .as_deref_mut()?
+            .downcast_mut()?;
+        match self.sources.get_mut(token) {
+            Some(Source::Conn(c)) => Some((c, state)),
+            _ => None,
+        }
+    }
+
+    /// Calls handler method `f` of connection `token` as the core does:
+    /// not while another callback runs, and with the callback's output
+    /// written when it returns. `None` if the connection is closed.
+    // Extension-point API: unused in a build without the features using it.
+    #[allow(dead_code)]
+    pub(crate) fn call_handler<R>(
+        &mut self,
+        token: Token,
+        f: impl FnOnce(&mut dyn Handler, &mut Connection<'_>) -> R,
+    ) -> Option<R> {
+        self.call(token, f)
+    }
+
+    /// A filter's bytes for the handler: calls `receive_data` with them.
+    // Extension-point API: unused in a build without the features using it.
+    #[allow(dead_code)]
+    pub(crate) fn deliver(&mut self, token: Token, data: &[u8]) {
+        self.call(token, |h, conn| h.receive_data(conn, data));
+    }
+
+    /// A filter's stream for connection `token` ended (its protocol's own
+    /// end-of-stream message came): as an end of stream read from the
+    /// socket, no more reads, and `receive_eof` follows.
+    // Extension-point API: unused in a build without the features using it.
+    #[allow(dead_code)]
+    pub(crate) fn end_of_input(&mut self, token: Token) {
+        let Some(c) = self.conn_mut(token) else {
+            return;
+        };
+        if c.flags.contains(Flags::EOF_READ) || c.phase == Phase::Closed {
+            return;
+        }
+        c.flags -= Flags::READ_READY;
+        c.flags |= Flags::EOF_READ;
+        self.pending.push_back((token, Pending::Eof));
+    }
+
+    /// Whether a callback of connection `token` is running (its output is
+    /// still being staged, and its closes wait for it to return).
+    // Extension-point API: unused in a build without the features using it.
+    #[allow(dead_code)]
+    pub(crate) fn in_callback_of(&self, token: Token) -> bool {
+        self.current == Some(token)
+    }
+
+    /// Bytes read from hooked connection `token`: through its filter, or
+    /// straight to `receive_data` if it has none.
+    pub(super) fn hooked_input(&mut self, token: Token, data: &[u8]) {
+        match self.hooks_of(token).and_then(|h| h.filter) {
+            Some(filter) => (filter.input)(self, token, data),
+            None => self.deliver(token, data),
+        }
+    }
+
+    /// Bytes a hooked connection's filter holds, counted as queued.
+    pub(super) fn filter_held(&self, token: Token) -> usize {
+        match self.hooks_of(token).and_then(|h| h.filter) {
+            Some(filter) => (filter.held)(self, token),
+            None => 0,
+        }
     }
 }
 

@@ -173,10 +173,10 @@ pub struct Reactor {
     /// Descriptors received with the bytes being delivered to
     /// `receive_data`.
     fd_inbox: Vec<OwnedFd>,
-    /// Proxies by source connection, and their targets.
+    /// Features' per-reactor state (`ext.rs`).
     pub(crate) exts: Vec<ExtSlot>,
-    /// The hooks of connections flagged `HOOKED`.
-    pub(crate) conn_hooks: std::collections::HashMap<Token, &'static ConnHooks>,
+    /// The hooks of connections flagged `HOOKED`, with their state.
+    pub(crate) conn_hooks: std::collections::HashMap<Token, Hooked>,
     /// Callbacks for signals routed to this reactor's waker.
     signals: Vec<(i32, Option<SignalFn>)>,
     /// The loop's clock: read once per turn.
@@ -419,40 +419,42 @@ impl Reactor {
     fn run_pending(&mut self) {
         while let Some((token, work)) = self.pending.pop_front() {
             match work {
-                Pending::Init => self.call(token, |h, c| h.post_init(c)),
-                Pending::Reply(reply) => self.call(token, |h, c| h.receive_reply(c, reply)),
-                Pending::Eof => self.call(token, |h, c| h.receive_eof(c)),
+                Pending::Init => _ = self.call(token, |h, c| h.post_init(c)),
+                Pending::Reply(reply) => _ = self.call(token, |h, c| h.receive_reply(c, reply)),
+                Pending::Eof => _ = self.call(token, |h, c| h.receive_eof(c)),
                 Pending::Adopted => {
                     self.call(token, |h, c| h.post_init(c));
                     self.call(token, |h, c| h.connection_completed(c));
                 }
                 Pending::Close(reason) => self.finish_close(token, reason),
-                Pending::Full => self.call(token, |h, c| h.outbound_full(c)),
-                Pending::Drained => self.call(token, |h, c| h.outbound_drained(c)),
+                Pending::Full => _ = self.call(token, |h, c| h.outbound_full(c)),
+                Pending::Drained => _ = self.call(token, |h, c| h.outbound_drained(c)),
             }
         }
     }
 
     /// Calls one handler method of a live connection, then writes what the
-    /// callback staged and applies its effects on the queue.
-    fn call(&mut self, token: Token, f: impl FnOnce(&mut dyn Handler, &mut Connection<'_>)) {
-        let Some(c) = self.conn_mut(token) else {
-            return;
-        };
+    /// callback staged and applies its effects on the queue. `None` when
+    /// the connection is closed (or its handler is out: a callback runs).
+    fn call<R>(
+        &mut self,
+        token: Token,
+        f: impl FnOnce(&mut dyn Handler, &mut Connection<'_>) -> R,
+    ) -> Option<R> {
+        let c = self.conn_mut(token)?;
         if c.phase == Phase::Closed {
-            return;
+            return None;
         }
-        let Some(mut handler) = c.handler.take() else {
-            return;
-        };
+        let mut handler = c.handler.take()?;
         self.current = Some(token);
-        f(handler.as_mut(), &mut Connection::new(self, ConnId(token)));
+        let result = f(handler.as_mut(), &mut Connection::new(self, ConnId(token)));
         self.current = None;
         if let Some(c) = self.conn_mut(token) {
             c.handler = Some(handler);
         }
         self.flush_stage(token);
         self.flush_queue(token);
+        Some(result)
     }
 
     fn shutdown(&mut self) {

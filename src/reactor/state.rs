@@ -75,7 +75,8 @@ bitflags! {
         const WANT_WRITE = 1 << 5;
         /// `outbound_full` was reported and `outbound_drained` not yet.
         const ABOVE_HIGH = 1 << 6;
-        /// A feature's hooks take over parts of its I/O (`ext.rs`).
+        /// A feature's hooks take over parts of its I/O (`ext.rs`); its
+        /// writes all go through the outbound queue.
         const HOOKED = 1 << 7;
     }
 }

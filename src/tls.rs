@@ -1,0 +1,787 @@
+//! TLS over connections: EventMachine's `start_tls`, with rustls and its
+//! ring crypto provider (the `tls` feature).
+//!
+//! This module owns a connection's TLS session. It is a filter on the
+//! core's extension point (`ConnHooks` with `FilterHooks`): the bytes the
+//! reactor reads from the socket go to rustls, and the plaintext that comes
+//! out reaches `receive_data`, one call per read as without TLS; the
+//! plaintext a handler sends (`send_data`, files) waits in the connection's
+//! outbound queue, so the high-water mark, `outbound_len`, `outbound_full`
+//! and `outbound_drained` measure what the handler wrote, and is taken from
+//! there only as fast as the socket takes the records it becomes (at most
+//! [`CHUNK`] bytes in rustls at a time). Files are read and encrypted, not
+//! sent with `sendfile`. `close_connection_after_writing` (and
+//! `close_write`) send `close_notify` once everything is written; a peer's
+//! `close_notify` is an end of stream (`receive_eof`).
+//!
+//! A TLS session can start at any point of a connection: at once
+//! ([`Reactor::start_tls_server`], [`Reactor::connect_tls`]), or after a
+//! plaintext exchange (SMTP's `STARTTLS`), with
+//! [`Connection::start_tls`]. Bytes sent before the call go out in the
+//! clear, ahead of the handshake; bytes sent after it wait for the
+//! handshake, then go out encrypted. When the handshake ends the handler
+//! gets [`Handler::ssl_verify_peer`] with the peer's certificate (if it
+//! sent one; returning `false` closes the connection) and then
+//! [`Handler::ssl_handshake_completed`]. A failure — a bad record, a
+//! certificate rustls refuses, a peer speaking plaintext — ends the
+//! connection with [`CloseReason::Protocol`], whose error is the
+//! [`rustls::Error`] (see [`rustls_error`]).
+//!
+//! ```
+//! use std::sync::Arc;
+//! use packet::{tls, Connection, Handler, Reactor};
+//!
+//! // A certificate for "localhost", made for the example.
+//! let key = rcgen::KeyPair::generate()?;
+//! let cert = rcgen::CertificateParams::new(vec!["localhost".into()])?.self_signed(&key)?;
+//! let server = tls::server_config(vec![cert.der().to_vec()], key.serialize_der())?;
+//! let client = tls::client_config(&[cert.der().to_vec()])?;
+//!
+//! struct Echo;
+//! impl Handler for Echo {
+//!     fn receive_data(&mut self, conn: &mut Connection<'_>, data: &[u8]) {
+//!         conn.send_data(data);
+//!     }
+//! }
+//! struct Probe;
+//! impl Handler for Probe {
+//!     fn connection_completed(&mut self, conn: &mut Connection<'_>) {
+//!         conn.send_data(b"hello"); // waits for the handshake
+//!     }
+//!     fn receive_data(&mut self, conn: &mut Connection<'_>, data: &[u8]) {
+//!         assert_eq!(data, b"hello");
+//!         assert!(conn.peer_cert().is_some());
+//!         conn.reactor().stop();
+//!     }
+//! }
+//!
+//! Reactor::run(|r| {
+//!     let id = r.start_tls_server("127.0.0.1:0", server, || Echo)?;
+//!     let addr = r.server_addr(id)?.as_inet().unwrap();
+//!     r.connect_tls(addr, client, "localhost", Probe)?;
+//!     Ok(())
+//! })?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+use std::fs::File;
+use std::io::{self, IoSlice, Read, Write};
+use std::net::ToSocketAddrs;
+use std::os::fd::BorrowedFd;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::sync::Arc;
+
+pub use rustls;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+
+use crate::buffer::Sink;
+use crate::connection::{CloseReason, ConnId, Connection, Handler};
+use crate::reactor::{
+    Conn, ConnHooks, Extension, FilterHooks, Flags, Phase, Reactor, ServerId, ServerOptions,
+    Transport, WriteSide,
+};
+use crate::reply::Reply;
+use crate::slab::Token;
+
+/// Plaintext handed to rustls at a time: it is taken from the outbound
+/// queue only once the records of the previous chunk are all written, so
+/// the queue (what the water marks see) holds everything else. Four full
+/// records, so that one `writev` carries several.
+pub const CHUNK: usize = 64 * 1024;
+
+/// What [`Connection::start_tls`] starts: the server or the client side of
+/// a TLS session, with its rustls configuration.
+#[derive(Clone)]
+pub enum TlsConfig {
+    /// Answer a client's hello.
+    Server(Arc<rustls::ServerConfig>),
+    /// Send a hello, for the server named (the name its certificate must
+    /// bear, and the SNI sent).
+    Client(Arc<rustls::ClientConfig>, ServerName<'static>),
+}
+
+impl TlsConfig {
+    /// The server side.
+    pub fn server(config: Arc<rustls::ServerConfig>) -> TlsConfig {
+        TlsConfig::Server(config)
+    }
+
+    /// The client side, for the server called `server_name` (a DNS name or
+    /// an IP address).
+    ///
+    /// # Errors
+    /// `InvalidInput` if `server_name` is neither.
+    pub fn client(config: Arc<rustls::ClientConfig>, server_name: &str) -> io::Result<TlsConfig> {
+        let name = ServerName::try_from(server_name.to_owned())
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        Ok(TlsConfig::Client(config, name))
+    }
+}
+
+/// The ring crypto provider, which every configuration made here uses.
+///
+/// rustls 0.23.48 deprecated it because ring has no post-quantum key
+/// exchange; the alternative, aws-lc-rs, needs cmake to build, which the
+/// feature is chosen to avoid (ARCHITECTURE.md, "TLS").
+#[allow(deprecated)]
+pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+fn invalid(e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidInput, e)
+}
+
+/// A server configuration: the certificate chain (DER, the server's own
+/// first) and its private key (DER: PKCS#8, PKCS#1 or SEC1), TLS 1.2 and
+/// 1.3, no client certificates, and `http/1.1` offered by ALPN only if
+/// `alpn` is set afterwards (`Arc::get_mut` on a fresh config).
+///
+/// # Errors
+/// `InvalidInput` if the key does not parse or match the certificate.
+pub fn server_config(
+    cert_chain: Vec<Vec<u8>>,
+    key: Vec<u8>,
+) -> io::Result<Arc<rustls::ServerConfig>> {
+    let chain = cert_chain.into_iter().map(CertificateDer::from).collect();
+    let key = PrivateKeyDer::try_from(key).map_err(invalid)?;
+    let config = rustls::ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(invalid)?
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .map_err(invalid)?;
+    Ok(Arc::new(config))
+}
+
+/// [`server_config`] from PEM files: the certificate chain and the key.
+///
+/// # Errors
+/// A file cannot be read, holds no certificate or key, or as
+/// [`server_config`].
+pub fn server_config_from_pem_files(
+    cert_chain: impl AsRef<Path>,
+    key: impl AsRef<Path>,
+) -> io::Result<Arc<rustls::ServerConfig>> {
+    use rustls::pki_types::pem::PemObject;
+    let chain = CertificateDer::pem_file_iter(cert_chain.as_ref())
+        .map_err(invalid)?
+        .map(|c| c.map(|c| c.to_vec()))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(invalid)?;
+    if chain.is_empty() {
+        return Err(invalid("no certificate in the file"));
+    }
+    let key = PrivateKeyDer::from_pem_file(key.as_ref()).map_err(invalid)?;
+    server_config(chain, key.secret_der().to_vec())
+}
+
+/// A client configuration trusting the given root certificates (DER) only,
+/// TLS 1.2 and 1.3, no client certificate.
+///
+/// # Errors
+/// `InvalidInput` if a root does not parse.
+pub fn client_config(roots: &[Vec<u8>]) -> io::Result<Arc<rustls::ClientConfig>> {
+    let mut store = rustls::RootCertStore::empty();
+    for root in roots {
+        store
+            .add(CertificateDer::from(root.clone()))
+            .map_err(invalid)?;
+    }
+    let config = rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(invalid)?
+        .with_root_certificates(store)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
+}
+
+/// The rustls error a connection ended with, if it ended because of one
+/// (a [`CloseReason::Protocol`] from this module).
+pub fn rustls_error(reason: &CloseReason) -> Option<&rustls::Error> {
+    match reason {
+        CloseReason::Protocol(e) => e.get_ref()?.downcast_ref(),
+        _ => None,
+    }
+}
+
+/// One connection's TLS session: its hook state.
+struct Session {
+    tls: rustls::Connection,
+    /// Bytes at the head of the outbound queue that were sent before
+    /// `start_tls`: they go out in the clear, before any record.
+    clear_left: usize,
+    /// Plaintext given to rustls whose records are not all written yet.
+    in_flight: usize,
+    /// The handshake's end was reported to the handler.
+    completed: bool,
+    /// `close_notify` is queued: nothing more is sent.
+    closed: bool,
+    /// The server name a client asked for (SNI).
+    sni: Option<String>,
+    /// A file's bytes on their way into rustls.
+    file_buf: Vec<u8>,
+}
+
+/// The reactor's buffer for the plaintext of one read (its extension
+/// state), lent out while it is delivered.
+#[derive(Default)]
+struct Scratch {
+    plain: Vec<u8>,
+}
+
+impl Extension for Scratch {}
+
+static FILTER: FilterHooks = FilterHooks {
+    input: |r, token, data| r.tls_input(token, data),
+    output: |r, token| {
+        r.tls_pump(token, true);
+    },
+    held: |r, token| {
+        r.hook_state::<Session>(token).map_or(0, |s| {
+            if s.tls.wants_write() {
+                s.in_flight.max(1)
+            } else {
+                0
+            }
+        })
+    },
+};
+
+/// How TLS takes over a connection: the core reads, the filter decrypts;
+/// the writable edge writes pending records before the queue.
+static HOOKS: ConnHooks = ConnHooks {
+    readable: |_, _| false,
+    writable: |r, token| r.tls_pump(token, false),
+    queue_checked: |r, token, queued| r.tls_close_notify_if_drained(token, queued),
+    closing: |_, _| {},
+    filter: Some(&FILTER),
+};
+
+/// A connection's socket as rustls's writer.
+struct SocketWriter<'a>(&'a Conn);
+
+impl Write for SocketWriter<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.write(buf)
+    }
+    fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        self.0.write_vectored(bufs, &[])
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The outbound queue's bytes sent before `start_tls`, in the clear.
+struct ClearSink<'a> {
+    sock: &'a packet_sys::Socket,
+    pipe: bool,
+    left: usize,
+}
+
+impl Sink for ClearSink<'_> {
+    fn write(&mut self, bufs: &[IoSlice<'_>], fds: &[BorrowedFd<'_>]) -> io::Result<usize> {
+        // Only the clear bytes: they are at the head of the queue.
+        let mut take = Vec::with_capacity(bufs.len());
+        let mut room = self.left;
+        for b in bufs {
+            if room == 0 {
+                break;
+            }
+            let n = b.len().min(room);
+            take.push(IoSlice::new(&b[..n]));
+            room -= n;
+        }
+        if take.is_empty() {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        let n = if self.pipe {
+            self.sock.write_vectored_plain(&take)?
+        } else {
+            self.sock.write_vectored_with_fds(&take, fds)?
+        };
+        self.left -= n;
+        Ok(n)
+    }
+
+    fn send_file(&mut self, _: &File, _: u64, _: usize) -> io::Result<usize> {
+        // start_tls refuses a queue holding files.
+        Err(io::ErrorKind::Unsupported.into())
+    }
+}
+
+/// The outbound queue's plaintext into rustls, at most `budget` bytes.
+struct TlsSink<'a> {
+    tls: &'a mut rustls::Connection,
+    budget: usize,
+    file_buf: &'a mut Vec<u8>,
+}
+
+impl Sink for TlsSink<'_> {
+    fn write(&mut self, bufs: &[IoSlice<'_>], _fds: &[BorrowedFd<'_>]) -> io::Result<usize> {
+        let mut total = 0;
+        for b in bufs {
+            if self.budget == 0 {
+                break;
+            }
+            let piece = &b[..b.len().min(self.budget)];
+            let n = self.tls.writer().write(piece)?;
+            total += n;
+            self.budget -= n;
+            if n < piece.len() {
+                break;
+            }
+        }
+        if total == 0 {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        Ok(total)
+    }
+
+    fn send_file(&mut self, file: &File, offset: u64, len: usize) -> io::Result<usize> {
+        let want = len.min(self.budget);
+        if want == 0 {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        self.file_buf.resize(want, 0);
+        let n = file.read_at(&mut self.file_buf[..want], offset)?;
+        if n == 0 {
+            return Ok(0);
+        }
+        let taken = self.tls.writer().write(&self.file_buf[..n])?;
+        self.budget -= taken;
+        if taken == 0 {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        Ok(taken)
+    }
+}
+
+impl Reactor {
+    /// Starts TLS on connection `id` (EventMachine's `start_tls`); see the
+    /// [module](self) for what changes. Bytes sent before go out in the
+    /// clear; on a client, the hello goes out at once, or when the
+    /// connect completes.
+    ///
+    /// # Errors
+    /// `NotConnected` for a closed or closing connection; `AlreadyExists`
+    /// if TLS (or another feature's hooks, a proxy) has it already;
+    /// `Unsupported` if a file sent before is still queued; `InvalidInput`
+    /// if rustls refuses the configuration.
+    pub fn start_tls(&mut self, id: ConnId, config: TlsConfig) -> io::Result<()> {
+        let token = id.0;
+        // Bytes the running callback sent before this call are due first,
+        // in the clear: write them (or queue them) before hooking.
+        if self.in_callback_of(token) {
+            self.flush_stage(token);
+        }
+        let Some(c) = self.conn(token) else {
+            return Err(io::ErrorKind::NotConnected.into());
+        };
+        if c.phase.is_ending() {
+            return Err(io::ErrorKind::NotConnected.into());
+        }
+        if c.flags.contains(Flags::HOOKED) {
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                "the connection has TLS or a proxy already",
+            ));
+        }
+        if c.out.holds_files() {
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "a file sent before start_tls is still queued",
+            ));
+        }
+        let clear_left = c.out.len();
+        let (tls, sni) = match config {
+            TlsConfig::Server(config) => (
+                rustls::ServerConnection::new(config).map(rustls::Connection::Server),
+                None,
+            ),
+            TlsConfig::Client(config, name) => {
+                let sni = name.to_str().into_owned();
+                (
+                    rustls::ClientConnection::new(config, name).map(rustls::Connection::Client),
+                    Some(sni),
+                )
+            }
+        };
+        let tls = tls.map_err(invalid)?;
+        let session = Session {
+            tls,
+            clear_left,
+            in_flight: 0,
+            completed: false,
+            closed: false,
+            sni,
+            file_buf: Vec::new(),
+        };
+        self.hook_conn_with(token, &HOOKS, session)?;
+        // A client's hello (and clear bytes still queued) go out now.
+        self.tls_pump(token, false);
+        if !self.in_callback_of(token) {
+            self.check_water(token);
+        }
+        Ok(())
+    }
+
+    /// Listens on `addr` as [`Reactor::start_server`] does, with TLS
+    /// started on every accepted connection before its `post_init`.
+    ///
+    /// # Errors
+    /// As [`Reactor::start_server`].
+    pub fn start_tls_server<H: Handler>(
+        &mut self,
+        addr: impl ToSocketAddrs,
+        config: Arc<rustls::ServerConfig>,
+        factory: impl FnMut() -> H + 'static,
+    ) -> io::Result<ServerId> {
+        self.start_tls_server_with(addr, ServerOptions::default(), config, factory)
+    }
+
+    /// [`Reactor::start_tls_server`] with options, as
+    /// [`Reactor::start_server_with`].
+    ///
+    /// # Errors
+    /// As [`Reactor::start_server`].
+    pub fn start_tls_server_with<H: Handler>(
+        &mut self,
+        addr: impl ToSocketAddrs,
+        options: ServerOptions,
+        config: Arc<rustls::ServerConfig>,
+        mut factory: impl FnMut() -> H + 'static,
+    ) -> io::Result<ServerId> {
+        self.start_server_with(addr, options, move || TlsFirst {
+            inner: factory(),
+            config: Some(TlsConfig::Server(config.clone())),
+        })
+    }
+
+    /// Connects to `addr` as [`Reactor::connect`] does, with TLS started
+    /// before `post_init`, for the server called `server_name`. Bytes sent
+    /// before the handshake ends wait for it.
+    ///
+    /// # Errors
+    /// As [`Reactor::connect`]; `InvalidInput` for a `server_name` that is
+    /// neither a DNS name nor an IP address.
+    pub fn connect_tls<H: Handler>(
+        &mut self,
+        addr: impl ToSocketAddrs,
+        config: Arc<rustls::ClientConfig>,
+        server_name: &str,
+        handler: H,
+    ) -> io::Result<ConnId> {
+        let config = TlsConfig::client(config, server_name)?;
+        self.connect(
+            addr,
+            TlsFirst {
+                inner: handler,
+                config: Some(config),
+            },
+        )
+    }
+
+    /// Whether connection `id` has a TLS session.
+    pub fn is_tls(&self, id: ConnId) -> bool {
+        self.hook_state::<Session>(id.0).is_some()
+    }
+
+    /// The peer's certificate (DER), once the handshake has ended.
+    pub fn peer_cert(&self, id: ConnId) -> Option<&[u8]> {
+        let s = self.hook_state::<Session>(id.0)?;
+        s.tls.peer_certificates()?.first().map(|c| c.as_ref())
+    }
+
+    /// The application protocol agreed by ALPN, once the handshake has
+    /// ended.
+    pub fn alpn_protocol(&self, id: ConnId) -> Option<&[u8]> {
+        self.hook_state::<Session>(id.0)?.tls.alpn_protocol()
+    }
+
+    /// The server name (SNI): on a server, the one the client asked for;
+    /// on a client, the one it sent.
+    pub fn sni_hostname(&self, id: ConnId) -> Option<&str> {
+        let s = self.hook_state::<Session>(id.0)?;
+        match &s.tls {
+            rustls::Connection::Server(server) => server.server_name(),
+            rustls::Connection::Client(_) => s.sni.as_deref(),
+        }
+    }
+
+    /// The TLS version and cipher suite agreed, once the handshake has
+    /// ended (for logs).
+    pub fn tls_parameters(
+        &self,
+        id: ConnId,
+    ) -> Option<(rustls::ProtocolVersion, rustls::SupportedCipherSuite)> {
+        let s = self.hook_state::<Session>(id.0)?;
+        Some((s.tls.protocol_version()?, s.tls.negotiated_cipher_suite()?))
+    }
+
+    /// Ends connection `token` for a TLS failure, after a best-effort
+    /// write of the alert rustls queued for the peer.
+    fn tls_fail(&mut self, token: Token, error: io::Error) {
+        if let Some((c, s)) = self.conn_and_hook_state::<Session>(token) {
+            if !c.socket_waits() {
+                while s.tls.wants_write() {
+                    if !matches!(s.tls.write_tls(&mut SocketWriter(c)), Ok(n) if n > 0) {
+                        break;
+                    }
+                }
+            }
+        }
+        self.begin_close(token, CloseReason::Protocol(error));
+    }
+
+    /// Records read from connection `token`: the plaintext in them goes to
+    /// `receive_data` in one call, after the handshake's callbacks if it
+    /// ended here.
+    fn tls_input(&mut self, token: Token, data: &[u8]) {
+        let mut plain = std::mem::take(&mut self.ext_or_default::<Scratch>().plain);
+        plain.clear();
+        let mut rest = data;
+        let mut failure = None;
+        let mut peer_ended = false;
+        let mut handshake_ended = false;
+        let mut cert = None;
+        if let Some(s) = self.hook_state_mut::<Session>(token) {
+            while !rest.is_empty() && failure.is_none() && !peer_ended {
+                // Never an empty reader: rustls would take that for the
+                // end of the stream.
+                match s.tls.read_tls(&mut rest) {
+                    Ok(0) => peer_ended = true,
+                    Ok(_) => {}
+                    Err(e) => {
+                        failure = Some(e);
+                        break;
+                    }
+                }
+                if let Err(e) = s.tls.process_new_packets() {
+                    failure = Some(io::Error::new(io::ErrorKind::InvalidData, e));
+                    break;
+                }
+                match s.tls.reader().read_to_end(&mut plain) {
+                    Ok(_) => peer_ended = true,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(e) => failure = Some(e),
+                }
+            }
+            if !s.completed && !s.tls.is_handshaking() && failure.is_none() {
+                s.completed = true;
+                handshake_ended = true;
+                cert = s
+                    .tls
+                    .peer_certificates()
+                    .and_then(|c| c.first())
+                    .map(|c| c.as_ref().to_vec());
+            }
+        }
+        if let Some(e) = failure {
+            self.tls_fail(token, e);
+        } else {
+            // Records the handshake answers with go out before anything
+            // the handler does with its end.
+            self.tls_pump(token, false);
+            let mut accepted = true;
+            if handshake_ended {
+                if let Some(cert) = cert {
+                    accepted = self
+                        .call_handler(token, |h, conn| h.ssl_verify_peer(conn, &cert))
+                        .unwrap_or(false);
+                }
+                if accepted {
+                    self.call_handler(token, |h, conn| h.ssl_handshake_completed(conn));
+                    // What was sent while the handshake ran goes now.
+                    self.flush_queue(token);
+                } else {
+                    self.begin_close(
+                        token,
+                        CloseReason::Protocol(io::Error::new(
+                            io::ErrorKind::PermissionDenied,
+                            "ssl_verify_peer refused the peer's certificate",
+                        )),
+                    );
+                }
+            }
+            if accepted && !plain.is_empty() {
+                self.deliver(token, &plain);
+            }
+            if peer_ended {
+                self.end_of_input(token);
+            }
+            self.check_water(token);
+        }
+        self.ext_or_default::<Scratch>().plain = plain;
+    }
+
+    /// Writes what connection `token` has for the socket, in order: the
+    /// clear bytes sent before `start_tls`, pending records, then (if
+    /// `take_queue` and the handshake is over) the queue's plaintext as
+    /// records, a [`CHUNK`] at a time, until the socket is full or all is
+    /// written. Returns whether no record is left pending.
+    fn tls_pump(&mut self, token: Token, take_queue: bool) -> bool {
+        loop {
+            let Some((c, s)) = self.conn_and_hook_state::<Session>(token) else {
+                return true;
+            };
+            if c.phase == Phase::Closed || c.socket_waits() {
+                return false;
+            }
+            let result = (|| -> io::Result<bool> {
+                if s.clear_left > 0 {
+                    let mut sink = ClearSink {
+                        sock: &c.sock,
+                        pipe: c.transport == Transport::Pipe,
+                        left: s.clear_left,
+                    };
+                    c.out.flush(&mut sink)?;
+                    s.clear_left = sink.left;
+                    if s.clear_left > 0 {
+                        return Err(io::ErrorKind::WouldBlock.into());
+                    }
+                }
+                while s.tls.wants_write() {
+                    if s.tls.write_tls(&mut SocketWriter(c))? == 0 {
+                        return Err(io::ErrorKind::WouldBlock.into());
+                    }
+                }
+                s.in_flight = 0;
+                if !take_queue || c.out.is_empty() || s.tls.is_handshaking() || s.closed {
+                    return Ok(false);
+                }
+                let mut sink = TlsSink {
+                    tls: &mut s.tls,
+                    budget: CHUNK,
+                    file_buf: &mut s.file_buf,
+                };
+                // A WouldBlock here is rustls taking nothing more, not a
+                // full socket.
+                let n = match c.out.flush(&mut sink) {
+                    Ok(n) => n,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
+                    Err(e) => return Err(e),
+                };
+                s.in_flight = n;
+                Ok(n > 0)
+            })();
+            match result {
+                Ok(true) => continue,
+                Ok(false) => return true,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    c.flags |= Flags::WRITE_BLOCKED;
+                    return false;
+                }
+                Err(e) => {
+                    let reason = if c.flags.contains(Flags::EOF_READ) {
+                        CloseReason::PeerClosed
+                    } else {
+                        CloseReason::from_io(e)
+                    };
+                    self.begin_close(token, reason);
+                    return false;
+                }
+            }
+        }
+    }
+
+    /// The queue of connection `token` was checked: once it is empty and a
+    /// close (or half-close) waits for that, `close_notify` goes out first
+    /// (the core closes once it is written: it is held).
+    fn tls_close_notify_if_drained(&mut self, token: Token, queued: usize) {
+        if queued > 0 || self.in_callback_of(token) {
+            return;
+        }
+        let Some((c, s)) = self.conn_and_hook_state::<Session>(token) else {
+            return;
+        };
+        let ending = c.phase.closes_when_drained() || c.write_side == WriteSide::ShutWhenDrained;
+        if !ending || s.closed || s.clear_left > 0 || s.tls.wants_write() {
+            return;
+        }
+        s.tls.send_close_notify();
+        s.closed = true;
+        self.tls_pump(token, false);
+    }
+}
+
+impl Connection<'_> {
+    /// Starts TLS on this connection; see [`Reactor::start_tls`].
+    ///
+    /// # Errors
+    /// As [`Reactor::start_tls`].
+    pub fn start_tls(&mut self, config: TlsConfig) -> io::Result<()> {
+        self.reactor.start_tls(self.id, config)
+    }
+
+    /// Whether this connection has a TLS session.
+    pub fn is_tls(&self) -> bool {
+        self.reactor.is_tls(self.id)
+    }
+
+    /// The peer's certificate (DER), once the handshake has ended
+    /// (EventMachine's `get_peer_cert`, which gives PEM).
+    pub fn peer_cert(&self) -> Option<&[u8]> {
+        self.reactor.peer_cert(self.id)
+    }
+
+    /// The protocol agreed by ALPN; see [`Reactor::alpn_protocol`].
+    pub fn alpn_protocol(&self) -> Option<&[u8]> {
+        self.reactor.alpn_protocol(self.id)
+    }
+
+    /// The server name (SNI); see [`Reactor::sni_hostname`].
+    pub fn sni_hostname(&self) -> Option<&str> {
+        self.reactor.sni_hostname(self.id)
+    }
+}
+
+/// A handler with TLS started before its first callback
+/// ([`Reactor::start_tls_server`], [`Reactor::connect_tls`]); every
+/// callback goes to it unchanged.
+struct TlsFirst<H> {
+    inner: H,
+    config: Option<TlsConfig>,
+}
+
+impl<H: Handler> Handler for TlsFirst<H> {
+    fn post_init(&mut self, conn: &mut Connection<'_>) {
+        if let Some(config) = self.config.take() {
+            if let Err(e) = conn.start_tls(config) {
+                let token = conn.id().0;
+                conn.reactor().begin_close(token, CloseReason::Protocol(e));
+                return;
+            }
+        }
+        self.inner.post_init(conn);
+    }
+    fn connection_completed(&mut self, conn: &mut Connection<'_>) {
+        self.inner.connection_completed(conn);
+    }
+    fn receive_data(&mut self, conn: &mut Connection<'_>, data: &[u8]) {
+        self.inner.receive_data(conn, data);
+    }
+    fn receive_eof(&mut self, conn: &mut Connection<'_>) {
+        self.inner.receive_eof(conn);
+    }
+    fn unbind(&mut self, conn: &mut Connection<'_>, reason: &CloseReason) {
+        self.inner.unbind(conn, reason);
+    }
+    fn receive_reply(&mut self, conn: &mut Connection<'_>, reply: Reply) {
+        self.inner.receive_reply(conn, reply);
+    }
+    fn outbound_full(&mut self, conn: &mut Connection<'_>) {
+        self.inner.outbound_full(conn);
+    }
+    fn outbound_drained(&mut self, conn: &mut Connection<'_>) {
+        self.inner.outbound_drained(conn);
+    }
+    fn ssl_handshake_completed(&mut self, conn: &mut Connection<'_>) {
+        self.inner.ssl_handshake_completed(conn);
+    }
+    fn ssl_verify_peer(&mut self, conn: &mut Connection<'_>, cert: &[u8]) -> bool {
+        self.inner.ssl_verify_peer(conn, cert)
+    }
+}

@@ -1,0 +1,594 @@
+//! TLS over loopback (the `tls` feature): handshakes, large echoes under
+//! random chunking, refused certificates, plaintext peers, stalled
+//! handshakes, STARTTLS on a line protocol, files and `close_notify`.
+//! Certificates are made at test time with rcgen.
+
+mod util;
+
+use std::cell::RefCell;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::rc::Rc;
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use packet::line::{LineContext, LineHandler, LineProtocol};
+use packet::tls::{self, rustls, TlsConfig};
+use packet::{CloseReason, Connection, Handler, Reactor};
+use util::{client, pattern, spawn_reactor, Echo, IO_TIMEOUT};
+
+/// A certificate for "localhost", its key, and configurations using them.
+struct Certs {
+    cert: Vec<u8>,
+    server: Arc<rustls::ServerConfig>,
+    client: Arc<rustls::ClientConfig>,
+}
+
+fn certs() -> Certs {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["localhost".into()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    let cert = cert.der().to_vec();
+    Certs {
+        server: tls::server_config(vec![cert.clone()], key.serialize_der()).unwrap(),
+        client: tls::client_config(std::slice::from_ref(&cert)).unwrap(),
+        cert,
+    }
+}
+
+/// Runs a client reactor on this thread until it stops, or fails the test
+/// once `IO_TIMEOUT` has passed (a bound against hangs, not a timing
+/// assertion).
+fn run_client(setup: impl FnOnce(&mut Reactor) -> std::io::Result<()>) {
+    let hung = Rc::new(RefCell::new(false));
+    let h = hung.clone();
+    let mut r = Reactor::new().unwrap();
+    setup(&mut r).unwrap();
+    r.add_timer(IO_TIMEOUT, move |r| {
+        *h.borrow_mut() = true;
+        r.stop();
+    });
+    r.run_until_stopped().unwrap();
+    assert!(!*hung.borrow(), "the client did not finish in time");
+}
+
+/// A blocking rustls client over a loopback socket.
+fn blocking_tls(
+    stream: TcpStream,
+    config: Arc<rustls::ClientConfig>,
+) -> rustls::StreamOwned<rustls::ClientConnection, TcpStream> {
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let conn = rustls::ClientConnection::new(config, name).unwrap();
+    rustls::StreamOwned::new(conn, stream)
+}
+
+/// Reports what a server connection saw: handshake, peer info, close.
+struct Observed {
+    tx: mpsc::Sender<String>,
+}
+
+impl Handler for Observed {
+    fn ssl_handshake_completed(&mut self, conn: &mut Connection<'_>) {
+        let alpn = conn.alpn_protocol().map(|p| p.to_vec());
+        let sni = conn.sni_hostname().map(str::to_owned);
+        let _ = self.tx.send(format!(
+            "server handshake alpn={:?} sni={:?}",
+            alpn.as_deref().map(String::from_utf8_lossy),
+            sni
+        ));
+    }
+    fn receive_data(&mut self, conn: &mut Connection<'_>, data: &[u8]) {
+        conn.send_data(data);
+    }
+    fn unbind(&mut self, _: &mut Connection<'_>, reason: &CloseReason) {
+        let _ = self.tx.send(format!("server unbind {reason}"));
+    }
+}
+
+#[test]
+fn a_handshake_reports_alpn_sni_and_the_peer_certificate() {
+    let c = certs();
+    let mut server_config = (*c.server).clone();
+    server_config.alpn_protocols = vec![b"echo/1".to_vec()];
+    let server_config = Arc::new(server_config);
+    let (tx, rx) = mpsc::channel();
+    let server = spawn_reactor(move |r| {
+        let id = r.start_tls_server("127.0.0.1:0", server_config, move || Observed {
+            tx: tx.clone(),
+        })?;
+        Ok(r.server_addr(id)?.as_inet().unwrap())
+    });
+
+    struct Probe {
+        cert: Vec<u8>,
+        seen: Rc<RefCell<Vec<String>>>,
+    }
+    impl Handler for Probe {
+        fn connection_completed(&mut self, conn: &mut Connection<'_>) {
+            assert!(conn.is_tls());
+            // Before the handshake ends: queued, sent once it has.
+            conn.send_data(b"ping");
+        }
+        fn ssl_verify_peer(&mut self, _: &mut Connection<'_>, cert: &[u8]) -> bool {
+            self.seen
+                .borrow_mut()
+                .push(format!("verify {}", cert == self.cert));
+            true
+        }
+        fn ssl_handshake_completed(&mut self, conn: &mut Connection<'_>) {
+            let alpn = conn.alpn_protocol().map(|p| p.to_vec());
+            self.seen.borrow_mut().push(format!(
+                "client handshake alpn={:?} cert={}",
+                alpn.as_deref().map(String::from_utf8_lossy),
+                conn.peer_cert() == Some(&self.cert[..])
+            ));
+        }
+        fn receive_data(&mut self, conn: &mut Connection<'_>, data: &[u8]) {
+            self.seen
+                .borrow_mut()
+                .push(format!("data {}", String::from_utf8_lossy(data)));
+            conn.close_connection_after_writing();
+        }
+        fn unbind(&mut self, conn: &mut Connection<'_>, reason: &CloseReason) {
+            self.seen.borrow_mut().push(format!("unbind {reason}"));
+            conn.reactor().stop();
+        }
+    }
+    let mut client_config = (*c.client).clone();
+    client_config.alpn_protocols = vec![b"echo/1".to_vec()];
+    let seen = Rc::new(RefCell::new(Vec::new()));
+    let probe = Probe {
+        cert: c.cert.clone(),
+        seen: seen.clone(),
+    };
+    run_client(|r| {
+        r.connect_tls(server.value, Arc::new(client_config), "localhost", probe)?;
+        Ok(())
+    });
+    assert_eq!(
+        *seen.borrow(),
+        [
+            "verify true",
+            "client handshake alpn=Some(\"echo/1\") cert=true",
+            "data ping",
+            "unbind closed locally",
+        ]
+    );
+    assert_eq!(
+        rx.recv_timeout(IO_TIMEOUT).unwrap(),
+        "server handshake alpn=Some(\"echo/1\") sni=Some(\"localhost\")"
+    );
+    // The client's close_notify is the server's end of stream.
+    assert_eq!(
+        rx.recv_timeout(IO_TIMEOUT).unwrap(),
+        "server unbind closed by peer"
+    );
+    server.stop();
+}
+
+/// Tiny deterministic generator for chunk sizes.
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: usize) -> usize {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        (self.0 % n as u64) as usize
+    }
+}
+
+/// Sends `data` in random-sized pieces while reading the echo, keeping at
+/// most 512 KiB queued, and checks the echo byte for byte.
+struct Streamer {
+    data: Rc<Vec<u8>>,
+    sent: usize,
+    got: Vec<u8>,
+    rng: Rng,
+    done: Rc<RefCell<Option<String>>>,
+}
+
+impl Streamer {
+    fn pump(&mut self, conn: &mut Connection<'_>) {
+        while self.sent < self.data.len() && conn.outbound_len() < 512 * 1024 {
+            let n = (1 + self.rng.below(70_000)).min(self.data.len() - self.sent);
+            conn.send_data(&self.data[self.sent..self.sent + n]);
+            self.sent += n;
+        }
+    }
+}
+
+impl Handler for Streamer {
+    fn ssl_handshake_completed(&mut self, conn: &mut Connection<'_>) {
+        self.pump(conn);
+    }
+    fn receive_data(&mut self, conn: &mut Connection<'_>, data: &[u8]) {
+        self.got.extend_from_slice(data);
+        if self.got.len() >= self.data.len() {
+            let exact = self.got[..] == self.data[..];
+            *self.done.borrow_mut() = Some(format!("{} exact={exact}", self.got.len()));
+            conn.close_connection_after_writing();
+        } else {
+            self.pump(conn);
+        }
+    }
+    fn unbind(&mut self, conn: &mut Connection<'_>, reason: &CloseReason) {
+        if self.done.borrow().is_none() {
+            *self.done.borrow_mut() = Some(format!("unbind early: {reason}"));
+        }
+        conn.reactor().stop();
+    }
+}
+
+#[test]
+fn ten_mib_echo_byte_exact_both_ways_under_random_chunking() {
+    let c = certs();
+    let server_config = c.server.clone();
+    let server = spawn_reactor(move |r| {
+        // A small mark, so the echo's pause and resume are exercised.
+        r.set_default_high_water_mark(64 * 1024);
+        let id = r.start_tls_server("127.0.0.1:0", server_config, || Echo)?;
+        Ok(r.server_addr(id)?.as_inet().unwrap())
+    });
+    let data = Rc::new(pattern(16, 10 * 1024 * 1024 + 13));
+    let done = Rc::new(RefCell::new(None));
+    let streamer = Streamer {
+        data: data.clone(),
+        sent: 0,
+        got: Vec::new(),
+        rng: Rng(0x5eed),
+        done: done.clone(),
+    };
+    run_client(|r| {
+        r.connect_tls(server.value, c.client.clone(), "localhost", streamer)?;
+        Ok(())
+    });
+    assert_eq!(
+        done.borrow().as_deref(),
+        Some(format!("{} exact=true", data.len()).as_str())
+    );
+    server.stop();
+}
+
+#[test]
+fn a_wrong_host_name_fails_with_the_rustls_error() {
+    let c = certs();
+    let server_config = c.server.clone();
+    let (tx, rx) = mpsc::channel();
+    let server = spawn_reactor(move |r| {
+        let id = r.start_tls_server("127.0.0.1:0", server_config, move || Observed {
+            tx: tx.clone(),
+        })?;
+        Ok(r.server_addr(id)?.as_inet().unwrap())
+    });
+    struct Refused(Rc<RefCell<Option<String>>>);
+    impl Handler for Refused {
+        fn receive_data(&mut self, _: &mut Connection<'_>, _: &[u8]) {
+            panic!("data on a refused connection");
+        }
+        fn ssl_handshake_completed(&mut self, _: &mut Connection<'_>) {
+            panic!("handshake completed with the wrong name");
+        }
+        fn unbind(&mut self, conn: &mut Connection<'_>, reason: &CloseReason) {
+            let error = tls::rustls_error(reason).map(|e| {
+                matches!(
+                    e,
+                    rustls::Error::InvalidCertificate(rustls::CertificateError::NotValidForName)
+                        | rustls::Error::InvalidCertificate(
+                            rustls::CertificateError::NotValidForNameContext { .. }
+                        )
+                )
+            });
+            *self.0.borrow_mut() = Some(format!("{error:?} {reason}"));
+            conn.reactor().stop();
+        }
+    }
+    let seen = Rc::new(RefCell::new(None));
+    let refused = Refused(seen.clone());
+    run_client(|r| {
+        r.connect_tls(server.value, c.client.clone(), "wrong.example", refused)?;
+        Ok(())
+    });
+    let seen = seen.borrow().clone().unwrap();
+    assert!(
+        seen.starts_with("Some(true) protocol error: invalid peer certificate"),
+        "{seen}"
+    );
+    // The server was told by an alert and closed too.
+    let server_saw = rx.recv_timeout(IO_TIMEOUT).unwrap();
+    assert!(server_saw.starts_with("server unbind"), "{server_saw}");
+    server.stop();
+}
+
+#[test]
+fn ssl_verify_peer_refusing_closes_before_any_data() {
+    let c = certs();
+    let server_config = c.server.clone();
+    let server = spawn_reactor(move |r| {
+        let id = r.start_tls_server("127.0.0.1:0", server_config, || Echo)?;
+        Ok(r.server_addr(id)?.as_inet().unwrap())
+    });
+    struct Pinning(Rc<RefCell<Vec<String>>>);
+    impl Handler for Pinning {
+        fn connection_completed(&mut self, conn: &mut Connection<'_>) {
+            conn.send_data(b"secret");
+        }
+        fn ssl_verify_peer(&mut self, _: &mut Connection<'_>, _: &[u8]) -> bool {
+            self.0.borrow_mut().push("verify".into());
+            false
+        }
+        fn ssl_handshake_completed(&mut self, _: &mut Connection<'_>) {
+            self.0.borrow_mut().push("completed".into());
+        }
+        fn receive_data(&mut self, _: &mut Connection<'_>, _: &[u8]) {
+            self.0.borrow_mut().push("data".into());
+        }
+        fn unbind(&mut self, conn: &mut Connection<'_>, reason: &CloseReason) {
+            self.0.borrow_mut().push(format!("unbind {reason}"));
+            conn.reactor().stop();
+        }
+    }
+    let seen = Rc::new(RefCell::new(Vec::new()));
+    let pinning = Pinning(seen.clone());
+    run_client(|r| {
+        r.connect_tls(server.value, c.client.clone(), "localhost", pinning)?;
+        Ok(())
+    });
+    assert_eq!(
+        *seen.borrow(),
+        [
+            "verify",
+            "unbind protocol error: ssl_verify_peer refused the peer's certificate"
+        ]
+    );
+    server.stop();
+}
+
+#[test]
+fn a_plaintext_client_on_a_tls_port_is_closed_and_the_server_goes_on() {
+    let c = certs();
+    let server_config = c.server.clone();
+    let (tx, rx) = mpsc::channel();
+    let server = spawn_reactor(move |r| {
+        let id = r.start_tls_server("127.0.0.1:0", server_config, move || Observed {
+            tx: tx.clone(),
+        })?;
+        Ok(r.server_addr(id)?.as_inet().unwrap())
+    });
+    let mut plain = client(server.value);
+    plain
+        .write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .unwrap();
+    // An alert, perhaps, then the end of the stream (or a reset).
+    let mut got = Vec::new();
+    let _ = plain.read_to_end(&mut got);
+    assert!(!got.starts_with(b"HTTP"), "{got:?}");
+    let reason = rx.recv_timeout(IO_TIMEOUT).unwrap();
+    assert!(
+        reason.starts_with("server unbind protocol error"),
+        "{reason}"
+    );
+    // The server still serves TLS clients.
+    let mut s = blocking_tls(client(server.value), c.client.clone());
+    s.write_all(b"still here").unwrap();
+    let mut buf = [0u8; 10];
+    s.read_exact(&mut buf).unwrap();
+    assert_eq!(&buf, b"still here");
+    server.stop();
+}
+
+#[test]
+fn a_peer_stalling_mid_handshake_is_reclaimed_by_the_inactivity_timeout() {
+    let c = certs();
+    let server_config = c.server.clone();
+    let (tx, rx) = mpsc::channel();
+    struct Idle(mpsc::Sender<String>);
+    impl Handler for Idle {
+        fn post_init(&mut self, conn: &mut Connection<'_>) {
+            conn.set_inactivity_timeout(Some(Duration::from_millis(200)));
+        }
+        fn ssl_handshake_completed(&mut self, _: &mut Connection<'_>) {
+            let _ = self.0.send("completed".into());
+        }
+        fn unbind(&mut self, _: &mut Connection<'_>, reason: &CloseReason) {
+            let _ = self.0.send(format!("unbind {reason}"));
+        }
+    }
+    let server = spawn_reactor(move |r| {
+        let id = r.start_tls_server("127.0.0.1:0", server_config, move || Idle(tx.clone()))?;
+        Ok(r.server_addr(id)?.as_inet().unwrap())
+    });
+    let mut stalled = client(server.value);
+    // The start of a ClientHello record: a header announcing 512 bytes,
+    // and a few of them.
+    stalled
+        .write_all(&[0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc])
+        .unwrap();
+    assert_eq!(
+        rx.recv_timeout(IO_TIMEOUT).unwrap(),
+        "unbind inactivity timeout"
+    );
+    let mut rest = Vec::new();
+    let _ = stalled.read_to_end(&mut rest);
+    server.stop();
+}
+
+/// A line server: `STARTTLS` is answered in the clear, then the session
+/// turns to TLS; every other line is echoed with a note of whether it
+/// came over TLS.
+struct StartTlsLines {
+    config: Arc<rustls::ServerConfig>,
+    tx: mpsc::Sender<String>,
+}
+
+impl Handler for StartTlsLines {
+    fn ssl_handshake_completed(&mut self, conn: &mut Connection<'_>) {
+        let _ = self.tx.send(format!("completed tls={}", conn.is_tls()));
+    }
+}
+
+impl LineHandler for StartTlsLines {
+    fn receive_line(&mut self, ctx: &mut LineContext<'_>, line: &[u8]) {
+        if line == b"STARTTLS" {
+            ctx.send_data(b"220 go ahead\n");
+            ctx.start_tls(TlsConfig::server(self.config.clone()))
+                .unwrap();
+        } else {
+            let tls = ctx.is_tls();
+            ctx.send_data(format!("tls={tls} {}\n", String::from_utf8_lossy(line)).as_bytes());
+        }
+    }
+}
+
+#[test]
+fn starttls_upgrades_a_line_protocol_connection() {
+    let c = certs();
+    let config = c.server.clone();
+    let (tx, rx) = mpsc::channel();
+    let server = spawn_reactor(move |r| {
+        let id = r.start_server("127.0.0.1:0", move || {
+            LineProtocol::new(StartTlsLines {
+                config: config.clone(),
+                tx: tx.clone(),
+            })
+        })?;
+        Ok(r.server_addr(id)?.as_inet().unwrap())
+    });
+    let mut plain = client(server.value);
+    plain.write_all(b"hello\nSTARTTLS\n").unwrap();
+    let expect = |s: &mut TcpStream, want: &[u8]| {
+        let mut buf = vec![0u8; want.len()];
+        s.read_exact(&mut buf).unwrap();
+        assert_eq!(String::from_utf8_lossy(&buf), String::from_utf8_lossy(want));
+    };
+    expect(&mut plain, b"tls=false hello\n220 go ahead\n");
+    let mut s = blocking_tls(plain, c.client.clone());
+    s.write_all(b"secret\n").unwrap();
+    let mut buf = [0u8; 16];
+    s.read_exact(&mut buf).unwrap();
+    assert_eq!(&buf, b"tls=true secret\n");
+    // The line layer passed the handshake's end through.
+    assert_eq!(rx.recv_timeout(IO_TIMEOUT).unwrap(), "completed tls=true");
+    server.stop();
+}
+
+#[test]
+fn a_file_goes_through_tls_and_the_close_sends_close_notify() {
+    let c = certs();
+    let path = std::env::temp_dir().join(format!("packet-tls-file-{}.bin", std::process::id()));
+    let content = pattern(7, 3 * 1024 * 1024 + 5);
+    std::fs::write(&path, &content).unwrap();
+    struct SendsFile(std::path::PathBuf, mpsc::Sender<usize>);
+    impl Handler for SendsFile {
+        // On the client's byte, so that no input is left unread at the
+        // close (which would reset the connection).
+        fn receive_data(&mut self, conn: &mut Connection<'_>, _: &[u8]) {
+            conn.send_data(b"HDR");
+            conn.send_file(&self.0).unwrap();
+            conn.send_data(b"TRL");
+            let _ = self.1.send(conn.outbound_len());
+            conn.close_connection_after_writing();
+        }
+    }
+    let (tx, rx) = mpsc::channel();
+    let (p, config) = (path.clone(), c.server.clone());
+    let server = spawn_reactor(move |r| {
+        let id = r.start_tls_server("127.0.0.1:0", config, move || {
+            SendsFile(p.clone(), tx.clone())
+        })?;
+        Ok(r.server_addr(id)?.as_inet().unwrap())
+    });
+    let mut s = blocking_tls(client(server.value), c.client.clone());
+    // Starts the handshake.
+    s.write_all(b"x").unwrap();
+    let mut got = Vec::new();
+    // rustls reports a close without close_notify as an error: Ok means
+    // the server sent it.
+    s.read_to_end(&mut got).unwrap();
+    let _ = std::fs::remove_file(&path);
+    assert!(rx.recv_timeout(IO_TIMEOUT).unwrap() <= 6, "file in memory");
+    assert_eq!(got.len(), content.len() + 6);
+    assert!(
+        got[..3] == *b"HDR"
+            && got[3..got.len() - 3] == content[..]
+            && got[got.len() - 3..] == *b"TRL"
+    );
+    server.stop();
+}
+
+#[test]
+fn a_bad_server_name_and_a_second_start_tls_are_refused() {
+    let c = certs();
+    assert_eq!(
+        TlsConfig::client(c.client.clone(), "not a name!")
+            .err()
+            .map(|e| e.kind()),
+        Some(std::io::ErrorKind::InvalidInput)
+    );
+    struct Twice(
+        Rc<RefCell<Option<std::io::ErrorKind>>>,
+        Arc<rustls::ServerConfig>,
+    );
+    impl Handler for Twice {
+        fn post_init(&mut self, conn: &mut Connection<'_>) {
+            let again = conn.start_tls(TlsConfig::server(self.1.clone()));
+            *self.0.borrow_mut() = again.err().map(|e| e.kind());
+            conn.close_connection();
+        }
+        fn unbind(&mut self, conn: &mut Connection<'_>, _: &CloseReason) {
+            conn.reactor().stop();
+        }
+    }
+    let seen = Rc::new(RefCell::new(None));
+    let twice = Twice(seen.clone(), c.server.clone());
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    run_client(|r| {
+        r.connect_tls(addr, c.client.clone(), "localhost", twice)?;
+        Ok(())
+    });
+    assert_eq!(*seen.borrow(), Some(std::io::ErrorKind::AlreadyExists));
+}
+
+#[test]
+fn water_marks_measure_the_plaintext_the_handler_sent() {
+    let c = certs();
+    let data = Arc::new(pattern(3, 4 * 1024 * 1024));
+    struct Floods(Arc<Vec<u8>>, mpsc::Sender<String>);
+    impl Handler for Floods {
+        fn receive_data(&mut self, conn: &mut Connection<'_>, _: &[u8]) {
+            conn.set_high_water_mark(256 * 1024);
+            conn.send_data(&self.0);
+            let _ = self.1.send(format!("queued {}", conn.outbound_len()));
+        }
+        fn outbound_full(&mut self, _: &mut Connection<'_>) {
+            let _ = self.1.send("full".into());
+        }
+        fn outbound_drained(&mut self, conn: &mut Connection<'_>) {
+            let _ = self
+                .1
+                .send(format!("drained {}", conn.outbound_len() <= 128 * 1024));
+            conn.close_connection_after_writing();
+        }
+    }
+    let (tx, rx) = mpsc::channel();
+    let (d, config) = (data.clone(), c.server.clone());
+    let server = spawn_reactor(move |r| {
+        let id =
+            r.start_tls_server("127.0.0.1:0", config, move || Floods(d.clone(), tx.clone()))?;
+        Ok(r.server_addr(id)?.as_inet().unwrap())
+    });
+    let mut s = blocking_tls(client(server.value), c.client.clone());
+    s.write_all(b"go").unwrap();
+    // Not reading yet: the server's queue stays above the mark.
+    assert_eq!(rx.recv_timeout(IO_TIMEOUT).unwrap(), "queued 4194304");
+    assert_eq!(rx.recv_timeout(IO_TIMEOUT).unwrap(), "full");
+    let mut got = Vec::new();
+    s.read_to_end(&mut got).unwrap();
+    assert!(got == *data, "the stream differs");
+    assert_eq!(rx.recv_timeout(IO_TIMEOUT).unwrap(), "drained true");
+    server.stop();
+}
