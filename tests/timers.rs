@@ -174,3 +174,40 @@ fn an_idle_reactor_sleeps_until_its_next_timer() {
     );
     running.stop();
 }
+
+/// Times a connection's life from `post_init` to `unbind`.
+struct Lifetime(mpsc::Sender<Duration>, Duration, Option<Instant>);
+
+impl Handler for Lifetime {
+    fn post_init(&mut self, conn: &mut Connection<'_>) {
+        self.2 = Some(Instant::now());
+        conn.set_inactivity_timeout(Some(self.1));
+    }
+    fn unbind(&mut self, _conn: &mut Connection<'_>, _reason: &CloseReason) {
+        let _ = self.0.send(self.2.expect("post_init ran").elapsed());
+    }
+}
+
+#[test]
+fn a_deadline_set_after_a_long_sleep_counts_from_the_wake_not_the_sleep() {
+    // The reactor sleeps in the selector with no timer at all, then the
+    // connect wakes it. The idle limit must count from then: a clock read
+    // before the sleep would put the deadline in the past and close the
+    // connection at once. Only a lower bound is asserted, which load cannot
+    // break.
+    let (tx, rx) = mpsc::channel();
+    let limit = Duration::from_millis(400);
+    let server = spawn_reactor(move |r| {
+        let id = r.start_server("127.0.0.1:0", move || Lifetime(tx.clone(), limit, None))?;
+        Ok(r.server_addr(id)?.as_inet().unwrap())
+    });
+    std::thread::sleep(Duration::from_millis(900));
+    let _idle = client(server.value);
+    let lived = rx.recv_timeout(IO_TIMEOUT).unwrap();
+    // The wheel counts whole milliseconds.
+    assert!(
+        lived + Duration::from_millis(1) >= limit,
+        "closed after {lived:?}, before its {limit:?} idle limit"
+    );
+    server.stop();
+}

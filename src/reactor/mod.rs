@@ -348,6 +348,12 @@ impl Reactor {
             })
         };
         self.selector.wait(events, timeout)?;
+        if timeout != Some(Duration::ZERO) {
+            // The wait may have slept for long: deadlines set by the I/O
+            // callbacks below (idle limits of accepted connections, timers)
+            // count from now, not from before the sleep.
+            self.now_ns = self.epoch.elapsed().as_nanos() as u64;
+        }
         // Sources carried over from earlier turns get their read after this
         // batch; ones that fill a buffer now wait for the next turn.
         let mut carried = std::mem::replace(&mut self.ready, std::mem::take(&mut self.ready_spare));
