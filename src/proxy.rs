@@ -55,11 +55,9 @@ use std::os::fd::{AsFd, OwnedFd};
 
 use packet_sys::process::{pipe, splice};
 
-use std::collections::HashMap;
-
 use crate::connection::{CloseReason, ConnId, Connection};
 use crate::reactor::{ConnHooks, Extension, Flags, Phase, Reactor, Source, Transport};
-use crate::slab::Token;
+use crate::slab::{IdMap, Token};
 
 /// Bytes moved per splice or read: as much as a pipe holds by default.
 const STEP: usize = 64 * 1024;
@@ -68,9 +66,9 @@ const STEP: usize = 64 * 1024;
 #[derive(Default)]
 struct Proxies {
     /// By source connection.
-    by_source: HashMap<Token, Proxy>,
+    by_source: IdMap<Token, Proxy>,
     /// Source by target connection.
-    by_target: HashMap<Token, Token>,
+    by_target: IdMap<Token, Token>,
     /// The bytes the connection now in `unbind` proxied, its proxy being
     /// gone, for `proxied_bytes` there.
     unbound: Option<(Token, u64)>,

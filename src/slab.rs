@@ -13,6 +13,37 @@ pub(crate) type Token = u64;
 
 pub(crate) const RESERVED_TOKEN: Token = u64::MAX;
 
+/// A map keyed by tokens or other ids this library hands out itself.
+///
+/// Those keys never come from a peer, so the map needs no defence against
+/// chosen collisions and skips std's `RandomState`: no random seed per map,
+/// and SipHash's code and cost are gone from the hot path and the binary.
+pub(crate) type IdMap<K, V> =
+    std::collections::HashMap<K, V, std::hash::BuildHasherDefault<IdHasher>>;
+
+/// One multiply per key: spreads sequential ids over both ends of the hash,
+/// the low bits (the bucket) and the high bits (hashbrown's tag byte).
+#[derive(Default)]
+pub(crate) struct IdHasher(u64);
+
+const MIX: u64 = 0x9e37_79b9_7f4a_7c15; // 2^64 / the golden ratio, odd
+
+impl std::hash::Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(MIX);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0 ^ n).wrapping_mul(MIX);
+    }
+}
+
 enum Entry<T> {
     Occupied { gen: u32, value: T },
     Vacant { gen: u32, next_free: u32 },
@@ -126,6 +157,26 @@ impl<T> Slab<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn id_hasher_spreads_sequential_tokens_over_buckets_and_tags() {
+        use std::hash::BuildHasher;
+        let build = std::hash::BuildHasherDefault::<IdHasher>::default();
+        // Slots 0..1024 of generation 3, as a busy slab hands them out.
+        let hashes: Vec<u64> = (0..1024u64)
+            .map(|i| build.hash_one(3u64 << 32 | i))
+            .collect();
+        let buckets: std::collections::BTreeSet<u64> = hashes.iter().map(|h| h & 1023).collect();
+        let tags: std::collections::BTreeSet<u64> = hashes.iter().map(|h| h >> 57).collect();
+        assert_eq!(buckets.len(), 1024, "low bits collide");
+        assert_eq!(tags.len(), 128, "hashbrown's tag byte takes few values");
+        let mut map = IdMap::default();
+        for i in 0..10_000u64 {
+            map.insert(i << 32 | i, i);
+        }
+        assert!((0..10_000u64).all(|i| map.remove(&(i << 32 | i)) == Some(i)));
+        assert!(map.is_empty());
+    }
 
     #[test]
     fn stale_token_does_not_reach_the_new_occupant() {

@@ -35,7 +35,7 @@ use packet_sys::{Addr, Domain, Events, Interest, Selector, Socket, Waker};
 use crate::buffer::OutBuf;
 use crate::connection::{CloseReason, ConnId, Connection, Handler};
 use crate::reply::{InOrder, Reply};
-use crate::slab::{Slab, Token, RESERVED_TOKEN};
+use crate::slab::{IdMap, Slab, Token, RESERVED_TOKEN};
 use crate::timer::{TimerKey, TimerWheel};
 
 // One file per part of the reactor; each child sees this module's names
@@ -164,7 +164,7 @@ pub struct Reactor {
     /// The last reply id handed out (`expect_reply`).
     pub(crate) last_reply: u64,
     /// Connections that take their replies in order, with those expected.
-    pub(crate) ordered: std::collections::HashMap<Token, InOrder>,
+    pub(crate) ordered: IdMap<Token, InOrder>,
     /// The connection in `unbind`, and where it asked to reconnect.
     unbinding: Option<Token>,
     reconnect_to: Option<Addr>,
@@ -176,7 +176,7 @@ pub struct Reactor {
     /// Features' per-reactor state (`ext.rs`).
     pub(crate) exts: Vec<ExtSlot>,
     /// The hooks of connections flagged `HOOKED`, with their state.
-    pub(crate) conn_hooks: std::collections::HashMap<Token, Hooked>,
+    pub(crate) conn_hooks: IdMap<Token, Hooked>,
     /// Callbacks for signals routed to this reactor's waker.
     signals: Vec<(i32, Option<SignalFn>)>,
     /// The loop's clock: read once per turn.
@@ -224,7 +224,7 @@ impl Reactor {
             connections: 0,
             internal_connections: 0,
             last_reply: 0,
-            ordered: std::collections::HashMap::new(),
+            ordered: IdMap::default(),
             unbinding: None,
             reconnect_to: None,
             timers: TimerWheel::new(),
@@ -232,7 +232,7 @@ impl Reactor {
             fd_inbox: Vec::new(),
             signals: Vec::new(),
             exts: Vec::new(),
-            conn_hooks: std::collections::HashMap::new(),
+            conn_hooks: IdMap::default(),
             epoch: Instant::now(),
             now_ns: 0,
             connect_timeout: Some(DEFAULT_CONNECT_TIMEOUT),
@@ -447,20 +447,36 @@ impl Reactor {
         token: Token,
         f: impl FnOnce(&mut dyn Handler, &mut Connection<'_>) -> R,
     ) -> Option<R> {
-        let c = self.conn_mut(token)?;
+        // One shared body behind a `dyn` call: a generic body was compiled
+        // once per callback kind, 4 KB of copies in the core's binary.
+        let mut f = Some(f);
+        let mut result = None;
+        self.call_dyn(token, &mut |h, c| {
+            if let Some(f) = f.take() {
+                result = Some(f(h, c));
+            }
+        });
+        result
+    }
+
+    fn call_dyn(&mut self, token: Token, f: &mut dyn FnMut(&mut dyn Handler, &mut Connection<'_>)) {
+        let Some(c) = self.conn_mut(token) else {
+            return;
+        };
         if c.phase == Phase::Closed {
-            return None;
+            return;
         }
-        let mut handler = c.handler.take()?;
+        let Some(mut handler) = c.handler.take() else {
+            return;
+        };
         self.current = Some(token);
-        let result = f(handler.as_mut(), &mut Connection::new(self, ConnId(token)));
+        f(handler.as_mut(), &mut Connection::new(self, ConnId(token)));
         self.current = None;
         if let Some(c) = self.conn_mut(token) {
             c.handler = Some(handler);
         }
         self.flush_stage(token);
         self.flush_queue(token);
-        Some(result)
     }
 
     fn shutdown(&mut self) {

@@ -25,6 +25,7 @@ use crate::codec::{FrameDecoder, HeaderFormat};
 use crate::connection::{CloseReason, ConnId, Connection, Handler};
 use crate::log::log_line;
 use crate::reactor::{Extension, Reactor, TimerId};
+use crate::slab::IdMap;
 
 /// Unsent bytes a worker's channel may hold before asks to it are refused
 /// with [`WorkerError::Busy`]: a worker that stops reading cannot grow the
@@ -168,11 +169,11 @@ pub(crate) struct Master {
     specs: Vec<(String, SpecConfig)>,
     log_worker: Option<String>,
     instances: HashMap<WorkerId, Instance>,
-    by_channel: HashMap<ConnId, WorkerId>,
-    starts: HashMap<u64, WorkerId>,
+    by_channel: IdMap<ConnId, WorkerId>,
+    starts: IdMap<u64, WorkerId>,
     next_seq: u64,
     next_id: u64,
-    asks: HashMap<u64, Ask>,
+    asks: IdMap<u64, Ask>,
     results: HashMap<WorkerId, WorkerMessage>,
     shutting_down: bool,
     /// A graceful stop waits for the asks in flight: new asks are refused
@@ -1249,11 +1250,11 @@ impl Reactor {
             specs,
             log_worker: workers.log_worker.take(),
             instances: HashMap::new(),
-            by_channel: HashMap::new(),
-            starts: HashMap::new(),
+            by_channel: IdMap::default(),
+            starts: IdMap::default(),
             next_seq: 0,
             next_id: 0,
-            asks: HashMap::new(),
+            asks: IdMap::default(),
             results: HashMap::new(),
             shutting_down: false,
             draining: false,
