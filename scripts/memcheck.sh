@@ -52,7 +52,7 @@ if ! command -v valgrind >/dev/null 2>&1; then
 else
     bins=$(executables -p packet-sys)
     for t in $valgrind_tests; do
-        bins="$bins $(executables -p packet --test "$t")"
+        bins="$bins $(executables -p packet-reactor --test "$t")"
     done
     if [ -z "${bins// /}" ]; then
         echo "memcheck: no test binary was built" >&2
@@ -110,7 +110,7 @@ else
             cargo +nightly test ${build_std[@]+"${build_std[@]}"} --target "$target" "$@"
     }
     if asan -p packet-sys --lib --tests &&
-        { [ ${#packet_tests[@]} -eq 0 ] || asan -p packet "${packet_tests[@]}"; }; then
+        { [ ${#packet_tests[@]} -eq 0 ] || asan -p packet-reactor "${packet_tests[@]}"; }; then
         echo "asan: no errors"
     else
         echo "asan: ERRORS or failing tests (see above)"

@@ -95,6 +95,13 @@ pub mod watch;
 #[cfg(feature = "workers")]
 pub mod worker;
 
+// The README's examples, compiled (and, unless `no_run`, run) by
+// `cargo test --doc`, so that they cannot go stale. They use the line
+// protocol, typed objects and workers.
+#[cfg(all(doctest, feature = "line", feature = "objects", feature = "workers"))]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
+
 /// Signal numbers for [`Reactor::on_signal`].
 pub mod signal {
     pub use packet_sys::signal::{SIGCHLD, SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGUSR1, SIGUSR2};
