@@ -944,11 +944,11 @@ part_size() {
         size_row "std_echo (bench/std_echo.rs: std only and blocking)" "rustc -O --edition 2021" "$BUILD/std_echo"
         echo
         local nd d ndl dl
-        nd=$(crate_count -e normal -p packet --no-default-features)
-        d=$(crate_count -e normal -p packet)
-        ndl=$(crate_count -e normal,no-proc-macro -p packet --no-default-features)
-        dl=$(crate_count -e normal,no-proc-macro -p packet)
-        echo "| features | crates in \`cargo tree -e normal -p packet\` (packet included) | of them linked (\`-e normal,no-proc-macro\`) |"
+        nd=$(crate_count -e normal -p packet-reactor --no-default-features)
+        d=$(crate_count -e normal -p packet-reactor)
+        ndl=$(crate_count -e normal,no-proc-macro -p packet-reactor --no-default-features)
+        dl=$(crate_count -e normal,no-proc-macro -p packet-reactor)
+        echo "| features | crates in \`cargo tree -e normal -p packet-reactor\` (packet included) | of them linked (\`-e normal,no-proc-macro\`) |"
         echo "|---|---:|---:|"
         echo "| --no-default-features | $nd | $ndl |"
         echo "| default (workers, objects) | $d | $dl |"

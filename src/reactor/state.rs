@@ -166,7 +166,7 @@ mod tests {
 #[cfg(test)]
 mod size {
     /// An idle connection's user-space cost is its slab entry: keep the
-    /// record at 48 bytes (README "Memory per connection").
+    /// record at 48 bytes (bench/README.md, "Memory per connection").
     #[test]
     fn an_idle_connection_record_stays_small() {
         assert_eq!(std::mem::size_of::<super::super::Conn>(), 48);
