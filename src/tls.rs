@@ -675,11 +675,7 @@ impl Reactor {
                     return false;
                 }
                 Err(e) => {
-                    let reason = if c.flags.contains(Flags::EOF_READ) {
-                        CloseReason::PeerClosed
-                    } else {
-                        CloseReason::from_io(e)
-                    };
+                    let reason = c.write_failed(e);
                     self.begin_close(token, reason);
                     return false;
                 }

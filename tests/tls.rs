@@ -70,6 +70,19 @@ struct Observed {
     tx: mpsc::Sender<String>,
 }
 
+/// A TLS server of `Observed` handlers on its own reactor, and what they
+/// report.
+fn observed_server(
+    config: Arc<rustls::ServerConfig>,
+) -> (util::Running<std::net::SocketAddr>, mpsc::Receiver<String>) {
+    let (tx, rx) = mpsc::channel();
+    let server = spawn_reactor(move |r| {
+        let id = r.start_tls_server("127.0.0.1:0", config, move || Observed { tx: tx.clone() })?;
+        Ok(r.server_addr(id)?.as_inet().unwrap())
+    });
+    (server, rx)
+}
+
 impl Handler for Observed {
     fn ssl_handshake_completed(&mut self, conn: &mut Connection<'_>) {
         let alpn = conn.alpn_protocol().map(|p| p.to_vec());
@@ -94,13 +107,7 @@ fn a_handshake_reports_alpn_sni_and_the_peer_certificate() {
     let mut server_config = (*c.server).clone();
     server_config.alpn_protocols = vec![b"echo/1".to_vec()];
     let server_config = Arc::new(server_config);
-    let (tx, rx) = mpsc::channel();
-    let server = spawn_reactor(move |r| {
-        let id = r.start_tls_server("127.0.0.1:0", server_config, move || Observed {
-            tx: tx.clone(),
-        })?;
-        Ok(r.server_addr(id)?.as_inet().unwrap())
-    });
+    let (server, rx) = observed_server(server_config);
 
     struct Probe {
         cert: Vec<u8>,
@@ -257,13 +264,7 @@ fn ten_mib_echo_byte_exact_both_ways_under_random_chunking() {
 fn a_wrong_host_name_fails_with_the_rustls_error() {
     let c = certs();
     let server_config = c.server.clone();
-    let (tx, rx) = mpsc::channel();
-    let server = spawn_reactor(move |r| {
-        let id = r.start_tls_server("127.0.0.1:0", server_config, move || Observed {
-            tx: tx.clone(),
-        })?;
-        Ok(r.server_addr(id)?.as_inet().unwrap())
-    });
+    let (server, rx) = observed_server(server_config);
     struct Refused(Rc<RefCell<Option<String>>>);
     impl Handler for Refused {
         fn receive_data(&mut self, _: &mut Connection<'_>, _: &[u8]) {
@@ -351,13 +352,7 @@ fn ssl_verify_peer_refusing_closes_before_any_data() {
 fn a_plaintext_client_on_a_tls_port_is_closed_and_the_server_goes_on() {
     let c = certs();
     let server_config = c.server.clone();
-    let (tx, rx) = mpsc::channel();
-    let server = spawn_reactor(move |r| {
-        let id = r.start_tls_server("127.0.0.1:0", server_config, move || Observed {
-            tx: tx.clone(),
-        })?;
-        Ok(r.server_addr(id)?.as_inet().unwrap())
-    });
+    let (server, rx) = observed_server(server_config);
     let mut plain = client(server.value);
     plain
         .write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")

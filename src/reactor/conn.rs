@@ -29,6 +29,19 @@ pub(crate) struct Conn {
     pub(super) timer: Option<Box<ConnTimer>>,
 }
 
+impl Conn {
+    /// Why a connection whose write failed with `e` ends: a peer that had
+    /// already ended its stream closed (the error is its reset of our late
+    /// bytes); otherwise the error itself.
+    pub(crate) fn write_failed(&self, e: io::Error) -> CloseReason {
+        if self.flags.contains(Flags::EOF_READ) {
+            CloseReason::PeerClosed
+        } else {
+            CloseReason::from_io(e)
+        }
+    }
+}
+
 /// A connection's timer: the connect timeout while connecting, then the
 /// inactivity check.
 #[derive(Default)]

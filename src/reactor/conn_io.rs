@@ -430,11 +430,7 @@ impl Reactor {
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => c.flags |= Flags::WRITE_BLOCKED,
             Err(e) => {
-                let reason = if c.flags.contains(Flags::EOF_READ) {
-                    CloseReason::PeerClosed
-                } else {
-                    CloseReason::from_io(e)
-                };
+                let reason = c.write_failed(e);
                 self.begin_close(token, reason);
                 return;
             }
