@@ -12,6 +12,7 @@ use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::time::Duration;
 
+use crate::token::Tokens;
 use crate::{cvt, cvt_r, Interest, Trigger};
 
 // The kevent field types differ between the BSDs; these casts keep one
@@ -36,18 +37,46 @@ type Count = libc::c_int;
 /// of FreeBSD, NetBSD, OpenBSD and macOS), as epoll does with its `u64`
 /// data. It is a pointer type, never dereferenced: an address without
 /// provenance. NetBSD before 10 declared it `intptr_t`, of the same size.
+/// A pointer is 32 bits on i686 or armv7: `udata` is the token as
+/// `token::Tokens` packs it for the target's width, never the raw `u64`.
 /// The same routing on Linux, through `epoll_event.u64`: tests/tcp.rs
 /// `a_handler_writes_to_other_connections_by_id`, and the all-ones waker
 /// token in tests/signals.rs
 /// `signals_run_callbacks_on_the_reactor_thread_and_sigterm_stops_gracefully`.
-fn kevent(ident: RawFd, filter: Filter, flags: Flags, token: u64) -> libc::kevent {
+fn kevent(ident: RawFd, filter: Filter, flags: Flags, udata: u64) -> libc::kevent {
     // SAFETY: all-zero is a valid kevent.
     let mut ev: libc::kevent = unsafe { std::mem::zeroed() };
     ev.ident = ident as _;
     ev.filter = filter as _;
     ev.flags = flags as _;
-    ev.udata = std::ptr::without_provenance_mut(token as usize);
+    // `Tokens` never makes a value wider than the pointer.
+    ev.udata = std::ptr::without_provenance_mut(udata as usize);
     ev
+}
+
+/// The low-water mark of a read filter registered only to see a hang-up:
+/// no socket buffer holds this many bytes, so the filter fires on `EV_EOF`
+/// or a socket error only (kqueue(2) `NOTE_LOWAT`: "the low water mark is
+/// taken from data"; `filt_soread` tests end-of-file and `so_error` before
+/// the mark).
+const HANG_UP_ONLY: libc::c_int = libc::c_int::MAX;
+
+/// What a `ctl` call does to an fd's filters.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Op {
+    /// `EV_ADD` over whatever is there: a new registration, or a change
+    /// of interest or token (kqueue(2): adding an existing event modifies
+    /// it).
+    Add,
+    /// Both filters deleted, then added: a change of triggering. kqueue(2)'s
+    /// modify path updates `udata`, `fflags` and `data` of an existing
+    /// event but keeps the flags it was added with, so an `EV_CLEAR`
+    /// registration re-added without `EV_CLEAR` would silently stay
+    /// edge-triggered (and a level one would stay level). A fresh event is
+    /// checked against the fd's state at once, so nothing pending is lost.
+    Replace,
+    /// Both filters deleted.
+    Delete,
 }
 
 /// The errno an `EV_RECEIPT` slot reports for its change, 0 for success:
@@ -64,14 +93,20 @@ fn receipt_errno(ev: &libc::kevent) -> i32 {
 #[derive(Debug)]
 pub struct Selector {
     kq: OwnedFd,
+    /// Tokens in and out of `udata` (`token.rs`); on 64-bit targets it
+    /// holds nothing.
+    tokens: std::sync::Mutex<Tokens>,
 }
 
 impl Selector {
     /// Creates a new `kqueue`, close-on-exec.
     ///
     /// # Errors
+    /// `Unsupported` on an OS release older than the minimum
+    /// (`min_version.rs`: NetBSD 10, FreeBSD 12), naming the release;
     /// `EMFILE`/`ENFILE`/`ENOMEM` from `kqueue(2)`.
     pub fn new() -> io::Result<Selector> {
+        crate::min_version::check_running_os()?;
         // SAFETY: kqueue takes no arguments; the result is checked.
         let fd = cvt(unsafe { libc::kqueue() })?;
         // SAFETY: `fd` is a fresh descriptor that nothing else owns.
@@ -79,16 +114,28 @@ impl Selector {
         // SAFETY: F_SETFD takes an int. kqueue fds are not inherited across
         // fork anyway, but they are across exec without this.
         cvt(unsafe { libc::fcntl(kq.as_raw_fd(), libc::F_SETFD, libc::FD_CLOEXEC) })?;
-        Ok(Selector { kq })
+        Ok(Selector {
+            kq,
+            tokens: std::sync::Mutex::new(Tokens::new(usize::BITS)),
+        })
+    }
+
+    /// `token` as this target's `udata` ([`Tokens::register`]).
+    fn udata(&self, token: u64) -> io::Result<u64> {
+        // A panic while holding the lock leaves the table consistent.
+        let mut tokens = self.tokens.lock().unwrap_or_else(|e| e.into_inner());
+        tokens.register(token)
     }
 
     /// Starts watching `fd`, edge-triggered (`EV_CLEAR`), reporting `token`
-    /// with its events.
+    /// with its events. A hang-up or error is reported whatever `interest`
+    /// holds, as epoll reports `EPOLLHUP`/`EPOLLERR`.
     ///
     /// # Errors
-    /// `EBADF`, `ENOMEM`.
+    /// `EBADF`, `ENOMEM`; `InvalidInput` for a token past the slot limit of
+    /// a 32-bit target (`token.rs`).
     pub fn register(&self, fd: BorrowedFd<'_>, token: u64, interest: Interest) -> io::Result<()> {
-        self.ctl(fd.as_raw_fd(), token, interest, Trigger::Edge)
+        self.ctl(fd.as_raw_fd(), token, interest, Trigger::Edge, Op::Add)
     }
 
     /// Starts watching `fd` with the given triggering.
@@ -102,7 +149,7 @@ impl Selector {
         interest: Interest,
         trigger: Trigger,
     ) -> io::Result<()> {
-        self.ctl(fd.as_raw_fd(), token, interest, trigger)
+        self.ctl(fd.as_raw_fd(), token, interest, trigger, Op::Add)
     }
 
     /// Changes the interest set, token or triggering of a registered `fd`.
@@ -116,7 +163,7 @@ impl Selector {
         interest: Interest,
         trigger: Trigger,
     ) -> io::Result<()> {
-        self.ctl(fd.as_raw_fd(), token, interest, trigger)
+        self.ctl(fd.as_raw_fd(), token, interest, trigger, Op::Replace)
     }
 
     /// Changes the interest set or token of a registered `fd`. Filters not
@@ -125,8 +172,12 @@ impl Selector {
     ///
     /// # Errors
     /// `EBADF`, `ENOMEM`.
+    ///
+    /// It keeps edge triggering, which every `register` and `reregister`
+    /// sets; an fd registered level-triggered changes with
+    /// [`Selector::reregister_with`], which replaces the events (see `Op`).
     pub fn reregister(&self, fd: BorrowedFd<'_>, token: u64, interest: Interest) -> io::Result<()> {
-        self.ctl(fd.as_raw_fd(), token, interest, Trigger::Edge)
+        self.ctl(fd.as_raw_fd(), token, interest, Trigger::Edge, Op::Add)
     }
 
     /// Stops watching `fd`. Closing the fd does the same.
@@ -134,51 +185,82 @@ impl Selector {
     /// # Errors
     /// `EBADF`.
     pub fn deregister(&self, fd: BorrowedFd<'_>) -> io::Result<()> {
-        self.ctl(fd.as_raw_fd(), 0, Interest::empty(), Trigger::Edge)
+        self.ctl(
+            fd.as_raw_fd(),
+            0,
+            Interest::empty(),
+            Trigger::Edge,
+            Op::Delete,
+        )
     }
 
-    fn ctl(&self, fd: RawFd, token: u64, interest: Interest, trigger: Trigger) -> io::Result<()> {
-        let clear = if trigger == Trigger::Edge {
-            libc::EV_CLEAR
-        } else {
+    fn ctl(
+        &self,
+        fd: RawFd,
+        token: u64,
+        interest: Interest,
+        trigger: Trigger,
+        op: Op,
+    ) -> io::Result<()> {
+        let udata = if op == Op::Delete {
             0
+        } else {
+            self.udata(token)?
         };
-        let flags = |on: bool| {
-            if on {
-                libc::EV_ADD | clear | libc::EV_RECEIPT
+        let delete = (libc::EV_DELETE | libc::EV_RECEIPT) as Flags;
+        let add = (libc::EV_ADD
+            | libc::EV_RECEIPT
+            | if trigger == Trigger::Edge {
+                libc::EV_CLEAR
             } else {
-                libc::EV_DELETE | libc::EV_RECEIPT
-            }
-        };
+                0
+            }) as Flags;
+        let read = libc::EVFILT_READ as Filter;
+        let write = libc::EVFILT_WRITE as Filter;
         let mut changes = [
-            kevent(
-                fd,
-                libc::EVFILT_READ as Filter,
-                flags(interest.contains(Interest::READABLE)) as Flags,
-                token,
-            ),
-            kevent(
-                fd,
-                libc::EVFILT_WRITE as Filter,
-                flags(interest.contains(Interest::WRITABLE)) as Flags,
-                token,
-            ),
+            kevent(fd, read, delete, 0),
+            kevent(fd, write, delete, 0),
+            kevent(fd, read, add, udata),
+            if interest.contains(Interest::WRITABLE) {
+                kevent(fd, write, add, udata)
+            } else {
+                kevent(fd, write, delete, 0)
+            },
         ];
+        // The read filter is always added: without read interest it is one
+        // that fires only on a hang-up or error, which epoll reports with
+        // no interest at all (EPOLLHUP, EPOLLERR; EPOLLRDHUP is always
+        // asked for in epoll.rs). Without it a write-only registration
+        // never learns that the peer is gone (kqueue(2): the write filter
+        // sets EV_EOF only once this side can send no more).
+        if !interest.contains(Interest::READABLE) {
+            changes[2].fflags = libc::NOTE_LOWAT;
+            changes[2].data = HANG_UP_ONLY as _;
+        }
+        // Which of the four run: the deletions for Replace and Delete, the
+        // additions for Add and Replace.
+        let run = match op {
+            Op::Add => &mut changes[2..],
+            Op::Replace => &mut changes[..],
+            Op::Delete => &mut changes[..2],
+        };
+        let n = run.len() as Count;
         // EV_RECEIPT makes kevent report each change's result in place
-        // instead of draining real events.
-        // SAFETY: `changes` is used as both change and event list; both are
-        // valid for 2 entries during the call.
+        // instead of draining real events; the changes are applied in
+        // order, deletions first.
+        // SAFETY: `run` is used as both change and event list; both are
+        // valid for `n` entries during the call.
         cvt_r(|| unsafe {
             libc::kevent(
                 self.kq.as_raw_fd(),
-                changes.as_ptr(),
-                2,
-                changes.as_mut_ptr(),
-                2,
+                run.as_ptr(),
+                n,
+                run.as_mut_ptr(),
+                n,
                 std::ptr::null(),
             )
         })?;
-        for ev in &changes {
+        for ev in run.iter() {
             match receipt_errno(ev) {
                 0 => {}
                 libc::ENOENT => {}
@@ -225,6 +307,10 @@ impl Selector {
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Err(e),
         }
+        let tokens = self.tokens.lock().unwrap_or_else(|e| e.into_inner());
+        for (ev, token) in events.buf[..events.len].iter().zip(&mut events.tokens) {
+            *token = tokens.token(ev.udata.addr() as u64);
+        }
         Ok(())
     }
 }
@@ -238,6 +324,9 @@ impl AsFd for Selector {
 /// A reusable batch of events.
 pub struct Events {
     buf: Box<[libc::kevent]>,
+    /// The full token of each event in `buf`, `None` for a stale one of an
+    /// earlier registration of its slot (only on 32-bit targets, `token.rs`).
+    tokens: Box<[Option<u64>]>,
     len: usize,
 }
 
@@ -248,18 +337,29 @@ impl Events {
             .map(|_| kevent(0, 0, 0, 0))
             .collect::<Vec<_>>()
             .into_boxed_slice();
-        Events { buf, len: 0 }
+        let tokens = vec![None; buf.len()].into_boxed_slice();
+        Events {
+            buf,
+            tokens,
+            len: 0,
+        }
     }
 
     /// The events of the last wait. Unlike epoll, a socket both readable
-    /// and writable appears as two events with the same token.
+    /// and writable appears as two events with the same token. Events a
+    /// 32-bit target can tell are stale are left out.
     pub fn iter(&self) -> impl Iterator<Item = Event> + '_ {
-        self.buf[..self.len].iter().map(|e| Event {
-            filter: e.filter,
-            flags: e.flags,
-            fflags: e.fflags,
-            token: e.udata.addr() as u64,
-        })
+        self.buf[..self.len]
+            .iter()
+            .zip(&self.tokens[..])
+            .filter_map(|(e, token)| {
+                Some(Event {
+                    filter: e.filter,
+                    flags: e.flags,
+                    fflags: e.fflags,
+                    token: (*token)?,
+                })
+            })
     }
 
     /// How many events the last wait returned.
@@ -346,7 +446,8 @@ impl Event {
 #[derive(Debug)]
 pub struct Waker {
     kq: OwnedFd,
-    token: u64,
+    /// The token as registered (`Selector::udata`).
+    udata: u64,
 }
 
 #[cfg(not(target_os = "openbsd"))]
@@ -357,13 +458,14 @@ impl Waker {
     /// Out of descriptors, or the registration failed.
     pub fn new(selector: &Selector, token: u64) -> io::Result<Waker> {
         let kq = selector.kq.try_clone()?;
+        let udata = selector.udata(token)?;
         let ev = kevent(
             0,
             libc::EVFILT_USER as Filter,
             (libc::EV_ADD | libc::EV_CLEAR | libc::EV_RECEIPT) as Flags,
-            token,
+            udata,
         );
-        let waker = Waker { kq, token };
+        let waker = Waker { kq, udata };
         waker.submit(ev)?;
         Ok(waker)
     }
@@ -378,7 +480,7 @@ impl Waker {
             0,
             libc::EVFILT_USER as Filter,
             libc::EV_RECEIPT as Flags,
-            self.token,
+            self.udata,
         );
         ev.fflags = libc::NOTE_TRIGGER;
         self.submit(ev)
@@ -393,8 +495,9 @@ impl Waker {
     /// handler: one `kevent` call.
     pub(crate) fn wake_raw(target: crate::signal::Target) {
         // A trigger may rewrite the event's udata, so it carries the token
-        // the reactor registers its waker with (the all-ones token).
-        let mut ev = kevent(0, libc::EVFILT_USER as Filter, 0, u64::MAX);
+        // the reactor registers its waker with (the all-ones token), packed
+        // for this width: all-ones `usize` on every target (`token.rs`).
+        let mut ev = kevent(0, libc::EVFILT_USER as Filter, 0, usize::MAX as u64);
         ev.fflags = libc::NOTE_TRIGGER;
         // SAFETY: one valid change, no event list.
         unsafe { libc::kevent(target, &ev, 1, std::ptr::null_mut(), 0, std::ptr::null()) };

@@ -94,5 +94,16 @@ pub mod signal;
 pub use std::net::Shutdown;
 
 mod common;
+mod min_version;
+#[cfg(any(
+    test,
+    target_os = "macos",
+    target_os = "ios",
+    target_os = "freebsd",
+    target_os = "netbsd",
+    target_os = "openbsd",
+    target_os = "dragonfly"
+))]
+mod token;
 use common::{c_path, cvt, cvt_r};
 pub use common::{FileEvent, Interest, PathWatch, Trigger};

@@ -942,8 +942,10 @@ fn to_raw(addr: &Addr) -> io::Result<(libc::sockaddr_storage, libc::socklen_t)> 
                 ));
             }
             sun.sun_family = libc::AF_UNIX as libc::sa_family_t;
+            // `c_char` is `i8` on x86 and `u8` on Arm and others: a byte
+            // conversion, not a cast, is right (and lint-clean) on both.
             for (d, s) in sun.sun_path.iter_mut().zip(bytes) {
-                *d = *s as libc::c_char;
+                *d = libc::c_char::from_ne_bytes([*s]);
             }
             let len = mem::size_of::<libc::sa_family_t>() + offset_pad() + bytes.len() + 1;
             #[cfg(not(any(target_os = "linux", target_os = "android")))]
@@ -1006,7 +1008,10 @@ fn from_raw(storage: &libc::sockaddr_storage, len: libc::socklen_t) -> io::Resul
                 unsafe { &*(storage as *const libc::sockaddr_storage).cast::<libc::sockaddr_un>() };
             let start = mem::size_of::<libc::sa_family_t>() + offset_pad();
             let path_len = len.saturating_sub(start).min(sun.sun_path.len());
-            let raw: Vec<u8> = sun.sun_path[..path_len].iter().map(|&c| c as u8).collect();
+            let raw: Vec<u8> = sun.sun_path[..path_len]
+                .iter()
+                .map(|&c| c.to_ne_bytes()[0])
+                .collect();
             // Unnamed sockets have no path; abstract ones start with NUL.
             if raw.is_empty() || raw[0] == 0 {
                 return Ok(Addr::Unix(None));
