@@ -155,8 +155,10 @@ impl Reactor {
     /// and closes it when the reactor stops.
     ///
     /// # Errors
-    /// The selector refused the descriptor (for example a regular file,
-    /// which epoll cannot watch: `EPERM`).
+    /// `EPERM` for a regular file or directory, which are always ready and
+    /// so cannot be watched (epoll refuses them; kqueue would report them
+    /// every turn: `packet_sys::check_pollable`), or the selector refused
+    /// the descriptor.
     pub fn watch(
         &mut self,
         fd: OwnedFd,
@@ -164,6 +166,9 @@ impl Reactor {
         readable: bool,
         writable: bool,
     ) -> io::Result<WatchId> {
+        // kqueue would accept a regular file and report it ready on every
+        // turn; the check makes every backend refuse it as epoll does.
+        packet_sys::check_pollable(fd.as_fd())?;
         let watched = Watched {
             fd,
             watcher: Some(Box::new(watcher)),

@@ -119,3 +119,24 @@ pub struct PathWatch {
     /// through one (kqueue): keep it open as long as the watch.
     pub file: Option<std::os::fd::OwnedFd>,
 }
+
+/// Whether `fd` can be watched for readiness: not a regular file or a
+/// directory, which are always "ready". epoll refuses them with `EPERM`
+/// (epoll_ctl(2)); kqueue(2) accepts them, and its read filter then fires on
+/// every turn for a regular file (its `data` is the bytes to end of file).
+/// Callers that take descriptors from users check first, so that every
+/// backend refuses them alike, with epoll's `EPERM`.
+///
+/// # Errors
+/// `EPERM` for a regular file or directory; `EBADF` from `fstat(2)`.
+pub fn check_pollable(fd: std::os::fd::BorrowedFd<'_>) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: all-zero is a valid stat.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: `fd` is a live descriptor and `st` a live, writable stat.
+    cvt(unsafe { libc::fstat(fd.as_raw_fd(), &mut st) })?;
+    match st.st_mode & libc::S_IFMT {
+        libc::S_IFREG | libc::S_IFDIR => Err(io::Error::from_raw_os_error(libc::EPERM)),
+        _ => Ok(()),
+    }
+}

@@ -106,4 +106,4 @@ mod min_version;
 ))]
 mod token;
 use common::{c_path, cvt, cvt_r};
-pub use common::{FileEvent, Interest, PathWatch, Trigger};
+pub use common::{check_pollable, FileEvent, Interest, PathWatch, Trigger};
