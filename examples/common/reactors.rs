@@ -1,6 +1,8 @@
 //! Shared by the echo and HTTP server examples: `--threads N` reactors
-//! sharing one port through `SO_REUSEPORT`, and a graceful stop on
-//! `SIGTERM` or `SIGINT`.
+//! sharing one port through `SO_REUSEPORT` (`SO_REUSEPORT_LB` on FreeBSD),
+//! and a graceful stop on `SIGTERM` or `SIGINT`. On macOS, NetBSD and
+//! OpenBSD the option does not spread connections, so `--threads` above 1
+//! fails there with `Unsupported` rather than serving from one thread.
 
 use std::io;
 use std::net::SocketAddr;

@@ -656,13 +656,36 @@ impl Socket {
         self.setsockopt(libc::SOL_SOCKET, libc::SO_REUSEADDR, on as libc::c_int)
     }
 
-    /// `SO_REUSEPORT`: several sockets (one per reactor thread) listen on one
-    /// port and the kernel spreads connections over them.
+    /// Several sockets (one per reactor thread) listen on one port and the
+    /// kernel spreads connections over them: `SO_REUSEPORT` on Linux and
+    /// DragonFly, `SO_REUSEPORT_LB` on FreeBSD (12.0+; its plain
+    /// `SO_REUSEPORT` only lets the sockets bind, setsockopt(2)).
     ///
     /// # Errors
-    /// `ENOPROTOOPT` on kernels without it.
+    /// `ENOPROTOOPT` on kernels without it. `Unsupported` on macOS, NetBSD
+    /// and OpenBSD when `on`: their `SO_REUSEPORT` lets several sockets bind
+    /// the port but delivers each connection to one of them only (the last
+    /// bound), so the threads would not share the load; saying so beats a
+    /// server that silently runs on one thread.
     pub fn set_reuse_port(&self, on: bool) -> io::Result<()> {
-        self.setsockopt(libc::SOL_SOCKET, libc::SO_REUSEPORT, on as libc::c_int)
+        #[cfg(target_os = "freebsd")]
+        let option = libc::SO_REUSEPORT_LB;
+        #[cfg(not(target_os = "freebsd"))]
+        let option = libc::SO_REUSEPORT;
+        #[cfg(any(
+            target_os = "macos",
+            target_os = "ios",
+            target_os = "netbsd",
+            target_os = "openbsd"
+        ))]
+        if on {
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "this OS's SO_REUSEPORT does not spread connections over the listening \
+                 sockets: run one reactor thread per port, or one process per port",
+            ));
+        }
+        self.setsockopt(libc::SOL_SOCKET, option, on as libc::c_int)
     }
 
     /// `SO_LINGER`: `Some(0)` makes `close` send a reset instead of a FIN.
@@ -682,29 +705,54 @@ impl Socket {
     /// turns probing off.
     ///
     /// # Errors
-    /// `EOPNOTSUPP` on non-TCP sockets; `EINVAL` for out-of-range values.
+    /// `EOPNOTSUPP` on non-TCP sockets; `EINVAL` for out-of-range values;
+    /// `Unsupported` on OpenBSD for `Some` (no per-socket timing there).
     pub fn set_keepalive(&self, probes: Option<(Duration, Duration, u32)>) -> io::Result<()> {
         let Some((idle, interval, count)) = probes else {
             return self.setsockopt(libc::SOL_SOCKET, libc::SO_KEEPALIVE, 0 as libc::c_int);
         };
+        self.set_keepalive_timing(idle, interval, count)?;
+        self.setsockopt(libc::SOL_SOCKET, libc::SO_KEEPALIVE, 1 as libc::c_int)
+    }
+
+    /// The per-socket keep-alive timing, set before keep-alive is turned on.
+    #[cfg(not(target_os = "openbsd"))]
+    fn set_keepalive_timing(
+        &self,
+        idle: Duration,
+        interval: Duration,
+        count: u32,
+    ) -> io::Result<()> {
         let secs = |d: Duration| d.as_secs().clamp(1, i32::MAX as u64) as libc::c_int;
-        self.setsockopt(libc::SOL_SOCKET, libc::SO_KEEPALIVE, 1 as libc::c_int)?;
         #[cfg(any(target_os = "macos", target_os = "ios"))]
         self.setsockopt(libc::IPPROTO_TCP, libc::TCP_KEEPALIVE, secs(idle))?;
-        #[cfg(not(any(target_os = "macos", target_os = "ios", target_os = "openbsd")))]
+        #[cfg(not(any(target_os = "macos", target_os = "ios")))]
         self.setsockopt(libc::IPPROTO_TCP, libc::TCP_KEEPIDLE, secs(idle))?;
-        #[cfg(not(target_os = "openbsd"))]
-        {
-            self.setsockopt(libc::IPPROTO_TCP, libc::TCP_KEEPINTVL, secs(interval))?;
-            self.setsockopt(
-                libc::IPPROTO_TCP,
-                libc::TCP_KEEPCNT,
-                count.min(i32::MAX as u32) as libc::c_int,
-            )?;
-        }
-        #[cfg(target_os = "openbsd")]
-        let _ = (idle, interval, count, secs);
-        Ok(())
+        self.setsockopt(libc::IPPROTO_TCP, libc::TCP_KEEPINTVL, secs(interval))?;
+        self.setsockopt(
+            libc::IPPROTO_TCP,
+            libc::TCP_KEEPCNT,
+            count.min(i32::MAX as u32) as libc::c_int,
+        )
+    }
+
+    /// OpenBSD has no per-socket keep-alive timing (tcp(4) lists no
+    /// `TCP_KEEPIDLE`, `TCP_KEEPINTVL` or `TCP_KEEPCNT`; only the system-wide
+    /// `net.inet.tcp.keepidle`/`keepintvl` sysctls): refused rather than
+    /// dropped while returning `Ok`, and keep-alive is left as it was.
+    #[cfg(target_os = "openbsd")]
+    fn set_keepalive_timing(
+        &self,
+        idle: Duration,
+        interval: Duration,
+        count: u32,
+    ) -> io::Result<()> {
+        let _ = (idle, interval, count);
+        Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "OpenBSD has no per-socket keep-alive timing: set the net.inet.tcp.keepidle \
+             and keepintvl sysctls, and leave keep-alive off in the options",
+        ))
     }
 
     /// Sets an `int` socket option.
