@@ -637,12 +637,13 @@ pub(crate) fn exit_watch(pid: i32) -> io::Result<OwnedFd> {
 }
 
 /// Takes the pending events of a [`single_watch`] queue without blocking:
-/// the union of their notes (`fflags`), 0 when there were none. Taking them
-/// makes the queue unreadable until the next change.
+/// the union of their notes (`fflags`), 0 when there were none, and the
+/// watched object's ident (`None` when there were none). Taking them makes
+/// the queue unreadable until the next change.
 ///
 /// # Errors
 /// `EBADF` when `queue` is not a kqueue.
-pub(crate) fn take_notes(queue: BorrowedFd<'_>) -> io::Result<u32> {
+pub(crate) fn take_notes(queue: BorrowedFd<'_>) -> io::Result<(u32, Option<RawFd>)> {
     // SAFETY: all-zero is a valid kevent.
     let mut pending: [libc::kevent; 4] = unsafe { std::mem::zeroed() };
     let now = libc::timespec {
@@ -661,7 +662,7 @@ pub(crate) fn take_notes(queue: BorrowedFd<'_>) -> io::Result<u32> {
             &now,
         )
     })?;
-    Ok(pending[..n as usize]
-        .iter()
-        .fold(0, |notes, ev| notes | ev.fflags))
+    let pending = &pending[..n as usize];
+    let notes = pending.iter().fold(0, |notes, ev| notes | ev.fflags);
+    Ok((notes, pending.first().map(|ev| ev.ident as RawFd)))
 }

@@ -17,11 +17,14 @@ use crate::kqueue::{single_watch, take_notes, Filter};
 use crate::{c_path, cvt_r, FileEvent, PathWatch};
 
 /// `O_EVTONLY` on macOS: the descriptor exists only for notifications and
-/// does not keep the volume from being unmounted.
+/// does not keep the volume from being unmounted. `O_NONBLOCK` everywhere:
+/// open(2) of a FIFO for reading blocks until a writer opens it, which
+/// would stall the reactor; with it the open returns at once (and it
+/// changes nothing for other files, whose descriptor is never read).
 #[cfg(any(target_os = "macos", target_os = "ios"))]
-const OPEN_FLAGS: libc::c_int = libc::O_EVTONLY | libc::O_CLOEXEC;
+const OPEN_FLAGS: libc::c_int = libc::O_EVTONLY | libc::O_CLOEXEC | libc::O_NONBLOCK;
 #[cfg(not(any(target_os = "macos", target_os = "ios")))]
-const OPEN_FLAGS: libc::c_int = libc::O_RDONLY | libc::O_CLOEXEC;
+const OPEN_FLAGS: libc::c_int = libc::O_RDONLY | libc::O_CLOEXEC | libc::O_NONBLOCK;
 
 /// What `EVFILT_VNODE` is asked to report (kqueue(2) of FreeBSD, NetBSD,
 /// OpenBSD and macOS list the same notes).
@@ -71,7 +74,16 @@ pub fn watch_path(path: &Path) -> io::Result<PathWatch> {
 /// # Errors
 /// `EBADF` when `fd` is not such a descriptor.
 pub fn read_events(fd: BorrowedFd<'_>, out: &mut Vec<FileEvent>) -> io::Result<usize> {
-    let notes = take_notes(fd)?;
+    let (mut notes, file) = take_notes(fd)?;
+    // `NOTE_DELETE` comes with every unlink of the file's name (kqueue(2):
+    // "unlink() was called on the file referenced by the descriptor"),
+    // even while other hard links keep it in the tree. inotify reports
+    // that as `IN_ATTRIB` (the link count changed) and deletes only with
+    // the last link; so does this, from the link count of the watched
+    // file (the event's ident, still open in `PathWatch::file`).
+    if notes & libc::NOTE_DELETE != 0 && file.is_some_and(|f| still_linked(f).unwrap_or(false)) {
+        notes = (notes & !libc::NOTE_DELETE) | libc::NOTE_LINK;
+    }
     let before = out.len();
     let bits = [
         (libc::NOTE_WRITE | libc::NOTE_EXTEND, FileEvent::Modified),
@@ -86,4 +98,14 @@ pub fn read_events(fd: BorrowedFd<'_>, out: &mut Vec<FileEvent>) -> io::Result<u
         }
     }
     Ok(out.len() - before)
+}
+
+/// Whether the open file `fd` still has a name (`fstat(2)`'s `st_nlink`,
+/// whose type differs between the BSDs).
+fn still_linked(fd: libc::c_int) -> io::Result<bool> {
+    // SAFETY: all-zero is a valid stat.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: `st` is a live, writable stat; a closed `fd` fails with EBADF.
+    crate::cvt(unsafe { libc::fstat(fd, &mut st) })?;
+    Ok(st.st_nlink > 0)
 }
