@@ -1172,12 +1172,60 @@ pub fn getppid() -> i32 {
 ///
 /// On Linux this is `PR_SET_PDEATHSIG`, which fires when the parent
 /// *thread* that forked this process ends, so fork from a thread that
-/// lives as long as the child should. Elsewhere nothing is armed and the
-/// caller must notice the parent's death otherwise (a closed socket).
+/// lives as long as the child should. On FreeBSD it is procctl(2)
+/// `PROC_PDEATHSIG_CTL`, the same contract ("delivered when the parent
+/// process exits", 11.2 and later). On the other kqueue systems (macOS,
+/// NetBSD, OpenBSD, DragonFly) a thread of this process waits on a kqueue
+/// of its own for kqueue(2) `EVFILT_PROC`/`NOTE_EXIT` of `parent` and then
+/// kills this process; call it from a process that may start a thread
+/// (after a fork from a single-threaded parent, as the fork server does).
 ///
 /// # Errors
-/// `EINVAL` from `prctl`, which `SIGKILL` cannot cause.
+/// `EINVAL` from `prctl`/`procctl`, which `SIGKILL` cannot cause; on the
+/// other kqueue systems `ESRCH` is `Ok(false)` (the parent is gone) and
+/// the errors of `kqueue(2)` or of starting a thread are returned.
 pub fn die_with_parent(parent: i32) -> io::Result<bool> {
+    #[cfg(target_os = "freebsd")]
+    {
+        let mut signal: libc::c_int = libc::SIGKILL;
+        // SAFETY: PROC_PDEATHSIG_CTL reads one int (the signal) through
+        // `data`, which points at a live c_int; P_PID 0 is this process.
+        cvt(unsafe {
+            libc::procctl(
+                libc::P_PID,
+                0,
+                libc::PROC_PDEATHSIG_CTL,
+                (&mut signal as *mut libc::c_int).cast(),
+            )
+        })?;
+    }
+    #[cfg(any(
+        target_os = "macos",
+        target_os = "ios",
+        target_os = "netbsd",
+        target_os = "openbsd",
+        target_os = "dragonfly"
+    ))]
+    {
+        // Registered before the thread starts, so an exit in between is
+        // still reported; a parent already gone fails with ESRCH.
+        let queue = match exit_watch(parent) {
+            Ok(queue) => queue,
+            Err(e) if e.raw_os_error() == Some(libc::ESRCH) => return Ok(false),
+            Err(e) => return Err(e),
+        };
+        std::thread::Builder::new()
+            .name("parent-death".into())
+            .spawn(move || {
+                let mut ready = [PollFd::readable(queue.as_fd())];
+                // Blocks until the parent's NOTE_EXIT makes the queue
+                // readable; an error is treated the same way, since this
+                // thread has no one to tell.
+                let _ = poll(&mut ready, None);
+                // SAFETY: kill of this very process, with a valid signal.
+                unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
+            })?;
+    }
     #[cfg(any(target_os = "linux", target_os = "android"))]
     {
         // SAFETY: PR_SET_PDEATHSIG takes a signal number in the second
