@@ -143,8 +143,8 @@ pub(super) fn respawn() -> io::Result<(OwnedFd, i32)> {
 
 struct Child {
     pid: i32,
-    /// `None` where pidfds are missing (old kernels): then the loop polls
-    /// with a timeout and reaps by `waitpid`.
+    /// An exit descriptor (`pidfd`); `None` where none could be had: then
+    /// the loop polls with a timeout and reaps by `waitpid`.
     pidfd: Option<OwnedFd>,
 }
 
@@ -160,8 +160,8 @@ struct StartRequest {
 /// sent to the whole process group (Ctrl-C, `timeout`, systemd stopping a
 /// unit) are ignored, because the master stops everything in order when it
 /// gets them; and the process dies with `parent` rather than outlive it as
-/// an orphan (Linux: `PR_SET_PDEATHSIG`; elsewhere the closed link or
-/// channel tells it).
+/// an orphan (`process::die_with_parent`: `PR_SET_PDEATHSIG` on Linux,
+/// `PROC_PDEATHSIG_CTL` on FreeBSD, the parent's `NOTE_EXIT` elsewhere).
 fn become_helper_of(parent: i32) {
     if process::ignore_group_signals().is_err() {
         process::exit_immediately(1);
@@ -334,14 +334,14 @@ fn serve(link: Socket, factories: Vec<(String, super::WorkerFactory)>) -> ! {
     }
 }
 
-#[cfg(any(target_os = "linux", target_os = "android"))]
+/// A descriptor readable once child `pid` exits: a pidfd on Linux, a
+/// kqueue watching `EVFILT_PROC`/`NOTE_EXIT` on the BSDs and macOS
+/// (`process::exit_watch`), so the loop sleeps in `poll` instead of waking
+/// every 100 ms to try `waitpid`. `None` (a kernel without pidfds, or a
+/// child already gone, which macOS's kqueue refuses with `ESRCH`) falls
+/// back to that polling, which reaps it on the next tick.
 fn pidfd(pid: i32) -> Option<OwnedFd> {
-    process::pidfd_open(pid).ok()
-}
-
-#[cfg(not(any(target_os = "linux", target_os = "android")))]
-fn pidfd(_pid: i32) -> Option<OwnedFd> {
-    None
+    process::exit_watch(pid).ok()
 }
 
 fn libc_sigkill() -> i32 {
