@@ -40,8 +40,8 @@ fn a_large_file_goes_out_whole_between_the_bytes_around_it() {
         Ok(r.server_addr(id)?.as_inet().unwrap())
     });
     let mut c = client(server.value);
-    // Read slowly at first, so the socket fills and the file waits.
-    std::thread::sleep(std::time::Duration::from_millis(100));
+    // Read only once the socket is full, so the file waits.
+    util::wait_until_receive_queue_full(&c);
     let mut got = Vec::new();
     c.read_to_end(&mut got).unwrap();
     let _ = std::fs::remove_file(&path);
