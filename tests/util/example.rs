@@ -63,7 +63,8 @@ fn build_examples() -> PathBuf {
 }
 
 /// The package's features this test was built with: Cargo.toml's
-/// `[features]`, kept in step with it (a feature left out here would only
+/// `[features]`, `default` included (`--all-features` turns it on, and it
+/// is part of what cargo tells builds apart), kept in step with it (a feature left out here would only
 /// make the examples' build compile the library a second time).
 fn features() -> Vec<&'static str> {
     macro_rules! enabled {
@@ -75,6 +76,7 @@ fn features() -> Vec<&'static str> {
         };
     }
     enabled!(
+        "default",
         "channel",
         "datagram",
         "defer",
