@@ -27,7 +27,8 @@
 //! `--grace-secs`, 10, get an error instead), then exit 0.
 //!
 //! ```text
-//! $ printf 'SET a 1\nPRIME 150000\nGET a\n' | nc -N 127.0.0.1 11009
+//! $ exec 3<>/dev/tcp/127.0.0.1/11009   # bash's own TCP client
+//! $ printf 'SET a 1\nPRIME 150000\nGET a\n' >&3; head -n 3 <&3
 //! OK
 //! 2015177
 //! 1

@@ -410,3 +410,30 @@ pub fn wait_until_receive_queue_full(stream: &TcpStream) -> usize {
     assert!(full, "the receive queue never stopped growing");
     last
 }
+
+/// A blocking pipe, as `std::io::pipe` makes (which needs Rust 1.87; the
+/// tests build with the library's rust-version): its read end, then its
+/// write end.
+pub fn pipe() -> (std::os::fd::OwnedFd, std::os::fd::OwnedFd) {
+    let (reader, writer) = packet_sys::process::pipe().expect("pipe");
+    let blocking = |fd| {
+        // O_NONBLOCK is a file status flag: fcntl clears it on any fd, as
+        // on the sockets this wrapper is named for.
+        let fd = packet_sys::Socket::from(fd);
+        fd.set_nonblocking(false).expect("clear O_NONBLOCK");
+        std::os::fd::OwnedFd::from(fd)
+    };
+    (blocking(reader), blocking(writer))
+}
+
+/// Asserts `got` is `HDR`, the file's `content`, then `TRL`: what the
+/// send-file tests' servers send around a file.
+pub fn assert_file_between_hdr_and_trl(got: &[u8], content: &[u8]) {
+    assert_eq!(got.len(), content.len() + 6);
+    assert!(
+        got[..3] == *b"HDR"
+            && got[3..got.len() - 3] == content[..]
+            && got[got.len() - 3..] == *b"TRL",
+        "not HDR, the file, TRL"
+    );
+}
