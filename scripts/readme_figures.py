@@ -43,15 +43,20 @@ def loc_commands():
     return commands
 
 
-def loc_total(command):
-    """The total line of one core_loc.py command, run by bash (its globs
-    and braces are bash's)."""
+def loc_rows(command):
+    """{file: lines} and the total of one core_loc.py command, run by bash
+    (its globs and braces are bash's)."""
     out = subprocess.run(["bash", "-c", command], cwd=ROOT, check=True, capture_output=True, text=True).stdout
+    rows, total = {}, None
     for line in out.splitlines():
         parts = line.split()
         if len(parts) == 2 and parts[1] == "total":
-            return int(parts[0])
-    sys.exit("readme_figures: no total from: " + command)
+            total = int(parts[0])
+        elif len(parts) == 2 and parts[0].isdigit():
+            rows[parts[1]] = int(parts[0])
+    if total is None:
+        sys.exit("readme_figures: no total from: " + command)
+    return rows, total
 
 
 def core_files_cover_lib_rs(command):
@@ -127,14 +132,29 @@ def figures():
     missing = core_files_cover_lib_rs(core_cmd)
     if missing:
         sys.exit("readme_figures: bench/README.md's core line count leaves out src/lib.rs's core modules: " + ", ".join(missing))
-    core, sys_ = loc_total(core_cmd), loc_total(sys_cmd)
+    (core_rows, core), (sys_rows, sys_) = loc_rows(core_cmd), loc_rows(sys_cmd)
     msrv, who = msrv_of_tests()
-    return [
+    # bench/README.md's table: packet's files on the left, packet-sys's
+    # (by base name, some with a note) on the right.
+    rows = [
+        (f"lines of {f} (bench/README table)", "bench/README.md", r"\n\| `" + re.escape(f) + r"` \| ([\d,]+) \|", comma(n))
+        for f, n in core_rows.items()
+    ] + [
+        (f"lines of {f} (bench/README table)", "bench/README.md",
+         r"\| \| `" + re.escape(f.split("/")[-1]) + r"`(?: \([^)|]*\))? \| ([\d,]+) \|", comma(n))
+        for f, n in sys_rows.items()
+    ]
+    return rows + [
         ("core lines (README table)", "README.md", r"\| core-only lines of code \(`bench/core_loc.py`\) \| ([\d,]+) \|", comma(core)),
         ("core + packet-sys lines (README table)", "README.md", r"\| target 4,500 \| met \(([\d,]+) with `packet-sys`\) \|", comma(core + sys_)),
         ("core lines (bench/README table)", "bench/README.md", r"\| \*\*total\*\* \| \*\*([\d,]+)\*\* \| \| \| \|", comma(core)),
         ("packet-sys lines (bench/README table)", "bench/README.md", r"\| \*\*total\*\* \| \*\*([\d,]+)\*\* \|\n", comma(sys_)),
         ("core lines (bench/README text)", "bench/README.md", r"The `packet` crate's core is ([\d,]+) lines", comma(core)),
+        ("core + packet-sys without process.rs and inotify.rs (bench/README text)", "bench/README.md",
+         r"gated behind features of their own the two crates would be ([\d,]+)\.",
+         comma(core + sys_ - sys_rows["sys/src/process.rs"] - sys_rows["sys/src/inotify.rs"])),
+        ("process.rs and inotify.rs lines (bench/README text)", "bench/README.md",
+         r"`inotify.rs` \(([\d,]+) lines\)", comma(sys_rows["sys/src/process.rs"] + sys_rows["sys/src/inotify.rs"])),
         ("core + packet-sys lines (bench/README text)", "bench/README.md", r"\n`packet-sys` ([\d,]+)\. `packet-sys` has no features", comma(core + sys_)),
         (f"Rust the tests need ({who})", "README.md", r"its tests and examples need Rust ([\d.]+) or newer", msrv),
     ]
