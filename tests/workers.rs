@@ -462,7 +462,11 @@ fn stop_at(r: &mut Reactor, log: &RefCell<Vec<String>>, n: usize) {
 /// Once only worker "b" of "key" runs, asks it and stops.
 fn poll_until_gone(r: &mut Reactor, out: Rc<RefCell<Vec<String>>>) {
     let only_b = |r: &mut Reactor| {
-        let running: Vec<_> = r.worker_pids("key").into_iter().map(|(id, _)| id.key.unwrap()).collect();
+        let running: Vec<_> = r
+            .worker_pids("key")
+            .into_iter()
+            .map(|(id, _)| id.key.unwrap())
+            .collect();
         (running == ["b"]).then_some(())
     };
     util::when(r, only_b, move |r, ()| {
@@ -516,8 +520,12 @@ fn results_and_logs_are_kept_by_the_master(workers: Workers) {
 /// records them and stops.
 fn wait_for_result(r: &mut Reactor, out: Rc<RefCell<(u64, String)>>) {
     let results = |r: &mut Reactor| {
-        let count = r.worker_result("status", None).map(|m| m.decode::<u64>().unwrap());
-        let line = r.worker_result("logger", None).map(|m| m.decode::<String>().unwrap());
+        let count = r
+            .worker_result("status", None)
+            .map(|m| m.decode::<u64>().unwrap());
+        let line = r
+            .worker_result("logger", None)
+            .map(|m| m.decode::<String>().unwrap());
         match (count, line) {
             (Some(3), Some(line)) if line.ends_with('3') => Some((3, line)),
             _ => None,

@@ -51,7 +51,13 @@ fn build_examples() -> PathBuf {
     };
     let status = Command::new(env!("CARGO"))
         .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .args(["build", "--quiet", "--examples", "-p", env!("CARGO_PKG_NAME")])
+        .args([
+            "build",
+            "--quiet",
+            "--examples",
+            "-p",
+            env!("CARGO_PKG_NAME"),
+        ])
         .args(["--profile", profile, "--no-default-features", "--features"])
         .arg(features().join(","))
         .arg("--target-dir")
