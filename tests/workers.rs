@@ -650,10 +650,18 @@ fn kill_9_under_load_fails_asks_and_the_worker_comes_back(workers: Workers) {
 fn a_worker_dying_in_init_is_restarted_then_given_up(workers: Workers) {
     let errors = Rc::new(RefCell::new(Vec::new()));
     let out = errors.clone();
+    // The master logs when it stops restarting: the test waits for that,
+    // not for a time (1 start + 2 restarts at 100 ms and 200 ms backoff,
+    // each a fork, take longer on a busy machine).
+    let (given_up, rx) = mpsc::channel();
+    packet::log::set_log_hook(move |line| {
+        if line.contains("dies") && line.contains("not restarting") {
+            let _ = given_up.send(());
+        }
+    });
     run(workers, move |r| {
         r.start_worker("dies", None, &()).unwrap();
-        // 1 start + 2 restarts at 100 ms and 200 ms backoff: gone after ~1 s.
-        r.add_timer(Duration::from_millis(1500), move |r| {
+        util::wait_then(r, rx, move |r, ()| {
             out.borrow_mut().push(format!(
                 "{:?}",
                 r.ask_worker_with("dies", None, &(), |_, _| {}).err()
@@ -671,6 +679,7 @@ fn a_worker_dying_in_init_is_restarted_then_given_up(workers: Workers) {
         });
         Ok(())
     });
+    packet::log::reset_log_hook();
     assert_eq!(
         *errors.borrow(),
         ["Some(NotRunning(\"dies\"))", "[]", "[7]"]
