@@ -12,7 +12,7 @@ mod util;
 use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use util::{echo_server, IO_TIMEOUT};
 
@@ -64,22 +64,16 @@ fn churn(addr: SocketAddr, n: usize) {
 /// Waits until the server has seen every client close (its connection
 /// count is 0), asking its own thread.
 fn wait_for_no_connections(server: &util::Running<SocketAddr>) {
-    let deadline = Instant::now() + IO_TIMEOUT;
-    loop {
+    let mut open = 0;
+    let closed = util::eventually(IO_TIMEOUT, || {
         let (tx, rx) = mpsc::channel();
         server
             .handle
             .schedule(move |r| tx.send(r.connection_count()).unwrap());
-        let open = rx.recv_timeout(IO_TIMEOUT).unwrap();
-        if open == 0 {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{open} connections still open on the server"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
+        open = rx.recv_timeout(IO_TIMEOUT).unwrap();
+        open == 0
+    });
+    assert!(closed, "{open} connections still open on the server");
 }
 
 #[test]

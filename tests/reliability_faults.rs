@@ -49,14 +49,10 @@ fn sigpipes() -> usize {
         drop(reader);
         let e = std::fs::File::from(writer).write(b"x").unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::BrokenPipe);
-        let deadline = std::time::Instant::now() + IO_TIMEOUT;
-        while count.load(Ordering::SeqCst) == 0 {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "the SIGPIPE sentinel never saw its own SIGPIPE"
-            );
-            std::thread::sleep(Duration::from_millis(1));
-        }
+        assert!(
+            util::eventually(IO_TIMEOUT, || count.load(Ordering::SeqCst) > 0),
+            "the SIGPIPE sentinel never saw its own SIGPIPE"
+        );
         count.store(0, Ordering::SeqCst);
         count
     });

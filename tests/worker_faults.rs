@@ -198,14 +198,7 @@ fn stop_and_ask(r: &mut Reactor, pid: u32, out: Log) {
 
 /// Calls `f` with the pid of the fork server once it is not `not`.
 fn when_fork_server_is_not(r: &mut Reactor, not: i32, f: impl FnOnce(&mut Reactor, i32) + 'static) {
-    match r.fork_server_pid() {
-        Some(pid) if pid != not => f(r, pid),
-        _ => {
-            r.add_timer(Duration::from_millis(2), move |r| {
-                when_fork_server_is_not(r, not, f)
-            });
-        }
-    }
+    util::when(r, move |r| r.fork_server_pid().filter(|&pid| pid != not), f);
 }
 
 #[derive(Default)]
