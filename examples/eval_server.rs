@@ -62,8 +62,8 @@
 //!
 //! Reading pauses while [`MAX_IN_FLIGHT`] lines are with the workers and
 //! while the client does not read its answers (the outbound queue is over
-//! its high-water mark). A client like `printf '1+1\n' | nc -N` that shuts
-//! down its side right after sending still gets every answer: the
+//! its high-water mark). A client that shuts
+//! down its side right after sending (a script, `tests/eval_server.rs`) still gets every answer: the
 //! connection stays open after the end of its input until the last one is
 //! written. A last line without a newline is not evaluated.
 

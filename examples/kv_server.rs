@@ -1,7 +1,7 @@
 //! Key-value server: issue #12's scenario, written against the public API.
 //!
 //! ```text
-//! cargo run --release --example kv_server -- [--port N] [--idle-secs S] [--stats-secs S]
+//! cargo run --release --example kv_server -- [--port N] [--idle-secs S] [--stats-secs S] [--grace-secs S]
 //! ```
 //!
 //! Listens on 127.0.0.1:11009 (`--port 0` picks a free port) and prints
@@ -23,10 +23,12 @@
 //! connection with nothing moving for `--idle-secs` (60; 0 = never) while no
 //! PRIME is out is closed. Every `--stats-secs` (10) a `stats:` line goes to
 //! stderr. SIGTERM or SIGINT stops it gracefully: no more accepts, PRIMEs in
-//! flight answered and written, then exit 0.
+//! flight answered and written (those still computing after
+//! `--grace-secs`, 10, get an error instead), then exit 0.
 //!
 //! ```text
-//! $ printf 'SET a 1\nPRIME 150000\nGET a\n' | nc -N 127.0.0.1 11009
+//! $ exec 3<>/dev/tcp/127.0.0.1/11009   # bash's own TCP client
+//! $ printf 'SET a 1\nPRIME 150000\nGET a\n' >&3; head -n 3 <&3
 //! OK
 //! 2015177
 //! 1
@@ -238,19 +240,21 @@ impl LineHandler for KvClient {
     }
 }
 
-/// `--port N`, `--idle-secs S` and `--stats-secs S`, defaults 11009, 60
-/// and 10; exits with a usage line on anything else. No side effects: this
+/// `--port N`, `--idle-secs S`, `--stats-secs S` and `--grace-secs S`,
+/// defaults 11009, 60, 10 and 10; exits with a usage line on anything else. No side effects: this
 /// runs again in a replacement fork server (see `WorkerRegistry::start`).
-fn flags() -> [u64; 3] {
-    const NAMES: [&str; 3] = ["--port", "--idle-secs", "--stats-secs"];
-    let mut values = [11009, 60, 10];
+fn flags() -> [u64; 4] {
+    const NAMES: [&str; 4] = ["--port", "--idle-secs", "--stats-secs", "--grace-secs"];
+    let mut values = [11009, 60, 10, 10];
     let args: Vec<String> = std::env::args().skip(1).collect();
     for pair in args.chunks(2) {
         let at = NAMES.iter().position(|n| *n == pair[0]);
         match (at, pair.get(1).and_then(|v| v.parse().ok())) {
             (Some(i), Some(v)) if i != 0 || v <= 65535 => values[i] = v,
             _ => {
-                eprintln!("usage: kv_server [--port N] [--idle-secs S] [--stats-secs S]");
+                eprintln!(
+                    "usage: kv_server [--port N] [--idle-secs S] [--stats-secs S] [--grace-secs S]"
+                );
                 std::process::exit(2)
             }
         }
@@ -259,7 +263,7 @@ fn flags() -> [u64; 3] {
 }
 
 fn main() -> io::Result<()> {
-    let [port, idle, stats] = flags();
+    let [port, idle, stats, grace] = flags();
     let idle = (idle > 0).then(|| Duration::from_secs(idle));
     // First thing after the flags: the fork server is forked here.
     let workers = WorkerRegistry::new()
@@ -267,7 +271,7 @@ fn main() -> io::Result<()> {
         .start()?;
     Reactor::run(|reactor| {
         reactor.add_workers(workers)?;
-        pool::stop_on_signals(reactor)?;
+        pool::stop_on_signals_within(reactor, Duration::from_secs(grace))?;
         let store = Rc::new(RefCell::new(Store::default()));
         let shared = store.clone();
         let factory = move || {

@@ -23,17 +23,17 @@
 //! # Ok::<(), std::io::Error>(())
 //! ```
 //!
-//! The modules, each owning one concept. The core builds alone
+//! The core's types are at the crate root: the loop ([`Reactor`],
+//! [`ReactorHandle`], servers and timers), the callbacks and their context
+//! ([`Handler`], [`Connection`], [`CloseReason`], protocol [`Layer`]s) and
+//! replies routed back to the connection that asked ([`Reply`]). Around them
+//! the public modules, each owning one concept. The core builds alone
 //! (`default-features = false`); every plug-in module is a Cargo feature
 //! of the same name (`workers` for `worker`), all of them on by default.
 //! Plug-in modules are named in plain text here, as they may be absent.
 //!
 //! | module | feature | owns |
 //! |---|---|---|
-//! | `reactor` | core | the loop, servers, connects, deferred work |
-//! | `connection` | core | the handler callbacks and their context; protocol [`Layer`]s |
-//! | `reply` | core | replies routed back to the connection that asked, in order if asked |
-//! | `buffer` | core | outbound queues |
 //! | [`timer`] | core | the timer wheel |
 //! | [`codec`] | core (typed messages: `objects`) | frames and typed messages |
 //! | [`sockopt`] | core | socket options, keep-alive, half-close |

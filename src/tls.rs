@@ -31,11 +31,12 @@
 //! use std::sync::Arc;
 //! use packet::{tls, Connection, Handler, Reactor};
 //!
-//! // A certificate for "localhost", made for the example.
-//! let key = rcgen::KeyPair::generate()?;
-//! let cert = rcgen::CertificateParams::new(vec!["localhost".into()])?.self_signed(&key)?;
-//! let server = tls::server_config(vec![cert.der().to_vec()], key.serialize_der())?;
-//! let client = tls::client_config(&[cert.der().to_vec()])?;
+//! use packet::tls::rustls::pki_types::{pem::PemObject, CertificateDer};
+//!
+//! // The tests' self-signed certificate for "localhost" and its key.
+//! let (cert, key) = ("tests/fixtures/localhost.crt", "tests/fixtures/localhost.key");
+//! let server = tls::server_config_from_pem_files(cert, key)?;
+//! let client = tls::client_config(&[CertificateDer::from_pem_file(cert)?.to_vec()])?;
 //!
 //! struct Echo;
 //! impl Handler for Echo {

@@ -24,10 +24,11 @@ impl Handler for Collect {
 
 #[test]
 fn a_pipes_read_end_delivers_data_then_peer_closed() {
-    let (reader, mut writer) = std::io::pipe().unwrap();
+    let (reader, writer) = util::pipe();
+    let mut writer = std::fs::File::from(writer);
     let (tx, rx) = mpsc::channel();
     let running = spawn_reactor(move |r| {
-        r.attach(reader.into(), Collect(Vec::new(), tx))?;
+        r.attach(reader, Collect(Vec::new(), tx))?;
         Ok(())
     });
     let data = util::pattern(9, 300_000);
@@ -54,10 +55,11 @@ impl Handler for Pour {
 
 #[test]
 fn a_pipes_write_end_sends_and_a_gone_reader_is_an_error_not_sigpipe() {
-    let (mut reader, writer) = std::io::pipe().unwrap();
+    let (reader, writer) = util::pipe();
+    let mut reader = std::fs::File::from(reader);
     let (tx, rx) = mpsc::channel();
     let running = spawn_reactor(move |r| {
-        let id = r.attach(writer.into(), Pour(tx))?;
+        let id = r.attach(writer, Pour(tx))?;
         // Later, write again after the reader is gone: EPIPE, no signal.
         r.add_timer(std::time::Duration::from_millis(200), move |r| {
             r.send_data_to(id, &[0u8; 100_000]);

@@ -4,7 +4,7 @@
 //! order), errors keep their place, and the connection closes only after
 //! the last answer.
 //!
-//! The test builds the example itself (see `util::example::binary`).
+//! The example is built by cargo (see `util::example::binary`).
 
 mod util;
 

@@ -38,16 +38,16 @@ fn modified_moved_deleted_then_unbound() {
     let (p, m) = (path.clone(), moved.clone());
     Reactor::run(move |r| {
         r.watch_file(&p, Log(l))?;
-        // One change per turn, so each is its own event batch.
-        let (p2, m2) = (p.clone(), m.clone());
-        r.add_timer(Duration::from_millis(20), move |_| {
-            std::fs::write(&p2, b"more\n").unwrap()
-        });
-        r.add_timer(Duration::from_millis(60), move |_| {
-            std::fs::rename(&p, &m2).unwrap()
-        });
-        r.add_timer(Duration::from_millis(100), move |_| {
-            std::fs::remove_file(&m).unwrap()
+        // One change per turn, so each is its own event batch: each timer
+        // is set by the one before, so however late they fire, the loop
+        // reads the kernel's events of one change before the next.
+        let step = Duration::from_millis(20);
+        r.add_timer(step, move |r| {
+            std::fs::write(&p, b"more\n").unwrap();
+            r.add_timer(step, move |r| {
+                std::fs::rename(&p, &m).unwrap();
+                r.add_timer(step, move |_| std::fs::remove_file(&m).unwrap());
+            });
         });
         // A bound, in case the watch never ends.
         r.add_timer(util::IO_TIMEOUT, |r| r.stop());

@@ -199,8 +199,9 @@ fn slow_reader_behind<H: Handler>(
         Ok(r.server_addr(id)?.as_inet().unwrap())
     });
     let mut c = client(proxy.value);
-    // Do not read for a while: the proxy must stop reading its source.
-    std::thread::sleep(Duration::from_millis(300));
+    // Do not read until the socket is full: the proxy must then stop
+    // reading its source.
+    util::wait_until_receive_queue_full(&c);
     let mut got = Vec::with_capacity(TOTAL);
     c.read_to_end(&mut got).unwrap();
     assert_eq!(got.len(), TOTAL);

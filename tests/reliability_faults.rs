@@ -49,14 +49,10 @@ fn sigpipes() -> usize {
         drop(reader);
         let e = std::fs::File::from(writer).write(b"x").unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::BrokenPipe);
-        let deadline = std::time::Instant::now() + IO_TIMEOUT;
-        while count.load(Ordering::SeqCst) == 0 {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "the SIGPIPE sentinel never saw its own SIGPIPE"
-            );
-            std::thread::sleep(Duration::from_millis(1));
-        }
+        assert!(
+            util::eventually(IO_TIMEOUT, || count.load(Ordering::SeqCst) > 0),
+            "the SIGPIPE sentinel never saw its own SIGPIPE"
+        );
         count.store(0, Ordering::SeqCst);
         count
     });
@@ -153,15 +149,16 @@ fn a_reset_in_the_middle_of_a_large_write_is_an_unbind_not_a_signal() {
 /// Echoes, and reports its `unbind` reason.
 struct ReportingEcho(mpsc::Sender<String>);
 
+/// `util::Echo`'s echo and backpressure, with the report.
 impl Handler for ReportingEcho {
     fn receive_data(&mut self, conn: &mut Connection<'_>, data: &[u8]) {
-        conn.send_data(data);
+        Echo.receive_data(conn, data);
     }
     fn outbound_full(&mut self, conn: &mut Connection<'_>) {
-        conn.pause();
+        Echo.outbound_full(conn);
     }
     fn outbound_drained(&mut self, conn: &mut Connection<'_>) {
-        conn.resume();
+        Echo.outbound_drained(conn);
     }
     fn unbind(&mut self, _conn: &mut Connection<'_>, reason: &CloseReason) {
         let _ = self.0.send(reason.to_string());

@@ -229,7 +229,10 @@ fn a_request_deadline_reclaims_clients_that_trickle_faster_than_the_timeout() {
     const SLOW: usize = 200;
     let _serial = serial();
     raise_fd_limit();
-    let (running, stats) = server(Duration::from_secs(1), Some(Duration::from_secs(3)));
+    // The timeout is eight times the trickle's pace, so only a client
+    // starved of CPU for two seconds falls to it; the deadline comes after
+    // three timeouts' worth of trickling.
+    let (running, stats) = server(Duration::from_secs(2), Some(Duration::from_secs(6)));
     let addr = running.value;
     let stop = Arc::new(AtomicBool::new(false));
     let good = good_clients(addr, stop.clone());
@@ -243,8 +246,8 @@ fn a_request_deadline_reclaims_clients_that_trickle_faster_than_the_timeout() {
         stats.deadline.load(Ordering::SeqCst),
         stats.idle.load(Ordering::SeqCst),
     );
-    // Normally all by the deadline; a client starved of CPU for a second
-    // on a loaded machine may be reclaimed by the timeout instead.
+    // Normally all by the deadline; a client starved of CPU for two
+    // seconds on a loaded machine may be reclaimed by the timeout instead.
     assert_eq!(deadline + idle, SLOW);
     assert!(deadline > 0, "the deadline reclaimed none");
     assert_eq!(*stats.other.lock().unwrap(), Vec::<String>::new());

@@ -91,22 +91,7 @@ fn registry() -> WorkerRegistry {
 
 use util::run_with_workers as run;
 
-/// Calls `f` once `name` runs with a process other than `not`.
-fn when_running(
-    r: &mut Reactor,
-    name: &'static str,
-    not: Option<u32>,
-    f: impl FnOnce(&mut Reactor, u32) + 'static,
-) {
-    match r.worker_pids(name).first() {
-        Some(&(_, pid)) if Some(pid) != not => f(r, pid),
-        _ => {
-            r.add_timer(Duration::from_millis(2), move |r| {
-                when_running(r, name, not, f)
-            });
-        }
-    }
-}
+use util::when_worker_runs as when_running;
 
 // ----- tests -----
 
@@ -245,21 +230,7 @@ fn a_worker_that_stops_reading_makes_asks_busy_and_the_master_stays_up(workers: 
     assert!(log.served_after_restart, "the restarted worker serves");
 }
 
-/// Polls `rx` from the reactor (never blocking it) and calls `f` with what
-/// arrives.
-fn wait_then<T: 'static>(
-    r: &mut Reactor,
-    rx: mpsc::Receiver<T>,
-    f: impl FnOnce(&mut Reactor, T) + 'static,
-) {
-    match rx.try_recv() {
-        Ok(v) => f(r, v),
-        Err(mpsc::TryRecvError::Empty) => {
-            r.add_timer(Duration::from_millis(2), move |r| wait_then(r, rx, f));
-        }
-        Err(mpsc::TryRecvError::Disconnected) => panic!("the client thread failed"),
-    }
-}
+use util::wait_then;
 
 /// A Compact frame holding `body`.
 fn frame(body: &[u8]) -> Vec<u8> {

@@ -93,8 +93,8 @@ fn close_after_writing_flushes_everything_first() {
         Ok(r.server_addr(id)?.as_inet().unwrap())
     });
     let mut c = client(server.value);
-    // Read slowly at first so the server really has to queue.
-    std::thread::sleep(Duration::from_millis(100));
+    // Read only once the socket is full, so the server really has to queue.
+    util::wait_until_receive_queue_full(&c);
     let mut got = Vec::new();
     c.read_to_end(&mut got).unwrap();
     assert_eq!(got.len(), expect.len());

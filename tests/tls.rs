@@ -1,7 +1,7 @@
 //! TLS over loopback (the `tls` feature): handshakes, large echoes under
 //! random chunking, refused certificates, plaintext peers, stalled
 //! handshakes, STARTTLS on a line protocol, files and `close_notify`.
-//! Certificates are made at test time with rcgen.
+//! The certificate is tests/fixtures/localhost.crt (scripts/make-test-certs.sh).
 
 mod util;
 
@@ -26,14 +26,15 @@ struct Certs {
 }
 
 fn certs() -> Certs {
-    let key = rcgen::KeyPair::generate().unwrap();
-    let cert = rcgen::CertificateParams::new(vec!["localhost".into()])
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let fixture = |name: &str| format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
+    let cert = CertificateDer::from_pem_file(fixture("localhost.crt"))
         .unwrap()
-        .self_signed(&key)
-        .unwrap();
-    let cert = cert.der().to_vec();
+        .to_vec();
+    let key = PrivateKeyDer::from_pem_file(fixture("localhost.key")).unwrap();
     Certs {
-        server: tls::server_config(vec![cert.clone()], key.serialize_der()).unwrap(),
+        server: tls::server_config(vec![cert.clone()], key.secret_der().to_vec()).unwrap(),
         client: tls::client_config(std::slice::from_ref(&cert)).unwrap(),
         cert,
     }
@@ -505,12 +506,7 @@ fn a_file_goes_through_tls_and_the_close_sends_close_notify() {
     s.read_to_end(&mut got).unwrap();
     let _ = std::fs::remove_file(&path);
     assert!(rx.recv_timeout(IO_TIMEOUT).unwrap() <= 6, "file in memory");
-    assert_eq!(got.len(), content.len() + 6);
-    assert!(
-        got[..3] == *b"HDR"
-            && got[3..got.len() - 3] == content[..]
-            && got[got.len() - 3..] == *b"TRL"
-    );
+    util::assert_file_between_hdr_and_trl(&got, &content);
     server.stop();
 }
 

@@ -18,7 +18,8 @@ use std::time::Duration;
 use packet::worker::{WorkerError, WorkerExit, WorkerRegistry, WorkerReply, WorkerSpec, Workers};
 use packet::{Connection, Handler, Reactor, Reply};
 use util::run_with_workers as run;
-use util::Slow;
+use util::when_worker_runs as when_running;
+use util::{wait_then, Slow};
 
 /// The stopped worker's asks time out after this...
 const ASK_TIMEOUT: Duration = Duration::from_millis(200);
@@ -33,24 +34,6 @@ fn registry() -> WorkerRegistry {
                 .ask_timeout(ASK_TIMEOUT)
                 .heartbeat(HEARTBEAT),
         )
-}
-
-/// Calls `f` with the pid of worker `name` once it runs with a process
-/// other than `not`.
-fn when_running(
-    r: &mut Reactor,
-    name: &'static str,
-    not: Option<u32>,
-    f: impl FnOnce(&mut Reactor, u32) + 'static,
-) {
-    match r.worker_pids(name).first() {
-        Some(&(_, pid)) if Some(pid) != not => f(r, pid),
-        _ => {
-            r.add_timer(Duration::from_millis(2), move |r| {
-                when_running(r, name, not, f)
-            });
-        }
-    }
 }
 
 /// A reply as a short string, for assertions.
@@ -84,21 +67,6 @@ impl Handler for AskWithTimeout {
     fn receive_reply(&mut self, conn: &mut Connection<'_>, reply: Reply) {
         let reply: WorkerReply = reply.take().expect("a worker reply");
         conn.send_data(format!("{}\n", show(&reply)).as_bytes());
-    }
-}
-
-/// Polls `rx` from the reactor (never blocking it) and calls `f` with what
-/// arrives.
-fn wait_then<T: 'static>(
-    r: &mut Reactor,
-    rx: mpsc::Receiver<T>,
-    f: impl FnOnce(&mut Reactor, T) + 'static,
-) {
-    match rx.try_recv() {
-        Ok(v) => f(r, v),
-        Err(_) => {
-            r.add_timer(Duration::from_millis(2), move |r| wait_then(r, rx, f));
-        }
     }
 }
 
@@ -230,14 +198,7 @@ fn stop_and_ask(r: &mut Reactor, pid: u32, out: Log) {
 
 /// Calls `f` with the pid of the fork server once it is not `not`.
 fn when_fork_server_is_not(r: &mut Reactor, not: i32, f: impl FnOnce(&mut Reactor, i32) + 'static) {
-    match r.fork_server_pid() {
-        Some(pid) if pid != not => f(r, pid),
-        _ => {
-            r.add_timer(Duration::from_millis(2), move |r| {
-                when_fork_server_is_not(r, not, f)
-            });
-        }
-    }
+    util::when(r, move |r| r.fork_server_pid().filter(|&pid| pid != not), f);
 }
 
 #[derive(Default)]

@@ -459,13 +459,17 @@ fn stop_at(r: &mut Reactor, log: &RefCell<Vec<String>>, n: usize) {
     }
 }
 
+/// Once only worker "b" of "key" runs, asks it and stops.
 fn poll_until_gone(r: &mut Reactor, out: Rc<RefCell<Vec<String>>>) {
-    let running: Vec<_> = r
-        .worker_pids("key")
-        .into_iter()
-        .map(|(id, _)| id.key.unwrap())
-        .collect();
-    if running == ["b"] {
+    let only_b = |r: &mut Reactor| {
+        let running: Vec<_> = r
+            .worker_pids("key")
+            .into_iter()
+            .map(|(id, _)| id.key.unwrap())
+            .collect();
+        (running == ["b"]).then_some(())
+    };
+    util::when(r, only_b, move |r, ()| {
         out.borrow_mut().push("a gone".into());
         r.ask_worker_with("key", Some("b"), &(), move |r, reply| {
             let (k, opts): (Option<String>, String) = reply.unwrap().decode().unwrap();
@@ -473,9 +477,7 @@ fn poll_until_gone(r: &mut Reactor, out: Rc<RefCell<Vec<String>>>) {
             r.stop();
         })
         .unwrap();
-    } else {
-        r.add_timer(Duration::from_millis(2), move |r| poll_until_gone(r, out));
-    }
+    });
 }
 
 fn worker_asks_worker_through_the_master(workers: Workers) {
@@ -514,22 +516,25 @@ fn results_and_logs_are_kept_by_the_master(workers: Workers) {
     assert_eq!(line, "status: count is 3");
 }
 
+/// Once the master holds both workers' last results (the count at 3),
+/// records them and stops.
 fn wait_for_result(r: &mut Reactor, out: Rc<RefCell<(u64, String)>>) {
-    let count = r
-        .worker_result("status", None)
-        .map(|m| m.decode::<u64>().unwrap());
-    let line = r
-        .worker_result("logger", None)
-        .map(|m| m.decode::<String>().unwrap());
-    match (count, line) {
-        (Some(3), Some(line)) if line.ends_with("3") => {
-            *out.borrow_mut() = (3, line);
-            r.stop();
+    let results = |r: &mut Reactor| {
+        let count = r
+            .worker_result("status", None)
+            .map(|m| m.decode::<u64>().unwrap());
+        let line = r
+            .worker_result("logger", None)
+            .map(|m| m.decode::<String>().unwrap());
+        match (count, line) {
+            (Some(3), Some(line)) if line.ends_with('3') => Some((3, line)),
+            _ => None,
         }
-        _ => {
-            r.add_timer(Duration::from_millis(2), move |r| wait_for_result(r, out));
-        }
-    }
+    };
+    util::when(r, results, move |r, result| {
+        *out.borrow_mut() = result;
+        r.stop();
+    });
 }
 
 /// Hands every accepted connection to the adopting worker.
@@ -645,10 +650,18 @@ fn kill_9_under_load_fails_asks_and_the_worker_comes_back(workers: Workers) {
 fn a_worker_dying_in_init_is_restarted_then_given_up(workers: Workers) {
     let errors = Rc::new(RefCell::new(Vec::new()));
     let out = errors.clone();
+    // The master logs when it stops restarting: the test waits for that,
+    // not for a time (1 start + 2 restarts at 100 ms and 200 ms backoff,
+    // each a fork, take longer on a busy machine).
+    let (given_up, rx) = mpsc::channel();
+    packet::log::set_log_hook(move |line| {
+        if line.contains("dies") && line.contains("not restarting") {
+            let _ = given_up.send(());
+        }
+    });
     run(workers, move |r| {
         r.start_worker("dies", None, &()).unwrap();
-        // 1 start + 2 restarts at 100 ms and 200 ms backoff: gone after ~1 s.
-        r.add_timer(Duration::from_millis(1500), move |r| {
+        util::wait_then(r, rx, move |r, ()| {
             out.borrow_mut().push(format!(
                 "{:?}",
                 r.ask_worker_with("dies", None, &(), |_, _| {}).err()
@@ -666,6 +679,7 @@ fn a_worker_dying_in_init_is_restarted_then_given_up(workers: Workers) {
         });
         Ok(())
     });
+    packet::log::reset_log_hook();
     assert_eq!(
         *errors.borrow(),
         ["Some(NotRunning(\"dies\"))", "[]", "[7]"]

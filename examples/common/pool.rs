@@ -64,8 +64,14 @@ pub fn when_workers_run(
 /// workers ignore these signals when they come from the terminal or to the
 /// whole group, so Ctrl-C is one orderly stop.
 pub fn stop_on_signals(reactor: &mut Reactor) -> io::Result<()> {
+    stop_on_signals_within(reactor, GRACE)
+}
+
+/// [`stop_on_signals`] with a grace period of `grace` for the asks in
+/// flight, for a server whose command line sets it.
+pub fn stop_on_signals_within(reactor: &mut Reactor, grace: Duration) -> io::Result<()> {
     for sig in [SIGTERM, SIGINT] {
-        reactor.on_signal(sig, |r| r.stop_gracefully(GRACE))?;
+        reactor.on_signal(sig, move |r| r.stop_gracefully(grace))?;
     }
     Ok(())
 }

@@ -1,44 +1,100 @@
-//! Example programs run as a user runs them: built here, started as a
-//! process of their own on a free port, and killed by their pid when done.
+//! Example programs run as a user runs them: built by cargo (`binary`),
+//! started as a process of their own on a free port, and killed by their
+//! pid when done.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, TcpStream};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use super::{eventually, IO_TIMEOUT};
 
-/// The example's binary. `cargo test` builds examples that have tests of
-/// their own only as test harnesses, so the program itself is built here,
-/// once per test binary, into a target directory of its own (no wait on
-/// the lock of the build that runs this test).
+/// The example's binary, from the target directory of the build that made
+/// this test (`target/<profile>/examples/NAME`).
+///
+/// `cargo test` builds most examples as plain programs there already, but
+/// one with tests of its own (`test = true`) only as a test harness. So the
+/// first call in a test binary runs `cargo build --examples` once, for this
+/// package with the test's own profile, features and target directory: a
+/// no-op when everything is built, otherwise it builds the missing
+/// programs against the library this test was built with (no second
+/// project, no second copy of the dependencies). `cargo test` has released
+/// the target directory's lock by the time the tests run.
 pub fn binary(name: &str) -> PathBuf {
-    static BUILT: Mutex<Vec<(String, PathBuf)>> = Mutex::new(Vec::new());
-    let mut built = BUILT.lock().unwrap_or_else(|p| p.into_inner());
-    if let Some((_, path)) = built.iter().find(|(n, _)| n == name) {
-        return path.clone();
-    }
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let target = root.join("target").join("example-bins");
-    let status = Command::new(env!("CARGO"))
-        .current_dir(&root)
-        .args(["build", "--quiet", "--locked", "--example", name])
-        .arg("--target-dir")
-        .arg(&target)
-        .status()
-        .expect("run cargo");
-    assert!(status.success(), "cargo build --example {name} failed");
-    let path = target.join("debug").join("examples").join(name);
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    let dir = BUILT.get_or_init(build_examples);
+    let path = dir.join(name);
     assert!(
         path.exists(),
-        "{} is missing after the build",
+        "{} is missing after cargo build --examples (does example {name} need a feature this test lacks?)",
         path.display()
     );
-    built.push((name.to_string(), path.clone()));
     path
+}
+
+/// Builds every example this test's features allow; where they are.
+fn build_examples() -> PathBuf {
+    // target/<profile>/deps/<test binary>
+    let exe = std::env::current_exe().expect("path of the test binary");
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("the test binary is in target/<profile>/deps");
+    let target_dir = profile_dir.parent().expect("target/<profile>");
+    let profile = match profile_dir.file_name().and_then(|n| n.to_str()) {
+        Some("debug") => "dev",
+        Some(other) => other,
+        None => panic!("no profile directory above {}", exe.display()),
+    };
+    let status = Command::new(env!("CARGO"))
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .args([
+            "build",
+            "--quiet",
+            "--examples",
+            "-p",
+            env!("CARGO_PKG_NAME"),
+        ])
+        .args(["--profile", profile, "--no-default-features", "--features"])
+        .arg(features().join(","))
+        .arg("--target-dir")
+        .arg(target_dir)
+        .status()
+        .expect("run cargo");
+    assert!(status.success(), "cargo build --examples failed");
+    profile_dir.join("examples")
+}
+
+/// The package's features this test was built with: Cargo.toml's
+/// `[features]`, `default` included (`--all-features` turns it on, and it
+/// is part of what cargo tells builds apart), kept in step with it (a feature left out here would only
+/// make the examples' build compile the library a second time).
+fn features() -> Vec<&'static str> {
+    macro_rules! enabled {
+        ($($f:literal),*) => {
+            [$((cfg!(feature = $f), $f)),*]
+                .into_iter()
+                .filter_map(|(on, f)| on.then_some(f))
+                .collect()
+        };
+    }
+    enabled!(
+        "default",
+        "channel",
+        "datagram",
+        "defer",
+        "filewatch",
+        "line",
+        "objects",
+        "process",
+        "proxy",
+        "watch",
+        "workers",
+        "tls"
+    )
 }
 
 /// A running example server; killed (by its pid, SIGKILL) when dropped if

@@ -344,3 +344,96 @@ pub fn eventually(bound: Duration, mut done: impl FnMut() -> bool) -> bool {
         std::thread::sleep(Duration::from_millis(10));
     }
 }
+
+/// Calls `f` with what `check` returns once it returns something, asking
+/// it now and then every 2 ms on the reactor's timers (never blocking the
+/// reactor): for tests that wait on the reactor's thread for a state the
+/// reactor itself brings about.
+pub fn when<T: 'static>(
+    r: &mut Reactor,
+    mut check: impl FnMut(&mut Reactor) -> Option<T> + 'static,
+    f: impl FnOnce(&mut Reactor, T) + 'static,
+) {
+    match check(r) {
+        Some(v) => f(r, v),
+        None => {
+            r.add_timer(Duration::from_millis(2), move |r| when(r, check, f));
+        }
+    }
+}
+
+/// Polls `rx` from the reactor (never blocking it) and calls `f` with what
+/// arrives; panics if the sender went away without sending.
+pub fn wait_then<T: 'static>(
+    r: &mut Reactor,
+    rx: mpsc::Receiver<T>,
+    f: impl FnOnce(&mut Reactor, T) + 'static,
+) {
+    let check = move |_: &mut Reactor| match rx.try_recv() {
+        Ok(v) => Some(v),
+        Err(mpsc::TryRecvError::Empty) => None,
+        Err(mpsc::TryRecvError::Disconnected) => panic!("the sending thread failed"),
+    };
+    when(r, check, f);
+}
+
+/// Calls `f` with the pid of worker `name` once it runs with a process
+/// other than `not` (a replacement of a worker that was killed).
+#[cfg(feature = "workers")]
+pub fn when_worker_runs(
+    r: &mut Reactor,
+    name: &'static str,
+    not: Option<u32>,
+    f: impl FnOnce(&mut Reactor, u32) + 'static,
+) {
+    let check = move |r: &mut Reactor| {
+        let pid = r.worker_pids(name).first().map(|&(_, pid)| pid);
+        pid.filter(|&pid| Some(pid) != not)
+    };
+    when(r, check, f);
+}
+
+/// Waits until the peer has filled `stream`'s receive queue: it holds data
+/// and no more arrives while it is not read (the peer's writes would
+/// block, so what the peer sends next waits in its own queue). Returns the
+/// bytes queued. Reads nothing (it peeks); bounded by [`IO_TIMEOUT`].
+pub fn wait_until_receive_queue_full(stream: &TcpStream) -> usize {
+    // Larger than any loopback receive buffer, so a peek sees it all.
+    let mut buf = vec![0u8; 64 << 20];
+    let mut last = 0;
+    let full = eventually(IO_TIMEOUT, || {
+        let queued = stream.peek(&mut buf).expect("peek the receive queue");
+        let stable = queued > 0 && queued == last;
+        last = queued;
+        stable
+    });
+    assert!(full, "the receive queue never stopped growing");
+    last
+}
+
+/// A blocking pipe, as `std::io::pipe` makes (which needs Rust 1.87; the
+/// tests build with the library's rust-version): its read end, then its
+/// write end.
+pub fn pipe() -> (std::os::fd::OwnedFd, std::os::fd::OwnedFd) {
+    let (reader, writer) = packet_sys::process::pipe().expect("pipe");
+    let blocking = |fd| {
+        // O_NONBLOCK is a file status flag: fcntl clears it on any fd, as
+        // on the sockets this wrapper is named for.
+        let fd = packet_sys::Socket::from(fd);
+        fd.set_nonblocking(false).expect("clear O_NONBLOCK");
+        std::os::fd::OwnedFd::from(fd)
+    };
+    (blocking(reader), blocking(writer))
+}
+
+/// Asserts `got` is `HDR`, the file's `content`, then `TRL`: what the
+/// send-file tests' servers send around a file.
+pub fn assert_file_between_hdr_and_trl(got: &[u8], content: &[u8]) {
+    assert_eq!(got.len(), content.len() + 6);
+    assert!(
+        got[..3] == *b"HDR"
+            && got[3..got.len() - 3] == content[..]
+            && got[got.len() - 3..] == *b"TRL",
+        "not HDR, the file, TRL"
+    );
+}
