@@ -68,10 +68,12 @@ WARMUP=${BENCH_WARMUP:-0.5}
 ROUNDS=${BENCH_ROUNDS:-5}
 SCALING_ROUNDS=${BENCH_SCALING_ROUNDS:-5}
 SCENARIOS=${BENCH_SCENARIOS:-a b c d}
-SERVERS=${BENCH_SERVERS:-packet c em}
+SERVERS=${BENCH_SERVERS:-packet c c2 em packet-rb}
 HTTP_SERVERS=${BENCH_HTTP_SERVERS:-packet nginx thin}
 HTTP_CONNS=${BENCH_HTTP_CONNS:-50}
 HTTP_WARMUP=${BENCH_HTTP_WARMUP:-1}
+HTTPS_CASES=${BENCH_HTTPS_CASES:-keepalive full resumed}
+TLS_CLIENTS=${BENCH_TLS_CLIENTS:-4}
 SERVER_CPU=${BENCH_SERVER_CPU:-0}
 LOADGEN_CPU=${BENCH_LOADGEN_CPU:-1}
 LOADGEN_THREADS=${BENCH_LOADGEN_THREADS:-1}
@@ -187,6 +189,42 @@ need_eventmachine() {
     ruby -e 'require "eventmachine"' || die "could not install ruby-eventmachine"
 }
 
+# The original Ruby Packet, pinned, from RubyGems (BENCH_PACKET_GEM: a
+# packet-0.1.15.gem file to install from instead). When it cannot be had
+# the echo part runs without it and says why in its tables
+# (PACKET_RB_SKIP), rather than stopping the whole run.
+PACKET_RB_SKIP=
+PACKET_RB_VERSION=0.1.15
+packet_rb_loads() {
+    ruby -e "gem 'packet', '$PACKET_RB_VERSION'; require 'packet'" >"$BUILD/packet-rb-load.log" 2>&1
+}
+need_packet_rb() {
+    need ruby ruby
+    need gem ruby
+    mkdir -p "$BUILD"
+    packet_rb_loads && return 0
+    local log=$BUILD/packet-rb-install.log
+    echo "== installing the Ruby gem packet $PACKET_RB_VERSION (gem install)"
+    if [[ -n ${BENCH_PACKET_GEM:-} ]]; then
+        timeout 300 gem install --no-document --local "$BENCH_PACKET_GEM" >"$log" 2>&1 || true
+    else
+        timeout 300 gem install --no-document packet -v "$PACKET_RB_VERSION" >"$log" 2>&1 || true
+    fi
+    if packet_rb_loads; then
+        return 0
+    elif grep -q . "$log" && ! grep -qi "successfully installed" "$log"; then
+        # The first lines of gem's complaint, without addresses.
+        PACKET_RB_SKIP="gem install packet -v $PACKET_RB_VERSION failed: $(head -n 3 "$log" |
+            sed -E -e 's#[a-z]+://[^ )]*##g' -e 's/^ERROR: *//' | tr -s ' \n' ' ' | cut -c 1-200)"
+    else
+        PACKET_RB_SKIP="packet $PACKET_RB_VERSION does not load on ruby $(ruby -e 'print RUBY_VERSION'):" \
+            "$(grep -m 1 -i error "$BUILD/packet-rb-load.log" | cut -c 1-200)"
+    fi
+    PACKET_RB_SKIP=${PACKET_RB_SKIP%% }
+    echo "!! packet-rb skipped: $PACKET_RB_SKIP (log: bench/build/packet-rb-install.log)" >&2
+    SERVERS=$(tr ' ' '\n' <<<"$SERVERS" | grep -vx packet-rb | tr '\n' ' ')
+}
+
 build() {
     need taskset util-linux
     need pgrep procps
@@ -203,7 +241,10 @@ build() {
         need ruby ruby
         need_eventmachine
     fi
-    if has_part echo && [[ " $SERVERS " == *" c "* ]]; then
+    if has_part echo && [[ " $SERVERS " == *" packet-rb "* ]]; then
+        need_packet_rb
+    fi
+    if has_part echo && [[ " $SERVERS " == *" c "* || " $SERVERS " == *" c2 "* ]]; then
         need gcc gcc
     fi
     if has_part https; then
@@ -227,7 +268,7 @@ build() {
         echo "== building http_server with the tls feature (release, $TLS_TARGET)"
         CARGO_TARGET_DIR=$TLS_TARGET cargo build --release --quiet --features tls --example http_server
     fi
-    if has_part echo && [[ " $SERVERS " == *" c "* ]]; then
+    if has_part echo && [[ " $SERVERS " == *" c "* || " $SERVERS " == *" c2 "* ]]; then
         echo "== building c_echo (gcc -O2)"
         mkdir -p "$BUILD"
         gcc -O2 -Wall -Wextra -o "$BUILD/c_echo" bench/c_echo.c
@@ -244,8 +285,11 @@ server_cmd() { # kind(echo|http) name port threads -> CMD, READY_LINE
     READY_LINE=1 # the server prints "listening on" once every thread is ready
     case $1:$2 in
     echo:packet) CMD=("$ECHO_SERVER" "$addr" --threads "$threads") ;;
-    echo:c) CMD=("$BUILD/c_echo" "$addr") ;;
+    # c2: the same C server as c, a process of its own: how far two runs
+    # of one server differ in a round is the noise band of the ratios.
+    echo:c | echo:c2) CMD=("$BUILD/c_echo" "$addr") ;;
     echo:em) CMD=(ruby "$ROOT/bench/em_echo.rb" 127.0.0.1 "$3") ;;
+    echo:packet-rb) CMD=(ruby "$ROOT/bench/packet_rb_echo.rb" 127.0.0.1 "$3") ;;
     # Another build of an echo server taking ADDR:PORT (say, echo_server
     # from a branch that changes the reactor), for an A/B run:
     #   BENCH_ALT_SERVER=/other/target/release/examples/echo_server \
@@ -278,7 +322,7 @@ server_cmd() { # kind(echo|http) name port threads -> CMD, READY_LINE
         CMD=(thin start -R "$ROOT/bench/thin/config.ru" -a 127.0.0.1 -p "$3" -e production)
         READY_LINE=0
         ;;
-    *) die "unknown $1 server '$2' (echo: packet c em alt base; http: packet nginx thin; https: packet nginx)" ;;
+    *) die "unknown $1 server '$2' (echo: packet c c2 em packet-rb alt base; http: packet nginx thin; https: packet nginx)" ;;
     esac
 }
 
@@ -363,7 +407,8 @@ kv() { # key line -> value of key=value in line
 
 # ----- load generators: set G_* from one run -----
 
-G_LINE='' G_RATE='' G_P50='' G_P99='' G_ERR='' G_TOTAL='' G_TICKS='' G_RC=0
+G_LINE='' G_RATE='' G_P50='' G_P99='' G_ERR='' G_TOTAL='' G_TICKS='' G_RC=0 G_RESUMED=''
+# G_RESUMED: % of the connections that resumed a TLS session (s_time only)
 
 # The generator's CPU time comes from its rusage (this shell's cutime and
 # cstime once it is reaped, 10 ms ticks) over its whole run, for loadgen and
@@ -435,6 +480,48 @@ gen_wrk() { # port cpus threads
     [[ $G_RC == 0 ]] || G_ERR=$((${G_ERR:-0} + 1))
 }
 
+# openssl s_time: each process makes one connection at a time (TCP, TLS
+# handshake, GET /, read to the close) for WRK_SECS; CLIENTS of them run at
+# once so that the server sees concurrent handshakes. "new" never offers a
+# session (every handshake full); "reuse" resumes the session of its first
+# connection every time. s_time prints a mark per connection, r for a
+# resumed one: they give G_RESUMED. No latency percentiles.
+gen_stime() { # port cpus clients new|reuse
+    local port=$1 cpus=$2 clients=$3 mode=$4 c0 c1 t0 t1 k pid pids=()
+    G_RC=0
+    children_ticks
+    c0=$CHILD_TICKS
+    t0=$(date +%s.%N)
+    for k in $(seq "$clients"); do
+        nice -n "$NICE" taskset -c "$cpus" openssl s_time -connect "127.0.0.1:$port" "-$mode" -time "$WRK_SECS" \
+            -www / -tls1_3 -ciphersuites "$TLS_SUITE" >"$RUN_DIR/gen-$k.out" 2>"$RUN_DIR/gen-$k.err" &
+        pids+=("$!")
+        PIDS+=("$!")
+    done
+    for pid in "${pids[@]}"; do
+        wait "$pid" || G_RC=$?
+        forget_pid "$pid"
+    done
+    t1=$(date +%s.%N)
+    children_ticks
+    c1=$CHILD_TICKS
+    cat "$RUN_DIR"/gen-*.err >"$RUN_DIR/gen.err"
+    local stats
+    stats=$(awk -v t0="$t0" -v t1="$t1" '
+        / connections in .* real seconds/ { n += $1 }
+        /^[*r123]+$/ { all += length($0); r += gsub(/r/, "") }
+        END { printf "%d %.1f %.1f\n", n, (t1 > t0 ? n / (t1 - t0) : 0), (all > 0 ? 100 * r / all : 0) }' \
+        "$RUN_DIR"/gen-*.out)
+    read -r G_TOTAL G_RATE G_RESUMED <<<"$stats"
+    rm -f "$RUN_DIR"/gen-*.out "$RUN_DIR"/gen-*.err
+    G_P50='' G_P99=''
+    G_ERR=$(grep -ci 'error' "$RUN_DIR/gen.err" || true)
+    ((G_TOTAL > 0)) || G_ERR=$((G_ERR + 1))
+    [[ $G_RC == 0 ]] || G_ERR=$((G_ERR + 1))
+    G_TICKS=$((c1 - c0))
+    G_LINE="handshakes_per_s=$G_RATE total=$G_TOTAL resumed_pct=$G_RESUMED errors=$G_ERR"
+}
+
 wrk_latency_us() { # "50%" file -> that percentile of wrk --latency in µs
     awk -v p="$1" '$1 == p {
         v = $2
@@ -462,9 +549,11 @@ run_one() {
     t0=$(tree_cpu_ns "$spid")
     busy0=$(core_busy_ticks)
     start=$(date +%s.%N)
+    G_RESUMED=''
     case $gen in
     loadgen) gen_loadgen "$port" "$gcpus" "$gthreads" "$@" ;;
     wrk) gen_wrk "$port" "$gcpus" "$gthreads" ;;
+    stime) gen_stime "$port" "$gcpus" "$gthreads" "$@" ;;
     esac
     end=$(date +%s.%N)
     alive "$spid" || die "server $label died during $part $case: $(cat "$RUN_DIR/server-$kind-$name.log")"
@@ -484,7 +573,8 @@ run_one() {
     awk -v part="$part" -v s="$case" -v srv="$label" -v r="$round" -v rate="${G_RATE:-0}" \
         -v p50="${G_P50:-0}" -v p99="${G_P99:-0}" -v e="${G_ERR:-1}" \
         -v ns=$((t1 - t0)) -v total="${G_TOTAL:-0}" -v start="$start" -v end="$end" \
-        -v rss="${rss:-0}" -v rc="$G_RC" -v busy=$((busy1 - busy0)) -v gticks="${G_TICKS:-0}" 'BEGIN {
+        -v rss="${rss:-0}" -v rc="$G_RC" -v busy=$((busy1 - busy0)) -v gticks="${G_TICKS:-0}" \
+        -v resumed="$G_RESUMED" 'BEGIN {
             wall = end - start
             cpu_us = total > 0 ? ns / 1000 / total : 0
             srv_pct = wall > 0 ? ns / 1e7 / wall : 0
@@ -492,7 +582,7 @@ run_one() {
             gus = total > 0 ? gticks * 1e4 / total : 0
             others = wall > 0 ? (busy - ns / 1e7 - gticks) / (2 * wall) : 0
             if (others < 0) others = 0
-            printf "%s,%s,%s,%s,%s,%s,%s,%s,%.3f,%.1f,%s,%.1f,%s,%s,%.1f,%.3f\n", part, s, srv, r, rate, p50, p99, e, cpu_us, srv_pct, rss, gpct, total, rc, others, gus
+            printf "%s,%s,%s,%s,%s,%s,%s,%s,%.3f,%.1f,%s,%.1f,%s,%s,%.1f,%.3f,%s\n", part, s, srv, r, rate, p50, p99, e, cpu_us, srv_pct, rss, gpct, total, rc, others, gus, resumed
         }' >>"$RAW"
     printf '   %-10s round %s: %s | server cpu %s ms, %s cpu %s ticks\n' \
         "$label" "$round" "$G_LINE" "$(((t1 - t0) / 1000000))" "$gen" "${G_TICKS:-?}"
@@ -501,8 +591,8 @@ run_one() {
 # ----- report -----
 
 # CSV columns (latest.csv)
-C_RATE=5 C_P50=6 C_P99=7 C_CPU=9 C_PCT=10 C_RSS=11 C_GPCT=12 C_OTHER=15 C_GCPU=16
-CSV_HEADER="part,case,server,round,rate,p50_us,p99_us,errors,server_cpu_us_per_op,server_cpu_pct,peak_rss_kb,gen_cpu_pct,total_ops,gen_rc,other_load_pct,gen_cpu_us_per_op"
+C_RATE=5 C_P50=6 C_P99=7 C_CPU=9 C_PCT=10 C_RSS=11 C_GPCT=12 C_OTHER=15 C_GCPU=16 C_RESUMED=17
+CSV_HEADER="part,case,server,round,rate,p50_us,p99_us,errors,server_cpu_us_per_op,server_cpu_pct,peak_rss_kb,gen_cpu_pct,total_ops,gen_rc,other_load_pct,gen_cpu_us_per_op,resumed_pct"
 
 median() { # numbers on stdin
     sort -g | awk '{ v[NR] = $1 } END {
@@ -551,6 +641,14 @@ ratio_row() { # part case num den [label]
         "$(fmt_ratio "$(paired_ratio "$1" "$2" $C_RSS "$3" "$4")")"
 }
 
+# What runs now, for the progress line on stderr (set by each part before
+# calling rounds).
+CASE_NAME=
+T_START=$SECONDS
+progress() { # server round rounds
+    printf '>> [%d s] %s: %s, round %s of %s\n' $((SECONDS - T_START)) "$CASE_NAME" "$1" "$2" "$3" >&2
+}
+
 # Runs every server of a list per round, alternating the order.
 rounds() { # rounds servers(space separated) callback(server round index)
     local n=$1 servers=$2 cb=$3 round order server i s
@@ -566,6 +664,7 @@ rounds() { # rounds servers(space separated) callback(server round index)
                 [[ $s == "$server" ]] && break
                 i=$((i + 1))
             done
+            progress "$server" "$round" "$n"
             "$cb" "$server" "$round" "$i"
         done
     done
@@ -612,10 +711,16 @@ report_echo() { # part scenario servers
     for server in $servers; do
         table_row "$part" "$scen" "$server"
     done
+    if [[ $part == echo && -n $PACKET_RB_SKIP ]]; then
+        echo "| packet-rb | skipped: $PACKET_RB_SKIP | | | | | | | | | |"
+    fi
     [[ " $servers " == *" $OURS "* ]] || return 0
     for server in $servers; do
         [[ $server == "$OURS" ]] || ratio_row "$part" "$scen" "$OURS" "$server"
     done
+    if [[ " $servers " == *" c "* && " $servers " == *" c2 "* ]]; then
+        ratio_row "$part" "$scen" c2 c "c2 / c (noise: the same C server twice)"
+    fi
     [[ " $servers " == *" c "* ]] || return 0
     local rate p99 cpu
     rate=$(paired_ratio "$part" "$scen" $C_RATE "$OURS" c)
@@ -637,23 +742,28 @@ part_echo() {
     local scen
     for scen in $SCENARIOS; do
         echo "== echo $(scenario_title "$scen")"
-        SCEN=$scen
+        SCEN=$scen CASE_NAME="echo $(scenario_title "$scen")"
         rounds "$ROUNDS" "$SERVERS" echo_run
         report_echo "$ECHO_PART" "$scen" "$SERVERS" | tee -a "$TABLES"
     done
     {
-        echo "| echo scenario | packet msgs/s | packet / c msgs/s | packet / c CPU per op | packet / em msgs/s | packet / em CPU per op | other load % |"
-        echo "|---|---:|---:|---:|---:|---:|---:|"
+        echo "| echo scenario | packet msgs/s | packet / c msgs/s | c2 / c msgs/s (noise) | packet / c CPU per op | packet / em msgs/s | packet / em CPU per op | packet-rb / c msgs/s | other load % |"
+        echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|"
+        local rb
         for scen in $SCENARIOS; do
-            printf '| %s | %.0f | %s | %s | %s | %s | %.0f |\n' "$(scenario_title "$scen")" \
+            rb=$(fmt_ratio "$(paired_ratio echo "$scen" $C_RATE packet-rb c)")
+            [[ -z $PACKET_RB_SKIP ]] || rb=skipped
+            printf '| %s | %.0f | %s | %s | %s | %s | %s | %s | %.0f |\n' "$(scenario_title "$scen")" \
                 "$(column_median echo "$scen" "$OURS" $C_RATE)" \
                 "$(fmt_ratio "$(paired_ratio echo "$scen" $C_RATE "$OURS" c)")" \
+                "$(fmt_ratio "$(paired_ratio echo "$scen" $C_RATE c2 c)")" \
                 "$(fmt_ratio "$(paired_ratio echo "$scen" $C_CPU "$OURS" c)")" \
                 "$(fmt_ratio "$(paired_ratio echo "$scen" $C_RATE "$OURS" em)")" \
                 "$(fmt_ratio "$(paired_ratio echo "$scen" $C_CPU "$OURS" em)")" \
-                "$(column_median echo "$scen" "$OURS" $C_OTHER)"
+                "$rb" "$(column_median echo "$scen" "$OURS" $C_OTHER)"
         done
         echo
+        [[ -z $PACKET_RB_SKIP ]] || printf -- '- packet-rb (the Ruby gem packet %s): skipped: %s\n\n' "$PACKET_RB_VERSION" "$PACKET_RB_SKIP"
     } >>"$SUMMARY"
 }
 
@@ -667,6 +777,7 @@ http_run() { # server round index
 part_http() {
     echo "== part http: servers [$HTTP_SERVERS] on CPU $SERVER_CPU, wrk -t1 -c$HTTP_CONNS on CPU $LOADGEN_CPU," \
         "${WRK_SECS}s after ${HTTP_WARMUP}s warm-up per run, $ROUNDS rounds"
+    CASE_NAME="http GET / (wrk -c$HTTP_CONNS)"
     rounds "$ROUNDS" "$HTTP_SERVERS" http_run
     local server rate cpu
     {
@@ -719,14 +830,20 @@ part_http() {
 TLS_CERT=
 TLS_KEY=
 HTTPS_CASE=keepalive
+# The cipher suite both servers are held to (rustls's first choice).
+TLS_SUITE=TLS_AES_256_GCM_SHA384
 https_run() { # server round index
-    run_one https "$HTTPS_CASE" "$1" "$2" $((BASE_PORT + 30 + $3)) https "$1" 1 "$SERVER_CPU" \
-        wrk "$LOADGEN_CPU" 1
+    local port=$((BASE_PORT + 30 + $3))
+    case $HTTPS_CASE in
+    keepalive) run_one https keepalive "$1" "$2" "$port" https "$1" 1 "$SERVER_CPU" wrk "$LOADGEN_CPU" 1 ;;
+    full) run_one https full "$1" "$2" "$port" https "$1" 1 "$SERVER_CPU" stime "$LOADGEN_CPU" "$TLS_CLIENTS" new ;;
+    resumed) run_one https resumed "$1" "$2" "$port" https "$1" 1 "$SERVER_CPU" stime "$LOADGEN_CPU" "$TLS_CLIENTS" reuse ;;
+    esac
 }
 
 # The TLS version, cipher suite and key exchange a server negotiates with
-# OpenSSL's client (wrk's library), to show both sides of the comparison
-# agree.
+# OpenSSL's client (wrk's and s_time's library), to show both sides of the
+# comparison agree.
 negotiated() { # server port
     start_server https "$1" "$2" 1 "$SERVER_CPU"
     local spid=$SERVER_PID
@@ -734,6 +851,22 @@ negotiated() { # server port
         awk -F': *' '/^Protocol version/ { v = $2 } /^Ciphersuite/ { c = $2 }
             /^Server Temp Key/ { k = $2 } END { print v " " c " " k }'
     stop_pid "$spid"
+}
+
+https_title() {
+    case $1 in
+    keepalive) echo "GET / over TLS, keep-alive connections" ;;
+    full) echo "full handshakes: a new connection and a GET / per handshake, never resumed (openssl s_time -new)" ;;
+    resumed) echo "resumed handshakes: a new connection and a GET / per handshake, resuming one session (openssl s_time -reuse)" ;;
+    esac
+}
+
+https_driver() {
+    case $1 in
+    keepalive) echo "wrk -t1 -c$HTTP_CONNS -d${WRK_SECS}s --latency after a ${HTTP_WARMUP}s wrk warm-up" ;;
+    *) echo "$TLS_CLIENTS x openssl s_time -$([[ $1 == full ]] && echo new || echo reuse) -time $WRK_SECS -www / -tls1_3" \
+        "-ciphersuites $TLS_SUITE at once (one connection at a time each; no latency figures)" ;;
+    esac
 }
 
 part_https() {
@@ -745,57 +878,64 @@ part_https() {
         -subj /CN=localhost -addext subjectAltName=DNS:localhost,IP:127.0.0.1 \
         -keyout "$TLS_KEY" -out "$TLS_CERT" 2>/dev/null
     local servers="$OURS nginx" server
-    echo "== part https: servers [$servers] on CPU $SERVER_CPU, wrk -t1 -c$HTTP_CONNS on CPU $LOADGEN_CPU," \
-        "${WRK_SECS}s after ${HTTP_WARMUP}s warm-up per run, $ROUNDS rounds"
+    echo "== part https: servers [$servers] on CPU $SERVER_CPU, cases [$HTTPS_CASES], clients on CPU $LOADGEN_CPU," \
+        "${WRK_SECS}s per run, $ROUNDS rounds"
     local agreed=()
     for server in $servers; do
         agreed+=("$server: $(negotiated "$server" $((BASE_PORT + 39)))")
     done
-    WRK_SCHEME=https
-    HTTPS_CASE=keepalive WRK_ARGS=()
-    rounds "$ROUNDS" "$servers" https_run
-    HTTPS_CASE=handshake WRK_ARGS=(-H "Connection: close")
-    rounds "$ROUNDS" "$servers" https_run
-    WRK_SCHEME=http WRK_ARGS=()
-    local rate hs
-    rate=$(paired_ratio https keepalive $C_RATE "$OURS" nginx)
-    hs=$(paired_ratio https handshake $C_RATE "$OURS" nginx)
+    WRK_SCHEME=https WRK_ARGS=()
+    for HTTPS_CASE in $HTTPS_CASES; do
+        CASE_NAME="https $HTTPS_CASE"
+        echo "== https: $(https_title "$HTTPS_CASE")"
+        rounds "$ROUNDS" "$servers" https_run
+    done
+    WRK_SCHEME=http
     {
-        for HTTPS_CASE in keepalive handshake; do
+        for HTTPS_CASE in $HTTPS_CASES; do
+            local unit=req
+            [[ $HTTPS_CASE == keepalive ]] || unit=handshake
             echo
-            if [[ $HTTPS_CASE == keepalive ]]; then
-                echo "### https: GET / over TLS, keep-alive"
-            else
-                echo "### https: GET / over TLS, a new connection (full handshake) per request (Connection: close)"
-            fi
+            echo "### https: $(https_title "$HTTPS_CASE")"
             echo
-            echo "wrk -t1 -c$HTTP_CONNS -d${WRK_SECS}s --latency after a ${HTTP_WARMUP}s wrk warm-up; median of $ROUNDS rounds;" \
-                "negotiated with openssl s_client: ${agreed[*]}; nginx: one worker, no session cache or tickets"
+            echo "$(https_driver "$HTTPS_CASE"); median of $ROUNDS rounds;" \
+                "negotiated with openssl s_client: ${agreed[*]};" \
+                "nginx: one worker, session cache on, stateless tickets off (bench/nginx-tls.conf.in);" \
+                "packet: rustls's default ServerConfig (in-memory session cache, stateful TLS 1.3 tickets)"
             echo
-            table_head req wrk
+            table_head "$unit" "$([[ $HTTPS_CASE == keepalive ]] && echo wrk || echo s_time)"
             for server in $servers; do
                 table_row https "$HTTPS_CASE" "$server"
             done
             ratio_row https "$HTTPS_CASE" "$OURS" nginx
+            if [[ $HTTPS_CASE != keepalive ]]; then
+                echo
+                for server in $servers; do
+                    echo "- $server: $(column_median https "$HTTPS_CASE" "$server" $C_RESUMED)% of the connections resumed (s_time's r marks; median of the rounds)"
+                done
+            fi
         done
         echo
-        echo "- target: keep-alive requests/s ratio to nginx $(fmt_ratio "$rate") >= 0.90: $(ok "$rate" ">=" 0.90);" \
-            "handshakes/s ratio $(fmt_ratio "$hs") (reported, no target)"
+        if [[ " $HTTPS_CASES " == *" keepalive "* ]]; then
+            local rate
+            rate=$(paired_ratio https keepalive $C_RATE "$OURS" nginx)
+            echo "- target: keep-alive requests/s ratio to nginx $(fmt_ratio "$rate") >= 0.90: $(ok "$rate" ">=" 0.90);" \
+                "handshakes/s reported, no target"
+        fi
     } | tee -a "$TABLES"
     {
-        echo "| https (wrk -t1 -c$HTTP_CONNS) | keep-alive requests/s | handshakes/s | CPU µs/req (keep-alive) | CPU µs/handshake | packet / it: req/s | packet / it: handshakes/s |"
-        echo "|---|---:|---:|---:|---:|---:|---:|"
-        for server in $servers; do
-            local r h
-            if [[ $server == "$OURS" ]]; then
-                r=1.00 h=1.00
-            else
-                r=$(fmt_ratio "$rate") h=$(fmt_ratio "$hs")
-            fi
-            printf '| %s | %.0f | %.0f | %.2f | %.2f | %s | %s |\n' "$server" \
-                "$(column_median https keepalive "$server" $C_RATE)" "$(column_median https handshake "$server" $C_RATE)" \
-                "$(column_median https keepalive "$server" $C_CPU)" "$(column_median https handshake "$server" $C_CPU)" \
-                "$r" "$h"
+        echo "| https, against nginx with TLS | packet/s | nginx/s | packet / nginx: rate | packet CPU µs/op | nginx CPU µs/op | packet / nginx: CPU per op | resumed % (packet; nginx) |"
+        echo "|---|---:|---:|---:|---:|---:|---:|---:|"
+        for HTTPS_CASE in $HTTPS_CASES; do
+            local res=""
+            [[ $HTTPS_CASE == keepalive ]] ||
+                res="$(column_median https "$HTTPS_CASE" "$OURS" $C_RESUMED); $(column_median https "$HTTPS_CASE" nginx $C_RESUMED)"
+            printf '| %s | %.0f | %.0f | %s | %.2f | %.2f | %s | %s |\n' \
+                "$([[ $HTTPS_CASE == keepalive ]] && echo "keep-alive requests (wrk -c$HTTP_CONNS)" || echo "$HTTPS_CASE handshakes (s_time x$TLS_CLIENTS)")" \
+                "$(column_median https "$HTTPS_CASE" "$OURS" $C_RATE)" "$(column_median https "$HTTPS_CASE" nginx $C_RATE)" \
+                "$(fmt_ratio "$(paired_ratio https "$HTTPS_CASE" $C_RATE "$OURS" nginx)")" \
+                "$(column_median https "$HTTPS_CASE" "$OURS" $C_CPU)" "$(column_median https "$HTTPS_CASE" nginx $C_CPU)" \
+                "$(fmt_ratio "$(paired_ratio https "$HTTPS_CASE" $C_CPU "$OURS" nginx)")" "$res"
         done
         echo
     } >>"$SUMMARY"
@@ -852,6 +992,7 @@ part_scaling() {
             case=http unit=req gen=wrk
             echo "== scaling: http_server, wrk -c$HTTP_CONNS"
         fi
+        CASE_NAME="scaling $case"
         rounds "$SCALING_ROUNDS" "$configs" scaling_run
         {
             echo
@@ -988,7 +1129,7 @@ part_profile() {
     local ECHO_PART=profile scen
     for scen in $PROFILE_SCENARIOS; do
         echo "== profile A/B: $(scenario_title "$scen")"
-        SCEN=$scen
+        SCEN=$scen CASE_NAME="profile $(scenario_title "$scen")"
         rounds "$ROUNDS" "packet base c" echo_run
         {
             report_echo profile "$scen" "packet base c" | grep -v target
