@@ -82,6 +82,7 @@ PROFILE_SCENARIOS=${BENCH_PROFILE_SCENARIOS:-a}
 BASE_PORT=${BENCH_PORT:-21006}
 NICE=${BENCH_NICE:-0}
 OUT=${BENCH_OUT:-latest}
+CHARTS=${BENCH_CHARTS:-1}
 OURS=packet
 # wrk takes whole seconds.
 WRK_SECS=$(awk -v s="$SECS" 'BEGIN { n = int(s); if (n < s) n++; if (n < 1) n = 1; print n }')
@@ -203,7 +204,7 @@ need_packet_rb() {
     need gem ruby
     mkdir -p "$BUILD"
     packet_rb_loads && return 0
-    local log=$BUILD/packet-rb-install.log
+    local log=$BUILD/packet-rb-install.log why
     echo "== installing the Ruby gem packet $PACKET_RB_VERSION (gem install)"
     if [[ -n ${BENCH_PACKET_GEM:-} ]]; then
         timeout 300 gem install --no-document --local "$BENCH_PACKET_GEM" >"$log" 2>&1 || true
@@ -212,17 +213,47 @@ need_packet_rb() {
     fi
     if packet_rb_loads; then
         return 0
+    elif grep -qE 'Unable to download|SocketError|getaddrinfo|Errno::E' "$log"; then
+        why=$(grep -m 1 -oE '(SocketError|Errno::E[A-Z]+)[^(]*(\([^)]*\))?' "$log" |
+            sed -E 's/ to [^ ]+:[0-9]+//' | tr -s ' \n' ' ' | cut -c 1-120)
+        PACKET_RB_SKIP="RubyGems is not reachable from this machine (gem install packet -v $PACKET_RB_VERSION: ${why% })"
     elif grep -q . "$log" && ! grep -qi "successfully installed" "$log"; then
         # The first lines of gem's complaint, without addresses.
         PACKET_RB_SKIP="gem install packet -v $PACKET_RB_VERSION failed: $(head -n 3 "$log" |
             sed -E -e 's#[a-z]+://[^ )]*##g' -e 's/^ERROR: *//' | tr -s ' \n' ' ' | cut -c 1-200)"
     else
-        PACKET_RB_SKIP="packet $PACKET_RB_VERSION does not load on ruby $(ruby -e 'print RUBY_VERSION'):" \
-            "$(grep -m 1 -i error "$BUILD/packet-rb-load.log" | cut -c 1-200)"
+        why=$(grep -m 1 -i error "$BUILD/packet-rb-load.log" | cut -c 1-200)
+        PACKET_RB_SKIP="packet $PACKET_RB_VERSION does not load on ruby $(ruby -e 'print RUBY_VERSION'): $why"
     fi
     PACKET_RB_SKIP=${PACKET_RB_SKIP%% }
     echo "!! packet-rb skipped: $PACKET_RB_SKIP (log: bench/build/packet-rb-install.log)" >&2
     SERVERS=$(tr ' ' '\n' <<<"$SERVERS" | grep -vx packet-rb | tr '\n' ' ')
+}
+
+# matplotlib for bench/charts.py: the first python3 that has it, else
+# Debian's python3-matplotlib (for /usr/bin/python3), else PyPI's with pip.
+CHART_PY=
+need_charts() {
+    local py
+    for py in python3 /usr/bin/python3; do
+        if command -v "$py" >/dev/null 2>&1 && "$py" -c 'import matplotlib' 2>/dev/null; then
+            CHART_PY=$py
+            return 0
+        fi
+    done
+    if [[ $(id -u) == 0 ]]; then
+        apt_install python3-matplotlib
+        if /usr/bin/python3 -c 'import matplotlib' 2>/dev/null; then
+            CHART_PY=/usr/bin/python3
+            return 0
+        fi
+    fi
+    need python3 python3
+    echo "== installing matplotlib (pip --user)"
+    python3 -m pip install --quiet --user matplotlib >/dev/null 2>&1 ||
+        python3 -m pip install --quiet --user --break-system-packages matplotlib >/dev/null 2>&1 || true
+    python3 -c 'import matplotlib' 2>/dev/null || die "could not install matplotlib (python3-matplotlib or pip)"
+    CHART_PY=python3
 }
 
 build() {
@@ -259,6 +290,7 @@ build() {
     if has_part size || has_part profile; then
         need strip binutils
     fi
+    [[ $CHARTS == 0 ]] || need_charts
     [[ -z ${BENCH_SKIP_BUILD:-} ]] || return 0
     if ((${#examples[@]})); then
         echo "== building ${examples[*]} (release)"
@@ -716,7 +748,7 @@ report_echo() { # part scenario servers
     fi
     [[ " $servers " == *" $OURS "* ]] || return 0
     for server in $servers; do
-        [[ $server == "$OURS" ]] || ratio_row "$part" "$scen" "$OURS" "$server"
+        [[ $server == "$OURS" || $server == c2 ]] || ratio_row "$part" "$scen" "$OURS" "$server"
     done
     if [[ " $servers " == *" c "* && " $servers " == *" c2 "* ]]; then
         ratio_row "$part" "$scen" c2 c "c2 / c (noise: the same C server twice)"
@@ -1170,6 +1202,30 @@ part_profile() {
     } | tee -a "$TABLES"
 }
 
+# The charts' section of the report: the ratios shown, the others linked
+# (all beside the report, so the links are relative).
+charts_section() { # paths, one a line
+    local c name
+    echo
+    echo "## Charts"
+    echo
+    for c in $1; do
+        name=${c##*/}
+        case $name in
+        *-ratios.svg) echo "![throughput relative to the reference server]($name)" && echo ;;
+        esac
+    done
+    for c in $1; do
+        name=${c##*/}
+        case $name in
+        *-ratios.svg) echo "- [$name]($name): rates as a multiple of the C server (echo) and nginx (HTTP, HTTPS), with the c2 / c noise band" ;;
+        *-cpu.svg) echo "- [$name]($name): server CPU time per message, request or handshake" ;;
+        *-p99.svg) echo "- [$name]($name): p99 latency" ;;
+        *-rss.svg) echo "- [$name]($name): peak RSS of the server" ;;
+        esac
+    done
+}
+
 # ----- main -----
 
 main() {
@@ -1189,6 +1245,18 @@ main() {
         "part_$part"
     done
     mkdir -p "$RESULTS"
+    cp "$RAW" "$RESULTS/$OUT.csv"
+    local charts=""
+    if [[ $CHARTS != 0 ]]; then
+        echo "== charts (bench/charts.py)"
+        # Charts of the CSV just written, so that a report and its charts
+        # always show the same run.
+        if ! charts=$("$CHART_PY" bench/charts.py "$RESULTS/$OUT.csv" \
+            --title "$(date -u '+%Y-%m-%d %H:%M UTC'), ${SECS}s runs, median of $ROUNDS rounds"); then
+            echo "compare.sh: no charts (bench/charts.py failed)" >&2
+            charts=""
+        fi
+    fi
     {
         echo "# Benchmark results"
         echo
@@ -1206,15 +1274,20 @@ main() {
         echo "## Summary"
         echo
         cat "$SUMMARY"
+        [[ -z $charts ]] || charts_section "$charts"
         echo "## Tables"
         cat "$TABLES"
     } >"$RESULTS/$OUT.md"
-    cp "$RAW" "$RESULTS/$OUT.csv"
     if has_part size; then
         cp "$SIZES" "$RESULTS/$OUT-size.csv"
     fi
     echo
-    echo "== written: bench/results/$OUT.md, bench/results/$OUT.csv$(has_part size && echo ", bench/results/$OUT-size.csv") ($((SECONDS - t0)) s)"
+    local written="bench/results/$OUT.md, bench/results/$OUT.csv" c
+    has_part size && written+=", bench/results/$OUT-size.csv"
+    for c in $charts; do
+        written+=", bench/results/${c##*/}"
+    done
+    echo "== written: $written ($((SECONDS - t0)) s)"
 }
 
 main "$@"
