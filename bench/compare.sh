@@ -1,22 +1,32 @@
 #!/usr/bin/env bash
 # packet's benchmark suite, one command:
 #
-#   bench/compare.sh                                  # everything, about 6 minutes
+#   bench/compare.sh                                  # the default parts, about 10 minutes
 #   BENCH_PARTS="echo http" bench/compare.sh          # some parts
 #   BENCH_SECS=10 BENCH_ROUNDS=9 bench/compare.sh     # longer, steadier
 #   BENCH_PARTS=echo BENCH_SCENARIOS="a d" bench/compare.sh
+#   BENCH_PARTS=https BENCH_ROUNDS=1 BENCH_SECS=1 BENCH_HTTP_WARMUP=0 \
+#     bench/compare.sh                                # smallest run of a part
 #
 # Parts (BENCH_PARTS, default "echo http scaling size"):
-#   echo     examples/echo_server against bench/c_echo.c and an EventMachine
-#            echo server (bench/em_echo.rb), driven by examples/loadgen,
-#            scenarios a-d.
+#   echo     examples/echo_server against bench/c_echo.c (twice: c and c2,
+#            two processes of the same server, whose gap is the noise of
+#            the run), an EventMachine echo server (bench/em_echo.rb) and
+#            one on the original Ruby Packet 0.1.15, unmodified
+#            (bench/packet_rb_echo.rb; the gem is installed with gem
+#            install, and when that fails the row says "skipped" and why),
+#            driven by examples/loadgen, scenarios a-d.
 #   http     examples/http_server against nginx (one worker) and thin (one
 #            process, bench/thin/config.ru), driven by wrk.
 #   https    (not in the default) http_server --tls (the tls feature)
 #            against nginx with TLS (bench/nginx-tls.conf.in: one worker,
 #            the same certificate, TLS 1.3 and TLS_AES_256_GCM_SHA384 like
-#            rustls's choice), driven by wrk: keep-alive requests/s, and
-#            handshakes/s (every request on a new connection).
+#            rustls's choice, a session cache like rustls's default).
+#            Cases (BENCH_HTTPS_CASES): keepalive, requests/s by wrk; full,
+#            handshakes/s by openssl s_time -new (never resumes, so every
+#            handshake is a full one); resumed, by s_time -reuse (every
+#            connection resumes one session; the share resumed is counted
+#            and shown). Each with the server's CPU per request/handshake.
 #   scaling  echo_server and http_server with 1 and 2 reactor threads, server
 #            and load generator sharing the CPUs of BENCH_SCALING_CPUS.
 #   size     stripped release sizes (echo_server with and without default
@@ -37,9 +47,11 @@
 #   BENCH_PARTS ["echo http scaling size"]
 #   BENCH_SECS [2] (wrk: rounded up to whole seconds)  BENCH_WARMUP [0.5]
 #   BENCH_ROUNDS [5]  BENCH_SCALING_ROUNDS [5]
-#   BENCH_SCENARIOS ["a b c d"]  BENCH_SERVERS ["packet c em"]
+#   BENCH_SCENARIOS ["a b c d"]  BENCH_SERVERS ["packet c c2 em packet-rb"]
 #   BENCH_HTTP_SERVERS ["packet nginx thin"]  BENCH_HTTP_CONNS [50]
 #   BENCH_HTTP_WARMUP [1] (seconds of wrk before each measured run; 0: none)
+#   BENCH_HTTPS_CASES ["keepalive full resumed"]  BENCH_TLS_CLIENTS [4]
+#     (s_time processes at once)
 #   BENCH_SERVER_CPU [0]  BENCH_LOADGEN_CPU [1]  BENCH_LOADGEN_THREADS [1]
 #   BENCH_SCALING_CPUS [$BENCH_SERVER_CPU,$BENCH_LOADGEN_CPU]
 #   BENCH_PROFILE_SCENARIOS ["a"]
@@ -49,12 +61,17 @@
 #   BENCH_NICE [0] (e.g. -10 on a machine shared with other work; no help
 #     across sessions when kernel.sched_autogroup_enabled=1)
 #   BENCH_SKIP_BUILD [unset]
-#   BENCH_OUT [latest] (results/$BENCH_OUT.md, .csv, -size.csv)
+#   BENCH_OUT [latest] (results/$BENCH_OUT.md, .csv, -size.csv, -*.svg)
+#   BENCH_CHARTS [1] (0: no charts, no matplotlib)
+#   BENCH_PACKET_GEM [unset] (a packet-0.1.15.gem file to install from)
 #
-# Output: progress and a Markdown table per case on stdout; all tables,
-# preceded by a summary, in bench/results/latest.md; every run's raw numbers
-# in bench/results/latest.csv and the sizes in bench/results/latest-size.csv
-# (BENCH_OUT renames them).
+# Output: a Markdown table per case on stdout, and a progress line per run
+# on stderr (the case, the server, round k of n, seconds since the start);
+# all tables, preceded by a summary and the charts, in
+# bench/results/latest.md; every run's raw numbers in
+# bench/results/latest.csv, the sizes in bench/results/latest-size.csv, and
+# charts drawn from latest.csv by bench/charts.py (matplotlib) beside them:
+# latest-ratios.svg, -cpu.svg, -p99.svg, -rss.svg (BENCH_OUT renames them).
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
