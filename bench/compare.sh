@@ -660,6 +660,7 @@ paired_ratio() { # part case column num den -> median over rounds of num / den
         END { for (r in x) if ((r in y) && y[r] > 0) print x[r] / y[r] }' "$RAW" | median
 }
 
+fmt_1() { [[ $1 == n/a ]] && echo n/a || printf '%.1f' "$1"; }
 fmt_ratio() { awk -v x="$1" 'BEGIN { print (x > 0 ? sprintf("%.2f", x) : "n/a") }'; }
 ok() { # value op(>= or <=) threshold -> PASS or FAIL (FAIL when there is no value)
     awk -v x="$1" -v op="$2" -v t="$3" 'BEGIN {
@@ -677,7 +678,13 @@ table_row() { # part case server [shown name]
     for c in $C_RATE $C_P50 $C_P99 $C_CPU $C_PCT $C_RSS $C_GPCT $C_GCPU $C_OTHER; do
         v+=("$(column_median "$1" "$2" "$3" "$c")")
     done
-    printf '| %s | %.0f | %.1f | %.1f | %.3f | %.0f | %.0f | %.0f | %.3f | %.0f | %s |\n' "${4:-$3}" "${v[@]}" \
+    # No latency from the client (s_time): n/a rather than 0.
+    local i
+    for i in 1 2; do
+        awk -v x="${v[i]}" 'BEGIN { exit !(x > 0) }' || v[i]=n/a
+    done
+    printf '| %s | %.0f | %s | %s | %.3f | %.0f | %.0f | %.0f | %.3f | %.0f | %s |\n' "${4:-$3}" "${v[0]}" \
+        "$(fmt_1 "${v[1]}")" "$(fmt_1 "${v[2]}")" "${v[@]:3}" \
         "$(awk -F, -v p="$1" -v s="$2" -v srv="$3" '$1 == p && $2 == s && $3 == srv { t += $8 } END { print t + 0 }' "$RAW")" # errors
 }
 
@@ -929,9 +936,10 @@ part_https() {
     local servers="$OURS nginx" server
     echo "== part https: servers [$servers] on CPU $SERVER_CPU, cases [$HTTPS_CASES], clients on CPU $LOADGEN_CPU," \
         "${WRK_SECS}s per run, $ROUNDS rounds"
-    local agreed=()
+    local agreed="" sep=""
     for server in $servers; do
-        agreed+=("$server: $(negotiated "$server" $((BASE_PORT + 39)))")
+        agreed+="$sep$server: $(negotiated "$server" $((BASE_PORT + 39)))"
+        sep=", "
     done
     WRK_SCHEME=https WRK_ARGS=()
     for HTTPS_CASE in $HTTPS_CASES; do
@@ -948,7 +956,7 @@ part_https() {
             echo "### https: $(https_title "$HTTPS_CASE")"
             echo
             echo "$(https_driver "$HTTPS_CASE"); median of $ROUNDS rounds;" \
-                "negotiated with openssl s_client: ${agreed[*]};" \
+                "negotiated with openssl s_client: $agreed;" \
                 "nginx: one worker, session cache on, stateless tickets off (bench/nginx-tls.conf.in);" \
                 "packet: rustls's default ServerConfig (in-memory session cache, stateful TLS 1.3 tickets)"
             echo
@@ -1241,6 +1249,7 @@ charts_section() { # paths, one a line
         *-rss.svg) echo "- [$name]($name): peak RSS of the server" ;;
         esac
     done
+    echo
 }
 
 # ----- main -----
