@@ -221,22 +221,19 @@ need_packet_rb() {
     need gem ruby
     mkdir -p "$BUILD"
     packet_rb_loads && return 0
-    local log=$BUILD/packet-rb-install.log why
-    echo "== installing the Ruby gem packet $PACKET_RB_VERSION (gem install)"
-    if [[ -n ${BENCH_PACKET_GEM:-} ]]; then
-        timeout 300 gem install --no-document --local "$BENCH_PACKET_GEM" >"$log" 2>&1 || true
-    else
-        timeout 300 gem install --no-document packet -v "$PACKET_RB_VERSION" >"$log" 2>&1 || true
-    fi
+    local log=$BUILD/packet-rb-install.log why install=(gem install --no-document packet -v "$PACKET_RB_VERSION")
+    [[ -z ${BENCH_PACKET_GEM:-} ]] || install=(gem install --no-document --local "$BENCH_PACKET_GEM")
+    echo "== installing the Ruby gem packet $PACKET_RB_VERSION (${install[*]})"
+    timeout 300 "${install[@]}" >"$log" 2>&1 || true
     if packet_rb_loads; then
         return 0
     elif grep -qE 'Unable to download|SocketError|getaddrinfo|Errno::E' "$log"; then
         why=$(grep -m 1 -oE '(SocketError|Errno::E[A-Z]+)[^(]*(\([^)]*\))?' "$log" |
             sed -E 's/ to [^ ]+:[0-9]+//' | tr -s ' \n' ' ' | cut -c 1-120)
-        PACKET_RB_SKIP="RubyGems is not reachable from this machine (gem install packet -v $PACKET_RB_VERSION: ${why% })"
+        PACKET_RB_SKIP="RubyGems is not reachable from this machine (${install[*]}: ${why% })"
     elif grep -q . "$log" && ! grep -qi "successfully installed" "$log"; then
         # The first lines of gem's complaint, without addresses.
-        PACKET_RB_SKIP="gem install packet -v $PACKET_RB_VERSION failed: $(head -n 3 "$log" |
+        PACKET_RB_SKIP="${install[*]} failed: $(head -n 3 "$log" |
             sed -E -e 's#[a-z]+://[^ )]*##g' -e 's/^ERROR: *//' | tr -s ' \n' ' ' | cut -c 1-200)"
     else
         why=$(grep -m 1 -i error "$BUILD/packet-rb-load.log" | cut -c 1-200)
