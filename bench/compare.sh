@@ -1,22 +1,32 @@
 #!/usr/bin/env bash
 # packet's benchmark suite, one command:
 #
-#   bench/compare.sh                                  # everything, about 6 minutes
+#   bench/compare.sh                                  # the default parts, about 10 minutes
 #   BENCH_PARTS="echo http" bench/compare.sh          # some parts
 #   BENCH_SECS=10 BENCH_ROUNDS=9 bench/compare.sh     # longer, steadier
 #   BENCH_PARTS=echo BENCH_SCENARIOS="a d" bench/compare.sh
+#   BENCH_PARTS=https BENCH_ROUNDS=1 BENCH_SECS=1 BENCH_HTTP_WARMUP=0 \
+#     bench/compare.sh                                # smallest run of a part
 #
 # Parts (BENCH_PARTS, default "echo http scaling size"):
-#   echo     examples/echo_server against bench/c_echo.c and an EventMachine
-#            echo server (bench/em_echo.rb), driven by examples/loadgen,
-#            scenarios a-d.
+#   echo     examples/echo_server against bench/c_echo.c (twice: c and c2,
+#            two processes of the same server, whose gap is the noise of
+#            the run), an EventMachine echo server (bench/em_echo.rb) and
+#            one on the original Ruby Packet 0.1.15, unmodified
+#            (bench/packet_rb_echo.rb; the gem is installed with gem
+#            install, and when that fails the row says "skipped" and why),
+#            driven by examples/loadgen, scenarios a-d.
 #   http     examples/http_server against nginx (one worker) and thin (one
 #            process, bench/thin/config.ru), driven by wrk.
 #   https    (not in the default) http_server --tls (the tls feature)
 #            against nginx with TLS (bench/nginx-tls.conf.in: one worker,
 #            the same certificate, TLS 1.3 and TLS_AES_256_GCM_SHA384 like
-#            rustls's choice), driven by wrk: keep-alive requests/s, and
-#            handshakes/s (every request on a new connection).
+#            rustls's choice, a session cache like rustls's default).
+#            Cases (BENCH_HTTPS_CASES): keepalive, requests/s by wrk; full,
+#            handshakes/s by openssl s_time -new (never resumes, so every
+#            handshake is a full one); resumed, by s_time -reuse (every
+#            connection resumes one session; the share resumed is counted
+#            and shown). Each with the server's CPU per request/handshake.
 #   scaling  echo_server and http_server with 1 and 2 reactor threads, server
 #            and load generator sharing the CPUs of BENCH_SCALING_CPUS.
 #   size     stripped release sizes (echo_server with and without default
@@ -37,9 +47,11 @@
 #   BENCH_PARTS ["echo http scaling size"]
 #   BENCH_SECS [2] (wrk: rounded up to whole seconds)  BENCH_WARMUP [0.5]
 #   BENCH_ROUNDS [5]  BENCH_SCALING_ROUNDS [5]
-#   BENCH_SCENARIOS ["a b c d"]  BENCH_SERVERS ["packet c em"]
+#   BENCH_SCENARIOS ["a b c d"]  BENCH_SERVERS ["packet c c2 em packet-rb"]
 #   BENCH_HTTP_SERVERS ["packet nginx thin"]  BENCH_HTTP_CONNS [50]
 #   BENCH_HTTP_WARMUP [1] (seconds of wrk before each measured run; 0: none)
+#   BENCH_HTTPS_CASES ["keepalive full resumed"]  BENCH_TLS_CLIENTS [4]
+#     (s_time processes at once)
 #   BENCH_SERVER_CPU [0]  BENCH_LOADGEN_CPU [1]  BENCH_LOADGEN_THREADS [1]
 #   BENCH_SCALING_CPUS [$BENCH_SERVER_CPU,$BENCH_LOADGEN_CPU]
 #   BENCH_PROFILE_SCENARIOS ["a"]
@@ -49,12 +61,17 @@
 #   BENCH_NICE [0] (e.g. -10 on a machine shared with other work; no help
 #     across sessions when kernel.sched_autogroup_enabled=1)
 #   BENCH_SKIP_BUILD [unset]
-#   BENCH_OUT [latest] (results/$BENCH_OUT.md, .csv, -size.csv)
+#   BENCH_OUT [latest] (results/$BENCH_OUT.md, .csv, -size.csv, -*.svg)
+#   BENCH_CHARTS [1] (0: no charts, no matplotlib)
+#   BENCH_PACKET_GEM [unset] (a packet-0.1.15.gem file to install from)
 #
-# Output: progress and a Markdown table per case on stdout; all tables,
-# preceded by a summary, in bench/results/latest.md; every run's raw numbers
-# in bench/results/latest.csv and the sizes in bench/results/latest-size.csv
-# (BENCH_OUT renames them).
+# Output: a Markdown table per case on stdout, and a progress line per run
+# on stderr (the case, the server, round k of n, seconds since the start);
+# all tables, preceded by a summary and the charts, in
+# bench/results/latest.md; every run's raw numbers in
+# bench/results/latest.csv, the sizes in bench/results/latest-size.csv, and
+# charts drawn from latest.csv by bench/charts.py (matplotlib) beside them:
+# latest-ratios.svg, -cpu.svg, -p99.svg, -rss.svg (BENCH_OUT renames them).
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -68,10 +85,12 @@ WARMUP=${BENCH_WARMUP:-0.5}
 ROUNDS=${BENCH_ROUNDS:-5}
 SCALING_ROUNDS=${BENCH_SCALING_ROUNDS:-5}
 SCENARIOS=${BENCH_SCENARIOS:-a b c d}
-SERVERS=${BENCH_SERVERS:-packet c em}
+SERVERS=${BENCH_SERVERS:-packet c c2 em packet-rb}
 HTTP_SERVERS=${BENCH_HTTP_SERVERS:-packet nginx thin}
 HTTP_CONNS=${BENCH_HTTP_CONNS:-50}
 HTTP_WARMUP=${BENCH_HTTP_WARMUP:-1}
+HTTPS_CASES=${BENCH_HTTPS_CASES:-keepalive full resumed}
+TLS_CLIENTS=${BENCH_TLS_CLIENTS:-4}
 SERVER_CPU=${BENCH_SERVER_CPU:-0}
 LOADGEN_CPU=${BENCH_LOADGEN_CPU:-1}
 LOADGEN_THREADS=${BENCH_LOADGEN_THREADS:-1}
@@ -80,6 +99,7 @@ PROFILE_SCENARIOS=${BENCH_PROFILE_SCENARIOS:-a}
 BASE_PORT=${BENCH_PORT:-21006}
 NICE=${BENCH_NICE:-0}
 OUT=${BENCH_OUT:-latest}
+CHARTS=${BENCH_CHARTS:-1}
 OURS=packet
 # wrk takes whole seconds.
 WRK_SECS=$(awk -v s="$SECS" 'BEGIN { n = int(s); if (n < s) n++; if (n < 1) n = 1; print n }')
@@ -187,6 +207,69 @@ need_eventmachine() {
     ruby -e 'require "eventmachine"' || die "could not install ruby-eventmachine"
 }
 
+# The original Ruby Packet, pinned, from RubyGems (BENCH_PACKET_GEM: a
+# packet-0.1.15.gem file to install from instead). When it cannot be had
+# the echo part runs without it and says why in its tables
+# (PACKET_RB_SKIP), rather than stopping the whole run.
+PACKET_RB_SKIP=
+PACKET_RB_VERSION=0.1.15
+packet_rb_loads() {
+    ruby -e "gem 'packet', '$PACKET_RB_VERSION'; require 'packet'" >"$BUILD/packet-rb-load.log" 2>&1
+}
+need_packet_rb() {
+    need ruby ruby
+    need gem ruby
+    mkdir -p "$BUILD"
+    packet_rb_loads && return 0
+    local log=$BUILD/packet-rb-install.log why install=(gem install --no-document packet -v "$PACKET_RB_VERSION")
+    [[ -z ${BENCH_PACKET_GEM:-} ]] || install=(gem install --no-document --local "$BENCH_PACKET_GEM")
+    echo "== installing the Ruby gem packet $PACKET_RB_VERSION (${install[*]})"
+    timeout 300 "${install[@]}" >"$log" 2>&1 || true
+    if packet_rb_loads; then
+        return 0
+    elif grep -qE 'Unable to download|SocketError|getaddrinfo|Errno::E' "$log"; then
+        why=$(grep -m 1 -oE '(SocketError|Errno::E[A-Z]+)[^(]*(\([^)]*\))?' "$log" |
+            sed -E 's/ to [^ ]+:[0-9]+//' | tr -s ' \n' ' ' | cut -c 1-120)
+        PACKET_RB_SKIP="RubyGems is not reachable from this machine (${install[*]}: ${why% })"
+    elif grep -q . "$log" && ! grep -qi "successfully installed" "$log"; then
+        # The first lines of gem's complaint, without addresses.
+        PACKET_RB_SKIP="${install[*]} failed: $(head -n 3 "$log" |
+            sed -E -e 's#[a-z]+://[^ )]*##g' -e 's/^ERROR: *//' | tr -s ' \n' ' ' | cut -c 1-200)"
+    else
+        why=$(grep -m 1 -i error "$BUILD/packet-rb-load.log" | cut -c 1-200)
+        PACKET_RB_SKIP="packet $PACKET_RB_VERSION does not load on ruby $(ruby -e 'print RUBY_VERSION'): $why"
+    fi
+    PACKET_RB_SKIP=${PACKET_RB_SKIP%% }
+    echo "!! packet-rb skipped: $PACKET_RB_SKIP (log: bench/build/packet-rb-install.log)" >&2
+    SERVERS=$(tr ' ' '\n' <<<"$SERVERS" | grep -vx packet-rb | tr '\n' ' ')
+}
+
+# matplotlib for bench/charts.py: the first python3 that has it, else
+# Debian's python3-matplotlib (for /usr/bin/python3), else PyPI's with pip.
+CHART_PY=
+need_charts() {
+    local py
+    for py in python3 /usr/bin/python3; do
+        if command -v "$py" >/dev/null 2>&1 && "$py" -c 'import matplotlib' 2>/dev/null; then
+            CHART_PY=$py
+            return 0
+        fi
+    done
+    if [[ $(id -u) == 0 ]]; then
+        apt_install python3-matplotlib
+        if /usr/bin/python3 -c 'import matplotlib' 2>/dev/null; then
+            CHART_PY=/usr/bin/python3
+            return 0
+        fi
+    fi
+    need python3 python3
+    echo "== installing matplotlib (pip --user)"
+    python3 -m pip install --quiet --user matplotlib >/dev/null 2>&1 ||
+        python3 -m pip install --quiet --user --break-system-packages matplotlib >/dev/null 2>&1 || true
+    python3 -c 'import matplotlib' 2>/dev/null || die "could not install matplotlib (python3-matplotlib or pip)"
+    CHART_PY=python3
+}
+
 build() {
     need taskset util-linux
     need pgrep procps
@@ -203,7 +286,10 @@ build() {
         need ruby ruby
         need_eventmachine
     fi
-    if has_part echo && [[ " $SERVERS " == *" c "* ]]; then
+    if has_part echo && [[ " $SERVERS " == *" packet-rb "* ]]; then
+        need_packet_rb
+    fi
+    if has_part echo && [[ " $SERVERS " == *" c "* || " $SERVERS " == *" c2 "* ]]; then
         need gcc gcc
     fi
     if has_part https; then
@@ -218,6 +304,7 @@ build() {
     if has_part size || has_part profile; then
         need strip binutils
     fi
+    [[ $CHARTS == 0 ]] || need_charts
     [[ -z ${BENCH_SKIP_BUILD:-} ]] || return 0
     if ((${#examples[@]})); then
         echo "== building ${examples[*]} (release)"
@@ -227,7 +314,7 @@ build() {
         echo "== building http_server with the tls feature (release, $TLS_TARGET)"
         CARGO_TARGET_DIR=$TLS_TARGET cargo build --release --quiet --features tls --example http_server
     fi
-    if has_part echo && [[ " $SERVERS " == *" c "* ]]; then
+    if has_part echo && [[ " $SERVERS " == *" c "* || " $SERVERS " == *" c2 "* ]]; then
         echo "== building c_echo (gcc -O2)"
         mkdir -p "$BUILD"
         gcc -O2 -Wall -Wextra -o "$BUILD/c_echo" bench/c_echo.c
@@ -244,8 +331,11 @@ server_cmd() { # kind(echo|http) name port threads -> CMD, READY_LINE
     READY_LINE=1 # the server prints "listening on" once every thread is ready
     case $1:$2 in
     echo:packet) CMD=("$ECHO_SERVER" "$addr" --threads "$threads") ;;
-    echo:c) CMD=("$BUILD/c_echo" "$addr") ;;
+    # c2: the same C server as c, a process of its own: how far two runs
+    # of one server differ in a round is the noise band of the ratios.
+    echo:c | echo:c2) CMD=("$BUILD/c_echo" "$addr") ;;
     echo:em) CMD=(ruby "$ROOT/bench/em_echo.rb" 127.0.0.1 "$3") ;;
+    echo:packet-rb) CMD=(ruby "$ROOT/bench/packet_rb_echo.rb" 127.0.0.1 "$3") ;;
     # Another build of an echo server taking ADDR:PORT (say, echo_server
     # from a branch that changes the reactor), for an A/B run:
     #   BENCH_ALT_SERVER=/other/target/release/examples/echo_server \
@@ -278,7 +368,7 @@ server_cmd() { # kind(echo|http) name port threads -> CMD, READY_LINE
         CMD=(thin start -R "$ROOT/bench/thin/config.ru" -a 127.0.0.1 -p "$3" -e production)
         READY_LINE=0
         ;;
-    *) die "unknown $1 server '$2' (echo: packet c em alt base; http: packet nginx thin; https: packet nginx)" ;;
+    *) die "unknown $1 server '$2' (echo: packet c c2 em packet-rb alt base; http: packet nginx thin; https: packet nginx)" ;;
     esac
 }
 
@@ -363,7 +453,8 @@ kv() { # key line -> value of key=value in line
 
 # ----- load generators: set G_* from one run -----
 
-G_LINE='' G_RATE='' G_P50='' G_P99='' G_ERR='' G_TOTAL='' G_TICKS='' G_RC=0
+G_LINE='' G_RATE='' G_P50='' G_P99='' G_ERR='' G_TOTAL='' G_TICKS='' G_RC=0 G_RESUMED=''
+# G_RESUMED: % of the connections that resumed a TLS session (s_time only)
 
 # The generator's CPU time comes from its rusage (this shell's cutime and
 # cstime once it is reaped, 10 ms ticks) over its whole run, for loadgen and
@@ -435,6 +526,48 @@ gen_wrk() { # port cpus threads
     [[ $G_RC == 0 ]] || G_ERR=$((${G_ERR:-0} + 1))
 }
 
+# openssl s_time: each process makes one connection at a time (TCP, TLS
+# handshake, GET /, read to the close) for WRK_SECS; CLIENTS of them run at
+# once so that the server sees concurrent handshakes. "new" never offers a
+# session (every handshake full); "reuse" resumes the session of its first
+# connection every time. s_time prints a mark per connection, r for a
+# resumed one: they give G_RESUMED. No latency percentiles.
+gen_stime() { # port cpus clients new|reuse
+    local port=$1 cpus=$2 clients=$3 mode=$4 c0 c1 t0 t1 k pid pids=()
+    G_RC=0
+    children_ticks
+    c0=$CHILD_TICKS
+    t0=$(date +%s.%N)
+    for k in $(seq "$clients"); do
+        nice -n "$NICE" taskset -c "$cpus" openssl s_time -connect "127.0.0.1:$port" "-$mode" -time "$WRK_SECS" \
+            -www / -tls1_3 -ciphersuites "$TLS_SUITE" >"$RUN_DIR/gen-$k.out" 2>"$RUN_DIR/gen-$k.err" &
+        pids+=("$!")
+        PIDS+=("$!")
+    done
+    for pid in "${pids[@]}"; do
+        wait "$pid" || G_RC=$?
+        forget_pid "$pid"
+    done
+    t1=$(date +%s.%N)
+    children_ticks
+    c1=$CHILD_TICKS
+    cat "$RUN_DIR"/gen-*.err >"$RUN_DIR/gen.err"
+    local stats
+    stats=$(awk -v t0="$t0" -v t1="$t1" '
+        / connections in .* real seconds/ { n += $1 }
+        /^[*r123]+$/ { all += length($0); r += gsub(/r/, "") }
+        END { printf "%d %.1f %.1f\n", n, (t1 > t0 ? n / (t1 - t0) : 0), (all > 0 ? 100 * r / all : 0) }' \
+        "$RUN_DIR"/gen-*.out)
+    read -r G_TOTAL G_RATE G_RESUMED <<<"$stats"
+    rm -f "$RUN_DIR"/gen-*.out "$RUN_DIR"/gen-*.err
+    G_P50='' G_P99=''
+    G_ERR=$(grep -ci 'error' "$RUN_DIR/gen.err" || true)
+    ((G_TOTAL > 0)) || G_ERR=$((G_ERR + 1))
+    [[ $G_RC == 0 ]] || G_ERR=$((G_ERR + 1))
+    G_TICKS=$((c1 - c0))
+    G_LINE="handshakes_per_s=$G_RATE total=$G_TOTAL resumed_pct=$G_RESUMED errors=$G_ERR"
+}
+
 wrk_latency_us() { # "50%" file -> that percentile of wrk --latency in µs
     awk -v p="$1" '$1 == p {
         v = $2
@@ -462,9 +595,11 @@ run_one() {
     t0=$(tree_cpu_ns "$spid")
     busy0=$(core_busy_ticks)
     start=$(date +%s.%N)
+    G_RESUMED=''
     case $gen in
     loadgen) gen_loadgen "$port" "$gcpus" "$gthreads" "$@" ;;
     wrk) gen_wrk "$port" "$gcpus" "$gthreads" ;;
+    stime) gen_stime "$port" "$gcpus" "$gthreads" "$@" ;;
     esac
     end=$(date +%s.%N)
     alive "$spid" || die "server $label died during $part $case: $(cat "$RUN_DIR/server-$kind-$name.log")"
@@ -484,7 +619,8 @@ run_one() {
     awk -v part="$part" -v s="$case" -v srv="$label" -v r="$round" -v rate="${G_RATE:-0}" \
         -v p50="${G_P50:-0}" -v p99="${G_P99:-0}" -v e="${G_ERR:-1}" \
         -v ns=$((t1 - t0)) -v total="${G_TOTAL:-0}" -v start="$start" -v end="$end" \
-        -v rss="${rss:-0}" -v rc="$G_RC" -v busy=$((busy1 - busy0)) -v gticks="${G_TICKS:-0}" 'BEGIN {
+        -v rss="${rss:-0}" -v rc="$G_RC" -v busy=$((busy1 - busy0)) -v gticks="${G_TICKS:-0}" \
+        -v resumed="$G_RESUMED" 'BEGIN {
             wall = end - start
             cpu_us = total > 0 ? ns / 1000 / total : 0
             srv_pct = wall > 0 ? ns / 1e7 / wall : 0
@@ -492,7 +628,7 @@ run_one() {
             gus = total > 0 ? gticks * 1e4 / total : 0
             others = wall > 0 ? (busy - ns / 1e7 - gticks) / (2 * wall) : 0
             if (others < 0) others = 0
-            printf "%s,%s,%s,%s,%s,%s,%s,%s,%.3f,%.1f,%s,%.1f,%s,%s,%.1f,%.3f\n", part, s, srv, r, rate, p50, p99, e, cpu_us, srv_pct, rss, gpct, total, rc, others, gus
+            printf "%s,%s,%s,%s,%s,%s,%s,%s,%.3f,%.1f,%s,%.1f,%s,%s,%.1f,%.3f,%s\n", part, s, srv, r, rate, p50, p99, e, cpu_us, srv_pct, rss, gpct, total, rc, others, gus, resumed
         }' >>"$RAW"
     printf '   %-10s round %s: %s | server cpu %s ms, %s cpu %s ticks\n' \
         "$label" "$round" "$G_LINE" "$(((t1 - t0) / 1000000))" "$gen" "${G_TICKS:-?}"
@@ -501,8 +637,8 @@ run_one() {
 # ----- report -----
 
 # CSV columns (latest.csv)
-C_RATE=5 C_P50=6 C_P99=7 C_CPU=9 C_PCT=10 C_RSS=11 C_GPCT=12 C_OTHER=15 C_GCPU=16
-CSV_HEADER="part,case,server,round,rate,p50_us,p99_us,errors,server_cpu_us_per_op,server_cpu_pct,peak_rss_kb,gen_cpu_pct,total_ops,gen_rc,other_load_pct,gen_cpu_us_per_op"
+C_RATE=5 C_P50=6 C_P99=7 C_CPU=9 C_PCT=10 C_RSS=11 C_GPCT=12 C_OTHER=15 C_GCPU=16 C_RESUMED=17
+CSV_HEADER="part,case,server,round,rate,p50_us,p99_us,errors,server_cpu_us_per_op,server_cpu_pct,peak_rss_kb,gen_cpu_pct,total_ops,gen_rc,other_load_pct,gen_cpu_us_per_op,resumed_pct"
 
 median() { # numbers on stdin
     sort -g | awk '{ v[NR] = $1 } END {
@@ -521,6 +657,7 @@ paired_ratio() { # part case column num den -> median over rounds of num / den
         END { for (r in x) if ((r in y) && y[r] > 0) print x[r] / y[r] }' "$RAW" | median
 }
 
+fmt_1() { [[ $1 == n/a ]] && echo n/a || printf '%.1f' "$1"; }
 fmt_ratio() { awk -v x="$1" 'BEGIN { print (x > 0 ? sprintf("%.2f", x) : "n/a") }'; }
 ok() { # value op(>= or <=) threshold -> PASS or FAIL (FAIL when there is no value)
     awk -v x="$1" -v op="$2" -v t="$3" 'BEGIN {
@@ -538,7 +675,13 @@ table_row() { # part case server [shown name]
     for c in $C_RATE $C_P50 $C_P99 $C_CPU $C_PCT $C_RSS $C_GPCT $C_GCPU $C_OTHER; do
         v+=("$(column_median "$1" "$2" "$3" "$c")")
     done
-    printf '| %s | %.0f | %.1f | %.1f | %.3f | %.0f | %.0f | %.0f | %.3f | %.0f | %s |\n' "${4:-$3}" "${v[@]}" \
+    # No latency from the client (s_time): n/a rather than 0.
+    local i
+    for i in 1 2; do
+        awk -v x="${v[i]}" 'BEGIN { exit !(x > 0) }' || v[i]=n/a
+    done
+    printf '| %s | %.0f | %s | %s | %.3f | %.0f | %.0f | %.0f | %.3f | %.0f | %s |\n' "${4:-$3}" "${v[0]}" \
+        "$(fmt_1 "${v[1]}")" "$(fmt_1 "${v[2]}")" "${v[@]:3}" \
         "$(awk -F, -v p="$1" -v s="$2" -v srv="$3" '$1 == p && $2 == s && $3 == srv { t += $8 } END { print t + 0 }' "$RAW")" # errors
 }
 
@@ -549,6 +692,14 @@ ratio_row() { # part case num den [label]
         "$(fmt_ratio "$(paired_ratio "$1" "$2" $C_P99 "$3" "$4")")" \
         "$(fmt_ratio "$(paired_ratio "$1" "$2" $C_CPU "$3" "$4")")" \
         "$(fmt_ratio "$(paired_ratio "$1" "$2" $C_RSS "$3" "$4")")"
+}
+
+# What runs now, for the progress line on stderr (set by each part before
+# calling rounds).
+CASE_NAME=
+T_START=$SECONDS
+progress() { # server round rounds
+    printf '>> [%d s] %s: %s, round %s of %s\n' $((SECONDS - T_START)) "$CASE_NAME" "$1" "$2" "$3" >&2
 }
 
 # Runs every server of a list per round, alternating the order.
@@ -566,6 +717,7 @@ rounds() { # rounds servers(space separated) callback(server round index)
                 [[ $s == "$server" ]] && break
                 i=$((i + 1))
             done
+            progress "$server" "$round" "$n"
             "$cb" "$server" "$round" "$i"
         done
     done
@@ -612,10 +764,16 @@ report_echo() { # part scenario servers
     for server in $servers; do
         table_row "$part" "$scen" "$server"
     done
+    if [[ $part == echo && -n $PACKET_RB_SKIP ]]; then
+        echo "| packet-rb | skipped: $PACKET_RB_SKIP | | | | | | | | | |"
+    fi
     [[ " $servers " == *" $OURS "* ]] || return 0
     for server in $servers; do
-        [[ $server == "$OURS" ]] || ratio_row "$part" "$scen" "$OURS" "$server"
+        [[ $server == "$OURS" || $server == c2 ]] || ratio_row "$part" "$scen" "$OURS" "$server"
     done
+    if [[ " $servers " == *" c "* && " $servers " == *" c2 "* ]]; then
+        ratio_row "$part" "$scen" c2 c "c2 / c (noise: the same C server twice)"
+    fi
     [[ " $servers " == *" c "* ]] || return 0
     local rate p99 cpu
     rate=$(paired_ratio "$part" "$scen" $C_RATE "$OURS" c)
@@ -637,23 +795,28 @@ part_echo() {
     local scen
     for scen in $SCENARIOS; do
         echo "== echo $(scenario_title "$scen")"
-        SCEN=$scen
+        SCEN=$scen CASE_NAME="echo $(scenario_title "$scen")"
         rounds "$ROUNDS" "$SERVERS" echo_run
         report_echo "$ECHO_PART" "$scen" "$SERVERS" | tee -a "$TABLES"
     done
     {
-        echo "| echo scenario | packet msgs/s | packet / c msgs/s | packet / c CPU per op | packet / em msgs/s | packet / em CPU per op | other load % |"
-        echo "|---|---:|---:|---:|---:|---:|---:|"
+        echo "| echo scenario | packet msgs/s | packet / c msgs/s | c2 / c msgs/s (noise) | packet / c CPU per op | packet / em msgs/s | packet / em CPU per op | packet-rb / c msgs/s | other load % |"
+        echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|"
+        local rb
         for scen in $SCENARIOS; do
-            printf '| %s | %.0f | %s | %s | %s | %s | %.0f |\n' "$(scenario_title "$scen")" \
+            rb=$(fmt_ratio "$(paired_ratio echo "$scen" $C_RATE packet-rb c)")
+            [[ -z $PACKET_RB_SKIP ]] || rb=skipped
+            printf '| %s | %.0f | %s | %s | %s | %s | %s | %s | %.0f |\n' "$(scenario_title "$scen")" \
                 "$(column_median echo "$scen" "$OURS" $C_RATE)" \
                 "$(fmt_ratio "$(paired_ratio echo "$scen" $C_RATE "$OURS" c)")" \
+                "$(fmt_ratio "$(paired_ratio echo "$scen" $C_RATE c2 c)")" \
                 "$(fmt_ratio "$(paired_ratio echo "$scen" $C_CPU "$OURS" c)")" \
                 "$(fmt_ratio "$(paired_ratio echo "$scen" $C_RATE "$OURS" em)")" \
                 "$(fmt_ratio "$(paired_ratio echo "$scen" $C_CPU "$OURS" em)")" \
-                "$(column_median echo "$scen" "$OURS" $C_OTHER)"
+                "$rb" "$(column_median echo "$scen" "$OURS" $C_OTHER)"
         done
         echo
+        [[ -z $PACKET_RB_SKIP ]] || printf -- '- packet-rb (the Ruby gem packet %s): skipped: %s\n\n' "$PACKET_RB_VERSION" "$PACKET_RB_SKIP"
     } >>"$SUMMARY"
 }
 
@@ -667,6 +830,7 @@ http_run() { # server round index
 part_http() {
     echo "== part http: servers [$HTTP_SERVERS] on CPU $SERVER_CPU, wrk -t1 -c$HTTP_CONNS on CPU $LOADGEN_CPU," \
         "${WRK_SECS}s after ${HTTP_WARMUP}s warm-up per run, $ROUNDS rounds"
+    CASE_NAME="http GET / (wrk -c$HTTP_CONNS)"
     rounds "$ROUNDS" "$HTTP_SERVERS" http_run
     local server rate cpu
     {
@@ -719,14 +883,20 @@ part_http() {
 TLS_CERT=
 TLS_KEY=
 HTTPS_CASE=keepalive
+# The cipher suite both servers are held to (rustls's first choice).
+TLS_SUITE=TLS_AES_256_GCM_SHA384
 https_run() { # server round index
-    run_one https "$HTTPS_CASE" "$1" "$2" $((BASE_PORT + 30 + $3)) https "$1" 1 "$SERVER_CPU" \
-        wrk "$LOADGEN_CPU" 1
+    local port=$((BASE_PORT + 30 + $3))
+    case $HTTPS_CASE in
+    keepalive) run_one https keepalive "$1" "$2" "$port" https "$1" 1 "$SERVER_CPU" wrk "$LOADGEN_CPU" 1 ;;
+    full) run_one https full "$1" "$2" "$port" https "$1" 1 "$SERVER_CPU" stime "$LOADGEN_CPU" "$TLS_CLIENTS" new ;;
+    resumed) run_one https resumed "$1" "$2" "$port" https "$1" 1 "$SERVER_CPU" stime "$LOADGEN_CPU" "$TLS_CLIENTS" reuse ;;
+    esac
 }
 
 # The TLS version, cipher suite and key exchange a server negotiates with
-# OpenSSL's client (wrk's library), to show both sides of the comparison
-# agree.
+# OpenSSL's client (wrk's and s_time's library), to show both sides of the
+# comparison agree.
 negotiated() { # server port
     start_server https "$1" "$2" 1 "$SERVER_CPU"
     local spid=$SERVER_PID
@@ -734,6 +904,22 @@ negotiated() { # server port
         awk -F': *' '/^Protocol version/ { v = $2 } /^Ciphersuite/ { c = $2 }
             /^Server Temp Key/ { k = $2 } END { print v " " c " " k }'
     stop_pid "$spid"
+}
+
+https_title() {
+    case $1 in
+    keepalive) echo "GET / over TLS, keep-alive connections" ;;
+    full) echo "full handshakes: a new connection and a GET / per handshake, never resumed (openssl s_time -new)" ;;
+    resumed) echo "resumed handshakes: a new connection and a GET / per handshake, resuming one session (openssl s_time -reuse)" ;;
+    esac
+}
+
+https_driver() {
+    case $1 in
+    keepalive) echo "wrk -t1 -c$HTTP_CONNS -d${WRK_SECS}s --latency after a ${HTTP_WARMUP}s wrk warm-up" ;;
+    *) echo "$TLS_CLIENTS x openssl s_time -$([[ $1 == full ]] && echo new || echo reuse) -time $WRK_SECS -www / -tls1_3" \
+        "-ciphersuites $TLS_SUITE at once (one connection at a time each; no latency figures)" ;;
+    esac
 }
 
 part_https() {
@@ -745,57 +931,65 @@ part_https() {
         -subj /CN=localhost -addext subjectAltName=DNS:localhost,IP:127.0.0.1 \
         -keyout "$TLS_KEY" -out "$TLS_CERT" 2>/dev/null
     local servers="$OURS nginx" server
-    echo "== part https: servers [$servers] on CPU $SERVER_CPU, wrk -t1 -c$HTTP_CONNS on CPU $LOADGEN_CPU," \
-        "${WRK_SECS}s after ${HTTP_WARMUP}s warm-up per run, $ROUNDS rounds"
-    local agreed=()
+    echo "== part https: servers [$servers] on CPU $SERVER_CPU, cases [$HTTPS_CASES], clients on CPU $LOADGEN_CPU," \
+        "${WRK_SECS}s per run, $ROUNDS rounds"
+    local agreed="" sep=""
     for server in $servers; do
-        agreed+=("$server: $(negotiated "$server" $((BASE_PORT + 39)))")
+        agreed+="$sep$server: $(negotiated "$server" $((BASE_PORT + 39)))"
+        sep=", "
     done
-    WRK_SCHEME=https
-    HTTPS_CASE=keepalive WRK_ARGS=()
-    rounds "$ROUNDS" "$servers" https_run
-    HTTPS_CASE=handshake WRK_ARGS=(-H "Connection: close")
-    rounds "$ROUNDS" "$servers" https_run
-    WRK_SCHEME=http WRK_ARGS=()
-    local rate hs
-    rate=$(paired_ratio https keepalive $C_RATE "$OURS" nginx)
-    hs=$(paired_ratio https handshake $C_RATE "$OURS" nginx)
+    WRK_SCHEME=https WRK_ARGS=()
+    for HTTPS_CASE in $HTTPS_CASES; do
+        CASE_NAME="https $HTTPS_CASE"
+        echo "== https: $(https_title "$HTTPS_CASE")"
+        rounds "$ROUNDS" "$servers" https_run
+    done
+    WRK_SCHEME=http
     {
-        for HTTPS_CASE in keepalive handshake; do
+        for HTTPS_CASE in $HTTPS_CASES; do
+            local unit=req
+            [[ $HTTPS_CASE == keepalive ]] || unit=handshake
             echo
-            if [[ $HTTPS_CASE == keepalive ]]; then
-                echo "### https: GET / over TLS, keep-alive"
-            else
-                echo "### https: GET / over TLS, a new connection (full handshake) per request (Connection: close)"
-            fi
+            echo "### https: $(https_title "$HTTPS_CASE")"
             echo
-            echo "wrk -t1 -c$HTTP_CONNS -d${WRK_SECS}s --latency after a ${HTTP_WARMUP}s wrk warm-up; median of $ROUNDS rounds;" \
-                "negotiated with openssl s_client: ${agreed[*]}; nginx: one worker, no session cache or tickets"
+            echo "$(https_driver "$HTTPS_CASE"); median of $ROUNDS rounds;" \
+                "negotiated with openssl s_client: $agreed;" \
+                "nginx: one worker, session cache on, stateless tickets off (bench/nginx-tls.conf.in);" \
+                "packet: rustls's default ServerConfig (in-memory session cache, stateful TLS 1.3 tickets)"
             echo
-            table_head req wrk
+            table_head "$unit" "$([[ $HTTPS_CASE == keepalive ]] && echo wrk || echo s_time)"
             for server in $servers; do
                 table_row https "$HTTPS_CASE" "$server"
             done
             ratio_row https "$HTTPS_CASE" "$OURS" nginx
+            if [[ $HTTPS_CASE != keepalive ]]; then
+                echo
+                for server in $servers; do
+                    echo "- $server: $(column_median https "$HTTPS_CASE" "$server" $C_RESUMED)% of the connections resumed (s_time's r marks; median of the rounds)"
+                done
+            fi
         done
         echo
-        echo "- target: keep-alive requests/s ratio to nginx $(fmt_ratio "$rate") >= 0.90: $(ok "$rate" ">=" 0.90);" \
-            "handshakes/s ratio $(fmt_ratio "$hs") (reported, no target)"
+        if [[ " $HTTPS_CASES " == *" keepalive "* ]]; then
+            local rate
+            rate=$(paired_ratio https keepalive $C_RATE "$OURS" nginx)
+            echo "- target: keep-alive requests/s ratio to nginx $(fmt_ratio "$rate") >= 0.90: $(ok "$rate" ">=" 0.90);" \
+                "handshakes/s reported, no target"
+        fi
     } | tee -a "$TABLES"
     {
-        echo "| https (wrk -t1 -c$HTTP_CONNS) | keep-alive requests/s | handshakes/s | CPU µs/req (keep-alive) | CPU µs/handshake | packet / it: req/s | packet / it: handshakes/s |"
-        echo "|---|---:|---:|---:|---:|---:|---:|"
-        for server in $servers; do
-            local r h
-            if [[ $server == "$OURS" ]]; then
-                r=1.00 h=1.00
-            else
-                r=$(fmt_ratio "$rate") h=$(fmt_ratio "$hs")
-            fi
-            printf '| %s | %.0f | %.0f | %.2f | %.2f | %s | %s |\n' "$server" \
-                "$(column_median https keepalive "$server" $C_RATE)" "$(column_median https handshake "$server" $C_RATE)" \
-                "$(column_median https keepalive "$server" $C_CPU)" "$(column_median https handshake "$server" $C_CPU)" \
-                "$r" "$h"
+        echo "| https, against nginx with TLS | packet/s | nginx/s | packet / nginx: rate | packet CPU µs/op | nginx CPU µs/op | packet / nginx: CPU per op | resumed % (packet; nginx) |"
+        echo "|---|---:|---:|---:|---:|---:|---:|---:|"
+        for HTTPS_CASE in $HTTPS_CASES; do
+            local res=""
+            [[ $HTTPS_CASE == keepalive ]] ||
+                res="$(column_median https "$HTTPS_CASE" "$OURS" $C_RESUMED); $(column_median https "$HTTPS_CASE" nginx $C_RESUMED)"
+            printf '| %s | %.0f | %.0f | %s | %.2f | %.2f | %s | %s |\n' \
+                "$([[ $HTTPS_CASE == keepalive ]] && echo "keep-alive requests (wrk -c$HTTP_CONNS)" || echo "$HTTPS_CASE handshakes (s_time x$TLS_CLIENTS)")" \
+                "$(column_median https "$HTTPS_CASE" "$OURS" $C_RATE)" "$(column_median https "$HTTPS_CASE" nginx $C_RATE)" \
+                "$(fmt_ratio "$(paired_ratio https "$HTTPS_CASE" $C_RATE "$OURS" nginx)")" \
+                "$(column_median https "$HTTPS_CASE" "$OURS" $C_CPU)" "$(column_median https "$HTTPS_CASE" nginx $C_CPU)" \
+                "$(fmt_ratio "$(paired_ratio https "$HTTPS_CASE" $C_CPU "$OURS" nginx)")" "$res"
         done
         echo
     } >>"$SUMMARY"
@@ -852,6 +1046,7 @@ part_scaling() {
             case=http unit=req gen=wrk
             echo "== scaling: http_server, wrk -c$HTTP_CONNS"
         fi
+        CASE_NAME="scaling $case"
         rounds "$SCALING_ROUNDS" "$configs" scaling_run
         {
             echo
@@ -988,7 +1183,7 @@ part_profile() {
     local ECHO_PART=profile scen
     for scen in $PROFILE_SCENARIOS; do
         echo "== profile A/B: $(scenario_title "$scen")"
-        SCEN=$scen
+        SCEN=$scen CASE_NAME="profile $(scenario_title "$scen")"
         rounds "$ROUNDS" "packet base c" echo_run
         {
             report_echo profile "$scen" "packet base c" | grep -v target
@@ -1029,6 +1224,31 @@ part_profile() {
     } | tee -a "$TABLES"
 }
 
+# The charts' section of the report: the ratios shown, the others linked
+# (all beside the report, so the links are relative).
+charts_section() { # paths, one a line
+    local c name
+    echo
+    echo "## Charts"
+    echo
+    for c in $1; do
+        name=${c##*/}
+        case $name in
+        *-ratios.svg) echo "![throughput relative to the reference server]($name)" && echo ;;
+        esac
+    done
+    for c in $1; do
+        name=${c##*/}
+        case $name in
+        *-ratios.svg) echo "- [$name]($name): rates as a multiple of the C server (echo) and nginx (HTTP, HTTPS), with the c2 / c noise band" ;;
+        *-cpu.svg) echo "- [$name]($name): server CPU time per message, request or handshake" ;;
+        *-p99.svg) echo "- [$name]($name): p99 latency" ;;
+        *-rss.svg) echo "- [$name]($name): peak RSS of the server" ;;
+        esac
+    done
+    echo
+}
+
 # ----- main -----
 
 main() {
@@ -1048,6 +1268,18 @@ main() {
         "part_$part"
     done
     mkdir -p "$RESULTS"
+    cp "$RAW" "$RESULTS/$OUT.csv"
+    local charts=""
+    if [[ $CHARTS != 0 ]]; then
+        echo "== charts (bench/charts.py)"
+        # Charts of the CSV just written, so that a report and its charts
+        # always show the same run.
+        if ! charts=$("$CHART_PY" bench/charts.py "$RESULTS/$OUT.csv" \
+            --title "$(date -u '+%Y-%m-%d %H:%M UTC'), ${SECS}s runs, median of $ROUNDS rounds"); then
+            echo "compare.sh: no charts (bench/charts.py failed)" >&2
+            charts=""
+        fi
+    fi
     {
         echo "# Benchmark results"
         echo
@@ -1065,15 +1297,20 @@ main() {
         echo "## Summary"
         echo
         cat "$SUMMARY"
+        [[ -z $charts ]] || charts_section "$charts"
         echo "## Tables"
         cat "$TABLES"
     } >"$RESULTS/$OUT.md"
-    cp "$RAW" "$RESULTS/$OUT.csv"
     if has_part size; then
         cp "$SIZES" "$RESULTS/$OUT-size.csv"
     fi
     echo
-    echo "== written: bench/results/$OUT.md, bench/results/$OUT.csv$(has_part size && echo ", bench/results/$OUT-size.csv") ($((SECONDS - t0)) s)"
+    local written="bench/results/$OUT.md, bench/results/$OUT.csv" c
+    has_part size && written+=", bench/results/$OUT-size.csv"
+    for c in $charts; do
+        written+=", bench/results/${c##*/}"
+    done
+    echo "== written: $written ($((SECONDS - t0)) s)"
 }
 
 main "$@"
