@@ -249,6 +249,15 @@ struct Replaced {
     answers: Vec<String>,
     back_after_server_kill: Duration,
     back_after_worker_kill: Duration,
+    new_name: String,
+}
+
+/// What `ps` shows as process `pid`'s name.
+fn comm(pid: u32) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/comm"))
+        .unwrap_or_default()
+        .trim_end()
+        .to_string()
 }
 
 fn a_killed_fork_server_is_replaced_and_killed_workers_come_back(workers: Workers) {
@@ -270,6 +279,7 @@ fn a_killed_fork_server_is_replaced_and_killed_workers_come_back(workers: Worker
             packet_sys::process::kill(server, packet_sys::process::SIGKILL).unwrap();
             when_fork_server_is_not(r, server, move |r, new_server| {
                 out.borrow_mut().new_server = new_server;
+                out.borrow_mut().new_name = comm(new_server as u32);
                 // The worker died with its fork server and is started by
                 // the new one.
                 when_running(r, "slow", Some(worker), move |r, worker| {
@@ -308,6 +318,8 @@ fn a_killed_fork_server_is_replaced_and_killed_workers_come_back(workers: Worker
         seen.back_after_server_kill, seen.back_after_worker_kill
     );
     assert_ne!(seen.new_server, seen.old_server);
+    // Named after the program, like the master, not `exe`.
+    assert_eq!(seen.new_name, comm(std::process::id()));
     assert_eq!(seen.answers, ["ok 1", "ok 2"]);
     // The old fork server was this process's child: reaped, not a zombie.
     assert!(
@@ -330,6 +342,44 @@ fn a_killed_fork_server_is_replaced_and_killed_workers_come_back(workers: Worker
     );
 }
 
+fn a_garbled_fork_server_link_is_closed_and_the_fork_server_replaced(workers: Workers) {
+    let logged = Arc::new(Mutex::new(Vec::<String>::new()));
+    let sink = logged.clone();
+    packet::log::set_log_hook(move |line| sink.lock().unwrap().push(line.to_string()));
+    let answers: Log = Rc::default();
+    let servers = Rc::new(RefCell::new((0, 0)));
+    let (out, seen) = (answers.clone(), servers.clone());
+    run(workers, move |r| {
+        when_running(r, "slow", None, move |r, worker| {
+            let old = r.fork_server_pid().unwrap();
+            // A frame whose header announces 4 GiB, as if from the fork
+            // server.
+            r.inject_fork_server_bytes(&[0x80, 0x80, 0x80, 0x80, 0x10, 1, 2, 3]);
+            when_fork_server_is_not(r, old, move |r, new| {
+                *seen.borrow_mut() = (old, new);
+                // Its worker is started again by the new fork server and
+                // adopted: it answers.
+                when_running(r, "slow", Some(worker), move |r, _| {
+                    r.ask_worker_with("slow", None, &3u64, move |r, reply| {
+                        out.borrow_mut().push(show(&reply));
+                        r.stop();
+                    })
+                    .unwrap();
+                });
+            });
+        });
+        Ok(())
+    });
+    packet::log::reset_log_hook();
+    let (old, new) = *servers.borrow();
+    assert_ne!(old, new);
+    assert_eq!(*answers.borrow(), ["ok 3"]);
+    let logged = logged.lock().unwrap();
+    let garbage = format!("[workers] the fork server {old} sent garbage");
+    assert!(logged.iter().any(|l| l.starts_with(&garbage)), "{logged:?}");
+    assert!(util::is_gone(old as u32), "old fork server left");
+}
+
 // ----- runner -----
 
 fn main() {
@@ -349,6 +399,10 @@ fn main() {
         (
             "a_killed_fork_server_is_replaced_and_killed_workers_come_back",
             a_killed_fork_server_is_replaced_and_killed_workers_come_back,
+        ),
+        (
+            "a_garbled_fork_server_link_is_closed_and_the_fork_server_replaced",
+            a_garbled_fork_server_link_is_closed_and_the_fork_server_replaced,
         ),
     ];
     util::run_forking_tests(tests, || registry().start().expect("start fork server"))
