@@ -55,8 +55,14 @@ fn eval_server_with_defaults_answers_every_line_while_a_worker_is_stopped() {
     }
     let took = stopped_at.elapsed();
     println!("{answered} answered, {failed} errors, all within {took:?} of the SIGSTOP");
-    assert!(failed > 0, "the stopped worker's lines cannot have been answered");
-    assert!(took < BOUND, "the last line came {took:?} after the SIGSTOP");
+    assert!(
+        failed > 0,
+        "the stopped worker's lines cannot have been answered"
+    );
+    assert!(
+        took < BOUND,
+        "the last line came {took:?} after the SIGSTOP"
+    );
     // The stopped worker was killed by the heartbeat (reaped by its fork
     // server), not left stopped.
     assert!(

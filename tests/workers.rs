@@ -696,7 +696,9 @@ fn watch_backoff(r: &mut Reactor, out: Rc<RefCell<Vec<String>>>, deaths: u32) {
             return;
         }
     }
-    r.add_timer(Duration::from_millis(5), move |r| watch_backoff(r, out, deaths));
+    r.add_timer(Duration::from_millis(5), move |r| {
+        watch_backoff(r, out, deaths)
+    });
 }
 
 fn garbage_from_a_worker_closes_only_its_channel(workers: Workers) {

@@ -138,7 +138,11 @@ pub(super) fn respawn() -> io::Result<(OwnedFd, i32)> {
     // The same arguments, so that whatever `main` does with them before
     // `start` goes the same way; argv[0] too, which `ps` shows.
     let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
-    let argv = if argv.is_empty() { vec![exe.clone()] } else { argv };
+    let argv = if argv.is_empty() {
+        vec![exe.clone()]
+    } else {
+        argv
+    };
     let value = format!(
         "{},{}",
         std::os::fd::AsRawFd::as_raw_fd(&server_end),

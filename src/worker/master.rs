@@ -886,8 +886,7 @@ impl Master {
                     .instances
                     .iter()
                     .filter(|(_, i)| {
-                        i.state == State::Restarting
-                            && i.restart_at.is_none_or(|(at, _)| at <= now)
+                        i.state == State::Restarting && i.restart_at.is_none_or(|(at, _)| at <= now)
                     })
                     .map(|(id, _)| id.clone())
                     .collect();
@@ -1027,14 +1026,15 @@ impl Master {
         use packet_sys::process::{process_exists, try_wait};
         self.dead_servers
             .retain(|&pid| matches!(try_wait(Some(pid)), Ok(None)));
-        self.orphans.retain(|&(pid, until)| match try_wait(Some(pid)) {
-            // Re-parented to the master, and still dying.
-            Ok(None) => true,
-            Ok(Some(_)) => false,
-            // Not (yet) the master's child: its fork server may not be
-            // reaped yet. Someone else's once that is done, or gone.
-            Err(_) => now < until && process_exists(pid),
-        });
+        self.orphans
+            .retain(|&(pid, until)| match try_wait(Some(pid)) {
+                // Re-parented to the master, and still dying.
+                Ok(None) => true,
+                Ok(Some(_)) => false,
+                // Not (yet) the master's child: its fork server may not be
+                // reaped yet. Someone else's once that is done, or gone.
+                Err(_) => now < until && process_exists(pid),
+            });
         !self.dead_servers.is_empty() || !self.orphans.is_empty()
     }
 }
