@@ -29,7 +29,7 @@
 //! stops answering its heartbeat for 15 s is killed and replaced (its
 //! PRIMEs get `ERR worker prime[N] died before replying (...)`), and a PRIME
 //! with no answer in 60 s gets `ERR worker prime[N] did not answer within
-//! 60s`. The largest PRIME takes well under a second of a worker's loop.
+//! 60s`.
 //!
 //! ```text
 //! $ printf 'SET a 1\nPRIME 150000\nGET a\n' | nc -N 127.0.0.1 11009
