@@ -71,3 +71,93 @@ fn eval_server_with_defaults_answers_every_line_while_a_worker_is_stopped() {
         pids[1]
     );
 }
+
+/// The children of process `pid`, by their pids in this (the host's)
+/// namespace.
+fn children(pid: u32) -> Vec<u32> {
+    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .collect()
+}
+
+/// `unshare` can make a PID namespace here (root, or a kernel and setup
+/// that allow it), so a program can be PID 1.
+fn can_be_pid_1() -> bool {
+    std::process::Command::new("unshare")
+        .args(["--pid", "--fork", "--mount-proc", "true"])
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+#[test]
+fn a_pid_1_master_reaps_the_workers_of_a_dead_fork_server() {
+    use std::process::{Command, Stdio};
+    if !can_be_pid_1() {
+        // Documented in RELIABILITY.md: needs a PID namespace.
+        println!("skipped: unshare --pid is not allowed here");
+        return;
+    }
+    let bin = util::example::binary("eval_server");
+    let mut unshare = Command::new("unshare")
+        .args(["--pid", "--fork", "--mount-proc"])
+        .arg(&bin)
+        .arg("127.0.0.1:0")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = unshare.stdout.take().unwrap();
+    let mut lines = BufReader::new(stdout).lines();
+    let addr = loop {
+        let line = lines.next().expect("no listening line").unwrap();
+        if let Some(addr) = line.strip_prefix("listening on ") {
+            break addr.to_string();
+        }
+    };
+    std::thread::spawn(move || for _ in lines {});
+    let ends = Ends(unshare);
+    // unshare → master (PID 1 inside) → fork server → 2 workers.
+    let master = children(ends.0.id())[0];
+    let server = children(master)[0];
+    let workers = children(server);
+    assert_eq!(workers.len(), 2, "workers of {server}: {workers:?}");
+    packet_sys::process::kill(server as i32, packet_sys::process::SIGKILL).unwrap();
+    // The workers die with their fork server and are re-parented to the
+    // master, PID 1 of its namespace: it reaps them, no zombie is left.
+    for w in &workers {
+        assert!(
+            util::eventually(util::IO_TIMEOUT, || util::is_gone(*w)),
+            "worker {w} of the dead fork server is left: {}",
+            std::fs::read_to_string(format!("/proc/{w}/stat")).unwrap_or_default()
+        );
+    }
+    assert!(util::eventually(util::IO_TIMEOUT, || util::is_gone(server)));
+    // A new fork server and workers answer.
+    let mut client = std::net::TcpStream::connect(&addr).unwrap();
+    client.set_read_timeout(Some(util::IO_TIMEOUT)).unwrap();
+    let mut answer = String::new();
+    let answered = util::eventually(util::IO_TIMEOUT, || {
+        client.write_all(b"20+22\n").unwrap();
+        answer.clear();
+        BufReader::new(&client).read_line(&mut answer).unwrap();
+        answer == "42\n"
+    });
+    assert!(answered, "last answer {answer:?}");
+    println!("old workers {workers:?} reaped by the PID-1 master {master}");
+}
+
+/// Kills the `unshare` process tree when the test ends: the master (its
+/// child) is PID 1 of the namespace, whose death ends every process in it.
+struct Ends(std::process::Child);
+impl Drop for Ends {
+    fn drop(&mut self) {
+        for pid in children(self.0.id()) {
+            let _ = packet_sys::process::kill(pid as i32, packet_sys::process::SIGKILL);
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
