@@ -15,7 +15,12 @@ use std::rc::Rc;
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
 
-use packet::worker::{WorkerError, WorkerExit, WorkerRegistry, WorkerReply, WorkerSpec, Workers};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use packet::worker::{
+    Worker, WorkerContext, WorkerError, WorkerExit, WorkerMessage, WorkerRegistry, WorkerReply,
+    WorkerSpec, Workers,
+};
 use packet::{Connection, Handler, Reactor, Reply};
 use util::run_with_workers as run;
 use util::Slow;
@@ -25,8 +30,43 @@ const ASK_TIMEOUT: Duration = Duration::from_millis(200);
 /// ...well before its heartbeat gives up on it.
 const HEARTBEAT: Duration = Duration::from_secs(3);
 
+/// Sends 64 KiB messages of its own to the master as fast as the
+/// channel takes them, and no faster: until the channel is full, then
+/// again each time it drained.
+#[derive(Default)]
+struct Flood {
+    fulls: u64,
+}
+impl Flood {
+    fn produce(&mut self, ctx: &mut WorkerContext<'_, '_>) {
+        let chunk = "x".repeat(64 * 1024);
+        while !ctx.channel_is_full() {
+            ctx.send_data(&chunk).unwrap();
+        }
+    }
+}
+impl Worker for Flood {
+    fn receive_data(&mut self, ctx: &mut WorkerContext<'_, '_>, _msg: WorkerMessage) {
+        self.produce(ctx);
+    }
+    fn channel_full(&mut self, _ctx: &mut WorkerContext<'_, '_>) {
+        self.fulls += 1;
+    }
+    fn channel_drained(&mut self, ctx: &mut WorkerContext<'_, '_>) {
+        self.produce(ctx);
+    }
+}
+
+/// Bytes the flooding worker's messages brought to the master.
+static FLOODED: AtomicUsize = AtomicUsize::new(0);
+
 fn registry() -> WorkerRegistry {
     WorkerRegistry::new()
+        .register(
+            WorkerSpec::new("flood", Flood::default).on_message(|_, _, m| {
+                FLOODED.fetch_add(m.as_bytes().len(), Ordering::Relaxed);
+            }),
+        )
         .register(WorkerSpec::new("slow", || Slow))
         .register(
             WorkerSpec::new("watched", || Slow)
@@ -380,6 +420,57 @@ fn a_garbled_fork_server_link_is_closed_and_the_fork_server_replaced(workers: Wo
     assert!(util::is_gone(old as u32), "old fork server left");
 }
 
+/// The high-water mark of process `pid`'s resident memory, in KiB.
+fn vm_hwm_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
+        .unwrap()
+}
+
+/// 128 MiB through the channel, produced only as fast as it drains.
+const FLOOD: usize = 128 << 20;
+/// Far above what either side needs (a few MiB), far below what an
+/// unbounded queue would reach.
+const MEMORY_BOUND_KIB: u64 = 64 << 10;
+
+fn a_worker_flooding_the_master_is_held_back_by_its_channel(workers: Workers) {
+    let hwm = Rc::new(RefCell::new((0, 0)));
+    let out = hwm.clone();
+    FLOODED.store(0, Ordering::Relaxed);
+    run(workers, move |r| {
+        when_running(r, "flood", None, move |r, pid| {
+            r.send_to_worker("flood", None, &()).unwrap();
+            // A hang guard only: without channel_drained the flood stops
+            // after the first mebibyte.
+            r.add_timer(Duration::from_secs(60), |r| r.stop());
+            watch_flood(r, pid, out);
+        });
+        Ok(())
+    });
+    let flooded = FLOODED.load(Ordering::Relaxed);
+    assert!(flooded >= FLOOD, "only {flooded} bytes arrived");
+    let (master, worker) = *hwm.borrow();
+    println!(
+        "  {} MiB flooded; peak RSS: master {master} KiB, worker {worker} KiB",
+        FLOOD >> 20
+    );
+    assert!(master < MEMORY_BOUND_KIB, "master peak RSS {master} KiB");
+    assert!(worker < MEMORY_BOUND_KIB, "worker peak RSS {worker} KiB");
+}
+
+/// Waits (without blocking the reactor) until [`FLOOD`] bytes arrived,
+/// then records both peaks and stops.
+fn watch_flood(r: &mut Reactor, pid: u32, out: Rc<RefCell<(u64, u64)>>) {
+    if FLOODED.load(Ordering::Relaxed) >= FLOOD {
+        *out.borrow_mut() = (vm_hwm_kib(std::process::id()), vm_hwm_kib(pid));
+        return r.stop();
+    }
+    r.add_timer(Duration::from_millis(5), move |r| watch_flood(r, pid, out));
+}
+
 // ----- runner -----
 
 fn main() {
@@ -403,6 +494,10 @@ fn main() {
         (
             "a_garbled_fork_server_link_is_closed_and_the_fork_server_replaced",
             a_garbled_fork_server_link_is_closed_and_the_fork_server_replaced,
+        ),
+        (
+            "a_worker_flooding_the_master_is_held_back_by_its_channel",
+            a_worker_flooding_the_master_is_held_back_by_its_channel,
         ),
     ];
     util::run_forking_tests(tests, || registry().start().expect("start fork server"))
