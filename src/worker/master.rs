@@ -1723,8 +1723,9 @@ impl Reactor {
     }
 
     /// The process id of the fork server, if workers are attached and one
-    /// runs (a dead one is replaced at once, unless five died within a
-    /// minute).
+    /// runs: `None` while a dead one is being replaced (at once for the
+    /// first five within a minute, then after a growing delay, 5 s to
+    /// 30 s).
     pub fn fork_server_pid(&self) -> Option<i32> {
         self.ext::<Master>()
             .filter(|m| m.link.is_some())
