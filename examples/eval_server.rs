@@ -14,6 +14,13 @@
 //! answered (or get `error: the reactor is stopping: ...` after ten
 //! seconds), then the workers and the fork server exit and are reaped.
 //!
+//! The workers run with the library's supervision defaults
+//! (`packet::worker::DEFAULT_HEARTBEAT`, 15 s, and
+//! `DEFAULT_ASK_TIMEOUT`, 60 s): a worker that hangs or is stopped is
+//! killed and replaced within about 20 s, and the lines it held get
+//! `error: worker eval_worker[N] died before replying (...)`; a worker that
+//! keeps dying is restarted with a growing delay, never given up.
+//!
 //! # The expression language
 //!
 //! ```text

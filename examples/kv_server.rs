@@ -26,6 +26,12 @@
 //! flight answered and written (those still computing after
 //! `--grace-secs`, 10, get an error instead), then exit 0.
 //!
+//! The prime workers keep the library's supervision defaults: one that
+//! stops answering its heartbeat for 15 s is killed and replaced (its
+//! PRIMEs get `ERR worker prime[N] died before replying (...)`), and a PRIME
+//! with no answer in 60 s gets `ERR worker prime[N] did not answer within
+//! 60s`.
+//!
 //! ```text
 //! $ exec 3<>/dev/tcp/127.0.0.1/11009   # bash's own TCP client
 //! $ printf 'SET a 1\nPRIME 150000\nGET a\n' >&3; head -n 3 <&3

@@ -15,7 +15,12 @@ use std::rc::Rc;
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
 
-use packet::worker::{WorkerError, WorkerExit, WorkerRegistry, WorkerReply, WorkerSpec, Workers};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use packet::worker::{
+    Worker, WorkerContext, WorkerError, WorkerExit, WorkerMessage, WorkerRegistry, WorkerReply,
+    WorkerSpec, Workers,
+};
 use packet::{Connection, Handler, Reactor, Reply};
 use util::run_with_workers as run;
 use util::when_worker_runs as when_running;
@@ -26,8 +31,43 @@ const ASK_TIMEOUT: Duration = Duration::from_millis(200);
 /// ...well before its heartbeat gives up on it.
 const HEARTBEAT: Duration = Duration::from_secs(3);
 
+/// Sends 64 KiB messages of its own to the master as fast as the
+/// channel takes them, and no faster: until the channel is full, then
+/// again each time it drained.
+#[derive(Default)]
+struct Flood {
+    fulls: u64,
+}
+impl Flood {
+    fn produce(&mut self, ctx: &mut WorkerContext<'_, '_>) {
+        let chunk = "x".repeat(64 * 1024);
+        while !ctx.channel_is_full() {
+            ctx.send_data(&chunk).unwrap();
+        }
+    }
+}
+impl Worker for Flood {
+    fn receive_data(&mut self, ctx: &mut WorkerContext<'_, '_>, _msg: WorkerMessage) {
+        self.produce(ctx);
+    }
+    fn channel_full(&mut self, _ctx: &mut WorkerContext<'_, '_>) {
+        self.fulls += 1;
+    }
+    fn channel_drained(&mut self, ctx: &mut WorkerContext<'_, '_>) {
+        self.produce(ctx);
+    }
+}
+
+/// Bytes the flooding worker's messages brought to the master.
+static FLOODED: AtomicUsize = AtomicUsize::new(0);
+
 fn registry() -> WorkerRegistry {
     WorkerRegistry::new()
+        .register(
+            WorkerSpec::new("flood", Flood::default).on_message(|_, _, m| {
+                FLOODED.fetch_add(m.as_bytes().len(), Ordering::Relaxed);
+            }),
+        )
         .register(WorkerSpec::new("slow", || Slow))
         .register(
             WorkerSpec::new("watched", || Slow)
@@ -210,6 +250,15 @@ struct Replaced {
     answers: Vec<String>,
     back_after_server_kill: Duration,
     back_after_worker_kill: Duration,
+    new_name: String,
+}
+
+/// What `ps` shows as process `pid`'s name.
+fn comm(pid: u32) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/comm"))
+        .unwrap_or_default()
+        .trim_end()
+        .to_string()
 }
 
 fn a_killed_fork_server_is_replaced_and_killed_workers_come_back(workers: Workers) {
@@ -231,6 +280,7 @@ fn a_killed_fork_server_is_replaced_and_killed_workers_come_back(workers: Worker
             packet_sys::process::kill(server, packet_sys::process::SIGKILL).unwrap();
             when_fork_server_is_not(r, server, move |r, new_server| {
                 out.borrow_mut().new_server = new_server;
+                out.borrow_mut().new_name = comm(new_server as u32);
                 // The worker died with its fork server and is started by
                 // the new one.
                 when_running(r, "slow", Some(worker), move |r, worker| {
@@ -269,6 +319,8 @@ fn a_killed_fork_server_is_replaced_and_killed_workers_come_back(workers: Worker
         seen.back_after_server_kill, seen.back_after_worker_kill
     );
     assert_ne!(seen.new_server, seen.old_server);
+    // Named after the program, like the master, not `exe`.
+    assert_eq!(seen.new_name, comm(std::process::id()));
     assert_eq!(seen.answers, ["ok 1", "ok 2"]);
     // The old fork server was this process's child: reaped, not a zombie.
     assert!(
@@ -291,6 +343,95 @@ fn a_killed_fork_server_is_replaced_and_killed_workers_come_back(workers: Worker
     );
 }
 
+fn a_garbled_fork_server_link_is_closed_and_the_fork_server_replaced(workers: Workers) {
+    let logged = Arc::new(Mutex::new(Vec::<String>::new()));
+    let sink = logged.clone();
+    packet::log::set_log_hook(move |line| sink.lock().unwrap().push(line.to_string()));
+    let answers: Log = Rc::default();
+    let servers = Rc::new(RefCell::new((0, 0)));
+    let (out, seen) = (answers.clone(), servers.clone());
+    run(workers, move |r| {
+        when_running(r, "slow", None, move |r, worker| {
+            let old = r.fork_server_pid().unwrap();
+            // A frame whose header announces 4 GiB, as if from the fork
+            // server.
+            r.inject_fork_server_bytes(&[0x80, 0x80, 0x80, 0x80, 0x10, 1, 2, 3]);
+            when_fork_server_is_not(r, old, move |r, new| {
+                *seen.borrow_mut() = (old, new);
+                // Its worker is started again by the new fork server and
+                // adopted: it answers.
+                when_running(r, "slow", Some(worker), move |r, _| {
+                    r.ask_worker_with("slow", None, &3u64, move |r, reply| {
+                        out.borrow_mut().push(show(&reply));
+                        r.stop();
+                    })
+                    .unwrap();
+                });
+            });
+        });
+        Ok(())
+    });
+    packet::log::reset_log_hook();
+    let (old, new) = *servers.borrow();
+    assert_ne!(old, new);
+    assert_eq!(*answers.borrow(), ["ok 3"]);
+    let logged = logged.lock().unwrap();
+    let garbage = format!("[workers] the fork server {old} sent garbage");
+    assert!(logged.iter().any(|l| l.starts_with(&garbage)), "{logged:?}");
+    assert!(util::is_gone(old as u32), "old fork server left");
+}
+
+/// The high-water mark of process `pid`'s resident memory, in KiB.
+fn vm_hwm_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
+        .unwrap()
+}
+
+/// 128 MiB through the channel, produced only as fast as it drains.
+const FLOOD: usize = 128 << 20;
+/// Far above what either side needs (a few MiB), far below what an
+/// unbounded queue would reach.
+const MEMORY_BOUND_KIB: u64 = 64 << 10;
+
+fn a_worker_flooding_the_master_is_held_back_by_its_channel(workers: Workers) {
+    let hwm = Rc::new(RefCell::new((0, 0)));
+    let out = hwm.clone();
+    FLOODED.store(0, Ordering::Relaxed);
+    run(workers, move |r| {
+        when_running(r, "flood", None, move |r, pid| {
+            r.send_to_worker("flood", None, &()).unwrap();
+            // A hang guard only: without channel_drained the flood stops
+            // after the first mebibyte.
+            r.add_timer(Duration::from_secs(60), |r| r.stop());
+            watch_flood(r, pid, out);
+        });
+        Ok(())
+    });
+    let flooded = FLOODED.load(Ordering::Relaxed);
+    assert!(flooded >= FLOOD, "only {flooded} bytes arrived");
+    let (master, worker) = *hwm.borrow();
+    println!(
+        "  {} MiB flooded; peak RSS: master {master} KiB, worker {worker} KiB",
+        FLOOD >> 20
+    );
+    assert!(master < MEMORY_BOUND_KIB, "master peak RSS {master} KiB");
+    assert!(worker < MEMORY_BOUND_KIB, "worker peak RSS {worker} KiB");
+}
+
+/// Waits (without blocking the reactor) until [`FLOOD`] bytes arrived,
+/// then records both peaks and stops.
+fn watch_flood(r: &mut Reactor, pid: u32, out: Rc<RefCell<(u64, u64)>>) {
+    if FLOODED.load(Ordering::Relaxed) >= FLOOD {
+        *out.borrow_mut() = (vm_hwm_kib(std::process::id()), vm_hwm_kib(pid));
+        return r.stop();
+    }
+    r.add_timer(Duration::from_millis(5), move |r| watch_flood(r, pid, out));
+}
+
 // ----- runner -----
 
 fn main() {
@@ -310,6 +451,14 @@ fn main() {
         (
             "a_killed_fork_server_is_replaced_and_killed_workers_come_back",
             a_killed_fork_server_is_replaced_and_killed_workers_come_back,
+        ),
+        (
+            "a_garbled_fork_server_link_is_closed_and_the_fork_server_replaced",
+            a_garbled_fork_server_link_is_closed_and_the_fork_server_replaced,
+        ),
+        (
+            "a_worker_flooding_the_master_is_held_back_by_its_channel",
+            a_worker_flooding_the_master_is_held_back_by_its_channel,
         ),
     ];
     util::run_forking_tests(tests, || registry().start().expect("start fork server"))

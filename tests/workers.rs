@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use packet::worker::{
     FromWorker, Replier, RestartPolicy, Worker, WorkerContext, WorkerError, WorkerExit, WorkerId,
-    WorkerMessage, WorkerProxy, WorkerRegistry, WorkerReply, WorkerSpec, Workers,
+    WorkerMessage, WorkerProxy, WorkerRegistry, WorkerReply, WorkerSpec, WorkerStatus, Workers,
 };
 use packet::{Connection, Handler, Reactor, Reply};
 use util::{pattern, IO_TIMEOUT};
@@ -647,43 +647,63 @@ fn kill_9_under_load_fails_asks_and_the_worker_comes_back(workers: Workers) {
     assert!(t.ok_after >= 20, "the restarted worker must serve");
 }
 
-fn a_worker_dying_in_init_is_restarted_then_given_up(workers: Workers) {
-    let errors = Rc::new(RefCell::new(Vec::new()));
-    let out = errors.clone();
-    // The master logs when it stops restarting: the test waits for that,
-    // not for a time (1 start + 2 restarts at 100 ms and 200 ms backoff,
-    // each a fork, take longer on a busy machine).
-    let (given_up, rx) = mpsc::channel();
-    packet::log::set_log_hook(move |line| {
-        if line.contains("dies") && line.contains("not restarting") {
-            let _ = given_up.send(());
-        }
-    });
+fn a_worker_dying_in_init_backs_off_and_is_never_given_up(workers: Workers) {
+    let seen = Rc::new(RefCell::new(Vec::new()));
+    let out = seen.clone();
     run(workers, move |r| {
         r.start_worker("dies", None, &()).unwrap();
-        util::wait_then(r, rx, move |r, ()| {
+        // 1 start + 2 quick restarts (its policy), then backing off: the
+        // third death waits 5 s, the fourth 10 s.
+        watch_backoff(r, out, 3);
+        Ok(())
+    });
+    assert_eq!(
+        *seen.borrow(),
+        [
+            "deaths 3, backing off, in 5s",
+            "Some(NotRunning(\"dies\"))",
+            "[7]",
+            "deaths 4, backing off, in 10s",
+        ]
+    );
+}
+
+/// Looks at worker "dies" every few ms until it backs off after `deaths`
+/// deaths; records that, checks asks fail and other workers answer, and
+/// once more for the next death (restarted, not given up).
+fn watch_backoff(r: &mut Reactor, out: Rc<RefCell<Vec<String>>>, deaths: u32) {
+    if let Some(WorkerStatus::Restarting {
+        deaths: d,
+        backing_off: true,
+        restart_in,
+        last_exit: WorkerExit::Exited(3),
+    }) = r.worker_status("dies", None)
+    {
+        if d == deaths {
+            // Report the delay it was given, in whole seconds.
+            let secs = (restart_in.as_millis() as u64).div_ceil(1000);
+            out.borrow_mut()
+                .push(format!("deaths {d}, backing off, in {secs}s"));
+            if deaths == 4 {
+                return r.stop();
+            }
             out.borrow_mut().push(format!(
                 "{:?}",
                 r.ask_worker_with("dies", None, &(), |_, _| {}).err()
             ));
-            out.borrow_mut()
-                .push(format!("{:?}", r.worker_pids("dies")));
-            // The master is still serving other workers.
-            let out = out.clone();
+            let o = out.clone();
             r.ask_worker_with("echo", None, &vec![7u8], move |r, reply| {
-                out.borrow_mut()
+                o.borrow_mut()
                     .push(format!("{:?}", reply.unwrap().decode::<Vec<u8>>().unwrap()));
-                r.stop();
+                watch_backoff(r, o, deaths + 1);
             })
             .unwrap();
-        });
-        Ok(())
+            return;
+        }
+    }
+    r.add_timer(Duration::from_millis(5), move |r| {
+        watch_backoff(r, out, deaths)
     });
-    packet::log::reset_log_hook();
-    assert_eq!(
-        *errors.borrow(),
-        ["Some(NotRunning(\"dies\"))", "[]", "[7]"]
-    );
 }
 
 fn garbage_from_a_worker_closes_only_its_channel(workers: Workers) {
@@ -827,8 +847,8 @@ fn main() {
             kill_9_under_load_fails_asks_and_the_worker_comes_back,
         ),
         (
-            "a_worker_dying_in_init_is_restarted_then_given_up",
-            a_worker_dying_in_init_is_restarted_then_given_up,
+            "a_worker_dying_in_init_backs_off_and_is_never_given_up",
+            a_worker_dying_in_init_backs_off_and_is_never_given_up,
         ),
         (
             "garbage_from_a_worker_closes_only_its_channel",

@@ -40,6 +40,9 @@ use crate::reactor::Reactor;
 /// before it kills them.
 const EXIT_GRACE: Duration = Duration::from_secs(5);
 
+/// How often a fork server that is a subreaper looks for orphans to reap.
+const ORPHAN_POLL: Duration = Duration::from_secs(1);
+
 /// Set in the environment of a fork server started by [`respawn`]: the
 /// number of its inherited link, a comma, and the master's pid.
 const FORK_SERVER_ENV: &str = "PACKET_FORK_SERVER";
@@ -93,6 +96,14 @@ fn serve_respawned(registry: WorkerRegistry, value: &str) -> ! {
         process::exit_immediately(2)
     };
     become_helper_of(master);
+    // Started from /proc/self/exe: named after the program, not `exe`.
+    if let Some(name) = std::env::args_os().next() {
+        let name = std::path::Path::new(&name)
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let _ = process::set_process_name(&name);
+    }
     let link = match process::take_inherited_fd(fd) {
         Ok(fd) => Socket::from(fd),
         Err(e) => {
@@ -125,16 +136,20 @@ pub(super) fn respawn() -> io::Result<(OwnedFd, i32)> {
     #[cfg(not(any(target_os = "linux", target_os = "android")))]
     let exe = std::env::current_exe()?.into_os_string();
     // The same arguments, so that whatever `main` does with them before
-    // `start` goes the same way.
-    let argv: Vec<std::ffi::OsString> = std::iter::once(exe)
-        .chain(std::env::args_os().skip(1))
-        .collect();
+    // `start` goes the same way; argv[0] too, which `ps` shows.
+    let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let argv = if argv.is_empty() {
+        vec![exe.clone()]
+    } else {
+        argv
+    };
     let value = format!(
         "{},{}",
         std::os::fd::AsRawFd::as_raw_fd(&server_end),
         process::getpid()
     );
     let options = process::SpawnOptions::new()
+        .program(exe)
         .env(FORK_SERVER_ENV, value)
         .pass_fd(server_end.as_fd());
     let pid = process::spawn(&argv, &options)?;
@@ -178,6 +193,10 @@ fn serve(link: Socket, factories: Vec<(String, super::WorkerFactory)>) -> ! {
     if link.set_nonblocking(false).is_err() {
         process::exit_immediately(1);
     }
+    // A process a worker starts and leaves behind when it dies is
+    // re-parented here, not to PID 1, and reaped below: nothing of the
+    // worker system is left as a zombie for the life of a PID-1 master.
+    let subreaper = process::set_child_subreaper().unwrap_or(false);
     let mut children: Vec<Child> = Vec::new();
     let mut decoder = FrameDecoder::new(HeaderFormat::Compact).with_max_frame_len(MAX_MESSAGE);
     let mut buf = vec![0u8; 64 * 1024];
@@ -196,34 +215,48 @@ fn serve(link: Socket, factories: Vec<(String, super::WorkerFactory)>) -> ! {
         for c in children.iter().filter_map(|c| c.pidfd.as_ref()) {
             fds.push(PollFd::readable(c.as_fd()));
         }
-        let timeout = needs_timer.then_some(Duration::from_millis(100));
+        // Orphans have no pidfd: a subreaper looks for them every second.
+        let timeout = if needs_timer {
+            Some(Duration::from_millis(100))
+        } else {
+            subreaper.then_some(ORPHAN_POLL)
+        };
         let link_ready = match process::poll(&mut fds, timeout) {
             Ok(_) => link_open && fds[0].is_ready(),
             Err(_) => false,
         };
         drop(fds);
 
-        // Reap whatever exited and tell the master how it ended.
-        children.retain(|c| match process::try_wait(Some(c.pid)) {
-            Ok(Some((pid, status))) => {
-                if link_open {
-                    let status = match status {
-                        process::ExitStatus::Code(c) => i64::from(c),
-                        process::ExitStatus::Signal(s) => -i64::from(s),
-                    };
-                    let mut out = Vec::new();
-                    Envelope::Exited {
-                        pid: pid as u32,
-                        status,
-                    }
-                    .encode(&mut out);
-                    let _ = write_all(&link, &out, None);
+        // Reap whatever exited — workers, and orphans re-parented here —
+        // and tell the master how each worker ended.
+        loop {
+            let (pid, status) = match process::try_wait(None) {
+                Ok(Some(reaped)) => reaped,
+                Ok(None) => break,
+                // No child at all: none of the list is ours any more.
+                Err(_) => {
+                    children.clear();
+                    break;
                 }
-                false
+            };
+            let Some(at) = children.iter().position(|c| c.pid == pid) else {
+                continue; // an orphan: nobody to tell
+            };
+            children.swap_remove(at);
+            if link_open {
+                let status = match status {
+                    process::ExitStatus::Code(c) => i64::from(c),
+                    process::ExitStatus::Signal(s) => -i64::from(s),
+                };
+                let mut out = Vec::new();
+                Envelope::Exited {
+                    pid: pid as u32,
+                    status,
+                }
+                .encode(&mut out);
+                let _ = write_all(&link, &out, None);
             }
-            Ok(None) => true,
-            Err(_) => false, // not our child any more
-        });
+        }
 
         if let Some(at) = give_up_at {
             if Instant::now() >= at {
@@ -401,10 +434,13 @@ fn run_worker(worker: Box<dyn Worker>, req: StartRequest, channel: Socket) -> ! 
                 next_ask: 0,
             };
             match reactor.adopt_channel(channel.into(), Box::new(side)) {
-                Ok(_) => match reactor.run_until_stopped() {
-                    Ok(()) => 0,
-                    Err(_) => 1,
-                },
+                Ok(id) => {
+                    reactor.set_high_water_mark(id, super::WORKER_CHANNEL_HIGH_WATER);
+                    match reactor.run_until_stopped() {
+                        Ok(()) => 0,
+                        Err(_) => 1,
+                    }
+                }
                 Err(_) => 1,
             }
         }
@@ -513,6 +549,20 @@ impl Handler for WorkerSide {
             log_line!("worker {}: {why}; exiting", self.info.id);
             conn.close_connection();
         }
+    }
+
+    /// The master reads slower than this worker sends: stop reading its
+    /// requests, so replies stop piling up here.
+    fn outbound_full(&mut self, conn: &mut Connection<'_>) {
+        conn.pause();
+        let mut ctx = Self::ctx(conn, &self.info, None, &mut self.next_ask);
+        self.worker.channel_full(&mut ctx);
+    }
+
+    fn outbound_drained(&mut self, conn: &mut Connection<'_>) {
+        conn.resume();
+        let mut ctx = Self::ctx(conn, &self.info, None, &mut self.next_ask);
+        self.worker.channel_drained(&mut ctx);
     }
 
     fn unbind(&mut self, conn: &mut Connection<'_>, _reason: &CloseReason) {

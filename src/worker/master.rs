@@ -19,7 +19,7 @@ use serde::Serialize;
 use super::wire::{Envelope, MAX_MESSAGE};
 use super::{
     AskId, FromWorker, MessageHook, ProxyFactory, RestartPolicy, WorkerError, WorkerExit, WorkerId,
-    WorkerMessage, WorkerProxy, WorkerReply, Workers,
+    WorkerMessage, WorkerProxy, WorkerReply, WorkerStatus, Workers,
 };
 use crate::codec::{FrameDecoder, HeaderFormat};
 use crate::connection::{CloseReason, ConnId, Connection, Handler};
@@ -32,8 +32,8 @@ use crate::slab::IdMap;
 /// master's memory past this.
 const CHANNEL_LIMIT: usize = 16 * 1024 * 1024;
 
+/// The first quick restart's delay; each further one waits twice as long.
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
-const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 /// How long a worker's end waits for the fork server's report of how its
 /// process ended, after its channel closed first. The report normally
@@ -69,8 +69,8 @@ impl Default for SpecConfig {
             log_file: None,
             // postcard's encoding of `()`.
             options: Vec::new(),
-            ask_timeout: None,
-            heartbeat: None,
+            ask_timeout: Some(super::DEFAULT_ASK_TIMEOUT),
+            heartbeat: Some(super::DEFAULT_HEARTBEAT),
         }
     }
 }
@@ -82,9 +82,9 @@ enum State {
     Running,
     /// `delete_worker` was called: no restart.
     Stopping,
-    /// Waiting for a restart timer.
+    /// Waiting for a restart timer, or for a fork server to start it.
     Restarting,
-    /// Dead for good (restart policy exhausted or `Never`).
+    /// Dead until started again (restart policy `Never`).
     Dead,
 }
 
@@ -108,6 +108,9 @@ struct Instance {
     ping_sent: Option<Instant>,
     /// The fork server that started the process ([`Master::generation`]).
     server: u64,
+    /// While [`State::Restarting`]: when the restart is due, and whether
+    /// the quick restarts were used up.
+    restart_at: Option<(Instant, bool)>,
 }
 
 type ReplyCallback = Box<dyn FnOnce(&mut Reactor, WorkerReply)>;
@@ -194,6 +197,11 @@ pub(crate) struct Master {
     respawns: VecDeque<Instant>,
     /// Replaced fork servers not reaped yet (killed, so soon).
     dead_servers: Vec<i32>,
+    /// A backed-off fork server start is waiting for its timer.
+    respawn_pending: bool,
+    /// Workers of dead fork servers that may be re-parented to the master
+    /// (when it is PID 1), with when to stop looking for them.
+    orphans: Vec<(i32, Instant)>,
 }
 
 impl Drop for Master {
@@ -339,6 +347,7 @@ impl Master {
             closed: None,
             ping_sent: None,
             server: 0,
+            restart_at: None,
         });
         inst.state = State::Starting;
         // The previous process's late exit report must not be taken for
@@ -348,6 +357,7 @@ impl Master {
         inst.exit = None;
         inst.closed = None;
         inst.ping_sent = None;
+        inst.restart_at = None;
         if inst.proxy.is_none() {
             inst.proxy = proxy;
         }
@@ -452,10 +462,32 @@ impl Master {
                     return Ok(());
                 }
                 let Some(ask) = self.asks.remove(&id) else {
+                    // Its asker stopped waiting: it timed out (its error
+                    // went out then), or the reactor is stopping. Not
+                    // silently: a late reply may mean work done twice.
+                    out.push(Delivery::Log(
+                        from.clone(),
+                        format!(
+                            "a reply ({} bytes) came after its ask timed out or was failed; dropped",
+                            payload.len()
+                        ),
+                    ));
                     return Ok(());
                 };
                 if let Some(i) = self.instances.get_mut(&ask.worker) {
                     i.outstanding = i.outstanding.saturating_sub(1);
+                }
+                if let Asker::Conn(conn, _) = ask.asker {
+                    if reactor.conn(conn.0).is_none() {
+                        out.push(Delivery::Log(
+                            from.clone(),
+                            format!(
+                                "a reply ({} bytes) came for connection {conn}, which has closed; dropped",
+                                payload.len()
+                            ),
+                        ));
+                        return Ok(());
+                    }
                 }
                 out.push(Delivery::Reply(ask.asker, Ok(message)));
             }
@@ -645,65 +677,98 @@ impl Master {
             .spec(&id.name)
             .map_or(RestartPolicy::Never, |s| s.restart);
         let inst = self.instances.get_mut(id).expect("checked above");
-        match policy {
-            RestartPolicy::Never => inst.state = State::Dead,
-            RestartPolicy::OnFailure {
-                max_restarts,
-                within,
-            } => {
-                let now = Instant::now();
-                while inst
-                    .restarts
-                    .front()
-                    .is_some_and(|t| now.duration_since(*t) > within)
-                {
-                    inst.restarts.pop_front();
-                }
-                if inst.restarts.len() as u32 >= max_restarts {
-                    inst.state = State::Dead;
-                    out.push(Delivery::Log(
-                        id.clone(),
-                        format!(
-                            "died ({reason}) {} times within {within:?}; not restarting",
-                            inst.restarts.len() + 1
-                        ),
-                    ));
-                    return;
-                }
-                let delay = FIRST_BACKOFF
-                    .saturating_mul(1 << inst.restarts.len().min(16))
-                    .min(MAX_BACKOFF);
-                inst.restarts.push_back(now);
-                inst.state = State::Restarting;
-                let id = id.clone();
-                reactor.add_timer(delay, move |r| {
-                    with_master(r, |m, r| {
-                        let Some(inst) = m.instances.get(&id) else {
-                            return;
-                        };
-                        if inst.state != State::Restarting || m.shutting_down || m.draining {
-                            return;
-                        }
-                        let options = inst.options.clone();
-                        if m.start_instance(r, id.clone(), options).is_err() {
-                            if let Some(i) = m.instances.get_mut(&id) {
-                                i.state = State::Dead;
-                            }
-                        }
-                    });
-                });
+        let RestartPolicy::OnFailure {
+            max_restarts,
+            within,
+        } = policy
+        else {
+            inst.state = State::Dead;
+            out.push(Delivery::Log(
+                id.clone(),
+                format!("died ({reason}); its restart policy is Never"),
+            ));
+            return;
+        };
+        let now = reactor.now();
+        forget_before(&mut inst.restarts, now, within);
+        let (delay, backing_off) = restart_delay(inst.restarts.len(), max_restarts);
+        inst.restarts.push_back(now);
+        inst.state = State::Restarting;
+        inst.restart_at = Some((now + delay, backing_off));
+        if backing_off {
+            out.push(Delivery::Log(
+                id.clone(),
+                format!(
+                    "died ({reason}) {} times within {within:?}; backing off: restarting in {delay:?}",
+                    inst.restarts.len()
+                ),
+            ));
+        }
+        let id = id.clone();
+        reactor.add_timer(delay, move |r| {
+            with_master(r, |m, r| m.restart_due(r, &id));
+        });
+    }
+
+    /// A restart timer fired for `id`: start it, unless it was deleted or
+    /// started meanwhile, or the reactor stops. Without a fork server it
+    /// waits for the next one ([`Master::respawn_fork_server`]).
+    fn restart_due(&mut self, reactor: &mut Reactor, id: &WorkerId) {
+        let Some(inst) = self.instances.get(id) else {
+            return;
+        };
+        if inst.state != State::Restarting || self.shutting_down || self.draining {
+            return;
+        }
+        if self.link.is_none() {
+            return;
+        }
+        let options = inst.options.clone();
+        if let Err(e) = self.start_instance(reactor, id.clone(), options) {
+            // The link refused the request: it is closing, and its unbind
+            // brings a new fork server, which starts this one.
+            log_line!("[{id}] cannot be restarted now: {e}");
+            if let Some(i) = self.instances.get_mut(id) {
+                i.state = State::Restarting;
             }
         }
     }
 }
 
-/// Fork servers started within a minute before the master gives up on
-/// replacing them (a program whose `main` does not call
-/// `WorkerRegistry::start` first would otherwise be started in a loop).
+/// Drops the times older than `within` from the front of `times`.
+fn forget_before(times: &mut VecDeque<Instant>, now: Instant, within: Duration) {
+    while times
+        .front()
+        .is_some_and(|t| now.duration_since(*t) > within)
+    {
+        times.pop_front();
+    }
+}
+
+/// The delay before restart number `done + 1` within the window, and
+/// whether it is backed off: `quick` restarts after 100 ms, 200 ms, ...,
+/// then [`super::BACKOFF_FIRST`] doubling up to [`super::BACKOFF_MAX`].
+fn restart_delay(done: usize, quick: u32) -> (Duration, bool) {
+    let quick = quick as usize;
+    if done < quick {
+        let delay = FIRST_BACKOFF.saturating_mul(1 << done.min(16));
+        return (delay.min(super::BACKOFF_FIRST), false);
+    }
+    let delay = super::BACKOFF_FIRST.saturating_mul(1 << (done - quick).min(16));
+    (delay.min(super::BACKOFF_MAX), true)
+}
+
+/// Fork servers started quickly within a minute before the master backs
+/// off (a program whose `main` does not call `WorkerRegistry::start` first
+/// would otherwise be started in a tight loop).
 const MAX_RESPAWNS: usize = 5;
 
 /// How soon a killed fork server not reaped yet is looked at again.
 const REAP_AGAIN: Duration = Duration::from_millis(10);
+
+/// How long the master looks for the workers of a dead fork server among
+/// its own children (they are once re-parented to a PID-1 master).
+const ORPHAN_WAIT: Duration = Duration::from_secs(10);
 
 impl Master {
     /// The link to the fork server closed. Unless the reactor is stopping,
@@ -727,10 +792,20 @@ impl Master {
         // It closed the link by dying, or is about to be made to.
         let _ = packet_sys::process::kill(old, packet_sys::process::SIGKILL);
         self.dead_servers.push(old);
-        self.dead_servers
-            .retain(|&pid| matches!(packet_sys::process::try_wait(Some(pid)), Ok(None)));
-        if !self.dead_servers.is_empty() {
-            reactor.add_timer(REAP_AGAIN, reap_dead_servers);
+        // Its workers die with it (`PR_SET_PDEATHSIG`) and are re-parented
+        // to the nearest subreaper or PID 1: when that is the master, it
+        // reaps them, or they would stay zombies for its whole life.
+        let until = reactor.now() + ORPHAN_WAIT;
+        let generation = self.generation;
+        self.orphans.extend(
+            self.instances
+                .values()
+                .filter(|i| i.server == generation)
+                .filter_map(|i| i.pid)
+                .map(|pid| (pid as i32, until)),
+        );
+        if self.reap_leftovers(reactor.now()) {
+            reactor.add_timer(REAP_AGAIN, reap_leftovers);
         }
 
         let starting: Vec<WorkerId> = self.starts.drain().map(|(_, id)| id).collect();
@@ -763,29 +838,35 @@ impl Master {
         orphans
     }
 
+    /// Starts a new fork server now, or — after [`MAX_RESPAWNS`] within a
+    /// minute — backs off (5 s, doubling up to 30 s) and tries then, never
+    /// giving up: meanwhile asks fail with [`WorkerError::NotRunning`] and
+    /// the log hook says why.
     fn respawn_fork_server(&mut self, reactor: &mut Reactor) {
-        let now = Instant::now();
-        while self
-            .respawns
-            .front()
-            .is_some_and(|t| now.duration_since(*t) > Duration::from_secs(60))
-        {
-            self.respawns.pop_front();
+        if self.link.is_some() || self.respawn_pending || self.shutting_down || self.draining {
+            return;
         }
-        if self.respawns.len() >= MAX_RESPAWNS {
+        let now = reactor.now();
+        forget_before(&mut self.respawns, now, Duration::from_secs(60));
+        let (delay, backing_off) = restart_delay(self.respawns.len(), MAX_RESPAWNS as u32);
+        if backing_off {
             log_line!(
-                "[workers] {MAX_RESPAWNS} fork servers died within a minute; \
-                 not starting another: workers cannot be started any more"
+                "[workers] {} fork servers died within a minute; backing off: \
+                 starting another in {delay:?} (workers are not running until then)",
+                self.respawns.len()
             );
+            self.respawn_pending = true;
+            reactor.add_timer(delay, |r| {
+                with_master(r, |m, r| {
+                    m.respawn_pending = false;
+                    m.respawn_fork_server(r);
+                });
+            });
             return;
         }
         self.respawns.push_back(now);
         let started = super::fork_server::respawn().and_then(|(link, pid)| {
-            let handler = LinkHandler {
-                decoder: FrameDecoder::new(HeaderFormat::Compact).with_max_frame_len(MAX_MESSAGE),
-                fds: VecDeque::new(),
-            };
-            match reactor.adopt_channel(link, Box::new(handler)) {
+            match reactor.adopt_channel(link, Box::new(LinkHandler::new())) {
                 Ok(conn) => Ok((conn, pid)),
                 Err(e) => {
                     // The closed link ends it; it is reaped at shutdown.
@@ -799,10 +880,24 @@ impl Master {
                 self.link = Some(conn);
                 self.fork_server = pid;
                 self.generation += 1;
+                // Instances whose restart came due while there was no fork
+                // server start now; the others when their timers fire.
+                let due: Vec<WorkerId> = self
+                    .instances
+                    .iter()
+                    .filter(|(_, i)| {
+                        i.state == State::Restarting && i.restart_at.is_none_or(|(at, _)| at <= now)
+                    })
+                    .map(|(id, _)| id.clone())
+                    .collect();
+                for id in due {
+                    self.restart_due(reactor, &id);
+                }
             }
-            Err(e) => log_line!(
-                "[workers] cannot start a new fork server: {e}; workers cannot be started any more"
-            ),
+            Err(e) => {
+                log_line!("[workers] cannot start a new fork server: {e}; trying again");
+                self.respawn_fork_server(reactor);
+            }
         }
     }
 
@@ -914,17 +1009,33 @@ impl Master {
     }
 }
 
-/// Reaps the replaced fork servers that have exited, and looks again soon
-/// for those that have not yet (they were killed, so it is a matter of
-/// moments); never blocks the reactor.
-fn reap_dead_servers(reactor: &mut Reactor) {
-    let left = with_master(reactor, |m, _| {
-        m.dead_servers
-            .retain(|&pid| matches!(packet_sys::process::try_wait(Some(pid)), Ok(None)));
-        !m.dead_servers.is_empty()
-    });
-    if left == Some(true) {
-        reactor.add_timer(REAP_AGAIN, reap_dead_servers);
+/// Reaps the replaced fork servers, and their workers if they became the
+/// master's children, that have exited, and looks again soon for those
+/// that have not yet (they were killed, so it is a matter of moments);
+/// never blocks the reactor.
+fn reap_leftovers(reactor: &mut Reactor) {
+    let now = reactor.now();
+    if with_master(reactor, |m, _| m.reap_leftovers(now)) == Some(true) {
+        reactor.add_timer(REAP_AGAIN, reap_leftovers);
+    }
+}
+
+impl Master {
+    /// One round of [`reap_leftovers`]: whether some are left to look at.
+    fn reap_leftovers(&mut self, now: Instant) -> bool {
+        use packet_sys::process::{process_exists, try_wait};
+        self.dead_servers
+            .retain(|&pid| matches!(try_wait(Some(pid)), Ok(None)));
+        self.orphans
+            .retain(|&(pid, until)| match try_wait(Some(pid)) {
+                // Re-parented to the master, and still dying.
+                Ok(None) => true,
+                Ok(Some(_)) => false,
+                // Not (yet) the master's child: its fork server may not be
+                // reaped yet. Someone else's once that is done, or gone.
+                Err(_) => now < until && process_exists(pid),
+            });
+        !self.dead_servers.is_empty() || !self.orphans.is_empty()
     }
 }
 
@@ -1065,37 +1176,76 @@ struct LinkHandler {
     fds: VecDeque<OwnedFd>,
 }
 
-impl Handler for LinkHandler {
-    fn receive_data(&mut self, conn: &mut Connection<'_>, data: &[u8]) {
-        self.fds.extend(conn.take_received_fds());
+impl LinkHandler {
+    fn new() -> LinkHandler {
+        LinkHandler {
+            decoder: FrameDecoder::new(HeaderFormat::Compact).with_max_frame_len(MAX_MESSAGE),
+            fds: VecDeque::new(),
+        }
+    }
+
+    /// The fork server's messages in `data`; anything the fork server does
+    /// not send ends the list with [`LinkEvent::Garbage`].
+    fn events(&mut self, data: &[u8]) -> Vec<LinkEvent> {
         let mut events = Vec::new();
         let fds = &mut self.fds;
-        let decoded = self
-            .decoder
-            .decode(data, |frame| match Envelope::decode(frame) {
-                Ok(Envelope::Started { seq, pid }) => events.push(LinkEvent::Started {
+        let decoded = self.decoder.decode(data, |frame| {
+            if matches!(events.last(), Some(LinkEvent::Garbage(_))) {
+                return;
+            }
+            events.push(match Envelope::decode(frame) {
+                Ok(Envelope::Started { seq, pid }) => LinkEvent::Started {
                     seq,
                     pid,
                     fd: fds.pop_front(),
-                }),
-                Ok(Envelope::StartFailed { seq, error }) => events.push(LinkEvent::Failed {
+                },
+                Ok(Envelope::StartFailed { seq, error }) => LinkEvent::Failed {
                     seq,
                     error: error.to_string(),
-                }),
-                Ok(Envelope::Exited { pid, status }) => {
-                    events.push(LinkEvent::Exited { pid, status })
-                }
-                _ => events.push(LinkEvent::Garbage),
-            });
-        if decoded.is_err() {
-            events.push(LinkEvent::Garbage);
+                },
+                Ok(Envelope::Exited { pid, status }) => LinkEvent::Exited { pid, status },
+                Ok(other) => LinkEvent::Garbage(format!("unexpected message {other:?}")),
+                Err(e) => LinkEvent::Garbage(format!("bad message: {e}")),
+            })
+        });
+        if let Err(e) = decoded {
+            if !matches!(events.last(), Some(LinkEvent::Garbage(_))) {
+                events.push(LinkEvent::Garbage(format!("bad frame: {e}")));
+            }
         }
-        let mut deliveries = Vec::new();
-        let reactor = conn.reactor();
-        for event in events {
-            with_master(reactor, |m, r| link_event(m, r, event, &mut deliveries));
+        events
+    }
+}
+
+/// Acts on what came from the fork server. Garbage means the link cannot
+/// be trusted any more (a report lost in it would leave a worker never
+/// adopted): the link is closed, which replaces the fork server and
+/// restarts its workers ([`Master::fork_server_lost`]).
+fn link_input(reactor: &mut Reactor, events: Vec<LinkEvent>) {
+    let mut deliveries = Vec::new();
+    for event in events {
+        if let LinkEvent::Garbage(why) = event {
+            let link = with_master(reactor, |m, _| {
+                let server = m.fork_server;
+                log_line!("[workers] the fork server {server} sent garbage ({why}); replacing it");
+                m.link
+            })
+            .flatten();
+            if let Some(link) = link {
+                reactor.close_connection(link, false);
+            }
+            break;
         }
-        deliver(conn.reactor(), deliveries);
+        with_master(reactor, |m, r| link_event(m, r, event, &mut deliveries));
+    }
+    deliver(reactor, deliveries);
+}
+
+impl Handler for LinkHandler {
+    fn receive_data(&mut self, conn: &mut Connection<'_>, data: &[u8]) {
+        self.fds.extend(conn.take_received_fds());
+        let events = self.events(data);
+        link_input(conn.reactor(), events);
     }
 
     fn unbind(&mut self, conn: &mut Connection<'_>, reason: &CloseReason) {
@@ -1126,7 +1276,8 @@ enum LinkEvent {
         pid: u32,
         status: i64,
     },
-    Garbage,
+    /// Bytes the fork server never sends, and why they are wrong.
+    Garbage(String),
 }
 
 fn link_event(m: &mut Master, r: &mut Reactor, event: LinkEvent, out: &mut Vec<Delivery>) {
@@ -1200,9 +1351,7 @@ fn link_event(m: &mut Master, r: &mut Reactor, event: LinkEvent, out: &mut Vec<D
                 m.channel_closed(r, &id, why, out);
             }
         }
-        LinkEvent::Garbage => {
-            log_line!("[workers] ignoring a malformed message from the fork server")
-        }
+        LinkEvent::Garbage(_) => {}
     }
 }
 
@@ -1217,11 +1366,7 @@ impl Reactor {
             .link
             .take()
             .ok_or_else(|| io::Error::other("workers already attached"))?;
-        let handler = LinkHandler {
-            decoder: FrameDecoder::new(HeaderFormat::Compact).with_max_frame_len(MAX_MESSAGE),
-            fds: VecDeque::new(),
-        };
-        let link = self.adopt_channel(link, Box::new(handler))?;
+        let link = self.adopt_channel(link, Box::new(LinkHandler::new()))?;
         let specs = std::mem::take(&mut workers.specs);
         let auto: Vec<(WorkerId, Vec<u8>)> = specs
             .iter()
@@ -1265,6 +1410,8 @@ impl Reactor {
             generation: 0,
             respawns: VecDeque::new(),
             dead_servers: Vec::new(),
+            respawn_pending: false,
+            orphans: Vec::new(),
         });
         if let Some(limit) = heartbeat {
             let every = (limit / 4).max(Duration::from_millis(10));
@@ -1576,12 +1723,62 @@ impl Reactor {
     }
 
     /// The process id of the fork server, if workers are attached and one
-    /// runs (a dead one is replaced at once, unless five died within a
-    /// minute).
+    /// runs: `None` while a dead one is being replaced (at once for the
+    /// first five within a minute, then after a growing delay, 5 s to
+    /// 30 s).
     pub fn fork_server_pid(&self) -> Option<i32> {
         self.ext::<Master>()
+            .filter(|m| m.link.is_some())
             .map(|m| m.fork_server)
             .filter(|&pid| pid > 0)
+    }
+
+    /// Where instance `key` of worker `name` is in its life: running,
+    /// restarting (and when, and whether backing off), dead. `None` for an
+    /// instance that was never started or was deleted.
+    pub fn worker_status(&self, name: &str, key: Option<&str>) -> Option<WorkerStatus> {
+        let id = WorkerId {
+            name: name.to_string(),
+            key: key.map(str::to_string),
+        };
+        let m = self.ext::<Master>()?;
+        let inst = m.instances.get(&id)?;
+        let last_exit = || {
+            inst.exit
+                .clone()
+                .unwrap_or_else(|| WorkerExit::ChannelBroke("channel closed".to_string()))
+        };
+        Some(match inst.state {
+            State::Starting => WorkerStatus::Starting,
+            State::Running => match inst.pid {
+                Some(pid) => WorkerStatus::Running { pid },
+                None => WorkerStatus::Starting,
+            },
+            State::Stopping => WorkerStatus::Stopping,
+            State::Restarting => {
+                let (at, backing_off) = inst.restart_at.unwrap_or((self.now(), false));
+                WorkerStatus::Restarting {
+                    last_exit: last_exit(),
+                    deaths: inst.restarts.len() as u32,
+                    backing_off,
+                    restart_in: at.saturating_duration_since(self.now()),
+                }
+            }
+            State::Dead => WorkerStatus::Dead {
+                last_exit: last_exit(),
+            },
+        })
+    }
+
+    /// Not API: hands `bytes` to the master as if the fork server had sent
+    /// them on its link, for tests of a garbled link.
+    #[doc(hidden)]
+    pub fn inject_fork_server_bytes(&mut self, bytes: &[u8]) {
+        if self.ext::<Master>().is_none() {
+            return;
+        }
+        let events = LinkHandler::new().events(bytes);
+        link_input(self, events);
     }
 }
 

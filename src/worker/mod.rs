@@ -31,6 +31,29 @@
 //! a socketpair made by the fork server; the master's end travels back to it
 //! with `SCM_RIGHTS`.
 //!
+//! # Supervision and its defaults
+//!
+//! Every safeguard is on unless a [`WorkerSpec`] turns it off:
+//!
+//! | safeguard | default | what happens | change it with |
+//! |---|---|---|---|
+//! | heartbeat | [`DEFAULT_HEARTBEAT`] (15 s) | an instance whose reactor does not answer a ping within it (stopped, hung, blocking its loop) is killed and replaced; its asks fail with [`WorkerError::Died`] and [`WorkerExit::Unresponsive`] | [`WorkerSpec::heartbeat`], [`WorkerSpec::no_heartbeat`] |
+//! | ask deadline | [`DEFAULT_ASK_TIMEOUT`] (60 s) | an ask with no reply by then fails with [`WorkerError::Timeout`]; a reply that comes later goes to the log hook | [`WorkerSpec::ask_timeout`], [`WorkerSpec::no_ask_timeout`], or per ask [`Reactor::ask_worker_with_timeout`] |
+//! | restarts | [`RestartPolicy::default`]: 5 quick restarts a minute, then backing off | a dead instance is restarted after 100 ms, 200 ms, ... (5 times within a minute), then after 5 s, doubling up to 30 s, and never given up; the state is in [`Reactor::worker_status`] and in the log hook | [`WorkerSpec::restart`] |
+//! | fork server | replaced when it dies or its link is garbled | the same quick-then-backing-off schedule; its workers are started again by the new one | — |
+//! | channel to a worker | asks refused with [`WorkerError::Busy`] past 16 MiB unsent | a worker that stops reading cannot grow the master | — |
+//! | channel from a worker | the worker stops reading requests while more than 1 MiB of its messages are unsent, and hears [`Worker::channel_full`] | a worker that sends faster than the master reads cannot grow its own memory by its replies | [`Worker::channel_full`], [`Worker::channel_drained`] |
+//!
+//! Processes: the fork server makes itself the subreaper of the processes
+//! its workers start (Linux `PR_SET_CHILD_SUBREAPER`), so an orphan of a
+//! dead worker is reaped by it, not left to PID 1. The master does not
+//! make itself one (it would inherit every orphan of the whole program,
+//! which code outside this module may wait for), but it reaps the
+//! workers of a dead fork server that are re-parented to it — which
+//! happens when the master is PID 1, in a container. A replaced fork
+//! server runs this program again from `/proc/self/exe` under the
+//! program's own `argv[0]` and name, so `ps` shows the program, not `exe`.
+//!
 //! # Example
 //!
 //! ```no_run
@@ -92,6 +115,19 @@ use crate::reactor::Reactor;
 use crate::ConnId;
 
 pub use wire::WireError;
+
+/// How long a worker instance may leave a heartbeat ping unanswered before
+/// the master kills and replaces it, unless its spec says otherwise
+/// ([`WorkerSpec::heartbeat`], [`WorkerSpec::no_heartbeat`]): 15 s, a
+/// quarter of Unicorn's 60 s worker timeout, since a ping is answered by
+/// the worker's reactor between callbacks, not at the end of a request.
+pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(15);
+
+/// How long an ask waits for its reply before it fails with
+/// [`WorkerError::Timeout`], unless the spec or the ask says otherwise
+/// ([`WorkerSpec::ask_timeout`], [`WorkerSpec::no_ask_timeout`]): 60 s,
+/// Unicorn's worker timeout.
+pub const DEFAULT_ASK_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Not API: decodes one worker-channel message (a frame's payload) as both
 /// ends of a channel do, for the `worker_channel` fuzz target.
@@ -191,8 +227,9 @@ pub enum WorkerError {
         /// The worker asked.
         worker: String,
     },
-    /// No reply within the ask's timeout ([`WorkerSpec::ask_timeout`], or
-    /// the one given to the ask). A reply that comes later is dropped.
+    /// No reply within the ask's timeout ([`WorkerSpec::ask_timeout`],
+    /// [`DEFAULT_ASK_TIMEOUT`] unless set, or the one given to the ask). A
+    /// reply that comes later is dropped, with a line to the log hook.
     Timeout {
         /// The worker asked.
         worker: WorkerId,
@@ -331,7 +368,27 @@ pub trait Worker: 'static {
     fn unbind(&mut self, ctx: &mut WorkerContext<'_, '_>) {
         let _ = ctx;
     }
+
+    /// More than [`WORKER_CHANNEL_HIGH_WATER`] of this worker's messages are
+    /// waiting to be written to the master, which reads slower than the
+    /// worker sends. The worker stops reading requests until
+    /// [`Worker::channel_drained`] (so asks wait in the master, which
+    /// refuses them with [`WorkerError::Busy`] past its own limit); a worker
+    /// that sends on its own (timers, streams) should stop producing here.
+    fn channel_full(&mut self, ctx: &mut WorkerContext<'_, '_>) {
+        let _ = ctx;
+    }
+
+    /// After [`Worker::channel_full`], the unsent messages went below half
+    /// the mark: reading requests resumed; a producer may go on.
+    fn channel_drained(&mut self, ctx: &mut WorkerContext<'_, '_>) {
+        let _ = ctx;
+    }
 }
+
+/// The high-water mark of a worker's channel to the master, in bytes of
+/// unsent messages: past it, [`Worker::channel_full`].
+pub const WORKER_CHANNEL_HIGH_WATER: usize = 1024 * 1024;
 
 /// What a worker's callbacks get: its identity and options, its reactor,
 /// and the channel to the master.
@@ -480,6 +537,13 @@ impl WorkerContext<'_, '_> {
         self.conn.send_data(bytes);
     }
 
+    /// Whether the channel to the master holds more unsent messages than
+    /// [`WORKER_CHANNEL_HIGH_WATER`] (between [`Worker::channel_full`] and
+    /// [`Worker::channel_drained`]).
+    pub fn channel_is_full(&self) -> bool {
+        self.conn.outbound_len() > WORKER_CHANNEL_HIGH_WATER
+    }
+
     /// Ends the worker: its channel closes once pending replies are written,
     /// and the process exits.
     pub fn exit(&mut self) {
@@ -492,14 +556,61 @@ impl WorkerContext<'_, '_> {
 pub enum RestartPolicy {
     /// Never: a dead worker stays dead.
     Never,
-    /// After a death it did not ask for, up to `max_restarts` times within
-    /// `within`, waiting 100 ms before the first restart and twice as long
-    /// before each further one (at most 5 s).
+    /// After every death it did not ask for, and never given up: a worker
+    /// that cannot start (a missing file, a dead dependency) may be able to
+    /// later, and a server that stopped restarting would look healthy while
+    /// failing every ask. The first `max_restarts` restarts within
+    /// `within` are quick — after 100 ms, then twice as long each time —
+    /// and each further one backs off: 5 s, doubling up to 30 s, until
+    /// deaths older than `within` are forgotten. The state is reported
+    /// through the log hook and [`Reactor::worker_status`].
     OnFailure {
-        /// Restarts allowed within the window.
+        /// Quick restarts within the window before backing off.
         max_restarts: u32,
         /// The window.
         within: Duration,
+    },
+}
+
+/// The first backed-off restart's delay ([`RestartPolicy::OnFailure`]).
+pub const BACKOFF_FIRST: Duration = Duration::from_secs(5);
+/// The longest delay between restarts ([`RestartPolicy::OnFailure`]).
+pub const BACKOFF_MAX: Duration = Duration::from_secs(30);
+
+/// Where one worker instance is in its life, from
+/// [`Reactor::worker_status`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum WorkerStatus {
+    /// Its process is being started (asks wait for it).
+    Starting,
+    /// Its process runs and its channel is open.
+    Running {
+        /// The process id.
+        pid: u32,
+    },
+    /// It was asked to exit ([`Reactor::delete_worker`]) and is not
+    /// restarted.
+    Stopping,
+    /// It died and is restarted after `restart_in` (asks fail with
+    /// [`WorkerError::NotRunning`] meanwhile), or as soon as a fork server
+    /// runs again.
+    Restarting {
+        /// How its last process ended.
+        last_exit: WorkerExit,
+        /// Deaths within its policy's window, this one included.
+        deaths: u32,
+        /// Whether the quick restarts are used up and the delay grows
+        /// ([`BACKOFF_FIRST`] to [`BACKOFF_MAX`]).
+        backing_off: bool,
+        /// Time left until the restart.
+        restart_in: Duration,
+    },
+    /// It died and its policy is [`RestartPolicy::Never`]; start it again
+    /// with [`Reactor::start_worker`].
+    Dead {
+        /// How its last process ended.
+        last_exit: WorkerExit,
     },
 }
 
@@ -594,15 +705,17 @@ impl WorkerSpec {
         self
     }
 
-    /// What to do when an instance dies (default: restart on failure, 5
-    /// times a minute at most).
+    /// What to do when an instance dies (default
+    /// [`RestartPolicy::default`]: restart always, quickly 5 times a
+    /// minute, backing off after that).
     pub fn restart(mut self, policy: RestartPolicy) -> WorkerSpec {
         self.config.restart = policy;
         self
     }
 
     /// Fails every ask to this worker that has no reply after `timeout`
-    /// with [`WorkerError::Timeout`] (default: asks wait as long as the
+    /// with [`WorkerError::Timeout`] (default [`DEFAULT_ASK_TIMEOUT`],
+    /// 60 s; [`WorkerSpec::no_ask_timeout`] lets asks wait as long as the
     /// worker lives). An ask can set its own with
     /// [`Reactor::ask_worker_with_timeout`] or
     /// [`Connection::ask_worker_with_timeout`]. The worker is left alone:
@@ -617,9 +730,28 @@ impl WorkerSpec {
     /// does not answer within `timeout` — stopped, hung, or blocking its
     /// loop in a long computation — is killed; its asks fail with
     /// [`WorkerError::Died`] and [`WorkerExit::Unresponsive`], and its
-    /// restart policy applies. Off by default.
+    /// restart policy applies. On by default, with [`DEFAULT_HEARTBEAT`]
+    /// (15 s).
+    ///
+    /// The ping is answered by the worker's reactor, so a callback that
+    /// blocks for longer than `timeout` gets the worker killed: raise it
+    /// for work that blocks, or move such work off the reactor.
     pub fn heartbeat(mut self, timeout: Duration) -> WorkerSpec {
         self.config.heartbeat = Some(timeout);
+        self
+    }
+
+    /// Turns the heartbeat off: a stopped or hung instance is then never
+    /// replaced, and its asks end only by their timeout.
+    pub fn no_heartbeat(mut self) -> WorkerSpec {
+        self.config.heartbeat = None;
+        self
+    }
+
+    /// Turns the ask deadline off: asks without a timeout of their own wait
+    /// as long as the worker lives (the heartbeat still ends a stuck one).
+    pub fn no_ask_timeout(mut self) -> WorkerSpec {
+        self.config.ask_timeout = None;
         self
     }
 

@@ -524,6 +524,8 @@ pub struct SpawnOptions<'a> {
     env: Vec<(OsString, Option<OsString>)>,
     /// A descriptor the program inherits under its own number.
     pass: Option<BorrowedFd<'a>>,
+    /// The file to execute, when it is not `argv[0]`.
+    program: Option<OsString>,
 }
 
 impl Default for SpawnOptions<'_> {
@@ -533,6 +535,7 @@ impl Default for SpawnOptions<'_> {
             clear_env: false,
             env: Vec::new(),
             pass: None,
+            program: None,
         }
     }
 }
@@ -580,6 +583,16 @@ impl<'a> SpawnOptions<'a> {
     /// closed at `execve`.
     pub fn pass_fd(mut self, fd: BorrowedFd<'a>) -> SpawnOptions<'a> {
         self.pass = Some(fd);
+        self
+    }
+
+    /// Executes `path` instead of `argv[0]`, which the program still gets
+    /// as its `argv[0]`: for example `/proc/self/exe` (this very binary,
+    /// even if its file was replaced) under the name the user started it
+    /// with, so that `ps` shows that name. A path without a `/` is looked
+    /// up in `PATH` as `argv[0]` would be.
+    pub fn program(mut self, path: impl Into<OsString>) -> SpawnOptions<'a> {
+        self.program = Some(path.into());
         self
     }
 
@@ -704,7 +717,8 @@ pub fn spawn<S: AsRef<OsStr>>(argv: &[S], options: &SpawnOptions<'_>) -> io::Res
         .iter()
         .find(|(k, _)| k == "PATH")
         .map(|(_, v)| v.as_os_str());
-    let path = resolve_program(program.as_ref(), search)?;
+    let program = options.program.as_deref().unwrap_or(program.as_ref());
+    let path = resolve_program(program, search)?;
 
     let path_c = c_string(path.as_os_str().as_bytes().to_vec())?;
     let argv_c = argv
@@ -1266,4 +1280,68 @@ pub fn take_inherited_fd(fd: RawFd) -> io::Result<OwnedFd> {
     // process by its parent for the caller, who is its only owner: the
     // contract above has it taken once, before any other code could.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+// ----- supervision: reaping orphans, process names -----
+
+/// Makes this process a "child subreaper" (Linux `PR_SET_CHILD_SUBREAPER`):
+/// a descendant orphaned by the death of its parent is re-parented to this
+/// process instead of to PID 1, so this process can reap it. Returns
+/// `false` where the system has no such thing (then orphans go to PID 1,
+/// or to the nearest subreaper above).
+///
+/// # Errors
+/// `EINVAL` from `prctl`, which a supported kernel does not return.
+pub fn set_child_subreaper() -> io::Result<bool> {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    {
+        // SAFETY: PR_SET_CHILD_SUBREAPER takes a flag in the second
+        // argument; the others are unused and passed as 0.
+        cvt(unsafe {
+            libc::prctl(
+                libc::PR_SET_CHILD_SUBREAPER,
+                1 as libc::c_ulong,
+                0 as libc::c_ulong,
+                0 as libc::c_ulong,
+                0 as libc::c_ulong,
+            )
+        })?;
+        Ok(true)
+    }
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    Ok(false)
+}
+
+/// Sets the name this process shows in `ps -o comm`, `top` and
+/// `/proc/PID/comm` (Linux `PR_SET_NAME`; the kernel keeps at most 15
+/// bytes, so a longer name is cut, at a character boundary). A process
+/// started from `/proc/self/exe` would otherwise be called `exe`. Elsewhere
+/// nothing is changed.
+///
+/// # Errors
+/// `InvalidInput` for a name with a NUL byte.
+pub fn set_process_name(name: &str) -> io::Result<()> {
+    let mut end = name.len().min(15);
+    while !name.is_char_boundary(end) {
+        end -= 1;
+    }
+    let name = c_string(name.as_bytes()[..end].to_vec())?;
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    {
+        // SAFETY: PR_SET_NAME reads a NUL-terminated string of at most 16
+        // bytes from the second argument, which `name` is and outlives the
+        // call; the other arguments are unused.
+        cvt(unsafe {
+            libc::prctl(
+                libc::PR_SET_NAME,
+                name.as_ptr() as libc::c_ulong,
+                0 as libc::c_ulong,
+                0 as libc::c_ulong,
+                0 as libc::c_ulong,
+            )
+        })?;
+    }
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    drop(name);
+    Ok(())
 }
