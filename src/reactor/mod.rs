@@ -96,6 +96,8 @@ pub(crate) enum Pending {
     Close(CloseReason),
     Full,
     Drained,
+    /// Reading was resumed: call `resumed` (a layer delivers what it held).
+    Resumed,
 }
 
 type Local = Box<dyn FnOnce(&mut Reactor)>;
@@ -435,6 +437,7 @@ impl Reactor {
                 Pending::Close(reason) => self.finish_close(token, reason),
                 Pending::Full => _ = self.call(token, |h, c| h.outbound_full(c)),
                 Pending::Drained => _ = self.call(token, |h, c| h.outbound_drained(c)),
+                Pending::Resumed => _ = self.call(token, |h, c| h.resumed(c)),
             }
         }
     }

