@@ -136,3 +136,151 @@ fn pipelined_clients_keep_the_eval_master_small() {
     eprintln!("eval_server master peak RSS: {peak_mib} MiB");
     assert!(peak_mib < 64, "master peaked at {peak_mib} MiB");
 }
+
+/// The TLS handshake deadline and the inactivity timeout during a
+/// handshake: a client that sends part of a hello and waits.
+#[cfg(feature = "tls")]
+mod tls_deadlines {
+    use super::*;
+    use packet::tls;
+    use std::path::PathBuf;
+    use std::process::{Command, Stdio};
+    use std::time::Duration;
+
+    /// The first 10 bytes of a TLS ClientHello: a record header announcing
+    /// 512 bytes, and the start of the handshake message.
+    const PARTIAL_HELLO: &[u8] = &[0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc, 0x03];
+
+    fn fixture(name: &str) -> PathBuf {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures")
+            .join(name)
+    }
+
+    fn server_config() -> std::sync::Arc<tls::rustls::ServerConfig> {
+        tls::server_config_from_pem_files(fixture("localhost.crt"), fixture("localhost.key"))
+            .unwrap()
+    }
+
+    /// Sends a partial hello and reads until the server ends the
+    /// connection: whether it did (end of stream or reset) within the hang
+    /// guard.
+    fn stalled_hello_is_closed(addr: std::net::SocketAddr) -> bool {
+        let mut s = client(addr);
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        s.write_all(PARTIAL_HELLO).unwrap();
+        let mut buf = [0u8; 1024];
+        loop {
+            match s.read(&mut buf) {
+                Ok(0) => return true,
+                Ok(_) => {} // an alert
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return true,
+                Err(_) => return false, // the 30 s guard passed
+            }
+        }
+    }
+
+    /// Reports each connection's close reason as text, with whether it was
+    /// the handshake deadline.
+    struct Report(mpsc::Sender<(String, bool)>);
+
+    impl Handler for Report {
+        fn unbind(&mut self, _: &mut Connection<'_>, reason: &CloseReason) {
+            let deadline = match reason {
+                CloseReason::Protocol(e) => e
+                    .get_ref()
+                    .and_then(|e| e.downcast_ref::<tls::HandshakeTimeout>())
+                    .is_some(),
+                _ => false,
+            };
+            let _ = self.0.send((reason.to_string(), deadline));
+        }
+    }
+
+    #[test]
+    fn a_stalled_handshake_ends_at_the_default_deadline() {
+        let (tx, rx) = mpsc::channel();
+        let server = spawn_reactor(move |r| {
+            assert_eq!(
+                r.tls_handshake_timeout(),
+                Some(tls::DEFAULT_HANDSHAKE_TIMEOUT)
+            );
+            let id = r.start_tls_server("127.0.0.1:0", server_config(), move || {
+                Report(tx.clone())
+            })?;
+            Ok(r.server_addr(id)?.as_inet().unwrap())
+        });
+        assert!(stalled_hello_is_closed(server.value), "still open after 30 s");
+        let (reason, deadline) = rx.recv_timeout(IO_TIMEOUT).unwrap();
+        assert!(deadline, "closed for the handshake deadline, not {reason}");
+        server.stop();
+    }
+
+    /// The inactivity timeout counts during the handshake too (here with
+    /// the handshake deadline off, so only it can end the connection).
+    struct Idle(Report);
+
+    impl Handler for Idle {
+        fn post_init(&mut self, conn: &mut Connection<'_>) {
+            conn.set_inactivity_timeout(Some(Duration::from_millis(300)));
+        }
+        fn unbind(&mut self, conn: &mut Connection<'_>, reason: &CloseReason) {
+            self.0.unbind(conn, reason);
+        }
+    }
+
+    #[test]
+    fn the_inactivity_timeout_applies_during_a_handshake() {
+        let (tx, rx) = mpsc::channel();
+        let server = spawn_reactor(move |r| {
+            r.set_tls_handshake_timeout(None);
+            let id = r.start_tls_server("127.0.0.1:0", server_config(), move || {
+                Idle(Report(tx.clone()))
+            })?;
+            Ok(r.server_addr(id)?.as_inet().unwrap())
+        });
+        assert!(stalled_hello_is_closed(server.value), "still open after 30 s");
+        let (reason, _) = rx.recv_timeout(IO_TIMEOUT).unwrap();
+        assert_eq!(reason, CloseReason::InactivityTimeout.to_string());
+        server.stop();
+    }
+
+    /// `echo_server --tls` as a user starts it, with no other option: the
+    /// library's default deadline closes a stalled hello (issue 20).
+    #[test]
+    fn echo_server_closes_a_stalled_hello_with_no_options() {
+        // The shared example builder builds default features; TLS needs
+        // its own build.
+        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+        let target = root.join("target").join("example-bins-tls");
+        let status = Command::new(env!("CARGO"))
+            .current_dir(&root)
+            .args(["build", "--quiet", "--locked", "--features", "tls"])
+            .args(["--example", "echo_server", "--target-dir"])
+            .arg(&target)
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let mut child = Command::new(target.join("debug/examples/echo_server"))
+            .arg("127.0.0.1:0")
+            .arg("--tls")
+            .args([fixture("localhost.crt"), fixture("localhost.key")])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut out, &mut line).unwrap();
+        let addr = line
+            .trim()
+            .strip_prefix("listening on ")
+            .expect("listening line")
+            .parse()
+            .unwrap();
+        let closed = stalled_hello_is_closed(addr);
+        let _ = child.kill();
+        let _ = child.wait();
+        assert!(closed, "a stalled hello was still open after 30 s");
+    }
+}
