@@ -60,6 +60,11 @@ pub enum CloseReason {
     /// checks refused the peer. The error carries the layer's own error
     /// (`get_ref`, then `downcast_ref`) and its message.
     Protocol(io::Error),
+    /// The reactor's outbound queues together passed its budget
+    /// ([`Reactor::set_outbound_budget`], 1 GiB by default) and this
+    /// connection's queue was among the largest: it was closed, its queued
+    /// bytes dropped, to bring the total back within the budget.
+    Memory,
 }
 
 impl CloseReason {
@@ -98,6 +103,7 @@ impl fmt::Display for CloseReason {
             CloseReason::ReactorStopped => f.write_str("reactor stopped"),
             CloseReason::Detached => f.write_str("detached"),
             CloseReason::Protocol(e) => write!(f, "protocol error: {e}"),
+            CloseReason::Memory => f.write_str("closed to keep the outbound budget"),
         }
     }
 }

@@ -30,9 +30,7 @@ struct Limited {
 
 impl Handler for Limited {
     fn unbind(&mut self, _: &mut Connection<'_>, _: &CloseReason) {
-        let _ = self
-            .tx
-            .send((self.most, std::mem::take(&mut self.lines)));
+        let _ = self.tx.send((self.most, std::mem::take(&mut self.lines)));
     }
 }
 
@@ -205,12 +203,14 @@ mod tls_deadlines {
                 r.tls_handshake_timeout(),
                 Some(tls::DEFAULT_HANDSHAKE_TIMEOUT)
             );
-            let id = r.start_tls_server("127.0.0.1:0", server_config(), move || {
-                Report(tx.clone())
-            })?;
+            let id =
+                r.start_tls_server("127.0.0.1:0", server_config(), move || Report(tx.clone()))?;
             Ok(r.server_addr(id)?.as_inet().unwrap())
         });
-        assert!(stalled_hello_is_closed(server.value), "still open after 30 s");
+        assert!(
+            stalled_hello_is_closed(server.value),
+            "still open after 30 s"
+        );
         let (reason, deadline) = rx.recv_timeout(IO_TIMEOUT).unwrap();
         assert!(deadline, "closed for the handshake deadline, not {reason}");
         server.stop();
@@ -239,7 +239,10 @@ mod tls_deadlines {
             })?;
             Ok(r.server_addr(id)?.as_inet().unwrap())
         });
-        assert!(stalled_hello_is_closed(server.value), "still open after 30 s");
+        assert!(
+            stalled_hello_is_closed(server.value),
+            "still open after 30 s"
+        );
         let (reason, _) = rx.recv_timeout(IO_TIMEOUT).unwrap();
         assert_eq!(reason, CloseReason::InactivityTimeout.to_string());
         server.stop();
@@ -283,4 +286,65 @@ mod tls_deadlines {
         let _ = child.wait();
         assert!(closed, "a stalled hello was still open after 30 s");
     }
+}
+
+/// Sends `len` bytes to each client as it connects, and reports how its
+/// connection ended.
+struct Flood {
+    len: usize,
+    tx: mpsc::Sender<(usize, String)>,
+}
+
+impl Handler for Flood {
+    fn post_init(&mut self, conn: &mut Connection<'_>) {
+        conn.send_data(&vec![7u8; self.len]);
+        conn.close_connection_after_writing();
+    }
+    fn unbind(&mut self, _: &mut Connection<'_>, reason: &CloseReason) {
+        let _ = self.tx.send((self.len, reason.to_string()));
+    }
+}
+
+/// Slow readers of a small budget: the one with the largest queue is
+/// closed with `CloseReason::Memory`; the others get all their bytes.
+#[test]
+fn the_outbound_budget_closes_the_largest_queue() {
+    const SMALL: usize = 512 * 1024;
+    const BIG: usize = 64 * 1024 * 1024;
+    let (tx, rx) = mpsc::channel();
+    let server = spawn_reactor(move |r| {
+        assert_eq!(r.outbound_budget(), packet::DEFAULT_OUTBOUND_BUDGET);
+        r.set_outbound_budget(16 * 1024 * 1024);
+        let sizes = std::cell::RefCell::new(vec![SMALL, SMALL, SMALL, BIG].into_iter());
+        let id = r.start_server("127.0.0.1:0", move || Flood {
+            len: sizes.borrow_mut().next().unwrap_or(SMALL),
+            tx: tx.clone(),
+        })?;
+        Ok(r.server_addr(id)?.as_inet().unwrap())
+    });
+    // Accepted in connect order, so the sizes go in order; nobody reads yet.
+    let mut clients = Vec::new();
+    for _ in 0..4 {
+        let s = client(server.value);
+        clients.push(s);
+    }
+    // The small ones fit in the kernel's buffers and close once written;
+    // the big one cannot, and is over the budget.
+    let mut ends: Vec<(usize, String)> = (0..4)
+        .map(|_| rx.recv_timeout(IO_TIMEOUT).expect("a connection ended"))
+        .collect();
+    ends.sort();
+    let memory = CloseReason::Memory.to_string();
+    let local = CloseReason::Local.to_string();
+    assert_eq!(ends[3], (BIG, memory));
+    assert!(
+        ends[..3].iter().all(|e| *e == (SMALL, local.clone())),
+        "{ends:?}"
+    );
+    for mut s in clients.drain(..3) {
+        let mut got = Vec::new();
+        s.read_to_end(&mut got).unwrap();
+        assert_eq!(got.len(), SMALL, "a small reader got everything");
+    }
+    server.stop();
 }
