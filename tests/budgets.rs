@@ -348,3 +348,34 @@ fn the_outbound_budget_closes_the_largest_queue() {
     }
     server.stop();
 }
+
+/// Slowloris: a header trickling in a byte every 0.5 s (never silent for
+/// long, so the inactivity timeout never fires) gets `408` and a close at
+/// the request-header deadline, here set to 2 s.
+#[test]
+fn http_server_ends_a_trickling_header_with_408() {
+    let server = Program::start("http_server", &["127.0.0.1:0", "--header-timeout", "2"]);
+    let mut s = server.connect();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(30)))
+        .unwrap();
+    let mut w = s.try_clone().unwrap();
+    std::thread::spawn(move || {
+        let head = b"GET / HTTP/1.1\r\nHost: x\r\nX-Slow: ";
+        let endless = head.iter().copied().chain(std::iter::repeat(b'a'));
+        // Up to 60 bytes (30 s): stops at the first refused write.
+        for b in endless.take(head.len() + 60) {
+            if w.write_all(&[b]).is_err() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(500));
+        }
+    });
+    let mut got = Vec::new();
+    let ended = match s.read_to_end(&mut got) {
+        Ok(_) => true,
+        Err(e) => e.kind() == std::io::ErrorKind::ConnectionReset,
+    };
+    let text = String::from_utf8_lossy(&got);
+    assert!(text.starts_with("HTTP/1.1 408 "), "{text:?}");
+    assert!(ended, "the connection was closed");
+}
