@@ -2,7 +2,7 @@
 //! top of Packet".
 //!
 //! ```text
-//! cargo run --release --example http_server [ADDR] [--root DIR] [--threads N]
+//! cargo run --release --example http_server [ADDR] [--root DIR] [--threads N] [--header-timeout SECS]
 //! cargo run --release --features tls --example http_server [ADDR] --tls CERT KEY
 //! ```
 //!
@@ -40,6 +40,14 @@
 //!   `Connection: close`; HTTP/1.0 ones close unless it says
 //!   `Connection: keep-alive` (answered with the same header). Idle
 //!   connections close after 60 s (`set_inactivity_timeout`).
+//! - Request-header deadline (slowloris): a request's header must arrive
+//!   whole within 60 s of its first byte, as nginx's
+//!   `client_header_timeout`; the inactivity timeout measures silence only,
+//!   so a header trickling in a byte at a time would otherwise hold the
+//!   connection for ever. Past it: `408 Request Timeout` and close.
+//!   `--header-timeout SECS` changes it (fractions allowed; `0` turns it
+//!   off). Requests waiting behind a response (pipelined, or while a file
+//!   streams) are not timed.
 //! - Pipelining: every complete request of one read is answered during the
 //!   same `receive_data`, in order, so the responses leave in one write. A
 //!   request split across reads waits in a per-connection buffer that exists
@@ -60,7 +68,7 @@ include!("http_server/handler.rs");
 mod reactors;
 
 fn usage() -> ! {
-    eprintln!("usage: http_server [ADDR] [--root DIR] [--threads N] [--tls CERT KEY]");
+    eprintln!("usage: http_server [ADDR] [--root DIR] [--threads N] [--header-timeout SECS] [--tls CERT KEY]");
     std::process::exit(2);
 }
 
@@ -90,6 +98,15 @@ fn main() -> io::Result<()> {
                     .and_then(|n| n.parse().ok())
                     .filter(|&n| n > 0)
                     .unwrap_or_else(|| usage());
+            }
+            "--header-timeout" => {
+                let secs: f64 = args
+                    .next()
+                    .and_then(|n| n.parse().ok())
+                    .filter(|&n: &f64| n >= 0.0)
+                    .unwrap_or_else(|| usage());
+                let ms = (secs * 1000.0) as u64;
+                HEADER_TIMEOUT_MS.store(ms, std::sync::atomic::Ordering::Relaxed);
             }
             "--tls" => match (args.next(), args.next()) {
                 (Some(cert), Some(key)) => tls = Some((cert, key)),

@@ -9,7 +9,14 @@
 //! `send_data` calls becomes one `writev` piece; large writes get a chunk of
 //! their own so they are copied once. The queue is flushed with vectored
 //! writes of up to [`MAX_IOVECS`] pieces.
+//!
+//! It also keeps the total of unwritten bytes held by every queue of the
+//! thread (one reactor runs on one thread): the reactor's outbound budget
+//! (`Reactor::set_outbound_budget`) is checked against it. Every change of
+//! a queue's length, its clearing and its drop (a connection closed,
+//! lingering or not) adjust the total, so it cannot drift.
 
+use std::cell::Cell;
 use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{self, IoSlice};
@@ -30,6 +37,20 @@ pub(crate) const MAX_IOVECS: usize = 64;
 
 /// Descriptors passed with one write; more wait for the next write.
 const FDS_PER_WRITE: usize = 4;
+
+thread_local! {
+    /// Unwritten bytes over every queue of this thread.
+    static QUEUED: Cell<usize> = const { Cell::new(0) };
+}
+
+/// Unwritten bytes held in memory by every outbound queue of this thread.
+pub(crate) fn queued_total() -> usize {
+    QUEUED.with(Cell::get)
+}
+
+fn count(add: usize, sub: usize) {
+    QUEUED.with(|q| q.set(q.get() + add - sub));
+}
 
 /// Bytes (and descriptors to pass) waiting to be written, in order.
 #[derive(Default)]
@@ -101,6 +122,7 @@ impl OutBuf {
         if data.is_empty() {
             return;
         }
+        count(data.len(), 0);
         let q = self.queue();
         q.len += data.len();
         if let Some(last) = q.chunks.back_mut() {
@@ -253,6 +275,7 @@ impl OutBuf {
     /// Drops the first `n` queued bytes (they were written).
     fn consume(&mut self, mut n: usize) {
         let Some(q) = self.queue.as_mut() else { return };
+        count(0, n.min(q.len));
         q.len -= n.min(q.len);
         while n > 0 {
             let Some(front) = q.chunks.front() else { break };
@@ -270,7 +293,14 @@ impl OutBuf {
 
     /// Forgets every queued byte, file and descriptor.
     pub(crate) fn clear(&mut self) {
+        count(0, self.len());
         self.queue = None;
+    }
+}
+
+impl Drop for OutBuf {
+    fn drop(&mut self) {
+        self.clear();
     }
 }
 

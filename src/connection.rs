@@ -60,6 +60,11 @@ pub enum CloseReason {
     /// checks refused the peer. The error carries the layer's own error
     /// (`get_ref`, then `downcast_ref`) and its message.
     Protocol(io::Error),
+    /// The reactor's outbound queues together passed its budget
+    /// ([`Reactor::set_outbound_budget`], 1 GiB by default) and this
+    /// connection's queue was among the largest: it was closed, its queued
+    /// bytes dropped, to bring the total back within the budget.
+    Memory,
 }
 
 impl CloseReason {
@@ -98,6 +103,7 @@ impl fmt::Display for CloseReason {
             CloseReason::ReactorStopped => f.write_str("reactor stopped"),
             CloseReason::Detached => f.write_str("detached"),
             CloseReason::Protocol(e) => write!(f, "protocol error: {e}"),
+            CloseReason::Memory => f.write_str("closed to keep the outbound budget"),
         }
     }
 }
@@ -169,6 +175,14 @@ pub trait Handler: 'static {
     /// After [`Handler::outbound_full`], the outbound queue drained below
     /// half the high-water mark.
     fn outbound_drained(&mut self, conn: &mut Connection<'_>) {
+        let _ = conn;
+    }
+
+    /// Reading was resumed after [`Connection::pause`]. A protocol
+    /// [`Layer`] delivers here what it held back when the pause came in the
+    /// middle of a read's batch of lines or messages; the default does
+    /// nothing.
+    fn resumed(&mut self, conn: &mut Connection<'_>) {
         let _ = conn;
     }
 
@@ -245,13 +259,16 @@ impl<'r> Connection<'r> {
 ///
 /// Implementing `Layer` makes a type a [`Handler`]: the library forwards
 /// `post_init`, `connection_completed`, `receive_eof`, `receive_reply`,
-/// `outbound_full`, `outbound_drained`, `ssl_handshake_completed`,
+/// `outbound_full`, `outbound_drained`, `resumed`, `ssl_handshake_completed`,
 /// `ssl_verify_peer` and `unbind` to the inner handler,
 /// each with the layer's state reachable through [`Connection::layer`], so
 /// a layer never needs a list of the callbacks it passes on, and a callback
 /// added later reaches every inner handler. While the outbound queue is
 /// over its high-water mark the layer pauses reading (its bytes would only
-/// produce more output) before the inner handler is told.
+/// produce more output) before the inner handler is told. A layer that
+/// delivers a batch (several lines or messages from one read) stops at a
+/// [`Connection::pause`] made by the inner handler and keeps the rest for
+/// [`Layer::deliver_held`], so a pause takes effect at once.
 ///
 /// ```
 /// use packet::{Connection, Handler, Layer, Reactor};
@@ -293,6 +310,15 @@ pub trait Layer: 'static {
 
     /// Bytes arrived: decode them and call the inner handler.
     fn receive_data(&mut self, conn: &mut Connection<'_>, data: &[u8]);
+
+    /// Reading was resumed: deliver what [`Layer::receive_data`] held back
+    /// because the connection was paused in the middle of a batch (a pause
+    /// takes effect at once, so nothing past it reaches the inner handler
+    /// until now). Called before the inner handler's
+    /// [`Handler::resumed`]. The default holds nothing.
+    fn deliver_held(&mut self, conn: &mut Connection<'_>) {
+        let _ = conn;
+    }
 
     /// Runs after every callback passed through (but `unbind`), for state
     /// the inner handler may have changed (an empty block to settle, say).
@@ -352,6 +378,11 @@ impl<L: Layer> Handler for L {
     fn outbound_drained(&mut self, conn: &mut Connection<'_>) {
         conn.resume();
         pass_through(self, conn, |h, c| h.outbound_drained(c));
+    }
+
+    fn resumed(&mut self, conn: &mut Connection<'_>) {
+        self.deliver_held(conn);
+        pass_through(self, conn, |h, c| h.resumed(c));
     }
 
     fn ssl_handshake_completed(&mut self, conn: &mut Connection<'_>) {
@@ -420,7 +451,10 @@ impl Connection<'_> {
     }
 
     /// Stops reading from the peer (its bytes wait in the kernel, and TCP
-    /// flow control slows the sender) until [`Connection::resume`].
+    /// flow control slows the sender) until [`Connection::resume`]. It
+    /// takes effect at once: a protocol [`Layer`] delivering the lines or
+    /// messages of one read stops after the callback that paused, and
+    /// delivers the rest after the resume ([`Handler::resumed`]).
     pub fn pause(&mut self) {
         self.reactor.pause(self.id);
     }

@@ -109,5 +109,7 @@ pub mod signal {
 
 pub use connection::{CloseReason, ConnId, Connection, Handler, Layer};
 pub use packet_sys::Addr;
-pub use reactor::{Reactor, ReactorHandle, ServerId, ServerOptions, TimerId};
+pub use reactor::{
+    Reactor, ReactorHandle, ServerId, ServerOptions, TimerId, DEFAULT_OUTBOUND_BUDGET,
+};
 pub use reply::{Reply, ReplyId};

@@ -63,8 +63,12 @@
 //!   splitter starts afresh, for a `reconnect`.
 //! - **Backpressure**: as every [`Layer`], the adapter pauses reading while
 //!   the connection's outbound queue is over its high-water mark.
-//!   [`Connection::pause`] takes effect from the next read: lines already
-//!   read are still delivered.
+//!   [`Connection::pause`] takes effect at once, also inside one read: the
+//!   line (or block chunk) whose callback paused is the last delivered, and
+//!   the rest of the read is held (at most one read buffer) and delivered
+//!   after [`Connection::resume`], before anything new is read. A server
+//!   that pauses at a limit of requests in flight therefore never starts
+//!   one past it, however many lines one read brought.
 //!
 //! `LineText2`'s `set_text_mode(n)` is its alias of `set_binary_mode(n)`
 //! (raw "text" blocks), not a line mode; here it is spelled
@@ -224,6 +228,9 @@ pub struct LineState {
     mode: Mode,
     /// The connection is closing: deliver nothing more.
     stopped: bool,
+    /// The connection was paused by the last callback: stop, and hand the
+    /// rest of the input back to be held.
+    paused: bool,
 }
 
 impl LineState {
@@ -231,6 +238,7 @@ impl LineState {
         LineState {
             mode: Mode::Line,
             stopped: false,
+            paused: false,
         }
     }
 }
@@ -277,6 +285,9 @@ impl Connection<'_> {
 pub struct LineProtocol<H: LineHandler> {
     handler: H,
     splitter: Splitter,
+    /// Input not delivered because the connection was paused in the
+    /// middle of it; empty (no allocation) otherwise.
+    held: Vec<u8>,
 }
 
 impl<H: LineHandler> LineProtocol<H> {
@@ -286,6 +297,7 @@ impl<H: LineHandler> LineProtocol<H> {
         LineProtocol {
             handler,
             splitter: Splitter::new(),
+            held: Vec::new(),
         }
     }
 
@@ -318,8 +330,12 @@ impl<H: LineHandler> LineProtocol<H> {
     }
 
     fn feed(&mut self, conn: &mut Connection<'_>, data: &[u8]) {
-        let LineProtocol { handler, splitter } = self;
-        splitter.feed(data, |event, state| {
+        let LineProtocol {
+            handler,
+            splitter,
+            held,
+        } = self;
+        let left = splitter.feed(data, |event, state| {
             let mut ctx = conn.with_layer(state);
             match event {
                 Event::Line(line) => handler.receive_line(&mut ctx, line),
@@ -336,11 +352,17 @@ impl<H: LineHandler> LineProtocol<H> {
                 }
             }
             // A close from the callback, or through the reactor by id,
-            // ends delivery: the rest of the read is dropped.
+            // ends delivery: the rest of the read is dropped. A pause
+            // stops it until the resume.
             if conn.is_closing() {
                 state.stopped = true;
+            } else if conn.is_paused() {
+                state.paused = true;
             }
         });
+        if left > 0 {
+            held.extend_from_slice(&data[data.len() - left..]);
+        }
     }
 }
 
@@ -353,7 +375,21 @@ impl<H: LineHandler> Layer for LineProtocol<H> {
     }
 
     fn receive_data(&mut self, conn: &mut Connection<'_>, data: &[u8]) {
-        self.feed(conn, data);
+        if self.held.is_empty() {
+            self.feed(conn, data);
+        } else {
+            // Input read while some is still held goes behind it.
+            self.held.extend_from_slice(data);
+            self.deliver_held(conn);
+        }
+    }
+
+    fn deliver_held(&mut self, conn: &mut Connection<'_>) {
+        if self.held.is_empty() || conn.is_paused() {
+            return;
+        }
+        let held = std::mem::take(&mut self.held);
+        self.feed(conn, &held);
     }
 
     fn after_callback(&mut self, conn: &mut Connection<'_>) {
@@ -363,6 +399,7 @@ impl<H: LineHandler> Layer for LineProtocol<H> {
 
     fn reset(&mut self) {
         self.splitter.reset();
+        self.held = Vec::new();
     }
 }
 
@@ -413,8 +450,10 @@ impl Splitter {
 
     /// Splits `data`, calling `on` for each event with the state the
     /// handler may change; a change applies to the bytes right after the
-    /// event. An empty `data` settles a pending empty block.
-    fn feed(&mut self, data: &[u8], mut on: impl FnMut(Event<'_>, &mut LineState)) {
+    /// event. An empty `data` settles a pending empty block. Returns how
+    /// many bytes at the end of `data` were left unsplit because `on` set
+    /// `paused`: the caller feeds them again later.
+    fn feed(&mut self, data: &[u8], mut on: impl FnMut(Event<'_>, &mut LineState)) -> usize {
         let limit = self.partial_limit();
         let Splitter {
             delimiter,
@@ -426,17 +465,22 @@ impl Splitter {
         let (delimiter, max, strip_cr) = (&**delimiter, *max_line_len, *strip_cr);
         let too_long = Event::Error(LineError::LineTooLong { max });
         let mut rest = data;
+        state.paused = false;
         loop {
             if state.stopped {
                 *partial = Vec::new();
-                return;
+                return 0;
+            }
+            if state.paused {
+                state.paused = false;
+                return rest.len();
             }
             match state.mode {
                 Mode::Binary { remaining: 0 } => {
                     state.mode = Mode::Line;
                     on(Event::EndOfBinary, state);
                 }
-                _ if rest.is_empty() => return,
+                _ if rest.is_empty() => return 0,
                 Mode::BinaryUnbounded => {
                     on(Event::Binary(rest), state);
                     rest = &[];

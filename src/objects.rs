@@ -6,7 +6,9 @@
 //! [`Connection::send_object`] sends one. Each object is one `Compact`
 //! frame holding its postcard encoding (see [`crate::codec`]). Nothing here
 //! buffers more than one frame, and a frame is never longer than the
-//! decoder's limit (16 MiB by default).
+//! decoder's limit (16 MiB by default). [`Connection::pause`] takes effect
+//! at once: the objects of the same read that follow the one whose
+//! callback paused are held and delivered after the resume.
 //!
 //! ```
 //! use packet::objects::{ObjectHandler, ObjectProtocol};
@@ -50,6 +52,8 @@
 //! # Ok::<(), std::io::Error>(())
 //! ```
 
+use std::collections::VecDeque;
+
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -89,6 +93,11 @@ pub trait ObjectHandler: Handler {
 pub struct ObjectProtocol<H: ObjectHandler> {
     handler: H,
     decoder: MessageDecoder<H::Message>,
+    /// Objects of a read not delivered because the handler paused the
+    /// connection before them (a pause takes effect at once), and the
+    /// stream's error if one came after them.
+    held: VecDeque<Result<H::Message, MessageError>>,
+    held_error: Option<FrameError>,
     /// The layer state lent to the handler: objects have none.
     no_state: (),
 }
@@ -99,6 +108,8 @@ impl<H: ObjectHandler> ObjectProtocol<H> {
         ObjectProtocol {
             handler,
             decoder: MessageDecoder::new(),
+            held: VecDeque::new(),
+            held_error: None,
             no_state: (),
         }
     }
@@ -108,6 +119,8 @@ impl<H: ObjectHandler> ObjectProtocol<H> {
         ObjectProtocol {
             handler,
             decoder: MessageDecoder::new().with_max_frame_len(max),
+            held: VecDeque::new(),
+            held_error: None,
             no_state: (),
         }
     }
@@ -128,16 +141,61 @@ impl<H: ObjectHandler> Layer for ObjectProtocol<H> {
 
     fn receive_data(&mut self, conn: &mut Connection<'_>, data: &[u8]) {
         let ObjectProtocol {
-            handler, decoder, ..
+            handler,
+            decoder,
+            held,
+            held_error,
+            ..
         } = self;
-        let result = decoder.decode(data, |msg| match msg {
-            Ok(m) => handler.receive_object(conn, m),
-            Err(e) => handler.message_error(conn, e),
+        let result = decoder.decode(data, |msg| {
+            if held.is_empty() && !conn.is_paused() {
+                deliver(handler, conn, msg);
+            } else {
+                held.push_back(msg);
+            }
         });
         if let Err(e) = result {
-            handler.frame_error(conn, e);
-            conn.close_connection();
+            if held.is_empty() {
+                handler.frame_error(conn, e);
+                conn.close_connection();
+            } else {
+                *held_error = Some(e);
+            }
         }
+    }
+
+    fn deliver_held(&mut self, conn: &mut Connection<'_>) {
+        while !conn.is_paused() {
+            let Some(msg) = self.held.pop_front() else {
+                break;
+            };
+            deliver(&mut self.handler, conn, msg);
+        }
+        if self.held.is_empty() {
+            // Give back the memory of a large batch.
+            self.held = VecDeque::new();
+            if let Some(e) = self.held_error.take() {
+                self.handler.frame_error(conn, e);
+                conn.close_connection();
+            }
+        }
+    }
+
+    fn reset(&mut self) {
+        self.decoder.reset();
+        self.held = VecDeque::new();
+        self.held_error = None;
+    }
+}
+
+fn deliver<H: ObjectHandler>(
+    handler: &mut H,
+    conn: &mut Connection<'_>,
+    msg: Result<H::Message, MessageError>,
+) {
+    match msg {
+        Ok(m) => handler.receive_object(conn, m),
+        Err(e) => handler.message_error(conn, e),
     }
 }
 

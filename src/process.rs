@@ -666,6 +666,7 @@ fn copy_reason(reason: &CloseReason) -> CloseReason {
         CloseReason::ReactorStopped => CloseReason::ReactorStopped,
         CloseReason::Detached => CloseReason::Detached,
         CloseReason::Protocol(e) => CloseReason::Protocol(copy_error(e)),
+        CloseReason::Memory => CloseReason::Memory,
     }
 }
 

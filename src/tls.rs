@@ -27,6 +27,18 @@
 //! connection with [`CloseReason::Protocol`], whose error is the
 //! [`rustls::Error`] (see [`rustls_error`]).
 //!
+//! # Deadlines
+//!
+//! A handshake must end within [`DEFAULT_HANDSHAKE_TIMEOUT`] (10 s) of
+//! `start_tls` (for [`Reactor::connect_tls`], of the connect): a peer that
+//! sends part of a hello and waits would otherwise hold its descriptor
+//! for ever. One that does not ends with [`CloseReason::Protocol`], whose
+//! error (`ErrorKind::TimedOut`) holds a [`HandshakeTimeout`]. Change it
+//! for the reactor with [`Reactor::set_tls_handshake_timeout`] (`None`
+//! turns it off, for sessions started after the call). The inactivity
+//! timeout ([`Connection::set_inactivity_timeout`]) counts during the
+//! handshake as at any other time: handshake bytes are bytes moved.
+//!
 //! ```
 //! use std::sync::Arc;
 //! use packet::{tls, Connection, Handler, Reactor};
@@ -80,7 +92,7 @@ use crate::buffer::Sink;
 use crate::connection::{CloseReason, ConnId, Connection, Handler};
 use crate::reactor::{
     Conn, ConnHooks, Extension, FilterHooks, Flags, Phase, Reactor, ServerId, ServerOptions,
-    Transport, WriteSide,
+    TimerId, Transport, WriteSide,
 };
 use crate::reply::Reply;
 use crate::slab::Token;
@@ -90,6 +102,46 @@ use crate::slab::Token;
 /// the queue (what the water marks see) holds everything else. Four full
 /// records, so that one `writev` carries several.
 pub const CHUNK: usize = 64 * 1024;
+
+/// How long a TLS handshake may take by default, from `start_tls` to its
+/// end: 10 s, ample for a handshake over any working network (nginx
+/// allows 60 s for a whole request header), short enough that stalled
+/// hellos cannot pile up to the descriptor limit. See
+/// [`Reactor::set_tls_handshake_timeout`].
+pub const DEFAULT_HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The error inside the [`CloseReason::Protocol`] of a connection whose
+/// TLS handshake did not end in time (see the [module](self)'s
+/// "Deadlines").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HandshakeTimeout {
+    /// The limit that passed.
+    pub limit: std::time::Duration,
+}
+
+impl std::fmt::Display for HandshakeTimeout {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "TLS handshake not complete after {:?}", self.limit)
+    }
+}
+
+impl std::error::Error for HandshakeTimeout {}
+
+/// The handshake deadline of sessions started on this reactor (its
+/// extension state).
+struct Settings {
+    handshake_timeout: Option<std::time::Duration>,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            handshake_timeout: Some(DEFAULT_HANDSHAKE_TIMEOUT),
+        }
+    }
+}
+
+impl Extension for Settings {}
 
 /// What [`Connection::start_tls`] starts: the server or the client side of
 /// a TLS session, with its rustls configuration.
@@ -223,6 +275,8 @@ struct Session {
     sni: Option<String>,
     /// A file's bytes on their way into rustls.
     file_buf: Vec<u8>,
+    /// The handshake's deadline, cancelled when it ends.
+    deadline: Option<TimerId>,
 }
 
 /// The reactor's buffer for the plaintext of one read (its extension
@@ -419,8 +473,15 @@ impl Reactor {
             closed: false,
             sni,
             file_buf: Vec::new(),
+            deadline: None,
         };
         self.hook_conn_with(token, &HOOKS, session)?;
+        if let Some(limit) = self.tls_handshake_timeout() {
+            let timer = self.add_timer(limit, move |r| r.tls_handshake_expired(id, limit));
+            if let Some(s) = self.hook_state_mut::<Session>(token) {
+                s.deadline = Some(timer);
+            }
+        }
         // A client's hello (and clear bytes still queued) go out now.
         self.tls_pump(token, false);
         if !self.in_callback_of(token) {
@@ -483,6 +544,33 @@ impl Reactor {
                 config: Some(config),
             },
         )
+    }
+
+    /// Sets how long a TLS handshake started on this reactor from now on
+    /// may take (default [`DEFAULT_HANDSHAKE_TIMEOUT`], 10 s); `None`
+    /// lets it take for ever, bounded only by an inactivity timeout.
+    pub fn set_tls_handshake_timeout(&mut self, limit: Option<std::time::Duration>) {
+        self.ext_or_default::<Settings>().handshake_timeout = limit;
+    }
+
+    /// The TLS handshake deadline of sessions started now (see
+    /// [`Reactor::set_tls_handshake_timeout`]).
+    pub fn tls_handshake_timeout(&mut self) -> Option<std::time::Duration> {
+        self.ext_or_default::<Settings>().handshake_timeout
+    }
+
+    /// The handshake deadline of connection `id` passed: closes it if the
+    /// handshake has not ended.
+    fn tls_handshake_expired(&mut self, id: ConnId, limit: std::time::Duration) {
+        let Some(s) = self.hook_state_mut::<Session>(id.0) else {
+            return;
+        };
+        s.deadline = None;
+        if s.completed {
+            return;
+        }
+        let error = io::Error::new(io::ErrorKind::TimedOut, HandshakeTimeout { limit });
+        self.begin_close(id.0, CloseReason::Protocol(error));
     }
 
     /// Whether connection `id` has a TLS session.
@@ -548,6 +636,7 @@ impl Reactor {
         let mut peer_ended = false;
         let mut handshake_ended = false;
         let mut cert = None;
+        let mut deadline = None;
         if let Some(s) = self.hook_state_mut::<Session>(token) {
             while !rest.is_empty() && failure.is_none() && !peer_ended {
                 // Never an empty reader: rustls would take that for the
@@ -573,12 +662,16 @@ impl Reactor {
             if !s.completed && !s.tls.is_handshaking() && failure.is_none() {
                 s.completed = true;
                 handshake_ended = true;
+                deadline = s.deadline.take();
                 cert = s
                     .tls
                     .peer_certificates()
                     .and_then(|c| c.first())
                     .map(|c| c.as_ref().to_vec());
             }
+        }
+        if let Some(timer) = deadline {
+            self.cancel_timer(timer);
         }
         if let Some(e) = failure {
             self.tls_fail(token, e);
@@ -774,6 +867,9 @@ impl<H: Handler> Handler for TlsFirst<H> {
     }
     fn outbound_drained(&mut self, conn: &mut Connection<'_>) {
         self.inner.outbound_drained(conn);
+    }
+    fn resumed(&mut self, conn: &mut Connection<'_>) {
+        self.inner.resumed(conn);
     }
     fn ssl_handshake_completed(&mut self, conn: &mut Connection<'_>) {
         self.inner.ssl_handshake_completed(conn);

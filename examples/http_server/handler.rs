@@ -30,6 +30,18 @@ const HIGH_WATER: usize = 256 * 1024;
 /// Idle keep-alive connections are closed after this.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// The default request-header deadline: nginx's `client_header_timeout`.
+pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The request-header deadline in ms (0: off), set once by `main` from
+/// `--header-timeout` before any reactor runs.
+pub static HEADER_TIMEOUT_MS: std::sync::atomic::AtomicU64 =
+    std::sync::atomic::AtomicU64::new(DEFAULT_HEADER_TIMEOUT.as_millis() as u64);
+
+/// What a client whose header did not arrive in time gets before the close.
+const REQUEST_TIMEOUT: &[u8] =
+    b"HTTP/1.1 408 Request Timeout\r\nContent-Type: text/plain\r\nContent-Length: 20\r\nConnection: close\r\n\r\n408 Request Timeout\n";
+
 const HELLO: &[u8] = b"Hello, World!\n";
 const ALLOW: &str = "Allow: GET, HEAD\r\n";
 
@@ -392,6 +404,10 @@ struct Http {
     stream: Option<Box<Stream>>,
     /// A final response was sent: ignore everything else.
     closing: bool,
+    /// Requests parsed so far, and the deadline of the header being
+    /// received with the count it was set at.
+    parsed: u64,
+    header_deadline: Option<(packet::TimerId, u64)>,
 }
 
 /// Whether to go on with the next pipelined request.
@@ -408,6 +424,8 @@ impl Http {
             skip: 0,
             stream: None,
             closing: false,
+            parsed: 0,
+            header_deadline: None,
         }
     }
 
@@ -440,6 +458,7 @@ impl Http {
                         return pos;
                     }
                     pos += n;
+                    self.parsed += 1;
                     if let Next::Stop = self.answer(conn, &req) {
                         return pos;
                     }
@@ -688,6 +707,37 @@ impl Http {
         self.pending = Vec::new();
     }
 
+    /// Keeps the request-header deadline: a partial header being received
+    /// (not requests waiting behind a response) must be complete within
+    /// the deadline of its first byte, however slowly its bytes trickle in
+    /// (the inactivity timeout measures silence only). A timer per header,
+    /// set once, not per byte.
+    fn watch_header(&mut self, conn: &mut Connection<'_>) {
+        let receiving =
+            !self.closing && !self.pending.is_empty() && self.stream.is_none() && !conn.is_paused();
+        match self.header_deadline {
+            Some((_, at)) if receiving && at == self.parsed => return,
+            Some((timer, _)) => {
+                conn.reactor().cancel_timer(timer);
+                self.header_deadline = None;
+            }
+            None => {}
+        }
+        let ms = HEADER_TIMEOUT_MS.load(std::sync::atomic::Ordering::Relaxed);
+        if !receiving || ms == 0 {
+            return;
+        }
+        let id = conn.id();
+        let timer = conn
+            .reactor()
+            .add_timer(Duration::from_millis(ms), move |r| {
+                if r.send_data_to(id, REQUEST_TIMEOUT) {
+                    r.close_connection(id, true);
+                }
+            });
+        self.header_deadline = Some((timer, self.parsed));
+    }
+
     /// Handles what waits in `pending`, keeping what is left.
     fn process_pending(&mut self, conn: &mut Connection<'_>) {
         let mut input = std::mem::take(&mut self.pending);
@@ -720,12 +770,16 @@ impl Handler for Http {
             if self.stream.is_none() && !conn.is_paused() {
                 self.process_pending(conn);
             }
+            self.watch_header(conn);
             return;
         }
         // The common case: whole requests in one read, nothing buffered.
         let used = self.process(conn, data);
         if used < data.len() && !self.closing {
             self.pending.extend_from_slice(&data[used..]);
+        }
+        if self.header_deadline.is_some() || !self.pending.is_empty() {
+            self.watch_header(conn);
         }
     }
 

@@ -384,6 +384,9 @@ impl Reactor {
         if c.flags.contains(Flags::READ_READY) {
             self.ready.push(id.0);
         }
+        // Before that read: a layer that stopped inside a read's batch
+        // delivers the rest of it first (deferred work runs before reads).
+        self.pending.push_back((id.0, Pending::Resumed));
     }
 
     /// Whether connection `id` is gone, closed or closing.

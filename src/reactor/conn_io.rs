@@ -211,6 +211,9 @@ impl Reactor {
     pub(crate) fn check_water(&mut self, token: Token) {
         let is_current = self.current == Some(token);
         let staged = if is_current { self.stage.len() } else { 0 };
+        if crate::buffer::queued_total() > self.outbound_budget() {
+            self.shed_outbound();
+        }
         let Some(c) = self.conn(token) else {
             return;
         };

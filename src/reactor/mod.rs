@@ -74,6 +74,12 @@ const EVENTS_PER_WAIT: usize = 1024;
 
 const DEFAULT_HIGH_WATER: usize = 1024 * 1024;
 
+/// The default outbound budget: 1 GiB of bytes queued over all of a
+/// reactor's connections (see [`Reactor::set_outbound_budget`]). Generous
+/// enough that only a runaway (many slow readers of large responses) meets
+/// it, low enough to end that before the process is killed for memory.
+pub const DEFAULT_OUTBOUND_BUDGET: usize = 1 << 30;
+
 pub(crate) enum Source {
     Conn(Conn),
     /// Boxed: listeners are few, and this keeps every slab entry as small as
@@ -96,6 +102,8 @@ pub(crate) enum Pending {
     Close(CloseReason),
     Full,
     Drained,
+    /// Reading was resumed: call `resumed` (a layer delivers what it held).
+    Resumed,
 }
 
 type Local = Box<dyn FnOnce(&mut Reactor)>;
@@ -183,6 +191,8 @@ pub struct Reactor {
     epoch: Instant,
     now_ns: u64,
     connect_timeout: Option<Duration>,
+    /// Most bytes all outbound queues of this thread may hold.
+    outbound_budget: usize,
 }
 
 /// Resolves `addr` to its first socket address.
@@ -236,6 +246,7 @@ impl Reactor {
             epoch: Instant::now(),
             now_ns: 0,
             connect_timeout: Some(DEFAULT_CONNECT_TIMEOUT),
+            outbound_budget: DEFAULT_OUTBOUND_BUDGET,
         })
     }
 
@@ -326,6 +337,47 @@ impl Reactor {
     /// own channels (to worker processes) are not counted.
     pub fn connection_count(&self) -> usize {
         self.connections - self.internal_connections
+    }
+
+    /// Sets the most bytes the outbound queues of this reactor's thread
+    /// may hold together (default [`crate::DEFAULT_OUTBOUND_BUDGET`], 1 GiB).
+    /// When a write takes the total past it, the connections with the
+    /// largest queues are closed with [`CloseReason::Memory`], largest
+    /// first, until the total is within the budget again: the peers that
+    /// read least lose their connection, the others and the process carry
+    /// on (never an abort). Files queued with `send_file` take no memory
+    /// and do not count. `usize::MAX` turns the budget off.
+    pub fn set_outbound_budget(&mut self, bytes: usize) {
+        self.outbound_budget = bytes;
+    }
+
+    /// The outbound budget (see [`Reactor::set_outbound_budget`]).
+    pub fn outbound_budget(&self) -> usize {
+        self.outbound_budget
+    }
+
+    /// Bytes held by the outbound queues of this reactor's thread now.
+    pub fn outbound_total(&self) -> usize {
+        crate::buffer::queued_total()
+    }
+
+    /// The total passed the budget: closes the connections with the
+    /// largest queues until it is within it.
+    pub(crate) fn shed_outbound(&mut self) {
+        while crate::buffer::queued_total() > self.outbound_budget {
+            let mut largest = None;
+            let mut most = 0;
+            for token in self.sources.tokens() {
+                if let Some(c) = self.conn(token) {
+                    if c.phase != Phase::Closed && c.out.len() > most {
+                        most = c.out.len();
+                        largest = Some(token);
+                    }
+                }
+            }
+            let Some(token) = largest else { return };
+            self.begin_close(token, CloseReason::Memory);
+        }
     }
 
     /// The outbound high-water mark given to new connections.
@@ -435,6 +487,7 @@ impl Reactor {
                 Pending::Close(reason) => self.finish_close(token, reason),
                 Pending::Full => _ = self.call(token, |h, c| h.outbound_full(c)),
                 Pending::Drained => _ = self.call(token, |h, c| h.outbound_drained(c)),
+                Pending::Resumed => _ = self.call(token, |h, c| h.resumed(c)),
             }
         }
     }
