@@ -5,11 +5,7 @@
 use std::io;
 use std::time::Duration;
 
-use packet::signal::{SIGINT, SIGTERM};
 use packet::{Addr, Reactor};
-
-/// How long a stop on SIGTERM/SIGINT lets asks in flight finish.
-const GRACE: Duration = Duration::from_secs(10);
 
 /// `[ADDR] [--workers N]` from the command line: the address (`addr`
 /// unless given) and the pool size (2 unless given). Exits with a usage
@@ -57,15 +53,14 @@ pub fn when_workers_run(
         .map_err(io::Error::other)
 }
 
-/// Stops the master gracefully on SIGTERM or SIGINT (nginx's and Unicorn's
-/// QUIT): no more accepts, asks in flight answered (or failed with
-/// `WorkerError::Stopping` after ten seconds), then the workers and the
-/// fork server stop and are reaped before `Reactor::run` returns. The
-/// workers ignore these signals when they come from the terminal or to the
-/// whole group, so Ctrl-C is one orderly stop.
+/// The library's stop signals (`Reactor::on_stop_signals`): SIGTERM or
+/// SIGINT stop the master gracefully within 30 s (a second one at once),
+/// SIGQUIT within 300 s: no more accepts, asks in flight answered (or
+/// failed with `WorkerError::Stopping` at the deadline), answers written,
+/// then the workers and the fork server stop and are reaped before
+/// `Reactor::run` returns. SIGHUP is logged and ignored: the master keeps
+/// serving. The workers and the fork server ignore all four (they come to
+/// the whole group from a terminal), so Ctrl-C or a hangup loses no ask.
 pub fn stop_on_signals(reactor: &mut Reactor) -> io::Result<()> {
-    for sig in [SIGTERM, SIGINT] {
-        reactor.on_signal(sig, |r| r.stop_gracefully(GRACE))?;
-    }
-    Ok(())
+    reactor.on_stop_signals(|_, _| {})
 }
