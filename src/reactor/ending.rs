@@ -216,10 +216,10 @@ impl Reactor {
         if c.phase == Phase::Draining && self.owes_replies(token) {
             return;
         }
+        // A graceful stop's closes are this side's, as before draining
+        // existed: `Local`.
         let reason = if c.flags.contains(Flags::EOF_READ) {
             CloseReason::PeerClosed
-        } else if self.ending.stopping.is_some() && c.phase == Phase::Draining {
-            CloseReason::ReactorStopped
         } else {
             CloseReason::Local
         };

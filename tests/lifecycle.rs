@@ -1,0 +1,234 @@
+//! How connections end and how servers stop (issue 20): a half-closed
+//! client gets every answer it is owed; a close after writing lingers, so
+//! input the client sends after the last response cannot reset it; a
+//! failed connect ends with `unbind`; a late reply reaches the log hook;
+//! `SIGTERM` to `http_server` mid-download delivers the whole file and
+//! exits 0. Real sockets on loopback; waits are event-driven, with
+//! generous bounds only as hang guards.
+
+mod util;
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use packet::{CloseReason, Connection, Handler, Reactor};
+use util::example::Program;
+use util::{client, spawn_reactor, IO_TIMEOUT};
+
+/// Answers each line (upper-cased) 200 ms after it came, through the
+/// reply service, as a slow worker would; `receive_eof` is the default.
+struct SlowUpcase {
+    partial: Vec<u8>,
+}
+
+impl Handler for SlowUpcase {
+    fn receive_data(&mut self, conn: &mut Connection<'_>, data: &[u8]) {
+        self.partial.extend_from_slice(data);
+        while let Some(end) = self.partial.iter().position(|&b| b == b'\n') {
+            let line: Vec<u8> = self.partial.drain(..=end).collect();
+            let id = conn.id();
+            let reply = conn.reactor().expect_reply(id);
+            conn.reactor().add_timer(Duration::from_millis(200), move |r| {
+                r.send_reply(id, reply, line.to_ascii_uppercase());
+            });
+        }
+    }
+
+    fn receive_reply(&mut self, conn: &mut Connection<'_>, reply: packet::Reply) {
+        if let Ok(answer) = reply.take::<Vec<u8>>() {
+            conn.send_data(&answer);
+        }
+    }
+}
+
+#[test]
+fn a_half_closed_client_gets_both_slow_answers() {
+    let server = spawn_reactor(|r| {
+        let id = r.start_server("127.0.0.1:0", || SlowUpcase {
+            partial: Vec::new(),
+        })?;
+        Ok(r.server_addr(id)?.as_inet().unwrap())
+    });
+    let mut c = client(server.value);
+    c.write_all(b"one\ntwo\n").unwrap();
+    c.shutdown(Shutdown::Write).unwrap();
+    let mut got = Vec::new();
+    c.read_to_end(&mut got).unwrap();
+    assert_eq!(got, b"ONE\nTWO\n");
+    server.stop();
+}
+
+const BIG: usize = 64 * 1024 * 1024;
+
+/// Answers the first read with `BIG` bytes and `close_connection_after_writing`,
+/// as an HTTP server answers a request with `Connection: close`.
+struct BigThenClose {
+    answered: bool,
+}
+
+impl Handler for BigThenClose {
+    fn receive_data(&mut self, conn: &mut Connection<'_>, _data: &[u8]) {
+        if !self.answered {
+            self.answered = true;
+            conn.send_data(&vec![b'x'; BIG]);
+            conn.close_connection_after_writing();
+        }
+    }
+}
+
+#[test]
+fn a_response_followed_by_more_client_input_arrives_whole() {
+    let server = spawn_reactor(|r| {
+        let id = r.start_server("127.0.0.1:0", || BigThenClose { answered: false })?;
+        Ok(r.server_addr(id)?.as_inet().unwrap())
+    });
+    for round in 0..3 {
+        let mut c = client(server.value);
+        c.write_all(b"GET /big.bin HTTP/1.1\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        // The first byte of the response: the request was read and the
+        // close is decided. What comes now is unread input at the close.
+        let mut first = [0u8; 1];
+        c.read_exact(&mut first).unwrap();
+        c.write_all(b"GET /next HTTP/1.1\r\n\r\n").unwrap();
+        let mut rest = Vec::new();
+        let end = c.read_to_end(&mut rest);
+        assert!(end.is_ok(), "round {round}: {end:?} after {} bytes", rest.len() + 1);
+        assert_eq!(rest.len() + 1, BIG, "round {round}");
+    }
+    server.stop();
+}
+
+/// Reports its `unbind` reason.
+struct Reports(mpsc::Sender<String>);
+
+impl Handler for Reports {
+    fn unbind(&mut self, _conn: &mut Connection<'_>, reason: &CloseReason) {
+        let text = match reason {
+            CloseReason::ConnectFailed(e) => format!("connect failed: {:?}", e.kind()),
+            other => other.to_string(),
+        };
+        let _ = self.0.send(text);
+    }
+}
+
+#[test]
+fn a_failed_connect_ends_with_unbind_and_its_reason() {
+    // A port that was just free: nothing listens on it.
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let (tx, rx) = mpsc::channel();
+    let running = spawn_reactor(move |r| {
+        r.connect(port, Reports(tx))?;
+        Ok(())
+    });
+    let reason = rx.recv_timeout(IO_TIMEOUT).expect("no unbind");
+    assert_eq!(reason, "connect failed: ConnectionRefused");
+    running.stop();
+}
+
+#[test]
+fn a_reply_for_a_closed_connection_reaches_the_log_hook() {
+    let lines = Arc::new(Mutex::new(Vec::<String>::new()));
+    let sink = lines.clone();
+    packet::log::set_log_hook(move |l| sink.lock().unwrap().push(l.to_string()));
+    let (tx, rx) = mpsc::channel();
+    let server = spawn_reactor(move |r| {
+        let id = r.start_server("127.0.0.1:0", move || Asker(tx.clone()))?;
+        Ok(r.server_addr(id)?.as_inet().unwrap())
+    });
+    let mut c = client(server.value);
+    c.write_all(b"x").unwrap();
+    let conn = rx.recv_timeout(IO_TIMEOUT).expect("no ask");
+    drop(c);
+    let logged = util::eventually(IO_TIMEOUT, || {
+        lines
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.contains(&format!("for connection {conn} dropped")))
+    });
+    packet::log::reset_log_hook();
+    assert!(logged, "{:?}", lines.lock().unwrap());
+    server.stop();
+}
+
+/// Expects a reply and sends it only once the connection has closed.
+struct Asker(mpsc::Sender<String>);
+
+impl Handler for Asker {
+    fn receive_data(&mut self, conn: &mut Connection<'_>, _data: &[u8]) {
+        let id = conn.id();
+        let reply = conn.reactor().expect_reply(id);
+        let _ = self.0.send(id.to_string());
+        // Polls until the peer's close ended the connection, then answers.
+        conn.reactor()
+            .add_periodic_timer(Duration::from_millis(10), move |r, timer| {
+                if r.outbound_len(id) == 0 && r.idle_time(id).is_none() {
+                    r.cancel_timer(timer);
+                    r.send_reply(id, reply, ());
+                }
+            });
+    }
+
+    fn receive_eof(&mut self, conn: &mut Connection<'_>) {
+        // The peer left: close now, with the reply still owed.
+        conn.close_connection();
+    }
+}
+
+/// `http_server --root DIR` with a 64 MiB file, a client reading it slowly,
+/// and `SIGTERM` once the download is under way: the whole file arrives
+/// and the server exits with status 0.
+#[test]
+fn sigterm_mid_download_delivers_the_whole_file_and_exits_0() {
+    let dir = std::env::temp_dir().join(format!("packet-lifecycle-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let body: Vec<u8> = (0..BIG).map(|i| (i % 251) as u8).collect();
+    std::fs::write(dir.join("big.bin"), &body).unwrap();
+    let mut server = Program::start("http_server", &["127.0.0.1:0", "--root", dir.to_str().unwrap()]);
+    let mut c = TcpStream::connect(&server.addr).unwrap();
+    c.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    c.write_all(b"GET /big.bin HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut got = Vec::new();
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut signalled = false;
+    loop {
+        let n = c.read(&mut buf).unwrap();
+        if n == 0 {
+            break;
+        }
+        got.extend_from_slice(&buf[..n]);
+        if !signalled && got.len() > 1024 * 1024 {
+            util::send_signal(server.child.id(), "TERM", false);
+            signalled = true;
+        }
+        // A slow reader: the server must keep streaming during the stop.
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let head_end = got
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("no response head")
+        + 4;
+    assert_eq!(got.len() - head_end, BIG, "the file was cut");
+    assert!(got[head_end..] == body[..], "the file arrived changed");
+    let status = server.wait_exit(IO_TIMEOUT).expect("still running");
+    assert_eq!(status.code(), Some(0), "{:?}", server.stderr());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_reactor_with_nothing_open_stops_gracefully_at_once_and_clean() {
+    let mut r = Reactor::new().unwrap();
+    r.start_server("127.0.0.1:0", || BigThenClose { answered: false })
+        .unwrap();
+    r.next_turn(|r| r.stop_gracefully(Duration::from_secs(30)));
+    r.run_until_stopped().unwrap();
+    assert!(r.stop_report().unwrap().is_clean());
+}
