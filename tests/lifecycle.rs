@@ -31,9 +31,10 @@ impl Handler for SlowUpcase {
             let line: Vec<u8> = self.partial.drain(..=end).collect();
             let id = conn.id();
             let reply = conn.reactor().expect_reply(id);
-            conn.reactor().add_timer(Duration::from_millis(200), move |r| {
-                r.send_reply(id, reply, line.to_ascii_uppercase());
-            });
+            conn.reactor()
+                .add_timer(Duration::from_millis(200), move |r| {
+                    r.send_reply(id, reply, line.to_ascii_uppercase());
+                });
         }
     }
 
@@ -96,7 +97,11 @@ fn a_response_followed_by_more_client_input_arrives_whole() {
         c.write_all(b"GET /next HTTP/1.1\r\n\r\n").unwrap();
         let mut rest = Vec::new();
         let end = c.read_to_end(&mut rest);
-        assert!(end.is_ok(), "round {round}: {end:?} after {} bytes", rest.len() + 1);
+        assert!(
+            end.is_ok(),
+            "round {round}: {end:?} after {} bytes",
+            rest.len() + 1
+        );
         assert_eq!(rest.len() + 1, BIG, "round {round}");
     }
     server.stop();
@@ -191,10 +196,14 @@ fn sigterm_mid_download_delivers_the_whole_file_and_exits_0() {
     std::fs::create_dir_all(&dir).unwrap();
     let body: Vec<u8> = (0..BIG).map(|i| (i % 251) as u8).collect();
     std::fs::write(dir.join("big.bin"), &body).unwrap();
-    let mut server = Program::start("http_server", &["127.0.0.1:0", "--root", dir.to_str().unwrap()]);
+    let mut server = Program::start(
+        "http_server",
+        &["127.0.0.1:0", "--root", dir.to_str().unwrap()],
+    );
     let mut c = TcpStream::connect(&server.addr).unwrap();
     c.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
-    c.write_all(b"GET /big.bin HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    c.write_all(b"GET /big.bin HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
     let mut got = Vec::new();
     let mut buf = vec![0u8; 256 * 1024];
     let mut signalled = false;

@@ -238,7 +238,9 @@ impl Reactor {
             return self.begin_close(token, reason);
         };
         let now = self.now_ms();
-        let Some(c) = self.conn_mut(token) else { return };
+        let Some(c) = self.conn_mut(token) else {
+            return;
+        };
         if c.write_side != WriteSide::Shut {
             if let Err(e) = c.sock.shutdown(std::net::Shutdown::Write) {
                 return self.begin_close(token, CloseReason::from_io(e));
