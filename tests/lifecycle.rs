@@ -241,3 +241,93 @@ fn a_reactor_with_nothing_open_stops_gracefully_at_once_and_clean() {
     r.run_until_stopped().unwrap();
     assert!(r.stop_report().unwrap().is_clean());
 }
+
+/// `eval_server` as the leader of its own process group (a terminal's
+/// hangup or Ctrl-\ reaches the whole group: master, fork server,
+/// workers), with its address.
+fn eval_server_in_own_group() -> (KillOnDrop, String) {
+    use std::io::BufRead;
+    use std::os::unix::process::CommandExt;
+    let mut child = std::process::Command::new(util::example::binary("eval_server"))
+        .arg("127.0.0.1:0")
+        .process_group(0)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let addr = out
+        .lines()
+        .map_while(Result::ok)
+        .find_map(|l| l.strip_prefix("listening on ").map(str::to_string))
+        .expect("eval_server never said where it listens");
+    (KillOnDrop(child), addr)
+}
+
+/// A child process killed (by its pid) if a failed test leaves it running;
+/// its workers die with it (`PR_SET_PDEATHSIG`).
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+/// Sends `n` lines `i+1` and, once the first answer is back (the master has
+/// read them and asked), signals the group; returns every line read until
+/// `n` answers came or the server closed.
+fn asks_with_group_signal(addr: &str, pid: u32, n: usize, sig: &str) -> Vec<String> {
+    use std::io::BufRead;
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    let text: String = (0..n).map(|i| format!("{i}+1\n")).collect();
+    s.write_all(text.as_bytes()).unwrap();
+    let mut reader = std::io::BufReader::new(s);
+    let mut answers = Vec::new();
+    let mut line = String::new();
+    while answers.len() < n {
+        line.clear();
+        if reader.read_line(&mut line).unwrap() == 0 {
+            break;
+        }
+        answers.push(line.trim_end().to_string());
+        if answers.len() == 1 {
+            util::send_signal(pid, sig, true);
+        }
+    }
+    answers
+}
+
+#[test]
+fn hup_and_quit_to_the_process_group_lose_no_ask() {
+    let (mut server, addr) = eval_server_in_own_group();
+    let child = &mut server.0;
+    let pid = child.id();
+    // A hangup: the master logs it and goes on; every ask is answered.
+    let answers = asks_with_group_signal(&addr, pid, 500, "HUP");
+    let expected: Vec<String> = (0..500).map(|i| (i + 1).to_string()).collect();
+    assert_eq!(answers, expected);
+    assert!(child.try_wait().unwrap().is_none(), "HUP ended the server");
+    // Ctrl-\: a graceful stop; the asks read are answered (by the workers,
+    // or with an error line if the stop refused them), none is silent.
+    let answers = asks_with_group_signal(&addr, pid, 500, "QUIT");
+    assert_eq!(
+        answers.len(),
+        500,
+        "{:?}",
+        &answers[answers.len().saturating_sub(3)..]
+    );
+    for (i, a) in answers.iter().enumerate() {
+        assert!(
+            *a == (i + 1).to_string() || a.starts_with("error: "),
+            "line {i}: {a}"
+        );
+    }
+    let exited = util::eventually(IO_TIMEOUT, || child.try_wait().unwrap().is_some());
+    assert!(exited, "QUIT did not stop the server");
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+}
