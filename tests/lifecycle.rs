@@ -331,3 +331,68 @@ fn hup_and_quit_to_the_process_group_lose_no_ask() {
     assert!(exited, "QUIT did not stop the server");
     assert_eq!(child.wait().unwrap().code(), Some(0));
 }
+
+/// `echo_server` with 8 clients sending and reading as fast as they can,
+/// then `SIGTERM`: each gets an orderly end of stream (no reset) after an
+/// unbroken prefix of what it sent — everything the server read was echoed
+/// — and the server exits 0 (its stop cut nothing).
+#[test]
+fn sigterm_to_echo_server_with_busy_clients_loses_nothing() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let mut server = Program::start("echo_server", &["127.0.0.1:0"]);
+    let (started_tx, started_rx) = mpsc::channel();
+    let clients: Vec<_> = (0..8)
+        .map(|_| {
+            let s = server.connect();
+            let started = started_tx.clone();
+            std::thread::spawn(move || {
+                let done = Arc::new(AtomicBool::new(false));
+                let mut w = s.try_clone().unwrap();
+                let writer_done = done.clone();
+                let writer = std::thread::spawn(move || {
+                    let chunk: Vec<u8> = (0..251 * 256).map(|i| (i % 251) as u8).collect();
+                    while !writer_done.load(Ordering::Relaxed) {
+                        if w.write_all(&chunk).is_err() {
+                            break;
+                        }
+                    }
+                    let _ = w.shutdown(Shutdown::Write);
+                });
+                let mut r = s;
+                let mut buf = vec![0u8; 64 * 1024];
+                let (mut total, mut said) = (0usize, false);
+                let end = loop {
+                    match r.read(&mut buf) {
+                        Ok(0) => break Ok(total),
+                        Ok(n) => {
+                            for (k, b) in buf[..n].iter().enumerate() {
+                                assert_eq!(*b, ((total + k) % 251) as u8, "byte {}", total + k);
+                            }
+                            total += n;
+                            if !said && total > 1024 * 1024 {
+                                said = true;
+                                let _ = started.send(());
+                            }
+                        }
+                        Err(e) => break Err(e),
+                    }
+                };
+                done.store(true, Ordering::Relaxed);
+                writer.join().unwrap();
+                end
+            })
+        })
+        .collect();
+    for _ in 0..8 {
+        started_rx
+            .recv_timeout(IO_TIMEOUT)
+            .expect("a client got no echo");
+    }
+    util::send_signal(server.child.id(), "TERM", false);
+    for c in clients {
+        let end = c.join().unwrap();
+        assert!(end.is_ok(), "a client's stream ended with {end:?}");
+    }
+    let status = server.wait_exit(IO_TIMEOUT).expect("still running");
+    assert_eq!(status.code(), Some(0), "{:?}", server.stderr());
+}
