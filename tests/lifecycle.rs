@@ -396,3 +396,49 @@ fn sigterm_to_echo_server_with_busy_clients_loses_nothing() {
     let status = server.wait_exit(IO_TIMEOUT).expect("still running");
     assert_eq!(status.code(), Some(0), "{:?}", server.stderr());
 }
+
+/// Sets a short inactivity timeout and does nothing else.
+#[cfg(feature = "tls")]
+struct Idle;
+
+#[cfg(feature = "tls")]
+impl Handler for Idle {
+    fn post_init(&mut self, conn: &mut Connection<'_>) {
+        conn.set_inactivity_timeout(Some(Duration::from_millis(300)));
+    }
+}
+
+/// A TLS connection closed by the inactivity timeout ends with the
+/// server's `close_notify`, not a bare end of stream (which a TLS client
+/// must take for a truncation).
+#[cfg(feature = "tls")]
+#[test]
+fn an_idle_timeout_on_a_tls_connection_sends_close_notify() {
+    use packet::tls;
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["localhost".into()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap()
+        .der()
+        .to_vec();
+    let server_config = tls::server_config(vec![cert.clone()], key.serialize_der()).unwrap();
+    let client_config = tls::client_config(std::slice::from_ref(&cert)).unwrap();
+    let server = spawn_reactor(move |r| {
+        let id = r.start_tls_server("127.0.0.1:0", server_config, || Idle)?;
+        Ok(r.server_addr(id)?.as_inet().unwrap())
+    });
+    let name = tls::rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let session = tls::rustls::ClientConnection::new(client_config, name).unwrap();
+    let sock = client(server.value);
+    let mut stream = tls::rustls::StreamOwned::new(session, sock);
+    // Completes the handshake (the server answers nothing).
+    stream.write_all(b"hello").unwrap();
+    let mut buf = [0u8; 16];
+    let end = stream.read(&mut buf);
+    assert!(
+        matches!(end, Ok(0)),
+        "{end:?}: no close_notify before the end"
+    );
+    server.stop();
+}
