@@ -215,7 +215,9 @@ impl Reactor {
     /// close it, lingering if it can.
     pub(super) fn close_when_written(&mut self, token: Token) {
         let Some(c) = self.conn(token) else { return };
-        if c.phase == Phase::Draining && self.owes_replies(token) {
+        if !c.phase.closes_when_drained()
+            || (c.phase == Phase::Draining && self.owes_replies(token))
+        {
             return;
         }
         // A graceful stop's closes are this side's, as before draining
