@@ -11,8 +11,10 @@
 //! a connection's outbound queue passes the high-water mark the server stops
 //! reading from it until the queue drains. `--threads N` runs N reactors on
 //! N threads sharing the port through `SO_REUSEPORT`. `SIGTERM` or `SIGINT`
-//! stop it gracefully: no new connections, queued output flushed (for at
-//! most 5 s), exit status 0. `--tls CERT KEY` (PEM files: the certificate
+//! stop it gracefully (`SIGQUIT` too, with a longer deadline; `SIGHUP` is
+//! ignored): no new connections, everything already echoed into the queue
+//! written (for at most 30 s), exit status 0, or 1 if the deadline cut
+//! something. `--tls CERT KEY` (PEM files: the certificate
 //! chain and its private key) serves TLS instead, with the `tls` feature.
 
 use std::io;

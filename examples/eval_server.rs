@@ -11,8 +11,9 @@
 //! expression, and writes back the result and a newline, or
 //! `error: <reason>` and a newline. SIGTERM or SIGINT (Ctrl-C, also sent to
 //! the whole process group) stops it gracefully: lines being evaluated are
-//! answered (or get `error: the reactor is stopping: ...` after ten
-//! seconds), then the workers and the fork server exit and are reaped.
+//! answered (or get `error: the reactor is stopping: ...` after 30 s;
+//! SIGQUIT gives them 300 s, a second SIGTERM stops at once), then the
+//! workers and the fork server exit and are reaped. SIGHUP is ignored.
 //!
 //! The workers run with the library's supervision defaults
 //! (`packet::worker::DEFAULT_HEARTBEAT`, 15 s, and

@@ -7,9 +7,10 @@
 //! Listens on 127.0.0.1:11008 unless `ADDR` is given and prints
 //! `listening on ADDR` once its workers run. Every client is served by one
 //! of N worker processes (2 unless `--workers N`), which echoes each line
-//! prefixed with `worker <pid>: `. SIGTERM or SIGINT stops it gracefully:
-//! the master stops accepting, and the workers, their clients and the fork
-//! server are stopped and reaped.
+//! prefixed with `worker <pid>: `. SIGTERM or SIGINT stops it gracefully
+//! (within 30 s; SIGQUIT 300 s; SIGHUP is ignored): the master stops
+//! accepting, and the workers, their clients and the fork server are
+//! stopped and reaped.
 //!
 //! # The pattern
 //!

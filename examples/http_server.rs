@@ -9,8 +9,10 @@
 //! Listens on 127.0.0.1:8080 unless `ADDR` is given and prints
 //! `listening on ADDR` once ready. `--threads N` runs N reactors on N threads
 //! sharing the port through `SO_REUSEPORT`, as the echo server does.
-//! `SIGTERM` or `SIGINT` stop it gracefully: no new connections, responses
-//! in flight finished (for at most 5 s), exit status 0. `--tls CERT KEY`
+//! `SIGTERM` or `SIGINT` stop it gracefully (`SIGQUIT` too, with a longer
+//! deadline; `SIGHUP` is ignored): no new connections, responses
+//! in flight finished, files being streamed included (for at most 30 s),
+//! then exit status 0, or 1 if the deadline cut a response. `--tls CERT KEY`
 //! (PEM files: the certificate chain and its private key) serves HTTPS
 //! instead, with the `tls` feature (ALPN offers `http/1.1`).
 //!

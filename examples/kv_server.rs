@@ -24,7 +24,8 @@
 //! PRIME is out is closed. Every `--stats-secs` (10) a `stats:` line goes to
 //! stderr. SIGTERM or SIGINT stops it gracefully: no more accepts, PRIMEs in
 //! flight answered and written (those still computing after
-//! `--grace-secs`, 10, get an error instead), then exit 0.
+//! `--grace-secs`, 10, get an error instead; a second signal stops at
+//! once, SIGQUIT gives them 300 s, SIGHUP is ignored), then exit 0.
 //!
 //! The prime workers keep the library's supervision defaults: one that
 //! stops answering its heartbeat for 15 s is killed and replaced (its

@@ -77,6 +77,15 @@ impl CloseReason {
         }
     }
 
+    /// Whether this side decided the close (so a secure channel over the
+    /// connection still says goodbye to the peer).
+    pub(crate) fn is_local_decision(&self) -> bool {
+        matches!(
+            self,
+            CloseReason::Local | CloseReason::InactivityTimeout | CloseReason::ReactorStopped
+        )
+    }
+
     /// Whether the connection ended without any error (closed by either side
     /// or by the reactor stopping).
     pub fn is_clean(&self) -> bool {
@@ -138,14 +147,16 @@ pub trait Handler: 'static {
     }
 
     /// The peer ended its stream (it closed, or shut down its writing
-    /// side); nothing more will be read. The default closes the connection
-    /// once everything queued is written, and `unbind` follows with
-    /// [`CloseReason::PeerClosed`]. Override it to keep the connection open
-    /// — to finish replies still being computed, for a client that
-    /// half-closed after its request — and close it later; writes keep
-    /// working until then.
+    /// side); nothing more will be read. The default
+    /// ([`Connection::close_after_replies`]) keeps the connection open
+    /// until every reply it is owed (worker asks, anything expected with
+    /// [`Reactor::expect_reply`]) was delivered and everything queued is
+    /// written — a client that half-closed after its requests gets all its
+    /// answers — then closes it, and `unbind` follows with
+    /// [`CloseReason::PeerClosed`]. Override it to keep the connection
+    /// open longer and close it later; writes keep working until then.
     fn receive_eof(&mut self, conn: &mut Connection<'_>) {
-        conn.close_connection_after_writing();
+        conn.close_after_replies();
     }
 
     /// The connection ended; `reason` says why. The last callback of a
@@ -430,7 +441,10 @@ impl Connection<'_> {
     }
 
     /// Stops reading and closes the connection once every queued byte is
-    /// written.
+    /// written: the write side is shut first, and the peer's input read and
+    /// discarded until its end of stream (a lingering close, see
+    /// [`crate::Linger`]), so that input the peer sent meanwhile cannot make
+    /// the kernel reset the connection and destroy what it has yet to read.
     pub fn close_connection_after_writing(&mut self) {
         self.reactor.close_connection(self.id, true);
     }

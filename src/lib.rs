@@ -104,12 +104,14 @@ pub struct ReadmeDoctests;
 
 /// Signal numbers for [`Reactor::on_signal`].
 pub mod signal {
+    pub use crate::reactor::{StopAction, QUIT_GRACE, STOP_GRACE};
     pub use packet_sys::signal::{SIGCHLD, SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGUSR1, SIGUSR2};
 }
 
 pub use connection::{CloseReason, ConnId, Connection, Handler, Layer};
 pub use packet_sys::Addr;
 pub use reactor::{
-    Reactor, ReactorHandle, ServerId, ServerOptions, TimerId, DEFAULT_OUTBOUND_BUDGET,
+    Linger, Reactor, ReactorHandle, ServerId, ServerOptions, StopReport, TimerId,
+    DEFAULT_OUTBOUND_BUDGET,
 };
 pub use reply::{Reply, ReplyId};

@@ -2,11 +2,13 @@
 //! worker asks (and anything else that completes later) deliver through.
 //!
 //! This module owns reply ids, the [`Reply`] envelope handed to
-//! [`Handler::receive_reply`](crate::Handler::receive_reply)(crate::Handler::receive_reply), and the
+//! [`Handler::receive_reply`](crate::Handler::receive_reply), and the
 //! per-connection queue that puts replies back in ask order for a
 //! connection that asked for it ([`Connection::set_ordered_replies`]).
 //! It never calls a handler itself: the reactor delivers each reply once no
-//! callback is running, and drops the replies of a connection that closed.
+//! callback is running, counts the replies each connection is owed (a
+//! draining connection waits for them, `reactor/ending.rs`), and drops the
+//! replies of a connection that closed with a line to the log hook.
 //!
 //! [`Connection::set_ordered_replies`]: crate::Connection::set_ordered_replies
 
@@ -28,7 +30,7 @@ impl fmt::Display for ReplyId {
     }
 }
 
-/// A reply delivered to [`Handler::receive_reply`](crate::Handler::receive_reply)(crate::Handler::receive_reply):
+/// A reply delivered to [`Handler::receive_reply`](crate::Handler::receive_reply):
 /// the id it was expected under and a value whose type the sender chose
 /// (a worker ask's is a `worker::WorkerReply`).
 pub struct Reply {
@@ -139,6 +141,7 @@ impl Reactor {
     pub fn expect_reply(&mut self, id: ConnId) -> ReplyId {
         self.last_reply += 1;
         let reply = ReplyId(self.last_reply);
+        self.owe_reply(id.0);
         if let Some(q) = self.ordered.get_mut(&id.0) {
             q.expect(reply);
         }
@@ -149,6 +152,7 @@ impl Reactor {
     /// not be kept (the ask failed before it was sent), so that ordered
     /// replies behind it are not held back.
     pub fn cancel_reply(&mut self, id: ConnId, reply: ReplyId) {
+        self.reply_settled(id.0);
         if let Some(q) = self.ordered.get_mut(&id.0) {
             q.cancel(reply);
             self.release_ordered(id.0);
@@ -158,10 +162,16 @@ impl Reactor {
     /// Delivers `value` to connection `id`'s [`Handler::receive_reply`](crate::Handler::receive_reply)
     /// under `reply` (from [`Reactor::expect_reply`]) as soon as no
     /// callback is running — and, for an ordered connection, once every
-    /// reply expected before it was delivered. Dropped if the connection
-    /// has closed.
+    /// reply expected before it was delivered. A connection that drains
+    /// (after the peer's end of stream, or in a graceful stop) stays open
+    /// for the replies it was promised. If the connection has closed, the
+    /// reply is dropped with a line to the log hook
+    /// ([`crate::log::set_log_hook`]).
     pub fn send_reply(&mut self, id: ConnId, reply: ReplyId, value: impl std::any::Any) {
         if self.conn(id.0).is_none() {
+            crate::log::line(format_args!(
+                "{reply} for connection {id} dropped: it has closed"
+            ));
             return;
         }
         let mut value: Box<dyn std::any::Any> = Box::new(value);

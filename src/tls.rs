@@ -293,6 +293,7 @@ static FILTER: FilterHooks = FilterHooks {
     output: |r, token| {
         r.tls_pump(token, true);
     },
+    farewell: |r, token| r.tls_farewell(token),
     held: |r, token| {
         r.hook_state::<Session>(token).map_or(0, |s| {
             if s.tls.wants_write() {
@@ -613,6 +614,14 @@ impl Reactor {
     /// Ends connection `token` for a TLS failure, after a best-effort
     /// write of the alert rustls queued for the peer.
     fn tls_fail(&mut self, token: Token, error: io::Error) {
+        self.tls_write_now(token);
+        self.begin_close(token, CloseReason::Protocol(error));
+    }
+
+    /// Writes the records rustls holds for connection `token` as far as the
+    /// socket takes them now, without waiting: for a connection about to
+    /// close.
+    fn tls_write_now(&mut self, token: Token) {
         if let Some((c, s)) = self.conn_and_hook_state::<Session>(token) {
             if !c.socket_waits() {
                 while s.tls.wants_write() {
@@ -622,7 +631,19 @@ impl Reactor {
                 }
             }
         }
-        self.begin_close(token, CloseReason::Protocol(error));
+    }
+
+    /// This side closes connection `token` before its queue drained (an
+    /// inactivity timeout, a stop): `close_notify` goes out if the socket
+    /// takes it, so the peer sees an orderly end rather than a truncation.
+    fn tls_farewell(&mut self, token: Token) {
+        if let Some(s) = self.hook_state_mut::<Session>(token) {
+            if !s.closed && s.clear_left == 0 {
+                s.tls.send_close_notify();
+                s.closed = true;
+            }
+        }
+        self.tls_write_now(token);
     }
 
     /// Records read from connection `token`: the plaintext in them goes to
@@ -784,10 +805,11 @@ impl Reactor {
         if queued > 0 || self.in_callback_of(token) {
             return;
         }
+        let closes = self.closes_once_written(token);
         let Some((c, s)) = self.conn_and_hook_state::<Session>(token) else {
             return;
         };
-        let ending = c.phase.closes_when_drained() || c.write_side == WriteSide::ShutWhenDrained;
+        let ending = closes || c.write_side == WriteSide::ShutWhenDrained;
         if !ending || s.closed || s.clear_left > 0 || s.tls.wants_write() {
             return;
         }

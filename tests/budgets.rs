@@ -142,7 +142,6 @@ mod tls_deadlines {
     use super::*;
     use packet::tls;
     use std::path::PathBuf;
-    use std::process::{Command, Stdio};
     use std::time::Duration;
 
     /// The first 10 bytes of a TLS ClientHello: a record header announcing
@@ -252,38 +251,18 @@ mod tls_deadlines {
     /// library's default deadline closes a stalled hello (issue 20).
     #[test]
     fn echo_server_closes_a_stalled_hello_with_no_options() {
-        // The shared example builder builds default features; TLS needs
-        // its own build.
-        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-        let target = root.join("target").join("example-bins-tls");
-        let status = Command::new(env!("CARGO"))
-            .current_dir(&root)
-            .args(["build", "--quiet", "--locked", "--features", "tls"])
-            .args(["--example", "echo_server", "--target-dir"])
-            .arg(&target)
-            .status()
-            .unwrap();
-        assert!(status.success());
-        let mut child = Command::new(target.join("debug/examples/echo_server"))
-            .arg("127.0.0.1:0")
-            .arg("--tls")
-            .args([fixture("localhost.crt"), fixture("localhost.key")])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
-        let mut line = String::new();
-        std::io::BufRead::read_line(&mut out, &mut line).unwrap();
-        let addr = line
-            .trim()
-            .strip_prefix("listening on ")
-            .expect("listening line")
-            .parse()
-            .unwrap();
-        let closed = stalled_hello_is_closed(addr);
-        let _ = child.kill();
-        let _ = child.wait();
+        let crt = fixture("localhost.crt");
+        let key = fixture("localhost.key");
+        let server = Program::start(
+            "echo_server",
+            &[
+                "127.0.0.1:0",
+                "--tls",
+                crt.to_str().unwrap(),
+                key.to_str().unwrap(),
+            ],
+        );
+        let closed = stalled_hello_is_closed(server.addr.parse().unwrap());
         assert!(closed, "a stalled hello was still open after 30 s");
     }
 }

@@ -275,6 +275,15 @@ fn empty_lines() {
     server.stop();
 }
 
+/// `got` without the 8-byte ack of the read that broke the line limit,
+/// which follows the error's reply.
+fn without_last_ack(mut got: Vec<u8>) -> Vec<u8> {
+    if !got.ends_with(b"line too long\n") && got.len() >= 8 {
+        got.truncate(got.len() - 8);
+    }
+    got
+}
+
 #[test]
 fn the_maximum_length_is_allowed_and_one_more_closes_only_that_connection() {
     let (server, rx) = start(|p| p.with_max_line_len(16));
@@ -292,7 +301,9 @@ fn the_maximum_length_is_allowed_and_one_more_closes_only_that_connection() {
     );
     // The reply sent from line_error went out before the close (after the
     // ack of an earlier read, had the kernel cut the line in two).
-    let got = bad.read_to_close();
+    // The connection drains after the error (the default `receive_eof`):
+    // the ack the test handler sends after the error's read goes out too.
+    let got = without_last_ack(bad.read_to_close());
     assert!(got.ends_with(b"line too long\n"), "{got:?}");
     assert_eq!(got.len() % 8, 14 % 8);
     // Another client is served as usual.
@@ -321,7 +332,7 @@ fn a_peer_that_never_sends_a_delimiter_is_cut_off_at_64_kib() {
         ]
     );
     // Acks of the reads before the one that broke the limit, then the reply.
-    let got = flood.read_to_close();
+    let got = without_last_ack(flood.read_to_close());
     assert!(got.ends_with(b"line too long\n"), "{got:?}");
     // The first client goes on.
     c.send(b"ok\n");

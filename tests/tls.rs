@@ -26,17 +26,11 @@ struct Certs {
 }
 
 fn certs() -> Certs {
-    use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-    let fixture = |name: &str| format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
-    let cert = CertificateDer::from_pem_file(fixture("localhost.crt"))
-        .unwrap()
-        .to_vec();
-    let key = PrivateKeyDer::from_pem_file(fixture("localhost.key")).unwrap();
+    let (cert, server, client) = util::tls_configs();
     Certs {
-        server: tls::server_config(vec![cert.clone()], key.secret_der().to_vec()).unwrap(),
-        client: tls::client_config(std::slice::from_ref(&cert)).unwrap(),
         cert,
+        server,
+        client,
     }
 }
 

@@ -2,14 +2,13 @@
 //! kv_server, but for the command line): their command line, their startup
 //! line and how they stop.
 
+use std::cell::Cell;
 use std::io;
+use std::rc::Rc;
 use std::time::Duration;
 
-use packet::signal::{SIGINT, SIGTERM};
+use packet::signal::{SIGINT, SIGTERM, STOP_GRACE};
 use packet::{Addr, Reactor};
-
-/// How long a stop on SIGTERM/SIGINT lets asks in flight finish.
-const GRACE: Duration = Duration::from_secs(10);
 
 /// `[ADDR] [--workers N]` from the command line: the address (`addr`
 /// unless given) and the pool size (2 unless given). Exits with a usage
@@ -57,21 +56,38 @@ pub fn when_workers_run(
         .map_err(io::Error::other)
 }
 
-/// Stops the master gracefully on SIGTERM or SIGINT (nginx's and Unicorn's
-/// QUIT): no more accepts, asks in flight answered (or failed with
-/// `WorkerError::Stopping` after ten seconds), then the workers and the
-/// fork server stop and are reaped before `Reactor::run` returns. The
-/// workers ignore these signals when they come from the terminal or to the
-/// whole group, so Ctrl-C is one orderly stop.
+/// The library's stop signals (`Reactor::on_stop_signals`): SIGTERM or
+/// SIGINT stop the master gracefully within 30 s (a second one at once),
+/// SIGQUIT within 300 s: no more accepts, asks in flight answered (or
+/// failed with `WorkerError::Stopping` at the deadline), answers written,
+/// then the workers and the fork server stop and are reaped before
+/// `Reactor::run` returns. SIGHUP is logged and ignored: the master keeps
+/// serving. The workers and the fork server ignore all four (they come to
+/// the whole group from a terminal), so Ctrl-C or a hangup loses no ask.
 pub fn stop_on_signals(reactor: &mut Reactor) -> io::Result<()> {
-    stop_on_signals_within(reactor, GRACE)
+    stop_on_signals_within(reactor, STOP_GRACE)
 }
 
-/// [`stop_on_signals`] with a grace period of `grace` for the asks in
-/// flight, for a server whose command line sets it.
+/// [`stop_on_signals`], but the first SIGTERM or SIGINT gives the asks in
+/// flight `grace` instead of 30 s, for a server whose command line sets it;
+/// a second one still stops at once.
 pub fn stop_on_signals_within(reactor: &mut Reactor, grace: Duration) -> io::Result<()> {
+    reactor.on_stop_signals(|_, _| {})?;
+    if grace == STOP_GRACE {
+        return Ok(());
+    }
+    // Taking SIGTERM and SIGINT over keeps SIGQUIT and SIGHUP as the
+    // library sets them.
+    let asked = Rc::new(Cell::new(false));
     for sig in [SIGTERM, SIGINT] {
-        reactor.on_signal(sig, move |r| r.stop_gracefully(grace))?;
+        let asked = asked.clone();
+        reactor.on_signal(sig, move |r| {
+            if asked.replace(true) {
+                r.stop()
+            } else {
+                r.stop_gracefully(grace)
+            }
+        })?;
     }
     Ok(())
 }

@@ -1,19 +1,16 @@
 //! Shared by the echo and HTTP server examples: `--threads N` reactors
 //! sharing one port through `SO_REUSEPORT` (`SO_REUSEPORT_LB` on FreeBSD),
-//! and a graceful stop on `SIGTERM` or `SIGINT`. On macOS, NetBSD and
-//! OpenBSD the option does not spread connections, so `--threads` above 1
-//! fails there with `Unsupported` rather than serving from one thread.
+//! and the library's stop signals (`Reactor::on_stop_signals`). On macOS,
+//! NetBSD and OpenBSD the option does not spread connections, so
+//! `--threads` above 1 fails there with `Unsupported` rather than serving
+//! from one thread.
 
 use std::io;
 use std::net::SocketAddr;
 use std::sync::{Arc, Barrier, Mutex, MutexGuard};
-use std::time::Duration;
 
-use packet::signal::{SIGINT, SIGTERM};
+use packet::signal::StopAction;
 use packet::{Addr, Reactor, ReactorHandle, ServerOptions};
-
-/// How long a stop signal waits for queued output to drain.
-const GRACE: Duration = Duration::from_secs(5);
 
 /// Runs `threads` reactors, each set up by `start` (which starts its
 /// server on the address and with the options it is given, and returns the
@@ -28,8 +25,11 @@ const GRACE: Duration = Duration::from_secs(5);
 /// the others run on their own threads and listen on the address the first
 /// one bound, so port 0 works too. Reactors are not `Send` (handlers need
 /// not be), so each thread builds its own and hands back only its
-/// `ReactorHandle`. `SIGTERM` and `SIGINT` stop every reactor gracefully:
-/// no new connections, queued output flushed for at most five seconds.
+/// `ReactorHandle`. The stop signals reach every reactor with the
+/// library's meanings: `SIGTERM`/`SIGINT` drain within 30 s (a second one
+/// stops at once), `SIGQUIT` drains within 300 s, `SIGHUP` is logged and
+/// ignored. Draining finishes what is owed (file streams included). The
+/// process exits with status 1 if a stop cut anything, 0 otherwise.
 pub fn serve<F>(addr: SocketAddr, threads: usize, start: F) -> io::Result<()>
 where
     F: Fn(&mut Reactor, SocketAddr, ServerOptions) -> io::Result<Addr> + Clone + Send + 'static,
@@ -45,7 +45,7 @@ where
         .map(|_| {
             let (options, start) = (options.clone(), start.clone());
             let (others, ready) = (others.clone(), ready.clone());
-            std::thread::spawn(move || -> io::Result<()> {
+            std::thread::spawn(move || -> io::Result<bool> {
                 let mut reactor = Reactor::new()?;
                 if let Err(e) = start(&mut reactor, bound, options) {
                     eprintln!("cannot listen on {bound}: {e}");
@@ -53,24 +53,30 @@ where
                 }
                 lock(&others).push(reactor.handle());
                 ready.wait();
-                reactor.run_until_stopped()
+                reactor.run_until_stopped()?;
+                Ok(reactor.stop_report().is_none_or(|r| r.is_clean()))
             })
         })
         .collect();
     ready.wait();
-    for sig in [SIGTERM, SIGINT] {
-        let others = others.clone();
-        reactor.on_signal(sig, move |r| {
-            for h in lock(&others).iter() {
-                h.schedule(|r| r.stop_gracefully(GRACE));
+    reactor.on_stop_signals(move |_, action| {
+        for h in lock(&others).iter() {
+            match action {
+                StopAction::Graceful(within) => h.schedule(move |r| r.stop_gracefully(within)),
+                StopAction::Immediate => h.stop(),
+                _ => {}
             }
-            r.stop_gracefully(GRACE);
-        })?;
-    }
+        }
+    })?;
     println!("listening on {bound}");
     reactor.run_until_stopped()?;
+    let mut clean = reactor.stop_report().is_none_or(|r| r.is_clean());
     for t in extra {
-        t.join().expect("reactor thread panicked")?;
+        clean &= t.join().expect("reactor thread panicked")?;
+    }
+    if !clean {
+        // The library logged what was cut.
+        std::process::exit(1);
     }
     Ok(())
 }

@@ -122,13 +122,24 @@ impl Conn {
         }
     }
 
-    /// Whether new output is taken: not after a local close or a
-    /// half-close. After the *peer* closed its side it still is: the
+    /// Whether new output is taken: while open or draining (a graceful
+    /// stop lets a connection finish what it owes), not after a local close
+    /// or a half-close. After the *peer* closed its side it still is: the
     /// connection closes once it is out.
     pub(super) fn takes_output(&self) -> bool {
-        let closing_locally =
-            self.phase.closes_when_drained() && !self.flags.contains(Flags::EOF_READ);
-        self.phase != Phase::Closed && self.write_side == WriteSide::Open && !closing_locally
+        let phase_takes = match self.phase {
+            Phase::Open
+            | Phase::Draining
+            | Phase::Connecting {
+                close_after_writing: false,
+            } => true,
+            Phase::Closing
+            | Phase::Connecting {
+                close_after_writing: true,
+            } => self.flags.contains(Flags::EOF_READ),
+            Phase::Lingering | Phase::Closed => false,
+        };
+        phase_takes && self.write_side == WriteSide::Open
     }
 
     /// Whether a write now would have to queue: the connect is in
@@ -554,6 +565,16 @@ impl Reactor {
         if c.phase == Phase::Closed {
             return;
         }
+        // A secure channel says goodbye (TLS close_notify) when the close
+        // is this side's decision; after a failure there is no one to tell.
+        if c.flags.contains(Flags::HOOKED) && reason.is_local_decision() {
+            if let Some(filter) = self.hooks_of(token).and_then(|h| h.filter) {
+                (filter.farewell)(self, token);
+            }
+        }
+        let Some(c) = self.conn_mut(token) else {
+            return;
+        };
         c.phase = Phase::Closed;
         c.out.clear();
         self.pending.push_back((token, Pending::Close(reason)));
@@ -567,6 +588,7 @@ impl Reactor {
         if c.transport == Transport::Channel {
             self.internal_connections -= 1;
         }
+        self.forget_ending(token);
         // Most reactors have no ordered connection: no hash per close then.
         if !self.ordered.is_empty() {
             self.ordered.remove(&token);

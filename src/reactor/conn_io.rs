@@ -118,7 +118,7 @@ impl Reactor {
         let Some(c) = self.conn_mut(token) else {
             return Err(io::ErrorKind::NotConnected.into());
         };
-        if c.phase.is_ending() || c.write_side != WriteSide::Open {
+        if !c.takes_output() {
             return Err(io::ErrorKind::NotConnected.into());
         }
         c.out.push_file(file, offset, len);
@@ -153,7 +153,7 @@ impl Reactor {
         let Some(c) = self.conn_mut(token) else {
             return false;
         };
-        if c.phase.is_ending() {
+        if !c.takes_output() {
             return false;
         }
         c.out.push_fd(fd);
@@ -256,7 +256,7 @@ impl Reactor {
             return;
         }
         if drained {
-            self.close_if_asked(token);
+            self.close_when_written(token);
         }
     }
 
@@ -297,21 +297,6 @@ impl Reactor {
             return true;
         }
         false
-    }
-
-    /// The queue drained: closes a connection that was to close then.
-    fn close_if_asked(&mut self, token: Token) {
-        let Some(c) = self.conn(token) else {
-            return;
-        };
-        if c.phase.closes_when_drained() {
-            let reason = if c.flags.contains(Flags::EOF_READ) {
-                CloseReason::PeerClosed
-            } else {
-                CloseReason::Local
-            };
-            self.begin_close(token, reason);
-        }
     }
 
     pub(super) fn on_writable(&mut self, token: Token, error: bool) {
@@ -454,8 +439,10 @@ impl Reactor {
         }
         let mut buf = std::mem::take(&mut self.read_buf);
         let now = self.now_ms() as u32;
+        let mut lingering = false;
         while let Some(Source::Conn(c)) = self.sources.get_mut(token) {
             if !c.reads() {
+                lingering = c.phase == Phase::Lingering;
                 break;
             }
             let fds_before = self.fd_inbox.len();
@@ -509,6 +496,9 @@ impl Reactor {
             }
         }
         self.read_buf = buf;
+        if lingering {
+            self.linger_read(token);
+        }
     }
 
     /// A read of connection `token` failed: drained (`WouldBlock`, wait for

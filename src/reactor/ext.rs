@@ -128,6 +128,11 @@ pub(crate) struct FilterHooks {
     /// core counts them as queued, for `outbound_len`, the water marks and
     /// the closes that wait for the queue to drain.
     pub(crate) held: fn(&Reactor, Token) -> usize,
+    /// The connection is being closed by this side before its queue
+    /// drained (an inactivity timeout, a stop's deadline, a
+    /// `close_connection`): say goodbye in the protocol's own terms (TLS
+    /// `close_notify`) with a best-effort write that never waits.
+    pub(crate) farewell: fn(&mut Reactor, Token),
 }
 
 /// A hooked connection's hooks and the feature's state for it.

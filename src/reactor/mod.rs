@@ -42,6 +42,7 @@ use crate::timer::{TimerKey, TimerWheel};
 // (`use super::*`), and this module sees theirs.
 mod conn;
 mod conn_io;
+mod ending;
 mod ext;
 mod handle;
 mod listener;
@@ -49,12 +50,14 @@ mod state;
 mod timers;
 
 pub(crate) use conn::*;
+pub(crate) use ending::*;
 pub(crate) use ext::*;
 pub(crate) use handle::*;
 pub(crate) use listener::*;
 pub(crate) use state::*;
 pub(crate) use timers::*;
 
+pub use ending::{Linger, StopAction, StopReport, QUIT_GRACE, STOP_GRACE};
 pub use handle::ReactorHandle;
 pub use listener::{ServerId, ServerOptions};
 pub use timers::TimerId;
@@ -193,6 +196,8 @@ pub struct Reactor {
     connect_timeout: Option<Duration>,
     /// Most bytes all outbound queues of this thread may hold.
     outbound_budget: usize,
+    /// Replies owed, lingering closes and the stop in progress (`ending.rs`).
+    pub(crate) ending: Ending,
 }
 
 /// Resolves `addr` to its first socket address.
@@ -247,6 +252,7 @@ impl Reactor {
             now_ns: 0,
             connect_timeout: Some(DEFAULT_CONNECT_TIMEOUT),
             outbound_budget: DEFAULT_OUTBOUND_BUDGET,
+            ending: Ending::default(),
         })
     }
 
@@ -289,43 +295,6 @@ impl Reactor {
     /// Stops the loop after the current turn.
     pub fn stop(&mut self) {
         self.stopped = true;
-    }
-
-    /// Stops the reactor gracefully: closes every server at once; lets work
-    /// that features have in flight for the connections finish (asks to
-    /// workers: their replies reach the askers, and those left at `within`
-    /// fail with `WorkerError::Stopping`); then lets every connection write
-    /// what it has queued and close (worker channels too, so workers exit
-    /// and are reaped), and stops once no connection is left or `within`
-    /// has passed, whichever comes first. What a server does on `SIGTERM`.
-    pub fn stop_gracefully(&mut self, within: Duration) {
-        let mut held = false;
-        self.each_ext(|ext, r| held |= ext.stop_gracefully(r, within));
-        for token in self.sources.tokens() {
-            match self.sources.get(token) {
-                Some(Source::Listener(_)) => {
-                    self.stop_server(ServerId(token));
-                }
-                // Connections wait for the work in flight for them; the
-                // feature holding the stop calls this again when it is done.
-                Some(Source::Conn(_)) if held => {}
-                Some(Source::Conn(_)) => self.close_connection(ConnId(token), true),
-                // Features' descriptors (watches are the user's) end with
-                // the stop.
-                Some(Source::Plugin(_)) | None => {}
-            }
-        }
-        if held {
-            return;
-        }
-        let deadline = self.now() + within;
-        let check = move |r: &mut Reactor, id: TimerId| {
-            if r.connections == 0 || r.now() >= deadline {
-                r.cancel_timer(id);
-                r.stop();
-            }
-        };
-        self.add_periodic_timer(Duration::from_millis(5), check);
     }
 
     /// Runs `f` at the start of the next turn of the loop.
@@ -478,7 +447,15 @@ impl Reactor {
         while let Some((token, work)) = self.pending.pop_front() {
             match work {
                 Pending::Init => _ = self.call(token, |h, c| h.post_init(c)),
-                Pending::Reply(reply) => _ = self.call(token, |h, c| h.receive_reply(c, reply)),
+                Pending::Reply(reply) => {
+                    self.reply_settled(token);
+                    if let Err(reply) = self.deliver_reply(token, reply) {
+                        crate::log::line(format_args!(
+                            "{reply:?} for connection {} dropped: it has closed",
+                            ConnId(token)
+                        ));
+                    }
+                }
                 Pending::Eof => _ = self.call(token, |h, c| h.receive_eof(c)),
                 Pending::Adopted => {
                     self.call(token, |h, c| h.post_init(c));
@@ -534,6 +511,7 @@ impl Reactor {
 
     fn shutdown(&mut self) {
         self.each_ext(|ext, r| ext.shutdown(r));
+        self.end_connections_for_shutdown();
         for token in self.sources.tokens() {
             match self.sources.get(token) {
                 Some(Source::Listener(_)) => {

@@ -9,8 +9,10 @@
 use bitflags::bitflags;
 
 /// Where a connection is in its life. Phases only move forward:
-/// `Connecting → Open → Closing → Closed`, any of them straight to
-/// `Closed`.
+/// `Connecting → Open → Draining → Closing → Lingering → Closed` (a
+/// connection may skip any of them; any of them may go straight to
+/// `Closed`). The lingering close and the draining stop are described in
+/// `ending.rs`.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub(crate) enum Phase {
     /// A connect is in progress. `close_after_writing` records a
@@ -18,8 +20,19 @@ pub(crate) enum Phase {
     Connecting { close_after_writing: bool },
     /// Reading and writing.
     Open,
-    /// Closes once the outbound queue is empty; reads no more.
+    /// Still takes output, reads no more: closes (lingering) once the
+    /// outbound queue is written and every reply the connection is owed
+    /// was delivered. A graceful stop, and a peer's end of stream by
+    /// default, put connections here.
+    Draining,
+    /// Closes (lingering) once the outbound queue is empty; takes no new
+    /// output; reads no more.
     Closing,
+    /// Everything written and the write side shut: input is read and
+    /// discarded until the peer's end of stream or the linger deadline, so
+    /// that the close sends no reset that would destroy what the peer has
+    /// not read yet.
+    Lingering,
     /// A close is queued: no I/O and no callback but `unbind`.
     Closed,
 }
@@ -97,7 +110,9 @@ impl Phase {
     pub(crate) fn is_ending(self) -> bool {
         matches!(
             self,
-            Phase::Closing
+            Phase::Draining
+                | Phase::Closing
+                | Phase::Lingering
                 | Phase::Closed
                 | Phase::Connecting {
                     close_after_writing: true
@@ -108,7 +123,19 @@ impl Phase {
     /// Closes when the queue drains (`close_connection_after_writing`,
     /// or end of stream read by a handler that said nothing more).
     pub(crate) fn closes_when_drained(self) -> bool {
-        self.is_ending() && self != Phase::Closed
+        self.is_ending() && !matches!(self, Phase::Closed | Phase::Lingering)
+    }
+
+    /// The phase after a graceful stop or a peer's end of stream: keep
+    /// writing what is owed, then close. A close asked already stays.
+    pub(crate) fn drain(self) -> Phase {
+        match self {
+            Phase::Connecting { .. } => Phase::Connecting {
+                close_after_writing: true,
+            },
+            Phase::Open => Phase::Draining,
+            ended => ended,
+        }
     }
 
     /// The phase after `close_connection_after_writing`.
@@ -117,7 +144,7 @@ impl Phase {
             Phase::Connecting { .. } => Phase::Connecting {
                 close_after_writing: true,
             },
-            Phase::Open => Phase::Closing,
+            Phase::Open | Phase::Draining => Phase::Closing,
             ended => ended,
         }
     }
@@ -160,6 +187,13 @@ mod tests {
         assert!(!Phase::Closed.closes_when_drained());
         assert!(Phase::Closed.is_ending());
         assert!(!Phase::Open.is_ending());
+        assert_eq!(Phase::Open.drain(), Phase::Draining);
+        assert_eq!(Phase::Closing.drain(), Phase::Closing);
+        assert_eq!(Phase::Lingering.drain(), Phase::Lingering);
+        assert!(Phase::Draining.closes_when_drained());
+        assert!(!Phase::Lingering.closes_when_drained());
+        assert!(Phase::Lingering.is_ending());
+        assert_eq!(Phase::Lingering.close_after_writing(), Phase::Lingering);
     }
 }
 

@@ -15,6 +15,8 @@ pub(crate) enum TimerTask {
     Periodic(Token),
     /// A connection's connect or inactivity timeout.
     Conn(Token),
+    /// A lingering close's deadline (`ending.rs`).
+    Linger(Token),
 }
 
 pub(crate) struct Periodic {
@@ -207,6 +209,7 @@ impl Reactor {
                 TimerTask::Once(f) => f(self),
                 TimerTask::Periodic(token) => self.fire_periodic(token, now),
                 TimerTask::Conn(token) => self.conn_timer(token),
+                TimerTask::Linger(token) => self.linger_timer(token),
             }
             self.run_pending();
         }

@@ -630,6 +630,27 @@ impl Socket {
         Ok(())
     }
 
+    /// Bytes written to the socket that the peer has not acknowledged yet
+    /// (Linux `SIOCOUTQ`): a lingering close watches it fall to know the
+    /// peer is still taking what was sent.
+    ///
+    /// # Errors
+    /// `Unsupported` on systems without the request; otherwise only if the
+    /// fd is not a socket.
+    pub fn unacknowledged(&self) -> io::Result<usize> {
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        {
+            let mut n: libc::c_int = 0;
+            // SAFETY: SIOCOUTQ (= TIOCOUTQ) writes one int to the live `n`.
+            cvt(unsafe { libc::ioctl(self.raw(), libc::TIOCOUTQ, &mut n) })?;
+            Ok(n.max(0) as usize)
+        }
+        #[cfg(not(any(target_os = "linux", target_os = "android")))]
+        {
+            Err(io::ErrorKind::Unsupported.into())
+        }
+    }
+
     /// Takes the pending error (`SO_ERROR`), as after a non-blocking connect.
     ///
     /// # Errors

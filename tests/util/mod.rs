@@ -437,3 +437,24 @@ pub fn assert_file_between_hdr_and_trl(got: &[u8], content: &[u8]) {
         "not HDR, the file, TRL"
     );
 }
+
+/// The committed test certificate for "localhost" (`tests/fixtures`, made
+/// by scripts/make-test-certs.sh): its DER bytes, a server configuration
+/// using it and a client configuration trusting it.
+#[cfg(feature = "tls")]
+pub fn tls_configs() -> (
+    Vec<u8>,
+    std::sync::Arc<packet::tls::rustls::ServerConfig>,
+    std::sync::Arc<packet::tls::rustls::ClientConfig>,
+) {
+    use packet::tls::{self, rustls::pki_types::pem::PemObject};
+    use tls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let fixture = |name: &str| format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
+    let cert = CertificateDer::from_pem_file(fixture("localhost.crt"))
+        .unwrap()
+        .to_vec();
+    let key = PrivateKeyDer::from_pem_file(fixture("localhost.key")).unwrap();
+    let server = tls::server_config(vec![cert.clone()], key.secret_der().to_vec()).unwrap();
+    let client = tls::client_config(std::slice::from_ref(&cert)).unwrap();
+    (cert, server, client)
+}
