@@ -41,7 +41,9 @@ pub struct Linger {
     pub quiet: Duration,
     /// Close after this long in all, however busy the peer.
     pub total: Duration,
-    /// Close after discarding this many bytes of the peer's input.
+    /// Close after discarding this many bytes of the peer's input, once
+    /// the peer has acknowledged every byte sent to it (before that, only
+    /// `quiet` and `total` end the linger).
     pub max_discard: usize,
 }
 
@@ -304,7 +306,13 @@ impl Reactor {
                     };
                     l.discarded += n;
                     l.last_progress_ms = now;
-                    if l.discarded > l.limits.max_discard {
+                    // Past the cap, close only once the peer has every byte
+                    // of ours: a close with its input unread sends a reset,
+                    // and a reset throws away what our kernel has not sent
+                    // yet. Until then the total time bounds the linger.
+                    if l.discarded > l.limits.max_discard
+                        && c.sock.unacknowledged().map_or(true, |u| u == 0)
+                    {
                         break Some(None);
                     }
                 }
