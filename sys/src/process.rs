@@ -526,6 +526,11 @@ pub struct SpawnOptions<'a> {
     pass: Option<BorrowedFd<'a>>,
     /// The file to execute, when it is not `argv[0]`.
     program: Option<OsString>,
+    /// Descriptors the program inherits under another number: (ours, its).
+    maps: Vec<(BorrowedFd<'a>, RawFd)>,
+    /// A variable set to the child's own pid, written between `fork` and
+    /// `execve`.
+    pid_var: Option<OsString>,
 }
 
 impl Default for SpawnOptions<'_> {
@@ -536,6 +541,8 @@ impl Default for SpawnOptions<'_> {
             env: Vec::new(),
             pass: None,
             program: None,
+            maps: Vec::new(),
+            pid_var: None,
         }
     }
 }
@@ -596,6 +603,24 @@ impl<'a> SpawnOptions<'a> {
         self
     }
 
+    /// Lets the program inherit `fd` as its descriptor number `target` (3
+    /// or above), as systemd passes listening sockets (`LISTEN_FDS`: 3, 4,
+    /// ...). The parent's `fd` keeps its number and its close-on-exec flag;
+    /// only the child's copy at `target` survives `execve`. Several maps
+    /// may be given, with distinct targets.
+    pub fn map_fd(mut self, fd: BorrowedFd<'a>, target: RawFd) -> SpawnOptions<'a> {
+        self.maps.push((fd, target));
+        self
+    }
+
+    /// Sets variable `key` to the child's own process id, which is only
+    /// known after `fork` (systemd's `LISTEN_PID`): the child writes the
+    /// digits into room prepared before the fork.
+    pub fn env_child_pid(mut self, key: impl Into<OsString>) -> SpawnOptions<'a> {
+        self.pid_var = Some(key.into());
+        self
+    }
+
     /// Starts the child's environment empty instead of from the parent's;
     /// variables set with [`SpawnOptions::env`] are still added.
     pub fn env_clear(mut self) -> SpawnOptions<'a> {
@@ -624,6 +649,9 @@ impl<'a> SpawnOptions<'a> {
             if let Some(value) = value {
                 vars.push((key.clone(), value.clone()));
             }
+        }
+        if let Some(key) = &self.pid_var {
+            vars.retain(|(k, _)| k != key);
         }
         Ok(vars)
     }
@@ -659,6 +687,14 @@ struct ChildPlan {
     report: RawFd,
     /// A descriptor (3 or above) to keep open across `execve`, or -1.
     pass: RawFd,
+    /// `(source, target)` pairs to `dup2`, `maps_len` of them; every
+    /// source is numbered above every target, so no `dup2` overwrites a
+    /// source still needed, and `dup2` clears close-on-exec on the target.
+    maps: *const (RawFd, RawFd),
+    maps_len: usize,
+    /// Room for the decimal digits of the child's pid and a NUL, inside the
+    /// `KEY=` string the environment array points to; null when unused.
+    pid_digits: *mut u8,
     /// `SIG_DFL` with an empty mask.
     default_action: libc::sigaction,
     /// The child's signal mask: nothing blocked.
@@ -736,7 +772,54 @@ pub fn spawn<S: AsRef<OsStr>>(argv: &[S], options: &SpawnOptions<'_>) -> io::Res
         })
         .collect::<io::Result<Vec<_>>>()?;
     let argv_p = null_terminated(&argv_c);
-    let envp_p = null_terminated(&env_c);
+    let mut envp_p = null_terminated(&env_c);
+    // `KEY=` and room for the pid's digits and a NUL, filled in the child.
+    let mut pid_var: Option<Vec<u8>> = options.pid_var.as_ref().map(|key| {
+        let mut kv = key.as_bytes().to_vec();
+        kv.push(b'=');
+        kv.resize(kv.len() + PID_ROOM, 0);
+        kv
+    });
+    if let (Some(key), Some(kv)) = (&options.pid_var, &pid_var) {
+        let bytes = key.as_bytes();
+        if bytes.is_empty() || bytes.contains(&b'=') || bytes.contains(&0) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("invalid environment variable name {key:?}"),
+            ));
+        }
+        envp_p.insert(envp_p.len() - 1, kv.as_ptr().cast());
+    }
+    let pid_digits = match (&options.pid_var, pid_var.as_mut()) {
+        (Some(key), Some(kv)) => kv[key.len() + 1..].as_mut_ptr(),
+        _ => std::ptr::null_mut(),
+    };
+
+    // Every descriptor the child reads from is numbered above every map
+    // target, so that no dup2 in the child overwrites a source it still
+    // needs.
+    let mut targets: Vec<RawFd> = options.maps.iter().map(|&(_, t)| t).collect();
+    targets.sort_unstable();
+    if targets.first().is_some_and(|&t| t < 3)
+        || targets.windows(2).any(|w| w[0] == w[1])
+        || options.pass.is_some_and(|p| targets.contains(&p.as_raw_fd()))
+    {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "descriptor map targets must be distinct, 3 or above, and not a passed descriptor",
+        ));
+    }
+    let floor = targets.last().map_or(3, |&t| t + 1);
+    let map_sources = options
+        .maps
+        .iter()
+        .map(|&(fd, _)| dup_at_least(fd, floor))
+        .collect::<io::Result<Vec<_>>>()?;
+    let maps: Vec<(RawFd, RawFd)> = map_sources
+        .iter()
+        .zip(&options.maps)
+        .map(|(source, &(_, target))| (source.as_raw_fd(), target))
+        .collect();
 
     // Copies numbered 3 and up of every descriptor the child puts at 0..2,
     // so that no dup2 in the child overwrites a source still needed (for
@@ -757,9 +840,9 @@ pub fn spawn<S: AsRef<OsStr>>(argv: &[S], options: &SpawnOptions<'_>) -> io::Res
             Stdio::Inherit => None,
             Stdio::Null => null
                 .as_ref()
-                .map(|f| dup_above_stdio(f.as_fd()))
+                .map(|f| dup_at_least(f.as_fd(), floor))
                 .transpose()?,
-            Stdio::Fd(fd) => Some(dup_above_stdio(*fd)?),
+            Stdio::Fd(fd) => Some(dup_at_least(*fd, floor)?),
         };
     }
     if options.pass.is_some_and(|fd| fd.as_raw_fd() < 3) {
@@ -769,6 +852,11 @@ pub fn spawn<S: AsRef<OsStr>>(argv: &[S], options: &SpawnOptions<'_>) -> io::Res
         ));
     }
     let (report_read, report_write) = report_pipe()?;
+    let report_write = if report_write.as_raw_fd() < floor {
+        dup_at_least(report_write.as_fd(), floor)?
+    } else {
+        report_write
+    };
 
     let mut redirect = [-1; 3];
     for (r, s) in redirect.iter_mut().zip(&sources) {
@@ -792,6 +880,9 @@ pub fn spawn<S: AsRef<OsStr>>(argv: &[S], options: &SpawnOptions<'_>) -> io::Res
         redirect,
         report: report_write.as_raw_fd(),
         pass: options.pass.map_or(-1, |fd| fd.as_raw_fd()),
+        maps: maps.as_ptr(),
+        maps_len: maps.len(),
+        pid_digits,
         default_action,
         empty_mask,
     };
@@ -801,6 +892,7 @@ pub fn spawn<S: AsRef<OsStr>>(argv: &[S], options: &SpawnOptions<'_>) -> io::Res
     // write end the read below would never see end of file.
     drop(report_write);
     drop(sources);
+    drop(map_sources);
     match read_report(&report_read) {
         Ok(None) => Ok(pid),
         Ok(Some((step, errno))) => {
@@ -881,10 +973,18 @@ fn null_terminated(strings: &[CString]) -> Vec<*const libc::c_char> {
         .collect()
 }
 
+/// Room for a pid's decimal digits (at most 10 for a 32-bit pid) and a NUL.
+const PID_ROOM: usize = 12;
+
 /// A close-on-exec copy of `fd` numbered 3 or above.
 fn dup_above_stdio(fd: BorrowedFd<'_>) -> io::Result<OwnedFd> {
-    // SAFETY: F_DUPFD_CLOEXEC takes an int and returns a new descriptor.
-    let new = cvt(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 3) })?;
+    dup_at_least(fd, 3)
+}
+
+/// A close-on-exec copy of `fd` numbered `min` or above.
+fn dup_at_least(fd: BorrowedFd<'_>, min: RawFd) -> io::Result<OwnedFd> {
+    // SAFETY: F_DUPFD_CLOEXEC takes ints and returns a new descriptor.
+    let new = cvt(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, min) })?;
     // SAFETY: a fresh descriptor that nothing else owns.
     Ok(unsafe { OwnedFd::from_raw_fd(new) })
 }
@@ -992,6 +1092,39 @@ unsafe fn exec_child(plan: &ChildPlan) -> ! {
                 // SAFETY: as this function's contract.
                 unsafe { report_and_exit(plan.report, STEP_STDIO, errno) }
             }
+        }
+    }
+    for i in 0..plan.maps_len {
+        // SAFETY: `maps` points to `maps_len` pairs alive in this copy of
+        // the parent's memory.
+        let (source, target) = unsafe { *plan.maps.add(i) };
+        // SAFETY: dup2 takes ints; `source` is above every target, so no
+        // earlier dup2 replaced it, and the target loses close-on-exec.
+        while unsafe { libc::dup2(source, target) } == -1 {
+            let errno = last_errno();
+            if errno != libc::EINTR {
+                // SAFETY: as this function's contract.
+                unsafe { report_and_exit(plan.report, STEP_STDIO, errno) }
+            }
+        }
+    }
+    if !plan.pid_digits.is_null() {
+        // SAFETY: getpid cannot fail.
+        let pid = unsafe { libc::getpid() };
+        let mut digits = [0u8; PID_ROOM];
+        let (mut n, mut len) = (pid.unsigned_abs(), 0);
+        loop {
+            digits[len] = b'0' + (n % 10) as u8;
+            len += 1;
+            n /= 10;
+            if n == 0 {
+                break;
+            }
+        }
+        for i in 0..len {
+            // SAFETY: `pid_digits` has PID_ROOM writable bytes (zeroed, so
+            // the string stays NUL-terminated), and `len` < PID_ROOM.
+            unsafe { *plan.pid_digits.add(i) = digits[len - 1 - i] };
         }
     }
     if plan.pass >= 0 {
