@@ -39,6 +39,7 @@
 //! | [`sockopt`] | core | socket options, keep-alive, half-close |
 //! | [`signal`] | core | signal numbers for [`Reactor::on_signal`] |
 //! | [`log`] | core | where the library's own diagnostic lines go (`set_log_hook`) |
+//! | [`upgrade`] | core | zero-downtime restart: socket activation (`LISTEN_FDS`), binary upgrade on `SIGUSR2` |
 //! | `proxy` | `proxy` | connection-to-connection proxying (`proxy_incoming_to`, splice) |
 //! | `watch` | `watch` | descriptors the user reads and writes (`watch`, `notify_readable`) |
 //! | `filewatch` | `filewatch` (+`watch`) | file change notification (`watch_file`: inotify, `EVFILT_VNODE`) |
@@ -92,6 +93,7 @@ pub mod timer;
 pub mod tls;
 #[cfg(feature = "watch")]
 pub mod watch;
+pub mod upgrade;
 #[cfg(feature = "workers")]
 pub mod worker;
 

@@ -523,6 +523,24 @@ impl Reactor {
         })
     }
 
+    /// [`Reactor::adopt_server`] with TLS on every accepted connection, as
+    /// [`Reactor::start_tls_server`] has: an inherited listening socket
+    /// (socket activation, an upgrade) serving TLS.
+    ///
+    /// # Errors
+    /// As [`Reactor::adopt_server`].
+    pub fn adopt_tls_server<H: Handler>(
+        &mut self,
+        listener: crate::upgrade::InheritedListener,
+        config: Arc<rustls::ServerConfig>,
+        mut factory: impl FnMut() -> H + 'static,
+    ) -> io::Result<ServerId> {
+        self.adopt_server(listener, move || TlsFirst {
+            inner: factory(),
+            config: Some(TlsConfig::Server(config.clone())),
+        })
+    }
+
     /// Connects to `addr` as [`Reactor::connect`] does, with TLS started
     /// before `post_init`, for the server called `server_name`. Bytes sent
     /// before the handshake ends wait for it.

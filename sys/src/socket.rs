@@ -797,6 +797,33 @@ impl Socket {
         self.getsockopt(level, name)
     }
 
+    /// Whether `e` says a descriptor is not a socket (`ENOTSOCK`), as
+    /// [`Socket::is_stream`] fails on a file or a pipe.
+    pub fn not_a_socket(e: &io::Error) -> bool {
+        e.raw_os_error() == Some(libc::ENOTSOCK)
+    }
+
+    /// Whether `e` says a descriptor is not open (`EBADF`).
+    pub fn not_open(e: &io::Error) -> bool {
+        e.raw_os_error() == Some(libc::EBADF)
+    }
+
+    /// Whether this is a stream socket (`SO_TYPE` is `SOCK_STREAM`).
+    ///
+    /// # Errors
+    /// `ENOTSOCK` when the descriptor is not a socket.
+    pub fn is_stream(&self) -> io::Result<bool> {
+        Ok(self.getsockopt::<libc::c_int>(libc::SOL_SOCKET, libc::SO_TYPE)? == libc::SOCK_STREAM)
+    }
+
+    /// Whether `listen` was called on this socket (`SO_ACCEPTCONN`).
+    ///
+    /// # Errors
+    /// `ENOTSOCK` when the descriptor is not a socket.
+    pub fn is_listening(&self) -> io::Result<bool> {
+        Ok(self.getsockopt::<libc::c_int>(libc::SOL_SOCKET, libc::SO_ACCEPTCONN)? != 0)
+    }
+
     /// The address this socket is bound to.
     ///
     /// # Errors
