@@ -16,6 +16,13 @@
 //! written (for at most 30 s), exit status 0, or 1 if the deadline cut
 //! something. `--tls CERT KEY` (PEM files: the certificate
 //! chain and its private key) serves TLS instead, with the `tls` feature.
+//!
+//! Zero-downtime restarts (README, "Operations"): listening sockets passed
+//! in `LISTEN_FDS` (systemd's socket activation) are served instead of
+//! binding `ADDR`, and `SIGUSR2` upgrades the binary: the new process gets
+//! the listeners, and once it serves this one drains and exits.
+//! `--upgrade-program PATH` runs another file than this one's, and
+//! `--upgrade-deadline SECS` (default 30) bounds the wait for it.
 
 use std::io;
 use std::net::SocketAddr;
@@ -82,14 +89,15 @@ fn main() -> io::Result<()> {
                 (Some(cert), Some(key)) => tls = Some((cert, key)),
                 _ => usage(),
             },
+            a if reactors::upgrade_arg(a, &mut args) => {}
             // Unknown options fail to parse as an address too.
             a => addr = a.parse().unwrap_or_else(|_| usage()),
         }
     }
 
     match tls {
-        None => reactors::serve(addr, threads, |r, addr, options| {
-            let server = r.start_server_with(addr, options, || Echo)?;
+        None => reactors::serve(addr, threads, |r, listen| {
+            let server = listen.start(r, || Echo)?;
             r.server_addr(server)
         }),
         Some((cert, key)) => serve_tls(addr, threads, &cert, &key),
@@ -97,15 +105,15 @@ fn main() -> io::Result<()> {
 }
 
 fn usage() -> ! {
-    eprintln!("usage: echo_server [IP:PORT] [--verbose] [--threads N] [--tls CERT KEY]");
+    eprintln!("usage: echo_server [IP:PORT] [--verbose] [--threads N] [--tls CERT KEY] [--upgrade-program PATH] [--upgrade-deadline SECS]");
     std::process::exit(2);
 }
 
 #[cfg(feature = "tls")]
 fn serve_tls(addr: SocketAddr, threads: usize, cert: &str, key: &str) -> io::Result<()> {
     let config = packet::tls::server_config_from_pem_files(cert, key)?;
-    reactors::serve(addr, threads, move |r, addr, options| {
-        let server = r.start_tls_server_with(addr, options, config.clone(), || Echo)?;
+    reactors::serve(addr, threads, move |r, listen| {
+        let server = listen.start_tls(r, config.clone(), || Echo)?;
         r.server_addr(server)
     })
 }

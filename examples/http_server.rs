@@ -16,6 +16,16 @@
 //! (PEM files: the certificate chain and its private key) serves HTTPS
 //! instead, with the `tls` feature (ALPN offers `http/1.1`).
 //!
+//! Zero-downtime restarts (README, "Operations"): listening sockets passed
+//! in `LISTEN_FDS` (systemd's socket activation) are served instead of
+//! binding `ADDR`; `kill -USR2 $(pidof http_server)` upgrades the binary:
+//! the new process (this executable file as it is now on disk, the same
+//! arguments) gets the listeners, and once it serves this one stops
+//! accepting, finishes its responses and exits 0. `--upgrade-program PATH`
+//! runs another file, and `--upgrade-deadline SECS` (default 30) bounds
+//! the wait for the new process; past it, or if it dies first, this one
+//! goes on serving.
+//!
 //! Behaviour:
 //!
 //! - `GET /` (with or without a query string) always answers
@@ -70,7 +80,7 @@ include!("http_server/handler.rs");
 mod reactors;
 
 fn usage() -> ! {
-    eprintln!("usage: http_server [ADDR] [--root DIR] [--threads N] [--header-timeout SECS] [--tls CERT KEY]");
+    eprintln!("usage: http_server [ADDR] [--root DIR] [--threads N] [--header-timeout SECS] [--tls CERT KEY] [--upgrade-program PATH] [--upgrade-deadline SECS]");
     std::process::exit(2);
 }
 
@@ -114,6 +124,7 @@ fn main() -> io::Result<()> {
                 (Some(cert), Some(key)) => tls = Some((cert, key)),
                 _ => usage(),
             },
+            a if reactors::upgrade_arg(a, &mut args) => {}
             a if a.starts_with('-') => usage(),
             a => addr = a.to_string(),
         }
@@ -124,8 +135,8 @@ fn main() -> io::Result<()> {
         .next()
         .ok_or(io::ErrorKind::InvalidInput)?;
     match tls {
-        None => reactors::serve(addr, threads, move |r, addr, options| {
-            start(r, addr, options, root.clone())
+        None => reactors::serve(addr, threads, move |r, listen| {
+            start(r, listen, root.clone())
         }),
         Some((cert, key)) => serve_https(addr, threads, root, &cert, &key),
     }
@@ -144,14 +155,12 @@ fn serve_https(
     if let Some(c) = std::sync::Arc::get_mut(&mut config) {
         c.alpn_protocols = vec![b"http/1.1".to_vec()];
     }
-    reactors::serve(addr, threads, move |r, addr, options| {
+    reactors::serve(addr, threads, move |r, listen| {
         let site = Rc::new(Site::new(root.clone()));
         r.set_default_high_water_mark(HIGH_WATER);
         let server = {
             let site = site.clone();
-            r.start_tls_server_with(addr, options, config.clone(), move || {
-                Http::new(site.clone())
-            })?
+            listen.start_tls(r, config.clone(), move || Http::new(site.clone()))?
         };
         keep_date(r, site);
         r.server_addr(server)
@@ -192,7 +201,9 @@ mod tests {
             let (tx, rx) = std::sync::mpsc::channel();
             let thread = std::thread::spawn(move || {
                 let mut reactor = Reactor::new().unwrap();
-                let addr = start(&mut reactor, "127.0.0.1:0", ServerOptions::new(), root).unwrap();
+                let listen =
+                    reactors::Listen::Bind(([127, 0, 0, 1], 0).into(), packet::ServerOptions::new());
+                let addr = start(&mut reactor, listen, root).unwrap();
                 tx.send((addr.as_inet().unwrap(), reactor.handle()))
                     .unwrap();
                 reactor.run_until_stopped().unwrap();

@@ -1,21 +1,113 @@
 //! Shared by the echo and HTTP server examples: `--threads N` reactors
 //! sharing one port through `SO_REUSEPORT` (`SO_REUSEPORT_LB` on FreeBSD),
-//! and the library's stop signals (`Reactor::on_stop_signals`). On macOS,
-//! NetBSD and OpenBSD the option does not spread connections, so
-//! `--threads` above 1 fails there with `Unsupported` rather than serving
-//! from one thread.
+//! the library's stop signals (`Reactor::on_stop_signals`), and
+//! zero-downtime restarts (`packet::upgrade`): listeners inherited through
+//! `LISTEN_FDS` (systemd's socket activation, or an upgrade) and a binary
+//! upgrade on `SIGUSR2`. On macOS, NetBSD and OpenBSD the option does not
+//! spread connections, so `--threads` above 1 fails there with
+//! `Unsupported` rather than serving from one thread.
 
 use std::io;
 use std::net::SocketAddr;
+use std::os::fd::OwnedFd;
+use std::path::PathBuf;
 use std::sync::{Arc, Barrier, Mutex, MutexGuard};
+use std::time::Duration;
 
-use packet::signal::StopAction;
-use packet::{Addr, Reactor, ReactorHandle, ServerOptions};
+use packet::signal::{StopAction, STOP_GRACE};
+use packet::upgrade::{ActivationError, InheritedListener, UpgradeOptions};
+use packet::{Addr, Handler, Reactor, ReactorHandle, ServerId, ServerOptions};
+
+/// Where a reactor's server listens: a socket to bind, or one inherited.
+pub enum Listen {
+    /// Bind this address with these options.
+    Bind(SocketAddr, ServerOptions),
+    /// Serve on this inherited listening socket.
+    Adopt(InheritedListener),
+}
+
+impl Listen {
+    /// Starts the server, binding or adopting.
+    #[allow(dead_code)] // echo_server's TLS build and http_server use it.
+    pub fn start<H: Handler>(
+        self,
+        r: &mut Reactor,
+        factory: impl FnMut() -> H + 'static,
+    ) -> io::Result<ServerId> {
+        match self {
+            Listen::Bind(addr, options) => r.start_server_with(addr, options, factory),
+            Listen::Adopt(l) => r.adopt_server(l, factory),
+        }
+    }
+
+    /// [`Listen::start`] with TLS.
+    #[cfg(feature = "tls")]
+    pub fn start_tls<H: Handler>(
+        self,
+        r: &mut Reactor,
+        config: Arc<packet::tls::rustls::ServerConfig>,
+        factory: impl FnMut() -> H + 'static,
+    ) -> io::Result<ServerId> {
+        match self {
+            Listen::Bind(addr, options) => r.start_tls_server_with(addr, options, config, factory),
+            Listen::Adopt(l) => r.adopt_tls_server(l, config, factory),
+        }
+    }
+}
+
+/// The upgrade options given on the command line.
+static UPGRADE: Mutex<(Option<PathBuf>, Option<Duration>)> = Mutex::new((None, None));
+
+/// Takes `--upgrade-program PATH` or `--upgrade-deadline SECS` (with its
+/// value from `args`) if `arg` is one; whether it was.
+pub fn upgrade_arg(arg: &str, args: &mut impl Iterator<Item = String>) -> bool {
+    match arg {
+        "--upgrade-program" => {
+            let path = args.next().map(PathBuf::from);
+            lock(&UPGRADE).0 = Some(path.unwrap_or_else(|| bad_value(arg)));
+        }
+        "--upgrade-deadline" => {
+            let secs = args
+                .next()
+                .and_then(|v| v.parse::<f64>().ok())
+                .filter(|s| *s > 0.0 && s.is_finite());
+            lock(&UPGRADE).1 = Some(Duration::from_secs_f64(secs.unwrap_or_else(|| bad_value(arg))));
+        }
+        _ => return false,
+    }
+    true
+}
+
+fn bad_value(arg: &str) -> ! {
+    eprintln!("{arg} needs a value (a path; a positive number of seconds)");
+    std::process::exit(2);
+}
+
+/// The options of an upgrade asked for now: the command line's, and the
+/// listeners of the other reactors.
+fn upgrade_options(others: &[OwnedFd]) -> UpgradeOptions {
+    let (program, deadline) = lock(&UPGRADE).clone();
+    let mut options = UpgradeOptions::new();
+    if let Some(program) = program {
+        options = options.program(program);
+    }
+    if let Some(deadline) = deadline {
+        options = options.deadline(deadline);
+    }
+    for fd in others {
+        match fd.try_clone() {
+            Ok(fd) => options = options.also_pass(fd),
+            Err(e) => eprintln!("upgrade: cannot pass a listener: {e}"),
+        }
+    }
+    options
+}
+
 
 /// Runs `threads` reactors, each set up by `start` (which starts its
-/// server on the address and with the options it is given, and returns the
-/// bound address), prints `listening on ADDR` once all of them listen, and
-/// returns when all have stopped.
+/// server where it is told and returns the bound address), prints
+/// `listening on ADDR` once all of them listen, and returns when all have
+/// stopped.
 ///
 /// The address is already resolved: resolving a name is the caller's
 /// choice, and std's resolver (`getaddrinfo` and its parsing) is about
@@ -30,26 +122,72 @@ use packet::{Addr, Reactor, ReactorHandle, ServerOptions};
 /// stops at once), `SIGQUIT` drains within 300 s, `SIGHUP` is logged and
 /// ignored. Draining finishes what is owed (file streams included). The
 /// process exits with status 1 if a stop cut anything, 0 otherwise.
+///
+/// Zero-downtime restarts: when `LISTEN_FDS` names listening sockets
+/// (systemd's socket activation, or an upgrade), the server adopts them
+/// instead of binding `addr`: one reactor per inherited socket, or
+/// `threads` if more (they then share the sockets, taken in turn). Every
+/// one must be TCP. `SIGUSR2` starts a binary upgrade
+/// (`Reactor::on_upgrade_signal`): every reactor's listener is passed to
+/// the new process (the same executable file, the same arguments, or
+/// `--upgrade-program`), and once it serves (within 30 s, or
+/// `--upgrade-deadline`) every reactor here drains and stops as on
+/// `SIGTERM`; if it fails, this process goes on serving.
 pub fn serve<F>(addr: SocketAddr, threads: usize, start: F) -> io::Result<()>
 where
-    F: Fn(&mut Reactor, SocketAddr, ServerOptions) -> io::Result<Addr> + Clone + Send + 'static,
+    F: Fn(&mut Reactor, Listen) -> io::Result<Addr> + Clone + Send + 'static,
 {
+    // First of all: a closed descriptor the environment names must not
+    // have been reused by the reactors' own by the time it is checked.
+    let mut inherited = packet::upgrade::listeners_from_env()?;
+    let adopted = inherited
+        .as_mut()
+        .map(|i| i.take_listeners())
+        .unwrap_or_default();
+    if let Some(l) = adopted.iter().find(|l| !l.is_tcp()) {
+        return Err(ActivationError::WrongFamily {
+            fd: l.fd(),
+            expected: "TCP",
+        }
+        .into());
+    }
+    let threads = threads.max(adopted.len());
+    // With inherited sockets, reactor `i` serves on socket `i` modulo
+    // their number.
+    let mut adopt: Vec<Option<InheritedListener>> = Vec::new();
+    if !adopted.is_empty() {
+        for i in 0..threads {
+            adopt.push(Some(adopted[i % adopted.len()].try_clone()?));
+        }
+    }
+    drop(adopted);
     let options = ServerOptions::new().reuse_port(threads > 1);
+    let listen = |slot: Option<&mut Option<InheritedListener>>, addr| match slot.and_then(Option::take)
+    {
+        Some(l) => Listen::Adopt(l),
+        None => Listen::Bind(addr, options.clone()),
+    };
     let mut reactor = Reactor::new()?;
-    let bound = start(&mut reactor, addr, options.clone())?;
+    let bound = start(&mut reactor, listen(adopt.get_mut(0), addr))?;
     let bound = bound.as_inet().ok_or(io::ErrorKind::InvalidInput)?;
     let others = Arc::new(Mutex::new(Vec::<ReactorHandle>::new()));
+    // The other reactors' listeners, passed on by an upgrade.
+    let passed = Arc::new(Mutex::new(Vec::<OwnedFd>::new()));
     // Every extra reactor listens before `listening on` is printed.
     let ready = Arc::new(Barrier::new(threads));
     let extra: Vec<_> = (1..threads)
-        .map(|_| {
-            let (options, start) = (options.clone(), start.clone());
-            let (others, ready) = (others.clone(), ready.clone());
+        .map(|i| {
+            let how = listen(adopt.get_mut(i), bound);
+            let start = start.clone();
+            let (others, passed, ready) = (others.clone(), passed.clone(), ready.clone());
             std::thread::spawn(move || -> io::Result<bool> {
                 let mut reactor = Reactor::new()?;
-                if let Err(e) = start(&mut reactor, bound, options) {
+                if let Err(e) = start(&mut reactor, how) {
                     eprintln!("cannot listen on {bound}: {e}");
                     std::process::exit(1);
+                }
+                for fd in reactor.server_fds() {
+                    lock(&passed).push(fd.try_clone_to_owned()?);
                 }
                 lock(&others).push(reactor.handle());
                 ready.wait();
@@ -59,8 +197,9 @@ where
         })
         .collect();
     ready.wait();
+    let handles = others.clone();
     reactor.on_stop_signals(move |_, action| {
-        for h in lock(&others).iter() {
+        for h in lock(&handles).iter() {
             match action {
                 StopAction::Graceful(within) => h.schedule(move |r| r.stop_gracefully(within)),
                 StopAction::Immediate => h.stop(),
@@ -68,7 +207,22 @@ where
             }
         }
     })?;
+    reactor.on_upgrade_signal(
+        move |_| upgrade_options(&lock(&passed)),
+        move |_, outcome| {
+            if outcome.is_ok() {
+                for h in lock(&others).iter() {
+                    h.schedule(|r| r.stop_gracefully(STOP_GRACE));
+                }
+            }
+        },
+    )?;
     println!("listening on {bound}");
+    if let Some(inherited) = inherited.as_mut() {
+        if let Err(e) = inherited.notify_ready() {
+            eprintln!("upgrade: cannot tell the previous process that this one serves: {e}");
+        }
+    }
     reactor.run_until_stopped()?;
     let mut clean = reactor.stop_report().is_none_or(|r| r.is_clean());
     for t in extra {
