@@ -23,7 +23,11 @@
 //! [`READY_FD_VAR`] (`PACKET_READY_FD`). The new process writes one byte
 //! to it once it serves ([`Inherited::notify_ready`]). The old process
 //! waits for that byte up to [`UpgradeOptions::deadline`] (30 s by
-//! default), then closes its listeners and stops gracefully
+//! default), then hands over ([`Reactor::hand_over`]): it closes its
+//! listeners at once, serves the connections it has for
+//! [`UpgradeOptions::settle`] more (1 s: a client that connected just
+//! before has its request read and answered rather than cut by the drain,
+//! which reads no more), then stops gracefully
 //! ([`Reactor::stop_gracefully`]: responses in flight finish, workers
 //! answer their asks) within [`UpgradeOptions::grace`] (30 s). The kernel
 //! keeps each listening socket, and the connections queued on it, as long
@@ -66,6 +70,10 @@ pub const READY_FD_VAR: &str = "PACKET_READY_FD";
 /// How long an upgrade waits, by default, for the new process to report
 /// that it serves.
 pub const UPGRADE_DEADLINE: Duration = Duration::from_secs(30);
+
+/// How long the old process goes on serving the connections it has
+/// accepted, with its listeners closed, before its graceful stop begins.
+pub const HANDOVER_SETTLE: Duration = Duration::from_secs(1);
 
 /// How often the old process looks at the readiness pipe and the child
 /// while it waits.
@@ -380,6 +388,7 @@ pub struct UpgradeOptions {
     program: Option<PathBuf>,
     args: Option<Vec<OsString>>,
     deadline: Duration,
+    settle: Duration,
     grace: Duration,
     also: Vec<OwnedFd>,
 }
@@ -390,6 +399,7 @@ impl Default for UpgradeOptions {
             program: None,
             args: None,
             deadline: UPGRADE_DEADLINE,
+            settle: HANDOVER_SETTLE,
             grace: crate::reactor::STOP_GRACE,
             also: Vec::new(),
         }
@@ -400,7 +410,7 @@ impl UpgradeOptions {
     /// Defaults: this program's executable file as it is now on disk (the
     /// path it was started from, where a deploy puts the new build), this
     /// process's arguments, a 30 s deadline for the new process to be
-    /// ready, and 30 s for the old one to drain.
+    /// ready, then 1 s of settling and 30 s for the old one to drain.
     pub fn new() -> UpgradeOptions {
         UpgradeOptions::default()
     }
@@ -422,6 +432,14 @@ impl UpgradeOptions {
     /// killed and the old one goes on.
     pub fn deadline(mut self, deadline: Duration) -> UpgradeOptions {
         self.deadline = deadline;
+        self
+    }
+
+    /// How long the old process serves the connections it has, its
+    /// listeners closed, before it starts draining (see
+    /// [`Reactor::hand_over`]).
+    pub fn settle(mut self, settle: Duration) -> UpgradeOptions {
+        self.settle = settle;
         self
     }
 
@@ -516,6 +534,7 @@ struct Waiting {
     ready: File,
     deadline: Duration,
     started: Instant,
+    settle: Duration,
     grace: Duration,
     /// The pipe reached end of file without the byte: the child gave up.
     eof: bool,
@@ -525,8 +544,9 @@ struct Waiting {
 impl Reactor {
     /// Starts the binary upgrade described in [`crate::upgrade`]: the new
     /// process is started now; `then` is called on this reactor once it
-    /// reports ready (with its pid; this reactor is then stopping
-    /// gracefully, and `then` stops the program's other reactors) or has
+    /// reports ready (with its pid; this reactor is then handing over, see
+    /// [`Reactor::hand_over`], and `then` hands the program's other
+    /// reactors over) or has
     /// failed (the reason, also logged; everything goes on as before).
     ///
     /// # Errors
@@ -553,6 +573,7 @@ impl Reactor {
                     ready,
                     deadline: options.deadline,
                     started: Instant::now(),
+                    settle: options.settle,
                     grace: options.grace,
                     eof: false,
                     then: Box::new(then),
@@ -593,6 +614,19 @@ impl Reactor {
                 Err(e) => crate::log::line(format_args!("SIGUSR2: {e}; ignored")),
             }
         })
+    }
+
+    /// What the old process does once the new one serves: stops every
+    /// server now (the new process accepts from the same sockets), goes on
+    /// serving the connections it has for `settle`, then stops gracefully
+    /// within `grace` ([`Reactor::stop_gracefully`]). The settling lets a
+    /// request sent on a connection accepted just before be read and
+    /// answered: the graceful stop reads no more, so it would close such a
+    /// connection unanswered. A stop asked for meanwhile (`SIGTERM`) starts
+    /// at once.
+    pub fn hand_over(&mut self, settle: Duration, grace: Duration) {
+        self.stop_servers();
+        self.add_timer(settle, move |r| r.stop_gracefully(grace));
     }
 
     /// Forks and executes the new program with the listeners at 3.. and
@@ -684,11 +718,12 @@ fn finish(r: &mut Reactor, w: Waiting, outcome: Result<(), UpgradeError>) {
         Ok(pid) => {
             STATE.store(HANDED_OVER, Ordering::Release);
             crate::log::line(format_args!(
-                "upgrade: pid {pid} is serving; this process ({}) stops accepting and drains (within {:?})",
+                "upgrade: pid {pid} is serving; this process ({}) stops accepting, and drains after {:?} (within {:?})",
                 sys::getpid(),
+                w.settle,
                 w.grace
             ));
-            r.stop_gracefully(w.grace);
+            r.hand_over(w.settle, w.grace);
         }
         Err(e) => {
             STATE.store(IDLE, Ordering::Release);

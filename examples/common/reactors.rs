@@ -15,7 +15,7 @@ use std::sync::{Arc, Barrier, Mutex, MutexGuard};
 use std::time::Duration;
 
 use packet::signal::{StopAction, STOP_GRACE};
-use packet::upgrade::{ActivationError, InheritedListener, UpgradeOptions};
+use packet::upgrade::{ActivationError, InheritedListener, UpgradeOptions, HANDOVER_SETTLE};
 use packet::{Addr, Handler, Reactor, ReactorHandle, ServerId, ServerOptions};
 
 /// Where a reactor's server listens: a socket to bind, or one inherited.
@@ -131,25 +131,25 @@ fn upgrade_options(others: &[OwnedFd]) -> UpgradeOptions {
 /// (`Reactor::on_upgrade_signal`): every reactor's listener is passed to
 /// the new process (the same executable file, the same arguments, or
 /// `--upgrade-program`), and once it serves (within 30 s, or
-/// `--upgrade-deadline`) every reactor here drains and stops as on
-/// `SIGTERM`; if it fails, this process goes on serving.
+/// `--upgrade-deadline`) every reactor here stops accepting, serves what
+/// it has for a second more, then drains and stops as on `SIGTERM`; if it
+/// fails, this process goes on serving.
 pub fn serve<F>(addr: SocketAddr, threads: usize, start: F) -> io::Result<()>
 where
     F: Fn(&mut Reactor, Listen) -> io::Result<Addr> + Clone + Send + 'static,
 {
     // First of all: a closed descriptor the environment names must not
     // have been reused by the reactors' own by the time it is checked.
-    let mut inherited = packet::upgrade::listeners_from_env()?;
+    let mut inherited = packet::upgrade::listeners_from_env().unwrap_or_else(|e| exit_with(e));
     let adopted = inherited
         .as_mut()
         .map(|i| i.take_listeners())
         .unwrap_or_default();
     if let Some(l) = adopted.iter().find(|l| !l.is_tcp()) {
-        return Err(ActivationError::WrongFamily {
+        exit_with(ActivationError::WrongFamily {
             fd: l.fd(),
             expected: "TCP",
-        }
-        .into());
+        });
     }
     let threads = threads.max(adopted.len());
     // With inherited sockets, reactor `i` serves on socket `i` modulo
@@ -212,7 +212,7 @@ where
         move |_, outcome| {
             if outcome.is_ok() {
                 for h in lock(&others).iter() {
-                    h.schedule(|r| r.stop_gracefully(STOP_GRACE));
+                    h.schedule(|r| r.hand_over(HANDOVER_SETTLE, STOP_GRACE));
                 }
             }
         },
@@ -233,6 +233,13 @@ where
         std::process::exit(1);
     }
     Ok(())
+}
+
+/// Says what is wrong with the inherited listeners (the error names the
+/// descriptor) and exits with status 1.
+fn exit_with(e: ActivationError) -> ! {
+    eprintln!("{e}");
+    std::process::exit(1);
 }
 
 /// The handles stay usable even if a thread panicked holding the lock.

@@ -189,6 +189,18 @@ impl Reactor {
             .collect()
     }
 
+    /// Stops every server of this reactor ([`Reactor::stop_server`]);
+    /// how many there were. Connections already accepted stay open.
+    pub fn stop_servers(&mut self) -> usize {
+        let servers: Vec<Token> = self
+            .sources
+            .tokens()
+            .into_iter()
+            .filter(|&t| matches!(self.sources.get(t), Some(Source::Listener(_))))
+            .collect();
+        servers.into_iter().filter(|&t| self.stop_server(ServerId(t))).count()
+    }
+
     pub(super) fn add_listener(&mut self, listener: Box<Listener>) -> io::Result<ServerId> {
         let token = self.sources.insert(Source::Listener(listener));
         let Some(Source::Listener(l)) = self.sources.get(token) else {
