@@ -201,8 +201,10 @@ mod tests {
             let (tx, rx) = std::sync::mpsc::channel();
             let thread = std::thread::spawn(move || {
                 let mut reactor = Reactor::new().unwrap();
-                let listen =
-                    reactors::Listen::Bind(([127, 0, 0, 1], 0).into(), packet::ServerOptions::new());
+                let listen = reactors::Listen::Bind(
+                    ([127, 0, 0, 1], 0).into(),
+                    packet::ServerOptions::new(),
+                );
                 let addr = start(&mut reactor, listen, root).unwrap();
                 tx.send((addr.as_inet().unwrap(), reactor.handle()))
                     .unwrap();

@@ -91,9 +91,9 @@ mod test_rng;
 pub mod timer;
 #[cfg(feature = "tls")]
 pub mod tls;
+pub mod upgrade;
 #[cfg(feature = "watch")]
 pub mod watch;
-pub mod upgrade;
 #[cfg(feature = "workers")]
 pub mod worker;
 

@@ -312,9 +312,7 @@ pub fn listeners_from_env() -> Result<Option<Inherited>, ActivationError> {
         .filter(|&n| n <= MAX_LISTEN_FDS)
         .ok_or_else(|| bad("LISTEN_FDS", &fds))?;
     let pid_text = pid.unwrap_or_default();
-    let listen_pid: i32 = pid_text
-        .parse()
-        .map_err(|_| bad("LISTEN_PID", &pid_text))?;
+    let listen_pid: i32 = pid_text.parse().map_err(|_| bad("LISTEN_PID", &pid_text))?;
     if listen_pid != sys::getpid() {
         return Err(ActivationError::NotOurs {
             listen_pid,
@@ -324,8 +322,7 @@ pub fn listeners_from_env() -> Result<Option<Inherited>, ActivationError> {
     let names: Vec<Option<String>> = match &names {
         None => vec![None; count],
         Some(text) => {
-            let names: Vec<Option<String>> =
-                text.split(':').map(|n| Some(n.to_string())).collect();
+            let names: Vec<Option<String>> = text.split(':').map(|n| Some(n.to_string())).collect();
             if names.len() != count {
                 return Err(bad("LISTEN_FDNAMES", text));
             }
@@ -558,7 +555,8 @@ impl Reactor {
         options: UpgradeOptions,
         then: impl FnOnce(&mut Reactor, &Result<i32, UpgradeError>) + 'static,
     ) -> Result<i32, UpgradeError> {
-        if let Err(state) = STATE.compare_exchange(IDLE, WAITING, Ordering::AcqRel, Ordering::Acquire)
+        if let Err(state) =
+            STATE.compare_exchange(IDLE, WAITING, Ordering::AcqRel, Ordering::Acquire)
         {
             return Err(if state == WAITING {
                 UpgradeError::InProgress

@@ -161,7 +161,11 @@ fn get(
     }
     let length = length.ok_or("no Content-Length")?;
     let mut body = vec![0; length];
-    let step = if pause.is_some() { 16 * 1024 } else { length.max(1) };
+    let step = if pause.is_some() {
+        16 * 1024
+    } else {
+        length.max(1)
+    };
     for chunk in body.chunks_mut(step) {
         conn.read_exact(chunk)
             .map_err(|e| format!("truncated: body of {length} bytes: {e}"))?;
@@ -257,7 +261,11 @@ fn fd_list(pid: i32) -> Vec<String> {
         .map_while(Result::ok)
         .map(|e| {
             let target = std::fs::read_link(e.path()).unwrap_or_default();
-            format!("{} -> {}", e.file_name().to_string_lossy(), target.display())
+            format!(
+                "{} -> {}",
+                e.file_name().to_string_lossy(),
+                target.display()
+            )
         })
         .collect();
     list.sort();
@@ -265,7 +273,10 @@ fn fd_list(pid: i32) -> Vec<String> {
 }
 
 fn become_subreaper() {
-    assert!(sys::set_child_subreaper().unwrap(), "needs Linux's subreapers");
+    assert!(
+        sys::set_child_subreaper().unwrap(),
+        "needs Linux's subreapers"
+    );
 }
 
 #[test]
@@ -277,12 +288,23 @@ fn socket_activation_serves_on_a_listener_made_by_the_test() {
     let mut early = connect(&addr).unwrap();
     let mut server = Spawned::start("http_server", &["127.0.0.1:1"], &[listener.as_fd()], &[]);
     drop(listener);
-    let said = server.stdout.recv_timeout(BOUND).expect("no listening line");
+    let said = server
+        .stdout
+        .recv_timeout(BOUND)
+        .expect("no listening line");
     assert_eq!(said, format!("listening on {addr}"));
-    assert_eq!(get(&mut early, "/", false, None).unwrap().unwrap(), b"Hello, World!\n");
+    assert_eq!(
+        get(&mut early, "/", false, None).unwrap().unwrap(),
+        b"Hello, World!\n"
+    );
     hello(&addr).unwrap();
     send_signal(server.pid.0 as u32, "TERM", false);
-    assert_eq!(server.exit_status(), ExitStatus::Code(0), "{}", server.stderr());
+    assert_eq!(
+        server.exit_status(),
+        ExitStatus::Code(0),
+        "{}",
+        server.stderr()
+    );
 }
 
 #[test]
@@ -332,17 +354,28 @@ fn bad_listen_fds_name_the_descriptor_and_exit_with_an_error() {
 fn an_upgrade_under_load_loses_nothing() {
     become_subreaper();
     let (dir, content) = site("load");
-    let mut old = Program::start("http_server", &["127.0.0.1:0", "--root", dir.to_str().unwrap()]);
+    let mut old = Program::start(
+        "http_server",
+        &["127.0.0.1:0", "--root", dir.to_str().unwrap()],
+    );
     let addr = old.addr.clone();
     let old_pid = old.child.id();
     let stop = Arc::new(AtomicBool::new(false));
     let sequential = Arc::new(AtomicUsize::new(0));
     let downloads = Arc::new(AtomicUsize::new(0));
+    // Set once the old process has logged the hand-over; downloads started
+    // before and finished after ran through it.
+    let handed = Arc::new(AtomicBool::new(false));
+    let spanning = Arc::new(AtomicUsize::new(0));
     let failures = Arc::new(Mutex::new(Vec::<String>::new()));
     // New connection for each request, until stopped.
     let client = {
-        let (addr, stop, done, failures) =
-            (addr.clone(), stop.clone(), sequential.clone(), failures.clone());
+        let (addr, stop, done, failures) = (
+            addr.clone(),
+            stop.clone(),
+            sequential.clone(),
+            failures.clone(),
+        );
         std::thread::spawn(move || {
             let mut refused = 0;
             while !stop.load(Ordering::Relaxed) {
@@ -367,21 +400,32 @@ fn an_upgrade_under_load_loses_nothing() {
                 failures.clone(),
                 content.clone(),
             );
+            let (handed, spanning) = (handed.clone(), spanning.clone());
             std::thread::spawn(move || {
                 let mut reconnects = 0;
                 let mut conn = connect(&addr).unwrap();
                 while !stop.load(Ordering::Relaxed) {
+                    let before = !handed.load(Ordering::Relaxed);
                     match get(&mut conn, "/big", false, Some(Duration::from_millis(2))) {
                         Ok(Some(body)) if body == content => {
                             done.fetch_add(1, Ordering::Relaxed);
+                            if before && handed.load(Ordering::Relaxed) {
+                                spanning.fetch_add(1, Ordering::Relaxed);
+                            }
                         }
-                        Ok(Some(_)) => failures.lock().unwrap().push("download: wrong bytes".into()),
+                        Ok(Some(_)) => failures
+                            .lock()
+                            .unwrap()
+                            .push("download: wrong bytes".into()),
                         Ok(None) => {
                             reconnects += 1;
                             match connect(&addr) {
                                 Ok(c) => conn = c,
                                 Err(e) => {
-                                    failures.lock().unwrap().push(format!("download: connect: {e}"));
+                                    failures
+                                        .lock()
+                                        .unwrap()
+                                        .push(format!("download: connect: {e}"));
                                     return reconnects;
                                 }
                             }
@@ -396,32 +440,47 @@ fn an_upgrade_under_load_loses_nothing() {
             })
         })
         .collect();
-    assert!(eventually(BOUND, || sequential.load(Ordering::Relaxed) >= 500
+    assert!(eventually(BOUND, || sequential.load(Ordering::Relaxed)
+        >= 500
         && downloads.load(Ordering::Relaxed) >= 20));
     let before = sequential.load(Ordering::Relaxed);
     send_signal(old_pid, "USR2", false);
     let new_pid = handed_over_to(&old, 0);
+    handed.store(true, Ordering::Relaxed);
     let new = Owned(new_pid);
     let status = old.wait_exit(BOUND).expect("the old process did not exit");
     assert_eq!(status.code(), Some(0), "{:?}", old.stderr());
-    let at_exit = (sequential.load(Ordering::Relaxed), downloads.load(Ordering::Relaxed));
+    let at_exit = (
+        sequential.load(Ordering::Relaxed),
+        downloads.load(Ordering::Relaxed),
+    );
     // The new process alone serves from now on.
-    assert!(eventually(BOUND, || sequential.load(Ordering::Relaxed) >= (at_exit.0 + 500).max(2_000)
+    assert!(eventually(BOUND, || sequential.load(Ordering::Relaxed)
+        >= (at_exit.0 + 500).max(2_000)
         && downloads.load(Ordering::Relaxed) >= at_exit.1 + 20));
     stop.store(true, Ordering::Relaxed);
     let refused = client.join().unwrap();
     let reconnects: usize = downloaders.into_iter().map(|t| t.join().unwrap()).sum();
     let failures = failures.lock().unwrap().clone();
-    let (total, fetched) = (sequential.load(Ordering::Relaxed), downloads.load(Ordering::Relaxed));
+    let (total, fetched) = (
+        sequential.load(Ordering::Relaxed),
+        downloads.load(Ordering::Relaxed),
+    );
     println!(
         "upgrade under load: {total} sequential requests ({before} before the signal, {} after the old process exited), \
-         {fetched} downloads of 2 MiB on 20 keep-alive connections ({reconnects} reconnects after a close between responses), \
+         {fetched} downloads of 2 MiB on 20 keep-alive connections ({} of them running through the hand-over; \
+         {reconnects} reconnects after a close between responses), \
          {refused} refused, {} failed",
         total - at_exit.0,
+        spanning.load(Ordering::Relaxed),
         failures.len()
     );
     assert_eq!(refused, 0);
     assert!(failures.is_empty(), "{failures:?}");
+    assert!(
+        spanning.load(Ordering::Relaxed) > 0,
+        "no download ran through the hand-over"
+    );
     assert!(!is_dead(new_pid as u32));
     send_signal(new_pid as u32, "TERM", false);
     assert_eq!(sys::wait(new.0).unwrap(), ExitStatus::Code(0));
@@ -435,14 +494,26 @@ fn a_failed_upgrade_leaves_the_old_process_serving() {
     let exits = script("exits", "exit 3");
     let hangs = script("hangs", "exec sleep 600");
     let cases = [
-        (exits.to_str().unwrap(), "ended (exit code 3) before it was ready"),
-        (hangs.to_str().unwrap(), "was not ready within 1s; killed it"),
+        (
+            exits.to_str().unwrap(),
+            "ended (exit code 3) before it was ready",
+        ),
+        (
+            hangs.to_str().unwrap(),
+            "was not ready within 1s; killed it",
+        ),
         ("/nonexistent/http_server", "cannot start the new program"),
     ];
     for (program, expected) in cases {
         let mut old = Program::start(
             "http_server",
-            &["127.0.0.1:0", "--upgrade-program", program, "--upgrade-deadline", "1"],
+            &[
+                "127.0.0.1:0",
+                "--upgrade-program",
+                program,
+                "--upgrade-deadline",
+                "1",
+            ],
         );
         let pid = old.child.id();
         let fds = fd_list(pid as i32);
@@ -456,9 +527,15 @@ fn a_failed_upgrade_leaves_the_old_process_serving() {
         waits_for_line(&old, expected);
         waits_for_line(&old, "this process goes on serving");
         hello(&old.addr).unwrap();
-        assert!(old.child.try_wait().unwrap().is_none(), "{program}: the old one exited");
+        assert!(
+            old.child.try_wait().unwrap().is_none(),
+            "{program}: the old one exited"
+        );
         // The child was reaped and nothing of the attempt is left open.
-        assert!(util::children_of(pid).is_empty(), "{program}: a child is left");
+        assert!(
+            util::children_of(pid).is_empty(),
+            "{program}: a child is left"
+        );
         settles_at(pid as i32, &fds);
         send_signal(pid, "TERM", false);
         assert_eq!(old.wait_exit(BOUND).and_then(|s| s.code()), Some(0));

@@ -71,7 +71,9 @@ pub fn upgrade_arg(arg: &str, args: &mut impl Iterator<Item = String>) -> bool {
                 .next()
                 .and_then(|v| v.parse::<f64>().ok())
                 .filter(|s| *s > 0.0 && s.is_finite());
-            lock(&UPGRADE).1 = Some(Duration::from_secs_f64(secs.unwrap_or_else(|| bad_value(arg))));
+            lock(&UPGRADE).1 = Some(Duration::from_secs_f64(
+                secs.unwrap_or_else(|| bad_value(arg)),
+            ));
         }
         _ => return false,
     }
@@ -102,7 +104,6 @@ fn upgrade_options(others: &[OwnedFd]) -> UpgradeOptions {
     }
     options
 }
-
 
 /// Runs `threads` reactors, each set up by `start` (which starts its
 /// server where it is told and returns the bound address), prints
@@ -162,11 +163,11 @@ where
     }
     drop(adopted);
     let options = ServerOptions::new().reuse_port(threads > 1);
-    let listen = |slot: Option<&mut Option<InheritedListener>>, addr| match slot.and_then(Option::take)
-    {
-        Some(l) => Listen::Adopt(l),
-        None => Listen::Bind(addr, options.clone()),
-    };
+    let listen =
+        |slot: Option<&mut Option<InheritedListener>>, addr| match slot.and_then(Option::take) {
+            Some(l) => Listen::Adopt(l),
+            None => Listen::Bind(addr, options.clone()),
+        };
     let mut reactor = Reactor::new()?;
     let bound = start(&mut reactor, listen(adopt.get_mut(0), addr))?;
     let bound = bound.as_inet().ok_or(io::ErrorKind::InvalidInput)?;

@@ -198,7 +198,10 @@ impl Reactor {
             .into_iter()
             .filter(|&t| matches!(self.sources.get(t), Some(Source::Listener(_))))
             .collect();
-        servers.into_iter().filter(|&t| self.stop_server(ServerId(t))).count()
+        servers
+            .into_iter()
+            .filter(|&t| self.stop_server(ServerId(t)))
+            .count()
     }
 
     pub(super) fn add_listener(&mut self, listener: Box<Listener>) -> io::Result<ServerId> {

@@ -802,7 +802,9 @@ pub fn spawn<S: AsRef<OsStr>>(argv: &[S], options: &SpawnOptions<'_>) -> io::Res
     targets.sort_unstable();
     if targets.first().is_some_and(|&t| t < 3)
         || targets.windows(2).any(|w| w[0] == w[1])
-        || options.pass.is_some_and(|p| targets.contains(&p.as_raw_fd()))
+        || options
+            .pass
+            .is_some_and(|p| targets.contains(&p.as_raw_fd()))
     {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
