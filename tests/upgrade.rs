@@ -313,7 +313,15 @@ fn bad_listen_fds_name_the_descriptor_and_exit_with_an_error() {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let connected = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
     let listening = TcpListener::bind("127.0.0.1:0").unwrap();
-    let cases: Vec<(&str, Vec<BorrowedFd<'_>>, Vec<(&str, &str)>, &str)> = vec![
+    // What is wrong, the descriptors at 3.., variables set otherwise than
+    // systemd would, and what the server must say.
+    type Case<'a> = (
+        &'a str,
+        Vec<BorrowedFd<'a>>,
+        Vec<(&'a str, &'a str)>,
+        &'a str,
+    );
+    let cases: Vec<Case<'_>> = vec![
         (
             "closed",
             vec![listening.as_fd()],

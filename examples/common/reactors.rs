@@ -28,7 +28,6 @@ pub enum Listen {
 
 impl Listen {
     /// Starts the server, binding or adopting.
-    #[allow(dead_code)] // echo_server's TLS build and http_server use it.
     pub fn start<H: Handler>(
         self,
         r: &mut Reactor,
