@@ -37,6 +37,12 @@
 //! keeps serving, logs why, and reaps the child. One upgrade at a time per
 //! process: a request during one is refused ([`UpgradeError::InProgress`]).
 //!
+//! A stop of the old process while it waits (`SIGTERM`) leaves the new
+//! one running: it serves on the same sockets. A Unix-domain listener's
+//! file is kept at the hand-over, and the new process, which did not
+//! create it, leaves it at its own stop (the next `start_unix_server`
+//! replaces a stale one).
+//!
 //! The new process is a child of the old one until the old one exits; it
 //! is then re-parented (to PID 1, or to the nearest subreaper). Under
 //! systemd, a service that upgrades itself this way needs the new main pid
@@ -284,7 +290,10 @@ impl From<ActivationError> for io::Error {
 /// Call it first thing in `main`, before anything opens a descriptor:
 /// a number the environment names but that is closed could otherwise be
 /// taken by this process's own files by the time it is read. The variables
-/// are removed whatever the outcome.
+/// are removed whatever the outcome. The descriptors they name become
+/// owned by the result (closed when it is dropped): set them only for
+/// descriptors nothing else in this process owns, as systemd and an
+/// upgrade do.
 ///
 /// # Errors
 /// An [`ActivationError`] naming the variable or the descriptor at fault;
@@ -615,7 +624,8 @@ impl Reactor {
     }
 
     /// What the old process does once the new one serves: stops every
-    /// server now (the new process accepts from the same sockets), goes on
+    /// server now (the new process accepts from the same sockets; a
+    /// Unix-domain socket's file is left in place for it), goes on
     /// serving the connections it has for `settle`, then stops gracefully
     /// within `grace` ([`Reactor::stop_gracefully`]). The settling lets a
     /// request sent on a connection accepted just before be read and
@@ -623,7 +633,7 @@ impl Reactor {
     /// connection unanswered. A stop asked for meanwhile (`SIGTERM`) starts
     /// at once.
     pub fn hand_over(&mut self, settle: Duration, grace: Duration) {
-        self.stop_servers();
+        self.close_listeners_keeping_files();
         self.add_timer(settle, move |r| r.stop_gracefully(grace));
     }
 

@@ -189,19 +189,34 @@ impl Reactor {
             .collect()
     }
 
-    /// Stops every server of this reactor ([`Reactor::stop_server`]);
-    /// how many there were. Connections already accepted stay open.
-    pub fn stop_servers(&mut self) -> usize {
+    /// Closes every listener of this reactor, as [`Reactor::stop_server`]
+    /// does, but leaves Unix-domain socket files in place: after an
+    /// upgrade, the new process serves on the same sockets. How many there
+    /// were.
+    pub(crate) fn close_listeners_keeping_files(&mut self) -> usize {
         let servers: Vec<Token> = self
             .sources
             .tokens()
             .into_iter()
             .filter(|&t| matches!(self.sources.get(t), Some(Source::Listener(_))))
             .collect();
-        servers
-            .into_iter()
-            .filter(|&t| self.stop_server(ServerId(t)))
-            .count()
+        for &t in &servers {
+            self.close_listener(t);
+        }
+        servers.len()
+    }
+
+    /// Deregisters and closes listener `token`; the Unix socket file it
+    /// made, if any. Closing alone would not end the registration while
+    /// another descriptor of the socket is open (a copy kept for an
+    /// upgrade, or the new process's after one): epoll watches the open
+    /// socket, not the number.
+    fn close_listener(&mut self, token: Token) -> Option<PathBuf> {
+        let Some(Source::Listener(l)) = self.sources.remove(token) else {
+            return None;
+        };
+        let _ = self.selector.deregister(std::os::fd::AsFd::as_fd(&l.sock));
+        l.unix_path
     }
 
     pub(super) fn add_listener(&mut self, listener: Box<Listener>) -> io::Result<ServerId> {
@@ -237,10 +252,8 @@ impl Reactor {
             Some(Source::Listener(_)) => {}
             _ => return false,
         }
-        if let Some(Source::Listener(l)) = self.sources.remove(server.0) {
-            if let Some(path) = l.unix_path {
-                let _ = std::fs::remove_file(path);
-            }
+        if let Some(path) = self.close_listener(server.0) {
+            let _ = std::fs::remove_file(path);
         }
         true
     }
