@@ -582,3 +582,39 @@ fn two_upgrades_in_a_row_leave_one_process_and_no_leaked_descriptor() {
     assert_eq!(sys::wait(third.0).unwrap(), ExitStatus::Code(0));
     std::mem::forget(third);
 }
+
+/// What the upgrade's `spawn` relies on: descriptors at chosen numbers
+/// (the same sockets as the parent's) and `LISTEN_PID` set to the child's
+/// own pid, which only the child knows.
+#[test]
+fn spawn_maps_descriptors_and_sets_the_childs_pid() {
+    let (a, _a) = UnixStream::pair().unwrap();
+    let (b, _b) = UnixStream::pair().unwrap();
+    let (out, their_out) = UnixStream::pair().unwrap();
+    let link = |fd: BorrowedFd<'_>| {
+        use std::os::fd::AsRawFd;
+        std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd())).unwrap()
+    };
+    let options = SpawnOptions::new()
+        .stdout(Stdio::Fd(their_out.as_fd()))
+        .map_fd(a.as_fd(), 5)
+        .map_fd(b.as_fd(), 3)
+        .env("LISTEN_PID", "stale")
+        .env_child_pid("LISTEN_PID");
+    let script = "echo \"$LISTEN_PID\"; readlink /proc/self/fd/5 /proc/self/fd/3; \
+                  test -e /proc/self/fd/4 && echo 4 is open; exit 0";
+    let pid = Owned(sys::spawn(&["/bin/sh", "-c", script], &options).unwrap());
+    drop(their_out);
+    let mut text = String::new();
+    BufReader::new(out).read_to_string(&mut text).unwrap();
+    let child = pid.0;
+    assert_eq!(sys::wait(pid.0).unwrap(), ExitStatus::Code(0));
+    std::mem::forget(pid);
+    let expected = format!(
+        "{child}\n{}\n{}\n",
+        link(a.as_fd()).display(),
+        link(b.as_fd()).display()
+    );
+    // Nothing at 4: only the maps and the standard streams are inherited.
+    assert_eq!(text, expected);
+}
