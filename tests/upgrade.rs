@@ -501,18 +501,28 @@ fn a_failed_upgrade_leaves_the_old_process_serving() {
     become_subreaper();
     let exits = script("exits", "exit 3");
     let hangs = script("hangs", "exec sleep 600");
+    // The program, the deadline given to it (long where the failure comes
+    // first: the test waits for the failure, not for the deadline), and
+    // what the old process logs.
     let cases = [
         (
             exits.to_str().unwrap(),
+            "30",
             "ended (exit code 3) before it was ready",
         ),
+        // Long enough for the second signal below to arrive in time.
         (
             hangs.to_str().unwrap(),
-            "was not ready within 1s; killed it",
+            "5",
+            "was not ready within 5s; killed it",
         ),
-        ("/nonexistent/http_server", "cannot start the new program"),
+        (
+            "/nonexistent/http_server",
+            "30",
+            "cannot start the new program",
+        ),
     ];
-    for (program, expected) in cases {
+    for (program, deadline, expected) in cases {
         let mut old = Program::start(
             "http_server",
             &[
@@ -520,7 +530,7 @@ fn a_failed_upgrade_leaves_the_old_process_serving() {
                 "--upgrade-program",
                 program,
                 "--upgrade-deadline",
-                "1",
+                deadline,
             ],
         );
         let pid = old.child.id();
