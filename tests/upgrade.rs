@@ -412,10 +412,14 @@ fn an_upgrade_under_load_loses_nothing() {
             std::thread::spawn(move || {
                 let mut reconnects = 0;
                 let mut conn = connect(&addr).unwrap();
+                // No response yet on this connection: a close now is a
+                // request left unanswered, not an idle connection closed.
+                let mut fresh = true;
                 while !stop.load(Ordering::Relaxed) {
                     let before = !handed.load(Ordering::Relaxed);
                     match get(&mut conn, "/big", false, Some(Duration::from_millis(2))) {
                         Ok(Some(body)) if body == content => {
+                            fresh = false;
                             done.fetch_add(1, Ordering::Relaxed);
                             if before && handed.load(Ordering::Relaxed) {
                                 spanning.fetch_add(1, Ordering::Relaxed);
@@ -425,10 +429,17 @@ fn an_upgrade_under_load_loses_nothing() {
                             .lock()
                             .unwrap()
                             .push("download: wrong bytes".into()),
+                        Ok(None) if fresh => {
+                            failures
+                                .lock()
+                                .unwrap()
+                                .push("download: closed unanswered".into());
+                            return reconnects;
+                        }
                         Ok(None) => {
                             reconnects += 1;
                             match connect(&addr) {
-                                Ok(c) => conn = c,
+                                Ok(c) => (conn, fresh) = (c, true),
                                 Err(e) => {
                                     failures
                                         .lock()
