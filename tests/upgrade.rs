@@ -93,7 +93,7 @@ impl Spawned {
     }
 
     /// Waits for the program to exit; its status (it must exit).
-    fn exit_status(&mut self) -> ExitStatus {
+    fn exit_status(&self) -> ExitStatus {
         let mut status = None;
         assert!(
             eventually(BOUND, || {
@@ -102,11 +102,16 @@ impl Spawned {
             }),
             "the program did not exit"
         );
-        // Its standard error is closed: read to the end.
+        status.unwrap()
+    }
+
+    /// Its whole standard error, once every process holding it has exited
+    /// (a new process started by an upgrade holds it too).
+    fn all_stderr(&mut self) -> String {
         if let Some(reader) = self.reader.take() {
             reader.join().unwrap();
         }
-        status.unwrap()
+        self.stderr()
     }
 
     fn stderr(&self) -> String {
@@ -286,7 +291,7 @@ fn socket_activation_serves_on_a_listener_made_by_the_test() {
     // Queued in the kernel before the server exists: served once it adopts
     // the socket.
     let mut early = connect(&addr).unwrap();
-    let mut server = Spawned::start("http_server", &["127.0.0.1:1"], &[listener.as_fd()], &[]);
+    let server = Spawned::start("http_server", &["127.0.0.1:1"], &[listener.as_fd()], &[]);
     drop(listener);
     let said = server
         .stdout
@@ -352,7 +357,7 @@ fn bad_listen_fds_name_the_descriptor_and_exit_with_an_error() {
         let mut server = Spawned::start("http_server", &["127.0.0.1:0"], &fds, &env);
         // An error return from main: status 1, not a crash by a signal.
         assert_eq!(server.exit_status(), ExitStatus::Code(1), "{what}");
-        let said = server.stderr();
+        let said = server.all_stderr();
         assert!(said.contains(expected), "{what}: {said}");
         assert!(server.stdout.try_recv().is_err(), "{what}: it listened");
     }
@@ -638,4 +643,55 @@ fn spawn_maps_descriptors_and_sets_the_childs_pid() {
     );
     // Nothing at 4: only the maps and the standard streams are inherited.
     assert_eq!(text, expected);
+}
+
+/// `echo_server` does both too: it serves on a socket the test passes, and
+/// hands it over on `SIGUSR2` with an echo in flight on each side.
+#[test]
+fn echo_server_is_activated_then_upgraded() {
+    become_subreaper();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let old = Spawned::start("echo_server", &["127.0.0.1:1"], &[listener.as_fd()], &[]);
+    drop(listener);
+    let said = old.stdout.recv_timeout(BOUND).expect("no listening line");
+    assert_eq!(said, format!("listening on {addr}"));
+    let echo = |s: &mut TcpStream, text: &[u8]| {
+        s.write_all(text).unwrap();
+        let mut got = vec![0; text.len()];
+        s.read_exact(&mut got).unwrap();
+        assert_eq!(got, text);
+    };
+    // A connection of the old process, open across the hand-over.
+    let mut kept = util::client(addr);
+    echo(&mut kept, b"before\n");
+    send_signal(old.pid.0 as u32, "USR2", false);
+    let mut new_pid = None;
+    assert!(
+        eventually(BOUND, || {
+            new_pid = old.stderr.lock().unwrap().iter().find_map(|l| {
+                l.strip_prefix("upgrade: pid ")?
+                    .split(' ')
+                    .next()?
+                    .parse()
+                    .ok()
+            });
+            new_pid.is_some()
+        }),
+        "no hand-over logged: {}",
+        old.stderr()
+    );
+    let new = Owned(new_pid.unwrap());
+    // The old process drains: what it has is still echoed during the
+    // settle, then its connection ends.
+    let mut fresh = util::client(addr);
+    echo(&mut fresh, b"after\n");
+    kept.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut rest = Vec::new();
+    kept.read_to_end(&mut rest).unwrap();
+    assert_eq!(old.exit_status(), ExitStatus::Code(0), "{}", old.stderr());
+    echo(&mut fresh, b"still\n");
+    send_signal(new.0 as u32, "TERM", false);
+    assert_eq!(sys::wait(new.0).unwrap(), ExitStatus::Code(0));
+    std::mem::forget(new);
 }
