@@ -682,15 +682,18 @@ fn echo_server_is_activated_then_upgraded() {
         old.stderr()
     );
     let new = Owned(new_pid.unwrap());
-    // The old process drains: what it has is still echoed during the
-    // settle, then its connection ends.
+    // Served by the new process (or, connecting within microseconds of the
+    // log line, by the old one during its settle).
     let mut fresh = util::client(addr);
     echo(&mut fresh, b"after\n");
+    drop(fresh);
+    // The old process drains: its connection ends in order.
     kept.shutdown(std::net::Shutdown::Write).unwrap();
     let mut rest = Vec::new();
     kept.read_to_end(&mut rest).unwrap();
     assert_eq!(old.exit_status(), ExitStatus::Code(0), "{}", old.stderr());
-    echo(&mut fresh, b"still\n");
+    // Only the new process is left to serve.
+    echo(&mut util::client(addr), b"still\n");
     send_signal(new.0 as u32, "TERM", false);
     assert_eq!(sys::wait(new.0).unwrap(), ExitStatus::Code(0));
     std::mem::forget(new);
