@@ -51,6 +51,16 @@ impl Spawned {
     /// `LISTEN_FDS`/`LISTEN_PID` set as systemd sets them (unless `env`
     /// sets them otherwise).
     fn start(name: &str, args: &[&str], fds: &[BorrowedFd<'_>], env: &[(&str, &str)]) -> Spawned {
+        Spawned::start_file(&binary(name), args, fds, env)
+    }
+
+    /// [`Spawned::start`] for the program file at `program`.
+    fn start_file(
+        program: &std::path::Path,
+        args: &[&str],
+        fds: &[BorrowedFd<'_>],
+        env: &[(&str, &str)],
+    ) -> Spawned {
         let (out, their_out) = UnixStream::pair().unwrap();
         let (err, their_err) = UnixStream::pair().unwrap();
         let mut options = SpawnOptions::new()
@@ -66,7 +76,6 @@ impl Spawned {
         for (k, v) in env {
             options = options.env(*k, *v);
         }
-        let program = binary(name);
         let mut argv = vec![program.to_str().unwrap()];
         argv.extend(args);
         let pid = Owned(sys::spawn(&argv, &options).unwrap());
@@ -220,19 +229,24 @@ fn script(tag: &str, body: &str) -> PathBuf {
 /// The pid in the old process's `upgrade: pid N is serving` line, once it
 /// is there.
 fn handed_over_to(program: &Program, after: usize) -> i32 {
+    handed_over_in(|| program.stderr(), after)
+}
+
+/// The pid in the `after`th `upgrade: pid N is serving` line of the
+/// standard error `lines` gives, once it is there.
+fn handed_over_in(lines: impl Fn() -> Vec<String>, after: usize) -> i32 {
     let mut pid = None;
     assert!(
         eventually(BOUND, || {
-            pid = program
-                .stderr()
+            pid = lines()
                 .iter()
-                .filter(|l| l.starts_with("upgrade: pid "))
+                .filter_map(|l| l.strip_prefix("upgrade: pid "))
                 .nth(after)
-                .and_then(|l| l.split(' ').nth(2)?.parse().ok());
+                .and_then(|l| l.split(' ').next()?.parse().ok());
             pid.is_some()
         }),
         "no hand-over logged: {:?}",
-        program.stderr()
+        lines()
     );
     pid.unwrap()
 }
@@ -666,22 +680,7 @@ fn echo_server_is_activated_then_upgraded() {
     let mut kept = util::client(addr);
     echo(&mut kept, b"before\n");
     send_signal(old.pid.0 as u32, "USR2", false);
-    let mut new_pid = None;
-    assert!(
-        eventually(BOUND, || {
-            new_pid = old.stderr.lock().unwrap().iter().find_map(|l| {
-                l.strip_prefix("upgrade: pid ")?
-                    .split(' ')
-                    .next()?
-                    .parse()
-                    .ok()
-            });
-            new_pid.is_some()
-        }),
-        "no hand-over logged: {}",
-        old.stderr()
-    );
-    let new = Owned(new_pid.unwrap());
+    let new = Owned(handed_over_in(|| old.stderr.lock().unwrap().clone(), 0));
     // Served by the new process (or, connecting within microseconds of the
     // log line, by the old one during its settle).
     let mut fresh = util::client(addr);
@@ -697,4 +696,38 @@ fn echo_server_is_activated_then_upgraded() {
     send_signal(new.0 as u32, "TERM", false);
     assert_eq!(sys::wait(new.0).unwrap(), ExitStatus::Code(0));
     std::mem::forget(new);
+}
+
+/// A deploy as the README shows it: the program's file is replaced (by a
+/// rename, as deploy tools do) while it runs; `SIGUSR2` starts the file now
+/// at that path, not the old, deleted one (`/proc/self/exe`). The "new
+/// build" here is `echo_server`, so who answers tells them apart.
+#[test]
+fn an_upgrade_runs_the_file_now_at_the_path_it_was_started_from() {
+    become_subreaper();
+    let dir = std::env::temp_dir().join(format!("packet-upgrade-deploy-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let server = dir.join("server");
+    std::fs::copy(binary("http_server"), &server).unwrap();
+    let old = Spawned::start_file(&server, &["127.0.0.1:0"], &[], &[]);
+    let said = old.stdout.recv_timeout(BOUND).expect("no listening line");
+    let addr = said.strip_prefix("listening on ").unwrap().to_string();
+    hello(&addr).unwrap();
+    let staged = dir.join("server.new");
+    std::fs::copy(binary("echo_server"), &staged).unwrap();
+    std::fs::rename(&staged, &server).unwrap();
+    send_signal(old.pid.0 as u32, "USR2", false);
+    let new = Owned(handed_over_in(|| old.stderr.lock().unwrap().clone(), 0));
+    assert_eq!(old.exit_status(), ExitStatus::Code(0), "{}", old.stderr());
+    // The echo server answers now, on the same port.
+    let mut s = util::client(addr.parse().unwrap());
+    s.write_all(b"GET / HTTP/1.1\r\n\r\n").unwrap();
+    let mut got = [0u8; 18];
+    s.read_exact(&mut got).unwrap();
+    assert_eq!(&got, b"GET / HTTP/1.1\r\n\r\n");
+    send_signal(new.0 as u32, "TERM", false);
+    assert_eq!(sys::wait(new.0).unwrap(), ExitStatus::Code(0));
+    std::mem::forget(new);
+    let _ = std::fs::remove_dir_all(dir);
 }
