@@ -39,7 +39,6 @@
 //! | [`sockopt`] | core | socket options, keep-alive, half-close |
 //! | [`signal`] | core | signal numbers for [`Reactor::on_signal`] |
 //! | [`log`] | core | where the library's own diagnostic lines go (`set_log_hook`) |
-//! | [`upgrade`] | core | zero-downtime restart: socket activation (`LISTEN_FDS`), binary upgrade on `SIGUSR2` |
 //! | `proxy` | `proxy` | connection-to-connection proxying (`proxy_incoming_to`, splice) |
 //! | `watch` | `watch` | descriptors the user reads and writes (`watch`, `notify_readable`) |
 //! | `filewatch` | `filewatch` (+`watch`) | file change notification (`watch_file`: inotify, `EVFILT_VNODE`) |
@@ -49,6 +48,7 @@
 //! | `defer` | `defer` | blocking work on a thread pool, results back on the reactor (`Defer`) |
 //! | `line` | `line` | lines and counted binary blocks over connections (`LineText2`) |
 //! | `objects` | `objects` | typed objects over connections (`send_object`) |
+//! | `upgrade` | `upgrade` | zero-downtime restart: socket activation (`LISTEN_FDS`, `adopt_server`), binary upgrade on `SIGUSR2` |
 //! | `worker` | `workers` (+`objects`) | worker processes: fork server, asks, proxies, supervision |
 //! | `tls` | `tls` (off by default) | TLS with rustls (`start_tls`, `start_tls_server`, `connect_tls`) |
 //!
@@ -91,6 +91,7 @@ mod test_rng;
 pub mod timer;
 #[cfg(feature = "tls")]
 pub mod tls;
+#[cfg(feature = "upgrade")]
 pub mod upgrade;
 #[cfg(feature = "watch")]
 pub mod watch;

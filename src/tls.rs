@@ -529,6 +529,7 @@ impl Reactor {
     ///
     /// # Errors
     /// As [`Reactor::adopt_server`].
+    #[cfg(feature = "upgrade")]
     pub fn adopt_tls_server<H: Handler>(
         &mut self,
         listener: crate::upgrade::InheritedListener,

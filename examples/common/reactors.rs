@@ -10,20 +10,20 @@
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::OwnedFd;
-use std::path::PathBuf;
 use std::sync::{Arc, Barrier, Mutex, MutexGuard};
-use std::time::Duration;
 
-use packet::signal::{StopAction, STOP_GRACE};
-use packet::upgrade::{ActivationError, InheritedListener, UpgradeOptions, HANDOVER_SETTLE};
+use packet::signal::StopAction;
 use packet::{Addr, Handler, Reactor, ReactorHandle, ServerId, ServerOptions};
+
+pub use restart::upgrade_arg;
+use restart::Inherited;
 
 /// Where a reactor's server listens: a socket to bind, or one inherited.
 pub enum Listen {
     /// Bind this address with these options.
     Bind(SocketAddr, ServerOptions),
     /// Serve on this inherited listening socket.
-    Adopt(InheritedListener),
+    Adopt(Inherited),
 }
 
 impl Listen {
@@ -35,7 +35,7 @@ impl Listen {
     ) -> io::Result<ServerId> {
         match self {
             Listen::Bind(addr, options) => r.start_server_with(addr, options, factory),
-            Listen::Adopt(l) => r.adopt_server(l, factory),
+            Listen::Adopt(l) => restart::adopt(r, l, factory),
         }
     }
 
@@ -49,59 +49,222 @@ impl Listen {
     ) -> io::Result<ServerId> {
         match self {
             Listen::Bind(addr, options) => r.start_tls_server_with(addr, options, config, factory),
-            Listen::Adopt(l) => r.adopt_tls_server(l, config, factory),
+            Listen::Adopt(l) => restart::adopt_tls(r, l, config, factory),
         }
     }
 }
 
-/// The upgrade options given on the command line.
-static UPGRADE: Mutex<(Option<PathBuf>, Option<Duration>)> = Mutex::new((None, None));
+/// Zero-downtime restarts with the `upgrade` feature (`packet::upgrade`).
+#[cfg(feature = "upgrade")]
+mod restart {
+    use std::io;
+    use std::os::fd::OwnedFd;
+    use std::path::PathBuf;
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
 
-/// Takes `--upgrade-program PATH` or `--upgrade-deadline SECS` (with its
-/// value from `args`) if `arg` is one; whether it was.
-pub fn upgrade_arg(arg: &str, args: &mut impl Iterator<Item = String>) -> bool {
-    match arg {
-        "--upgrade-program" => {
-            let path = args.next().map(PathBuf::from);
-            lock(&UPGRADE).0 = Some(path.unwrap_or_else(|| bad_value(arg)));
-        }
-        "--upgrade-deadline" => {
-            let secs = args
-                .next()
-                .and_then(|v| v.parse::<f64>().ok())
-                .filter(|s| *s > 0.0 && s.is_finite());
-            lock(&UPGRADE).1 = Some(Duration::from_secs_f64(
-                secs.unwrap_or_else(|| bad_value(arg)),
-            ));
-        }
-        _ => return false,
+    use packet::signal::STOP_GRACE;
+    use packet::upgrade::{ActivationError, UpgradeOptions, HANDOVER_SETTLE};
+    use packet::{Handler, Reactor, ReactorHandle, ServerId};
+
+    use super::lock;
+
+    pub use packet::upgrade::InheritedListener as Inherited;
+
+    /// What tells the previous process that this one serves.
+    pub type Ready = Option<packet::upgrade::Inherited>;
+
+    pub fn adopt<H: Handler>(
+        r: &mut Reactor,
+        l: Inherited,
+        factory: impl FnMut() -> H + 'static,
+    ) -> io::Result<ServerId> {
+        r.adopt_server(l, factory)
     }
-    true
+
+    #[cfg(feature = "tls")]
+    pub fn adopt_tls<H: Handler>(
+        r: &mut Reactor,
+        l: Inherited,
+        config: Arc<packet::tls::rustls::ServerConfig>,
+        factory: impl FnMut() -> H + 'static,
+    ) -> io::Result<ServerId> {
+        r.adopt_tls_server(l, config, factory)
+    }
+
+    /// The listening sockets in `LISTEN_FDS`, each TCP, and what reports
+    /// readiness; exits with status 1 and the error (which names the
+    /// descriptor) otherwise.
+    pub fn from_env() -> (Vec<Inherited>, Ready) {
+        let exit_with = |e: ActivationError| -> ! {
+            eprintln!("{e}");
+            std::process::exit(1);
+        };
+        let mut inherited = packet::upgrade::listeners_from_env().unwrap_or_else(|e| exit_with(e));
+        let listeners = inherited
+            .as_mut()
+            .map(|i| i.take_listeners())
+            .unwrap_or_default();
+        if let Some(l) = listeners.iter().find(|l| !l.is_tcp()) {
+            exit_with(ActivationError::WrongFamily {
+                fd: l.fd(),
+                expected: "TCP",
+            });
+        }
+        (listeners, inherited)
+    }
+
+    pub fn try_clone(l: &Inherited) -> io::Result<Inherited> {
+        l.try_clone()
+    }
+
+    /// Tells the previous process, if any, that this one serves.
+    pub fn notify_ready(ready: &mut Ready) {
+        if let Some(inherited) = ready.as_mut() {
+            if let Err(e) = inherited.notify_ready() {
+                eprintln!("upgrade: cannot tell the previous process that this one serves: {e}");
+            }
+        }
+    }
+
+    /// The upgrade options given on the command line.
+    static UPGRADE: Mutex<(Option<PathBuf>, Option<Duration>)> = Mutex::new((None, None));
+
+    /// Takes `--upgrade-program PATH` or `--upgrade-deadline SECS` (with
+    /// its value from `args`) if `arg` is one; whether it was.
+    pub fn upgrade_arg(arg: &str, args: &mut impl Iterator<Item = String>) -> bool {
+        match arg {
+            "--upgrade-program" => {
+                let path = args.next().map(PathBuf::from);
+                lock(&UPGRADE).0 = Some(path.unwrap_or_else(|| bad_value(arg)));
+            }
+            "--upgrade-deadline" => {
+                let secs = args
+                    .next()
+                    .and_then(|v| v.parse::<f64>().ok())
+                    .filter(|s| *s > 0.0 && s.is_finite());
+                lock(&UPGRADE).1 = Some(Duration::from_secs_f64(
+                    secs.unwrap_or_else(|| bad_value(arg)),
+                ));
+            }
+            _ => return false,
+        }
+        true
+    }
+
+    fn bad_value(arg: &str) -> ! {
+        eprintln!("{arg} needs a value (a path; a positive number of seconds)");
+        std::process::exit(2);
+    }
+
+    /// The options of an upgrade asked for now: the command line's, and
+    /// the listeners of the other reactors.
+    fn options(others: &[OwnedFd]) -> UpgradeOptions {
+        let (program, deadline) = lock(&UPGRADE).clone();
+        let mut options = UpgradeOptions::new();
+        if let Some(program) = program {
+            options = options.program(program);
+        }
+        if let Some(deadline) = deadline {
+            options = options.deadline(deadline);
+        }
+        for fd in others {
+            match fd.try_clone() {
+                Ok(fd) => options = options.also_pass(fd),
+                Err(e) => eprintln!("upgrade: cannot pass a listener: {e}"),
+            }
+        }
+        options
+    }
+
+    /// Keeps a copy of `reactor`'s listeners in `passed`, for the upgrade
+    /// started on the first reactor to pass them on.
+    pub fn keep_for_upgrade(reactor: &Reactor, passed: &Mutex<Vec<OwnedFd>>) -> io::Result<()> {
+        for fd in reactor.server_fds() {
+            lock(passed).push(fd.try_clone_to_owned()?);
+        }
+        Ok(())
+    }
+
+    /// Upgrades on `SIGUSR2`, passing this reactor's listeners and
+    /// `passed` (the other reactors'); once the new process serves, the
+    /// other reactors hand over too.
+    pub fn on_upgrade_signal(
+        reactor: &mut Reactor,
+        others: Arc<Mutex<Vec<ReactorHandle>>>,
+        passed: Arc<Mutex<Vec<OwnedFd>>>,
+    ) -> io::Result<()> {
+        reactor.on_upgrade_signal(
+            move |_| options(&lock(&passed)),
+            move |_, outcome| {
+                if outcome.is_ok() {
+                    for h in lock(&others).iter() {
+                        h.schedule(|r| r.hand_over(HANDOVER_SETTLE, STOP_GRACE));
+                    }
+                }
+            },
+        )
+    }
 }
 
-fn bad_value(arg: &str) -> ! {
-    eprintln!("{arg} needs a value (a path; a positive number of seconds)");
-    std::process::exit(2);
-}
+/// Without the `upgrade` feature (a core-only build) nothing is inherited
+/// and `SIGUSR2` keeps its default action.
+#[cfg(not(feature = "upgrade"))]
+mod restart {
+    use std::io;
+    use std::os::fd::OwnedFd;
+    use std::sync::{Arc, Mutex};
 
-/// The options of an upgrade asked for now: the command line's, and the
-/// listeners of the other reactors.
-fn upgrade_options(others: &[OwnedFd]) -> UpgradeOptions {
-    let (program, deadline) = lock(&UPGRADE).clone();
-    let mut options = UpgradeOptions::new();
-    if let Some(program) = program {
-        options = options.program(program);
+    use packet::{Handler, Reactor, ReactorHandle, ServerId};
+
+    /// No inherited listener can exist.
+    pub type Inherited = std::convert::Infallible;
+    pub type Ready = ();
+
+    pub fn adopt<H: Handler>(
+        _: &mut Reactor,
+        l: Inherited,
+        _: impl FnMut() -> H + 'static,
+    ) -> io::Result<ServerId> {
+        match l {}
     }
-    if let Some(deadline) = deadline {
-        options = options.deadline(deadline);
+
+    #[cfg(feature = "tls")]
+    pub fn adopt_tls<H: Handler>(
+        _: &mut Reactor,
+        l: Inherited,
+        _: Arc<packet::tls::rustls::ServerConfig>,
+        _: impl FnMut() -> H + 'static,
+    ) -> io::Result<ServerId> {
+        match l {}
     }
-    for fd in others {
-        match fd.try_clone() {
-            Ok(fd) => options = options.also_pass(fd),
-            Err(e) => eprintln!("upgrade: cannot pass a listener: {e}"),
-        }
+
+    pub fn from_env() -> (Vec<Inherited>, Ready) {
+        (Vec::new(), ())
     }
-    options
+
+    pub fn try_clone(l: &Inherited) -> io::Result<Inherited> {
+        match *l {}
+    }
+
+    pub fn notify_ready(_: &mut Ready) {}
+
+    /// The upgrade options are unknown without the feature.
+    pub fn upgrade_arg(_: &str, _: &mut impl Iterator<Item = String>) -> bool {
+        false
+    }
+
+    pub fn keep_for_upgrade(_: &Reactor, _: &Mutex<Vec<OwnedFd>>) -> io::Result<()> {
+        Ok(())
+    }
+
+    pub fn on_upgrade_signal(
+        _: &mut Reactor,
+        _: Arc<Mutex<Vec<ReactorHandle>>>,
+        _: Arc<Mutex<Vec<OwnedFd>>>,
+    ) -> io::Result<()> {
+        Ok(())
+    }
 }
 
 /// Runs `threads` reactors, each set up by `start` (which starts its
@@ -140,33 +303,22 @@ where
 {
     // First of all: a closed descriptor the environment names must not
     // have been reused by the reactors' own by the time it is checked.
-    let mut inherited = packet::upgrade::listeners_from_env().unwrap_or_else(|e| exit_with(e));
-    let adopted = inherited
-        .as_mut()
-        .map(|i| i.take_listeners())
-        .unwrap_or_default();
-    if let Some(l) = adopted.iter().find(|l| !l.is_tcp()) {
-        exit_with(ActivationError::WrongFamily {
-            fd: l.fd(),
-            expected: "TCP",
-        });
-    }
+    let (adopted, mut ready_to_tell) = restart::from_env();
     let threads = threads.max(adopted.len());
     // With inherited sockets, reactor `i` serves on socket `i` modulo
     // their number.
-    let mut adopt: Vec<Option<InheritedListener>> = Vec::new();
+    let mut adopt: Vec<Option<Inherited>> = Vec::new();
     if !adopted.is_empty() {
         for i in 0..threads {
-            adopt.push(Some(adopted[i % adopted.len()].try_clone()?));
+            adopt.push(Some(restart::try_clone(&adopted[i % adopted.len()])?));
         }
     }
     drop(adopted);
     let options = ServerOptions::new().reuse_port(threads > 1);
-    let listen =
-        |slot: Option<&mut Option<InheritedListener>>, addr| match slot.and_then(Option::take) {
-            Some(l) => Listen::Adopt(l),
-            None => Listen::Bind(addr, options.clone()),
-        };
+    let listen = |slot: Option<&mut Option<Inherited>>, addr| match slot.and_then(Option::take) {
+        Some(l) => Listen::Adopt(l),
+        None => Listen::Bind(addr, options.clone()),
+    };
     let mut reactor = Reactor::new()?;
     let bound = start(&mut reactor, listen(adopt.get_mut(0), addr))?;
     let bound = bound.as_inet().ok_or(io::ErrorKind::InvalidInput)?;
@@ -186,9 +338,7 @@ where
                     eprintln!("cannot listen on {bound}: {e}");
                     std::process::exit(1);
                 }
-                for fd in reactor.server_fds() {
-                    lock(&passed).push(fd.try_clone_to_owned()?);
-                }
+                restart::keep_for_upgrade(&reactor, &passed)?;
                 lock(&others).push(reactor.handle());
                 ready.wait();
                 reactor.run_until_stopped()?;
@@ -207,22 +357,9 @@ where
             }
         }
     })?;
-    reactor.on_upgrade_signal(
-        move |_| upgrade_options(&lock(&passed)),
-        move |_, outcome| {
-            if outcome.is_ok() {
-                for h in lock(&others).iter() {
-                    h.schedule(|r| r.hand_over(HANDOVER_SETTLE, STOP_GRACE));
-                }
-            }
-        },
-    )?;
+    restart::on_upgrade_signal(&mut reactor, others, passed)?;
     println!("listening on {bound}");
-    if let Some(inherited) = inherited.as_mut() {
-        if let Err(e) = inherited.notify_ready() {
-            eprintln!("upgrade: cannot tell the previous process that this one serves: {e}");
-        }
-    }
+    restart::notify_ready(&mut ready_to_tell);
     reactor.run_until_stopped()?;
     let mut clean = reactor.stop_report().is_none_or(|r| r.is_clean());
     for t in extra {
@@ -233,13 +370,6 @@ where
         std::process::exit(1);
     }
     Ok(())
-}
-
-/// Says what is wrong with the inherited listeners (the error names the
-/// descriptor) and exits with status 1.
-fn exit_with(e: ActivationError) -> ! {
-    eprintln!("{e}");
-    std::process::exit(1);
 }
 
 /// The handles stay usable even if a thread panicked holding the lock.

@@ -149,63 +149,6 @@ impl Reactor {
         }))
     }
 
-    /// Serves on a listening socket this process inherited (systemd's
-    /// socket activation, or the previous process of an upgrade: see
-    /// [`crate::upgrade`]) as [`Reactor::start_server`] serves on a new
-    /// one: the socket is made non-blocking and each accepted connection
-    /// gets a handler from `factory` (`TCP_NODELAY` set when it is TCP).
-    /// A Unix-domain socket's file is left in place when the server stops:
-    /// whoever made it owns it.
-    ///
-    /// # Errors
-    /// The socket cannot be made non-blocking or registered.
-    pub fn adopt_server<H: Handler>(
-        &mut self,
-        listener: crate::upgrade::InheritedListener,
-        mut factory: impl FnMut() -> H + 'static,
-    ) -> io::Result<ServerId> {
-        let tcp = listener.is_tcp();
-        let sock = listener.into_socket();
-        sock.set_nonblocking(true)?;
-        let factory: Factory = Box::new(move || Box::new(factory()));
-        self.add_listener(Box::new(Listener {
-            sock,
-            factory,
-            tcp,
-            unix_path: None,
-        }))
-    }
-
-    /// The listening sockets of this reactor's running servers (in slot
-    /// order): what an upgrade passes to the new process.
-    pub fn server_fds(&self) -> Vec<std::os::fd::BorrowedFd<'_>> {
-        self.sources
-            .tokens()
-            .into_iter()
-            .filter_map(|t| match self.sources.get(t) {
-                Some(Source::Listener(l)) => Some(std::os::fd::AsFd::as_fd(&l.sock)),
-                _ => None,
-            })
-            .collect()
-    }
-
-    /// Closes every listener of this reactor, as [`Reactor::stop_server`]
-    /// does, but leaves Unix-domain socket files in place: after an
-    /// upgrade, the new process serves on the same sockets. How many there
-    /// were.
-    pub(crate) fn close_listeners_keeping_files(&mut self) -> usize {
-        let servers: Vec<Token> = self
-            .sources
-            .tokens()
-            .into_iter()
-            .filter(|&t| matches!(self.sources.get(t), Some(Source::Listener(_))))
-            .collect();
-        for &t in &servers {
-            self.close_listener(t);
-        }
-        servers.len()
-    }
-
     /// Deregisters and closes listener `token`; the Unix socket file it
     /// made, if any. Closing alone would not end the registration while
     /// another descriptor of the socket is open (a copy kept for an
@@ -312,5 +255,66 @@ impl Reactor {
             }
         }
         self.spare_fd = File::open("/dev/null").ok();
+    }
+}
+
+/// Inherited listeners and the hand-over of an upgrade (`crate::upgrade`).
+#[cfg(feature = "upgrade")]
+impl Reactor {
+    /// Serves on a listening socket this process inherited (systemd's
+    /// socket activation, or the previous process of an upgrade: see
+    /// [`crate::upgrade`]) as [`Reactor::start_server`] serves on a new
+    /// one: the socket is made non-blocking and each accepted connection
+    /// gets a handler from `factory` (`TCP_NODELAY` set when it is TCP).
+    /// A Unix-domain socket's file is left in place when the server stops:
+    /// whoever made it owns it.
+    ///
+    /// # Errors
+    /// The socket cannot be made non-blocking or registered.
+    pub fn adopt_server<H: Handler>(
+        &mut self,
+        listener: crate::upgrade::InheritedListener,
+        mut factory: impl FnMut() -> H + 'static,
+    ) -> io::Result<ServerId> {
+        let tcp = listener.is_tcp();
+        let sock = listener.into_socket();
+        sock.set_nonblocking(true)?;
+        let factory: Factory = Box::new(move || Box::new(factory()));
+        self.add_listener(Box::new(Listener {
+            sock,
+            factory,
+            tcp,
+            unix_path: None,
+        }))
+    }
+
+    /// The listening sockets of this reactor's running servers (in slot
+    /// order): what an upgrade passes to the new process.
+    pub fn server_fds(&self) -> Vec<std::os::fd::BorrowedFd<'_>> {
+        self.sources
+            .tokens()
+            .into_iter()
+            .filter_map(|t| match self.sources.get(t) {
+                Some(Source::Listener(l)) => Some(std::os::fd::AsFd::as_fd(&l.sock)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Closes every listener of this reactor, as [`Reactor::stop_server`]
+    /// does, but leaves Unix-domain socket files in place: after an
+    /// upgrade, the new process serves on the same sockets. How many there
+    /// were.
+    pub(crate) fn close_listeners_keeping_files(&mut self) -> usize {
+        let servers: Vec<Token> = self
+            .sources
+            .tokens()
+            .into_iter()
+            .filter(|&t| matches!(self.sources.get(t), Some(Source::Listener(_))))
+            .collect();
+        for &t in &servers {
+            self.close_listener(t);
+        }
+        servers.len()
     }
 }

@@ -91,6 +91,7 @@ fn features() -> Vec<&'static str> {
         "objects",
         "process",
         "proxy",
+        "upgrade",
         "watch",
         "workers",
         "tls"
