@@ -32,9 +32,10 @@
 //! answer their asks) within [`UpgradeOptions::grace`] (30 s). The kernel
 //! keeps each listening socket, and the connections queued on it, as long
 //! as one process holds it, so no connection is refused in between. If
-//! the new program cannot be executed, exits, or closes the pipe before
-//! writing, or misses the deadline (it is then killed), the old process
-//! keeps serving, logs why, and reaps the child. One upgrade at a time per
+//! the new program cannot be executed, exits before writing, or misses the
+//! deadline (it is then killed; one that closes the pipe without writing
+//! is not ready either, and is killed at the deadline unless it exits
+//! first), the old process keeps serving, logs why, and reaps the child. One upgrade at a time per
 //! process: a request during one is refused ([`UpgradeError::InProgress`]).
 //!
 //! A stop of the old process while it waits (`SIGTERM`) leaves the new
