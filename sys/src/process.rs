@@ -780,7 +780,7 @@ pub fn spawn<S: AsRef<OsStr>>(argv: &[S], options: &SpawnOptions<'_>) -> io::Res
         kv.resize(kv.len() + PID_ROOM, 0);
         kv
     });
-    if let (Some(key), Some(kv)) = (&options.pid_var, &pid_var) {
+    if let Some(key) = &options.pid_var {
         let bytes = key.as_bytes();
         if bytes.is_empty() || bytes.contains(&b'=') || bytes.contains(&0) {
             return Err(io::Error::new(
@@ -788,10 +788,15 @@ pub fn spawn<S: AsRef<OsStr>>(argv: &[S], options: &SpawnOptions<'_>) -> io::Res
                 format!("invalid environment variable name {key:?}"),
             ));
         }
-        envp_p.insert(envp_p.len() - 1, kv.as_ptr().cast());
     }
+    // One pointer for both uses: the environment array reads the string,
+    // the child writes the digits after `KEY=`.
     let pid_digits = match (&options.pid_var, pid_var.as_mut()) {
-        (Some(key), Some(kv)) => kv[key.len() + 1..].as_mut_ptr(),
+        (Some(key), Some(kv)) => {
+            let base = kv.as_mut_ptr();
+            envp_p.insert(envp_p.len() - 1, base.cast_const().cast());
+            base.wrapping_add(key.len() + 1)
+        }
         _ => std::ptr::null_mut(),
     };
 
