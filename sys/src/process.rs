@@ -718,17 +718,19 @@ struct ChildPlan {
 /// Everything that allocates — the argument and environment strings and
 /// their pointer arrays, the `PATH` search, the duplicated descriptors and
 /// the pipe — is done before `fork`. The child then calls only
-/// async-signal-safe functions (`sigaction`, `dup2`, `sigprocmask`,
-/// `execve`, `write`, `_exit`), so locks other threads held at the fork
-/// (malloc's, stdio's) are never touched. All signals are blocked in the
+/// async-signal-safe functions (`sigaction`, `dup2`, `fcntl`, `getpid`,
+/// `sigprocmask`, `execve`, `write`, `_exit`), so locks other threads held
+/// at the fork (malloc's, stdio's) are never touched. All signals are blocked in the
 /// parent across the `fork`, so none of the parent's handlers runs in the
 /// child; the child resets caught signals and `SIGPIPE` (which Rust
 /// programs ignore) to their default action, then unblocks every signal
 /// right before `execve`.
 ///
 /// # Descriptors
-/// The child inherits only 0, 1 and 2 as chosen in `options`: every other
-/// descriptor of this project is close-on-exec, so the parent's sockets,
+/// The child inherits only 0, 1 and 2 as chosen in `options`, and the
+/// descriptors given to [`SpawnOptions::pass_fd`] and
+/// [`SpawnOptions::map_fd`]: every other descriptor of this project is
+/// close-on-exec, so the parent's sockets,
 /// epoll instance and pipes are closed by `execve`. A descriptor the
 /// embedding program made without `O_CLOEXEC` would be inherited.
 ///
