@@ -608,16 +608,17 @@ fn eval_client() -> LineProtocol<EvalClient> {
 
 fn main() -> io::Result<()> {
     let (addr, n) = pool::parse_args("eval_server", "127.0.0.1:11006");
+    let mut listening = pool::Listening::from_env();
     let workers = WorkerRegistry::new()
         .register(WorkerSpec::new(WORKER, || EvalWorker).pool(n))
         .start()?;
     Reactor::run(|reactor| {
         reactor.add_workers(workers)?;
         pool::stop_on_signals(reactor)?;
-        let server = reactor.start_server(addr.as_str(), eval_client)?;
+        let server = listening.start(reactor, addr.as_str(), eval_client)?;
         let bound = reactor.server_addr(server)?;
         // Asks made before the workers run wait for them.
-        pool::when_workers_run(reactor, WORKER, n, bound)
+        pool::when_workers_run_then(reactor, WORKER, n, bound, listening)
     })
 }
 

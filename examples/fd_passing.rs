@@ -158,6 +158,7 @@ impl Handler for HandOff {
 
 fn main() -> io::Result<()> {
     let (addr, n) = pool::parse_args("fd_passing", "127.0.0.1:11008");
+    let mut listening = pool::Listening::from_env();
     let workers = WorkerRegistry::new()
         .register(WorkerSpec::new(WORKER, || Prefork).pool(n))
         .start()?;
@@ -165,9 +166,11 @@ fn main() -> io::Result<()> {
         reactor.add_workers(workers)?;
         pool::stop_on_signals(reactor)?;
         let turn = Rc::new(Cell::new(0));
-        let server = reactor.start_server(addr.as_str(), move || HandOff { turn: turn.clone() })?;
+        let server = listening.start(reactor, addr.as_str(), move || HandOff {
+            turn: turn.clone(),
+        })?;
         let bound = reactor.server_addr(server)?;
         // A client arriving before any worker runs is told so.
-        pool::when_workers_run(reactor, WORKER, n, bound)
+        pool::when_workers_run_then(reactor, WORKER, n, bound, listening)
     })
 }

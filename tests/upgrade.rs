@@ -731,3 +731,87 @@ fn an_upgrade_runs_the_file_now_at_the_path_it_was_started_from() {
     std::mem::forget(new);
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// The `(master, worker pids)` of each `master N, workers: a=P b=Q` line
+/// in `lines`.
+#[cfg(all(feature = "workers", feature = "line"))]
+fn masters(lines: &[String]) -> Vec<(u32, Vec<u32>)> {
+    lines
+        .iter()
+        .filter_map(|l| {
+            let (master, workers) = l.strip_prefix("master ")?.split_once(", workers: ")?;
+            let pids = workers
+                .split(' ')
+                .filter_map(|w| w.split_once('=')?.1.parse().ok())
+                .collect();
+            Some((master.parse().ok()?, pids))
+        })
+        .collect()
+}
+
+/// A master with a worker pool upgrades too (`eval_server`, through
+/// `examples/common/pool.rs`): asks on new connections all the way through
+/// are answered; the new master reports ready once its own workers run,
+/// and the old master's workers end with it.
+#[cfg(all(feature = "workers", feature = "line"))]
+#[test]
+fn a_worker_pool_master_upgrades_with_its_asks_answered() {
+    become_subreaper();
+    let mut old = Program::start("eval_server", &["127.0.0.1:0"]);
+    let addr = old.addr.clone();
+    let stop = Arc::new(AtomicBool::new(false));
+    let answered = Arc::new(AtomicUsize::new(0));
+    let client = {
+        let (addr, stop, answered) = (addr.clone(), stop.clone(), answered.clone());
+        std::thread::spawn(move || {
+            let mut failures = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                let ask = || -> std::io::Result<String> {
+                    let mut s = connect(&addr)?;
+                    s.get_mut().write_all(b"6*7\n")?;
+                    s.get_mut().shutdown(std::net::Shutdown::Write)?;
+                    let mut text = String::new();
+                    s.read_to_string(&mut text)?;
+                    Ok(text)
+                };
+                match ask() {
+                    Ok(text) if text == "42\n" => drop(answered.fetch_add(1, Ordering::Relaxed)),
+                    Ok(text) => failures.push(format!("answer {text:?}")),
+                    Err(e) => failures.push(e.to_string()),
+                }
+            }
+            failures
+        })
+    };
+    assert!(eventually(BOUND, || answered.load(Ordering::Relaxed) >= 200));
+    send_signal(old.child.id(), "USR2", false);
+    let new = Owned(handed_over_to(&old, 0));
+    assert_eq!(
+        old.wait_exit(BOUND).and_then(|s| s.code()),
+        Some(0),
+        "{:?}",
+        old.stderr()
+    );
+    let at_exit = answered.load(Ordering::Relaxed);
+    assert!(eventually(BOUND, || answered.load(Ordering::Relaxed) >= at_exit + 200));
+    stop.store(true, Ordering::Relaxed);
+    let failures = client.join().unwrap();
+    assert!(failures.is_empty(), "{failures:?}");
+    let masters = masters(&old.stderr());
+    assert_eq!(masters.len(), 2, "{:?}", old.stderr());
+    let ((first, old_workers), (second, new_workers)) = (&masters[0], &masters[1]);
+    assert_eq!((*first, *second), (old.child.id(), new.0 as u32));
+    assert!(!new_workers.is_empty());
+    assert!(new_workers.iter().all(|w| !old_workers.contains(w)));
+    assert!(
+        old_workers.iter().all(|&w| is_dead(w)),
+        "an old worker outlived its master"
+    );
+    println!(
+        "worker pool upgrade: {} asks answered, {at_exit} before the old master exited, 0 failed",
+        answered.load(Ordering::Relaxed)
+    );
+    send_signal(new.0 as u32, "TERM", false);
+    assert_eq!(sys::wait(new.0).unwrap(), ExitStatus::Code(0));
+    std::mem::forget(new);
+}

@@ -1,6 +1,9 @@
 //! Shared by the examples with worker pools (eval_server, fd_passing;
 //! kv_server, but for the command line): their command line, their startup
-//! line and how they stop.
+//! line, how they stop, and (with the `upgrade` feature) their zero-downtime
+//! restarts: a listener inherited through `LISTEN_FDS` and a binary upgrade
+//! on `SIGUSR2`, whose new process brings its own workers while the old
+//! master's pool drains with it.
 
 use std::cell::Cell;
 use std::io;
@@ -8,7 +11,7 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use packet::signal::{SIGINT, SIGTERM, STOP_GRACE};
-use packet::{Addr, Reactor};
+use packet::{Addr, Handler, Reactor, ServerId};
 
 /// `[ADDR] [--workers N]` from the command line: the address (`addr`
 /// unless given) and the pool size (2 unless given). Exits with a usage
@@ -34,13 +37,113 @@ pub fn parse_args(program: &str, addr: &str) -> (String, usize) {
     (addr, n)
 }
 
+/// Where the server listens: on the socket inherited through `LISTEN_FDS`
+/// (systemd's socket activation, or an upgrade), or on the address given.
+#[derive(Default)]
+pub struct Listening {
+    #[cfg(feature = "upgrade")]
+    listener: Option<packet::upgrade::InheritedListener>,
+    /// What tells the previous process, after an upgrade, that this one
+    /// serves.
+    #[cfg(feature = "upgrade")]
+    ready: Option<packet::upgrade::Inherited>,
+}
+
+impl Listening {
+    /// Reads `LISTEN_FDS`, first thing in `main`: before the workers start,
+    /// so that no descriptor of theirs can take a number the variable
+    /// names. Exits with status 1 and the error (which names the
+    /// descriptor) unless it is one listening TCP socket.
+    #[cfg(feature = "upgrade")]
+    pub fn from_env() -> Listening {
+        let fail = |e: &dyn std::fmt::Display| -> ! {
+            eprintln!("{e}");
+            std::process::exit(1);
+        };
+        let Some(mut ready) = packet::upgrade::listeners_from_env().unwrap_or_else(|e| fail(&e))
+        else {
+            return Listening::default();
+        };
+        let mut listeners = ready.take_listeners();
+        if listeners.len() > 1 {
+            fail(&format!(
+                "{} listening sockets inherited; this server takes one",
+                listeners.len()
+            ));
+        }
+        let listener = listeners.pop();
+        if let Some(l) = listener.as_ref().filter(|l| !l.is_tcp()) {
+            fail(&packet::upgrade::ActivationError::WrongFamily {
+                fd: l.fd(),
+                expected: "TCP",
+            });
+        }
+        Listening {
+            listener,
+            ready: Some(ready),
+        }
+    }
+
+    /// Without the `upgrade` feature nothing is inherited.
+    #[cfg(not(feature = "upgrade"))]
+    pub fn from_env() -> Listening {
+        Listening::default()
+    }
+
+    /// Starts the server on the inherited socket, or on `addr`, and (with
+    /// the `upgrade` feature) upgrades on `SIGUSR2`: the new process gets
+    /// the listener and starts its own workers; once they run it reports
+    /// ready ([`when_workers_run_then`]), and this master stops accepting
+    /// and stops gracefully, its asks answered and its workers with it.
+    pub fn start<H: Handler>(
+        &mut self,
+        reactor: &mut Reactor,
+        addr: &str,
+        factory: impl FnMut() -> H + 'static,
+    ) -> io::Result<ServerId> {
+        #[cfg(feature = "upgrade")]
+        {
+            reactor.on_upgrade_signal(|_| packet::upgrade::UpgradeOptions::new(), |_, _| {})?;
+            if let Some(listener) = self.listener.take() {
+                return reactor.adopt_server(listener, factory);
+            }
+        }
+        reactor.start_server(addr, factory)
+    }
+
+    /// Tells the process that started this one by an upgrade, if any, that
+    /// this one serves.
+    fn ready(self) {
+        #[cfg(feature = "upgrade")]
+        if let Some(mut ready) = self.ready {
+            if let Err(e) = ready.notify_ready() {
+                eprintln!("upgrade: cannot tell the previous process that this one serves: {e}");
+            }
+        }
+    }
+}
+
 /// Prints `listening on ADDR` once `n` instances of worker `name` run, or
 /// after five seconds regardless, saying so; the pids go to stderr.
+#[allow(dead_code)] // kv_server's, which inherits no listener
 pub fn when_workers_run(
     reactor: &mut Reactor,
     name: &'static str,
     n: usize,
     addr: Addr,
+) -> io::Result<()> {
+    when_workers_run_then(reactor, name, n, addr, Listening::default())
+}
+
+/// [`when_workers_run`], then reports readiness to the process that
+/// started this one by an upgrade, if `listening` came from one: the new
+/// master serves once its workers run.
+pub fn when_workers_run_then(
+    reactor: &mut Reactor,
+    name: &'static str,
+    n: usize,
+    addr: Addr,
+    listening: Listening,
 ) -> io::Result<()> {
     let announce = move |r: &mut Reactor, running: usize| {
         if running < n {
@@ -50,6 +153,7 @@ pub fn when_workers_run(
         let pids: Vec<String> = pids.iter().map(|(id, pid)| format!("{id}={pid}")).collect();
         eprintln!("master {}, workers: {}", std::process::id(), pids.join(" "));
         println!("listening on {addr}");
+        listening.ready();
     };
     reactor
         .when_workers_running(name, n, Duration::from_secs(5), announce)
