@@ -14,6 +14,10 @@
 //! answered (or get `error: the reactor is stopping: ...` after 30 s;
 //! SIGQUIT gives them 300 s, a second SIGTERM stops at once), then the
 //! workers and the fork server exit and are reaped. SIGHUP is ignored.
+//! SIGUSR2 upgrades the binary (README, "Operations"; `examples/common/pool.rs`):
+//! the new master gets the listener, reports ready once its own workers
+//! run, and this one drains as on SIGTERM. A listener in `LISTEN_FDS`
+//! (socket activation) is served instead of binding `ADDR`.
 //!
 //! The workers run with the library's supervision defaults
 //! (`packet::worker::DEFAULT_HEARTBEAT`, 15 s, and

@@ -10,7 +10,8 @@
 //! prefixed with `worker <pid>: `. SIGTERM or SIGINT stops it gracefully
 //! (within 30 s; SIGQUIT 300 s; SIGHUP is ignored): the master stops
 //! accepting, and the workers, their clients and the fork server are
-//! stopped and reaped.
+//! stopped and reaped. SIGUSR2 upgrades the binary and `LISTEN_FDS` is
+//! honoured, as in `eval_server`.
 //!
 //! # The pattern
 //!
