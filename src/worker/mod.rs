@@ -98,6 +98,7 @@
 
 mod fork_server;
 mod master;
+mod types;
 pub(crate) mod wire;
 
 use std::fmt;
@@ -148,6 +149,30 @@ pub type AskId = crate::ReplyId;
 
 /// A message to or from a worker: the postcard encoding of some `serde`
 /// value, decoded by whoever knows its type.
+///
+/// Every message carries a fingerprint of the type it was encoded from
+/// (8 bytes: a hash of the type's name), checked by
+/// [`WorkerMessage::decode`]: postcard is not self-describing, so without
+/// it a `u32` read as an `i32` or a `bool` would decode to a wrong value.
+/// A mismatch is [`MessageError::WrongType`], naming both types:
+///
+/// ```
+/// use packet::worker::WorkerMessage;
+///
+/// let answer = WorkerMessage::encode(&42u32).unwrap();
+/// assert_eq!(answer.decode::<u32>().unwrap(), 42);
+/// let err = answer.decode::<i32>().unwrap_err();
+/// assert_eq!(err.to_string(), "wrong message type: expected `i32`, got `u32`");
+/// // Types serde encodes alike agree: `&str` and `String`, `&[T]` and
+/// // `Vec<T>`, `Box<T>` and `T`.
+/// let text = WorkerMessage::encode("hello").unwrap();
+/// assert_eq!(text.decode::<String>().unwrap(), "hello");
+/// ```
+///
+/// The fingerprint hashes [`std::any::type_name`], which may change between
+/// compiler versions; the master and its workers are one binary (the
+/// workers are forks of it), so they always agree. Messages are not meant
+/// to be stored or exchanged with other programs.
 #[derive(Clone, PartialEq, Eq)]
 pub struct WorkerMessage {
     bytes: Box<[u8]>,
@@ -159,7 +184,8 @@ impl WorkerMessage {
     /// # Errors
     /// The value cannot be serialized by postcard.
     pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<WorkerMessage, MessageError> {
-        postcard::to_allocvec(value)
+        let fingerprint = types::tag_of::<T>().fingerprint.to_le_bytes();
+        postcard::to_extend(value, fingerprint.to_vec())
             .map(|v| WorkerMessage {
                 bytes: v.into_boxed_slice(),
             })
@@ -169,12 +195,14 @@ impl WorkerMessage {
     /// Decodes the message as a `T`.
     ///
     /// # Errors
-    /// The bytes are not a `T` (for example the worker sent another type).
+    /// [`MessageError::WrongType`] if it was encoded from another type
+    /// (naming both); otherwise the bytes are not a valid `T`.
     pub fn decode<T: DeserializeOwned>(&self) -> Result<T, MessageError> {
-        crate::codec::decode_message(&self.bytes)
+        crate::codec::decode_message(types::check::<T>(&self.bytes)?)
     }
 
-    /// The encoded bytes.
+    /// The encoded bytes: the type fingerprint (8 bytes), then the
+    /// postcard encoding of the value.
     pub fn as_bytes(&self) -> &[u8] {
         &self.bytes
     }
@@ -419,6 +447,7 @@ impl Replier {
         message: &T,
     ) -> Result<(), MessageError> {
         let mut out = Vec::new();
+        tell_master_type::<T>(&mut out);
         wire::Envelope::Reply {
             id: self.id,
             payload: &[],
@@ -429,13 +458,30 @@ impl Replier {
     }
 }
 
+/// Puts the name of `T` in front of the first message of that type this
+/// worker sends, so that the master (and a worker it passes the message
+/// on to) can name it in a [`MessageError::WrongType`].
+fn tell_master_type<T: ?Sized>(out: &mut Vec<u8>) {
+    let tag = types::tag_of::<T>();
+    if types::first_time_to_master(tag.fingerprint) {
+        if let Some(name) = types::name_of(tag.fingerprint) {
+            wire::Envelope::TypeName {
+                fingerprint: tag.fingerprint,
+                name: &name,
+            }
+            .encode(out);
+        }
+    }
+}
+
 impl WorkerContext<'_, '_> {
-    fn send(
+    fn send<T: Serialize + ?Sized>(
         &mut self,
         env: wire::Envelope<'_>,
-        message: &(impl Serialize + ?Sized),
+        message: &T,
     ) -> Result<(), MessageError> {
         let mut out = Vec::new();
+        tell_master_type::<T>(&mut out);
         env.encode_with(message, &mut out)?;
         self.conn.send_data(&out);
         Ok(())
@@ -521,7 +567,7 @@ impl WorkerContext<'_, '_> {
     /// # Errors
     /// They are not a `T`.
     pub fn options<T: DeserializeOwned>(&self) -> Result<T, MessageError> {
-        crate::codec::decode_message(&self.me.options)
+        crate::codec::decode_message(types::check::<T>(&self.me.options)?)
     }
 
     /// The worker's own reactor.
