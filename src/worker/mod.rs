@@ -57,7 +57,7 @@
 //! # Example
 //!
 //! ```no_run
-//! use packet::worker::{Worker, WorkerContext, WorkerMessage, WorkerRegistry, WorkerSpec, WorkerReply};
+//! use packet::worker::{Worker, WorkerContext, WorkerMessage, WorkerRegistry, WorkerSpec};
 //! use packet::{Connection, Handler, Reactor, Reply};
 //!
 //! struct Upcase;
@@ -77,8 +77,9 @@
 //!         }
 //!     }
 //!     fn receive_reply(&mut self, conn: &mut Connection<'_>, reply: Reply) {
-//!         let Ok(reply) = reply.take::<WorkerReply>() else { return };
-//!         match reply.and_then(|m| Ok(m.decode::<String>()?)) {
+//!         // One Result: the worker's answer, or why there is none (it
+//!         // died, timed out, or answered another type).
+//!         match reply.decode::<String>() {
 //!             Ok(text) => conn.send_data(text.as_bytes()),
 //!             Err(e) => conn.send_data(format!("error: {e}\n").as_bytes()),
 //!         }
@@ -138,7 +139,44 @@ pub fn fuzz_decode_wire(frame: &[u8]) -> Result<(), WireError> {
 }
 
 /// What an ask gets back: the worker's reply, or why there is none.
+/// [`DecodeReply::decode`] makes it one `Result<T, WorkerError>`; a
+/// connection's [`Reply`](crate::Reply) has [`Reply::decode`](crate::Reply::decode).
 pub type WorkerReply = Result<WorkerMessage, WorkerError>;
+
+/// Decodes a [`WorkerReply`] (the argument of an
+/// [`Reactor::ask_worker_with`] callback or of [`Worker::worker_receive`])
+/// in one step.
+///
+/// ```
+/// use packet::worker::{DecodeReply, WorkerMessage, WorkerReply};
+///
+/// let reply: WorkerReply = Ok(WorkerMessage::encode(&7u64).unwrap());
+/// assert_eq!(reply.decode::<u64>().unwrap(), 7);
+/// let reply: WorkerReply = Ok(WorkerMessage::encode("seven").unwrap());
+/// assert_eq!(
+///     reply.decode::<u64>().unwrap_err().to_string(),
+///     "wrong message type: expected `u64`, got `String`"
+/// );
+/// ```
+pub trait DecodeReply {
+    /// The answer as a `T`, or why there is none: the worker's error, or
+    /// [`WorkerError::Message`] when the answer is not a `T`.
+    ///
+    /// # Errors
+    /// See above.
+    fn decode<T: DeserializeOwned>(self) -> Result<T, WorkerError>;
+}
+
+impl DecodeReply for WorkerReply {
+    fn decode<T: DeserializeOwned>(self) -> Result<T, WorkerError> {
+        Ok(self?.decode::<T>()?)
+    }
+}
+
+/// `T`'s name as type errors give it.
+pub(crate) fn type_name_of<T: ?Sized>() -> String {
+    types::display_name::<T>()
+}
 
 /// Identifies one `ask_worker` of a connection: the id of the
 /// [`Reply`](crate::Reply) that brings its answer to
@@ -184,7 +222,7 @@ impl WorkerMessage {
     /// # Errors
     /// The value cannot be serialized by postcard.
     pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<WorkerMessage, MessageError> {
-        let fingerprint = types::tag_of::<T>().fingerprint.to_le_bytes();
+        let fingerprint = types::fingerprint::<T>().to_le_bytes();
         postcard::to_extend(value, fingerprint.to_vec())
             .map(|v| WorkerMessage {
                 bytes: v.into_boxed_slice(),
@@ -462,11 +500,11 @@ impl Replier {
 /// worker sends, so that the master (and a worker it passes the message
 /// on to) can name it in a [`MessageError::WrongType`].
 fn tell_master_type<T: ?Sized>(out: &mut Vec<u8>) {
-    let tag = types::tag_of::<T>();
-    if types::first_time_to_master(tag.fingerprint) {
-        if let Some(name) = types::name_of(tag.fingerprint) {
+    let fingerprint = types::fingerprint::<T>();
+    if types::first_time_to_master(fingerprint) {
+        if let Some(name) = types::name_of(fingerprint) {
             wire::Envelope::TypeName {
-                fingerprint: tag.fingerprint,
+                fingerprint,
                 name: &name,
             }
             .encode(out);

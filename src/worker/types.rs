@@ -30,13 +30,6 @@ use crate::codec::MessageError;
 /// Bytes of the fingerprint in front of every message's postcard bytes.
 pub(crate) const FINGERPRINT_LEN: usize = 8;
 
-/// A type's fingerprint and its name for messages.
-#[derive(Clone, Copy)]
-pub(crate) struct TypeTag {
-    pub(crate) fingerprint: u64,
-    pub(crate) name: &'static str,
-}
-
 /// Keys that are already hashes or addresses need no SipHash: a
 /// multiply spreads them over the table.
 #[derive(Default)]
@@ -67,7 +60,7 @@ pub(crate) type FingerprintSet = HashSet<u64, BuildHasherDefault<CheapHasher>>;
 
 thread_local! {
     /// Fingerprints by the address and length of the type's name.
-    static CACHE: RefCell<HashMap<(usize, usize), TypeTag, BuildHasherDefault<CheapHasher>>> =
+    static CACHE: RefCell<HashMap<(usize, usize), u64, BuildHasherDefault<CheapHasher>>> =
         RefCell::default();
     /// The types whose names this worker process told the master already
     /// (a worker has one channel, to the master, for its whole life).
@@ -82,20 +75,23 @@ fn names() -> &'static Mutex<HashMap<u64, String>> {
 }
 
 /// The fingerprint of `T` (cached).
-pub(crate) fn tag_of<T: ?Sized>() -> TypeTag {
+pub(crate) fn fingerprint<T: ?Sized>() -> u64 {
     let raw = type_name::<T>();
+    // The name is a static string: its address and length identify it.
     let key = (raw.as_ptr() as usize, raw.len());
-    if let Some(tag) = CACHE.with(|c| c.borrow().get(&key).copied()) {
-        return tag;
+    if let Some(fp) = CACHE.with(|c| c.borrow().get(&key).copied()) {
+        return fp;
     }
     let canonical = canonical(raw);
-    let tag = TypeTag {
-        fingerprint: fnv1a(canonical.as_bytes()),
-        name: raw,
-    };
-    learn(tag.fingerprint, &short_name(&canonical));
-    CACHE.with(|c| c.borrow_mut().insert(key, tag));
-    tag
+    let fp = fnv1a(canonical.as_bytes());
+    learn(fp, &short_name(&canonical));
+    CACHE.with(|c| c.borrow_mut().insert(key, fp));
+    fp
+}
+
+/// `T`'s name as error messages give it.
+pub(crate) fn display_name<T: ?Sized>() -> String {
+    short_name(&canonical(type_name::<T>()))
 }
 
 /// Remembers the name of fingerprint `fp` (one of ours, or told by a peer).
@@ -129,11 +125,10 @@ pub(crate) fn first_time_to_master(fp: u64) -> bool {
 /// [`MessageError::WrongType`] naming both types (the other by its
 /// fingerprint when this process never met its name).
 pub(crate) fn check<T: ?Sized>(message: &[u8]) -> Result<&[u8], MessageError> {
-    let want = tag_of::<T>();
     match fingerprint_of(message) {
-        Some(fp) if fp == want.fingerprint => Ok(&message[FINGERPRINT_LEN..]),
+        Some(fp) if fp == fingerprint::<T>() => Ok(&message[FINGERPRINT_LEN..]),
         found => Err(MessageError::WrongType {
-            expected: short_name(&canonical(want.name)),
+            expected: display_name::<T>(),
             got: match found {
                 Some(fp) => name_of(fp).unwrap_or_else(|| format!("unknown type {fp:#018x}")),
                 None => format!("{} bytes without a type fingerprint", message.len()),
@@ -284,7 +279,7 @@ mod tests {
     use super::*;
 
     fn fp<T: ?Sized>() -> u64 {
-        tag_of::<T>().fingerprint
+        fingerprint::<T>()
     }
 
     #[test]

@@ -329,8 +329,7 @@ impl<'a> Envelope<'a> {
     ) -> Result<(), crate::codec::MessageError> {
         let start = out.len();
         self.put_fields(out);
-        let tag = super::types::tag_of::<T>();
-        out.extend_from_slice(&tag.fingerprint.to_le_bytes());
+        out.extend_from_slice(&super::types::fingerprint::<T>().to_le_bytes());
         let body = std::mem::take(out);
         match postcard::to_extend(message, body) {
             Ok(body) => *out = body,
