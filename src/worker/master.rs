@@ -99,6 +99,7 @@ struct Instance {
     /// The message types whose names this process was told (in the
     /// channel or the backlog), so that its type errors name them.
     told: super::types::FingerprintSet,
+    last_told: u64,
     outstanding: usize,
     restarts: VecDeque<Instant>,
     options: Vec<u8>,
@@ -345,6 +346,7 @@ impl Master {
             channel: None,
             backlog: Vec::new(),
             told: Default::default(),
+            last_told: 0,
             outstanding: 0,
             restarts: VecDeque::new(),
             options: Vec::new(),
@@ -411,7 +413,10 @@ impl Master {
         // without sending, so it tells no name.
         let may_send = inst.channel.is_some() || fd.is_none();
         if let Some(fingerprint) = super::types::fingerprint_of(payload).filter(|_| may_send) {
-            if inst.told.insert(fingerprint) {
+            // Most workers get one type: the last one is checked first.
+            let new = inst.last_told != fingerprint && inst.told.insert(fingerprint);
+            inst.last_told = fingerprint;
+            if new {
                 if let Some(name) = super::types::name_of(fingerprint) {
                     Envelope::TypeName {
                         fingerprint,
@@ -667,6 +672,7 @@ impl Master {
         }
         inst.backlog.clear();
         inst.told.clear();
+        inst.last_told = 0;
         inst.outstanding = 0;
         let reason = inst.exit.clone().unwrap_or(WorkerExit::ChannelBroke(why));
         let failed: Vec<u64> = self

@@ -222,8 +222,9 @@ impl WorkerMessage {
     /// # Errors
     /// The value cannot be serialized by postcard.
     pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<WorkerMessage, MessageError> {
-        let fingerprint = types::fingerprint::<T>().to_le_bytes();
-        postcard::to_extend(value, fingerprint.to_vec())
+        let mut bytes = Vec::with_capacity(32);
+        bytes.extend_from_slice(&types::fingerprint::<T>().to_le_bytes());
+        postcard::to_extend(value, bytes)
             .map(|v| WorkerMessage {
                 bytes: v.into_boxed_slice(),
             })

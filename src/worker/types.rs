@@ -20,7 +20,7 @@
 //! can name both types.
 
 use std::any::type_name;
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::{Mutex, OnceLock};
@@ -58,13 +58,20 @@ impl Hasher for CheapHasher {
 /// A set of fingerprints, hashed cheaply.
 pub(crate) type FingerprintSet = HashSet<u64, BuildHasherDefault<CheapHasher>>;
 
+/// Slots of the per-thread cache of fingerprints.
+const SLOTS: usize = 64;
+
 thread_local! {
-    /// Fingerprints by the address and length of the type's name.
-    static CACHE: RefCell<HashMap<(usize, usize), u64, BuildHasherDefault<CheapHasher>>> =
-        RefCell::default();
+    /// Fingerprints by the address and length of the type's name, in a
+    /// direct-mapped table: one load and compare per message. A slot's
+    /// collision only costs a recomputation.
+    static CACHE: [Cell<(usize, usize, u64)>; SLOTS] =
+        const { [const { Cell::new((0, 0, 0)) }; SLOTS] };
     /// The types whose names this worker process told the master already
-    /// (a worker has one channel, to the master, for its whole life).
-    static TOLD_MASTER: RefCell<FingerprintSet> = RefCell::default();
+    /// (a worker has one channel, to the master, for its whole life), and
+    /// the last one, checked first.
+    static TOLD_MASTER: (Cell<u64>, RefCell<FingerprintSet>) =
+        (Cell::new(0), RefCell::default());
 }
 
 /// Every name this process has met, by fingerprint: its own types and the
@@ -78,14 +85,19 @@ fn names() -> &'static Mutex<HashMap<u64, String>> {
 pub(crate) fn fingerprint<T: ?Sized>() -> u64 {
     let raw = type_name::<T>();
     // The name is a static string: its address and length identify it.
-    let key = (raw.as_ptr() as usize, raw.len());
-    if let Some(fp) = CACHE.with(|c| c.borrow().get(&key).copied()) {
+    let (ptr, len) = (raw.as_ptr() as usize, raw.len());
+    let slot = (ptr ^ len).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> (usize::BITS - 6);
+    let hit = CACHE.with(|c| {
+        let (p, l, fp) = c[slot % SLOTS].get();
+        (p == ptr && l == len).then_some(fp)
+    });
+    if let Some(fp) = hit {
         return fp;
     }
     let canonical = canonical(raw);
     let fp = fnv1a(canonical.as_bytes());
     learn(fp, &short_name(&canonical));
-    CACHE.with(|c| c.borrow_mut().insert(key, fp));
+    CACHE.with(|c| c[slot % SLOTS].set((ptr, len, fp)));
     fp
 }
 
@@ -115,7 +127,13 @@ pub(crate) fn fingerprint_of(message: &[u8]) -> Option<u64> {
 /// Whether this worker process has not told the master `fp`'s name yet
 /// (and now counts it as told).
 pub(crate) fn first_time_to_master(fp: u64) -> bool {
-    TOLD_MASTER.with(|t| t.borrow_mut().insert(fp))
+    TOLD_MASTER.with(|(last, told)| {
+        if last.get() == fp {
+            return false;
+        }
+        last.set(fp);
+        told.borrow_mut().insert(fp)
+    })
 }
 
 /// Checks that `message` was encoded from a `T` and returns its postcard
