@@ -17,7 +17,7 @@
 //! | `STATS` | `keys=N conns=M served=K inflight=P` as the line is read: answers written, PRIMEs with the workers |
 //! | anything else | `ERR <reason>`; the connection goes on |
 //!
-//! A line over 64 KiB gets `ERR line longer than ...` after the answers due
+//! A line over 64 KiB gets `ERR line too long: ...` after the answers due
 //! before it, then the connection closes: the rest of the stream cannot be
 //! trusted. A client that half-closes gets every answer, then the close. A
 //! connection with nothing moving for `--idle-secs` (60; 0 = never) while no

@@ -119,6 +119,8 @@ impl fmt::Display for CloseReason {
             CloseReason::Local => f.write_str("closed locally"),
             CloseReason::PeerClosed => f.write_str("closed by peer"),
             CloseReason::Reset => f.write_str("connection reset by peer"),
+            // Ours say "cannot connect to <address>: ..." already.
+            CloseReason::ConnectFailed(e) if has_context(e) => write!(f, "{e}"),
             CloseReason::ConnectFailed(e) => write!(f, "connect failed: {e}"),
             CloseReason::Error(e) => write!(f, "I/O error: {e}"),
             CloseReason::InactivityTimeout => f.write_str("inactivity timeout"),
@@ -155,6 +157,11 @@ impl std::error::Error for WithContext {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         Some(&self.source)
     }
+}
+
+/// Whether `e` names what failed already (made by [`io_context`]).
+pub(crate) fn has_context(e: &io::Error) -> bool {
+    e.get_ref().is_some_and(|inner| inner.is::<WithContext>())
 }
 
 /// Wraps `e` with `context` (see [`WithContext`]).

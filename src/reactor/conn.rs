@@ -638,8 +638,10 @@ impl Reactor {
         };
         // The error of a connect that failed later (refused) is the
         // socket's; name the address here.
-        let reason = match (reason, &target, decided) {
-            (CloseReason::ConnectFailed(e), Some(addr), _) if !has_context(&e) => {
+        let reason = match (reason, target.as_ref(), decided) {
+            (CloseReason::ConnectFailed(e), Some(addr), _)
+                if !crate::connection::has_context(&e) =>
+            {
                 CloseReason::ConnectFailed(connect_error(e, addr))
             }
             (CloseReason::Local, _, Some(decided)) => decided,
@@ -663,9 +665,16 @@ impl Reactor {
         // fds, see ARCHITECTURE.md).
         drop(c);
         let Some(mut handler) = handler else { return };
+        // Back for the length of `unbind`, for its `reconnect_after`.
+        if let Some(addr) = target {
+            self.targets.insert(token, addr);
+        }
         self.unbinding = Some(token);
         handler.unbind(&mut Connection::new(self, ConnId(token)), &reason);
         self.unbinding = None;
+        if !self.targets.is_empty() {
+            self.targets.remove(&token);
+        }
         if let Some(Reconnect { addr, after }) = self.reconnect_to.take() {
             if after.is_zero() {
                 // A failure to even make a socket leaves nothing to report to.
@@ -708,10 +717,4 @@ impl std::fmt::Display for DisplayAddr<'_> {
 
 fn connect_error(e: io::Error, addr: &Addr) -> io::Error {
     crate::connection::io_context(e, format_args!("cannot connect to {}", DisplayAddr(addr)))
-}
-
-/// Whether `e` names what failed already (made by `io_context`).
-fn has_context(e: &io::Error) -> bool {
-    e.get_ref()
-        .is_some_and(|inner| std::error::Error::source(inner).is_some())
 }
