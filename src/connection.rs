@@ -66,9 +66,9 @@ pub enum CloseReason {
     /// connection's queue was among the largest: it was closed, its queued
     /// bytes dropped, to bring the total back within the budget.
     Memory,
-    /// The peer sent a line longer than the line protocol's limit
-    /// ([`LineProtocol::with_max_line_len`](crate::line::LineProtocol::with_max_line_len)),
-    /// and the handler's `line_error` left the default (closing).
+    /// The peer sent a line longer than the line protocol's limit (the
+    /// `line` module's `LineProtocol::with_max_line_len`), and the
+    /// connection closed after it.
     LineTooLong {
         /// The limit, in bytes.
         max: usize,

@@ -97,7 +97,8 @@ impl Reply {
     /// as it is, so both kinds of answer are read alike.
     ///
     /// # Errors
-    /// See above; [`WorkerError::Message`] holds the type errors.
+    /// See above; [`WorkerError::Message`](crate::worker::WorkerError::Message)
+    /// holds the type errors.
     ///
     /// [`Handler::receive_reply`]: crate::Handler::receive_reply
     /// [`MessageError::WrongType`]: crate::codec::MessageError::WrongType
@@ -135,8 +136,8 @@ impl crate::Connection<'_> {
     /// worker's answer, after every reply expected before it when
     /// [`Connection::set_ordered_replies`](crate::Connection::set_ordered_replies)
     /// is on (a `STATS` line between two asks is answered between their
-    /// answers). [`Reply::decode`] reads a `T` sent here as it reads a
-    /// worker's `T`. The same as [`Reactor::expect_reply`] then
+    /// answers). `Reply::decode` (the `workers` feature) reads a `T` sent
+    /// here as it reads a worker's `T`. The same as [`Reactor::expect_reply`] then
     /// [`Reactor::send_reply`].
     pub fn send_local_reply(&mut self, value: impl Any) -> ReplyId {
         let id = self.id();

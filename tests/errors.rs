@@ -55,9 +55,12 @@ fn a_unix_socket_in_a_missing_directory_names_the_path() {
     );
 }
 
-/// Records why each connection ended, and stops after `stop_after`.
+/// A close reason's message, and its error's kind if it has one.
+type Reasons = Rc<RefCell<Vec<(String, Option<io::ErrorKind>)>>>;
+
+/// Records why its connection ended, and stops the reactor.
 struct Record {
-    reasons: Rc<RefCell<Vec<(String, Option<io::ErrorKind>)>>>,
+    reasons: Reasons,
 }
 impl Handler for Record {
     fn unbind(&mut self, conn: &mut Connection<'_>, reason: &CloseReason) {
@@ -73,7 +76,7 @@ impl Handler for Record {
 #[test]
 fn a_refused_connect_names_the_address() {
     let addr = free_addr();
-    let reasons = Rc::new(RefCell::new(Vec::new()));
+    let reasons: Reasons = Rc::default();
     let record = Record {
         reasons: reasons.clone(),
     };
