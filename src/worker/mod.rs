@@ -213,7 +213,9 @@ pub type AskId = crate::ReplyId;
 /// to be stored or exchanged with other programs.
 #[derive(Clone, PartialEq, Eq)]
 pub struct WorkerMessage {
-    bytes: Box<[u8]>,
+    // A `Vec`, not a boxed slice: shrinking it to fit would cost a
+    // reallocation per message.
+    bytes: Vec<u8>,
 }
 
 impl WorkerMessage {
@@ -225,9 +227,7 @@ impl WorkerMessage {
         let mut bytes = Vec::with_capacity(32);
         bytes.extend_from_slice(&types::fingerprint::<T>().to_le_bytes());
         postcard::to_extend(value, bytes)
-            .map(|v| WorkerMessage {
-                bytes: v.into_boxed_slice(),
-            })
+            .map(|v| WorkerMessage { bytes: v })
             .map_err(|e| MessageError::Encode(crate::codec::PostcardError::new(e)))
     }
 
@@ -248,7 +248,7 @@ impl WorkerMessage {
 
     pub(crate) fn from_slice(bytes: &[u8]) -> WorkerMessage {
         WorkerMessage {
-            bytes: bytes.into(),
+            bytes: bytes.to_vec(),
         }
     }
 }
@@ -872,7 +872,7 @@ impl WorkerSpec {
         mut self,
         options: &T,
     ) -> Result<WorkerSpec, MessageError> {
-        self.config.options = WorkerMessage::encode(options)?.bytes.into_vec();
+        self.config.options = WorkerMessage::encode(options)?.bytes;
         Ok(self)
     }
 }

@@ -82,6 +82,7 @@ fn names() -> &'static Mutex<HashMap<u64, String>> {
 }
 
 /// The fingerprint of `T` (cached).
+#[inline]
 pub(crate) fn fingerprint<T: ?Sized>() -> u64 {
     let raw = type_name::<T>();
     // The name is a static string: its address and length identify it.
@@ -91,13 +92,20 @@ pub(crate) fn fingerprint<T: ?Sized>() -> u64 {
         let (p, l, fp) = c[slot % SLOTS].get();
         (p == ptr && l == len).then_some(fp)
     });
-    if let Some(fp) = hit {
-        return fp;
+    match hit {
+        Some(fp) => fp,
+        None => compute(raw, slot),
     }
+}
+
+/// The first use of a type on this thread (or a slot it shares).
+#[cold]
+#[inline(never)]
+fn compute(raw: &'static str, slot: usize) -> u64 {
     let canonical = canonical(raw);
     let fp = fnv1a(canonical.as_bytes());
     learn(fp, &short_name(&canonical));
-    CACHE.with(|c| c[slot % SLOTS].set((ptr, len, fp)));
+    CACHE.with(|c| c[slot % SLOTS].set((raw.as_ptr() as usize, raw.len(), fp)));
     fp
 }
 

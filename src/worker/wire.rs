@@ -313,6 +313,8 @@ impl<'a> Envelope<'a> {
 
     /// Appends the message as one frame to `out`.
     pub(crate) fn encode(&self, out: &mut Vec<u8>) {
+        // Room for the header and fields too: one allocation per frame.
+        out.reserve(self.payload().len() + 24);
         let start = out.len();
         self.put_fields(out);
         out.extend_from_slice(self.payload());
@@ -327,6 +329,8 @@ impl<'a> Envelope<'a> {
         message: &T,
         out: &mut Vec<u8>,
     ) -> Result<(), crate::codec::MessageError> {
+        // Most messages are small: one allocation for the frame.
+        out.reserve(64);
         let start = out.len();
         self.put_fields(out);
         out.extend_from_slice(&super::types::fingerprint::<T>().to_le_bytes());
