@@ -809,7 +809,7 @@ impl Reactor {
         let Some((c, s)) = self.conn_and_hook_state::<Session>(token) else {
             return;
         };
-        let ending = closes || c.write_side == WriteSide::ShutWhenDrained;
+        let ending = closes || c.flags.write_side() == WriteSide::ShutWhenDrained;
         if !ending || s.closed || s.clear_left > 0 || s.tls.wants_write() {
             return;
         }

@@ -19,7 +19,6 @@ pub(crate) struct Conn {
     pub(crate) out: OutBuf,
     pub(crate) phase: Phase,
     pub(crate) transport: Transport,
-    pub(crate) write_side: WriteSide,
     pub(crate) flags: Flags,
     pub(super) high_water: u32,
     /// Loop time (ms, wrapping) of the last byte read or written.
@@ -139,7 +138,7 @@ impl Conn {
             } => self.flags.contains(Flags::EOF_READ),
             Phase::Lingering | Phase::Closed => false,
         };
-        phase_takes && self.write_side == WriteSide::Open
+        phase_takes && self.flags.write_side() == WriteSide::Open
     }
 
     /// Whether a write now would have to queue: the connect is in
@@ -166,10 +165,10 @@ impl Conn {
 
     /// The queue drained: shuts the write side if `close_write` asked.
     pub(super) fn shut_write_if_asked(&mut self) {
-        if self.write_side == WriteSide::ShutWhenDrained {
+        if self.flags.write_side() == WriteSide::ShutWhenDrained {
             // End of stream for the peer; later sends are still refused.
             let _ = self.sock.shutdown(std::net::Shutdown::Write);
-            self.write_side = WriteSide::Shut;
+            self.flags.set_write_side(WriteSide::Shut);
         }
     }
 
@@ -279,7 +278,6 @@ impl Reactor {
             out: OutBuf::default(),
             phase,
             transport,
-            write_side: WriteSide::Open,
             flags,
             high_water,
             last_activity: self.now_ms() as u32,
@@ -360,8 +358,8 @@ impl Reactor {
     pub fn close_write(&mut self, id: ConnId) {
         let is_current = self.current == Some(id.0);
         let Some(c) = self.conn_mut(id.0) else { return };
-        if c.write_side == WriteSide::Open {
-            c.write_side = WriteSide::ShutWhenDrained;
+        if c.flags.write_side() == WriteSide::Open {
+            c.flags.set_write_side(WriteSide::ShutWhenDrained);
         }
         if !is_current {
             self.check_water(id.0);
@@ -393,7 +391,7 @@ impl Reactor {
         // Input that arrived while paused raised no new edge: read it on the
         // next turn.
         if c.flags.contains(Flags::READ_READY) {
-            self.ready.push(id.0);
+            self.carry(id.0);
         }
         // Before that read: a layer that stopped inside a read's batch
         // delivers the rest of it first (deferred work runs before reads).

@@ -245,11 +245,11 @@ impl Reactor {
         let Some(c) = self.conn_mut(token) else {
             return;
         };
-        if c.write_side != WriteSide::Shut {
+        if c.flags.write_side() != WriteSide::Shut {
             if let Err(e) = c.sock.shutdown(std::net::Shutdown::Write) {
                 return self.begin_close(token, CloseReason::from_io(e));
             }
-            c.write_side = WriteSide::Shut;
+            c.flags.set_write_side(WriteSide::Shut);
         }
         c.phase = Phase::Lingering;
         // The inactivity limit no longer applies: the linger's does.
