@@ -53,10 +53,12 @@
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 
-use packet_sys::process::{pipe, splice};
+use packet_sys::process::pipe;
 
-use crate::connection::{CloseReason, ConnId, Connection};
-use crate::reactor::{ConnHooks, Extension, Flags, Phase, Reactor, ReadInto, Source, Transport};
+use crate::connection::{ConnId, Connection};
+use crate::reactor::{
+    ConnHooks, Extension, Flags, Out, Phase, Reactor, ReadInto, Source, Transport,
+};
 use crate::slab::{IdMap, Token};
 
 /// Bytes moved per splice: as much as a pipe holds by default.
@@ -336,19 +338,9 @@ impl Reactor {
         let Some((r, _)) = &pipe else { return true };
         let moved = match self.sources.get_mut(target) {
             Some(Source::Conn(t)) if !t.socket_waits() && t.phase != Phase::Closed => {
-                match splice(r.as_fd(), t.sock.as_fd(), in_pipe) {
-                    Ok(n) if n >= in_pipe => Ok(n),
-                    // Short: the target's send buffer is full.
-                    Ok(n) => {
-                        t.flags |= Flags::WRITE_BLOCKED;
-                        Ok(n)
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                        t.flags |= Flags::WRITE_BLOCKED;
-                        Ok(0)
-                    }
-                    Err(e) => Err(e),
-                }
+                // The core's one write and its rule: short means full.
+                let result = t.sink().write_out(Out::Pipe(r.as_fd(), in_pipe));
+                t.wrote(result, in_pipe)
             }
             _ => Ok(0),
         };
@@ -359,8 +351,8 @@ impl Reactor {
                 p.in_pipe -= n.min(p.in_pipe);
                 p.in_pipe == 0
             }
-            Err(e) => {
-                self.begin_close(target, CloseReason::from_io(e));
+            Err(reason) => {
+                self.begin_close(target, reason);
                 false
             }
         }

@@ -29,14 +29,47 @@ pub(crate) struct Conn {
 }
 
 impl Conn {
-    /// Why a connection whose write failed with `e` ends: a peer that had
-    /// already ended its stream closed (the error is its reset of our late
-    /// bytes); otherwise the error itself.
+    /// Why a connection whose socket failed with `e` (a write on any path
+    /// — stage, queue, filter, proxy — or an error event) ends: a peer
+    /// that had already ended its stream closed (the error is its reset of
+    /// our late bytes); otherwise the error itself.
     pub(crate) fn write_failed(&self, e: io::Error) -> CloseReason {
         if self.flags.contains(Flags::EOF_READ) {
             CloseReason::PeerClosed
         } else {
             CloseReason::from_io(e)
+        }
+    }
+
+    /// The one rule for what a write to the socket did, every path's: a
+    /// full send buffer (`WouldBlock`, or fewer than `wanted` bytes taken)
+    /// waits for the writable edge; a failure ends the connection with
+    /// [`Conn::write_failed`]'s reason, for the caller to close with.
+    pub(crate) fn wrote(
+        &mut self,
+        result: io::Result<usize>,
+        wanted: usize,
+    ) -> Result<usize, CloseReason> {
+        match result {
+            Ok(n) => {
+                if n < wanted {
+                    self.flags |= Flags::WRITE_BLOCKED;
+                }
+                Ok(n)
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                self.flags |= Flags::WRITE_BLOCKED;
+                Ok(0)
+            }
+            Err(e) => Err(self.write_failed(e)),
+        }
+    }
+
+    /// The connection's descriptor as a write target.
+    pub(crate) fn sink(&self) -> ConnSink<'_> {
+        ConnSink {
+            sock: &self.sock,
+            transport: self.transport,
         }
     }
 }
@@ -50,10 +83,69 @@ pub(crate) struct ConnTimer {
     pub(super) idle_ms: u32,
 }
 
-/// A connection's descriptor as the target of an outbound queue flush.
+/// What one write to a connection's descriptor carries.
+pub(crate) enum Out<'a> {
+    /// Bytes, with descriptors to pass along (Unix sockets).
+    Bytes(&'a [IoSlice<'a>], &'a [std::os::fd::BorrowedFd<'a>]),
+    /// `len` bytes of a file from `offset`.
+    File(&'a File, u64, usize),
+    /// `len` bytes waiting in a pipe (a proxy's splice on Linux).
+    // Unused in a build without the proxy.
+    #[allow(dead_code)]
+    Pipe(std::os::fd::BorrowedFd<'a>, usize),
+}
+
+/// A connection's descriptor as a write target: every write to a
+/// connection — the stage, the queue, a filter's records, a proxy's pipe —
+/// is one [`ConnSink::write_out`], so the system call for the descriptor
+/// (pipe or socket) is chosen in one place. A value of its own, not a
+/// `&Conn`, so a flush can write while the connection's queue is borrowed.
 pub(crate) struct ConnSink<'a> {
-    pub(super) sock: &'a Socket,
-    pub(super) transport: Transport,
+    pub(crate) sock: &'a Socket,
+    pub(crate) transport: Transport,
+}
+
+impl ConnSink<'_> {
+    /// Writes `out` without blocking; returns the bytes taken.
+    pub(crate) fn write_out(&self, out: Out<'_>) -> io::Result<usize> {
+        match out {
+            // One buffer (the stage, most often): `send`, not `sendmsg`.
+            Out::Bytes([buf], []) => {
+                if self.transport == Transport::Pipe {
+                    self.sock.write_plain(buf)
+                } else {
+                    self.sock.write(buf)
+                }
+            }
+            Out::Bytes(bufs, fds) => {
+                if self.transport == Transport::Pipe {
+                    self.sock.write_vectored_plain(bufs)
+                } else {
+                    self.sock.write_vectored_with_fds(bufs, fds)
+                }
+            }
+            Out::File(file, offset, len) => {
+                match self
+                    .sock
+                    .send_file(std::os::fd::AsFd::as_fd(file), offset, len)
+                {
+                    Err(e) if e.kind() == io::ErrorKind::Unsupported => {
+                        // No sendfile here: one bounded read, one write.
+                        // Only what was written counts; the rest is read
+                        // again next time.
+                        use std::os::unix::fs::FileExt;
+                        let mut buf = vec![0u8; len.min(64 * 1024)];
+                        let n = file.read_at(&mut buf, offset)?;
+                        self.write_out(Out::Bytes(&[IoSlice::new(&buf[..n])], &[]))
+                    }
+                    other => other,
+                }
+            }
+            Out::Pipe(pipe, len) => {
+                packet_sys::process::splice(pipe, std::os::fd::AsFd::as_fd(self.sock), len)
+            }
+        }
+    }
 }
 
 impl crate::buffer::Sink for ConnSink<'_> {
@@ -62,28 +154,11 @@ impl crate::buffer::Sink for ConnSink<'_> {
         bufs: &[IoSlice<'_>],
         fds: &[std::os::fd::BorrowedFd<'_>],
     ) -> io::Result<usize> {
-        if self.transport == Transport::Pipe {
-            self.sock.write_vectored_plain(bufs)
-        } else {
-            self.sock.write_vectored_with_fds(bufs, fds)
-        }
+        self.write_out(Out::Bytes(bufs, fds))
     }
 
     fn send_file(&mut self, file: &File, offset: u64, len: usize) -> io::Result<usize> {
-        match self
-            .sock
-            .send_file(std::os::fd::AsFd::as_fd(file), offset, len)
-        {
-            Err(e) if e.kind() == io::ErrorKind::Unsupported => {
-                // No sendfile here: one bounded read, one write. Only what
-                // was written counts; the rest is read again next time.
-                use std::os::unix::fs::FileExt;
-                let mut buf = vec![0u8; len.min(64 * 1024)];
-                let n = file.read_at(&mut buf, offset)?;
-                self.write(&[IoSlice::new(&buf[..n])], &[])
-            }
-            other => other,
-        }
+        self.write_out(Out::File(file, offset, len))
     }
 }
 
@@ -169,26 +244,6 @@ impl Conn {
             // End of stream for the peer; later sends are still refused.
             let _ = self.sock.shutdown(std::net::Shutdown::Write);
             self.flags.set_write_side(WriteSide::Shut);
-        }
-    }
-
-    pub(crate) fn write(&self, buf: &[u8]) -> io::Result<usize> {
-        if self.transport == Transport::Pipe {
-            self.sock.write_plain(buf)
-        } else {
-            self.sock.write(buf)
-        }
-    }
-
-    pub(crate) fn write_vectored(
-        &self,
-        bufs: &[IoSlice<'_>],
-        fds: &[std::os::fd::BorrowedFd<'_>],
-    ) -> io::Result<usize> {
-        if self.transport == Transport::Pipe {
-            self.sock.write_vectored_plain(bufs)
-        } else {
-            self.sock.write_vectored_with_fds(bufs, fds)
         }
     }
 }

@@ -74,32 +74,26 @@ impl Reactor {
             return false;
         };
         c.last_activity = now;
-        let result = if staged > 0 {
-            c.write_vectored(&[IoSlice::new(&self.stage), IoSlice::new(data)], &[])
-        } else {
-            c.write(data)
-        };
-        let written = match result {
+        let bufs = [IoSlice::new(&self.stage[..staged]), IoSlice::new(data)];
+        let bufs = if staged > 0 { &bufs[..] } else { &bufs[1..] };
+        let result = c.sink().write_out(Out::Bytes(bufs, &[]));
+        let written = match c.wrote(result, staged + data.len()) {
             Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
-            Err(e) => {
+            Err(reason) => {
                 // The stage holds the running connection's bytes: only
                 // that connection's failure drops them.
                 if is_current {
                     self.stage.clear();
                 }
-                self.begin_close(token, CloseReason::from_io(e));
+                self.begin_close(token, reason);
                 return true;
             }
         };
-        if written < staged + data.len() {
-            if written < staged {
-                c.out.push(&self.stage[written..]);
-                c.out.push(data);
-            } else {
-                c.out.push(&data[written - staged..]);
-            }
-            c.flags |= Flags::WRITE_BLOCKED;
+        if written < staged {
+            c.out.push(&self.stage[written..]);
+            c.out.push(data);
+        } else if written < staged + data.len() {
+            c.out.push(&data[written - staged..]);
         }
         if is_current {
             self.stage.clear();
@@ -194,21 +188,15 @@ impl Reactor {
         }
         if c.out.is_empty() && !c.write_waits() {
             c.last_activity = now;
-            match c.write(&self.stage) {
-                Ok(n) if n == self.stage.len() => {}
-                Ok(n) => {
-                    // A short write means the send buffer is full; the
-                    // kernel raises a writable edge when it has room.
-                    c.out.push(&self.stage[n..]);
-                    c.flags |= Flags::WRITE_BLOCKED;
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    c.out.push(&self.stage);
-                    c.flags |= Flags::WRITE_BLOCKED;
-                }
-                Err(e) => {
+            let result = c
+                .sink()
+                .write_out(Out::Bytes(&[IoSlice::new(&self.stage)], &[]));
+            match c.wrote(result, self.stage.len()) {
+                // What the kernel did not take waits for the writable edge.
+                Ok(n) => c.out.push(&self.stage[n..]),
+                Err(reason) => {
                     self.stage.clear();
-                    self.begin_close(token, CloseReason::from_io(e));
+                    self.begin_close(token, reason);
                     return;
                 }
             }
@@ -358,7 +346,10 @@ impl Reactor {
                 return;
             }
             if let Ok(Some(e)) | Err(e) = c.sock.take_error() {
-                self.begin_close(token, CloseReason::from_io(e));
+                // The same reset ends the same way whether a write or this
+                // event saw it first.
+                let reason = c.write_failed(e);
+                self.begin_close(token, reason);
                 return;
             }
         }
@@ -424,18 +415,12 @@ impl Reactor {
             sock: &c.sock,
             transport: c.transport,
         };
-        match c.out.flush(&mut sink) {
-            Ok(_) => {
-                if !c.out.is_empty() {
-                    c.flags |= Flags::WRITE_BLOCKED;
-                }
-            }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => c.flags |= Flags::WRITE_BLOCKED,
-            Err(e) => {
-                let reason = c.write_failed(e);
-                self.begin_close(token, reason);
-                return;
-            }
+        let result = c.out.flush(&mut sink);
+        // Bytes left in the queue mean the socket is full.
+        let wanted = if c.out.is_empty() { 0 } else { usize::MAX };
+        if let Err(reason) = c.wrote(result, wanted) {
+            self.begin_close(token, reason);
+            return;
         }
         self.check_water(token);
     }
