@@ -192,6 +192,7 @@ impl Reactor {
                 .sink()
                 .write_out(Out::Bytes(&[IoSlice::new(&self.stage)], &[]));
             match c.wrote(result, self.stage.len()) {
+                Ok(n) if n == self.stage.len() => {}
                 // What the kernel did not take waits for the writable edge.
                 Ok(n) => c.out.push(&self.stage[n..]),
                 Err(reason) => {

@@ -406,6 +406,9 @@ impl Reactor {
                     );
                 }
                 Some(Source::Conn(c)) => {
+                    // A carried-over connection gets its one read of the
+                    // turn from the carried list below, not here too.
+                    let read_now = ev.is_readable() && !c.flags.contains(Flags::QUEUED);
                     if ev.is_read_closed() {
                         c.flags |= Flags::RDHUP;
                     }
@@ -421,13 +424,7 @@ impl Reactor {
                     if ev.is_error() || (ev.is_writable() && wants_write) {
                         self.on_writable(token, ev.is_error());
                     }
-                    // A carried-over connection gets its one read of the
-                    // turn from the carried list below, not here too.
-                    if ev.is_readable()
-                        && self
-                            .conn(token)
-                            .is_some_and(|c| !c.flags.contains(Flags::QUEUED))
-                    {
+                    if read_now {
                         self.on_readable(token);
                     }
                 }

@@ -105,6 +105,9 @@ bitflags! {
 
 impl Flags {
     /// The write side these bits record.
+    // Always inlined: compared with a constant it is one mask test (the
+    // hot path's `takes_output` and `check_water` ask).
+    #[inline(always)]
     pub(crate) fn write_side(self) -> WriteSide {
         if self.contains(Flags::WRITE_SHUT) {
             WriteSide::Shut
