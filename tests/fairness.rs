@@ -189,8 +189,10 @@ impl Handler for Ping {
             (s.turn - self.sent.0, s.firehose_total - self.sent.1)
         };
         self.log.borrow_mut().push((turns, reads));
-        self.left -= 1;
-        if self.left == 0 {
+        self.left = self.left.saturating_sub(1);
+        // On a busy machine the firehose's writer may lag: ping on until
+        // it has been read as often as we pinged.
+        if self.left == 0 && self.t.borrow().firehose_total > u64::from(PINGS) {
             self.t.borrow_mut().pings_done = true;
             return;
         }
@@ -202,9 +204,11 @@ impl Handler for Ping {
 /// each firing share one reactor: every ping's answer comes back within
 /// one turn per direction, and every timer firing comes in the first turn
 /// (with one turn of slack) whose clock has passed its deadline.
+/// Round trips at least, and firehose reads before the pings stop.
+const PINGS: u32 = 300;
+
 #[test]
 fn a_firehose_delays_neither_a_ping_pong_client_nor_a_timer() {
-    const PINGS: u32 = 300;
     let t: Shared = Rc::default();
     let log: Rc<RefCell<Vec<(u64, u64)>>> = Rc::default();
     // (deadline, turn at firing) of every timer firing.
@@ -240,7 +244,7 @@ fn a_firehose_delays_neither_a_ping_pong_client_nor_a_timer() {
     let s = t.borrow();
     assert!(!s.timed_out, "hang guard fired");
     let log = log.borrow();
-    assert_eq!(log.len(), PINGS as usize, "every ping answered");
+    assert!(log.len() >= PINGS as usize, "every ping answered");
     let worst = log.iter().copied().max().unwrap();
     println!(
         "{} pings, worst round trip {} turns with {} firehose reads; firehose at most {} reads in one turn over {} turns",
@@ -262,17 +266,28 @@ fn a_firehose_delays_neither_a_ping_pong_client_nor_a_timer() {
     }
     let firings = firings.borrow();
     assert!(firings.len() >= 3, "the timer fired");
-    for &(due, turn) in firings.iter() {
-        // Turns begun after the deadline (rounded up to the wheel's
-        // millisecond) before the one that fired it; `turn` had begun
-        // when it fired, since timers run before the per-turn closure.
-        let due = due + Duration::from_millis(1);
-        let late = s.clock[..turn as usize]
-            .iter()
-            .filter(|&&c| c >= due)
-            .count();
-        assert!(late <= 1, "a timer fired {late} turns after its deadline");
-    }
+    // For each firing, the turns begun after its deadline (rounded up to
+    // the wheel's millisecond) before the one that fired it: the per-turn
+    // closure runs after the timers, so `turn` turns had begun before.
+    let late: Vec<usize> = firings
+        .iter()
+        .map(|&(due, turn)| {
+            let due = due + Duration::from_millis(1);
+            s.clock[..turn as usize]
+                .iter()
+                .filter(|&&c| c >= due)
+                .count()
+        })
+        .collect();
+    let latest = late.iter().copied().max().unwrap_or(0);
+    println!(
+        "{} timer firings, at most {latest} turns late",
+        firings.len()
+    );
+    assert!(
+        latest <= 1,
+        "a timer fired {latest} turns after its deadline"
+    );
 }
 
 /// Arms the 10 ms timer; each firing records its deadline and turn and
