@@ -35,7 +35,7 @@ struct Turns {
     firehose_total: u64,
     firehose_bytes: u64,
     /// Run by the firehose's first read: starts what must run alongside.
-    on_first_read: Option<Box<dyn FnOnce(&mut Reactor)>>,
+    on_first_read: Option<Start>,
     /// Every ping was answered.
     pings_done: bool,
     /// Set when the test has seen what it needs; the per-turn closure
@@ -45,6 +45,9 @@ struct Turns {
 }
 
 type Shared = Rc<RefCell<Turns>>;
+
+/// What starts once the firehose flows.
+type Start = Box<dyn FnOnce(&mut Reactor)>;
 
 /// Queues itself for every turn: counts turns and closes the firehose's
 /// per-turn tally.

@@ -2,9 +2,11 @@
 //! state, and ending them (close, detach, unbind, reconnect).
 //!
 //! This file owns a connection's record in the slab (`Conn`: socket,
-//! flags, outbound queue, timers) and its life from creation to `unbind`.
-//! It never reads or writes connection bytes (`conn_io.rs` does) and calls
-//! a handler only from `finish_close`, when no other callback runs.
+//! flags, outbound queue, timers) and its life from creation to `unbind`,
+//! and the one write to its descriptor (`ConnSink::write_out`) with the
+//! one rule for that write's outcome (`Conn::wrote`). It decides no read
+//! or write itself (`conn_io.rs` does) and calls a handler only from
+//! `finish_close`, when no other callback runs.
 
 use super::*;
 
