@@ -12,8 +12,8 @@
 //! to meet the reset (loopback delivers the reset within the peer's
 //! `close`; on a very busy machine the kernel may defer it past our
 //! write, and then the error event meets it: the reason must be the same
-//! either way, which is the point). A reset is `Reset`; a reset from a peer that had
-//! ended its stream (and we read that end) is `PeerClosed`
+//! either way, which is the point). A reset is `Reset`; a reset from a
+//! peer that had ended its stream (and we read that end) is `PeerClosed`
 //! (`Conn::write_failed`), on every path.
 
 mod util;
