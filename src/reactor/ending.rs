@@ -280,13 +280,21 @@ impl Reactor {
         self.linger_read(token);
     }
 
-    /// Reads and discards what lingering connection `token` has, until the
-    /// socket is drained, the peer's end of stream (then closes) or the
-    /// discard limit (then closes).
+    /// Reads and discards what lingering connection `token` has: one
+    /// buffer per turn, as any read (fairness; the connection is carried
+    /// to the next turn while the socket may hold more), until the socket
+    /// is drained, the peer's end of stream (then closes) or the discard
+    /// limit (then closes).
     pub(super) fn linger_read(&mut self, token: Token) {
         let mut buf = std::mem::take(&mut self.read_buf);
         let now = self.now_ms();
+        let mut reads = 0;
         let ended = loop {
+            if reads == 1 {
+                self.carry(token);
+                break None;
+            }
+            reads += 1;
             let Some(Source::Conn(c)) = self.sources.get_mut(token) else {
                 break None;
             };
