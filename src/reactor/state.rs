@@ -109,10 +109,12 @@ impl Flags {
     // hot path's `takes_output` and `check_water` ask).
     #[inline(always)]
     pub(crate) fn write_side(self) -> WriteSide {
-        if self.contains(Flags::WRITE_SHUT) {
-            WriteSide::Shut
-        } else if self.contains(Flags::SHUT_WHEN_DRAINED) {
+        // At most one of the two is set (`set_write_side`): this order
+        // makes `== ShutWhenDrained` one bit test.
+        if self.contains(Flags::SHUT_WHEN_DRAINED) {
             WriteSide::ShutWhenDrained
+        } else if self.contains(Flags::WRITE_SHUT) {
+            WriteSide::Shut
         } else {
             WriteSide::Open
         }
