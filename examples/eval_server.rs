@@ -66,7 +66,7 @@
 //! ([`Connection::set_ordered_replies`]), so each answer waits for those
 //! of the lines before it; an error the master produces itself (a worker
 //! that is down, a line too long) is filed through the same queue
-//! ([`Reactor::expect_reply`]), so it keeps its place too.
+//! ([`Connection::send_local_reply`]), so it keeps its place too.
 //!
 //! Reading pauses while [`MAX_IN_FLIGHT`] lines are with the workers and
 //! while the client does not read its answers (the outbound queue is over
@@ -76,9 +76,7 @@
 //! written. A last line without a newline is not evaluated.
 
 use packet::line::{LineContext, LineError, LineHandler, LineProtocol};
-use packet::worker::{
-    Worker, WorkerContext, WorkerMessage, WorkerRegistry, WorkerReply, WorkerSpec,
-};
+use packet::worker::{Worker, WorkerContext, WorkerMessage, WorkerRegistry, WorkerSpec};
 use packet::{Connection, Handler, Reactor, Reply};
 use std::fmt;
 use std::io;
@@ -554,14 +552,11 @@ impl Handler for EvalClient {
     }
 
     fn receive_reply(&mut self, conn: &mut Connection<'_>, reply: Reply) {
-        let text = match reply.take::<WorkerReply>() {
-            Ok(answer) => match answer.and_then(|m| Ok(m.decode::<String>()?)) {
-                Ok(text) => text,
-                // The worker died or is not keeping up: this line's error.
-                Err(e) => format!("error: {e}"),
-            },
-            Err(local) => local.take::<String>().unwrap_or_default(),
-        };
+        // A worker's answer or one made here; an error is this line's
+        // (the worker died or is not keeping up).
+        let text = reply
+            .decode::<String>()
+            .unwrap_or_else(|e| format!("error: {e}"));
         conn.send_data(format!("{text}\n").as_bytes());
         self.lines.answered(conn);
     }
@@ -585,7 +580,7 @@ impl LineHandler for EvalClient {
         self.lines.request();
         if let Err(e) = ctx.ask_worker(WORKER, &line.to_vec()) {
             // Not running (restarting after a crash), busy, ...
-            Pipeline::answer_here(ctx, format!("error: {e}"));
+            ctx.send_local_reply(format!("error: {e}"));
         }
         self.lines.regulate(ctx);
     }
@@ -594,7 +589,7 @@ impl LineHandler for EvalClient {
         // The input ends here (receive_eof follows); the answers to the
         // lines before it still go out first.
         self.lines.request();
-        Pipeline::answer_here(ctx, format!("error: {}", EvalError::LineTooLong));
+        ctx.send_local_reply(format!("error: {}", EvalError::LineTooLong));
     }
 }
 

@@ -17,7 +17,7 @@
 //! | `STATS` | `keys=N conns=M served=K inflight=P` as the line is read: answers written, PRIMEs with the workers |
 //! | anything else | `ERR <reason>`; the connection goes on |
 //!
-//! A line over 64 KiB gets `ERR line longer than ...` after the answers due
+//! A line over 64 KiB gets `ERR line too long: ...` after the answers due
 //! before it, then the connection closes: the rest of the stream cannot be
 //! trusted. A client that half-closes gets every answer, then the close. A
 //! connection with nothing moving for `--idle-secs` (60; 0 = never) while no
@@ -42,9 +42,7 @@
 //! ```
 
 use packet::line::{LineContext, LineError, LineHandler, LineProtocol};
-use packet::worker::{
-    Worker, WorkerContext, WorkerMessage, WorkerRegistry, WorkerReply, WorkerSpec,
-};
+use packet::worker::{Worker, WorkerContext, WorkerMessage, WorkerRegistry, WorkerSpec};
 use packet::{CloseReason, Connection, Handler, Reactor, Reply};
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -180,21 +178,22 @@ impl Handler for KvClient {
     }
 
     fn receive_reply(&mut self, conn: &mut Connection<'_>, reply: Reply) {
-        let text = match reply.take::<WorkerReply>() {
-            Ok(answer) => {
+        let text = match reply.take::<String>() {
+            // Answered here, in its place among the primes.
+            Ok(local) => local,
+            Err(reply) => {
                 self.primes -= 1;
                 self.store.borrow_mut().inflight -= 1;
                 if self.primes == 0 {
                     conn.set_inactivity_timeout(self.idle); // restarts the clock
                 }
                 // The worker's own error, or why no worker answered.
-                let prime = answer.and_then(|m| Ok(m.decode::<Result<u64, String>>()?));
-                match prime.map_err(|e| e.to_string()).and_then(|p| p) {
-                    Ok(p) => p.to_string(),
+                match reply.decode::<Result<u64, String>>() {
+                    Ok(Ok(p)) => p.to_string(),
+                    Ok(Err(e)) => format!("ERR {e}"),
                     Err(e) => format!("ERR {e}"),
                 }
             }
-            Err(local) => local.take::<String>().unwrap_or_default(),
         };
         conn.send_data(format!("{text}\n").as_bytes());
         self.store.borrow_mut().served += 1;
@@ -236,14 +235,14 @@ impl LineHandler for KvClient {
                 Err(e) => format!("ERR {e}"), // not running, or stopping
             },
         };
-        Pipeline::answer_here(ctx, answer);
+        ctx.send_local_reply(answer);
         self.lines.regulate(ctx);
     }
 
     fn line_error(&mut self, ctx: &mut LineContext<'_>, error: LineError) {
         // receive_eof follows: the answers before this one still go out.
         self.lines.request();
-        Pipeline::answer_here(ctx, format!("ERR {error}"));
+        ctx.send_local_reply(format!("ERR {error}"));
     }
 }
 

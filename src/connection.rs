@@ -12,6 +12,7 @@
 use std::any::Any;
 use std::fmt;
 use std::io;
+use std::time::Duration;
 
 use crate::reactor::Reactor;
 use crate::reply::Reply;
@@ -65,6 +66,16 @@ pub enum CloseReason {
     /// connection's queue was among the largest: it was closed, its queued
     /// bytes dropped, to bring the total back within the budget.
     Memory,
+    /// The peer sent a line longer than the line protocol's limit (the
+    /// `line` module's `LineProtocol::with_max_line_len`), and the
+    /// connection closed after it.
+    LineTooLong {
+        /// The limit, in bytes.
+        max: usize,
+        /// The bytes of the line seen when it was refused (more may have
+        /// followed: reading stopped there).
+        got: usize,
+    },
 }
 
 impl CloseReason {
@@ -82,7 +93,10 @@ impl CloseReason {
     pub(crate) fn is_local_decision(&self) -> bool {
         matches!(
             self,
-            CloseReason::Local | CloseReason::InactivityTimeout | CloseReason::ReactorStopped
+            CloseReason::Local
+                | CloseReason::InactivityTimeout
+                | CloseReason::ReactorStopped
+                | CloseReason::LineTooLong { .. }
         )
     }
 
@@ -105,6 +119,8 @@ impl fmt::Display for CloseReason {
             CloseReason::Local => f.write_str("closed locally"),
             CloseReason::PeerClosed => f.write_str("closed by peer"),
             CloseReason::Reset => f.write_str("connection reset by peer"),
+            // Ours say "cannot connect to <address>: ..." already.
+            CloseReason::ConnectFailed(e) if has_context(e) => write!(f, "{e}"),
             CloseReason::ConnectFailed(e) => write!(f, "connect failed: {e}"),
             CloseReason::Error(e) => write!(f, "I/O error: {e}"),
             CloseReason::InactivityTimeout => f.write_str("inactivity timeout"),
@@ -113,8 +129,50 @@ impl fmt::Display for CloseReason {
             CloseReason::Detached => f.write_str("detached"),
             CloseReason::Protocol(e) => write!(f, "protocol error: {e}"),
             CloseReason::Memory => f.write_str("closed to keep the outbound budget"),
+            CloseReason::LineTooLong { max, got } => write!(
+                f,
+                "line too long: {got} bytes seen, over the limit of {max}"
+            ),
         }
     }
+}
+
+/// An I/O error with what was being done when it happened (the address,
+/// the path), so that its message names the thing: "cannot listen on
+/// 127.0.0.1:8080: Address already in use". Its kind is the original's;
+/// the original is its `source()` (and `get_ref()`), with its OS error code.
+#[derive(Debug)]
+struct WithContext {
+    context: String,
+    source: io::Error,
+}
+
+impl fmt::Display for WithContext {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.context, self.source)
+    }
+}
+
+impl std::error::Error for WithContext {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.source)
+    }
+}
+
+/// Whether `e` names what failed already (made by [`io_context`]).
+pub(crate) fn has_context(e: &io::Error) -> bool {
+    e.get_ref().is_some_and(|inner| inner.is::<WithContext>())
+}
+
+/// Wraps `e` with `context` (see [`WithContext`]).
+pub(crate) fn io_context(e: io::Error, context: impl fmt::Display) -> io::Error {
+    io::Error::new(
+        e.kind(),
+        WithContext {
+            context: context.to_string(),
+            source: e,
+        },
+    )
 }
 
 /// The callbacks of one connection, Packet's and EventMachine's names kept.
@@ -418,10 +476,15 @@ impl Connection<'_> {
 
     /// Queues `data` for the peer. Bytes sent during one callback are
     /// written together when it returns (one syscall per batch); a large
-    /// write goes out at once. Data sent after the connection was closed is
-    /// dropped.
+    /// write goes out at once. Data sent after the connection was closed
+    /// (in `unbind`, or after `close_connection`) is dropped with a line to
+    /// the log hook ([`crate::log::set_log_hook`]) naming the connection
+    /// and the byte count, once per run of drops;
+    /// [`Reactor::send_data_to`] returns `false` for it instead.
     pub fn send_data(&mut self, data: &[u8]) {
-        self.reactor.send_data_to(self.id, data);
+        if !self.reactor.send_data_to(self.id, data) && !data.is_empty() {
+            self.reactor.dropped_after_close(self.id, data.len());
+        }
     }
 
     /// Sends the whole file at `path` after what was sent before, without
@@ -557,6 +620,102 @@ impl Connection<'_> {
     /// `InvalidInput` outside `unbind` or when `addr` does not resolve.
     pub fn reconnect(&mut self, addr: impl std::net::ToSocketAddrs) -> io::Result<()> {
         let addr = crate::reactor::resolve(addr)?;
-        self.reactor.request_reconnect(self.id, Addr::Inet(addr))
+        self.reactor
+            .request_reconnect(self.id, Some(Addr::Inet(addr)), Duration::ZERO)
+    }
+
+    /// From inside [`Handler::unbind`] of a connection made with
+    /// [`Reactor::connect`] (or `connect_unix`): connect this same handler,
+    /// with the state it has, again to the same address after `delay`. The
+    /// new connection gets a new id; `connection_completed` or another
+    /// `unbind` follows, which may call this again — with the next delay
+    /// of a [`Backoff`] kept in the handler, for a retry loop that does
+    /// not hammer a server that is down. A graceful stop that starts
+    /// during the delay cancels the reconnect (with a line to the log
+    /// hook).
+    ///
+    /// ```no_run
+    /// use packet::{Backoff, CloseReason, Connection, Handler, Reactor};
+    /// use std::time::Duration;
+    ///
+    /// struct Client {
+    ///     retry: Backoff,
+    ///     received: usize, // kept across reconnects
+    /// }
+    /// impl Handler for Client {
+    ///     fn connection_completed(&mut self, _conn: &mut Connection<'_>) {
+    ///         self.retry.reset();
+    ///     }
+    ///     fn receive_data(&mut self, _conn: &mut Connection<'_>, data: &[u8]) {
+    ///         self.received += data.len();
+    ///     }
+    ///     fn unbind(&mut self, conn: &mut Connection<'_>, reason: &CloseReason) {
+    ///         // "cannot connect to 127.0.0.1:7000: Connection refused (os error 111)"
+    ///         eprintln!("{reason}; retrying");
+    ///         let _ = conn.reconnect_after(self.retry.next_delay());
+    ///     }
+    /// }
+    ///
+    /// Reactor::run(|r| {
+    ///     let retry = Backoff::new(Duration::from_millis(100), Duration::from_secs(10));
+    ///     r.connect("127.0.0.1:7000", Client { retry, received: 0 })?;
+    ///     Ok(())
+    /// })?;
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// `InvalidInput` outside `unbind`, or for an accepted connection
+    /// (which has no address of its own to go back to).
+    pub fn reconnect_after(&mut self, delay: Duration) -> io::Result<()> {
+        self.reactor.request_reconnect(self.id, None, delay)
+    }
+}
+
+/// Delays for retries that grow: `first`, then twice as long each time up
+/// to `max`, each shortened by up to a quarter at random so that many
+/// clients a server dropped at once do not all come back at once. Kept in a handler
+/// for [`Connection::reconnect_after`]; [`Backoff::reset`] after a success.
+#[derive(Debug, Clone)]
+pub struct Backoff {
+    first: Duration,
+    max: Duration,
+    next: Duration,
+    seed: u64,
+}
+
+impl Backoff {
+    /// Delays from `first` (at least 1 ms), doubling, up to `max`.
+    pub fn new(first: Duration, max: Duration) -> Backoff {
+        let first = first.max(Duration::from_millis(1));
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(1, |d| d.as_nanos() as u64)
+            | 1;
+        Backoff {
+            first,
+            max: max.max(first),
+            next: first,
+            seed,
+        }
+    }
+
+    /// The delay before the next attempt; the one after is twice as long
+    /// (up to the maximum).
+    pub fn next_delay(&mut self) -> Duration {
+        let base = self.next;
+        self.next = (self.next * 2).min(self.max);
+        // xorshift: a spread, not a secret.
+        self.seed ^= self.seed << 13;
+        self.seed ^= self.seed >> 7;
+        self.seed ^= self.seed << 17;
+        let spread = base.as_nanos() as u64 / 4;
+        let jitter = if spread == 0 { 0 } else { self.seed % spread };
+        (base - Duration::from_nanos(spread) + Duration::from_nanos(jitter)).min(self.max)
+    }
+
+    /// Starts over from the first delay (the connection succeeded).
+    pub fn reset(&mut self) {
+        self.next = self.first;
     }
 }

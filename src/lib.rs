@@ -108,7 +108,7 @@ pub mod signal {
     pub use packet_sys::signal::{SIGCHLD, SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGUSR1, SIGUSR2};
 }
 
-pub use connection::{CloseReason, ConnId, Connection, Handler, Layer};
+pub use connection::{Backoff, CloseReason, ConnId, Connection, Handler, Layer};
 pub use packet_sys::Addr;
 pub use reactor::{
     Linger, Reactor, ReactorHandle, ServerId, ServerOptions, StopReport, TimerId,

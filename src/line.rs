@@ -134,7 +134,7 @@
 
 use std::fmt;
 
-use crate::connection::{Connection, Handler, Layer};
+use crate::connection::{CloseReason, Connection, Handler, Layer};
 
 /// The default maximum line length, 64 KiB.
 pub const DEFAULT_MAX_LINE_LEN: usize = 64 * 1024;
@@ -154,14 +154,18 @@ pub enum LineError {
     LineTooLong {
         /// The maximum line length.
         max: usize,
+        /// The bytes of the line seen when it was refused (its delimiter
+        /// not counted; more may have followed).
+        got: usize,
     },
 }
 
 impl fmt::Display for LineError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match *self {
-            LineError::LineTooLong { max } => {
-                write!(f, "line longer than the maximum of {max} bytes")
+            // The same words as the connection's close reason.
+            LineError::LineTooLong { max, got } => {
+                fmt::Display::fmt(&CloseReason::LineTooLong { max, got }, f)
             }
         }
     }
@@ -345,7 +349,12 @@ impl<H: LineHandler> LineProtocol<H> {
                     // Nothing after a broken line can be trusted: the input
                     // ends here, as at the end of stream, and the handler
                     // decides when to close (by default once its queue is
-                    // written; later if replies are still being computed).
+                    // written; later if replies are still being computed),
+                    // and `unbind` hears why.
+                    let LineError::LineTooLong { max, got } = e;
+                    let id = ctx.id();
+                    ctx.reactor()
+                        .set_close_reason(id, CloseReason::LineTooLong { max, got });
                     handler.line_error(&mut ctx, e);
                     ctx.pause();
                     handler.receive_eof(&mut ctx);
@@ -463,7 +472,7 @@ impl Splitter {
             state,
         } = self;
         let (delimiter, max, strip_cr) = (&**delimiter, *max_line_len, *strip_cr);
-        let too_long = Event::Error(LineError::LineTooLong { max });
+        let too_long = |got: usize| Event::Error(LineError::LineTooLong { max, got });
         let mut rest = data;
         state.paused = false;
         loop {
@@ -507,7 +516,7 @@ impl Splitter {
                         let line = trim_cr(&rest[..i], strip_cr);
                         rest = &rest[i + delimiter.len()..];
                         if line.len() > max {
-                            on(too_long, state);
+                            on(too_long(line.len()), state);
                             state.stopped = true;
                         } else {
                             on(Event::Line(line), state);
@@ -515,7 +524,7 @@ impl Splitter {
                     }
                     None => {
                         if rest.len() > limit {
-                            on(too_long, state);
+                            on(too_long(rest.len()), state);
                             state.stopped = true;
                         } else {
                             partial.extend_from_slice(rest);
@@ -537,7 +546,7 @@ impl Splitter {
                             Some(i) => (partial.len() + i, i + delimiter.len()),
                             None => {
                                 if partial.len() + rest.len() > limit {
-                                    on(too_long, state);
+                                    on(too_long(partial.len() + rest.len()), state);
                                     state.stopped = true;
                                 } else {
                                     partial.extend_from_slice(rest);
@@ -555,7 +564,7 @@ impl Splitter {
                     };
                     let cr = strip_cr && last == Some(&b'\r');
                     if line_len - usize::from(cr) > max {
-                        on(too_long, state);
+                        on(too_long(line_len - usize::from(cr)), state);
                         state.stopped = true;
                         continue;
                     }

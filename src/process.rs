@@ -667,6 +667,7 @@ fn copy_reason(reason: &CloseReason) -> CloseReason {
         CloseReason::Detached => CloseReason::Detached,
         CloseReason::Protocol(e) => CloseReason::Protocol(copy_error(e)),
         CloseReason::Memory => CloseReason::Memory,
+        &CloseReason::LineTooLong { max, got } => CloseReason::LineTooLong { max, got },
     }
 }
 

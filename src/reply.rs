@@ -70,6 +70,84 @@ impl Reply {
     }
 }
 
+#[cfg(feature = "workers")]
+impl Reply {
+    /// The answer as a `T`, with whatever went wrong in one error: the
+    /// worker died, timed out or failed, the reactor is stopping, or the
+    /// answer is of another type ([`MessageError::WrongType`], naming
+    /// both). The common case of [`Handler::receive_reply`]:
+    ///
+    /// ```no_run
+    /// # use packet::{Connection, Handler, Reply};
+    /// # struct Client;
+    /// impl Handler for Client {
+    ///     fn receive_reply(&mut self, conn: &mut Connection<'_>, reply: Reply) {
+    ///         match reply.decode::<String>() {
+    ///             Ok(text) => conn.send_data(format!("{text}\n").as_bytes()),
+    ///             // e.g. "worker count[1] died before replying (killed by signal 9)"
+    ///             Err(e) => conn.send_data(format!("error: {e}\n").as_bytes()),
+    ///         }
+    ///     }
+    /// }
+    /// ```
+    ///
+    /// It decodes a worker's answer (a [`WorkerReply`]), and takes an
+    /// answer made on the master ([`Connection::send_local_reply`], or
+    /// [`Reactor::send_reply`]) that is a `T` or a `Result<T, WorkerError>`
+    /// as it is, so both kinds of answer are read alike.
+    ///
+    /// # Errors
+    /// See above; [`WorkerError::Message`](crate::worker::WorkerError::Message)
+    /// holds the type errors.
+    ///
+    /// [`Handler::receive_reply`]: crate::Handler::receive_reply
+    /// [`MessageError::WrongType`]: crate::codec::MessageError::WrongType
+    /// [`WorkerReply`]: crate::worker::WorkerReply
+    /// [`Connection::send_local_reply`]: crate::Connection::send_local_reply
+    pub fn decode<T: serde::de::DeserializeOwned + Any>(
+        self,
+    ) -> Result<T, crate::worker::WorkerError> {
+        use crate::worker::{WorkerError, WorkerReply};
+        let other = match self.take::<WorkerReply>() {
+            Ok(answer) => return Ok(answer?.decode::<T>()?),
+            Err(other) => other,
+        };
+        let other = match other.take::<T>() {
+            Ok(value) => return Ok(value),
+            Err(other) => other,
+        };
+        match other.take::<Result<T, WorkerError>>() {
+            Ok(result) => result,
+            Err(_) => Err(WorkerError::Message(
+                crate::codec::MessageError::WrongType {
+                    expected: crate::worker::type_name_of::<T>(),
+                    got: "a reply value that is neither a worker's answer nor a `Result` of the expected type"
+                        .to_string(),
+                },
+            )),
+        }
+    }
+}
+
+impl crate::Connection<'_> {
+    /// Answers this connection from the master, in its place among the
+    /// replies it is still owed: the value comes to
+    /// [`Handler::receive_reply`](crate::Handler::receive_reply) like a
+    /// worker's answer, after every reply expected before it when
+    /// [`Connection::set_ordered_replies`](crate::Connection::set_ordered_replies)
+    /// is on (a `STATS` line between two asks is answered between their
+    /// answers). `Reply::decode` (the `workers` feature) reads a `T` sent
+    /// here as it reads a worker's `T`. The same as [`Reactor::expect_reply`] then
+    /// [`Reactor::send_reply`].
+    pub fn send_local_reply(&mut self, value: impl Any) -> ReplyId {
+        let id = self.id();
+        let reactor = self.reactor();
+        let reply = reactor.expect_reply(id);
+        reactor.send_reply(id, reply, value);
+        reply
+    }
+}
+
 impl fmt::Debug for Reply {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Reply")

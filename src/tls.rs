@@ -218,15 +218,31 @@ pub fn server_config_from_pem_files(
     key: impl AsRef<Path>,
 ) -> io::Result<Arc<rustls::ServerConfig>> {
     use rustls::pki_types::pem::PemObject;
-    let chain = CertificateDer::pem_file_iter(cert_chain.as_ref())
-        .map_err(invalid)?
+    let (cert_path, key_path) = (cert_chain.as_ref(), key.as_ref());
+    // rustls's PEM errors do not say which file; these do.
+    let in_file = |what: &str, path: &Path| {
+        let context = format!("cannot read the TLS {what} from {}", path.display());
+        move |e| {
+            let e = match e {
+                // Keep the kind (`NotFound`, `PermissionDenied`).
+                rustls::pki_types::pem::Error::Io(e) => e,
+                other => invalid(other),
+            };
+            crate::connection::io_context(e, context)
+        }
+    };
+    let chain = CertificateDer::pem_file_iter(cert_path)
+        .map_err(in_file("certificate chain", cert_path))?
         .map(|c| c.map(|c| c.to_vec()))
         .collect::<Result<Vec<_>, _>>()
-        .map_err(invalid)?;
+        .map_err(in_file("certificate chain", cert_path))?;
     if chain.is_empty() {
-        return Err(invalid("no certificate in the file"));
+        return Err(invalid(format!(
+            "no certificate in {}",
+            cert_path.display()
+        )));
     }
-    let key = PrivateKeyDer::from_pem_file(key.as_ref()).map_err(invalid)?;
+    let key = PrivateKeyDer::from_pem_file(key_path).map_err(in_file("private key", key_path))?;
     server_config(chain, key.secret_der().to_vec())
 }
 

@@ -18,7 +18,7 @@ use packet::codec::{encode_message, MessageDecoder};
 use packet::line::{LineContext, LineHandler, LineProtocol};
 use packet::objects::{ObjectHandler, ObjectProtocol};
 use packet::worker::{
-    Replier, Worker, WorkerContext, WorkerMessage, WorkerRegistry, WorkerReply, WorkerSpec, Workers,
+    Replier, Worker, WorkerContext, WorkerMessage, WorkerRegistry, WorkerSpec, Workers,
 };
 use packet::{Connection, Handler, Reply};
 use serde::{Deserialize, Serialize};
@@ -62,10 +62,7 @@ impl Handler for Lines {
     }
     fn receive_reply(&mut self, conn: &mut Connection<'_>, reply: Reply) {
         self.waiting -= 1;
-        let text = match reply.take::<WorkerReply>() {
-            Ok(answer) => answer.unwrap().decode::<String>().unwrap(),
-            Err(local) => local.take::<String>().unwrap(),
-        };
+        let text = reply.decode::<String>().unwrap();
         conn.send_data(format!("{text}\n").as_bytes());
         self.finish_if_done(conn);
     }
@@ -84,9 +81,7 @@ impl LineHandler for Lines {
             let ms: u64 = ms.parse().unwrap();
             ctx.ask_worker("delay", &(ms, text.to_string())).unwrap();
         } else if let Some(text) = line.strip_prefix("LOCAL ") {
-            let me = ctx.id();
-            let id = ctx.reactor().expect_reply(me);
-            ctx.reactor().send_reply(me, id, text.to_string());
+            ctx.send_local_reply(text.to_string());
         }
     }
 }
@@ -172,8 +167,7 @@ impl Handler for Objects {
     }
     fn receive_reply(&mut self, conn: &mut Connection<'_>, reply: Reply) {
         self.waiting -= 1;
-        let answer: WorkerReply = reply.take().unwrap();
-        let text: String = answer.unwrap().decode().unwrap();
+        let text: String = reply.decode().unwrap();
         conn.send_object(&Msg::Answer(text)).unwrap();
         if self.eof && self.waiting == 0 {
             conn.close_connection_after_writing();

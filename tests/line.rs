@@ -295,8 +295,11 @@ fn the_maximum_length_is_allowed_and_one_more_closes_only_that_connection() {
     assert_eq!(
         until_unbind(&rx),
         [
-            Ev::Error(LineError::LineTooLong { max: 16 }),
-            Ev::Unbind("closed locally".into(), Mode::Line),
+            Ev::Error(LineError::LineTooLong { max: 16, got: 17 }),
+            Ev::Unbind(
+                "line too long: 17 bytes seen, over the limit of 16".into(),
+                Mode::Line
+            ),
         ]
     );
     // The reply sent from line_error went out before the close (after the
@@ -327,8 +330,14 @@ fn a_peer_that_never_sends_a_delimiter_is_cut_off_at_64_kib() {
     assert_eq!(
         until_unbind(&rx),
         [
-            Ev::Error(LineError::LineTooLong { max: 64 * 1024 }),
-            Ev::Unbind("closed locally".into(), Mode::Line),
+            Ev::Error(LineError::LineTooLong {
+                max: 64 * 1024,
+                got: 64 * 1024 + 1
+            }),
+            Ev::Unbind(
+                "line too long: 65537 bytes seen, over the limit of 65536".into(),
+                Mode::Line
+            ),
         ]
     );
     // Acks of the reads before the one that broke the limit, then the reply.

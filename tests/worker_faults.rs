@@ -280,10 +280,12 @@ fn a_killed_fork_server_is_replaced_and_killed_workers_come_back(workers: Worker
             packet_sys::process::kill(server, packet_sys::process::SIGKILL).unwrap();
             when_fork_server_is_not(r, server, move |r, new_server| {
                 out.borrow_mut().new_server = new_server;
-                out.borrow_mut().new_name = comm(new_server as u32);
                 // The worker died with its fork server and is started by
                 // the new one.
                 when_running(r, "slow", Some(worker), move |r, worker| {
+                    // Read now, not when its pid is first known: it names
+                    // itself after the exec, before it serves a request.
+                    out.borrow_mut().new_name = comm(new_server as u32);
                     out.borrow_mut().back_after_server_kill = killed_at.elapsed();
                     let o = out.clone();
                     r.ask_worker_with("slow", None, &1u64, move |r, reply| {
@@ -398,6 +400,9 @@ const FLOOD: usize = 128 << 20;
 const MEMORY_BOUND_KIB: u64 = 64 << 10;
 
 fn a_worker_flooding_the_master_is_held_back_by_its_channel(workers: Workers) {
+    // The tests share this process: its peak so far is theirs, not the
+    // flood's ("5" resets the peak, proc(5) clear_refs).
+    std::fs::write("/proc/self/clear_refs", "5").unwrap();
     let hwm = Rc::new(RefCell::new((0, 0)));
     let out = hwm.clone();
     FLOODED.store(0, Ordering::Relaxed);

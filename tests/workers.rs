@@ -17,13 +17,37 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use packet::worker::{
-    FromWorker, Replier, RestartPolicy, Worker, WorkerContext, WorkerError, WorkerExit, WorkerId,
-    WorkerMessage, WorkerProxy, WorkerRegistry, WorkerReply, WorkerSpec, WorkerStatus, Workers,
+    DecodeReply, FromWorker, Replier, RestartPolicy, Worker, WorkerContext, WorkerError,
+    WorkerExit, WorkerId, WorkerMessage, WorkerProxy, WorkerRegistry, WorkerReply, WorkerSpec,
+    WorkerStatus, Workers,
 };
 use packet::{Connection, Handler, Reactor, Reply};
 use util::{pattern, IO_TIMEOUT};
 
 // ----- worker types -----
+
+/// An answer type only the `typed` worker uses: the master knows its name
+/// only because the worker's channel told it.
+#[derive(serde::Serialize, serde::Deserialize, Debug, PartialEq)]
+struct Answer(u32);
+
+/// A request type only the master uses.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Greeting {
+    text: String,
+}
+
+/// Expects a `u32` and answers `Answer(n)`, or the text of its decode
+/// error.
+struct Typed;
+impl Worker for Typed {
+    fn receive_data(&mut self, ctx: &mut WorkerContext<'_, '_>, msg: WorkerMessage) {
+        match msg.decode::<u32>() {
+            Ok(n) => ctx.send_data(&Answer(n)).unwrap(),
+            Err(e) => ctx.send_data(&e.to_string()).unwrap(),
+        }
+    }
+}
 
 /// Replies with the bytes it was sent.
 struct Echo;
@@ -178,6 +202,7 @@ impl WorkerProxy for Upcaser {
 fn registry() -> WorkerRegistry {
     WorkerRegistry::new()
         .register(WorkerSpec::new("echo", || Echo))
+        .register(WorkerSpec::new("typed", || Typed))
         .register(WorkerSpec::new("pool", || Echo).pool(3))
         .register(WorkerSpec::new("key", || Key).no_auto_load())
         .register(WorkerSpec::new("sleepy", || Sleepy))
@@ -478,6 +503,46 @@ fn poll_until_gone(r: &mut Reactor, out: Rc<RefCell<Vec<String>>>) {
         })
         .unwrap();
     });
+}
+
+/// Postcard alone would read the worker's `u32`-based answer as an `i32`
+/// (42 as 21) and the master's `Greeting` as a `u32`; the fingerprints
+/// turn both into errors that name the two types, on either side.
+fn a_message_of_the_wrong_type_is_an_error_naming_both_types(workers: Workers) {
+    let got: Rc<RefCell<Vec<String>>> = Rc::default();
+    let out = got.clone();
+    run(workers, move |r| {
+        when_running(r, &["typed"], move |r| {
+            let (o1, o2, o3) = (out.clone(), out.clone(), out);
+            r.ask_worker_with("typed", None, &42u32, move |_, reply| {
+                o1.borrow_mut()
+                    .push(reply.decode::<i32>().unwrap_err().to_string());
+            })
+            .unwrap();
+            r.ask_worker_with("typed", None, &42u32, move |_, reply| {
+                o2.borrow_mut()
+                    .push(format!("{:?}", reply.decode::<Answer>().unwrap()));
+            })
+            .unwrap();
+            let greeting = Greeting {
+                text: String::new(),
+            };
+            r.ask_worker_with("typed", None, &greeting, move |r, reply| {
+                o3.borrow_mut().push(reply.decode::<String>().unwrap());
+                r.stop();
+            })
+            .unwrap();
+        });
+        Ok(())
+    });
+    assert_eq!(
+        *got.borrow(),
+        [
+            "wrong message type: expected `i32`, got `workers::Answer`",
+            "Answer(42)",
+            "wrong message type: expected `u32`, got `workers::Greeting`",
+        ]
+    );
 }
 
 fn worker_asks_worker_through_the_master(workers: Workers) {
@@ -825,6 +890,10 @@ fn main() {
         (
             "waiting_for_running_workers_counts_them_and_gives_up_after_within",
             waiting_for_running_workers_counts_them_and_gives_up_after_within,
+        ),
+        (
+            "a_message_of_the_wrong_type_is_an_error_naming_both_types",
+            a_message_of_the_wrong_type_is_an_error_naming_both_types,
         ),
         (
             "worker_asks_worker_through_the_master",

@@ -5,8 +5,8 @@
 //!
 //! The connection asks for its replies in order
 //! (`Connection::set_ordered_replies`); an answer the master makes itself
-//! goes through the same queue (`Reactor::expect_reply`), so it keeps its
-//! request's place behind answers still with the workers.
+//! goes through the same queue (`Connection::send_local_reply`), so it
+//! keeps its request's place behind answers still with the workers.
 
 use packet::Connection;
 
@@ -34,16 +34,9 @@ impl Pipeline {
     }
 
     /// A request came whose answer is owed (asked of a worker, or made
-    /// here with [`Pipeline::answer_here`]).
+    /// here with `Connection::send_local_reply`).
     pub fn request(&mut self) {
         self.owed += 1;
-    }
-
-    /// Answers the latest request on the master, in its place in the order.
-    pub fn answer_here(conn: &mut Connection<'_>, text: String) {
-        let me = conn.id();
-        let place = conn.reactor().expect_reply(me);
-        conn.reactor().send_reply(me, place, text);
     }
 
     /// An answer was written.

@@ -33,6 +33,17 @@ pub enum MessageError {
         /// How many payload bytes were left over.
         len: usize,
     },
+    /// The message was encoded from another type than the one it is
+    /// decoded as (worker messages carry a type fingerprint; see
+    /// [`crate::worker::WorkerMessage`]). Postcard alone would decode it
+    /// into a wrong value: a `u32` 42 read as an `i32` is 21.
+    WrongType {
+        /// The type the receiver asked for.
+        expected: String,
+        /// The type the sender encoded, by name when this process knows
+        /// it, otherwise by its fingerprint.
+        got: String,
+    },
 }
 
 impl fmt::Display for MessageError {
@@ -44,6 +55,9 @@ impl fmt::Display for MessageError {
             MessageError::TrailingBytes { len } => {
                 write!(f, "message payload has {len} unused trailing bytes")
             }
+            MessageError::WrongType { expected, got } => {
+                write!(f, "wrong message type: expected `{expected}`, got `{got}`")
+            }
         }
     }
 }
@@ -53,7 +67,7 @@ impl std::error::Error for MessageError {
         match self {
             MessageError::Frame(err) => Some(err),
             MessageError::Encode(err) | MessageError::Decode(err) => Some(err),
-            MessageError::TrailingBytes { .. } => None,
+            MessageError::TrailingBytes { .. } | MessageError::WrongType { .. } => None,
         }
     }
 }

@@ -309,6 +309,7 @@ impl Reactor {
     ) -> io::Result<ConnId> {
         let sock = Socket::stream(addr.domain())?;
         let started = sock.connect(&addr);
+        let started = started.map_err(|e| connect_error(e, &addr));
         let transport = if matches!(addr, Addr::Inet(_)) {
             Transport::Tcp
         } else {
@@ -318,6 +319,7 @@ impl Reactor {
             close_after_writing: false,
         };
         let token = self.add_conn(sock, handler, connecting, transport)?;
+        self.targets.insert(token, addr);
         self.pending.push_back((token, Pending::Init));
         if let Some(limit) = self.connect_timeout {
             let deadline = self.deadline_after(limit);
@@ -386,15 +388,48 @@ impl Reactor {
         self.unbinding == Some(id.0)
     }
 
-    pub(crate) fn request_reconnect(&mut self, id: ConnId, addr: Addr) -> io::Result<()> {
+    /// Connects the handler of `id`, now in `unbind`, again: to `addr`
+    /// (`None`: where it was connected to) after `after`.
+    pub(crate) fn request_reconnect(
+        &mut self,
+        id: ConnId,
+        addr: Option<Addr>,
+        after: Duration,
+    ) -> io::Result<()> {
         if self.unbinding != Some(id.0) {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 "reconnect is only possible from unbind",
             ));
         }
-        self.reconnect_to = Some(addr);
+        let Some(addr) = addr.or_else(|| self.targets.get(&id.0).cloned()) else {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("connection {id} was accepted, not connected: it cannot reconnect"),
+            ));
+        };
+        self.reconnect_to = Some(Reconnect { addr, after });
         Ok(())
+    }
+
+    /// Makes the close of `id`, when this side makes it, report `reason`
+    /// instead of [`CloseReason::Local`]: a layer that ended the input
+    /// (a line too long) names why.
+    pub(crate) fn set_close_reason(&mut self, id: ConnId, reason: CloseReason) {
+        if self.conn(id.0).is_some() {
+            self.close_reasons.insert(id.0, reason);
+        }
+    }
+
+    /// See [`Connection::send_data`]: logs a run of sends to a closed
+    /// connection once.
+    pub(crate) fn dropped_after_close(&mut self, id: ConnId, len: usize) {
+        if self.drop_logged != Some(id.0) {
+            self.drop_logged = Some(id.0);
+            crate::log::line(format_args!(
+                "connection {id}: {len} bytes sent after it closed were dropped"
+            ));
+        }
     }
 
     pub(crate) fn conn_mut(&mut self, token: Token) -> Option<&mut Conn> {
@@ -663,6 +698,29 @@ impl Reactor {
             self.internal_connections -= 1;
         }
         self.forget_ending(token);
+        // Client connections and overridden reasons are few: no hash per
+        // close when there are none.
+        let target = if self.targets.is_empty() {
+            None
+        } else {
+            self.targets.remove(&token)
+        };
+        let decided = if self.close_reasons.is_empty() {
+            None
+        } else {
+            self.close_reasons.remove(&token)
+        };
+        // The error of a connect that failed later (refused) is the
+        // socket's; name the address here.
+        let reason = match (reason, target.as_ref(), decided) {
+            (CloseReason::ConnectFailed(e), Some(addr), _)
+                if !crate::connection::has_context(&e) =>
+            {
+                CloseReason::ConnectFailed(connect_error(e, addr))
+            }
+            (CloseReason::Local, _, Some(decided)) => decided,
+            (reason, _, _) => reason,
+        };
         // Most reactors have no ordered connection: no hash per close then.
         if !self.ordered.is_empty() {
             self.ordered.remove(&token);
@@ -681,12 +739,56 @@ impl Reactor {
         // fds, see ARCHITECTURE.md).
         drop(c);
         let Some(mut handler) = handler else { return };
+        // Back for the length of `unbind`, for its `reconnect_after`.
+        if let Some(addr) = target {
+            self.targets.insert(token, addr);
+        }
         self.unbinding = Some(token);
         handler.unbind(&mut Connection::new(self, ConnId(token)), &reason);
         self.unbinding = None;
-        if let Some(addr) = self.reconnect_to.take() {
-            // A failure to even make a socket leaves nothing to report to.
-            let _ = self.connect_boxed(addr, handler);
+        if !self.targets.is_empty() {
+            self.targets.remove(&token);
+        }
+        if let Some(Reconnect { addr, after }) = self.reconnect_to.take() {
+            if after.is_zero() {
+                // A failure to even make a socket leaves nothing to report to.
+                let _ = self.connect_boxed(addr, handler);
+            } else {
+                self.add_timer(after, move |r| {
+                    // A graceful stop started meanwhile: nothing new.
+                    if r.is_stopping() {
+                        crate::log::line(format_args!(
+                            "reconnect to {} not made: the reactor is stopping",
+                            DisplayAddr(&addr)
+                        ));
+                    } else {
+                        let _ = r.connect_boxed(addr, handler);
+                    }
+                });
+            }
         }
     }
+}
+
+/// A reconnect asked for in `unbind`.
+pub(crate) struct Reconnect {
+    addr: Addr,
+    after: Duration,
+}
+
+/// An address as error messages give it.
+pub(crate) struct DisplayAddr<'a>(pub(crate) &'a Addr);
+
+impl std::fmt::Display for DisplayAddr<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Addr::Inet(a) => write!(f, "{a}"),
+            Addr::Unix(Some(p)) => write!(f, "{}", p.display()),
+            Addr::Unix(None) => f.write_str("an unnamed Unix socket"),
+        }
+    }
+}
+
+fn connect_error(e: io::Error, addr: &Addr) -> io::Error {
+    crate::connection::io_context(e, format_args!("cannot connect to {}", DisplayAddr(addr)))
 }

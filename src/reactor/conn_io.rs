@@ -142,7 +142,10 @@ impl Reactor {
     /// # Errors
     /// The file cannot be opened, or as [`Reactor::send_file_range`].
     pub fn send_file(&mut self, id: ConnId, path: impl AsRef<Path>) -> io::Result<u64> {
-        let file = File::open(path)?;
+        let path = path.as_ref();
+        let file = File::open(path).map_err(|e| {
+            crate::connection::io_context(e, format_args!("cannot open {}", path.display()))
+        })?;
         let len = file.metadata()?.len();
         self.send_file_range(id, file, 0, len)?;
         Ok(len)

@@ -196,6 +196,11 @@ impl Reactor {
         }
     }
 
+    /// Whether a graceful stop is in progress (nothing new should start).
+    pub(crate) fn is_stopping(&self) -> bool {
+        self.ending.stopping.is_some()
+    }
+
     /// Whether connection `token` is still owed a reply.
     pub(crate) fn owes_replies(&self, token: Token) -> bool {
         !self.ending.owed.is_empty() && self.ending.owed.contains_key(&token)

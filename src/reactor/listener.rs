@@ -107,8 +107,9 @@ impl Reactor {
         if options.reuse_port {
             sock.set_reuse_port(true)?;
         }
-        sock.bind(&addr)?;
-        sock.listen(options.backlog)?;
+        sock.bind(&addr)
+            .and_then(|()| sock.listen(options.backlog))
+            .map_err(|e| listen_error(e, &addr))?;
         let factory: Factory = Box::new(move || Box::new(factory()));
         self.add_listener(Box::new(Listener {
             sock,
@@ -134,12 +135,13 @@ impl Reactor {
         let sock = Socket::stream(Domain::Unix)?;
         match sock.bind(&addr) {
             Err(e) if e.kind() == io::ErrorKind::AddrInUse && is_stale_unix_socket(&path) => {
-                std::fs::remove_file(&path)?;
-                sock.bind(&addr)?;
+                std::fs::remove_file(&path).map_err(|e| listen_error(e, &addr))?;
+                sock.bind(&addr).map_err(|e| listen_error(e, &addr))?;
             }
-            other => other?,
+            other => other.map_err(|e| listen_error(e, &addr))?,
         }
-        sock.listen(ServerOptions::default().backlog)?;
+        sock.listen(ServerOptions::default().backlog)
+            .map_err(|e| listen_error(e, &addr))?;
         let factory: Factory = Box::new(move || Box::new(factory()));
         self.add_listener(Box::new(Listener {
             sock,
@@ -245,4 +247,13 @@ impl Reactor {
         }
         self.spare_fd = File::open("/dev/null").ok();
     }
+}
+
+/// A bind or listen error naming the address: "cannot listen on
+/// 127.0.0.1:8080: Address already in use (os error 98)".
+fn listen_error(e: io::Error, addr: &Addr) -> io::Error {
+    crate::connection::io_context(
+        e,
+        format_args!("cannot listen on {}", super::conn::DisplayAddr(addr)),
+    )
 }

@@ -184,7 +184,16 @@ pub struct Reactor {
     pub(crate) ordered: IdMap<Token, InOrder>,
     /// The connection in `unbind`, and where it asked to reconnect.
     unbinding: Option<Token>,
-    reconnect_to: Option<Addr>,
+    reconnect_to: Option<conn::Reconnect>,
+    /// Where each client connection was made to, for its connect error's
+    /// message and for `reconnect_after`.
+    targets: IdMap<Token, Addr>,
+    /// The connection whose send after close was last logged: a run of
+    /// drops is logged once.
+    drop_logged: Option<Token>,
+    /// Why connections that close "locally" really end (a line too long),
+    /// set by the layer that decided it.
+    close_reasons: IdMap<Token, CloseReason>,
     timers: TimerWheel<TimerTask>,
     periodics: Slab<Periodic>,
     /// Descriptors received with the bytes being delivered to
@@ -248,6 +257,9 @@ impl Reactor {
             ordered: IdMap::default(),
             unbinding: None,
             reconnect_to: None,
+            targets: IdMap::default(),
+            drop_logged: None,
+            close_reasons: IdMap::default(),
             timers: TimerWheel::new(),
             periodics: Slab::new(),
             fd_inbox: Vec::new(),

@@ -531,6 +531,7 @@ impl Handler for WorkerSide {
                         Err(super::WorkerError::Failed(error.to_string())),
                     );
                 }
+                Envelope::TypeName { fingerprint, name } => super::types::learn(fingerprint, name),
                 Envelope::Exit => conn.close_connection_after_writing(),
                 // Answered by the reactor, not the worker: a worker whose
                 // loop turns is alive, even inside a long ask.

@@ -67,8 +67,10 @@ impl Default for SpecConfig {
             proxy: None,
             on_message: None,
             log_file: None,
-            // postcard's encoding of `()`.
-            options: Vec::new(),
+            options: WorkerMessage::encode(&())
+                .expect("`()` encodes")
+                .as_bytes()
+                .to_vec(),
             ask_timeout: Some(super::DEFAULT_ASK_TIMEOUT),
             heartbeat: Some(super::DEFAULT_HEARTBEAT),
         }
@@ -94,6 +96,10 @@ struct Instance {
     channel: Option<ConnId>,
     /// Frames for the worker sent before its channel exists.
     backlog: Vec<u8>,
+    /// The message types whose names this process was told (in the
+    /// channel or the backlog), so that its type errors name them.
+    told: super::types::FingerprintSet,
+    last_told: u64,
     outstanding: usize,
     restarts: VecDeque<Instant>,
     options: Vec<u8>,
@@ -339,6 +345,8 @@ impl Master {
             pid: None,
             channel: None,
             backlog: Vec::new(),
+            told: Default::default(),
+            last_told: 0,
             outstanding: 0,
             restarts: VecDeque::new(),
             options: Vec::new(),
@@ -401,6 +409,23 @@ impl Master {
             self.next_id
         };
         let mut frame = Vec::new();
+        // An fd cannot wait in the backlog: such an ask fails below
+        // without sending, so it tells no name.
+        let may_send = inst.channel.is_some() || fd.is_none();
+        if let Some(fingerprint) = super::types::fingerprint_of(payload).filter(|_| may_send) {
+            // Most workers get one type: the last one is checked first.
+            let new = inst.last_told != fingerprint && inst.told.insert(fingerprint);
+            inst.last_told = fingerprint;
+            if new {
+                if let Some(name) = super::types::name_of(fingerprint) {
+                    Envelope::TypeName {
+                        fingerprint,
+                        name: &name,
+                    }
+                    .encode(&mut frame);
+                }
+            }
+        }
         match fd {
             Some(_) => Envelope::Fd {
                 id: ask_id,
@@ -490,6 +515,9 @@ impl Master {
                     }
                 }
                 out.push(Delivery::Reply(ask.asker, Ok(message)));
+            }
+            Envelope::TypeName { fingerprint, name } => {
+                super::types::learn(fingerprint, name);
             }
             Envelope::Send { payload } => {
                 let message = WorkerMessage::from_slice(payload);
@@ -643,6 +671,8 @@ impl Master {
             self.by_channel.remove(&ch);
         }
         inst.backlog.clear();
+        inst.told.clear();
+        inst.last_told = 0;
         inst.outstanding = 0;
         let reason = inst.exit.clone().unwrap_or(WorkerExit::ChannelBroke(why));
         let failed: Vec<u64> = self

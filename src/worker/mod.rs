@@ -57,7 +57,7 @@
 //! # Example
 //!
 //! ```no_run
-//! use packet::worker::{Worker, WorkerContext, WorkerMessage, WorkerRegistry, WorkerSpec, WorkerReply};
+//! use packet::worker::{Worker, WorkerContext, WorkerMessage, WorkerRegistry, WorkerSpec};
 //! use packet::{Connection, Handler, Reactor, Reply};
 //!
 //! struct Upcase;
@@ -77,8 +77,9 @@
 //!         }
 //!     }
 //!     fn receive_reply(&mut self, conn: &mut Connection<'_>, reply: Reply) {
-//!         let Ok(reply) = reply.take::<WorkerReply>() else { return };
-//!         match reply.and_then(|m| Ok(m.decode::<String>()?)) {
+//!         // One Result: the worker's answer, or why there is none (it
+//!         // died, timed out, or answered another type).
+//!         match reply.decode::<String>() {
 //!             Ok(text) => conn.send_data(text.as_bytes()),
 //!             Err(e) => conn.send_data(format!("error: {e}\n").as_bytes()),
 //!         }
@@ -98,6 +99,7 @@
 
 mod fork_server;
 mod master;
+mod types;
 pub(crate) mod wire;
 
 use std::fmt;
@@ -137,7 +139,44 @@ pub fn fuzz_decode_wire(frame: &[u8]) -> Result<(), WireError> {
 }
 
 /// What an ask gets back: the worker's reply, or why there is none.
+/// [`DecodeReply::decode`] makes it one `Result<T, WorkerError>`; a
+/// connection's [`Reply`](crate::Reply) has [`Reply::decode`](crate::Reply::decode).
 pub type WorkerReply = Result<WorkerMessage, WorkerError>;
+
+/// Decodes a [`WorkerReply`] (the argument of an
+/// [`Reactor::ask_worker_with`] callback or of [`Worker::worker_receive`])
+/// in one step.
+///
+/// ```
+/// use packet::worker::{DecodeReply, WorkerMessage, WorkerReply};
+///
+/// let reply: WorkerReply = Ok(WorkerMessage::encode(&7u64).unwrap());
+/// assert_eq!(reply.decode::<u64>().unwrap(), 7);
+/// let reply: WorkerReply = Ok(WorkerMessage::encode("seven").unwrap());
+/// assert_eq!(
+///     reply.decode::<u64>().unwrap_err().to_string(),
+///     "wrong message type: expected `u64`, got `String`"
+/// );
+/// ```
+pub trait DecodeReply {
+    /// The answer as a `T`, or why there is none: the worker's error, or
+    /// [`WorkerError::Message`] when the answer is not a `T`.
+    ///
+    /// # Errors
+    /// See above.
+    fn decode<T: DeserializeOwned>(self) -> Result<T, WorkerError>;
+}
+
+impl DecodeReply for WorkerReply {
+    fn decode<T: DeserializeOwned>(self) -> Result<T, WorkerError> {
+        Ok(self?.decode::<T>()?)
+    }
+}
+
+/// `T`'s name as type errors give it.
+pub(crate) fn type_name_of<T: ?Sized>() -> String {
+    types::display_name::<T>()
+}
 
 /// Identifies one `ask_worker` of a connection: the id of the
 /// [`Reply`](crate::Reply) that brings its answer to
@@ -148,9 +187,35 @@ pub type AskId = crate::ReplyId;
 
 /// A message to or from a worker: the postcard encoding of some `serde`
 /// value, decoded by whoever knows its type.
+///
+/// Every message carries a fingerprint of the type it was encoded from
+/// (8 bytes: a hash of the type's name), checked by
+/// [`WorkerMessage::decode`]: postcard is not self-describing, so without
+/// it a `u32` read as an `i32` or a `bool` would decode to a wrong value.
+/// A mismatch is [`MessageError::WrongType`], naming both types:
+///
+/// ```
+/// use packet::worker::WorkerMessage;
+///
+/// let answer = WorkerMessage::encode(&42u32).unwrap();
+/// assert_eq!(answer.decode::<u32>().unwrap(), 42);
+/// let err = answer.decode::<i32>().unwrap_err();
+/// assert_eq!(err.to_string(), "wrong message type: expected `i32`, got `u32`");
+/// // Types serde encodes alike agree: `&str` and `String`, `&[T]` and
+/// // `Vec<T>`, `Box<T>` and `T`.
+/// let text = WorkerMessage::encode("hello").unwrap();
+/// assert_eq!(text.decode::<String>().unwrap(), "hello");
+/// ```
+///
+/// The fingerprint hashes [`std::any::type_name`], which may change between
+/// compiler versions; the master and its workers are one binary (the
+/// workers are forks of it), so they always agree. Messages are not meant
+/// to be stored or exchanged with other programs.
 #[derive(Clone, PartialEq, Eq)]
 pub struct WorkerMessage {
-    bytes: Box<[u8]>,
+    // A `Vec`, not a boxed slice: shrinking it to fit would cost a
+    // reallocation per message.
+    bytes: Vec<u8>,
 }
 
 impl WorkerMessage {
@@ -159,29 +224,31 @@ impl WorkerMessage {
     /// # Errors
     /// The value cannot be serialized by postcard.
     pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<WorkerMessage, MessageError> {
-        postcard::to_allocvec(value)
-            .map(|v| WorkerMessage {
-                bytes: v.into_boxed_slice(),
-            })
+        let mut bytes = Vec::with_capacity(32);
+        bytes.extend_from_slice(&types::fingerprint::<T>().to_le_bytes());
+        postcard::to_extend(value, bytes)
+            .map(|v| WorkerMessage { bytes: v })
             .map_err(|e| MessageError::Encode(crate::codec::PostcardError::new(e)))
     }
 
     /// Decodes the message as a `T`.
     ///
     /// # Errors
-    /// The bytes are not a `T` (for example the worker sent another type).
+    /// [`MessageError::WrongType`] if it was encoded from another type
+    /// (naming both); otherwise the bytes are not a valid `T`.
     pub fn decode<T: DeserializeOwned>(&self) -> Result<T, MessageError> {
-        crate::codec::decode_message(&self.bytes)
+        crate::codec::decode_message(types::check::<T>(&self.bytes)?)
     }
 
-    /// The encoded bytes.
+    /// The encoded bytes: the type fingerprint (8 bytes), then the
+    /// postcard encoding of the value.
     pub fn as_bytes(&self) -> &[u8] {
         &self.bytes
     }
 
     pub(crate) fn from_slice(bytes: &[u8]) -> WorkerMessage {
         WorkerMessage {
-            bytes: bytes.into(),
+            bytes: bytes.to_vec(),
         }
     }
 }
@@ -419,6 +486,7 @@ impl Replier {
         message: &T,
     ) -> Result<(), MessageError> {
         let mut out = Vec::new();
+        tell_master_type::<T>(&mut out);
         wire::Envelope::Reply {
             id: self.id,
             payload: &[],
@@ -429,13 +497,30 @@ impl Replier {
     }
 }
 
+/// Puts the name of `T` in front of the first message of that type this
+/// worker sends, so that the master (and a worker it passes the message
+/// on to) can name it in a [`MessageError::WrongType`].
+fn tell_master_type<T: ?Sized>(out: &mut Vec<u8>) {
+    let fingerprint = types::fingerprint::<T>();
+    if types::first_time_to_master(fingerprint) {
+        if let Some(name) = types::name_of(fingerprint) {
+            wire::Envelope::TypeName {
+                fingerprint,
+                name: &name,
+            }
+            .encode(out);
+        }
+    }
+}
+
 impl WorkerContext<'_, '_> {
-    fn send(
+    fn send<T: Serialize + ?Sized>(
         &mut self,
         env: wire::Envelope<'_>,
-        message: &(impl Serialize + ?Sized),
+        message: &T,
     ) -> Result<(), MessageError> {
         let mut out = Vec::new();
+        tell_master_type::<T>(&mut out);
         env.encode_with(message, &mut out)?;
         self.conn.send_data(&out);
         Ok(())
@@ -521,7 +606,7 @@ impl WorkerContext<'_, '_> {
     /// # Errors
     /// They are not a `T`.
     pub fn options<T: DeserializeOwned>(&self) -> Result<T, MessageError> {
-        crate::codec::decode_message(&self.me.options)
+        crate::codec::decode_message(types::check::<T>(&self.me.options)?)
     }
 
     /// The worker's own reactor.
@@ -787,7 +872,7 @@ impl WorkerSpec {
         mut self,
         options: &T,
     ) -> Result<WorkerSpec, MessageError> {
-        self.config.options = WorkerMessage::encode(options)?.bytes.into_vec();
+        self.config.options = WorkerMessage::encode(options)?.bytes;
         Ok(self)
     }
 }

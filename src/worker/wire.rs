@@ -23,7 +23,12 @@
 //!                         13 Exited  pid status
 //!  master -> worker   14 Ping     (a heartbeat)
 //!  worker -> master   15 Pong     (its answer)
+//!  either way         16 TypeName fingerprint name   (before the first
+//!                        message of a type on a channel: see `types.rs`)
 //! ```
+//!
+//! A payload is the message's 8-byte type fingerprint (little endian)
+//! followed by its postcard bytes.
 //!
 //! `id`, `seq`, `pid` and lengths are LEB128 varints; strings are a varint
 //! length and UTF-8 bytes; `key?` is a 0/1 byte then a string. A `status` is
@@ -94,6 +99,10 @@ pub(crate) enum Envelope<'a> {
     },
     Ping,
     Pong,
+    TypeName {
+        fingerprint: u64,
+        name: &'a str,
+    },
 }
 
 /// Why bytes from a worker channel are not a valid message.
@@ -232,6 +241,7 @@ impl<'a> Envelope<'a> {
             Envelope::Exited { .. } => 13,
             Envelope::Ping => 14,
             Envelope::Pong => 15,
+            Envelope::TypeName { .. } => 16,
         }
     }
 
@@ -281,6 +291,10 @@ impl<'a> Envelope<'a> {
                 put_varint(out, u64::from(pid));
                 put_varint(out, ((status << 1) ^ (status >> 63)) as u64);
             }
+            Envelope::TypeName { fingerprint, name } => {
+                put_varint(out, fingerprint);
+                put_str(out, name);
+            }
         }
     }
 
@@ -299,6 +313,8 @@ impl<'a> Envelope<'a> {
 
     /// Appends the message as one frame to `out`.
     pub(crate) fn encode(&self, out: &mut Vec<u8>) {
+        // Room for the header and fields too: one allocation per frame.
+        out.reserve(self.payload().len() + 24);
         let start = out.len();
         self.put_fields(out);
         out.extend_from_slice(self.payload());
@@ -306,15 +322,18 @@ impl<'a> Envelope<'a> {
     }
 
     /// Appends the message as one frame to `out`, with `payload` (the
-    /// postcard encoding of `message`) in place of the envelope's own.
-    #[cfg(feature = "objects")]
+    /// type fingerprint and postcard encoding of `message`) in place of
+    /// the envelope's own.
     pub(crate) fn encode_with<T: serde::Serialize + ?Sized>(
         &self,
         message: &T,
         out: &mut Vec<u8>,
     ) -> Result<(), crate::codec::MessageError> {
+        // Most messages are small: one allocation for the frame.
+        out.reserve(64);
         let start = out.len();
         self.put_fields(out);
+        out.extend_from_slice(&super::types::fingerprint::<T>().to_le_bytes());
         let body = std::mem::take(out);
         match postcard::to_extend(message, body) {
             Ok(body) => *out = body,
@@ -408,6 +427,11 @@ impl<'a> Envelope<'a> {
                 r.end()?;
                 Envelope::Pong
             }
+            16 => {
+                let (fingerprint, name) = (r.varint()?, r.str()?);
+                r.end()?;
+                Envelope::TypeName { fingerprint, name }
+            }
             k => return Err(WireError::UnknownKind(k)),
         };
         Ok(env)
@@ -479,6 +503,10 @@ mod tests {
         round_trip(Envelope::Exit);
         round_trip(Envelope::Ping);
         round_trip(Envelope::Pong);
+        round_trip(Envelope::TypeName {
+            fingerprint: u64::MAX,
+            name: "my_app::Check",
+        });
         round_trip(Envelope::Failed {
             id: 8,
             error: "boom",
