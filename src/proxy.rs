@@ -53,13 +53,15 @@
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 
-use packet_sys::process::{pipe, splice};
+use packet_sys::process::pipe;
 
-use crate::connection::{CloseReason, ConnId, Connection};
-use crate::reactor::{ConnHooks, Extension, Flags, Phase, Reactor, Source, Transport};
+use crate::connection::{ConnId, Connection};
+use crate::reactor::{
+    ConnHooks, Extension, Flags, Out, Phase, Reactor, ReadInto, Source, Transport,
+};
 use crate::slab::{IdMap, Token};
 
-/// Bytes moved per splice or read: as much as a pipe holds by default.
+/// Bytes moved per splice: as much as a pipe holds by default.
 const STEP: usize = 64 * 1024;
 
 /// The proxies of one reactor (its extension state).
@@ -183,7 +185,7 @@ impl Reactor {
             .conn(from.0)
             .is_some_and(|c| c.flags.contains(Flags::READ_READY))
         {
-            self.ready.push(from.0);
+            self.carry(from.0);
         }
         Ok(())
     }
@@ -239,7 +241,7 @@ impl Reactor {
             .conn(source)
             .is_some_and(|c| c.flags.contains(Flags::READ_READY))
         {
-            self.ready.push(source);
+            self.carry(source);
         }
         // What is still in the pipe was taken from the source: it goes to
         // the target's queue, in order, before anything sent later.
@@ -261,110 +263,58 @@ impl Reactor {
         self.flush_queue(p.to);
     }
 
-    /// A proxied connection is readable: move what it has to its target.
+    /// A proxied connection is readable: moves one read step's worth (the
+    /// core's `read_step`, so end of stream, activity and fairness are the
+    /// core's: `receive_eof` decides what the end of the source's stream
+    /// does, and a source with more input waits for the next turn) to its
+    /// target.
     fn proxy_pump(&mut self, source: Token) {
-        let mut buf = std::mem::take(&mut self.read_buf);
-        // Fairness: a bounded number of steps per turn, then the source
-        // waits in the ready list like any connection with input left.
-        let mut steps_left = 16;
-        loop {
-            if steps_left == 0 {
-                let waiting = self.proxy(source).is_some_and(|p| p.waiting);
-                if !waiting
-                    && self
-                        .conn(source)
-                        .is_some_and(|c| c.flags.contains(Flags::READ_READY))
-                {
-                    self.ready.push(source);
-                }
-                break;
-            }
-            steps_left -= 1;
-            let Some(p) = self.proxy(source) else {
-                break;
-            };
-            let (to, bufsize, splicing) = (p.to, p.bufsize, p.pipe.is_some());
-            let target_ok = matches!(self.conn(to), Some(t) if !t.phase.is_ending());
-            if !target_ok {
-                self.end_proxy(source);
-                break;
-            }
-            let Some(t) = self.conn(to) else { break };
-            let full = t.out.len() > bufsize
-                || p.in_pipe > 0
-                || t.phase.is_connecting()
-                || (splicing && t.flags.contains(Flags::WRITE_BLOCKED));
-            if full {
-                if let Some(p) = self.proxy_mut(source) {
-                    p.waiting = true;
-                }
-                break;
-            }
-            let readable = self.conn(source).is_some_and(|c| {
-                !c.phase.is_ending()
-                    && c.flags & (Flags::PAUSED | Flags::READ_READY) == Flags::READ_READY
-            });
-            if !readable {
-                break;
-            }
-            // Out of the proxy while the source is borrowed; put back below
-            // on every path.
-            let pipe = self.proxy_mut(source).and_then(|p| p.pipe.take());
-            let moved = match (self.sources.get_mut(source), &pipe) {
-                (Some(Source::Conn(c)), Some((_, w))) => splice(c.sock.as_fd(), w.as_fd(), STEP),
-                (Some(Source::Conn(c)), None) => {
-                    buf.clear();
-                    c.sock.read_into_spare(&mut buf)
-                }
-                // Checked readable above.
-                _ => Err(io::ErrorKind::NotConnected.into()),
-            };
+        let Some(p) = self.proxy(source) else {
+            return;
+        };
+        let (to, bufsize, in_pipe) = (p.to, p.bufsize, p.in_pipe);
+        let Some(t) = self.conn(to).filter(|t| !t.phase.is_ending()) else {
+            // The source's input goes to its own handler again.
+            self.end_proxy(source);
+            return;
+        };
+        let full = t.out.len() > bufsize
+            || in_pipe > 0
+            || t.phase.is_connecting()
+            || (p.pipe.is_some() && t.flags.contains(Flags::WRITE_BLOCKED));
+        if full {
+            // The target's room lets it be read again.
             if let Some(p) = self.proxy_mut(source) {
-                p.pipe = pipe;
+                p.waiting = true;
             }
-            let Some(Source::Conn(c)) = self.sources.get_mut(source) else {
-                break;
+            return;
+        }
+        // Out of the proxy while the step runs; put back before its bytes
+        // are moved on.
+        let pipe = self.proxy_mut(source).and_then(|p| p.pipe.take());
+        if let Some((r, w)) = pipe {
+            let moved = self.read_step(source, ReadInto::Pipe(w.as_fd(), STEP));
+            let Some(p) = self.proxy_mut(source) else {
+                return;
             };
-            match moved {
-                Ok(0) => {
-                    c.flags -= Flags::READ_READY;
-                    c.flags |= Flags::EOF_READ;
-                    c.phase = c.phase.close_after_writing();
-                    self.check_water(source);
-                    break;
-                }
-                Ok(n) => {
-                    // A short read drains a socket; a short splice does
-                    // not (it stops when the pipe runs out of slots, or
-                    // after one chunk when non-blocking): only EAGAIN says
-                    // drained there. Nor does one after the peer's FIN was
-                    // reported: no edge comes again, so read on to the 0.
-                    let short = !splicing && n < buf.capacity() && !c.flags.contains(Flags::RDHUP);
-                    if short {
-                        c.flags -= Flags::READ_READY;
-                    }
-                    if let Some(p) = self.proxy_mut(source) {
-                        p.bytes += n as u64;
-                        if splicing {
-                            p.in_pipe += n;
-                        }
-                    }
-                    if splicing {
-                        self.proxy_drain_pipe(to);
-                        // A blocked target must ask for its writable edge.
-                        self.check_water(to);
-                    } else {
-                        self.send_data_to(ConnId(to), &buf[..n]);
-                    }
-                    if short {
-                        break;
-                    }
-                }
-                Err(e) => {
-                    self.read_failed(source, e);
-                    break;
-                }
+            p.pipe = Some((r, w));
+            if let Some(n) = moved {
+                p.bytes += n as u64;
+                p.in_pipe += n;
+                self.proxy_drain_pipe(to);
+                // A blocked target must ask for its writable edge.
+                self.check_water(to);
             }
+            return;
+        }
+        let mut buf = std::mem::take(&mut self.read_buf);
+        if let Some(n) = self.read_step(source, ReadInto::Buffer(&mut buf)) {
+            if let Some(p) = self.proxy_mut(source) {
+                p.bytes += n as u64;
+            }
+            self.send_data_to(ConnId(to), &buf[..n]);
+            // Descriptors passed with the bytes do not cross a proxy.
+            drop(self.take_received_fds());
         }
         self.read_buf = buf;
     }
@@ -388,19 +338,9 @@ impl Reactor {
         let Some((r, _)) = &pipe else { return true };
         let moved = match self.sources.get_mut(target) {
             Some(Source::Conn(t)) if !t.socket_waits() && t.phase != Phase::Closed => {
-                match splice(r.as_fd(), t.sock.as_fd(), in_pipe) {
-                    Ok(n) if n >= in_pipe => Ok(n),
-                    // Short: the target's send buffer is full.
-                    Ok(n) => {
-                        t.flags |= Flags::WRITE_BLOCKED;
-                        Ok(n)
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                        t.flags |= Flags::WRITE_BLOCKED;
-                        Ok(0)
-                    }
-                    Err(e) => Err(e),
-                }
+                // The core's one write and its rule: short means full.
+                let result = t.sink().write_out(Out::Pipe(r.as_fd(), in_pipe));
+                t.wrote(result, in_pipe)
             }
             _ => Ok(0),
         };
@@ -411,8 +351,8 @@ impl Reactor {
                 p.in_pipe -= n.min(p.in_pipe);
                 p.in_pipe == 0
             }
-            Err(e) => {
-                self.begin_close(target, CloseReason::from_io(e));
+            Err(reason) => {
+                self.begin_close(target, reason);
                 false
             }
         }
@@ -431,7 +371,7 @@ impl Reactor {
         };
         if p.waiting && p.in_pipe == 0 && queued <= p.bufsize {
             p.waiting = false;
-            self.ready.push(source);
+            self.carry(source);
         }
     }
 }

@@ -91,8 +91,8 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use crate::buffer::Sink;
 use crate::connection::{CloseReason, ConnId, Connection, Handler};
 use crate::reactor::{
-    Conn, ConnHooks, Extension, FilterHooks, Flags, Phase, Reactor, ServerId, ServerOptions,
-    TimerId, Transport, WriteSide,
+    ConnHooks, ConnSink, Extension, FilterHooks, Flags, Out, Phase, Reactor, ServerId,
+    ServerOptions, TimerId, WriteSide,
 };
 use crate::reply::Reply;
 use crate::slab::Token;
@@ -331,15 +331,15 @@ static HOOKS: ConnHooks = ConnHooks {
     filter: Some(&FILTER),
 };
 
-/// A connection's socket as rustls's writer.
-struct SocketWriter<'a>(&'a Conn);
+/// A connection's socket as rustls's writer (the core's one write).
+struct SocketWriter<'a>(ConnSink<'a>);
 
 impl Write for SocketWriter<'_> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.0.write(buf)
+        self.0.write_out(Out::Bytes(&[IoSlice::new(buf)], &[]))
     }
     fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
-        self.0.write_vectored(bufs, &[])
+        self.0.write_out(Out::Bytes(bufs, &[]))
     }
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
@@ -348,8 +348,7 @@ impl Write for SocketWriter<'_> {
 
 /// The outbound queue's bytes sent before `start_tls`, in the clear.
 struct ClearSink<'a> {
-    sock: &'a packet_sys::Socket,
-    pipe: bool,
+    conn: ConnSink<'a>,
     left: usize,
 }
 
@@ -369,11 +368,7 @@ impl Sink for ClearSink<'_> {
         if take.is_empty() {
             return Err(io::ErrorKind::WouldBlock.into());
         }
-        let n = if self.pipe {
-            self.sock.write_vectored_plain(&take)?
-        } else {
-            self.sock.write_vectored_with_fds(&take, fds)?
-        };
+        let n = self.conn.write_out(Out::Bytes(&take, fds))?;
         self.left -= n;
         Ok(n)
     }
@@ -660,7 +655,7 @@ impl Reactor {
         if let Some((c, s)) = self.conn_and_hook_state::<Session>(token) {
             if !c.socket_waits() {
                 while s.tls.wants_write() {
-                    if !matches!(s.tls.write_tls(&mut SocketWriter(c)), Ok(n) if n > 0) {
+                    if !matches!(s.tls.write_tls(&mut SocketWriter(c.sink())), Ok(n) if n > 0) {
                         break;
                     }
                 }
@@ -783,8 +778,10 @@ impl Reactor {
             let result = (|| -> io::Result<bool> {
                 if s.clear_left > 0 {
                     let mut sink = ClearSink {
-                        sock: &c.sock,
-                        pipe: c.transport == Transport::Pipe,
+                        conn: ConnSink {
+                            sock: &c.sock,
+                            transport: c.transport,
+                        },
                         left: s.clear_left,
                     };
                     c.out.flush(&mut sink)?;
@@ -794,7 +791,7 @@ impl Reactor {
                     }
                 }
                 while s.tls.wants_write() {
-                    if s.tls.write_tls(&mut SocketWriter(c))? == 0 {
+                    if s.tls.write_tls(&mut SocketWriter(c.sink()))? == 0 {
                         return Err(io::ErrorKind::WouldBlock.into());
                     }
                 }
@@ -820,13 +817,12 @@ impl Reactor {
             match result {
                 Ok(true) => continue,
                 Ok(false) => return true,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    c.flags |= Flags::WRITE_BLOCKED;
-                    return false;
-                }
+                // The core's rule: a full socket waits for its writable
+                // edge, a failure ends the connection as on every path.
                 Err(e) => {
-                    let reason = c.write_failed(e);
-                    self.begin_close(token, reason);
+                    if let Err(reason) = c.wrote(Err(e), 0) {
+                        self.begin_close(token, reason);
+                    }
                     return false;
                 }
             }
@@ -844,7 +840,7 @@ impl Reactor {
         let Some((c, s)) = self.conn_and_hook_state::<Session>(token) else {
             return;
         };
-        let ending = closes || c.write_side == WriteSide::ShutWhenDrained;
+        let ending = closes || c.flags.write_side() == WriteSide::ShutWhenDrained;
         if !ending || s.closed || s.clear_left > 0 || s.tls.wants_write() {
             return;
         }

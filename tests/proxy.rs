@@ -222,3 +222,44 @@ fn slow_reader_behind<H: Handler>(
     );
     proxy.stop();
 }
+
+/// A proxied connection's end of stream goes to its handler's
+/// `receive_eof`, as on any connection (issue 21: the proxy used to close
+/// it by itself), which here reports the bytes proxied and closes.
+#[test]
+fn the_end_of_a_proxied_stream_goes_to_receive_eof() {
+    struct Sink;
+    impl Handler for Sink {}
+    struct Front {
+        upstream: SocketAddr,
+        eof: mpsc::Sender<u64>,
+    }
+    impl Handler for Front {
+        fn post_init(&mut self, conn: &mut Connection<'_>) {
+            let up = conn.reactor().connect(self.upstream, Sink).unwrap();
+            conn.proxy_incoming_to(up, BUFSIZE).unwrap();
+        }
+        fn receive_eof(&mut self, conn: &mut Connection<'_>) {
+            self.eof.send(conn.proxied_bytes()).unwrap();
+            conn.close_connection_after_writing();
+        }
+    }
+    let (tx, eof) = mpsc::channel();
+    let running = spawn_reactor(move |r| {
+        let sink = r.start_server("127.0.0.1:0", || Sink)?;
+        let upstream = r.server_addr(sink)?.as_inet().expect("tcp");
+        let front = r.start_server("127.0.0.1:0", move || Front {
+            upstream,
+            eof: tx.clone(),
+        })?;
+        Ok(r.server_addr(front)?.as_inet().expect("tcp"))
+    });
+    let mut c = client(running.value);
+    c.write_all(b"abc").unwrap();
+    c.shutdown(std::net::Shutdown::Write).unwrap();
+    assert_eq!(eof.recv_timeout(IO_TIMEOUT), Ok(3), "receive_eof ran");
+    let mut rest = Vec::new();
+    c.read_to_end(&mut rest).unwrap();
+    assert!(rest.is_empty());
+    running.stop();
+}

@@ -2,13 +2,27 @@
 //! `send_data` to sockets, the per-callback stage, outbound queues and
 //! their water marks.
 //!
-//! This file owns the hot path. It reads at most one buffer per connection
-//! per turn (the rest waits in `ready`), writes a callback's output to its
+//! This file owns the hot path. Every reader of a connection goes through
+//! one read step (`read_step`), which reads at most one buffer (or one
+//! splice) per connection per turn and carries a connection with more
+//! input to the next turn (`ready`, listed once), writes a callback's output to its
 //! own connection with one syscall when the callback returns, and defers
 //! every handler call it causes (water marks, closes) to the pending
 //! queue.
 
 use super::*;
+
+/// Where one read step ([`Reactor::read_step`]) puts the bytes.
+pub(crate) enum ReadInto<'a> {
+    /// This buffer (the reactor's, lent out), its capacity being the most
+    /// read; descriptors passed with the bytes go to the reactor's inbox.
+    Buffer(&'a mut Vec<u8>),
+    /// This pipe, with `splice`, at most this many bytes (a proxy on
+    /// Linux: the bytes never enter user space).
+    // Unused in a build without the proxy.
+    #[allow(dead_code)]
+    Pipe(std::os::fd::BorrowedFd<'a>, usize),
+}
 
 /// Writes at least this large go to the socket at once instead of being
 /// staged, so big payloads are not copied just to be coalesced.
@@ -60,32 +74,26 @@ impl Reactor {
             return false;
         };
         c.last_activity = now;
-        let result = if staged > 0 {
-            c.write_vectored(&[IoSlice::new(&self.stage), IoSlice::new(data)], &[])
-        } else {
-            c.write(data)
-        };
-        let written = match result {
+        let bufs = [IoSlice::new(&self.stage[..staged]), IoSlice::new(data)];
+        let bufs = if staged > 0 { &bufs[..] } else { &bufs[1..] };
+        let result = c.sink().write_out(Out::Bytes(bufs, &[]));
+        let written = match c.wrote(result, staged + data.len()) {
             Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
-            Err(e) => {
+            Err(reason) => {
                 // The stage holds the running connection's bytes: only
                 // that connection's failure drops them.
                 if is_current {
                     self.stage.clear();
                 }
-                self.begin_close(token, CloseReason::from_io(e));
+                self.begin_close(token, reason);
                 return true;
             }
         };
-        if written < staged + data.len() {
-            if written < staged {
-                c.out.push(&self.stage[written..]);
-                c.out.push(data);
-            } else {
-                c.out.push(&data[written - staged..]);
-            }
-            c.flags |= Flags::WRITE_BLOCKED;
+        if written < staged {
+            c.out.push(&self.stage[written..]);
+            c.out.push(data);
+        } else if written < staged + data.len() {
+            c.out.push(&data[written - staged..]);
         }
         if is_current {
             self.stage.clear();
@@ -183,21 +191,16 @@ impl Reactor {
         }
         if c.out.is_empty() && !c.write_waits() {
             c.last_activity = now;
-            match c.write(&self.stage) {
+            let result = c
+                .sink()
+                .write_out(Out::Bytes(&[IoSlice::new(&self.stage)], &[]));
+            match c.wrote(result, self.stage.len()) {
                 Ok(n) if n == self.stage.len() => {}
-                Ok(n) => {
-                    // A short write means the send buffer is full; the
-                    // kernel raises a writable edge when it has room.
-                    c.out.push(&self.stage[n..]);
-                    c.flags |= Flags::WRITE_BLOCKED;
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    c.out.push(&self.stage);
-                    c.flags |= Flags::WRITE_BLOCKED;
-                }
-                Err(e) => {
+                // What the kernel did not take waits for the writable edge.
+                Ok(n) => c.out.push(&self.stage[n..]),
+                Err(reason) => {
                     self.stage.clear();
-                    self.begin_close(token, CloseReason::from_io(e));
+                    self.begin_close(token, reason);
                     return;
                 }
             }
@@ -243,7 +246,7 @@ impl Reactor {
         if drained
             && !c.flags.contains(Flags::ABOVE_HIGH)
             && !c.phase.closes_when_drained()
-            && c.write_side != WriteSide::ShutWhenDrained
+            && c.flags.write_side() != WriteSide::ShutWhenDrained
         {
             return;
         }
@@ -347,7 +350,10 @@ impl Reactor {
                 return;
             }
             if let Ok(Some(e)) | Err(e) = c.sock.take_error() {
-                self.begin_close(token, CloseReason::from_io(e));
+                // The same reset ends the same way whether a write or this
+                // event saw it first.
+                let reason = c.write_failed(e);
+                self.begin_close(token, reason);
                 return;
             }
         }
@@ -413,18 +419,12 @@ impl Reactor {
             sock: &c.sock,
             transport: c.transport,
         };
-        match c.out.flush(&mut sink) {
-            Ok(_) => {
-                if !c.out.is_empty() {
-                    c.flags |= Flags::WRITE_BLOCKED;
-                }
-            }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => c.flags |= Flags::WRITE_BLOCKED,
-            Err(e) => {
-                let reason = c.write_failed(e);
-                self.begin_close(token, reason);
-                return;
-            }
+        let result = c.out.flush(&mut sink);
+        // Bytes left in the queue mean the socket is full.
+        let wanted = if c.out.is_empty() { 0 } else { usize::MAX };
+        if let Err(reason) = c.wrote(result, wanted) {
+            self.begin_close(token, reason);
+            return;
         }
         self.check_water(token);
     }
@@ -441,67 +441,109 @@ impl Reactor {
             }
         }
         let mut buf = std::mem::take(&mut self.read_buf);
-        let now = self.now_ms() as u32;
-        let mut lingering = false;
-        while let Some(Source::Conn(c)) = self.sources.get_mut(token) {
-            if !c.reads() {
-                lingering = c.phase == Phase::Lingering;
-                break;
-            }
-            let fds_before = self.fd_inbox.len();
-            buf.clear();
-            let read = if c.transport.receives_fds() {
-                c.sock.read_with_fds(&mut buf, &mut self.fd_inbox)
+        if let Some(n) = self.read_step(token, ReadInto::Buffer(&mut buf)) {
+            if self
+                .conn(token)
+                .is_some_and(|c| c.flags.contains(Flags::HOOKED))
+            {
+                self.hooked_input(token, &buf[..n]);
             } else {
-                c.sock.read_into_spare(&mut buf)
-            };
-            match read {
-                Ok(0) => {
-                    // End of stream: no more reads; the handler decides
-                    // when to close (by default once its queue is written).
-                    c.flags -= Flags::READ_READY;
-                    c.flags |= Flags::EOF_READ;
-                    self.pending.push_back((token, Pending::Eof));
-                    break;
-                }
-                Ok(n) => {
-                    c.last_activity = now;
-                    let full = n == buf.capacity();
-                    // A short read drained the socket: new data raises a new
-                    // edge. After a half-close no edge comes, so read on to
-                    // the end of stream. A Unix socket read stops early after
-                    // bytes that carried descriptors, with more queued behind
-                    // them: after such a read, only EAGAIN says drained.
-                    let got_fds = self.fd_inbox.len() > fds_before;
-                    let more = full || c.flags.contains(Flags::RDHUP) || got_fds;
-                    if !more {
-                        c.flags -= Flags::READ_READY;
-                    }
-                    if c.flags.contains(Flags::HOOKED) {
-                        self.hooked_input(token, &buf[..n]);
-                    } else {
-                        self.call(token, |h, conn| h.receive_data(conn, &buf[..n]));
-                    }
-                    // Descriptors the handler did not take are closed.
-                    self.fd_inbox.clear();
-                    if full {
-                        self.ready.push(token);
-                        break;
-                    }
-                    if !more {
-                        break;
-                    }
-                }
-                Err(e) => {
-                    self.read_failed(token, e);
-                    break;
-                }
+                self.call(token, |h, conn| h.receive_data(conn, &buf[..n]));
             }
+            // Descriptors the handler did not take are closed.
+            self.fd_inbox.clear();
         }
         self.read_buf = buf;
-        if lingering {
+        if self
+            .conn(token)
+            .is_some_and(|c| c.phase == Phase::Lingering)
+        {
             self.linger_read(token);
         }
+    }
+
+    /// The one read step every reader of a connection uses — `receive_data`,
+    /// a filter's input, a proxy's copy or splice: reads once into `into`
+    /// if the connection is to be read, and keeps the books: end of stream
+    /// (no more reads; `receive_eof` follows, and the handler decides when
+    /// to close), activity (the inactivity timer), a failed read (closes),
+    /// and fairness — a connection that may have more input is carried to
+    /// the next turn (`carry`), never read again in this one. Returns the
+    /// bytes read, for the caller to deliver.
+    pub(crate) fn read_step(&mut self, token: Token, into: ReadInto<'_>) -> Option<usize> {
+        let now = self.now_ms() as u32;
+        let Some(Source::Conn(c)) = self.sources.get_mut(token) else {
+            return None;
+        };
+        if !c.reads() {
+            return None;
+        }
+        let fds_before = self.fd_inbox.len();
+        let (read, room) = match into {
+            ReadInto::Buffer(buf) => {
+                buf.clear();
+                let read = if c.transport.receives_fds() {
+                    c.sock.read_with_fds(buf, &mut self.fd_inbox)
+                } else {
+                    c.sock.read_into_spare(buf)
+                };
+                (read, buf.capacity())
+            }
+            // A short splice does not mean drained (it stops when the pipe
+            // runs out of slots, or after one chunk when non-blocking):
+            // only EAGAIN says so, hence no room to compare with.
+            ReadInto::Pipe(pipe, most) => (
+                packet_sys::process::splice(std::os::fd::AsFd::as_fd(&c.sock), pipe, most),
+                0,
+            ),
+        };
+        match read {
+            Ok(0) => {
+                c.flags -= Flags::READ_READY;
+                c.flags |= Flags::EOF_READ;
+                self.pending.push_back((token, Pending::Eof));
+                None
+            }
+            Ok(n) => {
+                c.last_activity = now;
+                // A short read drained the socket: new data raises a new
+                // edge. After the peer's half-close no edge comes, so the
+                // next turn reads on to the end of stream. A Unix socket
+                // read stops early after bytes that carried descriptors,
+                // with more queued behind them: after such a read, only
+                // EAGAIN says drained.
+                let got_fds = self.fd_inbox.len() > fds_before;
+                let more = n >= room || c.flags.contains(Flags::RDHUP) || got_fds;
+                if more {
+                    self.carry(token);
+                } else {
+                    c.flags -= Flags::READ_READY;
+                }
+                Some(n)
+            }
+            Err(e) => {
+                self.read_failed(token, e);
+                None
+            }
+        }
+    }
+
+    /// Puts source `token` on the carry-over list for its next read (or
+    /// accept batch) in the next turn, once: a connection already on it
+    /// (`Flags::QUEUED`) is not listed again.
+    pub(crate) fn carry(&mut self, token: Token) {
+        match self.sources.get_mut(token) {
+            Some(Source::Conn(c)) => {
+                if c.flags.contains(Flags::QUEUED) {
+                    return;
+                }
+                c.flags |= Flags::QUEUED;
+            }
+            // Listeners are few: a look through the list does.
+            Some(Source::Listener(_)) if !self.ready.contains(&token) => {}
+            _ => return,
+        }
+        self.ready.push(token);
     }
 
     /// A read of connection `token` failed: drained (`WouldBlock`, wait for

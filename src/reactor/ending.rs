@@ -250,11 +250,11 @@ impl Reactor {
         let Some(c) = self.conn_mut(token) else {
             return;
         };
-        if c.write_side != WriteSide::Shut {
+        if c.flags.write_side() != WriteSide::Shut {
             if let Err(e) = c.sock.shutdown(std::net::Shutdown::Write) {
                 return self.begin_close(token, CloseReason::from_io(e));
             }
-            c.write_side = WriteSide::Shut;
+            c.flags.set_write_side(WriteSide::Shut);
         }
         c.phase = Phase::Lingering;
         // The inactivity limit no longer applies: the linger's does.
@@ -285,13 +285,21 @@ impl Reactor {
         self.linger_read(token);
     }
 
-    /// Reads and discards what lingering connection `token` has, until the
-    /// socket is drained, the peer's end of stream (then closes) or the
-    /// discard limit (then closes).
+    /// Reads and discards what lingering connection `token` has: one
+    /// buffer per turn, as any read (fairness; the connection is carried
+    /// to the next turn while the socket may hold more), until the socket
+    /// is drained, the peer's end of stream (then closes) or the discard
+    /// limit (then closes).
     pub(super) fn linger_read(&mut self, token: Token) {
         let mut buf = std::mem::take(&mut self.read_buf);
         let now = self.now_ms();
+        let mut reads = 0;
         let ended = loop {
+            if reads == 1 {
+                self.carry(token);
+                break None;
+            }
+            reads += 1;
             let Some(Source::Conn(c)) = self.sources.get_mut(token) else {
                 break None;
             };

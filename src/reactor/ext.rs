@@ -93,7 +93,9 @@ pub(crate) struct PluginSource {
 /// sees all of it.
 pub(crate) struct ConnHooks {
     /// The connection is readable. Returns whether the hook handled it
-    /// (read it itself); if not, the core reads and calls `receive_data`.
+    /// (read it itself, with the core's one read step,
+    /// `Reactor::read_step`); if not, the core reads and calls
+    /// `receive_data`.
     pub(crate) readable: fn(&mut Reactor, Token) -> bool,
     /// The connection got a writable edge. Returns whether the core may
     /// flush its outbound queue now.

@@ -237,7 +237,7 @@ impl Reactor {
             }
         }
         // More may be queued; let other sources run first.
-        self.ready.push(token);
+        self.carry(token);
     }
 
     /// Out of descriptors: free the spare one, accept and close what is

@@ -6,8 +6,8 @@
 //! the only place that calls a [`Handler`]. It must never call a handler
 //! from inside another handler's callback (every such effect is deferred to
 //! the `pending` queue and run when the callback returns), never read more
-//! than one buffer per connection per turn, and never block outside
-//! `Selector::wait`.
+//! than one buffer (or one splice) per connection per turn, and never
+//! block outside `Selector::wait`.
 //!
 //! The phases of one turn, in the order [`Reactor::run_until_stopped`] runs
 //! them (ARCHITECTURE.md describes them in full):
@@ -16,9 +16,11 @@
 //! 2. run deferred work (post_init of new clients, closes, water marks);
 //! 3. wait for readiness, with a zero timeout if work is already waiting;
 //! 4. dispatch each event: accept, finish connects, flush, read and call
-//!    `receive_data`; after each, run deferred work so a connection closed
-//!    by one event is gone before the next event of the batch;
-//! 5. give connections that had more input than one buffer their next read.
+//!    `receive_data` (a connection on the carry-over list waits for phase
+//!    5 instead); after each, run deferred work so a connection closed by
+//!    one event is gone before the next event of the batch;
+//! 5. give the sources carried over from the last turn (more input than
+//!    one read, a full accept batch, a resume) their one read of this turn.
 
 use std::collections::VecDeque;
 use std::fs::File;
@@ -50,6 +52,9 @@ mod state;
 mod timers;
 
 pub(crate) use conn::*;
+// Extension-point API: unused in a build without the proxy.
+#[allow(unused_imports)]
+pub(crate) use conn_io::ReadInto;
 pub(crate) use ending::*;
 pub(crate) use ext::*;
 pub(crate) use handle::*;
@@ -158,7 +163,8 @@ pub struct Reactor {
     /// The connection whose callback is running.
     current: Option<Token>,
     pub(crate) pending: VecDeque<(Token, Pending)>,
-    /// Sources with input left after this turn's read (fairness bound).
+    /// Sources with input left after this turn's read, each listed once
+    /// (`Flags::QUEUED`): read in the next turn (fairness bound).
     pub(crate) ready: Vec<Token>,
     ready_spare: Vec<Token>,
     next_turn: Vec<Local>,
@@ -387,8 +393,9 @@ impl Reactor {
             // count from now, not from before the sleep.
             self.now_ns = self.epoch.elapsed().as_nanos() as u64;
         }
-        // Sources carried over from earlier turns get their read after this
-        // batch; ones that fill a buffer now wait for the next turn.
+        // Sources carried over from the last turn get their read after this
+        // batch (and only then); ones that may have more input after a read
+        // in this turn wait for the next.
         let mut carried = std::mem::replace(&mut self.ready, std::mem::take(&mut self.ready_spare));
         for ev in events.iter() {
             let token = ev.token();
@@ -411,6 +418,9 @@ impl Reactor {
                     );
                 }
                 Some(Source::Conn(c)) => {
+                    // A carried-over connection gets its one read of the
+                    // turn from the carried list below, not here too.
+                    let read_now = ev.is_readable() && !c.flags.contains(Flags::QUEUED);
                     if ev.is_read_closed() {
                         c.flags |= Flags::RDHUP;
                     }
@@ -426,7 +436,7 @@ impl Reactor {
                     if ev.is_error() || (ev.is_writable() && wants_write) {
                         self.on_writable(token, ev.is_error());
                     }
-                    if ev.is_readable() {
+                    if read_now {
                         self.on_readable(token);
                     }
                 }
@@ -434,9 +444,12 @@ impl Reactor {
             self.run_pending();
         }
         for token in carried.drain(..) {
-            match self.sources.get(token) {
+            match self.sources.get_mut(token) {
                 Some(Source::Listener(_)) => self.accept_from(token),
-                Some(Source::Conn(_)) => self.on_readable(token),
+                Some(Source::Conn(c)) => {
+                    c.flags -= Flags::QUEUED;
+                    self.on_readable(token);
+                }
                 Some(Source::Plugin(_)) | None => {}
             }
             self.run_pending();

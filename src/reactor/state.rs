@@ -68,7 +68,7 @@ pub(crate) enum WriteSide {
 bitflags! {
     /// Bits that hold in any phase, independent of each other.
     #[derive(Clone, Copy, PartialEq, Eq, Debug)]
-    pub(crate) struct Flags: u8 {
+    pub(crate) struct Flags: u16 {
         /// The socket may have unread input (an edge was seen and not
         /// drained).
         const READ_READY = 1 << 0;
@@ -91,6 +91,43 @@ bitflags! {
         /// A feature's hooks take over parts of its I/O (`ext.rs`); its
         /// writes all go through the outbound queue.
         const HOOKED = 1 << 7;
+        /// On the carry-over list (`Reactor::ready`): its one read of a
+        /// turn comes from there, so it is listed once and read once per
+        /// turn however many events it gets (`conn_io.rs`, `carry`).
+        const QUEUED = 1 << 8;
+        /// `WriteSide::ShutWhenDrained` (two bits for the three sides, kept
+        /// here so that the record stays at 48 bytes; `Flags::write_side`).
+        const SHUT_WHEN_DRAINED = 1 << 9;
+        /// `WriteSide::Shut`.
+        const WRITE_SHUT = 1 << 10;
+    }
+}
+
+impl Flags {
+    /// The write side these bits record.
+    // Always inlined: compared with a constant it is one mask test (the
+    // hot path's `takes_output` and `check_water` ask).
+    #[inline(always)]
+    pub(crate) fn write_side(self) -> WriteSide {
+        // At most one of the two is set (`set_write_side`): this order
+        // makes `== ShutWhenDrained` one bit test.
+        if self.contains(Flags::SHUT_WHEN_DRAINED) {
+            WriteSide::ShutWhenDrained
+        } else if self.contains(Flags::WRITE_SHUT) {
+            WriteSide::Shut
+        } else {
+            WriteSide::Open
+        }
+    }
+
+    /// Records `side` (sides only move forward, see `WriteSide`).
+    pub(crate) fn set_write_side(&mut self, side: WriteSide) {
+        self.remove(Flags::SHUT_WHEN_DRAINED | Flags::WRITE_SHUT);
+        match side {
+            WriteSide::Open => {}
+            WriteSide::ShutWhenDrained => self.insert(Flags::SHUT_WHEN_DRAINED),
+            WriteSide::Shut => self.insert(Flags::WRITE_SHUT),
+        }
     }
 }
 
