@@ -65,11 +65,15 @@ thread_local! {
     /// Fingerprints by the address and length of the type's name, in a
     /// direct-mapped table: one load and compare per message. A slot's
     /// collision only costs a recomputation.
+    // Clippy 1.85 (rust-version) asks for a const initializer that is
+    // already there; later releases do not.
+    #[allow(clippy::missing_const_for_thread_local)]
     static CACHE: [Cell<(usize, usize, u64)>; SLOTS] =
         const { [const { Cell::new((0, 0, 0)) }; SLOTS] };
     /// The types whose names this worker process told the master already
     /// (a worker has one channel, to the master, for its whole life), and
     /// the last one, checked first.
+    #[allow(clippy::missing_const_for_thread_local)]
     static TOLD_MASTER: (Cell<u64>, RefCell<FingerprintSet>) =
         (Cell::new(0), RefCell::default());
 }
@@ -87,7 +91,9 @@ pub(crate) fn fingerprint<T: ?Sized>() -> u64 {
     let raw = type_name::<T>();
     // The name is a static string: its address and length identify it.
     let (ptr, len) = (raw.as_ptr() as usize, raw.len());
-    let slot = (ptr ^ len).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> (usize::BITS - 6);
+    // 64-bit multiply on every target (the constant does not fit a 32-bit
+    // usize); the top 6 bits pick one of the 64 slots.
+    let slot = (((ptr ^ len) as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 58) as usize;
     let hit = CACHE.with(|c| {
         let (p, l, fp) = c[slot % SLOTS].get();
         (p == ptr && l == len).then_some(fp)
