@@ -77,11 +77,6 @@ pub mod objects;
 pub mod process;
 #[cfg(feature = "proxy")]
 pub mod proxy;
-// The extension point (`reactor/ext.rs`) is there for the plug-ins: `watch`
-// registers plug-in sources, `proxy` hooks connections and keeps extension
-// state. A build without them leaves parts of it uncalled, which is not
-// dead code to remove; the core names no feature, so the allowance is here.
-#[cfg_attr(not(all(feature = "proxy", feature = "watch")), allow(dead_code))]
 mod reactor;
 mod reply;
 mod slab;

@@ -384,6 +384,8 @@ impl Reactor {
     }
 
     /// Whether `id` is the connection whose `unbind` is running.
+    // Called only by proxy: uncalled in a core-only build.
+    #[allow(dead_code)]
     pub(crate) fn is_unbinding(&self, id: ConnId) -> bool {
         self.unbinding == Some(id.0)
     }
@@ -415,6 +417,8 @@ impl Reactor {
     /// Makes the close of `id`, when this side makes it, report `reason`
     /// instead of [`CloseReason::Local`]: a layer that ended the input
     /// (a line too long) names why.
+    // Called only by line: uncalled in a core-only build.
+    #[allow(dead_code)]
     pub(crate) fn set_close_reason(&mut self, id: ConnId, reason: CloseReason) {
         if self.conn(id.0).is_some() {
             self.close_reasons.insert(id.0, reason);

@@ -32,6 +32,8 @@ use super::*;
 /// Any `'static` value as `&mut dyn Any`, so an `Extension` trait object
 /// can be downcast to its type.
 pub(crate) trait AsAny: Any {
+    // Called only by proxy, workers: uncalled in a core-only build.
+    #[allow(dead_code)]
     fn as_any(&self) -> &dyn Any;
     fn as_any_mut(&mut self) -> &mut dyn Any;
 }
@@ -82,6 +84,8 @@ pub(crate) struct SourceHooks {
 
 /// A descriptor a feature registered, with its state.
 pub(crate) struct PluginSource {
+    // Read only by watch: never read in a core-only build.
+    #[allow(dead_code)]
     pub(crate) state: Box<dyn Any>,
     pub(crate) hooks: &'static SourceHooks,
 }
@@ -150,12 +154,16 @@ impl Reactor {
 
     /// The extension state of type `T`, if set (and not out in
     /// [`Reactor::with_ext`]).
+    // Called only by proxy, workers: uncalled in a core-only build.
+    #[allow(dead_code)]
     pub(crate) fn ext<T: Extension>(&self) -> Option<&T> {
         let i = self.ext_index(TypeId::of::<T>())?;
         self.exts[i].value.as_deref()?.as_any().downcast_ref()
     }
 
     /// [`Reactor::ext`], mutably.
+    // Called only by proxy, tls, workers: uncalled in a core-only build.
+    #[allow(dead_code)]
     pub(crate) fn ext_mut<T: Extension>(&mut self) -> Option<&mut T> {
         let i = self.ext_index(TypeId::of::<T>())?;
         self.exts[i]
@@ -167,6 +175,8 @@ impl Reactor {
 
     /// The extension state of type `T`, made with `T::default()` the first
     /// time.
+    // Called only by proxy, tls: uncalled in a core-only build.
+    #[allow(dead_code)]
     pub(crate) fn ext_or_default<T: Extension + Default>(&mut self) -> &mut T {
         if self.ext_index(TypeId::of::<T>()).is_none() {
             self.set_ext(T::default());
@@ -175,6 +185,8 @@ impl Reactor {
     }
 
     /// Sets (or replaces) the extension state of type `T`.
+    // Called only by proxy, tls, workers: uncalled in a core-only build.
+    #[allow(dead_code)]
     pub(crate) fn set_ext<T: Extension>(&mut self, value: T) {
         let value: Box<dyn Extension> = Box::new(value);
         match self.ext_index(TypeId::of::<T>()) {
@@ -188,7 +200,7 @@ impl Reactor {
 
     /// Runs `f` with the extension state of type `T` taken out of the
     /// reactor, so that `f` may use both; `None` if there is none.
-    // Extension-point API: unused in a build without the features using it.
+    // Called only by workers: uncalled in a core-only build.
     #[allow(dead_code)]
     pub(crate) fn with_ext<T: Extension, R>(
         &mut self,
@@ -226,6 +238,8 @@ impl Reactor {
     ///
     /// # Errors
     /// The selector refused the descriptor.
+    // Called only by watch: uncalled in a core-only build.
+    #[allow(dead_code)]
     pub(crate) fn add_plugin_source<T: Any>(
         &mut self,
         state: T,
@@ -255,6 +269,8 @@ impl Reactor {
     }
 
     /// The state of plug-in source `token`, if it is a `T`.
+    // Called only by watch: uncalled in a core-only build.
+    #[allow(dead_code)]
     pub(crate) fn plugin<T: Any>(&self, token: Token) -> Option<&T> {
         match self.sources.get(token) {
             Some(Source::Plugin(p)) => p.state.downcast_ref(),
@@ -263,6 +279,8 @@ impl Reactor {
     }
 
     /// [`Reactor::plugin`], mutably.
+    // Called only by watch: uncalled in a core-only build.
+    #[allow(dead_code)]
     pub(crate) fn plugin_mut<T: Any>(&mut self, token: Token) -> Option<&mut T> {
         match self.sources.get_mut(token) {
             Some(Source::Plugin(p)) => p.state.downcast_mut(),
@@ -272,6 +290,8 @@ impl Reactor {
 
     /// Removes plug-in source `token` if its state is a `T`, and returns
     /// the state. Its descriptor is the feature's to deregister or close.
+    // Called only by watch: uncalled in a core-only build.
+    #[allow(dead_code)]
     pub(crate) fn remove_plugin<T: Any>(&mut self, token: Token) -> Option<Box<T>> {
         self.plugin::<T>(token)?;
         match self.sources.remove(token) {
@@ -286,6 +306,8 @@ impl Reactor {
     /// # Errors
     /// `NotConnected` for a closed connection; `AlreadyExists` if another
     /// feature's hooks have it.
+    // Called only by proxy: uncalled in a core-only build.
+    #[allow(dead_code)]
     pub(crate) fn hook_conn(&mut self, token: Token, hooks: &'static ConnHooks) -> io::Result<()> {
         self.hook_conn_inner(token, hooks, None)
     }
@@ -296,7 +318,7 @@ impl Reactor {
     /// # Errors
     /// As [`Reactor::hook_conn`], and `AlreadyExists` if the connection is
     /// hooked already (its state would be lost).
-    // Extension-point API: unused in a build without the features using it.
+    // Called only by tls: uncalled in a core-only build.
     #[allow(dead_code)]
     pub(crate) fn hook_conn_with<T: Any>(
         &mut self,
@@ -340,6 +362,8 @@ impl Reactor {
     }
 
     /// Gives connection `token`'s I/O back to the core.
+    // Called only by proxy: uncalled in a core-only build.
+    #[allow(dead_code)]
     pub(crate) fn unhook_conn(&mut self, token: Token) {
         if let Some(c) = self.conn_mut(token) {
             c.flags -= Flags::HOOKED;
@@ -358,7 +382,7 @@ impl Reactor {
     }
 
     /// The feature's state for hooked connection `token`, if it is a `T`.
-    // Extension-point API: unused in a build without the features using it.
+    // Called only by tls: uncalled in a core-only build.
     #[allow(dead_code)]
     pub(crate) fn hook_state<T: Any>(&self, token: Token) -> Option<&T> {
         self.conn_hooks
@@ -369,7 +393,7 @@ impl Reactor {
     }
 
     /// [`Reactor::hook_state`], mutably.
-    // Extension-point API: unused in a build without the features using it.
+    // Called only by tls: uncalled in a core-only build.
     #[allow(dead_code)]
     pub(crate) fn hook_state_mut<T: Any>(&mut self, token: Token) -> Option<&mut T> {
         self.conn_hooks
@@ -381,7 +405,7 @@ impl Reactor {
 
     /// Connection `token` and the feature's state for it, borrowed
     /// together (a filter writing the connection's queue to its socket).
-    // Extension-point API: unused in a build without the features using it.
+    // Called only by tls: uncalled in a core-only build.
     #[allow(dead_code)]
     pub(crate) fn conn_and_hook_state<T: Any>(
         &mut self,
@@ -402,7 +426,7 @@ impl Reactor {
     /// Calls handler method `f` of connection `token` as the core does:
     /// not while another callback runs, and with the callback's output
     /// written when it returns. `None` if the connection is closed.
-    // Extension-point API: unused in a build without the features using it.
+    // Called only by tls: uncalled in a core-only build.
     #[allow(dead_code)]
     pub(crate) fn call_handler<R>(
         &mut self,
@@ -413,8 +437,6 @@ impl Reactor {
     }
 
     /// A filter's bytes for the handler: calls `receive_data` with them.
-    // Extension-point API: unused in a build without the features using it.
-    #[allow(dead_code)]
     pub(crate) fn deliver(&mut self, token: Token, data: &[u8]) {
         self.call(token, |h, conn| h.receive_data(conn, data));
     }
@@ -422,7 +444,7 @@ impl Reactor {
     /// A filter's stream for connection `token` ended (its protocol's own
     /// end-of-stream message came): as an end of stream read from the
     /// socket, no more reads, and `receive_eof` follows.
-    // Extension-point API: unused in a build without the features using it.
+    // Called only by tls: uncalled in a core-only build.
     #[allow(dead_code)]
     pub(crate) fn end_of_input(&mut self, token: Token) {
         let Some(c) = self.conn_mut(token) else {
@@ -438,7 +460,7 @@ impl Reactor {
 
     /// Whether a callback of connection `token` is running (its output is
     /// still being staged, and its closes wait for it to return).
-    // Extension-point API: unused in a build without the features using it.
+    // Called only by tls: uncalled in a core-only build.
     #[allow(dead_code)]
     pub(crate) fn in_callback_of(&self, token: Token) -> bool {
         self.current == Some(token)
