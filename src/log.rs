@@ -36,8 +36,6 @@ pub fn reset_log_hook() {
 }
 
 /// Hands one diagnostic line to the hook, or writes it to standard error.
-// Only the worker module logs so far.
-#[cfg_attr(not(feature = "workers"), allow(dead_code))]
 pub(crate) fn line(args: std::fmt::Arguments<'_>) {
     let text = args.to_string();
     let slot = HOOK.read().unwrap_or_else(|e| e.into_inner());
@@ -52,13 +50,11 @@ pub(crate) fn line(args: std::fmt::Arguments<'_>) {
 }
 
 /// `format!`-style front end of [`line`].
-#[cfg_attr(not(feature = "workers"), allow(unused_macros))]
 macro_rules! log_line {
     ($($arg:tt)*) => {
         $crate::log::line(format_args!($($arg)*))
     };
 }
-#[cfg_attr(not(feature = "workers"), allow(unused_imports))]
 pub(crate) use log_line;
 
 #[cfg(test)]

@@ -430,9 +430,7 @@ impl Reactor {
     pub(crate) fn dropped_after_close(&mut self, id: ConnId, len: usize) {
         if self.drop_logged != Some(id.0) {
             self.drop_logged = Some(id.0);
-            crate::log::line(format_args!(
-                "connection {id}: {len} bytes sent after it closed were dropped"
-            ));
+            crate::log::log_line!("connection {id}: {len} bytes sent after it closed were dropped");
         }
     }
 
@@ -761,10 +759,10 @@ impl Reactor {
                 self.add_timer(after, move |r| {
                     // A graceful stop started meanwhile: nothing new.
                     if r.is_stopping() {
-                        crate::log::line(format_args!(
+                        crate::log::log_line!(
                             "reconnect to {} not made: the reactor is stopping",
                             DisplayAddr(&addr)
-                        ));
+                        );
                     } else {
                         let _ = r.connect_boxed(addr, handler);
                     }

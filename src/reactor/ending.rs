@@ -506,7 +506,7 @@ impl Reactor {
             self.begin_close(token, CloseReason::ReactorStopped);
         }
         if self.ending.stopping.take().is_some() && !report.is_clean() {
-            crate::log::line(format_args!("{report}"));
+            crate::log::log_line!("{report}");
         }
         self.ending.report = Some(report);
     }
@@ -581,9 +581,9 @@ impl Reactor {
             self.on_signal(sig, move |r| {
                 let action = match sig {
                     SIGHUP => {
-                        crate::log::line(format_args!(
+                        crate::log::log_line!(
                             "SIGHUP: reload is not supported; going on as before"
-                        ));
+                        );
                         StopAction::Reload
                     }
                     SIGQUIT if r.ending.stopping.is_some() => return,

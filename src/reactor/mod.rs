@@ -477,10 +477,10 @@ impl Reactor {
                 Pending::Reply(reply) => {
                     self.reply_settled(token);
                     if let Err(reply) = self.deliver_reply(token, reply) {
-                        crate::log::line(format_args!(
+                        crate::log::log_line!(
                             "{reply:?} for connection {} dropped: it has closed",
                             ConnId(token)
-                        ));
+                        );
                     }
                 }
                 Pending::Eof => _ = self.call(token, |h, c| h.receive_eof(c)),
