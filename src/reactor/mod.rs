@@ -12,13 +12,18 @@
 //! The phases of one turn, in the order [`Reactor::run_until_stopped`] runs
 //! them (ARCHITECTURE.md describes them in full):
 //!
+//! 0. read the clock and fire the timers that are due;
 //! 1. run the closures queued with [`Reactor::next_turn`] before this turn;
-//! 2. run deferred work (post_init of new clients, closes, water marks);
+//! 2. run deferred work (the `Pending` kinds: post_init, replies, end of
+//!    stream, closes, water marks, resumes);
 //! 3. wait for readiness, with a zero timeout if work is already waiting;
-//! 4. dispatch each event: accept, finish connects, flush, read and call
-//!    `receive_data` (a connection on the carry-over list waits for phase
-//!    5 instead); after each, run deferred work so a connection closed by
-//!    one event is gone before the next event of the batch;
+//! 4. dispatch each event: the waker (cross-thread stop and closures,
+//!    signals), listeners (accept), plug-in sources (their feature's
+//!    function), connections (finish connects, flush, read and call
+//!    `receive_data` or the filter; a connection on the carry-over list
+//!    waits for phase 5 instead); after each, run deferred work so a
+//!    connection closed by one event is gone before the next event of the
+//!    batch;
 //! 5. give the sources carried over from the last turn (more input than
 //!    one read, a full accept batch, a resume) their one read of this turn.
 

@@ -56,8 +56,9 @@ pub(crate) fn next_fixed_rate_deadline(due_ms: u64, interval_ms: u64, now_ms: u6
 pub(crate) type PeriodicFn = Box<dyn FnMut(&mut Reactor, TimerId)>;
 
 impl Reactor {
-    /// The loop's time: read once per turn, so every callback of a turn
-    /// sees the same instant.
+    /// The loop's time: read at the start of each turn and again after a
+    /// wait that may have slept, not at every call, so the callbacks of
+    /// one batch see the same instant.
     pub fn now(&self) -> Instant {
         self.epoch + Duration::from_nanos(self.now_ns)
     }
