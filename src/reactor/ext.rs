@@ -2,7 +2,9 @@
 //! naming them.
 //!
 //! A feature (watches, proxies, workers, ...) reaches the reactor through
-//! three things only:
+//! three things (the proxy and TLS also reach past them, to connection
+//! fields and core functions: ARCHITECTURE.md, "The core and its
+//! plug-ins"):
 //!
 //! - **extension state**: one value per type per reactor
 //!   ([`Reactor::ext_mut`], [`Reactor::with_ext`]), told when the reactor
@@ -18,8 +20,9 @@
 //!   handler sends (kept in the connection's outbound queue, so water marks
 //!   measure what the handler wrote) into what the socket gets.
 //!
-//! This file owns those three mechanisms and nothing else: it never knows
-//! which features exist. The hot path pays one flag test per read, write
+//! This file owns those three mechanisms and nothing else: its code never
+//! names a feature (the comments on items only some features call say
+//! which, and why they are allowed to be dead in a core-only build). The hot path pays one flag test per read, write
 //! and queue check for hooks, and nothing for the other two.
 
 use std::any::{Any, TypeId};
