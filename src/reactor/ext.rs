@@ -22,8 +22,10 @@
 //!
 //! This file owns those three mechanisms and nothing else: its code never
 //! names a feature (the comments on items only some features call say
-//! which, and why they are allowed to be dead in a core-only build). The hot path pays one flag test per read, write
-//! and queue check for hooks, and nothing for the other two.
+//! which, and why they are allowed to be dead in a core-only build). The
+//! hot path pays a flag test per read (two: the hook's read, then the
+//! filter's input), write and queue check for hooks, and nothing for the
+//! other two.
 
 use std::any::{Any, TypeId};
 use std::os::fd::BorrowedFd;
