@@ -95,7 +95,7 @@ pub(crate) enum Out<'a> {
     /// `len` bytes of a file from `offset`.
     File(&'a File, u64, usize),
     /// `len` bytes waiting in a pipe (a proxy's splice on Linux).
-    // Unused in a build without the proxy.
+    // Made only by proxy: never constructed in a core-only build.
     #[allow(dead_code)]
     Pipe(std::os::fd::BorrowedFd<'a>, usize),
 }
@@ -603,7 +603,7 @@ impl Reactor {
 
     /// [`Reactor::attach_receiving_fds`] for the library's own channels
     /// (to worker processes), which are not counted as user connections.
-    // Extension-point API: unused in a build without the features using it.
+    // Called only by workers: uncalled in a core-only build.
     #[allow(dead_code)]
     pub(crate) fn adopt_channel(
         &mut self,

@@ -19,7 +19,7 @@ pub(crate) enum ReadInto<'a> {
     Buffer(&'a mut Vec<u8>),
     /// This pipe, with `splice`, at most this many bytes (a proxy on
     /// Linux: the bytes never enter user space).
-    // Unused in a build without the proxy.
+    // Made only by proxy: never constructed in a core-only build.
     #[allow(dead_code)]
     Pipe(std::os::fd::BorrowedFd<'a>, usize),
 }

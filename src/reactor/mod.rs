@@ -57,7 +57,7 @@ mod state;
 mod timers;
 
 pub(crate) use conn::*;
-// Extension-point API: unused in a build without the proxy.
+// Used only by proxy: unused in a core-only build.
 #[allow(unused_imports)]
 pub(crate) use conn_io::ReadInto;
 pub(crate) use ending::*;
