@@ -79,6 +79,26 @@ include!("http_server/handler.rs");
 #[path = "common/reactors.rs"]
 mod reactors;
 
+use packet::Addr;
+
+// Here rather than in handler.rs, which the fuzz target `http_request`
+// includes without the `reactors` module.
+/// Starts the HTTP server on `reactor`; returns the bound address.
+fn start(
+    reactor: &mut Reactor,
+    listen: reactors::Listen,
+    root: Option<PathBuf>,
+) -> io::Result<Addr> {
+    let site = Rc::new(Site::new(root));
+    reactor.set_default_high_water_mark(HIGH_WATER);
+    let server = {
+        let site = site.clone();
+        listen.start(reactor, move || Http::new(site.clone()))?
+    };
+    keep_date(reactor, site);
+    reactor.server_addr(server)
+}
+
 fn usage() -> ! {
     eprintln!("usage: http_server [ADDR] [--root DIR] [--threads N] [--header-timeout SECS] [--tls CERT KEY] [--upgrade-program PATH] [--upgrade-deadline SECS]");
     std::process::exit(2);

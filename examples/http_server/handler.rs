@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use packet::{Addr, Connection, Handler, Reactor};
+use packet::{Connection, Handler, Reactor};
 
 /// Headers accepted per request.
 const MAX_HEADERS: usize = 64;
@@ -802,16 +802,4 @@ impl Handler for Http {
             self.process_pending(conn);
         }
     }
-}
-
-/// Starts the HTTP server on `reactor`; returns the bound address.
-fn start(reactor: &mut Reactor, listen: reactors::Listen, root: Option<PathBuf>) -> io::Result<Addr> {
-    let site = Rc::new(Site::new(root));
-    reactor.set_default_high_water_mark(HIGH_WATER);
-    let server = {
-        let site = site.clone();
-        listen.start(reactor, move || Http::new(site.clone()))?
-    };
-    keep_date(reactor, site);
-    reactor.server_addr(server)
 }
