@@ -302,6 +302,14 @@ fn the_outbound_budget_closes_the_largest_queue() {
     let server = spawn_reactor(move |r| {
         assert_eq!(r.outbound_budget(), packet::DEFAULT_OUTBOUND_BUDGET);
         r.set_outbound_budget(16 * 1024 * 1024);
+        // The small queues are written into the kernel's buffers of
+        // clients that read nothing yet: their lingering closes would end
+        // only after the default 5 s of quiet, which this test does not
+        // check.
+        r.set_default_linger(Some(packet::Linger {
+            quiet: std::time::Duration::from_millis(200),
+            ..packet::Linger::default()
+        }));
         let sizes = std::cell::RefCell::new(vec![SMALL, SMALL, SMALL, BIG].into_iter());
         let id = r.start_server("127.0.0.1:0", move || Flood {
             len: sizes.borrow_mut().next().unwrap_or(SMALL),
