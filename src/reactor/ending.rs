@@ -70,14 +70,19 @@ pub struct StopReport {
     pub bytes_cut: u64,
     /// Replies they were still owed.
     pub replies_cut: u64,
+    /// Asks to worker processes that the stop failed with
+    /// `WorkerError::Stopping` before their replies came (the `workers`
+    /// feature): whoever asked heard the error instead of an answer.
+    pub asks_failed: u64,
     /// Whether a graceful stop's deadline passed before it was done.
     pub deadline_passed: bool,
 }
 
 impl StopReport {
-    /// Whether nothing was cut: every connection wrote what it owed.
+    /// Whether nothing was cut: every connection wrote what it owed and
+    /// every ask to a worker was answered.
     pub fn is_clean(&self) -> bool {
-        self.connections_cut == 0
+        self.connections_cut == 0 && self.asks_failed == 0
     }
 }
 
@@ -86,18 +91,24 @@ impl std::fmt::Display for StopReport {
         if self.is_clean() {
             return f.write_str("stopped cleanly: nothing was cut");
         }
-        write!(
-            f,
-            "{}: cut {} connection(s) with {} byte(s) unwritten and {} reply(ies) owed",
-            if self.deadline_passed {
-                "stop deadline passed"
-            } else {
-                "stopped"
-            },
-            self.connections_cut,
-            self.bytes_cut,
-            self.replies_cut
-        )
+        f.write_str(if self.deadline_passed {
+            "stop deadline passed"
+        } else {
+            "stopped"
+        })?;
+        let mut sep = ": ";
+        if self.connections_cut > 0 {
+            write!(
+                f,
+                "{sep}cut {} connection(s) with {} byte(s) unwritten and {} reply(ies) owed",
+                self.connections_cut, self.bytes_cut, self.replies_cut
+            )?;
+            sep = "; ";
+        }
+        if self.asks_failed > 0 {
+            write!(f, "{sep}{} ask(s) to workers failed", self.asks_failed)?;
+        }
+        Ok(())
     }
 }
 
@@ -137,6 +148,9 @@ pub(crate) struct Ending {
     default_set: bool,
     /// The graceful stop in progress.
     stopping: Option<Stopping>,
+    /// Asks to workers failed by this stop so far (the report's
+    /// `asks_failed`).
+    asks_failed: u64,
     report: Option<StopReport>,
 }
 
@@ -478,6 +492,7 @@ impl Reactor {
                 .stopping
                 .as_ref()
                 .is_some_and(|s| s.deadline_passed),
+            asks_failed: std::mem::take(&mut self.ending.asks_failed),
             ..StopReport::default()
         };
         for token in self.sources.tokens() {
@@ -509,6 +524,13 @@ impl Reactor {
             crate::log::log_line!("{report}");
         }
         self.ending.report = Some(report);
+    }
+
+    /// Counts asks to workers that the stop failed, for the report: the
+    /// worker feature calls it when it fails them at the deadline or at
+    /// shutdown.
+    pub(crate) fn count_failed_asks(&mut self, n: usize) {
+        self.ending.asks_failed += n as u64;
     }
 
     /// Reads and drops what connection `token`'s socket holds (a bounded
@@ -634,6 +656,12 @@ mod tests {
         r.deadline_passed = true;
         assert!(!r.is_clean());
         assert!(r.to_string().starts_with("stop deadline passed"));
+        let asks = StopReport {
+            asks_failed: 2,
+            ..StopReport::default()
+        };
+        assert!(!asks.is_clean());
+        assert_eq!(asks.to_string(), "stopped: 2 ask(s) to workers failed");
     }
 
     #[test]
