@@ -529,6 +529,8 @@ impl Reactor {
     /// Counts asks to workers that the stop failed, for the report: the
     /// worker feature calls it when it fails them at the deadline or at
     /// shutdown.
+    // Called only by workers: uncalled in a core-only build.
+    #[allow(dead_code)]
     pub(crate) fn count_failed_asks(&mut self, n: usize) {
         self.ending.asks_failed += n as u64;
     }
