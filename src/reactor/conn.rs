@@ -383,6 +383,46 @@ impl Reactor {
         Ok(token)
     }
 
+    /// Connection `id`, to act on from outside its own callbacks (a timer,
+    /// another connection's handler, code that answers it later): the same
+    /// [`Connection`] its handler gets, with every per-connection operation
+    /// (`send_data`, `close_connection`, `pause`, `set_inactivity_timeout`,
+    /// `send_reply`, ...).
+    ///
+    /// `None` when `id` names no connection of this reactor any more: its
+    /// `unbind` has run (or is running). A connection that is closing but
+    /// not yet unbound is still returned ([`Connection::is_closing`] says
+    /// so), and what is sent to it is dropped, as from its own handler.
+    ///
+    /// ```
+    /// use packet::{Handler, Reactor};
+    /// use std::time::Duration;
+    ///
+    /// struct Quiet;
+    /// impl Handler for Quiet {}
+    ///
+    /// let mut r = Reactor::new()?;
+    /// let server = r.start_server("127.0.0.1:0", || Quiet)?;
+    /// let addr = r.server_addr(server)?.as_inet().unwrap();
+    /// let id = r.connect(addr, Quiet)?;
+    /// // Say hello once connected, from a timer that only knows the id.
+    /// r.add_timer(Duration::from_millis(10), move |r| {
+    ///     if let Some(mut conn) = r.connection(id) {
+    ///         conn.send_data(b"hello\n");
+    ///         conn.close_connection_after_writing();
+    ///     }
+    ///     r.stop();
+    /// });
+    /// r.run_until_stopped()?;
+    /// // Unbound once the reactor stopped: the id names nothing now.
+    /// assert!(r.connection(id).is_none());
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn connection(&mut self, id: ConnId) -> Option<Connection<'_>> {
+        self.conn(id.0)?;
+        Some(Connection::new(self, id))
+    }
+
     /// Whether `id` is the connection whose `unbind` is running.
     // Called only by proxy: uncalled in a core-only build.
     #[allow(dead_code)]
