@@ -490,7 +490,7 @@ impl Reactor {
 
     /// Closes connection `id`, at once or after its queued output is written
     /// (see [`Connection::close_connection`]).
-    pub fn close_connection(&mut self, id: ConnId, after_writing: bool) {
+    pub(crate) fn close_connection(&mut self, id: ConnId, after_writing: bool) {
         let token = id.0;
         let is_current = self.current == Some(token);
         let Some(c) = self.conn_mut(token) else {
@@ -508,7 +508,7 @@ impl Reactor {
 
     /// Half-closes connection `id` once its queue drains (see
     /// [`Connection::close_write`]).
-    pub fn close_write(&mut self, id: ConnId) {
+    pub(crate) fn close_write(&mut self, id: ConnId) {
         let is_current = self.current == Some(id.0);
         let Some(c) = self.conn_mut(id.0) else { return };
         if c.flags.write_side() == WriteSide::Open {
@@ -528,14 +528,14 @@ impl Reactor {
     }
 
     /// Stops reading from connection `id` (see [`Connection::pause`]).
-    pub fn pause(&mut self, id: ConnId) {
+    pub(crate) fn pause(&mut self, id: ConnId) {
         if let Some(c) = self.conn_mut(id.0) {
             c.flags |= Flags::PAUSED;
         }
     }
 
     /// Resumes reading from connection `id`.
-    pub fn resume(&mut self, id: ConnId) {
+    pub(crate) fn resume(&mut self, id: ConnId) {
         let Some(c) = self.conn_mut(id.0) else { return };
         if !c.flags.contains(Flags::PAUSED) {
             return;
@@ -557,13 +557,13 @@ impl Reactor {
     }
 
     /// Whether reading from connection `id` is paused.
-    pub fn is_paused(&self, id: ConnId) -> bool {
+    pub(crate) fn is_paused(&self, id: ConnId) -> bool {
         self.conn(id.0)
             .is_some_and(|c| c.flags.contains(Flags::PAUSED))
     }
 
     /// Bytes queued for connection `id` and not yet taken by the kernel.
-    pub fn outbound_len(&self, id: ConnId) -> usize {
+    pub(crate) fn outbound_len(&self, id: ConnId) -> usize {
         let staged = if self.current == Some(id.0) {
             self.stage.len()
         } else {
@@ -579,7 +579,7 @@ impl Reactor {
     }
 
     /// Sets the outbound high-water mark of connection `id`.
-    pub fn set_high_water_mark(&mut self, id: ConnId, bytes: usize) {
+    pub(crate) fn set_high_water_mark(&mut self, id: ConnId, bytes: usize) {
         if let Some(c) = self.conn_mut(id.0) {
             c.high_water = bytes.min(u32::MAX as usize) as u32;
         }
@@ -590,7 +590,7 @@ impl Reactor {
     ///
     /// # Errors
     /// `NotConnected` for a closed or still-connecting connection.
-    pub fn peer_addr(&self, id: ConnId) -> io::Result<Addr> {
+    pub(crate) fn peer_addr(&self, id: ConnId) -> io::Result<Addr> {
         match self.conn(id.0) {
             Some(c) if !c.phase.is_connecting() => c.sock.peer_addr(),
             _ => Err(io::ErrorKind::NotConnected.into()),
@@ -601,7 +601,7 @@ impl Reactor {
     ///
     /// # Errors
     /// `NotConnected` for a closed connection.
-    pub fn local_addr(&self, id: ConnId) -> io::Result<Addr> {
+    pub(crate) fn local_addr(&self, id: ConnId) -> io::Result<Addr> {
         match self.conn(id.0) {
             Some(c) => c.sock.local_addr(),
             None => Err(io::ErrorKind::NotConnected.into()),
@@ -625,7 +625,7 @@ impl Reactor {
     }
 
     /// [`Reactor::attach`] for a Unix-domain socket whose peer passes
-    /// descriptors (`SCM_RIGHTS`, see [`Reactor::send_fd`]): during
+    /// descriptors (`SCM_RIGHTS`, see [`Connection::send_fd`]): during
     /// `receive_data`, [`Connection::take_received_fds`] hands over those
     /// that came with the bytes being delivered, in order; those not taken
     /// are closed after the callback.
@@ -692,7 +692,7 @@ impl Reactor {
     ///
     /// # Errors
     /// `NotConnected` for a closed connection; out of descriptors.
-    pub fn detach(&mut self, id: ConnId) -> io::Result<OwnedFd> {
+    pub(crate) fn detach(&mut self, id: ConnId) -> io::Result<OwnedFd> {
         let Some(c) = self.conn(id.0) else {
             return Err(io::ErrorKind::NotConnected.into());
         };

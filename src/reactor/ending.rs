@@ -13,7 +13,7 @@
 //! **Draining.** A connection that drains (a graceful stop, or the peer's
 //! end of stream by default) reads no more but keeps taking output, and
 //! closes as above once its queue is written and every reply it is owed
-//! ([`Reactor::expect_reply`]) was delivered.
+//! ([`Connection::expect_reply`]) was delivered.
 //!
 //! **The stop.** [`Reactor::stop_gracefully`] closes the servers, drains
 //! every connection, and stops once none is left or at its deadline; what
@@ -166,7 +166,7 @@ impl Reactor {
 
     /// Sets how connection `id`'s close lingers, instead of the reactor's
     /// default.
-    pub fn set_linger(&mut self, id: ConnId, linger: Option<Linger>) {
+    pub(crate) fn set_linger(&mut self, id: ConnId, linger: Option<Linger>) {
         if self.conn(id.0).is_some() {
             self.ending.linger_of.insert(id.0, linger);
         }
@@ -187,7 +187,7 @@ impl Reactor {
     /// every reply it is owed was delivered and everything queued is
     /// written; output is still taken until then. See
     /// [`Connection::close_after_replies`].
-    pub fn close_after_replies(&mut self, id: ConnId) {
+    pub(crate) fn close_after_replies(&mut self, id: ConnId) {
         let is_current = self.current == Some(id.0);
         let Some(c) = self.conn_mut(id.0) else { return };
         c.phase = c.phase.drain();
@@ -605,7 +605,7 @@ impl Reactor {
 
 impl Connection<'_> {
     /// Stops reading and closes the connection once every reply it is owed
-    /// ([`Reactor::expect_reply`], every `ask_worker`) was delivered and
+    /// ([`Connection::expect_reply`], every `ask_worker`) was delivered and
     /// everything queued is written, lingering (see [`Linger`]); writes
     /// keep working until then. What [`Handler::receive_eof`] does by
     /// default.
