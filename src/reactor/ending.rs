@@ -137,6 +137,8 @@ pub(crate) struct Ending {
     default_set: bool,
     /// The graceful stop in progress.
     stopping: Option<Stopping>,
+    /// The deadline `SIGTERM` and `SIGINT` give, when not [`STOP_GRACE`].
+    stop_grace: Option<Duration>,
     report: Option<StopReport>,
 }
 
@@ -557,13 +559,24 @@ impl Reactor {
         }
     }
 
+    /// Sets the deadline of the graceful stop that `SIGTERM` and `SIGINT`
+    /// start under [`Reactor::on_stop_signals`] (default [`STOP_GRACE`],
+    /// 30 s), for a server whose configuration says how long work in
+    /// flight may take to finish. Read when the signal comes, so it may be
+    /// set before or after `on_stop_signals`; a second signal still stops
+    /// at once, and `SIGQUIT` keeps [`QUIT_GRACE`].
+    pub fn set_stop_grace(&mut self, grace: Duration) {
+        self.ending.stop_grace = Some(grace);
+    }
+
     /// Handles `SIGTERM`, `SIGINT`, `SIGQUIT` and `SIGHUP` the way nginx
     /// does, then calls `also` with what was done (to pass the stop on to
     /// other reactors, say):
     ///
     /// - `SIGTERM` or `SIGINT`: [`Reactor::stop_gracefully`] within
-    ///   [`STOP_GRACE`] (30 s); the same signal again while it runs stops
-    ///   at once ([`StopAction::Immediate`]), as a second Ctrl-C does;
+    ///   [`STOP_GRACE`] (30 s, or what [`Reactor::set_stop_grace`] set);
+    ///   the same signal again while it runs stops at once
+    ///   ([`StopAction::Immediate`]), as a second Ctrl-C does;
     /// - `SIGQUIT`: a graceful stop within [`QUIT_GRACE`] (300 s);
     /// - `SIGHUP`: reserved for a reload, which the library cannot do: a
     ///   log line, and the reactor goes on ([`StopAction::Reload`]).
@@ -589,7 +602,7 @@ impl Reactor {
                     SIGQUIT if r.ending.stopping.is_some() => return,
                     SIGQUIT => StopAction::Graceful(QUIT_GRACE),
                     _ if r.ending.stopping.is_some() => StopAction::Immediate,
-                    _ => StopAction::Graceful(STOP_GRACE),
+                    _ => StopAction::Graceful(r.ending.stop_grace.unwrap_or(STOP_GRACE)),
                 };
                 match action {
                     StopAction::Graceful(within) => r.stop_gracefully(within),
