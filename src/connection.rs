@@ -280,7 +280,10 @@ pub trait Handler: 'static {
 ///
 /// Everything a handler does goes through here: writing, closing,
 /// pausing, and — through [`Connection::reactor`] — starting servers,
-/// connecting, writing to other connections and stopping the loop.
+/// connecting, reaching other connections ([`Reactor::connection`]) and
+/// stopping the loop. Outside any callback (a timer, another
+/// connection's handler), [`Reactor::connection`] gives the `Connection`
+/// of an id.
 pub struct Connection<'r> {
     pub(crate) reactor: &'r mut Reactor,
     pub(crate) id: ConnId,
