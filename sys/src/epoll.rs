@@ -21,7 +21,6 @@ impl Selector {
     /// # Errors
     /// `EMFILE`/`ENFILE`/`ENOMEM` from `epoll_create1(2)`.
     pub fn new() -> io::Result<Selector> {
-        crate::min_version::check_running_os()?;
         // SAFETY: epoll_create1 takes no pointers; the result is checked.
         let fd = cvt(unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) })?;
         // SAFETY: `fd` is a fresh descriptor that nothing else owns.

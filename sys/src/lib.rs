@@ -92,7 +92,14 @@ pub mod signal;
 pub use std::net::Shutdown;
 
 mod common;
-mod min_version;
+// Only the kqueue systems have minimum releases; Linux links none of it.
+on_kqueue! {
+    mod min_version;
+}
+on_kqueue! { not
+    #[cfg(test)]
+    mod min_version;
+}
 #[cfg(any(
     test,
     target_os = "macos",

@@ -62,8 +62,9 @@ pub(crate) fn check(sysname: &str, release: &str) -> io::Result<()> {
     }
 }
 
-/// [`check`] for the running system, read once per process. Every
-/// backend's `Selector::new` calls it; Linux has no entry in the table.
+/// [`check`] for the running system, read once per process. The kqueue
+/// backend's `Selector::new` calls it; Linux has no entry in the table, so
+/// epoll's does not (and this module is built there for its tests only).
 ///
 /// # Errors
 /// As [`check`]; `uname(3)` itself does not fail on these systems.
