@@ -149,14 +149,15 @@ pub fn when_workers_run_then(
         if running < n {
             eprintln!("warning: only {running} of {n} workers are running");
         }
-        let pids = r.worker_pids(name);
+        let pids = r.workers().pids(name);
         let pids: Vec<String> = pids.iter().map(|(id, pid)| format!("{id}={pid}")).collect();
         eprintln!("master {}, workers: {}", std::process::id(), pids.join(" "));
         println!("listening on {addr}");
         listening.ready();
     };
     reactor
-        .when_workers_running(name, n, Duration::from_secs(5), announce)
+        .workers()
+        .when_running(name, n, Duration::from_secs(5), announce)
         .map_err(io::Error::other)
 }
 
