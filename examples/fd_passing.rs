@@ -23,10 +23,10 @@
 //! ```
 //!
 //! 1. `WorkerRegistry::start` forks the fork server first thing in `main`;
-//!    the master's reactor then starts the pool (`Reactor::add_workers`).
+//!    the master's reactor then starts the pool (`reactor.workers().add`).
 //! 2. The master listens. In `post_init` of each accepted connection,
 //!    `Connection::detach` takes the socket out of the master's reactor,
-//!    still open, and `Reactor::send_fd_to_worker` passes it to a worker
+//!    still open, and `reactor.workers().send_fd_to_worker` passes it to a worker
 //!    over its channel (a Unix socket, with `SCM_RIGHTS`), with a message
 //!    saying what it is (here, the client's address). The master's copy is
 //!    closed once sent.

@@ -15,7 +15,7 @@
 //! - `round_trip/raw_socketpair`: 8 bytes written to a forked child that
 //!   echoes them with blocking `read`/`write` on a socketpair, read back —
 //!   the floor for one request between two processes.
-//! - `round_trip/ask_worker_with`: `Reactor::ask_worker_with` of a `u64` to
+//! - `round_trip/ask_worker_with`: `reactor.workers().ask_worker_with` of a `u64` to
 //!   an echo worker, one request outstanding.
 //! - `pipelined/ask_worker_with_1000_in_flight`: the same asks, 1000 kept
 //!   in flight to one worker; reported as messages per second.
