@@ -48,7 +48,9 @@ impl Listen {
         factory: impl FnMut() -> H + 'static,
     ) -> io::Result<ServerId> {
         match self {
-            Listen::Bind(addr, options) => r.start_tls_server_with(addr, options, config, factory),
+            Listen::Bind(addr, options) => {
+                r.tls().start_server_with(addr, options, config, factory)
+            }
             Listen::Adopt(l) => restart::adopt_tls(r, l, config, factory),
         }
     }
@@ -89,7 +91,7 @@ mod restart {
         config: Arc<packet::tls::rustls::ServerConfig>,
         factory: impl FnMut() -> H + 'static,
     ) -> io::Result<ServerId> {
-        r.adopt_tls_server(l, config, factory)
+        r.tls().adopt_server(l, config, factory)
     }
 
     /// The listening sockets in `LISTEN_FDS`, each TCP, and what reports
