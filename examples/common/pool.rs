@@ -103,7 +103,9 @@ impl Listening {
     ) -> io::Result<ServerId> {
         #[cfg(feature = "upgrade")]
         {
-            reactor.on_upgrade_signal(|_| packet::upgrade::UpgradeOptions::new(), |_, _| {})?;
+            reactor
+                .upgrades()
+                .on_signal(|_| packet::upgrade::UpgradeOptions::new(), |_, _| {})?;
             if let Some(listener) = self.listener.take() {
                 return reactor.adopt_server(listener, factory);
             }

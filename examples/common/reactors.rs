@@ -196,12 +196,12 @@ mod restart {
         others: Arc<Mutex<Vec<ReactorHandle>>>,
         passed: Arc<Mutex<Vec<OwnedFd>>>,
     ) -> io::Result<()> {
-        reactor.on_upgrade_signal(
+        reactor.upgrades().on_signal(
             move |_| options(&lock(&passed)),
             move |_, outcome| {
                 if outcome.is_ok() {
                     for h in lock(&others).iter() {
-                        h.schedule(|r| r.hand_over(HANDOVER_SETTLE, STOP_GRACE));
+                        h.schedule(|r| r.upgrades().hand_over(HANDOVER_SETTLE, STOP_GRACE));
                     }
                 }
             },
@@ -293,7 +293,7 @@ mod restart {
 /// instead of binding `addr`: one reactor per inherited socket, or
 /// `threads` if more (they then share the sockets, taken in turn). Every
 /// one must be TCP. `SIGUSR2` starts a binary upgrade
-/// (`Reactor::on_upgrade_signal`): every reactor's listener is passed to
+/// (`reactor.upgrades().on_signal`): every reactor's listener is passed to
 /// the new process (the same executable file, the same arguments, or
 /// `--upgrade-program`), and once it serves (within 30 s, or
 /// `--upgrade-deadline`) every reactor here stops accepting, serves what
