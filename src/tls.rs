@@ -787,12 +787,13 @@ impl Tls<'_> {
         })
     }
 
-    /// [`Reactor::adopt_server`] with TLS on every accepted connection, as
+    /// [`Upgrades::adopt_server`](crate::upgrade::Upgrades::adopt_server)
+    /// with TLS on every accepted connection, as
     /// [`Tls::start_server`] has: an inherited listening socket
     /// (socket activation, an upgrade) serving TLS.
     ///
     /// # Errors
-    /// As [`Reactor::adopt_server`].
+    /// As [`Upgrades::adopt_server`](crate::upgrade::Upgrades::adopt_server).
     #[cfg(feature = "upgrade")]
     pub fn adopt_server<H: Handler>(
         &mut self,

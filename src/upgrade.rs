@@ -10,7 +10,7 @@
 //! (`SO_ACCEPTCONN`); anything else is an [`ActivationError`] that names
 //! the descriptor. The variables are removed once read, so programs this
 //! one starts do not take the descriptors for theirs, and the descriptors
-//! are made close-on-exec again. [`Reactor::adopt_server`] then serves on
+//! are made close-on-exec again. [`Upgrades::adopt_server`] then serves on
 //! one as [`Reactor::start_server`] would on a fresh socket.
 //!
 //! **Binary upgrade.** [`Upgrades::upgrade`] (or `SIGUSR2`, with
@@ -619,6 +619,32 @@ impl Reactor {
 }
 
 impl Upgrades<'_> {
+    /// Serves on a listening socket this process inherited (systemd's
+    /// socket activation, or the previous process of an upgrade: see the
+    /// [module](self)) as [`Reactor::start_server`] serves on a new
+    /// one: the socket is made non-blocking and each accepted connection
+    /// gets a handler from `factory` (`TCP_NODELAY` set when it is TCP).
+    /// A Unix-domain socket's file is left in place when the server stops:
+    /// whoever made it owns it.
+    ///
+    /// # Errors
+    /// The socket cannot be made non-blocking or registered.
+    pub fn adopt_server<H: crate::Handler>(
+        &mut self,
+        listener: InheritedListener,
+        factory: impl FnMut() -> H + 'static,
+    ) -> io::Result<crate::ServerId> {
+        self.reactor.adopt_server(listener, factory)
+    }
+
+    /// The listening sockets of this reactor's running servers (in the
+    /// order they were added): what an upgrade passes to the new process,
+    /// and what a program with several `SO_REUSEPORT` reactors hands to
+    /// the one that upgrades ([`UpgradeOptions::also_pass`]).
+    pub fn server_fds(&self) -> Vec<BorrowedFd<'_>> {
+        self.reactor.server_fds()
+    }
+
     /// Starts the binary upgrade described in [`crate::upgrade`]: the new
     /// process is started now; `then` is called on this reactor once it
     /// reports ready (with its pid; this reactor is then handing over, see

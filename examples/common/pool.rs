@@ -107,7 +107,7 @@ impl Listening {
                 .upgrades()
                 .on_signal(|_| packet::upgrade::UpgradeOptions::new(), |_, _| {})?;
             if let Some(listener) = self.listener.take() {
-                return reactor.adopt_server(listener, factory);
+                return reactor.upgrades().adopt_server(listener, factory);
             }
         }
         reactor.start_server(addr, factory)

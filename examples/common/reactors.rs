@@ -81,7 +81,7 @@ mod restart {
         l: Inherited,
         factory: impl FnMut() -> H + 'static,
     ) -> io::Result<ServerId> {
-        r.adopt_server(l, factory)
+        r.upgrades().adopt_server(l, factory)
     }
 
     #[cfg(feature = "tls")]
@@ -181,8 +181,8 @@ mod restart {
 
     /// Keeps a copy of `reactor`'s listeners in `passed`, for the upgrade
     /// started on the first reactor to pass them on.
-    pub fn keep_for_upgrade(reactor: &Reactor, passed: &Mutex<Vec<OwnedFd>>) -> io::Result<()> {
-        for fd in reactor.server_fds() {
+    pub fn keep_for_upgrade(reactor: &mut Reactor, passed: &Mutex<Vec<OwnedFd>>) -> io::Result<()> {
+        for fd in reactor.upgrades().server_fds() {
             lock(passed).push(fd.try_clone_to_owned()?);
         }
         Ok(())
@@ -256,7 +256,7 @@ mod restart {
         false
     }
 
-    pub fn keep_for_upgrade(_: &Reactor, _: &Mutex<Vec<OwnedFd>>) -> io::Result<()> {
+    pub fn keep_for_upgrade(_: &mut Reactor, _: &Mutex<Vec<OwnedFd>>) -> io::Result<()> {
         Ok(())
     }
 
@@ -340,7 +340,7 @@ where
                     eprintln!("cannot listen on {bound}: {e}");
                     std::process::exit(1);
                 }
-                restart::keep_for_upgrade(&reactor, &passed)?;
+                restart::keep_for_upgrade(&mut reactor, &passed)?;
                 lock(&others).push(reactor.handle());
                 ready.wait();
                 reactor.run_until_stopped()?;
