@@ -36,7 +36,9 @@ impl Handler for Member {
         // its own connection.
         self.subscription = Some(self.room.subscribe(move |reactor, (from, line)| {
             if *from != me {
-                reactor.send_data_to(me, line);
+                if let Some(mut conn) = reactor.connection(me) {
+                    conn.send_data(line);
+                }
             }
         }));
     }

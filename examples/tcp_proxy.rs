@@ -40,9 +40,12 @@ impl Handler for Side {
         ) {
             Ok(up) => {
                 self.peer = Some(up);
-                let both = conn
-                    .proxy_incoming_to(up, BUFSIZE)
-                    .and_then(|()| conn.reactor().proxy_incoming_to(up, me, BUFSIZE));
+                let both = conn.proxy_incoming_to(up, BUFSIZE).and_then(|()| {
+                    match conn.reactor().connection(up) {
+                        Some(mut up) => up.proxy_incoming_to(me, BUFSIZE),
+                        None => Err(io::ErrorKind::NotConnected.into()),
+                    }
+                });
                 if let Err(e) = both {
                     eprintln!("tcp_proxy: {e}");
                     conn.close_connection();
@@ -60,7 +63,9 @@ impl Handler for Side {
             eprintln!("tcp_proxy: upstream: {e}");
         }
         if let Some(peer) = self.peer {
-            conn.reactor().close_connection(peer, true);
+            if let Some(mut peer) = conn.reactor().connection(peer) {
+                peer.close_connection_after_writing();
+            }
         }
     }
 }

@@ -39,7 +39,9 @@
 //!     fn post_init(&mut self, conn: &mut Connection<'_>) {
 //!         let me = conn.id();
 //!         self.sub = Some(self.room.subscribe(move |reactor, line: &Rc<[u8]>| {
-//!             reactor.send_data_to(me, line);
+//!             if let Some(mut conn) = reactor.connection(me) {
+//!                 conn.send_data(line);
+//!             }
 //!         }));
 //!         // Tells the client it is in the room (the test below waits for it).
 //!         conn.send_data(b"welcome\n");

@@ -208,7 +208,7 @@ pub trait Handler: 'static {
     /// side); nothing more will be read. The default
     /// ([`Connection::close_after_replies`]) keeps the connection open
     /// until every reply it is owed (worker asks, anything expected with
-    /// [`Reactor::expect_reply`]) was delivered and everything queued is
+    /// [`Connection::expect_reply`]) was delivered and everything queued is
     /// written — a client that half-closed after its requests gets all its
     /// answers — then closes it, and `unbind` follows with
     /// [`CloseReason::PeerClosed`]. Override it to keep the connection
@@ -223,7 +223,7 @@ pub trait Handler: 'static {
         let _ = (conn, reason);
     }
 
-    /// A reply this connection was promised (see [`Reactor::expect_reply`]):
+    /// A reply this connection was promised (see [`Connection::expect_reply`]):
     /// a worker's answer to `Connection::ask_worker` (the `worker` module), the
     /// result of deferred work, or anything else that completes later.
     /// Packet's `worker_receive`: it always reaches the handler instance
@@ -280,7 +280,10 @@ pub trait Handler: 'static {
 ///
 /// Everything a handler does goes through here: writing, closing,
 /// pausing, and — through [`Connection::reactor`] — starting servers,
-/// connecting, writing to other connections and stopping the loop.
+/// connecting, reaching other connections ([`Reactor::connection`]) and
+/// stopping the loop. Outside any callback (a timer, another
+/// connection's handler), [`Reactor::connection`] gives the `Connection`
+/// of an id.
 pub struct Connection<'r> {
     pub(crate) reactor: &'r mut Reactor,
     pub(crate) id: ConnId,
@@ -479,22 +482,57 @@ impl Connection<'_> {
     /// write goes out at once. Data sent after the connection was closed
     /// (in `unbind`, or after `close_connection`) is dropped with a line to
     /// the log hook ([`crate::log::set_log_hook`]) naming the connection
-    /// and the byte count, once per run of drops;
-    /// [`Reactor::send_data_to`] returns `false` for it instead.
+    /// and the byte count, once per run of drops.
     pub fn send_data(&mut self, data: &[u8]) {
-        if !self.reactor.send_data_to(self.id, data) && !data.is_empty() {
+        if !self.try_send_data(data) && !data.is_empty() {
             self.reactor.dropped_after_close(self.id, data.len());
         }
     }
 
+    /// [`Connection::send_data`] for a sender that needs to know whether
+    /// the bytes will go out: `false` when the connection takes no more
+    /// output, in which case `data` is dropped without a line to the log
+    /// hook. Output is taken while the connection is open or draining (a
+    /// graceful stop lets it finish what it owes), and after the peer ended
+    /// its stream; not after a close or half-close made on this side.
+    pub fn try_send_data(&mut self, data: &[u8]) -> bool {
+        self.reactor.send_data_to(self.id, data)
+    }
+
     /// Sends the whole file at `path` after what was sent before, without
-    /// reading it into memory; returns its length. See
-    /// [`Reactor::send_file`].
+    /// reading it into memory (EventMachine's `send_file_data`, of any
+    /// size); returns its length. See [`Connection::send_file_range`].
     ///
     /// # Errors
-    /// As [`Reactor::send_file`].
+    /// The file cannot be opened, or as [`Connection::send_file_range`].
     pub fn send_file(&mut self, path: impl AsRef<std::path::Path>) -> io::Result<u64> {
         self.reactor.send_file(self.id, path)
+    }
+
+    /// Sends `len` bytes of `file` from `offset`, after what was sent
+    /// before and before what is sent after, without reading the file into
+    /// memory (`sendfile` where the OS has it; bounded reads elsewhere).
+    /// Unlike EventMachine's `send_file_data` the size is not limited, and
+    /// nothing busy-polls: the file goes out as the socket takes it.
+    ///
+    /// # Errors
+    /// `NotConnected` for a closed or closing connection.
+    pub fn send_file_range(
+        &mut self,
+        file: std::fs::File,
+        offset: u64,
+        len: u64,
+    ) -> io::Result<()> {
+        self.reactor.send_file_range(self.id, file, offset, len)
+    }
+
+    /// Passes `fd` to the peer (over a Unix-domain socket) with the next
+    /// bytes sent — send them right after, for example a message saying
+    /// what the descriptor is. The descriptor is closed here once sent.
+    /// Returns `false` (closing `fd`) if the connection is closed or
+    /// closing.
+    pub fn send_fd(&mut self, fd: std::os::fd::OwnedFd) -> bool {
+        self.reactor.send_fd(self.id, fd)
     }
 
     /// Closes the connection when the callback returns, dropping unwritten
@@ -560,7 +598,8 @@ impl Connection<'_> {
 
     /// Closes this connection with [`CloseReason::InactivityTimeout`] once
     /// no byte has moved either way for `limit` (EventMachine's
-    /// `comm_inactivity_timeout`); `None` turns it off.
+    /// `comm_inactivity_timeout`); `None` turns it off. Limits are kept in
+    /// whole milliseconds, up to 24 days.
     pub fn set_inactivity_timeout(&mut self, limit: Option<std::time::Duration>) {
         self.reactor.set_inactivity_timeout(self.id, limit);
     }
@@ -573,7 +612,7 @@ impl Connection<'_> {
     }
 
     /// Delivers replies to this connection in the order they were expected
-    /// ([`Reactor::expect_reply`], which every `ask_worker` calls) instead
+    /// ([`Connection::expect_reply`], which every `ask_worker` calls) instead
     /// of the order they complete, so a pipelined protocol answers in
     /// request order without a reorder buffer of its own. A reply that
     /// completes early waits for those expected before it.
@@ -581,16 +620,20 @@ impl Connection<'_> {
         self.reactor.set_ordered_replies(self.id, on);
     }
 
-    /// How long since a byte last moved on this connection.
+    /// How long since a byte last moved on this connection, as of the
+    /// loop's time (EventMachine's `get_idle_time`).
     pub fn idle_time(&self) -> std::time::Duration {
         self.reactor.idle_time(self.id).unwrap_or_default()
     }
 
-    /// Takes this connection's socket out of the reactor, still open (see
-    /// [`Reactor::detach`]).
+    /// Takes this connection's socket out of the reactor and hands it
+    /// back, open (EventMachine's `detach`): it is removed from the
+    /// selector at once, the connection ends with [`CloseReason::Detached`]
+    /// after the current callback, and bytes still queued for it are
+    /// dropped. Use it to pass an accepted client to a worker.
     ///
     /// # Errors
-    /// As [`Reactor::detach`].
+    /// `NotConnected` for a closed connection; out of descriptors.
     pub fn detach(&mut self) -> io::Result<std::os::fd::OwnedFd> {
         self.reactor.detach(self.id)
     }

@@ -31,7 +31,7 @@
 //! From a handler, keep the pool where every handler can reach it (an
 //! `Rc` or `Arc` captured by the server's factory) and send the result to
 //! the connection by id: the connection may have closed by the time the
-//! callback runs, and [`Reactor::send_data_to`] then drops the data.
+//! callback runs, and [`Reactor::connection`] then returns `None`.
 //!
 //! ```
 //! use std::io::{BufRead, BufReader, Write};
@@ -55,7 +55,9 @@
 //!                     Ok(len) => format!("{len}\n"),
 //!                     Err(e) => format!("error: {e}\n"),
 //!                 };
-//!                 reactor.send_data_to(id, reply.as_bytes());
+//!                 if let Some(mut conn) = reactor.connection(id) {
+//!                     conn.send_data(reply.as_bytes());
+//!                 }
 //!             },
 //!         );
 //!     }

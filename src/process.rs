@@ -200,8 +200,8 @@ impl Subprocess {
     }
 
     /// The connection to its stdin and stdout, for
-    /// [`Reactor::send_data_to`], [`Reactor::close_connection`] and the
-    /// like, until it closes.
+    /// [`Reactor::connection`] (to send to it, close it and the like), until
+    /// it closes.
     pub fn conn(&self) -> ConnId {
         self.conn
     }

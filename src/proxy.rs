@@ -26,7 +26,8 @@
 //!         let me = conn.id();
 //!         let up = conn.reactor().connect(self.0, Echo).unwrap();
 //!         conn.proxy_incoming_to(up, 64 * 1024).unwrap();
-//!         conn.reactor().proxy_incoming_to(up, me, 64 * 1024).unwrap();
+//!         let mut up = conn.reactor().connection(up).unwrap();
+//!         up.proxy_incoming_to(me, 64 * 1024).unwrap();
 //!     }
 //! }
 //! struct Client;
@@ -126,19 +127,14 @@ impl Reactor {
     /// Sends everything that arrives on `from` straight to `to`, without
     /// calling `from`'s `receive_data` (EventMachine's `proxy_incoming_to`).
     /// `from` is not read while `to` has more than `bufsize` bytes queued.
-    /// Proxying ends with [`Reactor::stop_proxying`] or when either
+    /// Proxying ends with [`Connection::stop_proxying`] or when either
     /// connection closes. A connection may be the source of one proxy and
     /// the target of one (both directions of a TCP proxy).
     ///
     /// # Errors
     /// `NotConnected` if either connection is closed; `AlreadyExists` if
     /// `from` is proxied already or `to` already receives a proxy.
-    pub fn proxy_incoming_to(
-        &mut self,
-        from: ConnId,
-        to: ConnId,
-        bufsize: usize,
-    ) -> io::Result<()> {
+    fn proxy_incoming_to(&mut self, from: ConnId, to: ConnId, bufsize: usize) -> io::Result<()> {
         let (Some(f), Some(t)) = (self.conn(from.0), self.conn(to.0)) else {
             return Err(io::ErrorKind::NotConnected.into());
         };
@@ -192,12 +188,12 @@ impl Reactor {
 
     /// Ends the proxying of `from`: bytes already taken from it still reach
     /// the target, and later ones go to `from`'s `receive_data` again.
-    pub fn stop_proxying(&mut self, from: ConnId) {
+    fn stop_proxying(&mut self, from: ConnId) {
         self.end_proxy(from.0);
     }
 
     /// Bytes proxied from `from` so far (0 when not proxied).
-    pub fn proxied_bytes(&self, from: ConnId) -> u64 {
+    fn proxied_bytes(&self, from: ConnId) -> u64 {
         let Some(ps) = self.ext::<Proxies>() else {
             return 0;
         };
@@ -377,21 +373,31 @@ impl Reactor {
 }
 
 impl Connection<'_> {
-    /// Sends what arrives on this connection straight to `to`; see
-    /// [`Reactor::proxy_incoming_to`].
+    /// Sends everything that arrives on this connection straight to `to`,
+    /// without calling this connection's `receive_data` (EventMachine's
+    /// `proxy_incoming_to`). This connection is not read while `to` has
+    /// more than `bufsize` bytes queued. Proxying ends with
+    /// [`Connection::stop_proxying`] or when either connection closes. A
+    /// connection may be the source of one proxy and the target of one
+    /// (both directions of a TCP proxy): for the other direction, call
+    /// this on `to` (through [`Reactor::connection`]).
     ///
     /// # Errors
-    /// As [`Reactor::proxy_incoming_to`].
+    /// `NotConnected` if either connection is closed; `AlreadyExists` if
+    /// this connection is proxied already or `to` already receives a proxy.
     pub fn proxy_incoming_to(&mut self, to: ConnId, bufsize: usize) -> io::Result<()> {
         self.reactor.proxy_incoming_to(self.id, to, bufsize)
     }
 
-    /// Ends proxying from this connection; see [`Reactor::stop_proxying`].
+    /// Ends proxying from this connection: bytes already taken from it
+    /// still reach the target, and later ones go to its `receive_data`
+    /// again.
     pub fn stop_proxying(&mut self) {
         self.reactor.stop_proxying(self.id);
     }
 
-    /// Bytes proxied from this connection so far.
+    /// Bytes proxied from this connection so far (0 when not proxied; in
+    /// `unbind`, the total of the proxy that just ended).
     pub fn proxied_bytes(&self) -> u64 {
         self.reactor.proxied_bytes(self.id)
     }

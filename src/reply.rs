@@ -93,7 +93,7 @@ impl Reply {
     ///
     /// It decodes a worker's answer (a [`WorkerReply`]), and takes an
     /// answer made on the master ([`Connection::send_local_reply`], or
-    /// [`Reactor::send_reply`]) that is a `T` or a `Result<T, WorkerError>`
+    /// [`Connection::send_reply`](crate::Connection::send_reply)) that is a `T` or a `Result<T, WorkerError>`
     /// as it is, so both kinds of answer are read alike.
     ///
     /// # Errors
@@ -137,14 +137,47 @@ impl crate::Connection<'_> {
     /// [`Connection::set_ordered_replies`](crate::Connection::set_ordered_replies)
     /// is on (a `STATS` line between two asks is answered between their
     /// answers). `Reply::decode` (the `workers` feature) reads a `T` sent
-    /// here as it reads a worker's `T`. The same as [`Reactor::expect_reply`] then
-    /// [`Reactor::send_reply`].
+    /// here as it reads a worker's `T`. The same as
+    /// [`Connection::expect_reply`](crate::Connection::expect_reply) then
+    /// [`Connection::send_reply`](crate::Connection::send_reply).
     pub fn send_local_reply(&mut self, value: impl Any) -> ReplyId {
-        let id = self.id();
-        let reactor = self.reactor();
-        let reply = reactor.expect_reply(id);
-        reactor.send_reply(id, reply, value);
+        let reply = self.expect_reply();
+        self.send_reply(reply, value);
         reply
+    }
+
+    /// Promises this connection a reply: its
+    /// [`Handler::receive_reply`](crate::Handler::receive_reply) gets
+    /// whatever [`Connection::send_reply`](crate::Connection::send_reply)
+    /// sends under the returned id — later, from wherever the answer comes
+    /// (a timer, a thread pool's result, another connection), through
+    /// [`Reactor::connection`]. Worker asks call this. With
+    /// [`Connection::set_ordered_replies`](crate::Connection::set_ordered_replies)
+    /// on, replies are delivered in the order of these calls.
+    pub fn expect_reply(&mut self) -> ReplyId {
+        self.reactor.expect_reply(self.id)
+    }
+
+    /// Withdraws a promise made with
+    /// [`Connection::expect_reply`](crate::Connection::expect_reply) that
+    /// will not be kept (the ask failed before it was sent), so that
+    /// ordered replies behind it are not held back.
+    pub fn cancel_reply(&mut self, reply: ReplyId) {
+        self.reactor.cancel_reply(self.id, reply);
+    }
+
+    /// Delivers `value` to this connection's
+    /// [`Handler::receive_reply`](crate::Handler::receive_reply) under
+    /// `reply` (from
+    /// [`Connection::expect_reply`](crate::Connection::expect_reply)) as
+    /// soon as no callback is running — and, for an ordered connection,
+    /// once every reply expected before it was delivered. A connection that
+    /// drains (after the peer's end of stream, or in a graceful stop) stays
+    /// open for the replies it was promised. A connection that has closed
+    /// meanwhile has no reply to take: [`Reactor::connection`] returns
+    /// `None` for it.
+    pub fn send_reply(&mut self, reply: ReplyId, value: impl Any) {
+        self.reactor.send_reply(self.id, reply, value);
     }
 }
 
@@ -216,7 +249,7 @@ impl Reactor {
     /// thread pool, a timer). With
     /// [`Connection::set_ordered_replies`](crate::Connection::set_ordered_replies)
     /// on, replies are delivered in the order of these calls.
-    pub fn expect_reply(&mut self, id: ConnId) -> ReplyId {
+    pub(crate) fn expect_reply(&mut self, id: ConnId) -> ReplyId {
         self.last_reply += 1;
         let reply = ReplyId(self.last_reply);
         self.owe_reply(id.0);
@@ -229,7 +262,7 @@ impl Reactor {
     /// Withdraws a promise made with [`Reactor::expect_reply`] that will
     /// not be kept (the ask failed before it was sent), so that ordered
     /// replies behind it are not held back.
-    pub fn cancel_reply(&mut self, id: ConnId, reply: ReplyId) {
+    pub(crate) fn cancel_reply(&mut self, id: ConnId, reply: ReplyId) {
         self.reply_settled(id.0);
         if let Some(q) = self.ordered.get_mut(&id.0) {
             q.cancel(reply);
@@ -245,7 +278,7 @@ impl Reactor {
     /// for the replies it was promised. If the connection has closed, the
     /// reply is dropped with a line to the log hook
     /// ([`crate::log::set_log_hook`]).
-    pub fn send_reply(&mut self, id: ConnId, reply: ReplyId, value: impl std::any::Any) {
+    pub(crate) fn send_reply(&mut self, id: ConnId, reply: ReplyId, value: impl std::any::Any) {
         if self.conn(id.0).is_none() {
             crate::log::line(format_args!(
                 "{reply} for connection {id} dropped: it has closed"

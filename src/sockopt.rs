@@ -9,8 +9,7 @@
 use std::io;
 use std::time::Duration;
 
-use crate::connection::{ConnId, Connection};
-use crate::reactor::Reactor;
+use crate::connection::Connection;
 
 /// Option levels and names for [`Connection::get_sock_opt`] and
 /// [`Connection::set_sock_opt`].
@@ -18,70 +17,31 @@ pub use packet_sys::sockopt::{
     IPPROTO_TCP, SOL_SOCKET, SO_KEEPALIVE, SO_RCVBUF, SO_REUSEADDR, SO_SNDBUF, TCP_NODELAY,
 };
 
-impl Reactor {
-    /// Reads an integer socket option of connection `id`.
-    ///
-    /// # Errors
-    /// `NotConnected` for a closed connection; `ENOPROTOOPT`.
-    pub fn get_sock_opt(&self, id: ConnId, level: i32, name: i32) -> io::Result<i32> {
-        self.conn_socket(id)?.int_option(level, name)
-    }
-
-    /// Sets an integer socket option of connection `id`.
-    ///
-    /// # Errors
-    /// `NotConnected` for a closed connection; `ENOPROTOOPT`, `EINVAL`.
-    pub fn set_sock_opt(&self, id: ConnId, level: i32, name: i32, value: i32) -> io::Result<()> {
-        self.conn_socket(id)?.set_int_option(level, name, value)
-    }
-
-    /// Turns on TCP keep-alive probes for connection `id`: the first after
-    /// `idle` without traffic, then every `interval`, giving up (and ending
-    /// the connection with an error) after `count` unanswered ones.
-    ///
-    /// # Errors
-    /// `NotConnected`; `EOPNOTSUPP` for a Unix-domain connection.
-    pub fn enable_keepalive(
-        &self,
-        id: ConnId,
-        idle: Duration,
-        interval: Duration,
-        count: u32,
-    ) -> io::Result<()> {
-        self.conn_socket(id)?
-            .set_keepalive(Some((idle, interval, count)))
-    }
-
-    /// Turns TCP keep-alive probes off for connection `id`.
-    ///
-    /// # Errors
-    /// As [`Reactor::enable_keepalive`].
-    pub fn disable_keepalive(&self, id: ConnId) -> io::Result<()> {
-        self.conn_socket(id)?.set_keepalive(None)
-    }
-}
-
 impl Connection<'_> {
     /// Reads an integer socket option, such as `(SOL_SOCKET, SO_RCVBUF)`.
     ///
     /// # Errors
-    /// As [`Reactor::get_sock_opt`].
+    /// `NotConnected` for a closed connection; `ENOPROTOOPT`.
     pub fn get_sock_opt(&self, level: i32, name: i32) -> io::Result<i32> {
-        self.reactor.get_sock_opt(self.id, level, name)
+        self.reactor.conn_socket(self.id)?.int_option(level, name)
     }
 
     /// Sets an integer socket option, such as `(IPPROTO_TCP, TCP_NODELAY)`.
     ///
     /// # Errors
-    /// As [`Reactor::set_sock_opt`].
+    /// `NotConnected` for a closed connection; `ENOPROTOOPT`, `EINVAL`.
     pub fn set_sock_opt(&self, level: i32, name: i32, value: i32) -> io::Result<()> {
-        self.reactor.set_sock_opt(self.id, level, name, value)
+        self.reactor
+            .conn_socket(self.id)?
+            .set_int_option(level, name, value)
     }
 
-    /// See [`Reactor::enable_keepalive`].
+    /// Turns on TCP keep-alive probes: the first after `idle` without
+    /// traffic, then every `interval`, giving up (and ending the connection
+    /// with an error) after `count` unanswered ones.
     ///
     /// # Errors
-    /// As [`Reactor::enable_keepalive`].
+    /// `NotConnected`; `EOPNOTSUPP` for a Unix-domain connection.
     pub fn enable_keepalive(
         &self,
         idle: Duration,
@@ -89,15 +49,16 @@ impl Connection<'_> {
         count: u32,
     ) -> io::Result<()> {
         self.reactor
-            .enable_keepalive(self.id, idle, interval, count)
+            .conn_socket(self.id)?
+            .set_keepalive(Some((idle, interval, count)))
     }
 
-    /// See [`Reactor::disable_keepalive`].
+    /// Turns TCP keep-alive probes off.
     ///
     /// # Errors
-    /// As [`Reactor::disable_keepalive`].
+    /// As [`Connection::enable_keepalive`].
     pub fn disable_keepalive(&self) -> io::Result<()> {
-        self.reactor.disable_keepalive(self.id)
+        self.reactor.conn_socket(self.id)?.set_keepalive(None)
     }
 
     /// Half-closes the connection: once every queued byte is written, the

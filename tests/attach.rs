@@ -62,7 +62,9 @@ fn a_pipes_write_end_sends_and_a_gone_reader_is_an_error_not_sigpipe() {
         let id = r.attach(writer, Pour(tx))?;
         // Later, write again after the reader is gone: EPIPE, no signal.
         r.add_timer(std::time::Duration::from_millis(200), move |r| {
-            r.send_data_to(id, &[0u8; 100_000]);
+            if let Some(mut conn) = r.connection(id) {
+                conn.send_data(&[0u8; 100_000]);
+            }
         });
         Ok(())
     });

@@ -45,7 +45,9 @@ impl LineHandler for Limited {
             let (id, in_flight) = (ctx.id(), self.in_flight.clone());
             ctx.reactor().next_turn(move |r| {
                 in_flight.set(0);
-                r.resume(id);
+                if let Some(mut conn) = r.connection(id) {
+                    conn.resume();
+                }
             });
         }
     }

@@ -219,7 +219,9 @@ impl Handler for Member {
     fn post_init(&mut self, conn: &mut Connection<'_>) {
         let me = conn.id();
         self.sub = Some(self.room.subscribe(move |r, line: &Rc<[u8]>| {
-            r.send_data_to(me, line);
+            if let Some(mut conn) = r.connection(me) {
+                conn.send_data(line);
+            }
         }));
         conn.send_data(b"welcome\n");
     }

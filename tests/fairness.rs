@@ -108,6 +108,28 @@ fn hang_guard(r: &mut Reactor, t: &Shared) {
     });
 }
 
+/// Runs a reactor that `setup` fills (starting the firehose client, which
+/// it returns) with the hang guard and the count of each turn, until the
+/// count says done; then joins the client and checks the guard did not
+/// end the run. The counts, for the test's own checks.
+fn run_counted(
+    setup: impl FnOnce(&mut Reactor, &Shared) -> std::io::Result<JoinHandle<()>>,
+) -> Shared {
+    let t: Shared = Rc::default();
+    let mut client = None;
+    let t2 = t.clone();
+    Reactor::run(|r| {
+        client = Some(setup(r, &t2)?);
+        hang_guard(r, &t2);
+        r.next_turn(move |r| each_turn(r, t2));
+        Ok(())
+    })
+    .unwrap();
+    client.unwrap().join().unwrap();
+    assert!(!t.borrow().timed_out, "hang guard fired");
+    t
+}
+
 /// The probe of issue 21: one firehose client, `receive_data` calls
 /// counted per turn. Before the fix the most in one turn was 8 to 89 (the
 /// carried-over list grew a duplicate every turn); now it is at most 2 (in
@@ -115,16 +137,11 @@ fn hang_guard(r: &mut Reactor, t: &Shared) {
 #[test]
 fn a_firehose_gets_at_most_two_reads_per_turn() {
     const TOTAL: u64 = 64 * CHUNK as u64;
-    let t: Shared = Rc::default();
-    let mut client = None;
-    let t2 = t.clone();
-    Reactor::run(|r| {
-        let done = t2.clone();
+    let t = run_counted(|r, t| {
+        let done = t.clone();
         let server = r.start_server("127.0.0.1:0", move || Sink(done.clone()))?;
         let addr = r.server_addr(server)?.as_inet().expect("tcp");
-        client = Some(firehose(addr, TOTAL as usize));
-        hang_guard(r, &t2);
-        let t3 = t2.clone();
+        let t3 = t.clone();
         // Stops once every byte is in.
         r.add_periodic_timer(Duration::from_millis(5), move |_, _| {
             let mut s = t3.borrow_mut();
@@ -132,13 +149,9 @@ fn a_firehose_gets_at_most_two_reads_per_turn() {
                 s.done = true;
             }
         });
-        r.next_turn(move |r| each_turn(r, t2));
-        Ok(())
-    })
-    .unwrap();
-    client.unwrap().join().unwrap();
+        Ok(firehose(addr, TOTAL as usize))
+    });
     let s = t.borrow();
-    assert!(!s.timed_out, "hang guard fired");
     assert_eq!(s.firehose_bytes, TOTAL);
     println!(
         "firehose: {} receive_data calls over {} turns, at most {} in one turn",
@@ -212,23 +225,20 @@ const PINGS: u32 = 300;
 
 #[test]
 fn a_firehose_delays_neither_a_ping_pong_client_nor_a_timer() {
-    let t: Shared = Rc::default();
     let log: Rc<RefCell<Vec<(u64, u64)>>> = Rc::default();
     // (deadline, turn at firing) of every timer firing.
     let firings: Rc<RefCell<Vec<(Instant, u64)>>> = Rc::default();
-    let mut client = None;
-    let (t2, log2, firings2) = (t.clone(), log.clone(), firings.clone());
-    Reactor::run(|r| {
-        let sink = t2.clone();
+    let (log2, firings2) = (log.clone(), firings.clone());
+    let t = run_counted(|r, t| {
+        let sink = t.clone();
         let fire = r.start_server("127.0.0.1:0", move || Sink(sink.clone()))?;
         let fire = r.server_addr(fire)?.as_inet().expect("tcp");
-        client = Some(firehose(fire, 4096 * CHUNK));
         // The ping-pong client and the timer start once the firehose is
         // flowing.
         let pong = r.start_server("127.0.0.1:0", || Pong)?;
         let pong = r.server_addr(pong)?.as_inet().expect("tcp");
-        let (t3, firings3) = (t2.clone(), firings2);
-        t2.borrow_mut().on_first_read = Some(Box::new(move |r: &mut Reactor| {
+        let t3 = t.clone();
+        t.borrow_mut().on_first_read = Some(Box::new(move |r: &mut Reactor| {
             let ping = Ping {
                 t: t3.clone(),
                 left: PINGS,
@@ -236,16 +246,11 @@ fn a_firehose_delays_neither_a_ping_pong_client_nor_a_timer() {
                 log: log2,
             };
             r.connect(pong, ping).expect("connect the ping client");
-            arm(r, t3, firings3);
+            arm(r, t3, firings2);
         }));
-        hang_guard(r, &t2);
-        r.next_turn(move |r| each_turn(r, t2));
-        Ok(())
-    })
-    .unwrap();
-    client.unwrap().join().unwrap();
+        Ok(firehose(fire, 4096 * CHUNK))
+    });
     let s = t.borrow();
-    assert!(!s.timed_out, "hang guard fired");
     let log = log.borrow();
     assert!(log.len() >= PINGS as usize, "every ping answered");
     let worst = log.iter().copied().max().unwrap();

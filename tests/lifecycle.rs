@@ -14,7 +14,7 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use packet::{CloseReason, Connection, Handler, Reactor};
+use packet::{CloseReason, Connection, Handler, Reactor, ReplyId};
 use util::example::Program;
 use util::{client, spawn_reactor, IO_TIMEOUT};
 
@@ -30,10 +30,12 @@ impl Handler for SlowUpcase {
         while let Some(end) = self.partial.iter().position(|&b| b == b'\n') {
             let line: Vec<u8> = self.partial.drain(..=end).collect();
             let id = conn.id();
-            let reply = conn.reactor().expect_reply(id);
+            let reply = conn.expect_reply();
             conn.reactor()
                 .add_timer(Duration::from_millis(200), move |r| {
-                    r.send_reply(id, reply, line.to_ascii_uppercase());
+                    if let Some(mut conn) = r.connection(id) {
+                        conn.send_reply(reply, line.to_ascii_uppercase());
+                    }
                 });
         }
     }
@@ -144,7 +146,7 @@ fn a_reply_for_a_closed_connection_reaches_the_log_hook() {
     packet::log::set_log_hook(move |l| sink.lock().unwrap().push(l.to_string()));
     let (tx, rx) = mpsc::channel();
     let server = spawn_reactor(move |r| {
-        let id = r.start_server("127.0.0.1:0", move || Asker(tx.clone()))?;
+        let id = r.start_server("127.0.0.1:0", move || Asker(tx.clone(), None))?;
         Ok(r.server_addr(id)?.as_inet().unwrap())
     });
     let mut c = client(server.value);
@@ -163,26 +165,21 @@ fn a_reply_for_a_closed_connection_reaches_the_log_hook() {
     server.stop();
 }
 
-/// Expects a reply and sends it only once the connection has closed.
-struct Asker(mpsc::Sender<String>);
+/// Expects a reply, and at the peer's end of stream sends it and closes
+/// the connection at once: the reply, queued for after the callback,
+/// finds the connection closed.
+struct Asker(mpsc::Sender<String>, Option<ReplyId>);
 
 impl Handler for Asker {
     fn receive_data(&mut self, conn: &mut Connection<'_>, _data: &[u8]) {
-        let id = conn.id();
-        let reply = conn.reactor().expect_reply(id);
-        let _ = self.0.send(id.to_string());
-        // Polls until the peer's close ended the connection, then answers.
-        conn.reactor()
-            .add_periodic_timer(Duration::from_millis(10), move |r, timer| {
-                if r.outbound_len(id) == 0 && r.idle_time(id).is_none() {
-                    r.cancel_timer(timer);
-                    r.send_reply(id, reply, ());
-                }
-            });
+        self.1 = Some(conn.expect_reply());
+        let _ = self.0.send(conn.id().to_string());
     }
 
     fn receive_eof(&mut self, conn: &mut Connection<'_>) {
-        // The peer left: close now, with the reply still owed.
+        if let Some(reply) = self.1.take() {
+            conn.send_reply(reply, ());
+        }
         conn.close_connection();
     }
 }

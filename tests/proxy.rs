@@ -47,7 +47,11 @@ impl Handler for Side {
         self.peer = Some(up);
         self.ids.borrow_mut().extend([me, up]);
         conn.proxy_incoming_to(up, BUFSIZE).unwrap();
-        conn.reactor().proxy_incoming_to(up, me, BUFSIZE).unwrap();
+        conn.reactor()
+            .connection(up)
+            .unwrap()
+            .proxy_incoming_to(me, BUFSIZE)
+            .unwrap();
     }
     fn receive_data(&mut self, _conn: &mut Connection<'_>, _data: &[u8]) {
         panic!("a proxied connection's data must not reach receive_data");
@@ -57,7 +61,9 @@ impl Handler for Side {
             .report
             .send((self.upstream.is_some(), conn.proxied_bytes()));
         if let Some(peer) = self.peer {
-            conn.reactor().close_connection(peer, true);
+            if let Some(mut peer) = conn.reactor().connection(peer) {
+                peer.close_connection_after_writing();
+            }
         }
     }
 }
@@ -160,7 +166,9 @@ impl Handler for FromDescriptorSocket {
             .unwrap();
         self.ids.borrow_mut().extend([me, source]);
         conn.reactor()
-            .proxy_incoming_to(source, me, BUFSIZE)
+            .connection(source)
+            .unwrap()
+            .proxy_incoming_to(me, BUFSIZE)
             .unwrap();
     }
     fn unbind(&mut self, conn: &mut Connection<'_>, _reason: &CloseReason) {
@@ -192,7 +200,7 @@ fn slow_reader_behind<H: Handler>(
         let mut max = 0usize;
         r.add_periodic_timer(Duration::from_millis(1), move |r, _| {
             for &c in seen.borrow().iter() {
-                max = max.max(r.outbound_len(c));
+                max = max.max(r.connection(c).map_or(0, |c| c.outbound_len()));
             }
             let _ = max_tx.send(max);
         });

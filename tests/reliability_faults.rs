@@ -320,7 +320,10 @@ impl Handler for Pusher {
         conn.reactor().add_periodic_timer(
             Duration::from_millis(1),
             move |r: &mut Reactor, timer| {
-                if !r.send_data_to(id, &chunk) {
+                if !r
+                    .connection(id)
+                    .is_some_and(|mut c| c.try_send_data(&chunk))
+                {
                     r.cancel_timer(timer);
                 }
             },

@@ -53,10 +53,13 @@ impl Handler for LineOnce {
         conn.set_inactivity_timeout(Some(self.idle));
         if let Some(limit) = self.deadline {
             let id = conn.id();
-            // The connection may be gone by then: its id no longer matches
-            // and the close does nothing.
-            conn.reactor()
-                .add_timer(limit, move |r| r.close_connection(id, false));
+            // The connection may be gone by then: its id no longer names
+            // one, and there is nothing to close.
+            conn.reactor().add_timer(limit, move |r| {
+                if let Some(mut conn) = r.connection(id) {
+                    conn.close_connection();
+                }
+            });
         }
     }
     fn receive_data(&mut self, conn: &mut Connection<'_>, data: &[u8]) {

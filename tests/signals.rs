@@ -7,7 +7,7 @@ use std::io::Read;
 use std::sync::mpsc;
 use std::time::Duration;
 
-use packet::signal::{SIGTERM, SIGUSR1};
+use packet::signal::{StopAction, SIGTERM, SIGUSR1};
 use packet::{CloseReason, Connection, Handler};
 use util::{client, pattern, spawn_reactor, IO_TIMEOUT};
 
@@ -61,6 +61,42 @@ fn signals_run_callbacks_on_the_reactor_thread_and_sigterm_stops_gracefully() {
         std::net::TcpStream::connect(addr).is_err(),
         "no longer accepting"
     );
+
+    // 3. `on_stop_signals` with `set_stop_grace`: SIGTERM's graceful stop
+    // gets that grace (not 30 s), and a second SIGTERM, while a connection
+    // still waits for the reply it is owed, stops at once.
+    const GRACE: Duration = Duration::from_secs(120);
+    let (owed_tx, owed_rx) = mpsc::channel();
+    let (action_tx, action_rx) = mpsc::channel();
+    let server = spawn_reactor(move |r| {
+        let id = r.start_server("127.0.0.1:0", move || Owed(owed_tx.clone()))?;
+        r.set_stop_grace(GRACE);
+        r.on_stop_signals(move |_, action| action_tx.send(action).unwrap())?;
+        Ok(r.server_addr(id)?.as_inet().unwrap())
+    });
+    let _c = client(server.value);
+    owed_rx.recv_timeout(IO_TIMEOUT).expect("not accepted");
+    packet_sys::signal::raise(SIGTERM).unwrap();
+    assert_eq!(
+        action_rx.recv_timeout(IO_TIMEOUT).unwrap(),
+        StopAction::Graceful(GRACE)
+    );
+    packet_sys::signal::raise(SIGTERM).unwrap();
+    assert_eq!(
+        action_rx.recv_timeout(IO_TIMEOUT).unwrap(),
+        StopAction::Immediate
+    );
+    server.thread.join().unwrap().unwrap();
+}
+
+/// Is promised a reply that never comes: a graceful stop waits for it.
+struct Owed(mpsc::Sender<()>);
+
+impl Handler for Owed {
+    fn post_init(&mut self, conn: &mut Connection<'_>) {
+        conn.expect_reply();
+        let _ = self.0.send(());
+    }
 }
 
 /// Queues a large payload at once and keeps the connection open.

@@ -143,7 +143,9 @@ fn paused_connection_reads_nothing_until_resumed() {
         ),
         "{e}"
     );
-    server.handle.schedule(move |r| r.resume(id));
+    server
+        .handle
+        .schedule(move |r| r.connection(id).unwrap().resume());
     c.set_read_timeout(Some(util::IO_TIMEOUT)).unwrap();
     c.read_exact(&mut buf[..6]).unwrap();
     assert_eq!(&buf[..6], b"second");
@@ -360,7 +362,10 @@ impl Handler for Member {
         let me = conn.id();
         let members = self.0.borrow().clone();
         for other in members.into_iter().filter(|&m| m != me) {
-            assert!(conn.reactor().send_data_to(other, data));
+            assert!(conn
+                .reactor()
+                .connection(other)
+                .is_some_and(|mut c| c.try_send_data(data)));
         }
     }
     fn unbind(&mut self, conn: &mut Connection<'_>, _reason: &CloseReason) {
@@ -576,7 +581,9 @@ impl Handler for ReplyThenBroadcast {
             .filter(|&m| m != me)
             .collect();
         for other in others {
-            conn.reactor().send_data_to(other, data);
+            if let Some(mut other) = conn.reactor().connection(other) {
+                other.send_data(data);
+            }
         }
     }
 }
@@ -620,8 +627,10 @@ impl Handler for LateAnswer {
         let answer = [b"late: ", data].concat();
         conn.reactor()
             .add_timer(Duration::from_millis(50), move |r| {
-                r.send_data_to(id, &answer);
-                r.close_connection(id, true);
+                if let Some(mut conn) = r.connection(id) {
+                    conn.send_data(&answer);
+                    conn.close_connection_after_writing();
+                }
             });
     }
     fn receive_eof(&mut self, _conn: &mut Connection<'_>) {

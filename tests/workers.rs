@@ -876,6 +876,45 @@ fn workers_start_while_other_reactor_threads_are_busy(workers: Workers) {
     assert!(rounds > 0);
 }
 
+/// A graceful stop whose deadline passes with an ask unanswered fails it
+/// with `WorkerError::Stopping`, and the stop's report counts it (issue
+/// 20: nothing a stop cuts goes unsaid).
+fn a_stop_that_fails_an_ask_counts_it_in_its_report(workers: Workers) {
+    let heard = Rc::new(RefCell::new(None));
+    let out = heard.clone();
+    let guard = Rc::new(std::cell::Cell::new(false));
+    let fired = guard.clone();
+    let mut r = Reactor::new().unwrap();
+    r.workers().add(workers).unwrap();
+    r.add_timer(Duration::from_secs(60), move |r| {
+        fired.set(true);
+        r.stop();
+    });
+    when_running(&mut r, &["adopt"], move |r| {
+        // "adopt" never answers a plain message.
+        r.workers()
+            .ask_worker_with("adopt", None, &(), move |_, reply| {
+                *out.borrow_mut() = Some(reply.map(|_| ()));
+            })
+            .unwrap();
+        r.stop_gracefully(Duration::from_millis(200));
+    });
+    r.run_until_stopped().unwrap();
+    assert!(!guard.get(), "test did not finish within 60 s");
+    assert!(
+        matches!(*heard.borrow(), Some(Err(WorkerError::Stopping { .. }))),
+        "{:?}",
+        heard.borrow()
+    );
+    let report = r.stop_report().expect("a report after the run");
+    assert_eq!(report.asks_failed, 1, "{report}");
+    assert!(!report.is_clean());
+    assert!(
+        report.to_string().contains("1 ask(s) to workers failed"),
+        "{report}"
+    );
+}
+
 fn worker_output_goes_to_its_log_file(workers: Workers) {
     let _ = std::fs::remove_file(printer_log());
     run(workers, |r| {
@@ -960,6 +999,10 @@ fn main() {
         (
             "worker_output_goes_to_its_log_file",
             worker_output_goes_to_its_log_file,
+        ),
+        (
+            "a_stop_that_fails_an_ask_counts_it_in_its_report",
+            a_stop_that_fails_an_ask_counts_it_in_its_report,
         ),
         (
             "workers_start_while_other_reactor_threads_are_busy",

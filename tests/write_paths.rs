@@ -33,7 +33,8 @@ enum Path {
     Stage,
     /// A large `send_data` in a callback: written at once.
     Direct,
-    /// `send_data_to` from outside any callback (as a proxy's copy).
+    /// `send_data` from outside any callback, through
+    /// `Reactor::connection` (as a proxy's copy).
     Outside,
     /// `send_file` in a callback: the outbound queue's flush.
     Queue,
@@ -99,10 +100,16 @@ impl Writer {
                 .expect("the peer reset");
             match path {
                 Path::Outside => {
-                    r.send_data_to(id, b"late");
+                    if let Some(mut conn) = r.connection(id) {
+                        conn.send_data(b"late");
+                    }
                 }
                 // `resumed` follows in this turn's deferred work.
-                _ => r.resume(id),
+                _ => {
+                    if let Some(mut conn) = r.connection(id) {
+                        conn.resume();
+                    }
+                }
             }
         });
     }
@@ -309,7 +316,10 @@ mod proxy_splice {
             return;
         };
         drop(st);
-        r.proxy_incoming_to(source, target, 1 << 20).unwrap();
+        r.connection(source)
+            .unwrap()
+            .proxy_incoming_to(target, 1 << 20)
+            .unwrap();
         let ch = ch.clone();
         r.next_turn(move |_| {
             ch.armed.send(()).unwrap();

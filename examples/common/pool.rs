@@ -5,12 +5,10 @@
 //! on `SIGUSR2`, whose new process brings its own workers while the old
 //! master's pool drains with it.
 
-use std::cell::Cell;
 use std::io;
-use std::rc::Rc;
 use std::time::Duration;
 
-use packet::signal::{SIGINT, SIGTERM, STOP_GRACE};
+use packet::signal::STOP_GRACE;
 use packet::{Addr, Handler, Reactor, ServerId};
 
 /// `[ADDR] [--workers N]` from the command line: the address (`addr`
@@ -176,25 +174,9 @@ pub fn stop_on_signals(reactor: &mut Reactor) -> io::Result<()> {
 }
 
 /// [`stop_on_signals`], but the first SIGTERM or SIGINT gives the asks in
-/// flight `grace` instead of 30 s, for a server whose command line sets it;
-/// a second one still stops at once.
+/// flight `grace` instead of 30 s (`Reactor::set_stop_grace`), for a
+/// server whose command line sets it; a second one still stops at once.
 pub fn stop_on_signals_within(reactor: &mut Reactor, grace: Duration) -> io::Result<()> {
-    reactor.on_stop_signals(|_, _| {})?;
-    if grace == STOP_GRACE {
-        return Ok(());
-    }
-    // Taking SIGTERM and SIGINT over keeps SIGQUIT and SIGHUP as the
-    // library sets them.
-    let asked = Rc::new(Cell::new(false));
-    for sig in [SIGTERM, SIGINT] {
-        let asked = asked.clone();
-        reactor.on_signal(sig, move |r| {
-            if asked.replace(true) {
-                r.stop()
-            } else {
-                r.stop_gracefully(grace)
-            }
-        })?;
-    }
-    Ok(())
+    reactor.set_stop_grace(grace);
+    reactor.on_stop_signals(|_, _| {})
 }

@@ -620,7 +620,6 @@ impl Http {
         let Some(stream) = self.stream.as_mut() else {
             return;
         };
-        let id = conn.id();
         let mut s = self.site.state.borrow_mut();
         if s.chunk.len() < CHUNK {
             s.chunk.resize(CHUNK, 0);
@@ -637,7 +636,7 @@ impl Http {
                 Ok(0) | Err(_) => false,
                 Ok(n) => {
                     stream.remaining -= n as u64;
-                    conn.reactor().send_data_to(id, &s.chunk[..n])
+                    conn.try_send_data(&s.chunk[..n])
                 }
             };
             if !sent {
@@ -731,8 +730,10 @@ impl Http {
         let timer = conn
             .reactor()
             .add_timer(Duration::from_millis(ms), move |r| {
-                if r.send_data_to(id, REQUEST_TIMEOUT) {
-                    r.close_connection(id, true);
+                if let Some(mut conn) = r.connection(id) {
+                    if conn.try_send_data(REQUEST_TIMEOUT) {
+                        conn.close_connection_after_writing();
+                    }
                 }
             });
         self.header_deadline = Some((timer, self.parsed));

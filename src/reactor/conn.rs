@@ -383,6 +383,46 @@ impl Reactor {
         Ok(token)
     }
 
+    /// Connection `id`, to act on from outside its own callbacks (a timer,
+    /// another connection's handler, code that answers it later): the same
+    /// [`Connection`] its handler gets, with every per-connection operation
+    /// (`send_data`, `close_connection`, `pause`, `set_inactivity_timeout`,
+    /// `send_reply`, ...).
+    ///
+    /// `None` when `id` names no connection of this reactor any more: its
+    /// `unbind` has run (or is running). A connection that is closing but
+    /// not yet unbound is still returned ([`Connection::is_closing`] says
+    /// so), and what is sent to it is dropped, as from its own handler.
+    ///
+    /// ```
+    /// use packet::{Handler, Reactor};
+    /// use std::time::Duration;
+    ///
+    /// struct Quiet;
+    /// impl Handler for Quiet {}
+    ///
+    /// let mut r = Reactor::new()?;
+    /// let server = r.start_server("127.0.0.1:0", || Quiet)?;
+    /// let addr = r.server_addr(server)?.as_inet().unwrap();
+    /// let id = r.connect(addr, Quiet)?;
+    /// // Say hello once connected, from a timer that only knows the id.
+    /// r.add_timer(Duration::from_millis(10), move |r| {
+    ///     if let Some(mut conn) = r.connection(id) {
+    ///         conn.send_data(b"hello\n");
+    ///         conn.close_connection_after_writing();
+    ///     }
+    ///     r.stop();
+    /// });
+    /// r.run_until_stopped()?;
+    /// // Unbound once the reactor stopped: the id names nothing now.
+    /// assert!(r.connection(id).is_none());
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn connection(&mut self, id: ConnId) -> Option<Connection<'_>> {
+        self.conn(id.0)?;
+        Some(Connection::new(self, id))
+    }
+
     /// Whether `id` is the connection whose `unbind` is running.
     // Called only by proxy: uncalled in a core-only build.
     #[allow(dead_code)]
@@ -450,7 +490,7 @@ impl Reactor {
 
     /// Closes connection `id`, at once or after its queued output is written
     /// (see [`Connection::close_connection`]).
-    pub fn close_connection(&mut self, id: ConnId, after_writing: bool) {
+    pub(crate) fn close_connection(&mut self, id: ConnId, after_writing: bool) {
         let token = id.0;
         let is_current = self.current == Some(token);
         let Some(c) = self.conn_mut(token) else {
@@ -468,7 +508,7 @@ impl Reactor {
 
     /// Half-closes connection `id` once its queue drains (see
     /// [`Connection::close_write`]).
-    pub fn close_write(&mut self, id: ConnId) {
+    pub(crate) fn close_write(&mut self, id: ConnId) {
         let is_current = self.current == Some(id.0);
         let Some(c) = self.conn_mut(id.0) else { return };
         if c.flags.write_side() == WriteSide::Open {
@@ -488,14 +528,14 @@ impl Reactor {
     }
 
     /// Stops reading from connection `id` (see [`Connection::pause`]).
-    pub fn pause(&mut self, id: ConnId) {
+    pub(crate) fn pause(&mut self, id: ConnId) {
         if let Some(c) = self.conn_mut(id.0) {
             c.flags |= Flags::PAUSED;
         }
     }
 
     /// Resumes reading from connection `id`.
-    pub fn resume(&mut self, id: ConnId) {
+    pub(crate) fn resume(&mut self, id: ConnId) {
         let Some(c) = self.conn_mut(id.0) else { return };
         if !c.flags.contains(Flags::PAUSED) {
             return;
@@ -517,13 +557,13 @@ impl Reactor {
     }
 
     /// Whether reading from connection `id` is paused.
-    pub fn is_paused(&self, id: ConnId) -> bool {
+    pub(crate) fn is_paused(&self, id: ConnId) -> bool {
         self.conn(id.0)
             .is_some_and(|c| c.flags.contains(Flags::PAUSED))
     }
 
     /// Bytes queued for connection `id` and not yet taken by the kernel.
-    pub fn outbound_len(&self, id: ConnId) -> usize {
+    pub(crate) fn outbound_len(&self, id: ConnId) -> usize {
         let staged = if self.current == Some(id.0) {
             self.stage.len()
         } else {
@@ -539,7 +579,7 @@ impl Reactor {
     }
 
     /// Sets the outbound high-water mark of connection `id`.
-    pub fn set_high_water_mark(&mut self, id: ConnId, bytes: usize) {
+    pub(crate) fn set_high_water_mark(&mut self, id: ConnId, bytes: usize) {
         if let Some(c) = self.conn_mut(id.0) {
             c.high_water = bytes.min(u32::MAX as usize) as u32;
         }
@@ -550,7 +590,7 @@ impl Reactor {
     ///
     /// # Errors
     /// `NotConnected` for a closed or still-connecting connection.
-    pub fn peer_addr(&self, id: ConnId) -> io::Result<Addr> {
+    pub(crate) fn peer_addr(&self, id: ConnId) -> io::Result<Addr> {
         match self.conn(id.0) {
             Some(c) if !c.phase.is_connecting() => c.sock.peer_addr(),
             _ => Err(io::ErrorKind::NotConnected.into()),
@@ -561,7 +601,7 @@ impl Reactor {
     ///
     /// # Errors
     /// `NotConnected` for a closed connection.
-    pub fn local_addr(&self, id: ConnId) -> io::Result<Addr> {
+    pub(crate) fn local_addr(&self, id: ConnId) -> io::Result<Addr> {
         match self.conn(id.0) {
             Some(c) => c.sock.local_addr(),
             None => Err(io::ErrorKind::NotConnected.into()),
@@ -585,7 +625,7 @@ impl Reactor {
     }
 
     /// [`Reactor::attach`] for a Unix-domain socket whose peer passes
-    /// descriptors (`SCM_RIGHTS`, see [`Reactor::send_fd`]): during
+    /// descriptors (`SCM_RIGHTS`, see [`Connection::send_fd`]): during
     /// `receive_data`, [`Connection::take_received_fds`] hands over those
     /// that came with the bytes being delivered, in order; those not taken
     /// are closed after the callback.
@@ -652,7 +692,7 @@ impl Reactor {
     ///
     /// # Errors
     /// `NotConnected` for a closed connection; out of descriptors.
-    pub fn detach(&mut self, id: ConnId) -> io::Result<OwnedFd> {
+    pub(crate) fn detach(&mut self, id: ConnId) -> io::Result<OwnedFd> {
         let Some(c) = self.conn(id.0) else {
             return Err(io::ErrorKind::NotConnected.into());
         };

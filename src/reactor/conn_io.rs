@@ -32,7 +32,7 @@ impl Reactor {
     /// Sends `data` to connection `id` (see [`Connection::send_data`]).
     /// Returns `false` if the connection is closed or closing, in which case
     /// the data is dropped.
-    pub fn send_data_to(&mut self, id: ConnId, data: &[u8]) -> bool {
+    pub(crate) fn send_data_to(&mut self, id: ConnId, data: &[u8]) -> bool {
         let token = id.0;
         let is_current = self.current == Some(token);
         let Some(c) = self.conn_mut(token) else {
@@ -111,7 +111,7 @@ impl Reactor {
     ///
     /// # Errors
     /// `NotConnected` for a closed or closing connection.
-    pub fn send_file_range(
+    pub(crate) fn send_file_range(
         &mut self,
         id: ConnId,
         file: File,
@@ -140,8 +140,8 @@ impl Reactor {
     /// `send_file_data`, of any size); returns its length.
     ///
     /// # Errors
-    /// The file cannot be opened, or as [`Reactor::send_file_range`].
-    pub fn send_file(&mut self, id: ConnId, path: impl AsRef<Path>) -> io::Result<u64> {
+    /// The file cannot be opened, or as [`Connection::send_file_range`].
+    pub(crate) fn send_file(&mut self, id: ConnId, path: impl AsRef<Path>) -> io::Result<u64> {
         let path = path.as_ref();
         let file = File::open(path).map_err(|e| {
             crate::connection::io_context(e, format_args!("cannot open {}", path.display()))
@@ -155,7 +155,7 @@ impl Reactor {
     /// next bytes sent on it — send them right after, for example a message
     /// saying what the descriptor is. The descriptor is closed here once
     /// sent. Returns `false` (closing `fd`) if the connection is closed.
-    pub fn send_fd(&mut self, id: ConnId, fd: OwnedFd) -> bool {
+    pub(crate) fn send_fd(&mut self, id: ConnId, fd: OwnedFd) -> bool {
         let token = id.0;
         // Staged bytes were sent before this call: they go ahead of it.
         if self.current == Some(token) {

@@ -13,7 +13,7 @@
 //! **Draining.** A connection that drains (a graceful stop, or the peer's
 //! end of stream by default) reads no more but keeps taking output, and
 //! closes as above once its queue is written and every reply it is owed
-//! ([`Reactor::expect_reply`]) was delivered.
+//! ([`Connection::expect_reply`]) was delivered.
 //!
 //! **The stop.** [`Reactor::stop_gracefully`] closes the servers, drains
 //! every connection, and stops once none is left or at its deadline; what
@@ -70,14 +70,19 @@ pub struct StopReport {
     pub bytes_cut: u64,
     /// Replies they were still owed.
     pub replies_cut: u64,
+    /// Asks to worker processes that the stop failed with
+    /// `WorkerError::Stopping` before their replies came (the `workers`
+    /// feature): whoever asked heard the error instead of an answer.
+    pub asks_failed: u64,
     /// Whether a graceful stop's deadline passed before it was done.
     pub deadline_passed: bool,
 }
 
 impl StopReport {
-    /// Whether nothing was cut: every connection wrote what it owed.
+    /// Whether nothing was cut: every connection wrote what it owed and
+    /// every ask to a worker was answered.
     pub fn is_clean(&self) -> bool {
-        self.connections_cut == 0
+        self.connections_cut == 0 && self.asks_failed == 0
     }
 }
 
@@ -86,18 +91,24 @@ impl std::fmt::Display for StopReport {
         if self.is_clean() {
             return f.write_str("stopped cleanly: nothing was cut");
         }
-        write!(
-            f,
-            "{}: cut {} connection(s) with {} byte(s) unwritten and {} reply(ies) owed",
-            if self.deadline_passed {
-                "stop deadline passed"
-            } else {
-                "stopped"
-            },
-            self.connections_cut,
-            self.bytes_cut,
-            self.replies_cut
-        )
+        f.write_str(if self.deadline_passed {
+            "stop deadline passed"
+        } else {
+            "stopped"
+        })?;
+        let mut sep = ": ";
+        if self.connections_cut > 0 {
+            write!(
+                f,
+                "{sep}cut {} connection(s) with {} byte(s) unwritten and {} reply(ies) owed",
+                self.connections_cut, self.bytes_cut, self.replies_cut
+            )?;
+            sep = "; ";
+        }
+        if self.asks_failed > 0 {
+            write!(f, "{sep}{} ask(s) to workers failed", self.asks_failed)?;
+        }
+        Ok(())
     }
 }
 
@@ -137,6 +148,11 @@ pub(crate) struct Ending {
     default_set: bool,
     /// The graceful stop in progress.
     stopping: Option<Stopping>,
+    /// Asks to workers failed by this stop so far (the report's
+    /// `asks_failed`).
+    asks_failed: u64,
+    /// The deadline `SIGTERM` and `SIGINT` give, when not [`STOP_GRACE`].
+    stop_grace: Option<Duration>,
     report: Option<StopReport>,
 }
 
@@ -166,7 +182,7 @@ impl Reactor {
 
     /// Sets how connection `id`'s close lingers, instead of the reactor's
     /// default.
-    pub fn set_linger(&mut self, id: ConnId, linger: Option<Linger>) {
+    pub(crate) fn set_linger(&mut self, id: ConnId, linger: Option<Linger>) {
         if self.conn(id.0).is_some() {
             self.ending.linger_of.insert(id.0, linger);
         }
@@ -187,7 +203,7 @@ impl Reactor {
     /// every reply it is owed was delivered and everything queued is
     /// written; output is still taken until then. See
     /// [`Connection::close_after_replies`].
-    pub fn close_after_replies(&mut self, id: ConnId) {
+    pub(crate) fn close_after_replies(&mut self, id: ConnId) {
         let is_current = self.current == Some(id.0);
         let Some(c) = self.conn_mut(id.0) else { return };
         c.phase = c.phase.drain();
@@ -478,6 +494,7 @@ impl Reactor {
                 .stopping
                 .as_ref()
                 .is_some_and(|s| s.deadline_passed),
+            asks_failed: std::mem::take(&mut self.ending.asks_failed),
             ..StopReport::default()
         };
         for token in self.sources.tokens() {
@@ -509,6 +526,15 @@ impl Reactor {
             crate::log::log_line!("{report}");
         }
         self.ending.report = Some(report);
+    }
+
+    /// Counts asks to workers that the stop failed, for the report: the
+    /// worker feature calls it when it fails them at the deadline or at
+    /// shutdown.
+    // Called only by workers: uncalled in a core-only build.
+    #[allow(dead_code)]
+    pub(crate) fn count_failed_asks(&mut self, n: usize) {
+        self.ending.asks_failed += n as u64;
     }
 
     /// Reads and drops what connection `token`'s socket holds (a bounded
@@ -557,13 +583,24 @@ impl Reactor {
         }
     }
 
+    /// Sets the deadline of the graceful stop that `SIGTERM` and `SIGINT`
+    /// start under [`Reactor::on_stop_signals`] (default [`STOP_GRACE`],
+    /// 30 s), for a server whose configuration says how long work in
+    /// flight may take to finish. Read when the signal comes, so it may be
+    /// set before or after `on_stop_signals`; a second signal still stops
+    /// at once, and `SIGQUIT` keeps [`QUIT_GRACE`].
+    pub fn set_stop_grace(&mut self, grace: Duration) {
+        self.ending.stop_grace = Some(grace);
+    }
+
     /// Handles `SIGTERM`, `SIGINT`, `SIGQUIT` and `SIGHUP` the way nginx
     /// does, then calls `also` with what was done (to pass the stop on to
     /// other reactors, say):
     ///
     /// - `SIGTERM` or `SIGINT`: [`Reactor::stop_gracefully`] within
-    ///   [`STOP_GRACE`] (30 s); the same signal again while it runs stops
-    ///   at once ([`StopAction::Immediate`]), as a second Ctrl-C does;
+    ///   [`STOP_GRACE`] (30 s, or what [`Reactor::set_stop_grace`] set);
+    ///   the same signal again while it runs stops at once
+    ///   ([`StopAction::Immediate`]), as a second Ctrl-C does;
     /// - `SIGQUIT`: a graceful stop within [`QUIT_GRACE`] (300 s);
     /// - `SIGHUP`: reserved for a reload, which the library cannot do: a
     ///   log line, and the reactor goes on ([`StopAction::Reload`]).
@@ -589,7 +626,7 @@ impl Reactor {
                     SIGQUIT if r.ending.stopping.is_some() => return,
                     SIGQUIT => StopAction::Graceful(QUIT_GRACE),
                     _ if r.ending.stopping.is_some() => StopAction::Immediate,
-                    _ => StopAction::Graceful(STOP_GRACE),
+                    _ => StopAction::Graceful(r.ending.stop_grace.unwrap_or(STOP_GRACE)),
                 };
                 match action {
                     StopAction::Graceful(within) => r.stop_gracefully(within),
@@ -605,7 +642,7 @@ impl Reactor {
 
 impl Connection<'_> {
     /// Stops reading and closes the connection once every reply it is owed
-    /// ([`Reactor::expect_reply`], every `ask_worker`) was delivered and
+    /// ([`Connection::expect_reply`], every `ask_worker`) was delivered and
     /// everything queued is written, lingering (see [`Linger`]); writes
     /// keep working until then. What [`Handler::receive_eof`] does by
     /// default.
@@ -634,6 +671,12 @@ mod tests {
         r.deadline_passed = true;
         assert!(!r.is_clean());
         assert!(r.to_string().starts_with("stop deadline passed"));
+        let asks = StopReport {
+            asks_failed: 2,
+            ..StopReport::default()
+        };
+        assert!(!asks.is_clean());
+        assert_eq!(asks.to_string(), "stopped: 2 ask(s) to workers failed");
     }
 
     #[test]

@@ -127,7 +127,10 @@ type Local = Box<dyn FnOnce(&mut Reactor)>;
 ///
 /// One reactor runs on one thread; several may run in one process, each on
 /// its own thread (Packet's difference from EventMachine). Everything else
-/// in the library hangs off a reactor.
+/// in the library hangs off a reactor. What is done to one connection
+/// (send, close, pause, timeouts, socket options, replies, proxying) is a
+/// method of its [`Connection`]: a handler gets one in every callback, and
+/// [`Reactor::connection`] gives one for an id from anywhere else.
 ///
 /// ```
 /// use packet::{Connection, Handler, Reactor};

@@ -146,7 +146,7 @@ impl Reactor {
     /// from now before it ends with [`CloseReason::ConnectTimeout`]
     /// (EventMachine's `pending_connect_timeout=`, typically set in
     /// `post_init`); `None` removes the limit.
-    pub fn set_pending_connect_timeout(&mut self, id: ConnId, limit: Option<Duration>) {
+    pub(crate) fn set_pending_connect_timeout(&mut self, id: ConnId, limit: Option<Duration>) {
         let deadline = limit.map(|d| self.deadline_after(d));
         let Some(c) = self.conn_mut(id.0) else { return };
         if !c.phase.is_connecting() {
@@ -167,7 +167,7 @@ impl Reactor {
     /// no byte has been read from or written to it for `limit`
     /// (EventMachine's `comm_inactivity_timeout`); `None` turns it off.
     /// Limits are kept in whole milliseconds, up to 24 days.
-    pub fn set_inactivity_timeout(&mut self, id: ConnId, limit: Option<Duration>) {
+    pub(crate) fn set_inactivity_timeout(&mut self, id: ConnId, limit: Option<Duration>) {
         let ms = limit.map_or(0, |d| {
             d.as_millis().clamp(1, u128::from(u32::MAX / 2)) as u32
         });
@@ -187,7 +187,7 @@ impl Reactor {
 
     /// Milliseconds since connection `id` last read or wrote a byte, as of
     /// the loop's time (EventMachine's `get_idle_time`).
-    pub fn idle_time(&self, id: ConnId) -> Option<Duration> {
+    pub(crate) fn idle_time(&self, id: ConnId) -> Option<Duration> {
         let now = self.now_ms() as u32;
         self.conn(id.0)
             .map(|c| Duration::from_millis(u64::from(now.wrapping_sub(c.last_activity))))

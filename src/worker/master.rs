@@ -1022,13 +1022,15 @@ impl Master {
 
     /// Fails every ask still waiting for a reply with
     /// [`WorkerError::Stopping`]: the reactor stops before they can finish.
-    fn fail_all_asks(&mut self, out: &mut Vec<Delivery>) {
+    /// How many, for the stop's report.
+    fn fail_all_asks(&mut self, out: &mut Vec<Delivery>) -> usize {
         for inst in self.instances.values_mut() {
             inst.outstanding = 0;
         }
         let mut asks: Vec<(u64, Ask)> = self.asks.drain().collect();
         // In the order they were made, so each asker sees its own order.
         asks.sort_unstable_by_key(|(id, _)| *id);
+        let failed = asks.len();
         for (_, ask) in asks {
             let worker = ask.worker.to_string();
             out.push(Delivery::Reply(
@@ -1036,6 +1038,7 @@ impl Master {
                 Err(WorkerError::Stopping { worker }),
             ));
         }
+        failed
     }
 }
 
@@ -1902,13 +1905,15 @@ impl Extension for Master {
             }
             let mut out = Vec::new();
             let now = r.now();
+            let mut failed = 0;
             drained = with_master(r, |m, _| {
                 if !m.asks.is_empty() && now >= deadline {
-                    m.fail_all_asks(&mut out);
+                    failed = m.fail_all_asks(&mut out);
                 }
                 m.asks.is_empty()
             })
             .unwrap_or(true);
+            r.count_failed_asks(failed);
             deliver(r, out);
         });
         true
@@ -1921,7 +1926,8 @@ impl Extension for Master {
     fn shutdown(&mut self, r: &mut Reactor) {
         let mut out = Vec::new();
         self.shutting_down = true;
-        self.fail_all_asks(&mut out);
+        let failed = self.fail_all_asks(&mut out);
+        r.count_failed_asks(failed);
         deliver(r, out);
     }
 }

@@ -38,36 +38,34 @@ mod epoll;
 #[cfg(any(target_os = "linux", target_os = "android"))]
 pub use epoll::{Event, Events, Selector, Waker};
 
-#[cfg(any(
-    target_os = "macos",
-    target_os = "ios",
-    target_os = "freebsd",
-    target_os = "netbsd",
-    target_os = "openbsd",
-    target_os = "dragonfly"
-))]
-mod kqueue;
-#[cfg(any(
-    target_os = "macos",
-    target_os = "ios",
-    target_os = "freebsd",
-    target_os = "netbsd",
-    target_os = "openbsd",
-    target_os = "dragonfly"
-))]
-pub use kqueue::{Event, Events, Selector, Waker};
+/// Keeps items to the kqueue systems (`on_kqueue! { ... }`), or with
+/// `not` to every other system: the one place their list is written.
+macro_rules! on_kqueue {
+    (not $($item:item)*) => { on_kqueue!(@ not $($item)*); };
+    // `all(any(..))` is `any(..)`: the same list serves both.
+    (@ $op:ident $($item:item)*) => {$(
+        #[cfg($op(any(
+            target_os = "macos",
+            target_os = "ios",
+            target_os = "freebsd",
+            target_os = "netbsd",
+            target_os = "openbsd",
+            target_os = "dragonfly"
+        )))]
+        $item
+    )*};
+    ($($item:item)*) => { on_kqueue!(@ all $($item)*); };
+}
 
-#[cfg(not(any(
-    target_os = "linux",
-    target_os = "android",
-    target_os = "macos",
-    target_os = "ios",
-    target_os = "freebsd",
-    target_os = "netbsd",
-    target_os = "openbsd",
-    target_os = "dragonfly"
-)))]
-compile_error!("packet-sys supports Linux/Android (epoll) and the BSDs/macOS (kqueue) only");
+on_kqueue! {
+    mod kqueue;
+    pub use kqueue::{Event, Events, Selector, Waker};
+}
+
+on_kqueue! { not
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    compile_error!("packet-sys supports Linux/Android (epoll) and the BSDs/macOS (kqueue) only");
+}
 
 mod socket;
 pub use socket::{Addr, Domain, Socket, SocketRef, MAX_FDS_PER_MESSAGE};
