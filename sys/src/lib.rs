@@ -93,15 +93,9 @@ pub use std::net::Shutdown;
 
 mod common;
 mod min_version;
-#[cfg(any(
-    test,
-    target_os = "macos",
-    target_os = "ios",
-    target_os = "freebsd",
-    target_os = "netbsd",
-    target_os = "openbsd",
-    target_os = "dragonfly"
-))]
-mod token;
+// The kqueue backend's token packing; its tests run everywhere.
+on_kqueue! { mod token; }
+#[cfg(test)]
+on_kqueue! { not mod token; }
 use common::{c_path, cvt, cvt_r};
 pub use common::{check_pollable, FileEvent, Interest, PathWatch, Trigger};
