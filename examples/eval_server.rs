@@ -612,7 +612,7 @@ fn main() -> io::Result<()> {
         .register(WorkerSpec::new(WORKER, || EvalWorker).pool(n))
         .start()?;
     Reactor::run(|reactor| {
-        reactor.add_workers(workers)?;
+        reactor.workers().add(workers)?;
         pool::stop_on_signals(reactor)?;
         let server = listening.start(reactor, addr.as_str(), eval_client)?;
         let bound = reactor.server_addr(server)?;

@@ -23,10 +23,10 @@
 //! ```
 //!
 //! 1. `WorkerRegistry::start` forks the fork server first thing in `main`;
-//!    the master's reactor then starts the pool (`Reactor::add_workers`).
+//!    the master's reactor then starts the pool (`reactor.workers().add`).
 //! 2. The master listens. In `post_init` of each accepted connection,
 //!    `Connection::detach` takes the socket out of the master's reactor,
-//!    still open, and `Reactor::send_fd_to_worker` passes it to a worker
+//!    still open, and `reactor.workers().send_fd_to_worker` passes it to a worker
 //!    over its channel (a Unix socket, with `SCM_RIGHTS`), with a message
 //!    saying what it is (here, the client's address). The master's copy is
 //!    closed once sent.
@@ -130,7 +130,7 @@ impl Handler for HandOff {
             Err(_) => "a client".to_string(),
         };
         // Running instances only: one restarting after a crash is skipped.
-        let running = conn.reactor().worker_pids(WORKER);
+        let running = conn.reactor().workers().pids(WORKER);
         if running.is_empty() {
             conn.send_data(b"error: no worker is running; try again shortly\n");
             conn.close_connection_after_writing();
@@ -148,6 +148,7 @@ impl Handler for HandOff {
         };
         match conn
             .reactor()
+            .workers()
             .send_fd_to_worker(WORKER, worker.key.as_deref(), fd, &peer)
         {
             Ok(()) => eprintln!("passed {peer} to {worker} (pid {pid})"),
@@ -164,7 +165,7 @@ fn main() -> io::Result<()> {
         .register(WorkerSpec::new(WORKER, || Prefork).pool(n))
         .start()?;
     Reactor::run(|reactor| {
-        reactor.add_workers(workers)?;
+        reactor.workers().add(workers)?;
         pool::stop_on_signals(reactor)?;
         let turn = Rc::new(Cell::new(0));
         let server = listening.start(reactor, addr.as_str(), move || HandOff {

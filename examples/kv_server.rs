@@ -276,7 +276,7 @@ fn main() -> io::Result<()> {
         .register(WorkerSpec::new(WORKER, || PrimeWorker).pool(POOL))
         .start()?;
     Reactor::run(|reactor| {
-        reactor.add_workers(workers)?;
+        reactor.workers().add(workers)?;
         pool::stop_on_signals_within(reactor, Duration::from_secs(grace))?;
         let store = Rc::new(RefCell::new(Store::default()));
         let shared = store.clone();

@@ -52,7 +52,7 @@ fn main() {
     let status = Rc::new(Cell::new(None));
     let seen = status.clone();
     let ran = Reactor::run(move |reactor| {
-        reactor.popen(&argv, Print { status: seen })?;
+        reactor.processes().popen(&argv, Print { status: seen })?;
         Ok(())
     });
     if let Err(e) = ran {

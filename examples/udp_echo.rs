@@ -33,8 +33,10 @@ fn main() -> io::Result<()> {
         .nth(1)
         .unwrap_or_else(|| "127.0.0.1:11009".into());
     Reactor::run(|reactor| {
-        let id = reactor.open_datagram_socket(addr.as_str(), Echo)?;
-        println!("listening on {}", reactor.datagram_local_addr(id)?);
+        let id = reactor
+            .datagrams()
+            .open_datagram_socket(addr.as_str(), Echo)?;
+        println!("listening on {}", reactor.datagrams().local_addr(id)?);
         Ok(())
     })
 }

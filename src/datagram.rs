@@ -30,10 +30,10 @@
 //! }
 //!
 //! Reactor::run(|r| {
-//!     let server = r.open_datagram_socket("127.0.0.1:0", Echo)?;
-//!     let to = r.datagram_local_addr(server)?;
-//!     let client = r.open_datagram_socket("127.0.0.1:0", Ask)?;
-//!     r.send_datagram(client, b"ping", to)?;
+//!     let server = r.datagrams().open_datagram_socket("127.0.0.1:0", Echo)?;
+//!     let to = r.datagrams().local_addr(server)?;
+//!     let client = r.datagrams().open_datagram_socket("127.0.0.1:0", Ask)?;
+//!     r.datagrams().send_datagram(client, b"ping", to)?;
 //!     Ok(())
 //! })?;
 //! # Ok::<(), std::io::Error>(())
@@ -106,16 +106,16 @@ impl Datagram<'_> {
     /// Sends `data` to `to` at once.
     ///
     /// # Errors
-    /// As [`Reactor::send_datagram`].
+    /// As [`Datagrams::send_datagram`].
     pub fn send_datagram(&mut self, data: &[u8], to: SocketAddr) -> io::Result<()> {
         let id = self.id();
-        self.w.reactor().send_datagram(id, data, to)
+        self.w.reactor().datagrams().send_datagram(id, data, to)
     }
 
     /// Closes the socket after this callback; `unbind` follows.
     pub fn close(&mut self) {
         let id = self.id();
-        self.w.reactor().close_datagram_socket(id);
+        self.w.reactor().datagrams().close(id);
     }
 }
 
@@ -183,7 +183,36 @@ impl Watcher for DatagramWatcher {
     }
 }
 
+/// A reactor's UDP sockets, borrowed for one call:
+/// `reactor.datagrams()`. Inside a [`DatagramHandler`] callback the
+/// socket's own [`Datagram`] sends and closes too.
+///
+/// ```no_run
+/// # use std::net::SocketAddr;
+/// # use packet::datagram::{Datagram, DatagramHandler};
+/// # use packet::Reactor;
+/// # struct Log;
+/// # impl DatagramHandler for Log {
+/// #     fn receive_datagram(&mut self, _: &mut Datagram<'_>, _: &[u8], _: SocketAddr) {}
+/// # }
+/// # fn f(r: &mut Reactor) -> std::io::Result<()> {
+/// let id = r.datagrams().open_datagram_socket("127.0.0.1:0", Log)?;
+/// let to = r.datagrams().local_addr(id)?;
+/// r.datagrams().send_datagram(id, b"to myself", to)?;
+/// # Ok(()) }
+/// ```
+pub struct Datagrams<'r> {
+    reactor: &'r mut Reactor,
+}
+
 impl Reactor {
+    /// This reactor's UDP sockets: [`Datagrams`].
+    pub fn datagrams(&mut self) -> Datagrams<'_> {
+        Datagrams { reactor: self }
+    }
+}
+
+impl Datagrams<'_> {
     /// Opens a UDP socket bound to `addr` (IPv4 or IPv6; port 0 picks one)
     /// whose datagrams go to `handler` (EventMachine's
     /// `open_datagram_socket`). Datagrams up to [`MAX_UDP_PAYLOAD`] bytes
@@ -199,18 +228,19 @@ impl Reactor {
         self.open_datagram_socket_with(addr, MAX_UDP_PAYLOAD, handler)
     }
 
-    /// [`Reactor::open_datagram_socket`] with a receive buffer of
+    /// [`Datagrams::open_datagram_socket`] with a receive buffer of
     /// `max_datagram` bytes: larger datagrams are reported to
     /// [`DatagramHandler::datagram_too_large`] and dropped.
     ///
     /// # Errors
-    /// As [`Reactor::open_datagram_socket`].
+    /// As [`Datagrams::open_datagram_socket`].
     pub fn open_datagram_socket_with(
         &mut self,
         addr: impl ToSocketAddrs,
         max_datagram: usize,
         handler: impl DatagramHandler,
     ) -> io::Result<DatagramId> {
+        let r = &mut *self.reactor;
         let addr = Addr::Inet(resolve(addr)?);
         let sock = Socket::datagram(addr.domain())?;
         sock.bind(&addr)?;
@@ -221,7 +251,7 @@ impl Reactor {
         };
         // Writable once, at once: the first notification runs post_init
         // outside whatever callback opened the socket.
-        let id = self.watch(sock.into(), watcher, true, true)?;
+        let id = r.watch(sock.into(), watcher, true, true)?;
         Ok(DatagramId(id))
     }
 
@@ -231,7 +261,8 @@ impl Reactor {
     /// `NotFound` for a closed socket; `WouldBlock` when the socket buffer
     /// is full (the datagram is dropped, as UDP may); `EMSGSIZE`.
     pub fn send_datagram(&mut self, id: DatagramId, data: &[u8], to: SocketAddr) -> io::Result<()> {
-        let fd = self
+        let r = &mut *self.reactor;
+        let fd = r
             .watch_fd(id.0)
             .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no such socket"))?;
         let n = Socket::view(fd).send_to(data, &Addr::Inet(to))?;
@@ -248,8 +279,9 @@ impl Reactor {
     ///
     /// # Errors
     /// `NotFound` for a closed socket.
-    pub fn datagram_local_addr(&self, id: DatagramId) -> io::Result<SocketAddr> {
-        let fd = self
+    pub fn local_addr(&self, id: DatagramId) -> io::Result<SocketAddr> {
+        let r = &*self.reactor;
+        let fd = r
             .watch_fd(id.0)
             .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no such socket"))?;
         Socket::view(fd)
@@ -259,8 +291,8 @@ impl Reactor {
     }
 
     /// Closes datagram socket `id`; its handler's `unbind` follows.
-    pub fn close_datagram_socket(&mut self, id: DatagramId) {
-        if let Ok(fd) = self.detach_watch(id.0) {
+    pub fn close(&mut self, id: DatagramId) {
+        if let Ok(fd) = self.reactor.detach_watch(id.0) {
             drop(fd);
         }
     }

@@ -23,7 +23,7 @@
 //! std::fs::write(&path, b"")?;
 //! let p = path.clone();
 //! Reactor::run(move |r| {
-//!     r.watch_file(&p, Tail)?;
+//!     r.watches().watch_file(&p, Tail)?;
 //!     std::fs::write(&p, b"a line\n")?; // the change is seen on the first turn
 //!     Ok(())
 //! })?;
@@ -38,7 +38,7 @@ use std::path::{Path, PathBuf};
 use packet_sys::{filewatch, FileEvent, PathWatch};
 
 use crate::reactor::Reactor;
-use crate::watch::{Watch, WatchId, Watcher};
+use crate::watch::{Watch, WatchId, Watcher, Watches};
 
 /// Identifies a file watch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -93,7 +93,7 @@ impl FileWatch<'_> {
     /// Ends the watch after this callback; `unbind` follows.
     pub fn stop_watching(&mut self) {
         let id = self.id();
-        self.w.reactor().unwatch_file(id);
+        self.w.reactor().watches().unwatch_file(id);
     }
 }
 
@@ -154,7 +154,7 @@ impl Watcher for FileWatchHandler {
     }
 }
 
-impl Reactor {
+impl Watches<'_> {
     /// Watches the file at `path` for changes (EventMachine's
     /// `watch_file`).
     ///
@@ -179,7 +179,7 @@ impl Reactor {
 
     /// Ends file watch `id`; its `unbind` follows.
     pub fn unwatch_file(&mut self, id: FileWatchId) {
-        if let Ok(fd) = self.detach_watch(id.0) {
+        if let Ok(fd) = self.detach(id.0) {
             drop(fd);
         }
     }

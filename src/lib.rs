@@ -50,7 +50,7 @@
 //! | `objects` | `objects` | typed objects over connections (`send_object`) |
 //! | `upgrade` | `upgrade` | zero-downtime restart: socket activation (`LISTEN_FDS`, `adopt_server`), binary upgrade on `SIGUSR2` |
 //! | `worker` | `workers` (+`objects`) | worker processes: fork server, asks, proxies, supervision |
-//! | `tls` | `tls` (off by default) | TLS with rustls (`start_tls`, `start_tls_server`, `connect_tls`) |
+//! | `tls` | `tls` (off by default) | TLS with rustls (`start_tls`, `tls().start_server`, `tls().connect`) |
 //!
 //! All system calls go through the `packet-sys` crate; this crate contains
 //! no `unsafe` code.

@@ -10,7 +10,7 @@
 //! closing the connection only closes the child's stdin and stdout, so it
 //! reads end of file and its writes fail with `EPIPE` — never blocks the
 //! loop waiting for one, never reaps a process it did not start except
-//! through [`Reactor::watch_process`], and never leaves a zombie: a child
+//! through [`Processes::watch_process`], and never leaves a zombie: a child
 //! still running when its reactor stops or is dropped is reaped by a small
 //! background thread when it exits.
 //!
@@ -34,7 +34,7 @@
 //! use packet::Reactor;
 //!
 //! Reactor::run(|reactor| {
-//!     reactor.system(["echo", "hi"], |reactor, output, status| {
+//!     reactor.processes().system(["echo", "hi"], |reactor, output, status| {
 //!         assert_eq!(output.bytes, b"hi\n");
 //!         assert_eq!(status, Some(ExitStatus::Code(0)));
 //!         reactor.stop();
@@ -66,11 +66,11 @@ use crate::watch::{Watch, WatchId, Watcher};
 /// enough that a waiting child costs 50 syscalls a second.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(20);
 
-/// The most output [`Reactor::system`] keeps: 16 MiB. Output beyond it is
+/// The most output [`Processes::system`] keeps: 16 MiB. Output beyond it is
 /// read and discarded, and [`Output::truncated`] says so.
 pub const DEFAULT_OUTPUT_LIMIT: usize = 16 * 1024 * 1024;
 
-/// The callbacks of a process started with [`Reactor::popen`].
+/// The callbacks of a process started with [`Processes::popen`].
 ///
 /// Every method has an empty default. Callbacks run on the reactor's
 /// thread, one at a time, like [`Handler`]'s.
@@ -105,7 +105,7 @@ pub trait ProcessHandler: 'static {
     /// to give: the reactor stopped while the process was still running
     /// (it is not killed; it is reaped in the background when it exits),
     /// or something else in this program reaped it first (a
-    /// `waitpid(-1)`, or [`Reactor::watch_process`] on its pid). `reason`
+    /// `waitpid(-1)`, or [`Processes::watch_process`] on its pid). `reason`
     /// is why the connection closed: [`CloseReason::PeerClosed`] when the
     /// process (and whatever inherited its stdout) closed it,
     /// [`CloseReason::Local`] after a close from this side.
@@ -173,7 +173,7 @@ impl<'a> DerefMut for ProcessContext<'a> {
     }
 }
 
-/// A process started with [`Reactor::popen`] or [`Reactor::system`]: its
+/// A process started with [`Processes::popen`] or [`Processes::system`]: its
 /// id, its connection, and a way to signal it. Cheap to clone; it does not
 /// keep the process or its connection alive.
 #[derive(Clone)]
@@ -243,7 +243,7 @@ fn signal_child(child: &RefCell<Child>, sig: i32) -> io::Result<()> {
 }
 
 /// Where the standard error of a process started with
-/// [`Reactor::popen_with`] goes.
+/// [`Processes::popen_with`] goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stderr {
     /// This program's standard error (the default, as in EventMachine).
@@ -254,7 +254,7 @@ pub enum Stderr {
     Null,
 }
 
-/// How [`Reactor::popen_with`] and [`Reactor::system_with`] start a
+/// How [`Processes::popen_with`] and [`Processes::system_with`] start a
 /// process: where its stderr goes, and its environment.
 #[derive(Debug, Clone)]
 pub struct PopenOptions {
@@ -305,7 +305,7 @@ impl PopenOptions {
     }
 }
 
-/// What [`Reactor::system`] collected from a process's stdout.
+/// What [`Processes::system`] collected from a process's stdout.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Output {
     /// The output, at most the limit (16 MiB by default).
@@ -314,8 +314,8 @@ pub struct Output {
     pub truncated: bool,
 }
 
-/// Identifies a [`Reactor::watch_process`], for
-/// [`Reactor::unwatch_process`].
+/// Identifies a [`Processes::watch_process`], for
+/// [`Processes::unwatch_process`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct ProcessWatchId(ExitWatch);
 
@@ -325,7 +325,30 @@ enum ExitWatch {
     Poll(TimerId),
 }
 
+/// A reactor's child processes, borrowed for one call:
+/// `reactor.processes()`, with EventMachine's `popen`, `system` and
+/// `watch_process`.
+///
+/// ```no_run
+/// # use packet::Reactor;
+/// # fn f(r: &mut Reactor) -> std::io::Result<()> {
+/// r.processes().system(["uname", "-s"], |_, output, status| {
+///     println!("{status:?}: {}", String::from_utf8_lossy(&output.bytes));
+/// })?;
+/// # Ok(()) }
+/// ```
+pub struct Processes<'r> {
+    reactor: &'r mut Reactor,
+}
+
 impl Reactor {
+    /// This reactor's child processes: [`Processes`].
+    pub fn processes(&mut self) -> Processes<'_> {
+        Processes { reactor: self }
+    }
+}
+
+impl Processes<'_> {
     /// Starts `argv` (program and arguments; a program name without `/` is
     /// looked up in `PATH`) with its stdin and stdout connected to this
     /// reactor, and `handler` as its callbacks (EventMachine's `popen`).
@@ -334,7 +357,7 @@ impl Reactor {
     /// other end becomes a connection of this reactor: what the process
     /// writes arrives in [`ProcessHandler::receive_data`], what the handler
     /// sends with `send_data` is the process's input. Its stderr is this
-    /// program's (see [`Reactor::popen_with`]). When the process has exited
+    /// program's (see [`Processes::popen_with`]). When the process has exited
     /// and the connection has closed, [`ProcessHandler::process_exited`]
     /// gets the exit status. The process is reaped as soon as it exits,
     /// even if the connection was closed long before; closing the
@@ -355,17 +378,18 @@ impl Reactor {
         self.popen_with(argv, &PopenOptions::default(), handler)
     }
 
-    /// [`Reactor::popen`] with options: stderr merged into the connection
+    /// [`Processes::popen`] with options: stderr merged into the connection
     /// or discarded, or a changed environment.
     ///
     /// # Errors
-    /// As [`Reactor::popen`].
+    /// As [`Processes::popen`].
     pub fn popen_with<H: ProcessHandler>(
         &mut self,
         argv: impl IntoIterator<Item = impl AsRef<OsStr>>,
         options: &PopenOptions,
         handler: H,
     ) -> io::Result<Subprocess> {
+        let r = &mut *self.reactor;
         let argv: Vec<OsString> = argv
             .into_iter()
             .map(|a| a.as_ref().to_os_string())
@@ -396,12 +420,8 @@ impl Reactor {
             needs_reap: true,
         }));
         let ended = child.clone();
-        watch_exit(
-            self,
-            pid,
-            Box::new(move |r, end| child_ended(&ended, r, end)),
-        );
-        let conn = match self.attach(OwnedFd::from(ours), Adapter(child.clone())) {
+        watch_exit(r, pid, Box::new(move |r, end| child_ended(&ended, r, end)));
+        let conn = match r.attach(OwnedFd::from(ours), Adapter(child.clone())) {
             Ok(conn) => conn,
             Err(e) => {
                 // No callback will come; the exit watch still reaps the
@@ -431,7 +451,7 @@ impl Reactor {
     /// the output so far.
     ///
     /// # Errors
-    /// As [`Reactor::popen`].
+    /// As [`Processes::popen`].
     pub fn system(
         &mut self,
         argv: impl IntoIterator<Item = impl AsRef<OsStr>>,
@@ -445,11 +465,11 @@ impl Reactor {
         )
     }
 
-    /// [`Reactor::system`] with options ([`Stderr::Merge`] collects stderr
+    /// [`Processes::system`] with options ([`Stderr::Merge`] collects stderr
     /// too) and an output limit of `max_output` bytes.
     ///
     /// # Errors
-    /// As [`Reactor::popen`].
+    /// As [`Processes::popen`].
     pub fn system_with(
         &mut self,
         argv: impl IntoIterator<Item = impl AsRef<OsStr>>,
@@ -477,12 +497,12 @@ impl Reactor {
     /// process is polled every [`POLL_INTERVAL`], and a process that is not
     /// our child counts as exited only once its own parent has reaped it.
     ///
-    /// Do not watch the pid of a [`Reactor::popen`] process this way: this
+    /// Do not watch the pid of a [`Processes::popen`] process this way: this
     /// watch would reap it and take its status from
     /// [`ProcessHandler::process_exited`].
     ///
     /// `callback` is not called if the watch is cancelled with
-    /// [`Reactor::unwatch_process`] or the reactor stops first.
+    /// [`Processes::unwatch_process`] or the reactor stops first.
     ///
     /// # Errors
     /// `InvalidInput` for a pid of 0 or below (process groups).
@@ -491,6 +511,7 @@ impl Reactor {
         pid: i32,
         callback: impl FnOnce(&mut Reactor, Option<ExitStatus>) + 'static,
     ) -> io::Result<ProcessWatchId> {
+        let r = &mut *self.reactor;
         if pid <= 0 {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
@@ -502,15 +523,16 @@ impl Reactor {
                 callback(r, status);
             }
         });
-        Ok(ProcessWatchId(watch_exit(self, pid, on_end)))
+        Ok(ProcessWatchId(watch_exit(r, pid, on_end)))
     }
 
-    /// Cancels a [`Reactor::watch_process`]; its callback will not run.
+    /// Cancels a [`Processes::watch_process`]; its callback will not run.
     /// Returns `false`, doing nothing, if it already ran or was cancelled.
     pub fn unwatch_process(&mut self, id: ProcessWatchId) -> bool {
+        let r = &mut *self.reactor;
         match id.0 {
-            ExitWatch::Descriptor(watch) => self.detach_watch(watch).is_ok(),
-            ExitWatch::Poll(timer) => self.cancel_timer(timer),
+            ExitWatch::Descriptor(watch) => r.detach_watch(watch).is_ok(),
+            ExitWatch::Poll(timer) => r.cancel_timer(timer),
         }
     }
 }
@@ -671,7 +693,7 @@ fn copy_reason(reason: &CloseReason) -> CloseReason {
     }
 }
 
-/// [`Reactor::system`]'s handler: collects output up to a limit.
+/// [`Processes::system`]'s handler: collects output up to a limit.
 struct Collect<F> {
     output: Output,
     max_output: usize,
@@ -868,7 +890,10 @@ mod tests {
         }
         let seen = Rc::new(Cell::new(None));
         let mut reactor = Reactor::new().unwrap();
-        let p = reactor.popen(["sleep", "0.5"], Stop(seen.clone())).unwrap();
+        let p = reactor
+            .processes()
+            .popen(["sleep", "0.5"], Stop(seen.clone()))
+            .unwrap();
         reactor.run_until_stopped().unwrap();
         assert!(seen.get().is_some(), "process_exited ran at the stop");
         drop(reactor);

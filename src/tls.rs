@@ -15,7 +15,7 @@
 //! `close_notify` is an end of stream (`receive_eof`).
 //!
 //! A TLS session can start at any point of a connection: at once
-//! ([`Reactor::start_tls_server`], [`Reactor::connect_tls`]), or after a
+//! ([`Tls::start_server`], [`Tls::connect`]), or after a
 //! plaintext exchange (SMTP's `STARTTLS`), with
 //! [`Connection::start_tls`]. Bytes sent before the call go out in the
 //! clear, ahead of the handshake; bytes sent after it wait for the
@@ -30,11 +30,11 @@
 //! # Deadlines
 //!
 //! A handshake must end within [`DEFAULT_HANDSHAKE_TIMEOUT`] (10 s) of
-//! `start_tls` (for [`Reactor::connect_tls`], of the connect): a peer that
+//! `start_tls` (for [`Tls::connect`], of the connect): a peer that
 //! sends part of a hello and waits would otherwise hold its descriptor
 //! for ever. One that does not ends with [`CloseReason::Protocol`], whose
 //! error (`ErrorKind::TimedOut`) holds a [`HandshakeTimeout`]. Change it
-//! for the reactor with [`Reactor::set_tls_handshake_timeout`] (`None`
+//! for the reactor with [`Tls::set_handshake_timeout`] (`None`
 //! turns it off, for sessions started after the call). The inactivity
 //! timeout ([`Connection::set_inactivity_timeout`]) counts during the
 //! handshake as at any other time: handshake bytes are bytes moved.
@@ -69,9 +69,9 @@
 //! }
 //!
 //! Reactor::run(|r| {
-//!     let id = r.start_tls_server("127.0.0.1:0", server, || Echo)?;
+//!     let id = r.tls().start_server("127.0.0.1:0", server, || Echo)?;
 //!     let addr = r.server_addr(id)?.as_inet().unwrap();
-//!     r.connect_tls(addr, client, "localhost", Probe)?;
+//!     r.tls().connect(addr, client, "localhost", Probe)?;
 //!     Ok(())
 //! })?;
 //! # Ok::<(), Box<dyn std::error::Error>>(())
@@ -107,7 +107,7 @@ pub const CHUNK: usize = 64 * 1024;
 /// end: 10 s, ample for a handshake over any working network (nginx
 /// allows 60 s for a whole request header), short enough that stalled
 /// hellos cannot pile up to the descriptor limit. See
-/// [`Reactor::set_tls_handshake_timeout`].
+/// [`Tls::set_handshake_timeout`].
 pub const DEFAULT_HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// The error inside the [`CloseReason::Protocol`] of a connection whose
@@ -437,7 +437,7 @@ impl Reactor {
     /// if TLS (or another feature's hooks, a proxy) has it already;
     /// `Unsupported` if a file sent before is still queued; `InvalidInput`
     /// if rustls refuses the configuration.
-    pub fn start_tls(&mut self, id: ConnId, config: TlsConfig) -> io::Result<()> {
+    pub(crate) fn start_tls(&mut self, id: ConnId, config: TlsConfig) -> io::Result<()> {
         let token = id.0;
         // Bytes the running callback sent before this call are due first,
         // in the clear: write them (or queue them) before hooking.
@@ -488,7 +488,7 @@ impl Reactor {
             deadline: None,
         };
         self.hook_conn_with(token, &HOOKS, session)?;
-        if let Some(limit) = self.tls_handshake_timeout() {
+        if let Some(limit) = self.ext_or_default::<Settings>().handshake_timeout {
             let timer = self.add_timer(limit, move |r| r.tls_handshake_expired(id, limit));
             if let Some(s) = self.hook_state_mut::<Session>(token) {
                 s.deadline = Some(timer);
@@ -500,94 +500,6 @@ impl Reactor {
             self.check_water(token);
         }
         Ok(())
-    }
-
-    /// Listens on `addr` as [`Reactor::start_server`] does, with TLS
-    /// started on every accepted connection before its `post_init`.
-    ///
-    /// # Errors
-    /// As [`Reactor::start_server`].
-    pub fn start_tls_server<H: Handler>(
-        &mut self,
-        addr: impl ToSocketAddrs,
-        config: Arc<rustls::ServerConfig>,
-        factory: impl FnMut() -> H + 'static,
-    ) -> io::Result<ServerId> {
-        self.start_tls_server_with(addr, ServerOptions::default(), config, factory)
-    }
-
-    /// [`Reactor::start_tls_server`] with options, as
-    /// [`Reactor::start_server_with`].
-    ///
-    /// # Errors
-    /// As [`Reactor::start_server`].
-    pub fn start_tls_server_with<H: Handler>(
-        &mut self,
-        addr: impl ToSocketAddrs,
-        options: ServerOptions,
-        config: Arc<rustls::ServerConfig>,
-        mut factory: impl FnMut() -> H + 'static,
-    ) -> io::Result<ServerId> {
-        self.start_server_with(addr, options, move || TlsFirst {
-            inner: factory(),
-            config: Some(TlsConfig::Server(config.clone())),
-        })
-    }
-
-    /// [`Reactor::adopt_server`] with TLS on every accepted connection, as
-    /// [`Reactor::start_tls_server`] has: an inherited listening socket
-    /// (socket activation, an upgrade) serving TLS.
-    ///
-    /// # Errors
-    /// As [`Reactor::adopt_server`].
-    #[cfg(feature = "upgrade")]
-    pub fn adopt_tls_server<H: Handler>(
-        &mut self,
-        listener: crate::upgrade::InheritedListener,
-        config: Arc<rustls::ServerConfig>,
-        mut factory: impl FnMut() -> H + 'static,
-    ) -> io::Result<ServerId> {
-        self.adopt_server(listener, move || TlsFirst {
-            inner: factory(),
-            config: Some(TlsConfig::Server(config.clone())),
-        })
-    }
-
-    /// Connects to `addr` as [`Reactor::connect`] does, with TLS started
-    /// before `post_init`, for the server called `server_name`. Bytes sent
-    /// before the handshake ends wait for it.
-    ///
-    /// # Errors
-    /// As [`Reactor::connect`]; `InvalidInput` for a `server_name` that is
-    /// neither a DNS name nor an IP address.
-    pub fn connect_tls<H: Handler>(
-        &mut self,
-        addr: impl ToSocketAddrs,
-        config: Arc<rustls::ClientConfig>,
-        server_name: &str,
-        handler: H,
-    ) -> io::Result<ConnId> {
-        let config = TlsConfig::client(config, server_name)?;
-        self.connect(
-            addr,
-            TlsFirst {
-                inner: handler,
-                config: Some(config),
-            },
-        )
-    }
-
-    /// Sets how long a TLS handshake started on this reactor from now on
-    /// may take (default [`DEFAULT_HANDSHAKE_TIMEOUT`], 10 s); `None`
-    /// lets it take for ever, bounded only by an inactivity timeout.
-    pub fn set_tls_handshake_timeout(&mut self, limit: Option<std::time::Duration>) {
-        self.ext_or_default::<Settings>().handshake_timeout = limit;
-    }
-
-    /// The TLS handshake deadline of sessions started now (see
-    /// [`Reactor::set_tls_handshake_timeout`]).
-    pub fn tls_handshake_timeout(&mut self) -> Option<std::time::Duration> {
-        self.ext_or_default::<Settings>().handshake_timeout
     }
 
     /// The handshake deadline of connection `id` passed: closes it if the
@@ -602,43 +514,6 @@ impl Reactor {
         }
         let error = io::Error::new(io::ErrorKind::TimedOut, HandshakeTimeout { limit });
         self.begin_close(id.0, CloseReason::Protocol(error));
-    }
-
-    /// Whether connection `id` has a TLS session.
-    pub fn is_tls(&self, id: ConnId) -> bool {
-        self.hook_state::<Session>(id.0).is_some()
-    }
-
-    /// The peer's certificate (DER), once the handshake has ended.
-    pub fn peer_cert(&self, id: ConnId) -> Option<&[u8]> {
-        let s = self.hook_state::<Session>(id.0)?;
-        s.tls.peer_certificates()?.first().map(|c| c.as_ref())
-    }
-
-    /// The application protocol agreed by ALPN, once the handshake has
-    /// ended.
-    pub fn alpn_protocol(&self, id: ConnId) -> Option<&[u8]> {
-        self.hook_state::<Session>(id.0)?.tls.alpn_protocol()
-    }
-
-    /// The server name (SNI): on a server, the one the client asked for;
-    /// on a client, the one it sent.
-    pub fn sni_hostname(&self, id: ConnId) -> Option<&str> {
-        let s = self.hook_state::<Session>(id.0)?;
-        match &s.tls {
-            rustls::Connection::Server(server) => server.server_name(),
-            rustls::Connection::Client(_) => s.sni.as_deref(),
-        }
-    }
-
-    /// The TLS version and cipher suite agreed, once the handshake has
-    /// ended (for logs).
-    pub fn tls_parameters(
-        &self,
-        id: ConnId,
-    ) -> Option<(rustls::ProtocolVersion, rustls::SupportedCipherSuite)> {
-        let s = self.hook_state::<Session>(id.0)?;
-        Some((s.tls.protocol_version()?, s.tls.negotiated_cipher_suite()?))
     }
 
     /// Ends connection `token` for a TLS failure, after a best-effort
@@ -850,39 +725,190 @@ impl Reactor {
     }
 }
 
-impl Connection<'_> {
-    /// Starts TLS on this connection; see [`Reactor::start_tls`].
+/// TLS servers and clients of a reactor, and its handshake deadline,
+/// borrowed for one call: `reactor.tls()`. A connection's own TLS
+/// ([`Connection::start_tls`], [`Connection::peer_cert`], ...) is on
+/// [`Connection`], inside a handler or through
+/// `reactor.connection(id)`.
+///
+/// ```no_run
+/// # use packet::{tls, Connection, Handler, Reactor};
+/// # struct Echo;
+/// # impl Handler for Echo {}
+/// # fn f(r: &mut Reactor) -> Result<(), Box<dyn std::error::Error>> {
+/// let config = tls::server_config_from_pem_files("cert.pem", "key.pem")?;
+/// r.tls().set_handshake_timeout(Some(std::time::Duration::from_secs(5)));
+/// r.tls().start_server("127.0.0.1:4433", config, || Echo)?;
+/// # Ok(()) }
+/// ```
+pub struct Tls<'r> {
+    reactor: &'r mut Reactor,
+}
+
+impl Reactor {
+    /// This reactor's TLS servers, clients and handshake deadline:
+    /// [`Tls`].
+    pub fn tls(&mut self) -> Tls<'_> {
+        Tls { reactor: self }
+    }
+}
+
+impl Tls<'_> {
+    /// Listens on `addr` as [`Reactor::start_server`] does, with TLS
+    /// started on every accepted connection before its `post_init`.
     ///
     /// # Errors
-    /// As [`Reactor::start_tls`].
+    /// As [`Reactor::start_server`].
+    pub fn start_server<H: Handler>(
+        &mut self,
+        addr: impl ToSocketAddrs,
+        config: Arc<rustls::ServerConfig>,
+        factory: impl FnMut() -> H + 'static,
+    ) -> io::Result<ServerId> {
+        self.start_server_with(addr, ServerOptions::default(), config, factory)
+    }
+
+    /// [`Tls::start_server`] with options, as
+    /// [`Reactor::start_server_with`].
+    ///
+    /// # Errors
+    /// As [`Reactor::start_server`].
+    pub fn start_server_with<H: Handler>(
+        &mut self,
+        addr: impl ToSocketAddrs,
+        options: ServerOptions,
+        config: Arc<rustls::ServerConfig>,
+        mut factory: impl FnMut() -> H + 'static,
+    ) -> io::Result<ServerId> {
+        let r = &mut *self.reactor;
+        r.start_server_with(addr, options, move || TlsFirst {
+            inner: factory(),
+            config: Some(TlsConfig::Server(config.clone())),
+        })
+    }
+
+    /// [`Upgrades::adopt_server`](crate::upgrade::Upgrades::adopt_server)
+    /// with TLS on every accepted connection, as
+    /// [`Tls::start_server`] has: an inherited listening socket
+    /// (socket activation, an upgrade) serving TLS.
+    ///
+    /// # Errors
+    /// As [`Upgrades::adopt_server`](crate::upgrade::Upgrades::adopt_server).
+    #[cfg(feature = "upgrade")]
+    pub fn adopt_server<H: Handler>(
+        &mut self,
+        listener: crate::upgrade::InheritedListener,
+        config: Arc<rustls::ServerConfig>,
+        mut factory: impl FnMut() -> H + 'static,
+    ) -> io::Result<ServerId> {
+        let r = &mut *self.reactor;
+        r.adopt_server(listener, move || TlsFirst {
+            inner: factory(),
+            config: Some(TlsConfig::Server(config.clone())),
+        })
+    }
+
+    /// Connects to `addr` as [`Reactor::connect`] does, with TLS started
+    /// before `post_init`, for the server called `server_name`. Bytes sent
+    /// before the handshake ends wait for it.
+    ///
+    /// # Errors
+    /// As [`Reactor::connect`]; `InvalidInput` for a `server_name` that is
+    /// neither a DNS name nor an IP address.
+    pub fn connect<H: Handler>(
+        &mut self,
+        addr: impl ToSocketAddrs,
+        config: Arc<rustls::ClientConfig>,
+        server_name: &str,
+        handler: H,
+    ) -> io::Result<ConnId> {
+        let r = &mut *self.reactor;
+        let config = TlsConfig::client(config, server_name)?;
+        r.connect(
+            addr,
+            TlsFirst {
+                inner: handler,
+                config: Some(config),
+            },
+        )
+    }
+
+    /// Sets how long a TLS handshake started on this reactor from now on
+    /// may take (default [`DEFAULT_HANDSHAKE_TIMEOUT`], 10 s); `None`
+    /// lets it take for ever, bounded only by an inactivity timeout.
+    pub fn set_handshake_timeout(&mut self, limit: Option<std::time::Duration>) {
+        let r = &mut *self.reactor;
+        r.ext_or_default::<Settings>().handshake_timeout = limit;
+    }
+
+    /// The TLS handshake deadline of sessions started now (see
+    /// [`Tls::set_handshake_timeout`]).
+    pub fn handshake_timeout(&mut self) -> Option<std::time::Duration> {
+        let r = &mut *self.reactor;
+        r.ext_or_default::<Settings>().handshake_timeout
+    }
+}
+
+impl Connection<'_> {
+    /// Starts TLS on this connection (EventMachine's `start_tls`); see the
+    /// [module](self) for what changes. Bytes sent before go out in the
+    /// clear; on a client, the hello goes out at once, or when the
+    /// connect completes.
+    ///
+    /// # Errors
+    /// `NotConnected` for a closed or closing connection; `AlreadyExists`
+    /// if TLS (or another feature's hooks, a proxy) has it already;
+    /// `Unsupported` if a file sent before is still queued; `InvalidInput`
+    /// if rustls refuses the configuration.
     pub fn start_tls(&mut self, config: TlsConfig) -> io::Result<()> {
         self.reactor.start_tls(self.id, config)
     }
 
     /// Whether this connection has a TLS session.
     pub fn is_tls(&self) -> bool {
-        self.reactor.is_tls(self.id)
+        self.session().is_some()
     }
 
     /// The peer's certificate (DER), once the handshake has ended
     /// (EventMachine's `get_peer_cert`, which gives PEM).
     pub fn peer_cert(&self) -> Option<&[u8]> {
-        self.reactor.peer_cert(self.id)
+        let s = self.session()?;
+        s.tls.peer_certificates()?.first().map(|c| c.as_ref())
     }
 
-    /// The protocol agreed by ALPN; see [`Reactor::alpn_protocol`].
+    /// The application protocol agreed by ALPN, once the handshake has
+    /// ended.
     pub fn alpn_protocol(&self) -> Option<&[u8]> {
-        self.reactor.alpn_protocol(self.id)
+        self.session()?.tls.alpn_protocol()
     }
 
-    /// The server name (SNI); see [`Reactor::sni_hostname`].
+    /// The server name (SNI): on a server, the one the client asked for;
+    /// on a client, the one it sent.
     pub fn sni_hostname(&self) -> Option<&str> {
-        self.reactor.sni_hostname(self.id)
+        let s = self.session()?;
+        match &s.tls {
+            rustls::Connection::Server(server) => server.server_name(),
+            rustls::Connection::Client(_) => s.sni.as_deref(),
+        }
+    }
+
+    /// The TLS version and cipher suite agreed, once the handshake has
+    /// ended (for logs).
+    pub fn tls_parameters(
+        &self,
+    ) -> Option<(rustls::ProtocolVersion, rustls::SupportedCipherSuite)> {
+        let s = self.session()?;
+        Some((s.tls.protocol_version()?, s.tls.negotiated_cipher_suite()?))
+    }
+
+    /// This connection's TLS session, if it has one.
+    fn session(&self) -> Option<&Session> {
+        self.reactor.hook_state::<Session>(self.id.0)
     }
 }
 
 /// A handler with TLS started before its first callback
-/// ([`Reactor::start_tls_server`], [`Reactor::connect_tls`]); every
+/// ([`Tls::start_server`], [`Tls::connect`]); every
 /// callback goes to it unchanged.
 struct TlsFirst<H> {
     inner: H,

@@ -10,11 +10,11 @@
 //! (`SO_ACCEPTCONN`); anything else is an [`ActivationError`] that names
 //! the descriptor. The variables are removed once read, so programs this
 //! one starts do not take the descriptors for theirs, and the descriptors
-//! are made close-on-exec again. [`Reactor::adopt_server`] then serves on
+//! are made close-on-exec again. [`Upgrades::adopt_server`] then serves on
 //! one as [`Reactor::start_server`] would on a fresh socket.
 //!
-//! **Binary upgrade.** [`Reactor::upgrade`] (or `SIGUSR2`, with
-//! [`Reactor::on_upgrade_signal`]) starts the program again: the same
+//! **Binary upgrade.** [`Upgrades::upgrade`] (or `SIGUSR2`, with
+//! [`Upgrades::on_signal`]) starts the program again: the same
 //! executable file (or one given with [`UpgradeOptions::program`]) with the
 //! same arguments, passing every listening socket of the reactor (and those
 //! given with [`UpgradeOptions::also_pass`], for the other reactors of a
@@ -23,7 +23,7 @@
 //! [`READY_FD_VAR`] (`PACKET_READY_FD`). The new process writes one byte
 //! to it once it serves ([`Inherited::notify_ready`]). The old process
 //! waits for that byte up to [`UpgradeOptions::deadline`] (30 s by
-//! default), then hands over ([`Reactor::hand_over`]): it closes its
+//! default), then hands over ([`Upgrades::hand_over`]): it closes its
 //! listeners at once, serves the connections it has for
 //! [`UpgradeOptions::settle`] more (1 s: a client that connected just
 //! before has its request read and answered rather than cut by the drain,
@@ -389,7 +389,7 @@ fn fd_error(fd: RawFd, error: io::Error) -> ActivationError {
     }
 }
 
-/// How [`Reactor::upgrade`] starts the new process and hands over to it.
+/// How [`Upgrades::upgrade`] starts the new process and hands over to it.
 #[derive(Debug)]
 pub struct UpgradeOptions {
     program: Option<PathBuf>,
@@ -444,7 +444,7 @@ impl UpgradeOptions {
 
     /// How long the old process serves the connections it has, its
     /// listeners closed, before it starts draining (see
-    /// [`Reactor::hand_over`]).
+    /// [`Upgrades::hand_over`]).
     pub fn settle(mut self, settle: Duration) -> UpgradeOptions {
         self.settle = settle;
         self
@@ -549,95 +549,6 @@ struct Waiting {
 }
 
 impl Reactor {
-    /// Starts the binary upgrade described in [`crate::upgrade`]: the new
-    /// process is started now; `then` is called on this reactor once it
-    /// reports ready (with its pid; this reactor is then handing over, see
-    /// [`Reactor::hand_over`], and `then` hands the program's other
-    /// reactors over) or has
-    /// failed (the reason, also logged; everything goes on as before).
-    ///
-    /// # Errors
-    /// At once, without calling `then`: [`UpgradeError::InProgress`],
-    /// [`UpgradeError::HandedOver`], [`UpgradeError::NoListeners`], or
-    /// [`UpgradeError::Spawn`] (also logged).
-    pub fn upgrade(
-        &mut self,
-        options: UpgradeOptions,
-        then: impl FnOnce(&mut Reactor, &Result<i32, UpgradeError>) + 'static,
-    ) -> Result<i32, UpgradeError> {
-        if let Err(state) =
-            STATE.compare_exchange(IDLE, WAITING, Ordering::AcqRel, Ordering::Acquire)
-        {
-            return Err(if state == WAITING {
-                UpgradeError::InProgress
-            } else {
-                UpgradeError::HandedOver
-            });
-        }
-        match self.start_new_process(&options) {
-            Ok((pid, ready)) => {
-                let waiting = Waiting {
-                    pid,
-                    ready,
-                    deadline: options.deadline,
-                    started: Instant::now(),
-                    settle: options.settle,
-                    grace: options.grace,
-                    eof: false,
-                    then: Box::new(then),
-                };
-                self.add_timer(CHECK_EVERY, move |r| wait_for_ready(r, waiting));
-                Ok(pid)
-            }
-            Err(e) => {
-                STATE.store(IDLE, Ordering::Release);
-                if !matches!(e, UpgradeError::NoListeners) {
-                    crate::log::line(format_args!(
-                        "upgrade failed: {e}; this process goes on serving"
-                    ));
-                }
-                Err(e)
-            }
-        }
-    }
-
-    /// Upgrades on `SIGUSR2`, as nginx does: each signal calls
-    /// [`Reactor::upgrade`] with the options `options` makes and `then`.
-    /// A signal while an upgrade is in progress, or after the hand-over,
-    /// is logged and ignored.
-    ///
-    /// # Errors
-    /// As [`Reactor::on_signal`].
-    pub fn on_upgrade_signal(
-        &mut self,
-        mut options: impl FnMut(&mut Reactor) -> UpgradeOptions + 'static,
-        then: impl FnMut(&mut Reactor, &Result<i32, UpgradeError>) + 'static,
-    ) -> io::Result<()> {
-        let then = Rc::new(RefCell::new(then));
-        self.on_signal(crate::signal::SIGUSR2, move |r| {
-            let opts = options(r);
-            let then = then.clone();
-            match r.upgrade(opts, move |r, outcome| (then.borrow_mut())(r, outcome)) {
-                Ok(_) | Err(UpgradeError::Spawn(_)) => {}
-                Err(e) => crate::log::line(format_args!("SIGUSR2: {e}; ignored")),
-            }
-        })
-    }
-
-    /// What the old process does once the new one serves: stops every
-    /// server now (the new process accepts from the same sockets; a
-    /// Unix-domain socket's file is left in place for it), goes on
-    /// serving the connections it has for `settle`, then stops gracefully
-    /// within `grace` ([`Reactor::stop_gracefully`]). The settling lets a
-    /// request sent on a connection accepted just before be read and
-    /// answered: the graceful stop reads no more, so it would close such a
-    /// connection unanswered. A stop asked for meanwhile (`SIGTERM`) starts
-    /// at once.
-    pub fn hand_over(&mut self, settle: Duration, grace: Duration) {
-        self.close_listeners_keeping_files();
-        self.add_timer(settle, move |r| r.stop_gracefully(grace));
-    }
-
     /// Forks and executes the new program with the listeners at 3.. and
     /// the readiness pipe after them; the child's pid and the read end.
     fn start_new_process(&mut self, options: &UpgradeOptions) -> Result<(i32, File), UpgradeError> {
@@ -680,6 +591,153 @@ impl Reactor {
             options.deadline
         ));
         Ok((pid, File::from(read)))
+    }
+}
+
+/// A reactor's binary upgrade, borrowed for one call:
+/// `reactor.upgrades()`; see the [module](self).
+///
+/// ```no_run
+/// # use packet::upgrade::UpgradeOptions;
+/// # use packet::Reactor;
+/// # fn f(r: &mut Reactor) -> std::io::Result<()> {
+/// // `kill -USR2 <pid>` starts the new build on the same sockets.
+/// r.upgrades().on_signal(|_| UpgradeOptions::new(), |_, outcome| {
+///     eprintln!("upgrade: {outcome:?}");
+/// })?;
+/// # Ok(()) }
+/// ```
+pub struct Upgrades<'r> {
+    reactor: &'r mut Reactor,
+}
+
+impl Reactor {
+    /// This reactor's binary upgrade: [`Upgrades`].
+    pub fn upgrades(&mut self) -> Upgrades<'_> {
+        Upgrades { reactor: self }
+    }
+}
+
+impl Upgrades<'_> {
+    /// Serves on a listening socket this process inherited (systemd's
+    /// socket activation, or the previous process of an upgrade: see the
+    /// [module](self)) as [`Reactor::start_server`] serves on a new
+    /// one: the socket is made non-blocking and each accepted connection
+    /// gets a handler from `factory` (`TCP_NODELAY` set when it is TCP).
+    /// A Unix-domain socket's file is left in place when the server stops:
+    /// whoever made it owns it.
+    ///
+    /// # Errors
+    /// The socket cannot be made non-blocking or registered.
+    pub fn adopt_server<H: crate::Handler>(
+        &mut self,
+        listener: InheritedListener,
+        factory: impl FnMut() -> H + 'static,
+    ) -> io::Result<crate::ServerId> {
+        self.reactor.adopt_server(listener, factory)
+    }
+
+    /// The listening sockets of this reactor's running servers (in the
+    /// order they were added): what an upgrade passes to the new process,
+    /// and what a program with several `SO_REUSEPORT` reactors hands to
+    /// the one that upgrades ([`UpgradeOptions::also_pass`]).
+    pub fn server_fds(&self) -> Vec<BorrowedFd<'_>> {
+        self.reactor.server_fds()
+    }
+
+    /// Starts the binary upgrade described in [`crate::upgrade`]: the new
+    /// process is started now; `then` is called on this reactor once it
+    /// reports ready (with its pid; this reactor is then handing over, see
+    /// [`Upgrades::hand_over`], and `then` hands the program's other
+    /// reactors over) or has
+    /// failed (the reason, also logged; everything goes on as before).
+    ///
+    /// # Errors
+    /// At once, without calling `then`: [`UpgradeError::InProgress`],
+    /// [`UpgradeError::HandedOver`], [`UpgradeError::NoListeners`], or
+    /// [`UpgradeError::Spawn`] (also logged).
+    pub fn upgrade(
+        &mut self,
+        options: UpgradeOptions,
+        then: impl FnOnce(&mut Reactor, &Result<i32, UpgradeError>) + 'static,
+    ) -> Result<i32, UpgradeError> {
+        let r = &mut *self.reactor;
+        if let Err(state) =
+            STATE.compare_exchange(IDLE, WAITING, Ordering::AcqRel, Ordering::Acquire)
+        {
+            return Err(if state == WAITING {
+                UpgradeError::InProgress
+            } else {
+                UpgradeError::HandedOver
+            });
+        }
+        match r.start_new_process(&options) {
+            Ok((pid, ready)) => {
+                let waiting = Waiting {
+                    pid,
+                    ready,
+                    deadline: options.deadline,
+                    started: Instant::now(),
+                    settle: options.settle,
+                    grace: options.grace,
+                    eof: false,
+                    then: Box::new(then),
+                };
+                r.add_timer(CHECK_EVERY, move |r| wait_for_ready(r, waiting));
+                Ok(pid)
+            }
+            Err(e) => {
+                STATE.store(IDLE, Ordering::Release);
+                if !matches!(e, UpgradeError::NoListeners) {
+                    crate::log::line(format_args!(
+                        "upgrade failed: {e}; this process goes on serving"
+                    ));
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Upgrades on `SIGUSR2`, as nginx does: each signal calls
+    /// [`Upgrades::upgrade`] with the options `options` makes and `then`.
+    /// A signal while an upgrade is in progress, or after the hand-over,
+    /// is logged and ignored.
+    ///
+    /// # Errors
+    /// As [`Reactor::on_signal`].
+    pub fn on_signal(
+        &mut self,
+        mut options: impl FnMut(&mut Reactor) -> UpgradeOptions + 'static,
+        then: impl FnMut(&mut Reactor, &Result<i32, UpgradeError>) + 'static,
+    ) -> io::Result<()> {
+        let r = &mut *self.reactor;
+        let then = Rc::new(RefCell::new(then));
+        r.on_signal(crate::signal::SIGUSR2, move |r| {
+            let opts = options(r);
+            let then = then.clone();
+            match r
+                .upgrades()
+                .upgrade(opts, move |r, outcome| (then.borrow_mut())(r, outcome))
+            {
+                Ok(_) | Err(UpgradeError::Spawn(_)) => {}
+                Err(e) => crate::log::line(format_args!("SIGUSR2: {e}; ignored")),
+            }
+        })
+    }
+
+    /// What the old process does once the new one serves: stops every
+    /// server now (the new process accepts from the same sockets; a
+    /// Unix-domain socket's file is left in place for it), goes on
+    /// serving the connections it has for `settle`, then stops gracefully
+    /// within `grace` ([`Reactor::stop_gracefully`]). The settling lets a
+    /// request sent on a connection accepted just before be read and
+    /// answered: the graceful stop reads no more, so it would close such a
+    /// connection unanswered. A stop asked for meanwhile (`SIGTERM`) starts
+    /// at once.
+    pub fn hand_over(&mut self, settle: Duration, grace: Duration) {
+        let r = &mut *self.reactor;
+        r.close_listeners_keeping_files();
+        r.add_timer(settle, move |r| r.stop_gracefully(grace));
     }
 }
 
@@ -732,7 +790,7 @@ fn finish(r: &mut Reactor, w: Waiting, outcome: Result<(), UpgradeError>) {
                 w.settle,
                 w.grace
             ));
-            r.hand_over(w.settle, w.grace);
+            r.upgrades().hand_over(w.settle, w.grace);
         }
         Err(e) => {
             STATE.store(IDLE, Ordering::Release);

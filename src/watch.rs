@@ -4,7 +4,7 @@
 //! This module owns watched descriptors: their registration (level
 //! triggered, so a watcher that reads only part of what is there is told
 //! again next turn), their callbacks, and handing them back with
-//! [`Reactor::detach_watch`]. It never reads or writes a watched descriptor
+//! [`Watches::detach`]. It never reads or writes a watched descriptor
 //! itself; that is the watcher's business.
 //!
 //! ```
@@ -27,7 +27,7 @@
 //! b.set_nonblocking(true)?;
 //! let fd = b.try_clone()?.into();
 //! Reactor::run(move |r| {
-//!     r.watch(fd, Ready(b), true, false)?;
+//!     r.watches().watch(fd, Ready(b), true, false)?;
 //!     a.write_all(b"ping")?;
 //!     Ok(())
 //! })?;
@@ -116,7 +116,7 @@ impl<'r> Watch<'r> {
     /// when this callback returns.
     ///
     /// # Errors
-    /// As [`Reactor::detach_watch`].
+    /// As [`Watches::detach`].
     pub fn detach(&mut self) -> io::Result<OwnedFd> {
         self.reactor.detach_watch(self.id)
     }
@@ -149,17 +149,8 @@ static HOOKS: SourceHooks = SourceHooks {
 };
 
 impl Reactor {
-    /// Watches `fd` (a socket, pipe, terminal, eventfd, inotify or pidfd…)
-    /// for readiness the user handles themselves (EventMachine's `watch`).
-    /// The reactor owns `fd` until [`Reactor::detach_watch`] gives it back,
-    /// and closes it when the reactor stops.
-    ///
-    /// # Errors
-    /// `EPERM` for a regular file or directory, which are always ready and
-    /// so cannot be watched (epoll refuses them; kqueue would report them
-    /// every turn: `packet_sys::check_pollable`), or the selector refused
-    /// the descriptor.
-    pub fn watch(
+    /// [`Watches::watch`], for the modules built on watches.
+    pub(crate) fn watch(
         &mut self,
         fd: OwnedFd,
         watcher: impl Watcher,
@@ -217,29 +208,8 @@ impl Reactor {
         Ok(())
     }
 
-    /// Turns readable notification of watch `id` on or off.
-    ///
-    /// # Errors
-    /// `NotFound` for a detached watch.
-    pub fn set_notify_readable(&mut self, id: WatchId, on: bool) -> io::Result<()> {
-        self.set_notify(id, Some(on), None)
-    }
-
-    /// Turns writable notification of watch `id` on or off.
-    ///
-    /// # Errors
-    /// `NotFound` for a detached watch.
-    pub fn set_notify_writable(&mut self, id: WatchId, on: bool) -> io::Result<()> {
-        self.set_notify(id, None, Some(on))
-    }
-
-    /// Stops watching `id` and hands its descriptor back, open
-    /// (EventMachine's `detach`). The watcher's `unbind` runs when no
-    /// callback is running.
-    ///
-    /// # Errors
-    /// `NotFound` for a detached watch.
-    pub fn detach_watch(&mut self, id: WatchId) -> io::Result<OwnedFd> {
+    /// [`Watches::detach`], for the modules built on watches.
+    pub(crate) fn detach_watch(&mut self, id: WatchId) -> io::Result<OwnedFd> {
         let Some(w) = self.remove_plugin::<Watched>(id.0) else {
             return Err(io::Error::new(io::ErrorKind::NotFound, "no such watch"));
         };
@@ -291,5 +261,82 @@ impl Reactor {
             });
         }
         drop(fd);
+    }
+}
+
+/// A reactor's watched descriptors, borrowed for one call:
+/// `reactor.watches()`, with EventMachine's `watch` and (the `filewatch`
+/// feature) `watch_file`. Inside a [`Watcher`] callback the watch's own
+/// [`Watch`] does the same for it.
+///
+/// ```no_run
+/// # use std::os::unix::net::UnixStream;
+/// # use packet::watch::Watcher;
+/// # use packet::Reactor;
+/// # struct Quiet;
+/// # impl Watcher for Quiet {}
+/// # fn f(r: &mut Reactor) -> std::io::Result<()> {
+/// let (ours, _theirs) = UnixStream::pair()?;
+/// let id = r.watches().watch(ours.into(), Quiet, true, false)?;
+/// r.watches().set_notify_writable(id, true)?;
+/// let fd = r.watches().detach(id)?; // back, open
+/// # drop(fd); Ok(()) }
+/// ```
+pub struct Watches<'r> {
+    reactor: &'r mut Reactor,
+}
+
+impl Reactor {
+    /// This reactor's watched descriptors: [`Watches`].
+    pub fn watches(&mut self) -> Watches<'_> {
+        Watches { reactor: self }
+    }
+}
+
+impl Watches<'_> {
+    /// Watches `fd` (a socket, pipe, terminal, eventfd, inotify or pidfd…)
+    /// for readiness the user handles themselves (EventMachine's `watch`).
+    /// The reactor owns `fd` until [`Watches::detach`] gives it back,
+    /// and closes it when the reactor stops.
+    ///
+    /// # Errors
+    /// `EPERM` for a regular file or directory, which are always ready and
+    /// so cannot be watched (epoll refuses them; kqueue would report them
+    /// every turn: `packet_sys::check_pollable`), or the selector refused
+    /// the descriptor.
+    pub fn watch(
+        &mut self,
+        fd: OwnedFd,
+        watcher: impl Watcher,
+        readable: bool,
+        writable: bool,
+    ) -> io::Result<WatchId> {
+        self.reactor.watch(fd, watcher, readable, writable)
+    }
+
+    /// Turns readable notification of watch `id` on or off.
+    ///
+    /// # Errors
+    /// `NotFound` for a detached watch.
+    pub fn set_notify_readable(&mut self, id: WatchId, on: bool) -> io::Result<()> {
+        self.reactor.set_notify(id, Some(on), None)
+    }
+
+    /// Turns writable notification of watch `id` on or off.
+    ///
+    /// # Errors
+    /// `NotFound` for a detached watch.
+    pub fn set_notify_writable(&mut self, id: WatchId, on: bool) -> io::Result<()> {
+        self.reactor.set_notify(id, None, Some(on))
+    }
+
+    /// Stops watching `id` and hands its descriptor back, open
+    /// (EventMachine's `detach`). The watcher's `unbind` runs when no
+    /// callback is running.
+    ///
+    /// # Errors
+    /// `NotFound` for a detached watch.
+    pub fn detach(&mut self, id: WatchId) -> io::Result<OwnedFd> {
+        self.reactor.detach_watch(id)
     }
 }

@@ -209,11 +209,12 @@ mod tls_deadlines {
         let (tx, rx) = mpsc::channel();
         let server = spawn_reactor(move |r| {
             assert_eq!(
-                r.tls_handshake_timeout(),
+                r.tls().handshake_timeout(),
                 Some(tls::DEFAULT_HANDSHAKE_TIMEOUT)
             );
-            let id =
-                r.start_tls_server("127.0.0.1:0", server_config(), move || Report(tx.clone()))?;
+            let id = r
+                .tls()
+                .start_server("127.0.0.1:0", server_config(), move || Report(tx.clone()))?;
             Ok(r.server_addr(id)?.as_inet().unwrap())
         });
         assert!(
@@ -242,10 +243,12 @@ mod tls_deadlines {
     fn the_inactivity_timeout_applies_during_a_handshake() {
         let (tx, rx) = mpsc::channel();
         let server = spawn_reactor(move |r| {
-            r.set_tls_handshake_timeout(None);
-            let id = r.start_tls_server("127.0.0.1:0", server_config(), move || {
-                Idle(Report(tx.clone()))
-            })?;
+            r.tls().set_handshake_timeout(None);
+            let id = r
+                .tls()
+                .start_server("127.0.0.1:0", server_config(), move || {
+                    Idle(Report(tx.clone()))
+                })?;
             Ok(r.server_addr(id)?.as_inet().unwrap())
         });
         assert!(

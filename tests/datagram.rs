@@ -33,8 +33,8 @@ impl DatagramHandler for Echo {
 fn echo_round_trips(bind: &'static str, client_bind: &str) {
     let (tx, rx) = mpsc::channel();
     let server = spawn_reactor(move |r| {
-        let id = r.open_datagram_socket(bind, Echo(tx))?;
-        r.datagram_local_addr(id)
+        let id = r.datagrams().open_datagram_socket(bind, Echo(tx))?;
+        r.datagrams().local_addr(id)
     });
     assert_eq!(rx.recv_timeout(IO_TIMEOUT).unwrap(), "post_init");
     let client = UdpSocket::bind(client_bind).unwrap();
@@ -79,8 +79,10 @@ fn ipv6_datagrams_echo_whole() {
 fn a_datagram_larger_than_the_buffer_is_reported_not_truncated() {
     let (tx, rx) = mpsc::channel();
     let server = spawn_reactor(move |r| {
-        let id = r.open_datagram_socket_with("127.0.0.1:0", 64, Echo(tx))?;
-        r.datagram_local_addr(id)
+        let id = r
+            .datagrams()
+            .open_datagram_socket_with("127.0.0.1:0", 64, Echo(tx))?;
+        r.datagrams().local_addr(id)
     });
     assert_eq!(rx.recv_timeout(IO_TIMEOUT).unwrap(), "post_init");
     let client = UdpSocket::bind("127.0.0.1:0").unwrap();

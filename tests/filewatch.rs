@@ -37,7 +37,7 @@ fn modified_moved_deleted_then_unbound() {
     let l = log.clone();
     let (p, m) = (path.clone(), moved.clone());
     Reactor::run(move |r| {
-        r.watch_file(&p, Log(l))?;
+        r.watches().watch_file(&p, Log(l))?;
         // One change per turn, so each is its own event batch: each timer
         // is set by the one before, so however late they fire, the loop
         // reads the kernel's events of one change before the next.
@@ -70,11 +70,12 @@ fn a_missing_file_is_an_error_and_unwatch_ends_the_watch() {
     let p = path.clone();
     Reactor::run(move |r| {
         let missing = r
+            .watches()
             .watch_file("/nonexistent/packet/file", Log(l.clone()))
             .unwrap_err();
         assert_eq!(missing.kind(), std::io::ErrorKind::NotFound);
-        let id = r.watch_file(&p, Log(l))?;
-        r.unwatch_file(id);
+        let id = r.watches().watch_file(&p, Log(l))?;
+        r.watches().unwatch_file(id);
         r.add_timer(util::IO_TIMEOUT, |r| r.stop());
         Ok(())
     })

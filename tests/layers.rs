@@ -108,14 +108,15 @@ fn serve_then<H: Handler, T: Send + 'static>(
         let server = r.start_server("127.0.0.1:0", factory)?;
         let addr = r.server_addr(server)?.as_inet().unwrap();
         let handle = r.handle();
-        r.when_workers_running("delay", 1, IO_TIMEOUT, move |_, n| {
-            assert_eq!(n, 1, "the delay worker did not start");
-            std::thread::spawn(move || {
-                tx.send(client(addr)).unwrap();
-                handle.stop();
-            });
-        })
-        .map_err(std::io::Error::other)?;
+        r.workers()
+            .when_running("delay", 1, IO_TIMEOUT, move |_, n| {
+                assert_eq!(n, 1, "the delay worker did not start");
+                std::thread::spawn(move || {
+                    tx.send(client(addr)).unwrap();
+                    handle.stop();
+                });
+            })
+            .map_err(std::io::Error::other)?;
         Ok(())
     });
     rx.recv().unwrap()
@@ -231,12 +232,13 @@ fn connection_count_leaves_out_worker_channels(workers: Workers) {
     run(workers, move |r| {
         let server = r.start_server("127.0.0.1:0", || util::Echo)?;
         let addr = r.server_addr(server)?.as_inet().unwrap();
-        r.when_workers_running("delay", 1, IO_TIMEOUT, move |r, n| {
-            assert_eq!(n, 1, "the delay worker did not start");
-            let idle = r.connection_count();
-            r.connect(addr, Counted(tx, idle)).unwrap();
-        })
-        .map_err(std::io::Error::other)?;
+        r.workers()
+            .when_running("delay", 1, IO_TIMEOUT, move |r, n| {
+                assert_eq!(n, 1, "the delay worker did not start");
+                let idle = r.connection_count();
+                r.connect(addr, Counted(tx, idle)).unwrap();
+            })
+            .map_err(std::io::Error::other)?;
         Ok(())
     });
     let (idle, with_client) = rx.recv().unwrap();

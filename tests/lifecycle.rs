@@ -414,7 +414,9 @@ fn an_idle_timeout_on_a_tls_connection_sends_close_notify() {
     use packet::tls;
     let (_, server_config, client_config) = util::tls_configs();
     let server = spawn_reactor(move |r| {
-        let id = r.start_tls_server("127.0.0.1:0", server_config, || Idle)?;
+        let id = r
+            .tls()
+            .start_server("127.0.0.1:0", server_config, || Idle)?;
         Ok(r.server_addr(id)?.as_inet().unwrap())
     });
     let name = tls::rustls::pki_types::ServerName::try_from("localhost").unwrap();

@@ -73,7 +73,7 @@ impl ProcessHandler for Report {
 fn run_to_end(argv: &'static [&'static str], on_start: fn(&mut ProcessContext<'_>)) -> Ended {
     let (tx, rx) = mpsc::channel();
     let running = spawn_reactor(move |r| {
-        r.popen(argv, Report::new(tx, on_start))?;
+        r.processes().popen(argv, Report::new(tx, on_start))?;
         Ok(())
     });
     let ended = rx.recv_timeout(IO_TIMEOUT).expect("process_exited");
@@ -150,7 +150,7 @@ fn popen_cat_echoes_a_mebibyte_byte_exact_then_exits_0_after_close_write() {
             got: Vec::new(),
             tx,
         };
-        r.popen(["cat"], pump)?;
+        r.processes().popen(["cat"], pump)?;
         Ok(())
     });
     let (got, status, reason) = rx.recv_timeout(IO_TIMEOUT).expect("process_exited");
@@ -184,12 +184,14 @@ fn a_missing_program_is_an_error_from_popen_not_a_hang() {
     let (tx, _rx) = mpsc::channel();
     // Not in PATH: found out before any fork.
     let e = r
+        .processes()
         .popen(["packet-no-such-program"], Report::new(tx.clone(), |_| {}))
         .unwrap_err();
     assert_eq!(e.kind(), io::ErrorKind::NotFound, "{e}");
     assert!(e.to_string().contains("packet-no-such-program"), "{e}");
     // A path: execve fails in the child, which reports it through the pipe.
     let e = r
+        .processes()
         .popen(
             ["/nonexistent/packet-prog"],
             Report::new(tx.clone(), |_| {}),
@@ -199,6 +201,7 @@ fn a_missing_program_is_an_error_from_popen_not_a_hang() {
     assert!(e.to_string().contains("/nonexistent/packet-prog"), "{e}");
     // Not executable: EACCES from execve.
     let e = r
+        .processes()
         .popen(["/etc/passwd"], Report::new(tx, |_| {}))
         .unwrap_err();
     assert_eq!(e.kind(), io::ErrorKind::PermissionDenied, "{e}");
@@ -228,7 +231,7 @@ fn stderr_merged_and_environment_set() {
         let options = PopenOptions::new()
             .stderr(Stderr::Merge)
             .env("PACKET_TEST_VAR", "forty-two");
-        r.popen_with(
+        r.processes().popen_with(
             ["sh", "-c", "echo out; echo $PACKET_TEST_VAR >&2"],
             &options,
             Report::new(tx, |_| {}),
@@ -245,9 +248,10 @@ fn stderr_merged_and_environment_set() {
 fn system(argv: &'static [&'static str], limit: usize) -> (Output, Option<ExitStatus>) {
     let (tx, rx) = mpsc::channel();
     let running = spawn_reactor(move |r| {
-        r.system_with(argv, &PopenOptions::new(), limit, move |_, out, status| {
-            let _ = tx.send((out, status));
-        })?;
+        r.processes()
+            .system_with(argv, &PopenOptions::new(), limit, move |_, out, status| {
+                let _ = tx.send((out, status));
+            })?;
         Ok(())
     });
     let got = rx.recv_timeout(IO_TIMEOUT).expect("system callback");
@@ -291,7 +295,7 @@ fn system_caps_output_and_lets_the_command_finish() {
 fn watched_exit(pid: i32) -> Option<ExitStatus> {
     let (tx, rx) = mpsc::channel();
     let running = spawn_reactor(move |r| {
-        r.watch_process(pid, move |_, status| {
+        r.processes().watch_process(pid, move |_, status| {
             let _ = tx.send(status);
         })?;
         Ok(())
@@ -337,10 +341,13 @@ fn unwatch_process_cancels_the_callback() {
     let pid = spawn(&["sleep", "30"], &SpawnOptions::new()).unwrap();
     let (tx, rx) = mpsc::channel();
     let running = spawn_reactor(move |r| {
-        let id = r.watch_process(pid, move |_, status| {
+        let id = r.processes().watch_process(pid, move |_, status| {
             let _ = tx.send(status);
         })?;
-        Ok((r.unwatch_process(id), r.unwatch_process(id)))
+        Ok((
+            r.processes().unwatch_process(id),
+            r.processes().unwatch_process(id),
+        ))
     });
     let (first, second) = running.value;
     assert!(first && !second);
@@ -427,7 +434,7 @@ fn start_next(r: &mut Reactor, mut chain: Chain) {
         }
     }
     let tx = chain.tx.clone();
-    if let Err(e) = r.popen(["true"], Step(Some(chain))) {
+    if let Err(e) = r.processes().popen(["true"], Step(Some(chain))) {
         let _ = tx.send(Err(e));
     }
 }

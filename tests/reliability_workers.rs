@@ -116,13 +116,15 @@ fn a_worker_that_stops_reading_makes_asks_busy_and_the_master_stays_up(workers: 
         let echo_addr = r.server_addr(echo_server)?.as_inet().unwrap();
         when_running(r, "stuck", None, move |r, stuck_pid| {
             when_running(r, "echo", None, move |r, _| {
-                r.send_to_worker("stuck", None, &Cmd::Hang).unwrap();
+                r.workers()
+                    .send_to_worker("stuck", None, &Cmd::Hang)
+                    .unwrap();
                 let before = util::rss_kib();
                 // 1 MiB asks until the master refuses them: the worker reads
                 // none, so they pile up in the channel's outbound queue.
                 for i in 0..64u64 {
                     let out2 = out.clone();
-                    let asked = r.ask_worker_with(
+                    let asked = r.workers().ask_worker_with(
                         "stuck",
                         None,
                         &Cmd::Echo(pattern(i, ASK)),
@@ -142,9 +144,11 @@ fn a_worker_that_stops_reading_makes_asks_busy_and_the_master_stays_up(workers: 
                 }
                 // Still refused, not queued.
                 for _ in 0..3 {
-                    match r.ask_worker_with("stuck", None, &Cmd::Echo(vec![1]), |_, _| {
-                        panic!("a refused ask must not be answered")
-                    }) {
+                    match r
+                        .workers()
+                        .ask_worker_with("stuck", None, &Cmd::Echo(vec![1]), |_, _| {
+                            panic!("a refused ask must not be answered")
+                        }) {
                         Err(e @ WorkerError::Busy(_)) => out.borrow_mut().busy.push(e.to_string()),
                         other => panic!("expected Busy, got {other:?}"),
                     }
@@ -154,11 +158,12 @@ fn a_worker_that_stops_reading_makes_asks_busy_and_the_master_stays_up(workers: 
                 // The master goes on: another worker answers, and a TCP
                 // client of the same reactor is served.
                 let out2 = out.clone();
-                r.ask_worker_with("echo", None, &b"other".to_vec(), move |_, reply| {
-                    let got: Vec<u8> = reply.unwrap().decode().unwrap();
-                    out2.borrow_mut().echo_other_worker = got == b"other";
-                })
-                .unwrap();
+                r.workers()
+                    .ask_worker_with("echo", None, &b"other".to_vec(), move |_, reply| {
+                        let got: Vec<u8> = reply.unwrap().decode().unwrap();
+                        out2.borrow_mut().echo_other_worker = got == b"other";
+                    })
+                    .unwrap();
                 let (tx, rx) = mpsc::channel();
                 std::thread::spawn(move || {
                     let data = pattern(5, 100_000);
@@ -173,17 +178,18 @@ fn a_worker_that_stops_reading_makes_asks_busy_and_the_master_stays_up(workers: 
                     packet_sys::process::kill(stuck_pid as i32, 9).unwrap();
                     let out3 = out2.clone();
                     when_running(r, "stuck", Some(stuck_pid), move |r, _| {
-                        r.ask_worker_with(
-                            "stuck",
-                            None,
-                            &Cmd::Echo(vec![7; 3]),
-                            move |r, reply| {
-                                let got: Vec<u8> = reply.unwrap().decode().unwrap();
-                                out3.borrow_mut().served_after_restart = got == [7; 3];
-                                r.stop();
-                            },
-                        )
-                        .unwrap();
+                        r.workers()
+                            .ask_worker_with(
+                                "stuck",
+                                None,
+                                &Cmd::Echo(vec![7; 3]),
+                                move |r, reply| {
+                                    let got: Vec<u8> = reply.unwrap().decode().unwrap();
+                                    out3.borrow_mut().served_after_restart = got == [7; 3];
+                                    r.stop();
+                                },
+                            )
+                            .unwrap();
                     });
                 });
             });
@@ -300,20 +306,22 @@ fn next_case(
     }
     let (name, bytes) = cases.remove(0);
     when_running(r, name, None, move |r, _| {
-        r.ask_worker_with(name, None, &bytes, move |r, reply| {
-            let what = match reply {
-                Ok(m) => format!("Ok({m:?})"),
-                Err(WorkerError::Died { exit, .. }) => format!("Died({exit})"),
-                Err(e) => format!("{e:?}"),
-            };
-            r.ask_worker_with("echo", None, &b"still".to_vec(), move |r, reply| {
-                let ok = reply.is_ok_and(|m| m.decode::<Vec<u8>>().unwrap() == b"still");
-                out.borrow_mut().push((what, ok));
-                next_case(r, cases, out);
+        r.workers()
+            .ask_worker_with(name, None, &bytes, move |r, reply| {
+                let what = match reply {
+                    Ok(m) => format!("Ok({m:?})"),
+                    Err(WorkerError::Died { exit, .. }) => format!("Died({exit})"),
+                    Err(e) => format!("{e:?}"),
+                };
+                r.workers()
+                    .ask_worker_with("echo", None, &b"still".to_vec(), move |r, reply| {
+                        let ok = reply.is_ok_and(|m| m.decode::<Vec<u8>>().unwrap() == b"still");
+                        out.borrow_mut().push((what, ok));
+                        next_case(r, cases, out);
+                    })
+                    .unwrap();
             })
             .unwrap();
-        })
-        .unwrap();
     });
 }
 

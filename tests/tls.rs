@@ -72,7 +72,9 @@ fn observed_server(
 ) -> (util::Running<std::net::SocketAddr>, mpsc::Receiver<String>) {
     let (tx, rx) = mpsc::channel();
     let server = spawn_reactor(move |r| {
-        let id = r.start_tls_server("127.0.0.1:0", config, move || Observed { tx: tx.clone() })?;
+        let id = r
+            .tls()
+            .start_server("127.0.0.1:0", config, move || Observed { tx: tx.clone() })?;
         Ok(r.server_addr(id)?.as_inet().unwrap())
     });
     (server, rx)
@@ -147,7 +149,8 @@ fn a_handshake_reports_alpn_sni_and_the_peer_certificate() {
         seen: seen.clone(),
     };
     run_client(|r| {
-        r.connect_tls(server.value, Arc::new(client_config), "localhost", probe)?;
+        r.tls()
+            .connect(server.value, Arc::new(client_config), "localhost", probe)?;
         Ok(())
     });
     assert_eq!(
@@ -232,7 +235,9 @@ fn ten_mib_echo_byte_exact_both_ways_under_random_chunking() {
     let server = spawn_reactor(move |r| {
         // A small mark, so the echo's pause and resume are exercised.
         r.set_default_high_water_mark(64 * 1024);
-        let id = r.start_tls_server("127.0.0.1:0", server_config, || Echo)?;
+        let id = r
+            .tls()
+            .start_server("127.0.0.1:0", server_config, || Echo)?;
         Ok(r.server_addr(id)?.as_inet().unwrap())
     });
     let data = Rc::new(pattern(16, 10 * 1024 * 1024 + 13));
@@ -245,7 +250,8 @@ fn ten_mib_echo_byte_exact_both_ways_under_random_chunking() {
         done: done.clone(),
     };
     run_client(|r| {
-        r.connect_tls(server.value, c.client.clone(), "localhost", streamer)?;
+        r.tls()
+            .connect(server.value, c.client.clone(), "localhost", streamer)?;
         Ok(())
     });
     assert_eq!(
@@ -285,7 +291,8 @@ fn a_wrong_host_name_fails_with_the_rustls_error() {
     let seen = Rc::new(RefCell::new(None));
     let refused = Refused(seen.clone());
     run_client(|r| {
-        r.connect_tls(server.value, c.client.clone(), "wrong.example", refused)?;
+        r.tls()
+            .connect(server.value, c.client.clone(), "wrong.example", refused)?;
         Ok(())
     });
     let seen = seen.borrow().clone().unwrap();
@@ -304,7 +311,9 @@ fn ssl_verify_peer_refusing_closes_before_any_data() {
     let c = certs();
     let server_config = c.server.clone();
     let server = spawn_reactor(move |r| {
-        let id = r.start_tls_server("127.0.0.1:0", server_config, || Echo)?;
+        let id = r
+            .tls()
+            .start_server("127.0.0.1:0", server_config, || Echo)?;
         Ok(r.server_addr(id)?.as_inet().unwrap())
     });
     struct Pinning(Rc<RefCell<Vec<String>>>);
@@ -330,7 +339,8 @@ fn ssl_verify_peer_refusing_closes_before_any_data() {
     let seen = Rc::new(RefCell::new(Vec::new()));
     let pinning = Pinning(seen.clone());
     run_client(|r| {
-        r.connect_tls(server.value, c.client.clone(), "localhost", pinning)?;
+        r.tls()
+            .connect(server.value, c.client.clone(), "localhost", pinning)?;
         Ok(())
     });
     assert_eq!(
@@ -388,7 +398,9 @@ fn a_peer_stalling_mid_handshake_is_reclaimed_by_the_inactivity_timeout() {
         }
     }
     let server = spawn_reactor(move |r| {
-        let id = r.start_tls_server("127.0.0.1:0", server_config, move || Idle(tx.clone()))?;
+        let id = r
+            .tls()
+            .start_server("127.0.0.1:0", server_config, move || Idle(tx.clone()))?;
         Ok(r.server_addr(id)?.as_inet().unwrap())
     });
     let mut stalled = client(server.value);
@@ -486,7 +498,7 @@ fn a_file_goes_through_tls_and_the_close_sends_close_notify() {
     let (tx, rx) = mpsc::channel();
     let (p, config) = (path.clone(), c.server.clone());
     let server = spawn_reactor(move |r| {
-        let id = r.start_tls_server("127.0.0.1:0", config, move || {
+        let id = r.tls().start_server("127.0.0.1:0", config, move || {
             SendsFile(p.clone(), tx.clone())
         })?;
         Ok(r.server_addr(id)?.as_inet().unwrap())
@@ -532,7 +544,8 @@ fn a_bad_server_name_and_a_second_start_tls_are_refused() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     run_client(|r| {
-        r.connect_tls(addr, c.client.clone(), "localhost", twice)?;
+        r.tls()
+            .connect(addr, c.client.clone(), "localhost", twice)?;
         Ok(())
     });
     assert_eq!(*seen.borrow(), Some(std::io::ErrorKind::AlreadyExists));
@@ -562,8 +575,9 @@ fn water_marks_measure_the_plaintext_the_handler_sent() {
     let (tx, rx) = mpsc::channel();
     let (d, config) = (data.clone(), c.server.clone());
     let server = spawn_reactor(move |r| {
-        let id =
-            r.start_tls_server("127.0.0.1:0", config, move || Floods(d.clone(), tx.clone()))?;
+        let id = r
+            .tls()
+            .start_server("127.0.0.1:0", config, move || Floods(d.clone(), tx.clone()))?;
         Ok(r.server_addr(id)?.as_inet().unwrap())
     });
     let mut s = blocking_tls(client(server.value), c.client.clone());

@@ -50,7 +50,8 @@ fn level_triggered_reads_partial_input_on_later_turns_then_detaches() {
     let log = Rc::new(RefCell::new(Vec::new()));
     let l = log.clone();
     Reactor::run(move |r| {
-        r.watch(fd, Slow { stream: b, log: l }, true, false)?;
+        r.watches()
+            .watch(fd, Slow { stream: b, log: l }, true, false)?;
         // Four bytes in one write: an edge-triggered watch would hear of
         // them once; a level-triggered one until all are read.
         a.write_all(b"abc!")?;
@@ -82,7 +83,7 @@ impl Watcher for Writer {
             // Nothing more may arrive: stop on the next turn.
             w.reactor()
                 .add_timer(std::time::Duration::from_millis(20), move |r| {
-                    assert!(r.detach_watch(id).is_ok());
+                    assert!(r.watches().detach(id).is_ok());
                     r.stop();
                 });
         }
@@ -100,7 +101,7 @@ fn writable_notifications_stop_when_turned_off() {
     let log = Rc::new(RefCell::new(Vec::new()));
     let l = log.clone();
     Reactor::run(move |r| {
-        r.watch(
+        r.watches().watch(
             fd,
             Writer {
                 stream: b,
@@ -128,6 +129,7 @@ fn watches_end_with_the_reactor_and_regular_files_are_refused() {
     Reactor::run(move |r| {
         let file: OwnedFd = std::fs::File::open("/proc/self/status")?.into();
         let e = r
+            .watches()
             .watch(
                 file,
                 Slow {
@@ -143,7 +145,7 @@ fn watches_end_with_the_reactor_and_regular_files_are_refused() {
             Some(1),
             "epoll refuses regular files with EPERM"
         );
-        r.watch(
+        r.watches().watch(
             b.into(),
             Slow {
                 stream: UnixStream::pair()?.0,

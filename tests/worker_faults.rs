@@ -90,10 +90,11 @@ type Log = Rc<RefCell<Vec<String>>>;
 
 fn ask_into(r: &mut Reactor, name: &str, ms: u64, log: &Log) {
     let log = log.clone();
-    r.ask_worker_with(name, None, &ms, move |_, reply| {
-        log.borrow_mut().push(show(&reply))
-    })
-    .unwrap();
+    r.workers()
+        .ask_worker_with(name, None, &ms, move |_, reply| {
+            log.borrow_mut().push(show(&reply))
+        })
+        .unwrap();
 }
 
 /// For each line, asks "slow" for two seconds of work with a 50 ms
@@ -121,22 +122,24 @@ fn an_ask_times_out_with_its_own_timeout_and_its_late_reply_is_dropped(workers: 
             // ask after it (no timeout on "slow") gets its own reply, not
             // the late one.
             let o = out.clone();
-            r.ask_worker_with_timeout(
-                "slow",
-                None,
-                &2000u64,
-                Duration::from_millis(50),
-                move |r, reply| {
-                    o.borrow_mut().push(show(&reply));
-                    let o = o.clone();
-                    r.ask_worker_with("slow", None, &2500u64, move |r, reply| {
+            r.workers()
+                .ask_worker_with_timeout(
+                    "slow",
+                    None,
+                    &2000u64,
+                    Duration::from_millis(50),
+                    move |r, reply| {
                         o.borrow_mut().push(show(&reply));
-                        r.stop();
-                    })
-                    .unwrap();
-                },
-            )
-            .unwrap();
+                        let o = o.clone();
+                        r.workers()
+                            .ask_worker_with("slow", None, &2500u64, move |r, reply| {
+                                o.borrow_mut().push(show(&reply));
+                                r.stop();
+                            })
+                            .unwrap();
+                    },
+                )
+                .unwrap();
         });
         Ok(())
     });
@@ -176,11 +179,12 @@ fn a_stopped_worker_times_out_its_asks_and_the_heartbeat_replaces_it(workers: Wo
         when_running(r, "watched", None, move |r, pid| {
             // Answered while it runs; stopped once that answer is in.
             let o = out.clone();
-            r.ask_worker_with("watched", None, &0u64, move |r, reply| {
-                o.borrow_mut().push(show(&reply));
-                stop_and_ask(r, pid, o);
-            })
-            .unwrap();
+            r.workers()
+                .ask_worker_with("watched", None, &0u64, move |r, reply| {
+                    o.borrow_mut().push(show(&reply));
+                    stop_and_ask(r, pid, o);
+                })
+                .unwrap();
             *gone.borrow_mut() = Some(pid);
         });
         Ok(())
@@ -218,27 +222,33 @@ fn stop_and_ask(r: &mut Reactor, pid: u32, out: Log) {
         ask_into(r, "watched", 0, &out);
     }
     let o = out.clone();
-    r.ask_worker_with_timeout(
-        "watched",
-        None,
-        &0u64,
-        Duration::from_secs(60),
-        move |_, reply| o.borrow_mut().push(show(&reply)),
-    )
-    .unwrap();
-    when_running(r, "watched", Some(pid), move |r, _| {
-        r.ask_worker_with("watched", None, &7u64, move |r, reply| {
-            out.borrow_mut()
-                .push(format!("after restart: {}", show(&reply)));
-            r.stop();
-        })
+    r.workers()
+        .ask_worker_with_timeout(
+            "watched",
+            None,
+            &0u64,
+            Duration::from_secs(60),
+            move |_, reply| o.borrow_mut().push(show(&reply)),
+        )
         .unwrap();
+    when_running(r, "watched", Some(pid), move |r, _| {
+        r.workers()
+            .ask_worker_with("watched", None, &7u64, move |r, reply| {
+                out.borrow_mut()
+                    .push(format!("after restart: {}", show(&reply)));
+                r.stop();
+            })
+            .unwrap();
     });
 }
 
 /// Calls `f` with the pid of the fork server once it is not `not`.
 fn when_fork_server_is_not(r: &mut Reactor, not: i32, f: impl FnOnce(&mut Reactor, i32) + 'static) {
-    util::when(r, move |r| r.fork_server_pid().filter(|&pid| pid != not), f);
+    util::when(
+        r,
+        move |r| r.workers().fork_server_pid().filter(|&pid| pid != not),
+        f,
+    );
 }
 
 #[derive(Default)]
@@ -271,7 +281,7 @@ fn a_killed_fork_server_is_replaced_and_killed_workers_come_back(workers: Worker
     let out = seen.clone();
     run(workers, move |r| {
         when_running(r, "slow", None, move |r, worker| {
-            let server = r.fork_server_pid().unwrap();
+            let server = r.workers().fork_server_pid().unwrap();
             {
                 let mut o = out.borrow_mut();
                 (o.old_server, o.old_worker) = (server, worker);
@@ -288,24 +298,26 @@ fn a_killed_fork_server_is_replaced_and_killed_workers_come_back(workers: Worker
                     out.borrow_mut().new_name = comm(new_server as u32);
                     out.borrow_mut().back_after_server_kill = killed_at.elapsed();
                     let o = out.clone();
-                    r.ask_worker_with("slow", None, &1u64, move |r, reply| {
-                        o.borrow_mut().answers.push(show(&reply));
-                        // Now a worker of the new fork server dies: it is
-                        // reported and restarted as before.
-                        let killed_at = std::time::Instant::now();
-                        packet_sys::process::kill(worker as i32, packet_sys::process::SIGKILL)
-                            .unwrap();
-                        o.borrow_mut().killed_worker = worker;
-                        when_running(r, "slow", Some(worker), move |r, _| {
-                            o.borrow_mut().back_after_worker_kill = killed_at.elapsed();
-                            r.ask_worker_with("slow", None, &2u64, move |r, reply| {
-                                o.borrow_mut().answers.push(show(&reply));
-                                r.stop();
-                            })
-                            .unwrap();
-                        });
-                    })
-                    .unwrap();
+                    r.workers()
+                        .ask_worker_with("slow", None, &1u64, move |r, reply| {
+                            o.borrow_mut().answers.push(show(&reply));
+                            // Now a worker of the new fork server dies: it is
+                            // reported and restarted as before.
+                            let killed_at = std::time::Instant::now();
+                            packet_sys::process::kill(worker as i32, packet_sys::process::SIGKILL)
+                                .unwrap();
+                            o.borrow_mut().killed_worker = worker;
+                            when_running(r, "slow", Some(worker), move |r, _| {
+                                o.borrow_mut().back_after_worker_kill = killed_at.elapsed();
+                                r.workers()
+                                    .ask_worker_with("slow", None, &2u64, move |r, reply| {
+                                        o.borrow_mut().answers.push(show(&reply));
+                                        r.stop();
+                                    })
+                                    .unwrap();
+                            });
+                        })
+                        .unwrap();
                 });
             });
         });
@@ -354,20 +366,22 @@ fn a_garbled_fork_server_link_is_closed_and_the_fork_server_replaced(workers: Wo
     let (out, seen) = (answers.clone(), servers.clone());
     run(workers, move |r| {
         when_running(r, "slow", None, move |r, worker| {
-            let old = r.fork_server_pid().unwrap();
+            let old = r.workers().fork_server_pid().unwrap();
             // A frame whose header announces 4 GiB, as if from the fork
             // server.
-            r.inject_fork_server_bytes(&[0x80, 0x80, 0x80, 0x80, 0x10, 1, 2, 3]);
+            r.workers()
+                .inject_fork_server_bytes(&[0x80, 0x80, 0x80, 0x80, 0x10, 1, 2, 3]);
             when_fork_server_is_not(r, old, move |r, new| {
                 *seen.borrow_mut() = (old, new);
                 // Its worker is started again by the new fork server and
                 // adopted: it answers.
                 when_running(r, "slow", Some(worker), move |r, _| {
-                    r.ask_worker_with("slow", None, &3u64, move |r, reply| {
-                        out.borrow_mut().push(show(&reply));
-                        r.stop();
-                    })
-                    .unwrap();
+                    r.workers()
+                        .ask_worker_with("slow", None, &3u64, move |r, reply| {
+                            out.borrow_mut().push(show(&reply));
+                            r.stop();
+                        })
+                        .unwrap();
                 });
             });
         });
@@ -408,7 +422,7 @@ fn a_worker_flooding_the_master_is_held_back_by_its_channel(workers: Workers) {
     FLOODED.store(0, Ordering::Relaxed);
     run(workers, move |r| {
         when_running(r, "flood", None, move |r, pid| {
-            r.send_to_worker("flood", None, &()).unwrap();
+            r.workers().send_to_worker("flood", None, &()).unwrap();
             // A hang guard only: without channel_drained the flood stops
             // after the first mebibyte.
             r.add_timer(Duration::from_secs(60), |r| r.stop());

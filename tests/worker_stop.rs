@@ -63,17 +63,18 @@ fn registry() -> WorkerRegistry {
 fn serve(stop_within: Duration) -> io::Result<()> {
     let workers = registry().start()?;
     Reactor::run(|r| {
-        r.add_workers(workers)?;
+        r.workers().add(workers)?;
         let server = r.start_server("127.0.0.1:0", Lines::default)?;
         let addr = r.server_addr(server)?;
         use packet::signal::{SIGHUP, SIGINT, SIGQUIT, SIGTERM};
         for sig in [SIGTERM, SIGINT, SIGHUP, SIGQUIT] {
             r.on_signal(sig, move |r| r.stop_gracefully(stop_within))?;
         }
-        r.when_workers_running("slow", 2, Duration::from_secs(30), move |_, running| {
-            println!("listening on {addr} with {running} workers");
-        })
-        .map_err(io::Error::other)
+        r.workers()
+            .when_running("slow", 2, Duration::from_secs(30), move |_, running| {
+                println!("listening on {addr} with {running} workers");
+            })
+            .map_err(io::Error::other)
     })
 }
 

@@ -194,7 +194,7 @@ impl WorkerProxy for Upcaser {
         if let FromWorker::Reply { id, message } = message {
             let data: Vec<u8> = message.decode().unwrap();
             let up = WorkerMessage::encode(&data.to_ascii_uppercase()).unwrap();
-            assert!(reactor.complete_worker_ask(id, Ok(up)));
+            assert!(reactor.workers().complete_ask(id, Ok(up)));
         }
     }
 }
@@ -238,11 +238,12 @@ fn when_running(
     let Some((first, rest)) = names.split_first() else {
         return f(r);
     };
-    r.when_workers_running(first, 1, Duration::from_secs(30), move |r, running| {
-        assert_eq!(running, 1, "worker {first} did not start within 30 s");
-        when_running(r, rest, f);
-    })
-    .unwrap();
+    r.workers()
+        .when_running(first, 1, Duration::from_secs(30), move |r, running| {
+            assert_eq!(running, 1, "worker {first} did not start within 30 s");
+            when_running(r, rest, f);
+        })
+        .unwrap();
 }
 
 /// A line server that asks the echo pool for every line and writes the
@@ -344,14 +345,15 @@ fn messages_from_empty_to_one_mebibyte_all_arrive_via_callbacks(workers: Workers
                     let data = pattern(round * 100 + i as u64, size);
                     let expect = data.clone();
                     let out = out.clone();
-                    r.ask_worker_with("echo", None, &expect, move |r, reply| {
-                        let got: Vec<u8> = reply.unwrap().decode().unwrap();
-                        out.borrow_mut().push(got == data);
-                        if out.borrow().len() == n {
-                            r.stop();
-                        }
-                    })
-                    .unwrap();
+                    r.workers()
+                        .ask_worker_with("echo", None, &expect, move |r, reply| {
+                            let got: Vec<u8> = reply.unwrap().decode().unwrap();
+                            out.borrow_mut().push(got == data);
+                            if out.borrow().len() == n {
+                                r.stop();
+                            }
+                        })
+                        .unwrap();
                 }
             }
         });
@@ -372,14 +374,15 @@ fn out_of_order_replies_reach_the_right_asker(workers: Workers) {
             // Later asks finish first.
             for id in 0..20u64 {
                 let out = out.clone();
-                r.ask_worker_with("sleepy", None, &(id, 200 - id * 10), move |r, reply| {
-                    let answered: u64 = reply.unwrap().decode().unwrap();
-                    out.borrow_mut().push((id, answered));
-                    if out.borrow().len() == 20 {
-                        r.stop();
-                    }
-                })
-                .unwrap();
+                r.workers()
+                    .ask_worker_with("sleepy", None, &(id, 200 - id * 10), move |r, reply| {
+                        let answered: u64 = reply.unwrap().decode().unwrap();
+                        out.borrow_mut().push((id, answered));
+                        if out.borrow().len() == 20 {
+                            r.stop();
+                        }
+                    })
+                    .unwrap();
             }
         });
         Ok(())
@@ -399,33 +402,37 @@ fn keys_runtime_start_double_start_and_delete(workers: Workers) {
     run(workers, move |r| {
         // no_auto_load: not running until started.
         assert!(matches!(
-            r.ask_worker_with("key", Some("a"), &(), |_, _| {}),
+            r.workers()
+                .ask_worker_with("key", Some("a"), &(), |_, _| {}),
             Err(WorkerError::NotRunning(_))
         ));
-        r.start_worker("key", Some("a"), &String::from("opts-a"))
+        r.workers()
+            .start_worker("key", Some("a"), &String::from("opts-a"))
             .unwrap();
-        r.start_worker("key", Some("b"), &String::from("opts-b"))
+        r.workers()
+            .start_worker("key", Some("b"), &String::from("opts-b"))
             .unwrap();
         assert!(matches!(
-            r.start_worker("key", Some("a"), &()),
+            r.workers().start_worker("key", Some("a"), &()),
             Err(WorkerError::AlreadyRunning(_))
         ));
         assert!(matches!(
-            r.start_worker("nope", None, &()),
+            r.workers().start_worker("nope", None, &()),
             Err(WorkerError::NotRegistered(_))
         ));
         for key in ["a", "b"] {
             let out = out.clone();
-            r.ask_worker_with("key", Some(key), &(), move |r, reply| {
-                let (k, opts): (Option<String>, String) = reply.unwrap().decode().unwrap();
-                out.borrow_mut().push(format!("{}:{opts}", k.unwrap()));
-                if out.borrow().len() == 2 {
-                    // Both answered: delete one, and check it is gone.
-                    r.delete_worker("key", Some("a")).unwrap();
-                    poll_until_gone(r, out.clone());
-                }
-            })
-            .unwrap();
+            r.workers()
+                .ask_worker_with("key", Some(key), &(), move |r, reply| {
+                    let (k, opts): (Option<String>, String) = reply.unwrap().decode().unwrap();
+                    out.borrow_mut().push(format!("{}:{opts}", k.unwrap()));
+                    if out.borrow().len() == 2 {
+                        // Both answered: delete one, and check it is gone.
+                        r.workers().delete_worker("key", Some("a")).unwrap();
+                        poll_until_gone(r, out.clone());
+                    }
+                })
+                .unwrap();
         }
         Ok(())
     });
@@ -439,37 +446,43 @@ fn waiting_for_running_workers_counts_them_and_gives_up_after_within(workers: Wo
     let out = log.clone();
     run(workers, move |r| {
         assert!(matches!(
-            r.when_workers_running("nope", 1, Duration::from_secs(1), |_, _| {}),
+            r.workers()
+                .when_running("nope", 1, Duration::from_secs(1), |_, _| {}),
             Err(WorkerError::NotRegistered(_))
         ));
         // The three auto-loaded pool instances: called once all run.
         let o = out.clone();
-        r.when_workers_running("pool", 3, Duration::from_secs(30), move |r, n| {
-            let pids = r.worker_pids("pool").len();
-            o.borrow_mut().push(format!("pool {n} of 3, {pids} pids"));
-            // A fourth never comes: called after `within` with three.
-            let o2 = o.clone();
-            r.when_workers_running("pool", 4, Duration::from_millis(100), move |r, n| {
-                o2.borrow_mut().push(format!("pool {n} of 4"));
-                stop_at(r, &o2, 3);
+        r.workers()
+            .when_running("pool", 3, Duration::from_secs(30), move |r, n| {
+                let pids = r.workers().pids("pool").len();
+                o.borrow_mut().push(format!("pool {n} of 3, {pids} pids"));
+                // A fourth never comes: called after `within` with three.
+                let o2 = o.clone();
+                r.workers()
+                    .when_running("pool", 4, Duration::from_millis(100), move |r, n| {
+                        o2.borrow_mut().push(format!("pool {n} of 4"));
+                        stop_at(r, &o2, 3);
+                    })
+                    .unwrap();
+                // Not auto-loaded: called when start_worker's instance runs,
+                // long before its 30 s; the 10 s guard stops the test if not.
+                let o3 = o.clone();
+                r.workers()
+                    .when_running("key", 1, Duration::from_secs(30), move |r, n| {
+                        o3.borrow_mut().push(format!("key {n} of 1"));
+                        stop_at(r, &o3, 3);
+                    })
+                    .unwrap();
+                r.workers()
+                    .start_worker("key", Some("k"), &String::new())
+                    .unwrap();
+                let o4 = o.clone();
+                r.add_timer(Duration::from_secs(10), move |r| {
+                    o4.borrow_mut().push("guard".into());
+                    r.stop();
+                });
             })
             .unwrap();
-            // Not auto-loaded: called when start_worker's instance runs,
-            // long before its 30 s; the 10 s guard stops the test if not.
-            let o3 = o.clone();
-            r.when_workers_running("key", 1, Duration::from_secs(30), move |r, n| {
-                o3.borrow_mut().push(format!("key {n} of 1"));
-                stop_at(r, &o3, 3);
-            })
-            .unwrap();
-            r.start_worker("key", Some("k"), &String::new()).unwrap();
-            let o4 = o.clone();
-            r.add_timer(Duration::from_secs(10), move |r| {
-                o4.borrow_mut().push("guard".into());
-                r.stop();
-            });
-        })
-        .unwrap();
         Ok(())
     });
     let mut log = log.borrow().clone();
@@ -488,7 +501,8 @@ fn stop_at(r: &mut Reactor, log: &RefCell<Vec<String>>, n: usize) {
 fn poll_until_gone(r: &mut Reactor, out: Rc<RefCell<Vec<String>>>) {
     let only_b = |r: &mut Reactor| {
         let running: Vec<_> = r
-            .worker_pids("key")
+            .workers()
+            .pids("key")
             .into_iter()
             .map(|(id, _)| id.key.unwrap())
             .collect();
@@ -496,12 +510,13 @@ fn poll_until_gone(r: &mut Reactor, out: Rc<RefCell<Vec<String>>>) {
     };
     util::when(r, only_b, move |r, ()| {
         out.borrow_mut().push("a gone".into());
-        r.ask_worker_with("key", Some("b"), &(), move |r, reply| {
-            let (k, opts): (Option<String>, String) = reply.unwrap().decode().unwrap();
-            out.borrow_mut().push(format!("{}:{opts}", k.unwrap()));
-            r.stop();
-        })
-        .unwrap();
+        r.workers()
+            .ask_worker_with("key", Some("b"), &(), move |r, reply| {
+                let (k, opts): (Option<String>, String) = reply.unwrap().decode().unwrap();
+                out.borrow_mut().push(format!("{}:{opts}", k.unwrap()));
+                r.stop();
+            })
+            .unwrap();
     });
 }
 
@@ -514,24 +529,27 @@ fn a_message_of_the_wrong_type_is_an_error_naming_both_types(workers: Workers) {
     run(workers, move |r| {
         when_running(r, &["typed"], move |r| {
             let (o1, o2, o3) = (out.clone(), out.clone(), out);
-            r.ask_worker_with("typed", None, &42u32, move |_, reply| {
-                o1.borrow_mut()
-                    .push(reply.decode::<i32>().unwrap_err().to_string());
-            })
-            .unwrap();
-            r.ask_worker_with("typed", None, &42u32, move |_, reply| {
-                o2.borrow_mut()
-                    .push(format!("{:?}", reply.decode::<Answer>().unwrap()));
-            })
-            .unwrap();
+            r.workers()
+                .ask_worker_with("typed", None, &42u32, move |_, reply| {
+                    o1.borrow_mut()
+                        .push(reply.decode::<i32>().unwrap_err().to_string());
+                })
+                .unwrap();
+            r.workers()
+                .ask_worker_with("typed", None, &42u32, move |_, reply| {
+                    o2.borrow_mut()
+                        .push(format!("{:?}", reply.decode::<Answer>().unwrap()));
+                })
+                .unwrap();
             let greeting = Greeting {
                 text: String::new(),
             };
-            r.ask_worker_with("typed", None, &greeting, move |r, reply| {
-                o3.borrow_mut().push(reply.decode::<String>().unwrap());
-                r.stop();
-            })
-            .unwrap();
+            r.workers()
+                .ask_worker_with("typed", None, &greeting, move |r, reply| {
+                    o3.borrow_mut().push(reply.decode::<String>().unwrap());
+                    r.stop();
+                })
+                .unwrap();
         });
         Ok(())
     });
@@ -550,11 +568,12 @@ fn worker_asks_worker_through_the_master(workers: Workers) {
     let out = got.clone();
     run(workers, move |r| {
         when_running(r, &["relay", "echo"], move |r| {
-            r.ask_worker_with("relay", None, &b"via relay".to_vec(), move |r, reply| {
-                *out.borrow_mut() = Some(reply.unwrap().decode::<(String, Vec<u8>)>().unwrap());
-                r.stop();
-            })
-            .unwrap();
+            r.workers()
+                .ask_worker_with("relay", None, &b"via relay".to_vec(), move |r, reply| {
+                    *out.borrow_mut() = Some(reply.unwrap().decode::<(String, Vec<u8>)>().unwrap());
+                    r.stop();
+                })
+                .unwrap();
         });
         Ok(())
     });
@@ -570,7 +589,7 @@ fn results_and_logs_are_kept_by_the_master(workers: Workers) {
     run(workers, move |r| {
         when_running(r, &["status", "logger"], move |r| {
             for _ in 0..3 {
-                r.send_to_worker("status", None, &()).unwrap();
+                r.workers().send_to_worker("status", None, &()).unwrap();
             }
             wait_for_result(r, out);
         });
@@ -586,10 +605,12 @@ fn results_and_logs_are_kept_by_the_master(workers: Workers) {
 fn wait_for_result(r: &mut Reactor, out: Rc<RefCell<(u64, String)>>) {
     let results = |r: &mut Reactor| {
         let count = r
-            .worker_result("status", None)
+            .workers()
+            .result("status", None)
             .map(|m| m.decode::<u64>().unwrap());
         let line = r
-            .worker_result("logger", None)
+            .workers()
+            .result("logger", None)
             .map(|m| m.decode::<String>().unwrap());
         match (count, line) {
             (Some(3), Some(line)) if line.ends_with('3') => Some((3, line)),
@@ -608,6 +629,7 @@ impl Handler for HandOff {
     fn post_init(&mut self, conn: &mut Connection<'_>) {
         let fd = conn.detach().unwrap();
         conn.reactor()
+            .workers()
             .send_fd_to_worker("adopt", None, fd, &String::from("hello"))
             .unwrap();
     }
@@ -620,7 +642,7 @@ fn passed_client_socket_is_served_by_the_worker(workers: Workers) {
         let addr = r.server_addr(server)?.as_inet().unwrap();
         let handle = r.handle();
         when_running(r, &["adopt"], move |r| {
-            let worker_pid = r.worker_pids("adopt")[0].1;
+            let worker_pid = r.workers().pids("adopt")[0].1;
             std::thread::spawn(move || {
                 let mut c = TcpStream::connect(addr).unwrap();
                 c.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
@@ -644,12 +666,13 @@ fn custom_proxy_sees_raw_replies(workers: Workers) {
     let out = got.clone();
     run(workers, move |r| {
         when_running(r, &["proxied"], move |r| {
-            r.ask_worker_with("proxied", None, &b"quiet".to_vec(), move |r, reply| {
-                out.borrow_mut()
-                    .extend(reply.unwrap().decode::<Vec<u8>>().unwrap());
-                r.stop();
-            })
-            .unwrap();
+            r.workers()
+                .ask_worker_with("proxied", None, &b"quiet".to_vec(), move |r, reply| {
+                    out.borrow_mut()
+                        .extend(reply.unwrap().decode::<Vec<u8>>().unwrap());
+                    r.stop();
+                })
+                .unwrap();
         });
         Ok(())
     });
@@ -671,35 +694,37 @@ fn kill_9_under_load_fails_asks_and_the_worker_comes_back(workers: Workers) {
             r.add_periodic_timer(Duration::from_millis(1), move |r, id| {
                 let t2 = t.clone();
                 // Each ask takes 20 ms, so some are always in flight.
-                let _ = r.ask_worker_with("sleepy", None, &(0u64, 20u64), move |_, reply| {
-                    let mut t = t2.borrow_mut();
-                    match (reply, t.killed_pid.is_some()) {
-                        (Ok(_), false) => t.ok_before += 1,
-                        (Ok(_), true) if t.died > 0 => t.ok_after += 1,
-                        (Ok(_), true) => {}
-                        // The fork server's report, not the channel's end
-                        // of stream, names the cause.
-                        (
-                            Err(WorkerError::Died {
-                                exit: WorkerExit::Signaled(9),
-                                ..
-                            }),
-                            _,
-                        ) => t.died += 1,
-                        // Asks in flight when the test stops the reactor.
-                        (Err(WorkerError::Stopping { .. }), _) if t.ok_after >= 20 => {}
-                        (Err(e), _) => panic!("unexpected error: {e}"),
-                    }
-                });
+                let _ =
+                    r.workers()
+                        .ask_worker_with("sleepy", None, &(0u64, 20u64), move |_, reply| {
+                            let mut t = t2.borrow_mut();
+                            match (reply, t.killed_pid.is_some()) {
+                                (Ok(_), false) => t.ok_before += 1,
+                                (Ok(_), true) if t.died > 0 => t.ok_after += 1,
+                                (Ok(_), true) => {}
+                                // The fork server's report, not the channel's end
+                                // of stream, names the cause.
+                                (
+                                    Err(WorkerError::Died {
+                                        exit: WorkerExit::Signaled(9),
+                                        ..
+                                    }),
+                                    _,
+                                ) => t.died += 1,
+                                // Asks in flight when the test stops the reactor.
+                                (Err(WorkerError::Stopping { .. }), _) if t.ok_after >= 20 => {}
+                                (Err(e), _) => panic!("unexpected error: {e}"),
+                            }
+                        });
                 let mut tally = t.borrow_mut();
                 if tally.ok_before >= 20 && tally.killed_pid.is_none() {
-                    let pid = r.worker_pids("sleepy")[0].1;
+                    let pid = r.workers().pids("sleepy")[0].1;
                     packet_sys::process::kill(pid as i32, 9).unwrap();
                     tally.killed_pid = Some(pid);
                 }
                 if tally.ok_after >= 20 {
                     r.cancel_timer(id);
-                    let new_pid = r.worker_pids("sleepy")[0].1;
+                    let new_pid = r.workers().pids("sleepy")[0].1;
                     assert_ne!(Some(new_pid), tally.killed_pid, "a new process serves");
                     r.stop();
                 }
@@ -716,7 +741,7 @@ fn a_worker_dying_in_init_backs_off_and_is_never_given_up(workers: Workers) {
     let seen = Rc::new(RefCell::new(Vec::new()));
     let out = seen.clone();
     run(workers, move |r| {
-        r.start_worker("dies", None, &()).unwrap();
+        r.workers().start_worker("dies", None, &()).unwrap();
         // 1 start + 2 quick restarts (its policy), then backing off: the
         // third death waits 5 s, the fourth 10 s.
         watch_backoff(r, out, 3);
@@ -742,7 +767,7 @@ fn watch_backoff(r: &mut Reactor, out: Rc<RefCell<Vec<String>>>, deaths: u32) {
         backing_off: true,
         restart_in,
         last_exit: WorkerExit::Exited(3),
-    }) = r.worker_status("dies", None)
+    }) = r.workers().status("dies", None)
     {
         if d == deaths {
             // Report the delay it was given, in whole seconds.
@@ -754,15 +779,18 @@ fn watch_backoff(r: &mut Reactor, out: Rc<RefCell<Vec<String>>>, deaths: u32) {
             }
             out.borrow_mut().push(format!(
                 "{:?}",
-                r.ask_worker_with("dies", None, &(), |_, _| {}).err()
+                r.workers()
+                    .ask_worker_with("dies", None, &(), |_, _| {})
+                    .err()
             ));
             let o = out.clone();
-            r.ask_worker_with("echo", None, &vec![7u8], move |r, reply| {
-                o.borrow_mut()
-                    .push(format!("{:?}", reply.unwrap().decode::<Vec<u8>>().unwrap()));
-                watch_backoff(r, o, deaths + 1);
-            })
-            .unwrap();
+            r.workers()
+                .ask_worker_with("echo", None, &vec![7u8], move |r, reply| {
+                    o.borrow_mut()
+                        .push(format!("{:?}", reply.unwrap().decode::<Vec<u8>>().unwrap()));
+                    watch_backoff(r, o, deaths + 1);
+                })
+                .unwrap();
             return;
         }
     }
@@ -777,18 +805,20 @@ fn garbage_from_a_worker_closes_only_its_channel(workers: Workers) {
     run(workers, move |r| {
         when_running(r, &["garbage", "echo"], move |r| {
             let out2 = out.clone();
-            r.ask_worker_with("garbage", None, &(), move |r, reply| {
-                out2.borrow_mut()
-                    .push(matches!(reply, Err(WorkerError::Died { .. })));
-                let out3 = out2.clone();
-                r.ask_worker_with("echo", None, &vec![1u8, 2], move |r, reply| {
-                    out3.borrow_mut()
-                        .push(reply.unwrap().decode::<Vec<u8>>().unwrap() == [1, 2]);
-                    r.stop();
+            r.workers()
+                .ask_worker_with("garbage", None, &(), move |r, reply| {
+                    out2.borrow_mut()
+                        .push(matches!(reply, Err(WorkerError::Died { .. })));
+                    let out3 = out2.clone();
+                    r.workers()
+                        .ask_worker_with("echo", None, &vec![1u8, 2], move |r, reply| {
+                            out3.borrow_mut()
+                                .push(reply.unwrap().decode::<Vec<u8>>().unwrap() == [1, 2]);
+                            r.stop();
+                        })
+                        .unwrap();
                 })
                 .unwrap();
-            })
-            .unwrap();
         });
         Ok(())
     });
@@ -821,16 +851,19 @@ fn workers_start_while_other_reactor_threads_are_busy(workers: Workers) {
     run(workers, move |r| {
         for i in 0..10 {
             let key = format!("k{i}");
-            r.start_worker("key", Some(&key), &String::new()).unwrap();
+            r.workers()
+                .start_worker("key", Some(&key), &String::new())
+                .unwrap();
             let out = out.clone();
-            r.ask_worker_with("key", Some(&key), &(), move |r, reply| {
-                reply.unwrap();
-                *out.borrow_mut() += 1;
-                if *out.borrow() == 10 {
-                    r.stop();
-                }
-            })
-            .unwrap();
+            r.workers()
+                .ask_worker_with("key", Some(&key), &(), move |r, reply| {
+                    reply.unwrap();
+                    *out.borrow_mut() += 1;
+                    if *out.borrow() == 10 {
+                        r.stop();
+                    }
+                })
+                .unwrap();
         }
         Ok(())
     });
@@ -852,17 +885,18 @@ fn a_stop_that_fails_an_ask_counts_it_in_its_report(workers: Workers) {
     let guard = Rc::new(std::cell::Cell::new(false));
     let fired = guard.clone();
     let mut r = Reactor::new().unwrap();
-    r.add_workers(workers).unwrap();
+    r.workers().add(workers).unwrap();
     r.add_timer(Duration::from_secs(60), move |r| {
         fired.set(true);
         r.stop();
     });
     when_running(&mut r, &["adopt"], move |r| {
         // "adopt" never answers a plain message.
-        r.ask_worker_with("adopt", None, &(), move |_, reply| {
-            *out.borrow_mut() = Some(reply.map(|_| ()));
-        })
-        .unwrap();
+        r.workers()
+            .ask_worker_with("adopt", None, &(), move |_, reply| {
+                *out.borrow_mut() = Some(reply.map(|_| ()));
+            })
+            .unwrap();
         r.stop_gracefully(Duration::from_millis(200));
     });
     r.run_until_stopped().unwrap();
@@ -885,16 +919,17 @@ fn worker_output_goes_to_its_log_file(workers: Workers) {
     let _ = std::fs::remove_file(printer_log());
     run(workers, |r| {
         when_running(r, &["printer"], |r| {
-            r.ask_worker_with(
-                "printer",
-                None,
-                &String::from("written by the worker"),
-                |r, reply| {
-                    reply.unwrap();
-                    r.stop();
-                },
-            )
-            .unwrap();
+            r.workers()
+                .ask_worker_with(
+                    "printer",
+                    None,
+                    &String::from("written by the worker"),
+                    |r, reply| {
+                        reply.unwrap();
+                        r.stop();
+                    },
+                )
+                .unwrap();
         });
         Ok(())
     });

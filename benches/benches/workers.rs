@@ -15,7 +15,7 @@
 //! - `round_trip/raw_socketpair`: 8 bytes written to a forked child that
 //!   echoes them with blocking `read`/`write` on a socketpair, read back —
 //!   the floor for one request between two processes.
-//! - `round_trip/ask_worker_with`: `Reactor::ask_worker_with` of a `u64` to
+//! - `round_trip/ask_worker_with`: `reactor.workers().ask_worker_with` of a `u64` to
 //!   an echo worker, one request outstanding.
 //! - `pipelined/ask_worker_with_1000_in_flight`: the same asks, 1000 kept
 //!   in flight to one worker; reported as messages per second.
@@ -159,22 +159,23 @@ fn serial_asks(r: &mut Reactor, n: u64, done: mpsc::Sender<Duration>) {
     }
     fn ask(r: &mut Reactor, st: Rc<RefCell<State>>) {
         let n = st.borrow().left;
-        r.ask_worker_with("echo", None, &n, move |r, reply| {
-            let got: u64 = reply.expect("echo replied").decode().expect("a u64");
-            assert_eq!(got, n);
-            let left = {
-                let mut s = st.borrow_mut();
-                s.left -= 1;
-                s.left
-            };
-            if left == 0 {
-                let s = st.borrow();
-                let _ = s.done.send(s.start.elapsed());
-            } else {
-                ask(r, st);
-            }
-        })
-        .expect("ask echo");
+        r.workers()
+            .ask_worker_with("echo", None, &n, move |r, reply| {
+                let got: u64 = reply.expect("echo replied").decode().expect("a u64");
+                assert_eq!(got, n);
+                let left = {
+                    let mut s = st.borrow_mut();
+                    s.left -= 1;
+                    s.left
+                };
+                if left == 0 {
+                    let s = st.borrow();
+                    let _ = s.done.send(s.start.elapsed());
+                } else {
+                    ask(r, st);
+                }
+            })
+            .expect("ask echo");
     }
     let st = Rc::new(RefCell::new(State {
         left: n.max(1),
@@ -200,22 +201,23 @@ fn pipelined_asks(r: &mut Reactor, n: u64, done: mpsc::Sender<Duration>) {
             s.sent
         };
         let st = st.clone();
-        r.ask_worker_with("echo", None, &i, move |r, reply| {
-            let got: u64 = reply.expect("echo replied").decode().expect("a u64");
-            debug_assert_eq!(got, i);
-            let (more, finished) = {
-                let mut s = st.borrow_mut();
-                s.answered += 1;
-                (s.sent < s.n, s.answered == s.n)
-            };
-            if more {
-                ask(r, &st);
-            } else if finished {
-                let s = st.borrow();
-                let _ = s.done.send(s.start.elapsed());
-            }
-        })
-        .expect("ask echo");
+        r.workers()
+            .ask_worker_with("echo", None, &i, move |r, reply| {
+                let got: u64 = reply.expect("echo replied").decode().expect("a u64");
+                debug_assert_eq!(got, i);
+                let (more, finished) = {
+                    let mut s = st.borrow_mut();
+                    s.answered += 1;
+                    (s.sent < s.n, s.answered == s.n)
+                };
+                if more {
+                    ask(r, &st);
+                } else if finished {
+                    let s = st.borrow();
+                    let _ = s.done.send(s.start.elapsed());
+                }
+            })
+            .expect("ask echo");
     }
     let st = Rc::new(RefCell::new(State {
         n: n.max(1),
@@ -246,41 +248,46 @@ fn fork_and_ask(r: &mut Reactor, n: u64, done: mpsc::Sender<Duration>) {
             format!("k{}", s.key)
         };
         let start = Instant::now();
-        r.start_worker("fresh", Some(&key), &())
+        r.workers()
+            .start_worker("fresh", Some(&key), &())
             .expect("start fresh");
         let asked = key.clone();
-        r.ask_worker_with("fresh", Some(&asked), &7u64, move |r, reply| {
-            let took = start.elapsed();
-            assert_eq!(
-                reply
-                    .expect("fresh replied")
-                    .decode::<u64>()
-                    .expect("a u64"),
-                7
-            );
-            let pid = r
-                .worker_pids("fresh")
-                .into_iter()
-                .find(|(id, _)| id.key.as_deref() == Some(key.as_str()))
-                .map(|(_, pid)| pid as i32);
-            r.delete_worker("fresh", Some(&key)).expect("delete fresh");
-            let left = {
-                let mut s = st.borrow_mut();
-                s.total += took;
-                s.left -= 1;
-                s.left
-            };
-            let deadline = Instant::now() + Duration::from_secs(2);
-            when_gone(r, pid, deadline, move |r| {
-                if left == 0 {
-                    let s = st.borrow();
-                    let _ = s.done.send(s.total);
-                } else {
-                    once(r, st);
-                }
-            });
-        })
-        .expect("ask fresh");
+        r.workers()
+            .ask_worker_with("fresh", Some(&asked), &7u64, move |r, reply| {
+                let took = start.elapsed();
+                assert_eq!(
+                    reply
+                        .expect("fresh replied")
+                        .decode::<u64>()
+                        .expect("a u64"),
+                    7
+                );
+                let pid = r
+                    .workers()
+                    .pids("fresh")
+                    .into_iter()
+                    .find(|(id, _)| id.key.as_deref() == Some(key.as_str()))
+                    .map(|(_, pid)| pid as i32);
+                r.workers()
+                    .delete_worker("fresh", Some(&key))
+                    .expect("delete fresh");
+                let left = {
+                    let mut s = st.borrow_mut();
+                    s.total += took;
+                    s.left -= 1;
+                    s.left
+                };
+                let deadline = Instant::now() + Duration::from_secs(2);
+                when_gone(r, pid, deadline, move |r| {
+                    if left == 0 {
+                        let s = st.borrow();
+                        let _ = s.done.send(s.total);
+                    } else {
+                        once(r, st);
+                    }
+                });
+            })
+            .expect("ask fresh");
     }
     fn when_gone(
         r: &mut Reactor,
@@ -367,9 +374,9 @@ fn main() {
     let (ready_tx, ready_rx) = mpsc::channel();
     let master = std::thread::spawn(move || {
         Reactor::run(move |r| {
-            r.add_workers(workers)?;
+            r.workers().add(workers)?;
             fn when_running(r: &mut Reactor, tx: mpsc::Sender<ReactorHandle>) {
-                if r.worker_pids("echo").is_empty() {
+                if r.workers().pids("echo").is_empty() {
                     r.add_timer(Duration::from_millis(1), move |r| when_running(r, tx));
                 } else {
                     let _ = tx.send(r.handle());

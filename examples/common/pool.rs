@@ -101,9 +101,11 @@ impl Listening {
     ) -> io::Result<ServerId> {
         #[cfg(feature = "upgrade")]
         {
-            reactor.on_upgrade_signal(|_| packet::upgrade::UpgradeOptions::new(), |_, _| {})?;
+            reactor
+                .upgrades()
+                .on_signal(|_| packet::upgrade::UpgradeOptions::new(), |_, _| {})?;
             if let Some(listener) = self.listener.take() {
-                return reactor.adopt_server(listener, factory);
+                return reactor.upgrades().adopt_server(listener, factory);
             }
         }
         reactor.start_server(addr, factory)
@@ -147,14 +149,15 @@ pub fn when_workers_run_then(
         if running < n {
             eprintln!("warning: only {running} of {n} workers are running");
         }
-        let pids = r.worker_pids(name);
+        let pids = r.workers().pids(name);
         let pids: Vec<String> = pids.iter().map(|(id, pid)| format!("{id}={pid}")).collect();
         eprintln!("master {}, workers: {}", std::process::id(), pids.join(" "));
         println!("listening on {addr}");
         listening.ready();
     };
     reactor
-        .when_workers_running(name, n, Duration::from_secs(5), announce)
+        .workers()
+        .when_running(name, n, Duration::from_secs(5), announce)
         .map_err(io::Error::other)
 }
 

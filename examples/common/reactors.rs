@@ -48,7 +48,9 @@ impl Listen {
         factory: impl FnMut() -> H + 'static,
     ) -> io::Result<ServerId> {
         match self {
-            Listen::Bind(addr, options) => r.start_tls_server_with(addr, options, config, factory),
+            Listen::Bind(addr, options) => {
+                r.tls().start_server_with(addr, options, config, factory)
+            }
             Listen::Adopt(l) => restart::adopt_tls(r, l, config, factory),
         }
     }
@@ -79,7 +81,7 @@ mod restart {
         l: Inherited,
         factory: impl FnMut() -> H + 'static,
     ) -> io::Result<ServerId> {
-        r.adopt_server(l, factory)
+        r.upgrades().adopt_server(l, factory)
     }
 
     #[cfg(feature = "tls")]
@@ -89,7 +91,7 @@ mod restart {
         config: Arc<packet::tls::rustls::ServerConfig>,
         factory: impl FnMut() -> H + 'static,
     ) -> io::Result<ServerId> {
-        r.adopt_tls_server(l, config, factory)
+        r.tls().adopt_server(l, config, factory)
     }
 
     /// The listening sockets in `LISTEN_FDS`, each TCP, and what reports
@@ -179,8 +181,8 @@ mod restart {
 
     /// Keeps a copy of `reactor`'s listeners in `passed`, for the upgrade
     /// started on the first reactor to pass them on.
-    pub fn keep_for_upgrade(reactor: &Reactor, passed: &Mutex<Vec<OwnedFd>>) -> io::Result<()> {
-        for fd in reactor.server_fds() {
+    pub fn keep_for_upgrade(reactor: &mut Reactor, passed: &Mutex<Vec<OwnedFd>>) -> io::Result<()> {
+        for fd in reactor.upgrades().server_fds() {
             lock(passed).push(fd.try_clone_to_owned()?);
         }
         Ok(())
@@ -194,12 +196,12 @@ mod restart {
         others: Arc<Mutex<Vec<ReactorHandle>>>,
         passed: Arc<Mutex<Vec<OwnedFd>>>,
     ) -> io::Result<()> {
-        reactor.on_upgrade_signal(
+        reactor.upgrades().on_signal(
             move |_| options(&lock(&passed)),
             move |_, outcome| {
                 if outcome.is_ok() {
                     for h in lock(&others).iter() {
-                        h.schedule(|r| r.hand_over(HANDOVER_SETTLE, STOP_GRACE));
+                        h.schedule(|r| r.upgrades().hand_over(HANDOVER_SETTLE, STOP_GRACE));
                     }
                 }
             },
@@ -254,7 +256,7 @@ mod restart {
         false
     }
 
-    pub fn keep_for_upgrade(_: &Reactor, _: &Mutex<Vec<OwnedFd>>) -> io::Result<()> {
+    pub fn keep_for_upgrade(_: &mut Reactor, _: &Mutex<Vec<OwnedFd>>) -> io::Result<()> {
         Ok(())
     }
 
@@ -291,7 +293,7 @@ mod restart {
 /// instead of binding `addr`: one reactor per inherited socket, or
 /// `threads` if more (they then share the sockets, taken in turn). Every
 /// one must be TCP. `SIGUSR2` starts a binary upgrade
-/// (`Reactor::on_upgrade_signal`): every reactor's listener is passed to
+/// (`reactor.upgrades().on_signal`): every reactor's listener is passed to
 /// the new process (the same executable file, the same arguments, or
 /// `--upgrade-program`), and once it serves (within 30 s, or
 /// `--upgrade-deadline`) every reactor here stops accepting, serves what
@@ -338,7 +340,7 @@ where
                     eprintln!("cannot listen on {bound}: {e}");
                     std::process::exit(1);
                 }
-                restart::keep_for_upgrade(&reactor, &passed)?;
+                restart::keep_for_upgrade(&mut reactor, &passed)?;
                 lock(&others).push(reactor.handle());
                 ready.wait();
                 reactor.run_until_stopped()?;

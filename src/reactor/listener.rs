@@ -263,17 +263,9 @@ impl Reactor {
 /// Inherited listeners and the hand-over of an upgrade (`crate::upgrade`).
 #[cfg(feature = "upgrade")]
 impl Reactor {
-    /// Serves on a listening socket this process inherited (systemd's
-    /// socket activation, or the previous process of an upgrade: see
-    /// [`crate::upgrade`]) as [`Reactor::start_server`] serves on a new
-    /// one: the socket is made non-blocking and each accepted connection
-    /// gets a handler from `factory` (`TCP_NODELAY` set when it is TCP).
-    /// A Unix-domain socket's file is left in place when the server stops:
-    /// whoever made it owns it.
-    ///
-    /// # Errors
-    /// The socket cannot be made non-blocking or registered.
-    pub fn adopt_server<H: Handler>(
+    /// `reactor.upgrades().adopt_server` (`crate::upgrade::Upgrades`),
+    /// kept here beside the listeners it adds to.
+    pub(crate) fn adopt_server<H: Handler>(
         &mut self,
         listener: crate::upgrade::InheritedListener,
         mut factory: impl FnMut() -> H + 'static,
@@ -292,7 +284,7 @@ impl Reactor {
 
     /// The listening sockets of this reactor's running servers (in slot
     /// order): what an upgrade passes to the new process.
-    pub fn server_fds(&self) -> Vec<std::os::fd::BorrowedFd<'_>> {
+    pub(crate) fn server_fds(&self) -> Vec<std::os::fd::BorrowedFd<'_>> {
         self.sources
             .tokens()
             .into_iter()

@@ -150,13 +150,13 @@ enum Delivery {
     Proxy(WorkerId, ProxyEvent),
     Hook(WorkerId, WorkerMessage),
     Log(WorkerId, String),
-    /// A [`Reactor::when_workers_running`] callback, with the count.
+    /// A [`WorkerSystem::when_running`] callback, with the count.
     Running(RunningFn, usize),
 }
 
 type RunningFn = Box<dyn FnOnce(&mut Reactor, usize)>;
 
-/// A [`Reactor::when_workers_running`] callback waiting for `count`
+/// A [`WorkerSystem::when_running`] callback waiting for `count`
 /// instances of worker `name`.
 struct RunningWaiter {
     id: u64,
@@ -233,7 +233,7 @@ impl Master {
             .count()
     }
 
-    /// Hands over the [`Reactor::when_workers_running`] callbacks for
+    /// Hands over the [`WorkerSystem::when_running`] callbacks for
     /// `name` whose count is reached.
     fn wake_waiters(&mut self, reactor: &mut Reactor, name: &str, out: &mut Vec<Delivery>) {
         let running = self.running(name);
@@ -1388,177 +1388,39 @@ fn link_event(m: &mut Master, r: &mut Reactor, event: LinkEvent, out: &mut Vec<D
     }
 }
 
+/// The reactor's worker system, borrowed for one call:
+/// `reactor.workers()`. Starting, stopping and asking workers, their
+/// results, process ids and status. Attach one with
+/// [`add`](WorkerSystem::add) first; until then every call reports
+/// [`WorkerError::NoWorkers`] (or `None`, or nothing).
+///
+/// Not to be confused with [`Workers`], the started fork server that
+/// [`WorkerRegistry::start`](super::WorkerRegistry::start) returns and
+/// `add` consumes.
+///
+/// ```no_run
+/// # use packet::Reactor;
+/// # use packet::worker::DecodeReply;
+/// # fn f(reactor: &mut Reactor) -> Result<(), packet::worker::WorkerError> {
+/// reactor.workers().ask_worker_with("upcase", None, "hello", |_, reply| {
+///     println!("{:?}", reply.decode::<String>());
+/// })?;
+/// println!("{} running", reactor.workers().pids("upcase").len());
+/// # Ok(()) }
+/// ```
+pub struct WorkerSystem<'r> {
+    reactor: &'r mut Reactor,
+}
+
 impl Reactor {
-    /// Attaches the started worker system to this reactor and starts every
-    /// worker not marked `no_auto_load` (Packet's pre-forking at start).
-    ///
-    /// # Errors
-    /// The link to the fork server cannot be watched.
-    pub fn add_workers(&mut self, mut workers: Workers) -> io::Result<()> {
-        let link = workers
-            .link
-            .take()
-            .ok_or_else(|| io::Error::other("workers already attached"))?;
-        let link = self.adopt_channel(link, Box::new(LinkHandler::new()))?;
-        let specs = std::mem::take(&mut workers.specs);
-        let auto: Vec<(WorkerId, Vec<u8>)> = specs
-            .iter()
-            .filter(|(_, c)| c.auto_load)
-            .flat_map(|(name, c)| {
-                let keys: Vec<Option<String>> = if c.pooled {
-                    (0..c.pool).map(|i| Some(i.to_string())).collect()
-                } else {
-                    vec![None]
-                };
-                keys.into_iter().map(move |key| {
-                    (
-                        WorkerId {
-                            name: name.clone(),
-                            key,
-                        },
-                        c.options.clone(),
-                    )
-                })
-            })
-            .collect();
-        let heartbeat = specs.iter().filter_map(|(_, c)| c.heartbeat).min();
-        self.set_ext(Master {
-            link: Some(link),
-            fork_server: std::mem::replace(&mut workers.fork_server, 0),
-            specs,
-            log_worker: workers.log_worker.take(),
-            instances: HashMap::new(),
-            by_channel: IdMap::default(),
-            starts: IdMap::default(),
-            next_seq: 0,
-            next_id: 0,
-            asks: IdMap::default(),
-            results: HashMap::new(),
-            shutting_down: false,
-            draining: false,
-            turn: 0,
-            waiters: Vec::new(),
-            next_waiter: 0,
-            sweep: None,
-            generation: 0,
-            respawns: VecDeque::new(),
-            dead_servers: Vec::new(),
-            respawn_pending: false,
-            orphans: Vec::new(),
-        });
-        if let Some(limit) = heartbeat {
-            let every = (limit / 4).max(Duration::from_millis(10));
-            self.add_periodic_timer(every, |r, _| {
-                with_master(r, |m, r| m.heartbeat_tick(r));
-            });
-        }
-        for (id, options) in auto {
-            let started = with_master(self, |m, r| m.start_instance(r, id, options));
-            if let Some(Err(e)) = started {
-                return Err(io::Error::other(e.to_string()));
-            }
-        }
-        Ok(())
+    /// This reactor's worker system: [`WorkerSystem`], Packet's
+    /// `start_worker`, `ask_worker`, `delete_worker` and the rest.
+    pub fn workers(&mut self) -> WorkerSystem<'_> {
+        WorkerSystem { reactor: self }
     }
+}
 
-    /// Starts worker `name` (instance `key`) now, with `options` (Packet's
-    /// `start_worker`), typically one registered `no_auto_load`.
-    ///
-    /// # Errors
-    /// [`WorkerError::AlreadyRunning`] if that name and key run already;
-    /// [`WorkerError::NotRegistered`]; [`WorkerError::NoWorkers`].
-    pub fn start_worker<T: Serialize + ?Sized>(
-        &mut self,
-        name: &str,
-        key: Option<&str>,
-        options: &T,
-    ) -> Result<(), WorkerError> {
-        let options = WorkerMessage::encode(options)?.as_bytes().to_vec();
-        let id = WorkerId {
-            name: name.to_string(),
-            key: key.map(str::to_string),
-        };
-        with_master(self, |m, r| {
-            if m.spec(name).is_none() {
-                return Err(WorkerError::NotRegistered(name.to_string()));
-            }
-            if m.instances.get(&id).is_some_and(|i| i.state != State::Dead) {
-                return Err(WorkerError::AlreadyRunning(id.to_string()));
-            }
-            if let Some(i) = m.instances.get_mut(&id) {
-                i.restarts.clear();
-            }
-            m.start_instance(r, id, options)
-        })
-        .unwrap_or(Err(WorkerError::NoWorkers))
-    }
-
-    /// Asks worker `name` (instance `key`) to exit cleanly; it is not
-    /// restarted. Packet's `delete_worker`.
-    ///
-    /// # Errors
-    /// [`WorkerError::NotRunning`], [`WorkerError::NoWorkers`].
-    pub fn delete_worker(&mut self, name: &str, key: Option<&str>) -> Result<(), WorkerError> {
-        let id = WorkerId {
-            name: name.to_string(),
-            key: key.map(str::to_string),
-        };
-        with_master(self, |m, r| {
-            let Some(inst) = m.instances.get_mut(&id) else {
-                return Err(WorkerError::NotRunning(id.to_string()));
-            };
-            match inst.state {
-                State::Dead | State::Restarting => {
-                    m.instances.remove(&id);
-                    return Ok(());
-                }
-                State::Stopping => return Ok(()),
-                State::Starting | State::Running => inst.state = State::Stopping,
-            }
-            if let Some(ch) = inst.channel {
-                let mut frame = Vec::new();
-                Envelope::Exit.encode(&mut frame);
-                r.send_data_to(ch, &frame);
-            }
-            Ok(())
-        })
-        .unwrap_or(Err(WorkerError::NoWorkers))
-    }
-
-    /// Asks worker `name` (any instance of a pool when `key` is `None`)
-    /// and calls `callback` with its reply, or with the error that
-    /// prevented one (the worker died, for example).
-    ///
-    /// # Errors
-    /// Immediate failures: not registered, not running, busy, or the message
-    /// cannot be encoded. `callback` is then not called.
-    pub fn ask_worker_with<T: Serialize + ?Sized>(
-        &mut self,
-        name: &str,
-        key: Option<&str>,
-        message: &T,
-        callback: impl FnOnce(&mut Reactor, WorkerReply) + 'static,
-    ) -> Result<(), WorkerError> {
-        self.ask_callback(name, key, message, None, callback)
-    }
-
-    /// [`Reactor::ask_worker_with`], but `callback` gets
-    /// [`WorkerError::Timeout`] if no reply came within `timeout` (instead
-    /// of the worker type's [`super::WorkerSpec::ask_timeout`]).
-    ///
-    /// # Errors
-    /// As [`Reactor::ask_worker_with`].
-    pub fn ask_worker_with_timeout<T: Serialize + ?Sized>(
-        &mut self,
-        name: &str,
-        key: Option<&str>,
-        message: &T,
-        timeout: Duration,
-        callback: impl FnOnce(&mut Reactor, WorkerReply) + 'static,
-    ) -> Result<(), WorkerError> {
-        self.ask_callback(name, key, message, Some(timeout), callback)
-    }
-
+impl Reactor {
     /// An ask whose reply goes to `callback`, with its own timeout or the
     /// worker type's.
     fn ask_callback<T: Serialize + ?Sized>(
@@ -1572,40 +1434,6 @@ impl Reactor {
         let payload = WorkerMessage::encode(message)?;
         let asker = Asker::Callback(Box::new(callback));
         self.ask_raw(asker, name, key, payload.as_bytes(), None, timeout)
-            .map(|_| ())
-    }
-
-    /// Sends `message` to worker `name` without waiting for a reply.
-    ///
-    /// # Errors
-    /// As [`Reactor::ask_worker_with`].
-    pub fn send_to_worker<T: Serialize + ?Sized>(
-        &mut self,
-        name: &str,
-        key: Option<&str>,
-        message: &T,
-    ) -> Result<(), WorkerError> {
-        let payload = WorkerMessage::encode(message)?;
-        self.ask_raw(Asker::Nobody, name, key, payload.as_bytes(), None, None)
-            .map(|_| ())
-    }
-
-    /// Passes `fd` (for example an accepted client socket) to worker `name`
-    /// with `message`; it arrives in [`super::Worker::receive_fd`]. The
-    /// pre-fork server pattern.
-    ///
-    /// # Errors
-    /// As [`Reactor::ask_worker_with`]; also [`WorkerError::NotRunning`]
-    /// while the worker is still starting.
-    pub fn send_fd_to_worker<T: Serialize + ?Sized>(
-        &mut self,
-        name: &str,
-        key: Option<&str>,
-        fd: OwnedFd,
-        message: &T,
-    ) -> Result<(), WorkerError> {
-        let payload = WorkerMessage::encode(message)?;
-        self.ask_raw(Asker::Nobody, name, key, payload.as_bytes(), Some(fd), None)
             .map(|_| ())
     }
 
@@ -1646,11 +1474,225 @@ impl Reactor {
             Some(Err((e, _))) => Err(e),
         }
     }
+}
+
+impl WorkerSystem<'_> {
+    /// Attaches the started worker system to this reactor and starts every
+    /// worker not marked `no_auto_load` (Packet's pre-forking at start).
+    ///
+    /// # Errors
+    /// The link to the fork server cannot be watched.
+    pub fn add(&mut self, mut workers: Workers) -> io::Result<()> {
+        let r = &mut *self.reactor;
+        let link = workers
+            .link
+            .take()
+            .ok_or_else(|| io::Error::other("workers already attached"))?;
+        let link = r.adopt_channel(link, Box::new(LinkHandler::new()))?;
+        let specs = std::mem::take(&mut workers.specs);
+        let auto: Vec<(WorkerId, Vec<u8>)> = specs
+            .iter()
+            .filter(|(_, c)| c.auto_load)
+            .flat_map(|(name, c)| {
+                let keys: Vec<Option<String>> = if c.pooled {
+                    (0..c.pool).map(|i| Some(i.to_string())).collect()
+                } else {
+                    vec![None]
+                };
+                keys.into_iter().map(move |key| {
+                    (
+                        WorkerId {
+                            name: name.clone(),
+                            key,
+                        },
+                        c.options.clone(),
+                    )
+                })
+            })
+            .collect();
+        let heartbeat = specs.iter().filter_map(|(_, c)| c.heartbeat).min();
+        r.set_ext(Master {
+            link: Some(link),
+            fork_server: std::mem::replace(&mut workers.fork_server, 0),
+            specs,
+            log_worker: workers.log_worker.take(),
+            instances: HashMap::new(),
+            by_channel: IdMap::default(),
+            starts: IdMap::default(),
+            next_seq: 0,
+            next_id: 0,
+            asks: IdMap::default(),
+            results: HashMap::new(),
+            shutting_down: false,
+            draining: false,
+            turn: 0,
+            waiters: Vec::new(),
+            next_waiter: 0,
+            sweep: None,
+            generation: 0,
+            respawns: VecDeque::new(),
+            dead_servers: Vec::new(),
+            respawn_pending: false,
+            orphans: Vec::new(),
+        });
+        if let Some(limit) = heartbeat {
+            let every = (limit / 4).max(Duration::from_millis(10));
+            r.add_periodic_timer(every, |r, _| {
+                with_master(r, |m, r| m.heartbeat_tick(r));
+            });
+        }
+        for (id, options) in auto {
+            let started = with_master(r, |m, r| m.start_instance(r, id, options));
+            if let Some(Err(e)) = started {
+                return Err(io::Error::other(e.to_string()));
+            }
+        }
+        Ok(())
+    }
+
+    /// Starts worker `name` (instance `key`) now, with `options` (Packet's
+    /// `start_worker`), typically one registered `no_auto_load`.
+    ///
+    /// # Errors
+    /// [`WorkerError::AlreadyRunning`] if that name and key run already;
+    /// [`WorkerError::NotRegistered`]; [`WorkerError::NoWorkers`].
+    pub fn start_worker<T: Serialize + ?Sized>(
+        &mut self,
+        name: &str,
+        key: Option<&str>,
+        options: &T,
+    ) -> Result<(), WorkerError> {
+        let r = &mut *self.reactor;
+        let options = WorkerMessage::encode(options)?.as_bytes().to_vec();
+        let id = WorkerId {
+            name: name.to_string(),
+            key: key.map(str::to_string),
+        };
+        with_master(r, |m, r| {
+            if m.spec(name).is_none() {
+                return Err(WorkerError::NotRegistered(name.to_string()));
+            }
+            if m.instances.get(&id).is_some_and(|i| i.state != State::Dead) {
+                return Err(WorkerError::AlreadyRunning(id.to_string()));
+            }
+            if let Some(i) = m.instances.get_mut(&id) {
+                i.restarts.clear();
+            }
+            m.start_instance(r, id, options)
+        })
+        .unwrap_or(Err(WorkerError::NoWorkers))
+    }
+
+    /// Asks worker `name` (instance `key`) to exit cleanly; it is not
+    /// restarted. Packet's `delete_worker`.
+    ///
+    /// # Errors
+    /// [`WorkerError::NotRunning`], [`WorkerError::NoWorkers`].
+    pub fn delete_worker(&mut self, name: &str, key: Option<&str>) -> Result<(), WorkerError> {
+        let r = &mut *self.reactor;
+        let id = WorkerId {
+            name: name.to_string(),
+            key: key.map(str::to_string),
+        };
+        with_master(r, |m, r| {
+            let Some(inst) = m.instances.get_mut(&id) else {
+                return Err(WorkerError::NotRunning(id.to_string()));
+            };
+            match inst.state {
+                State::Dead | State::Restarting => {
+                    m.instances.remove(&id);
+                    return Ok(());
+                }
+                State::Stopping => return Ok(()),
+                State::Starting | State::Running => inst.state = State::Stopping,
+            }
+            if let Some(ch) = inst.channel {
+                let mut frame = Vec::new();
+                Envelope::Exit.encode(&mut frame);
+                r.send_data_to(ch, &frame);
+            }
+            Ok(())
+        })
+        .unwrap_or(Err(WorkerError::NoWorkers))
+    }
+
+    /// Asks worker `name` (any instance of a pool when `key` is `None`)
+    /// and calls `callback` with its reply, or with the error that
+    /// prevented one (the worker died, for example).
+    ///
+    /// # Errors
+    /// Immediate failures: not registered, not running, busy, or the message
+    /// cannot be encoded. `callback` is then not called.
+    pub fn ask_worker_with<T: Serialize + ?Sized>(
+        &mut self,
+        name: &str,
+        key: Option<&str>,
+        message: &T,
+        callback: impl FnOnce(&mut Reactor, WorkerReply) + 'static,
+    ) -> Result<(), WorkerError> {
+        let r = &mut *self.reactor;
+        r.ask_callback(name, key, message, None, callback)
+    }
+
+    /// [`WorkerSystem::ask_worker_with`], but `callback` gets
+    /// [`WorkerError::Timeout`] if no reply came within `timeout` (instead
+    /// of the worker type's [`super::WorkerSpec::ask_timeout`]).
+    ///
+    /// # Errors
+    /// As [`WorkerSystem::ask_worker_with`].
+    pub fn ask_worker_with_timeout<T: Serialize + ?Sized>(
+        &mut self,
+        name: &str,
+        key: Option<&str>,
+        message: &T,
+        timeout: Duration,
+        callback: impl FnOnce(&mut Reactor, WorkerReply) + 'static,
+    ) -> Result<(), WorkerError> {
+        let r = &mut *self.reactor;
+        r.ask_callback(name, key, message, Some(timeout), callback)
+    }
+
+    /// Sends `message` to worker `name` without waiting for a reply.
+    ///
+    /// # Errors
+    /// As [`WorkerSystem::ask_worker_with`].
+    pub fn send_to_worker<T: Serialize + ?Sized>(
+        &mut self,
+        name: &str,
+        key: Option<&str>,
+        message: &T,
+    ) -> Result<(), WorkerError> {
+        let r = &mut *self.reactor;
+        let payload = WorkerMessage::encode(message)?;
+        r.ask_raw(Asker::Nobody, name, key, payload.as_bytes(), None, None)
+            .map(|_| ())
+    }
+
+    /// Passes `fd` (for example an accepted client socket) to worker `name`
+    /// with `message`; it arrives in [`super::Worker::receive_fd`]. The
+    /// pre-fork server pattern.
+    ///
+    /// # Errors
+    /// As [`WorkerSystem::ask_worker_with`]; also [`WorkerError::NotRunning`]
+    /// while the worker is still starting.
+    pub fn send_fd_to_worker<T: Serialize + ?Sized>(
+        &mut self,
+        name: &str,
+        key: Option<&str>,
+        fd: OwnedFd,
+        message: &T,
+    ) -> Result<(), WorkerError> {
+        let r = &mut *self.reactor;
+        let payload = WorkerMessage::encode(message)?;
+        r.ask_raw(Asker::Nobody, name, key, payload.as_bytes(), Some(fd), None)
+            .map(|_| ())
+    }
 
     /// For a [`WorkerProxy`]: delivers `reply` to whoever made ask `id` (the
     /// id in [`FromWorker::Reply`]). Returns `false` if nobody waits for it.
-    pub fn complete_worker_ask(&mut self, id: u64, reply: WorkerReply) -> bool {
-        let ask = with_master(self, |m, _| {
+    pub fn complete_ask(&mut self, id: u64, reply: WorkerReply) -> bool {
+        let r = &mut *self.reactor;
+        let ask = with_master(r, |m, _| {
             let ask = m.asks.remove(&id)?;
             if let Some(i) = m.instances.get_mut(&ask.worker) {
                 i.outstanding = i.outstanding.saturating_sub(1);
@@ -1660,7 +1702,7 @@ impl Reactor {
         .flatten();
         match ask {
             Some(ask) => {
-                deliver(self, vec![Delivery::Reply(ask.asker, reply)]);
+                deliver(r, vec![Delivery::Reply(ask.asker, reply)]);
                 true
             }
             None => false,
@@ -1669,17 +1711,19 @@ impl Reactor {
 
     /// The last result worker `name`/`key` published with
     /// [`super::WorkerContext::update_result`] (Packet's `result_hash`).
-    pub fn worker_result(&self, name: &str, key: Option<&str>) -> Option<&WorkerMessage> {
+    pub fn result(&self, name: &str, key: Option<&str>) -> Option<&WorkerMessage> {
+        let r = &*self.reactor;
         let id = WorkerId {
             name: name.to_string(),
             key: key.map(str::to_string),
         };
-        self.ext::<Master>()?.results.get(&id)
+        r.ext::<Master>()?.results.get(&id)
     }
 
     /// The running instances of worker `name` with their process ids.
-    pub fn worker_pids(&self, name: &str) -> Vec<(WorkerId, u32)> {
-        let Some(m) = self.ext::<Master>() else {
+    pub fn pids(&self, name: &str) -> Vec<(WorkerId, u32)> {
+        let r = &*self.reactor;
+        let Some(m) = r.ext::<Master>() else {
             return Vec::new();
         };
         let mut v: Vec<(WorkerId, u32)> = m
@@ -1697,13 +1741,13 @@ impl Reactor {
     /// running then (below `count` only after `within`). If they already
     /// run it is called on the next turn; if the reactor stops first it is
     /// not called. For a server that announces itself only once its
-    /// workers can answer, without polling [`Reactor::worker_pids`].
+    /// workers can answer, without polling [`WorkerSystem::pids`].
     ///
     /// ```no_run
     /// # use packet::Reactor;
     /// # use std::time::Duration;
     /// # fn f(reactor: &mut Reactor) -> Result<(), packet::worker::WorkerError> {
-    /// reactor.when_workers_running("eval", 4, Duration::from_secs(5), |_, running| {
+    /// reactor.workers().when_running("eval", 4, Duration::from_secs(5), |_, running| {
     ///     if running < 4 {
     ///         eprintln!("only {running} of 4 workers are running");
     ///     }
@@ -1715,25 +1759,26 @@ impl Reactor {
     /// # Errors
     /// [`WorkerError::NoWorkers`] when no workers are attached,
     /// [`WorkerError::NotRegistered`] for an unknown name.
-    pub fn when_workers_running(
+    pub fn when_running(
         &mut self,
         name: &str,
         count: usize,
         within: Duration,
         callback: impl FnOnce(&mut Reactor, usize) + 'static,
     ) -> Result<(), WorkerError> {
-        let m = self.ext_mut::<Master>().ok_or(WorkerError::NoWorkers)?;
+        let r = &mut *self.reactor;
+        let m = r.ext_mut::<Master>().ok_or(WorkerError::NoWorkers)?;
         if m.spec(name).is_none() {
             return Err(WorkerError::NotRegistered(name.to_string()));
         }
         let running = m.running(name);
         if running >= count {
-            self.next_turn(move |r| callback(r, running));
+            r.next_turn(move |r| callback(r, running));
             return Ok(());
         }
         m.next_waiter += 1;
         let id = m.next_waiter;
-        let timer = self.add_timer(within, move |r| {
+        let timer = r.add_timer(within, move |r| {
             let waiter = with_master(r, |m, _| {
                 let at = m.waiters.iter().position(|w| w.id == id)?;
                 let w = m.waiters.swap_remove(at);
@@ -1744,7 +1789,7 @@ impl Reactor {
                 callback(r, running);
             }
         });
-        let m = self.ext_mut::<Master>().expect("checked above");
+        let m = r.ext_mut::<Master>().expect("checked above");
         m.waiters.push(RunningWaiter {
             id,
             name: name.to_string(),
@@ -1760,7 +1805,8 @@ impl Reactor {
     /// first five within a minute, then after a growing delay, 5 s to
     /// 30 s).
     pub fn fork_server_pid(&self) -> Option<i32> {
-        self.ext::<Master>()
+        let r = &*self.reactor;
+        r.ext::<Master>()
             .filter(|m| m.link.is_some())
             .map(|m| m.fork_server)
             .filter(|&pid| pid > 0)
@@ -1769,12 +1815,13 @@ impl Reactor {
     /// Where instance `key` of worker `name` is in its life: running,
     /// restarting (and when, and whether backing off), dead. `None` for an
     /// instance that was never started or was deleted.
-    pub fn worker_status(&self, name: &str, key: Option<&str>) -> Option<WorkerStatus> {
+    pub fn status(&self, name: &str, key: Option<&str>) -> Option<WorkerStatus> {
+        let r = &*self.reactor;
         let id = WorkerId {
             name: name.to_string(),
             key: key.map(str::to_string),
         };
-        let m = self.ext::<Master>()?;
+        let m = r.ext::<Master>()?;
         let inst = m.instances.get(&id)?;
         let last_exit = || {
             inst.exit
@@ -1789,12 +1836,12 @@ impl Reactor {
             },
             State::Stopping => WorkerStatus::Stopping,
             State::Restarting => {
-                let (at, backing_off) = inst.restart_at.unwrap_or((self.now(), false));
+                let (at, backing_off) = inst.restart_at.unwrap_or((r.now(), false));
                 WorkerStatus::Restarting {
                     last_exit: last_exit(),
                     deaths: inst.restarts.len() as u32,
                     backing_off,
-                    restart_in: at.saturating_duration_since(self.now()),
+                    restart_in: at.saturating_duration_since(r.now()),
                 }
             }
             State::Dead => WorkerStatus::Dead {
@@ -1807,11 +1854,12 @@ impl Reactor {
     /// them on its link, for tests of a garbled link.
     #[doc(hidden)]
     pub fn inject_fork_server_bytes(&mut self, bytes: &[u8]) {
-        if self.ext::<Master>().is_none() {
+        let r = &mut *self.reactor;
+        if r.ext::<Master>().is_none() {
             return;
         }
         let events = LinkHandler::new().events(bytes);
-        link_input(self, events);
+        link_input(r, events);
     }
 }
 

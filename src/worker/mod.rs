@@ -38,8 +38,8 @@
 //! | safeguard | default | what happens | change it with |
 //! |---|---|---|---|
 //! | heartbeat | [`DEFAULT_HEARTBEAT`] (15 s) | an instance whose reactor does not answer a ping within it (stopped, hung, blocking its loop) is killed and replaced; its asks fail with [`WorkerError::Died`] and [`WorkerExit::Unresponsive`] | [`WorkerSpec::heartbeat`], [`WorkerSpec::no_heartbeat`] |
-//! | ask deadline | [`DEFAULT_ASK_TIMEOUT`] (60 s) | an ask with no reply by then fails with [`WorkerError::Timeout`]; a reply that comes later goes to the log hook | [`WorkerSpec::ask_timeout`], [`WorkerSpec::no_ask_timeout`], or per ask [`Reactor::ask_worker_with_timeout`] |
-//! | restarts | [`RestartPolicy::default`]: 5 quick restarts a minute, then backing off | a dead instance is restarted after 100 ms, 200 ms, ... (5 times within a minute), then after 5 s, doubling up to 30 s, and never given up; the state is in [`Reactor::worker_status`] and in the log hook | [`WorkerSpec::restart`] |
+//! | ask deadline | [`DEFAULT_ASK_TIMEOUT`] (60 s) | an ask with no reply by then fails with [`WorkerError::Timeout`]; a reply that comes later goes to the log hook | [`WorkerSpec::ask_timeout`], [`WorkerSpec::no_ask_timeout`], or per ask [`WorkerSystem::ask_worker_with_timeout`] |
+//! | restarts | [`RestartPolicy::default`]: 5 quick restarts a minute, then backing off | a dead instance is restarted after 100 ms, 200 ms, ... (5 times within a minute), then after 5 s, doubling up to 30 s, and never given up; the state is in [`WorkerSystem::status`] and in the log hook | [`WorkerSpec::restart`] |
 //! | fork server | replaced when it dies or its link is garbled | the same quick-then-backing-off schedule; its workers are started again by the new one | — |
 //! | channel to a worker | asks refused with [`WorkerError::Busy`] past 16 MiB unsent | a worker that stops reading cannot grow the master | — |
 //! | channel from a worker | the worker stops reading requests while more than 1 MiB of its messages are unsent, and hears [`Worker::channel_full`] | a worker that sends faster than the master reads cannot grow its own memory by its replies | [`Worker::channel_full`], [`Worker::channel_drained`] |
@@ -90,7 +90,7 @@
 //!     // First thing in main: the fork server is forked here.
 //!     let workers = WorkerRegistry::new().register(WorkerSpec::new("upcase", || Upcase)).start()?;
 //!     Reactor::run(|reactor| {
-//!         reactor.add_workers(workers)?;
+//!         reactor.workers().add(workers)?;
 //!         reactor.start_server("127.0.0.1:11006", || Client)?;
 //!         Ok(())
 //!     })
@@ -116,6 +116,7 @@ use crate::connection::Connection;
 use crate::reactor::Reactor;
 use crate::ConnId;
 
+pub use master::WorkerSystem;
 pub use wire::WireError;
 
 /// How long a worker instance may leave a heartbeat ping unanswered before
@@ -144,7 +145,7 @@ pub fn fuzz_decode_wire(frame: &[u8]) -> Result<(), WireError> {
 pub type WorkerReply = Result<WorkerMessage, WorkerError>;
 
 /// Decodes a [`WorkerReply`] (the argument of an
-/// [`Reactor::ask_worker_with`] callback or of [`Worker::worker_receive`])
+/// [`WorkerSystem::ask_worker_with`] callback or of [`Worker::worker_receive`])
 /// in one step.
 ///
 /// ```
@@ -648,7 +649,7 @@ pub enum RestartPolicy {
     /// `within` are quick — after 100 ms, then twice as long each time —
     /// and each further one backs off: 5 s, doubling up to 30 s, until
     /// deaths older than `within` are forgotten. The state is reported
-    /// through the log hook and [`Reactor::worker_status`].
+    /// through the log hook and [`WorkerSystem::status`].
     OnFailure {
         /// Quick restarts within the window before backing off.
         max_restarts: u32,
@@ -663,7 +664,7 @@ pub const BACKOFF_FIRST: Duration = Duration::from_secs(5);
 pub const BACKOFF_MAX: Duration = Duration::from_secs(30);
 
 /// Where one worker instance is in its life, from
-/// [`Reactor::worker_status`].
+/// [`WorkerSystem::status`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum WorkerStatus {
@@ -674,7 +675,7 @@ pub enum WorkerStatus {
         /// The process id.
         pid: u32,
     },
-    /// It was asked to exit ([`Reactor::delete_worker`]) and is not
+    /// It was asked to exit ([`WorkerSystem::delete_worker`]) and is not
     /// restarted.
     Stopping,
     /// It died and is restarted after `restart_in` (asks fail with
@@ -692,7 +693,7 @@ pub enum WorkerStatus {
         restart_in: Duration,
     },
     /// It died and its policy is [`RestartPolicy::Never`]; start it again
-    /// with [`Reactor::start_worker`].
+    /// with [`WorkerSystem::start_worker`].
     Dead {
         /// How its last process ended.
         last_exit: WorkerExit,
@@ -711,7 +712,7 @@ impl Default for RestartPolicy {
 /// The master-side object of one worker, when it should not be the
 /// built-in routing (Packet's `set_worker_proxy` and `Pimp`). It receives
 /// everything its worker sends, raw, and may send to it with
-/// [`Reactor::send_to_worker`].
+/// [`WorkerSystem::send_to_worker`].
 pub trait WorkerProxy: 'static {
     /// Something arrived from the worker.
     fn receive_from_worker(
@@ -784,7 +785,7 @@ impl WorkerSpec {
     }
 
     /// Does not start with the reactor; start it with
-    /// [`Reactor::start_worker`] (Packet's `set_no_auto_load`).
+    /// [`WorkerSystem::start_worker`] (Packet's `set_no_auto_load`).
     pub fn no_auto_load(mut self) -> WorkerSpec {
         self.config.auto_load = false;
         self
@@ -802,7 +803,7 @@ impl WorkerSpec {
     /// with [`WorkerError::Timeout`] (default [`DEFAULT_ASK_TIMEOUT`],
     /// 60 s; [`WorkerSpec::no_ask_timeout`] lets asks wait as long as the
     /// worker lives). An ask can set its own with
-    /// [`Reactor::ask_worker_with_timeout`] or
+    /// [`WorkerSystem::ask_worker_with_timeout`] or
     /// [`Connection::ask_worker_with_timeout`]. The worker is left alone:
     /// see [`WorkerSpec::heartbeat`] for one that is stuck.
     pub fn ask_timeout(mut self, timeout: Duration) -> WorkerSpec {
@@ -931,7 +932,7 @@ impl WorkerRegistry {
 }
 
 /// The started worker system, to hand to one reactor with
-/// [`Reactor::add_workers`]. Dropping it unused shuts the fork server
+/// [`WorkerSystem::add`]. Dropping it unused shuts the fork server
 /// down.
 pub struct Workers {
     /// `None` once handed to a reactor.

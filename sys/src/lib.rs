@@ -92,23 +92,14 @@ pub mod signal;
 pub use std::net::Shutdown;
 
 mod common;
-// Only the kqueue systems have minimum releases; Linux links none of it.
-on_kqueue! {
-    mod min_version;
-}
-on_kqueue! { not
-    #[cfg(test)]
-    mod min_version;
-}
-#[cfg(any(
-    test,
-    target_os = "macos",
-    target_os = "ios",
-    target_os = "freebsd",
-    target_os = "netbsd",
-    target_os = "openbsd",
-    target_os = "dragonfly"
-))]
-mod token;
+// Only the kqueue systems have minimum releases: Linux links none of it,
+// and builds it for its tests only.
+on_kqueue! { mod min_version; }
+#[cfg(test)]
+on_kqueue! { not mod min_version; }
+// The kqueue backend's token packing; its tests run everywhere.
+on_kqueue! { mod token; }
+#[cfg(test)]
+on_kqueue! { not mod token; }
 use common::{c_path, cvt, cvt_r};
 pub use common::{check_pollable, FileEvent, Interest, PathWatch, Trigger};

@@ -232,7 +232,7 @@ pub fn run_with_workers(
     let timed_out = std::rc::Rc::new(std::cell::Cell::new(false));
     let flag = timed_out.clone();
     Reactor::run(|r| {
-        r.add_workers(workers)?;
+        r.workers().add(workers)?;
         r.add_timer(Duration::from_secs(60), move |r| {
             flag.set(true);
             r.stop();
@@ -387,7 +387,7 @@ pub fn when_worker_runs(
     f: impl FnOnce(&mut Reactor, u32) + 'static,
 ) {
     let check = move |r: &mut Reactor| {
-        let pid = r.worker_pids(name).first().map(|&(_, pid)| pid);
+        let pid = r.workers().pids(name).first().map(|&(_, pid)| pid);
         pid.filter(|&pid| Some(pid) != not)
     };
     when(r, check, f);
