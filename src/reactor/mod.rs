@@ -130,7 +130,11 @@ type Local = Box<dyn FnOnce(&mut Reactor)>;
 /// in the library hangs off a reactor. What is done to one connection
 /// (send, close, pause, timeouts, socket options, replies, proxying) is a
 /// method of its [`Connection`]: a handler gets one in every callback, and
-/// [`Reactor::connection`] gives one for an id from anywhere else.
+/// [`Reactor::connection`] gives one for an id from anywhere else. Each
+/// plug-in is reached through one accessor named after it, so that this
+/// page keeps to the loop, servers, clients, timers and stopping:
+/// `reactor.workers()`, `tls()`, `datagrams()`, `processes()`, `watches()`
+/// and `upgrades()`, each there when its feature is on.
 ///
 /// ```
 /// use packet::{Connection, Handler, Reactor};
