@@ -110,9 +110,9 @@ fn pipelined_clients_keep_the_eval_master_small() {
     const CONNS: usize = 100;
     // 16 KiB of 4-byte lines: one or a few reads each.
     const LINES: usize = 4096;
-    // Four times the ask limit: past the point where a limit taking effect
-    // late would have let every line of the first read become an ask.
-    const READ: usize = 512;
+    // Twice the ask limit: past the point where a limit taking effect late
+    // would have let every line of the first read become an ask.
+    const READ: usize = 256;
     let server = Program::start("eval_server", &["127.0.0.1:0"]);
     let input = "1+1\n".repeat(LINES);
     let clients: Vec<_> = (0..CONNS)

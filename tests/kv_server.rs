@@ -227,6 +227,9 @@ fn sigterm_lets_primes_in_flight_finish_then_exits_0() {
     // The stop closes every connection once its answers are written.
     assert!(at_eof(&mut reader), "more after the answers");
     assert!(at_eof(&mut watch_reader), "the watcher got more");
+    // Our ends of stream end the server's lingering closes now, not after
+    // their 5 s of quiet.
+    drop((reader, watch_reader, watcher));
     // The listener closed when the stop began.
     let refused = std::net::TcpStream::connect(&server.addr);
     assert!(refused.is_err(), "a connect after the stop succeeded");

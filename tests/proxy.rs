@@ -212,6 +212,9 @@ fn slow_reader_behind<H: Handler>(
     util::wait_until_receive_queue_full(&c);
     let mut got = Vec::with_capacity(TOTAL);
     c.read_to_end(&mut got).unwrap();
+    // Our end of stream ends the proxy's lingering close now, not after
+    // its 5 s of quiet.
+    drop(c);
     assert_eq!(got.len(), TOTAL);
     assert!(got == pattern(5, TOTAL));
     // Both sides ended; the source side proxied everything.

@@ -317,6 +317,8 @@ fn socket_activation_serves_on_a_listener_made_by_the_test() {
         b"Hello, World!\n"
     );
     hello(&addr).unwrap();
+    // Closed first, so that the stop does not linger on it.
+    drop(early);
     send_signal(server.pid.0 as u32, "TERM", false);
     assert_eq!(
         server.exit_status(),
@@ -726,6 +728,8 @@ fn an_upgrade_runs_the_file_now_at_the_path_it_was_started_from() {
     let mut got = [0u8; 18];
     s.read_exact(&mut got).unwrap();
     assert_eq!(&got, b"GET / HTTP/1.1\r\n\r\n");
+    // Closed first, so that the stop does not linger on it.
+    drop(s);
     send_signal(new.0 as u32, "TERM", false);
     assert_eq!(sys::wait(new.0).unwrap(), ExitStatus::Code(0));
     std::mem::forget(new);
