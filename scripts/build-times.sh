@@ -33,7 +33,7 @@ echo "revision $(git rev-parse --short HEAD), $(nproc) CPUs, $(cargo --version)"
 timed() {
     local start end
     start=$(date +%s.%N)
-    "$@" >"$work/log" 2>&1 || { tail -n 30 "$work/log"; echo "failed: $*" >&2; exit 1; }
+    "$@" >"$work/log" 2>&1 || { tail -n 30 "$work/log" >&2; echo "failed: $*" >&2; exit 1; }
     end=$(date +%s.%N)
     awk -v a="$start" -v b="$end" 'BEGIN { printf "%.0f", b - a }'
 }
