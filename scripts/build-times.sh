@@ -19,6 +19,7 @@ cd "$(dirname "$0")/.."
 rev=${1:-HEAD}
 parts=${BUILD_TIMES_PARTS:-echo tests}
 test_cmd=${BUILD_TIMES_TEST:-cargo test --workspace --all-features}
+failed_log=${BUILD_TIMES_FAILED_LOG:-${TMPDIR:-/tmp}/build-times-failed.log}
 export CARGO_TERM_COLOR=never
 
 work=$(mktemp -d)
@@ -33,7 +34,15 @@ echo "revision $(git rev-parse --short HEAD), $(nproc) CPUs, $(cargo --version)"
 timed() {
     local start end
     start=$(date +%s.%N)
-    "$@" >"$work/log" 2>&1 || { tail -n 30 "$work/log" >&2; echo "failed: $*" >&2; exit 1; }
+    "$@" >"$work/log" 2>&1 || {
+        # The whole log outlives the temporary directory: a failure is
+        # worth reading in full.
+        cp "$work/log" "$failed_log"
+        grep -E '^test .* FAILED|panicked|^failures:' "$work/log" >&2 || true
+        tail -n 30 "$work/log" >&2
+        echo "failed: $* (whole log: $failed_log)" >&2
+        exit 1
+    }
     end=$(date +%s.%N)
     awk -v a="$start" -v b="$end" 'BEGIN { printf "%.0f", b - a }'
 }
