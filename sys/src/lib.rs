@@ -41,20 +41,22 @@ pub use epoll::{Event, Events, Selector, Waker};
 /// Keeps items to the kqueue systems (`on_kqueue! { ... }`), or with
 /// `not` to every other system: the one place their list is written.
 macro_rules! on_kqueue {
-    (not $($item:item)*) => { on_kqueue!(@ not $($item)*); };
-    // `all(any(..))` is `any(..)`: the same list serves both.
-    (@ $op:ident $($item:item)*) => {$(
-        #[cfg($op(any(
+    (not $($item:item)*) => { on_kqueue!(@list [not] $($item)*); };
+    // The list, as one parenthesised token tree for the arms below (a
+    // wrapper such as `all(any(..))` would trip clippy's minimal-cfg lint).
+    (@list [$($not:ident)?] $($item:item)*) => {
+        on_kqueue!(@emit [$($not)?] (any(
             target_os = "macos",
             target_os = "ios",
             target_os = "freebsd",
             target_os = "netbsd",
             target_os = "openbsd",
             target_os = "dragonfly"
-        )))]
-        $item
-    )*};
-    ($($item:item)*) => { on_kqueue!(@ all $($item)*); };
+        )) $($item)*);
+    };
+    (@emit [not] $list:tt $($item:item)*) => {$( #[cfg(not $list)] $item )*};
+    (@emit [] ($any:ident $systems:tt) $($item:item)*) => {$( #[cfg($any $systems)] $item )*};
+    ($($item:item)*) => { on_kqueue!(@list [] $($item)*); };
 }
 
 on_kqueue! {
