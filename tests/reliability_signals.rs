@@ -2,6 +2,8 @@
 //! covers SIGTERM): listeners close at once, queued output is delivered,
 //! then the reactor stops by itself. A binary of its own: signal
 //! dispositions are process-wide.
+//!
+//! Run alone: `cargo test --all-features --test reliability_signals`.
 
 mod util;
 

@@ -11,6 +11,8 @@
 //!
 //! A binary of its own: it raises the process's descriptor limit, and
 //! counts the process's descriptors.
+//!
+//! Run alone: `cargo test --all-features --test reliability_slowloris`.
 
 mod util;
 
