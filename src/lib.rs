@@ -39,6 +39,7 @@
 //! | [`sockopt`] | core | socket options, keep-alive, half-close |
 //! | [`signal`] | core | signal numbers for [`Reactor::on_signal`] |
 //! | [`log`] | core | where the library's own diagnostic lines go (`set_log_hook`) |
+//! | [`extend`] | core | extending the reactor: per-reactor state, filters between socket and handler |
 //! | `proxy` | `proxy` | connection-to-connection proxying (`proxy_incoming_to`, splice) |
 //! | `watch` | `watch` | descriptors the user reads and writes (`watch`, `notify_readable`) |
 //! | `filewatch` | `filewatch` (+`watch`) | file change notification (`watch_file`: inotify, `EVFILT_VNODE`) |
@@ -66,6 +67,7 @@ mod connection;
 pub mod datagram;
 #[cfg(feature = "defer")]
 pub mod defer;
+pub mod extend;
 #[cfg(feature = "filewatch")]
 pub mod filewatch;
 #[cfg(feature = "line")]

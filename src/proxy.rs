@@ -57,9 +57,7 @@ use std::os::fd::{AsFd, OwnedFd};
 use packet_sys::process::pipe;
 
 use crate::connection::{ConnId, Connection};
-use crate::reactor::{
-    ConnHooks, Extension, Flags, Out, Phase, Reactor, ReadInto, Source, Transport,
-};
+use crate::reactor::{ConnHooks, Extension, Out, QueueFlush, Reactor, ReadBy, ReadInto, Transport};
 use crate::slab::{IdMap, Token};
 
 /// Bytes moved per splice: as much as a pipe holds by default.
@@ -86,12 +84,18 @@ static HOOKS: ConnHooks = ConnHooks {
     readable: |r, token| {
         if r.proxy(token).is_some() {
             r.proxy_pump(token);
-            true
+            ReadBy::Hook
         } else {
-            false
+            ReadBy::Core
         }
     },
-    writable: |r, token| r.proxy_drain_pipe(token),
+    writable: |r, token| {
+        if r.proxy_drain_pipe(token) {
+            QueueFlush::Now
+        } else {
+            QueueFlush::Later
+        }
+    },
     queue_checked: |r, token, len| r.proxy_target_has_room(token, len),
     closing: |r, token| {
         if let Some(p) = r.proxy(token) {
@@ -138,10 +142,10 @@ impl Reactor {
         let (Some(f), Some(t)) = (self.conn(from.0), self.conn(to.0)) else {
             return Err(io::ErrorKind::NotConnected.into());
         };
-        if f.phase == Phase::Closed || t.phase == Phase::Closed || from == to {
+        if f.is_closed() || t.is_closed() || from == to {
             return Err(io::ErrorKind::NotConnected.into());
         }
-        let (f, t) = (f.transport, t.transport);
+        let (f, t) = (f.transport(), t.transport());
         let ps = self.ext_or_default::<Proxies>();
         if ps.by_source.contains_key(&from.0) || ps.by_target.contains_key(&to.0) {
             return Err(io::Error::new(
@@ -177,10 +181,7 @@ impl Reactor {
         );
         ps.by_target.insert(to.0, from.0);
         // Input already waiting raised its edge before: read it now.
-        if self
-            .conn(from.0)
-            .is_some_and(|c| c.flags.contains(Flags::READ_READY))
-        {
+        if self.conn(from.0).is_some_and(|c| c.input_waits()) {
             self.carry(from.0);
         }
         Ok(())
@@ -233,10 +234,7 @@ impl Reactor {
         ps.by_target.remove(&p.to);
         self.unhook_unless_proxied(source);
         self.unhook_unless_proxied(p.to);
-        if self
-            .conn(source)
-            .is_some_and(|c| c.flags.contains(Flags::READ_READY))
-        {
+        if self.conn(source).is_some_and(|c| c.input_waits()) {
             self.carry(source);
         }
         // What is still in the pipe was taken from the source: it goes to
@@ -248,9 +246,7 @@ impl Reactor {
                 match packet_sys::Socket::view(r.as_fd()).read(&mut buf) {
                     Ok(0) | Err(_) => break,
                     Ok(n) => {
-                        if let Some(c) = self.conn_mut(p.to) {
-                            c.out.push(&buf[..n]);
-                        }
+                        self.queue_out(p.to, &buf[..n]);
                         left -= n.min(left);
                     }
                 }
@@ -269,15 +265,15 @@ impl Reactor {
             return;
         };
         let (to, bufsize, in_pipe) = (p.to, p.bufsize, p.in_pipe);
-        let Some(t) = self.conn(to).filter(|t| !t.phase.is_ending()) else {
+        let Some(t) = self.conn(to).filter(|t| !t.is_ending()) else {
             // The source's input goes to its own handler again.
             self.end_proxy(source);
             return;
         };
-        let full = t.out.len() > bufsize
+        let full = t.queued() > bufsize
             || in_pipe > 0
-            || t.phase.is_connecting()
-            || (p.pipe.is_some() && t.flags.contains(Flags::WRITE_BLOCKED));
+            || t.is_connecting()
+            || (p.pipe.is_some() && t.is_write_blocked());
         if full {
             // The target's room lets it be read again.
             if let Some(p) = self.proxy_mut(source) {
@@ -303,16 +299,14 @@ impl Reactor {
             }
             return;
         }
-        let mut buf = std::mem::take(&mut self.read_buf);
-        if let Some(n) = self.read_step(source, ReadInto::Buffer(&mut buf)) {
-            if let Some(p) = self.proxy_mut(source) {
-                p.bytes += n as u64;
+        self.read_step_buffered(source, |r, data| {
+            if let Some(p) = r.proxy_mut(source) {
+                p.bytes += data.len() as u64;
             }
-            self.send_data_to(ConnId(to), &buf[..n]);
+            r.send_data_to(ConnId(to), data);
             // Descriptors passed with the bytes do not cross a proxy.
-            drop(self.take_received_fds());
-        }
-        self.read_buf = buf;
+            drop(r.take_received_fds());
+        });
     }
 
     /// Moves pipe contents into proxy target `target`. Returns whether the
@@ -332,8 +326,8 @@ impl Reactor {
         }
         let (pipe, in_pipe) = (p.pipe.take(), p.in_pipe);
         let Some((r, _)) = &pipe else { return true };
-        let moved = match self.sources.get_mut(target) {
-            Some(Source::Conn(t)) if !t.socket_waits() && t.phase != Phase::Closed => {
+        let moved = match self.conn_mut(target) {
+            Some(t) if !t.socket_waits() && !t.is_closed() => {
                 // The core's one write and its rule: short means full.
                 let result = t.sink().write_out(Out::Pipe(r.as_fd(), in_pipe));
                 t.wrote(result, in_pipe)

@@ -5,7 +5,8 @@
 //! [`Handler::receive_reply`](crate::Handler::receive_reply), and the
 //! per-connection queue that puts replies back in ask order for a
 //! connection that asked for it ([`Connection::set_ordered_replies`]).
-//! It never calls a handler itself: the reactor delivers each reply once no
+//! It never calls a handler itself: the reactor hands out the ids and
+//! queues each reply (`reactor/replies.rs`), delivers it once no
 //! callback is running, counts the replies each connection is owed (a
 //! draining connection waits for them, `reactor/ending.rs`), and drops the
 //! replies of a connection that closed with a line to the log hook.
@@ -15,10 +16,6 @@
 use std::any::Any;
 use std::collections::VecDeque;
 use std::fmt;
-
-use crate::reactor::{Pending, Reactor};
-use crate::slab::Token;
-use crate::ConnId;
 
 /// Identifies one expected reply of a connection (a worker ask's id).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -151,7 +148,7 @@ impl crate::Connection<'_> {
     /// whatever [`Connection::send_reply`](crate::Connection::send_reply)
     /// sends under the returned id — later, from wherever the answer comes
     /// (a timer, a thread pool's result, another connection), through
-    /// [`Reactor::connection`]. Worker asks call this. With
+    /// [`Reactor::connection`](crate::Reactor::connection). Worker asks call this. With
     /// [`Connection::set_ordered_replies`](crate::Connection::set_ordered_replies)
     /// on, replies are delivered in the order of these calls.
     pub fn expect_reply(&mut self) -> ReplyId {
@@ -174,7 +171,7 @@ impl crate::Connection<'_> {
     /// once every reply expected before it was delivered. A connection that
     /// drains (after the peer's end of stream, or in a graceful stop) stays
     /// open for the replies it was promised. A connection that has closed
-    /// meanwhile has no reply to take: [`Reactor::connection`] returns
+    /// meanwhile has no reply to take: [`Reactor::connection`](crate::Reactor::connection) returns
     /// `None` for it.
     pub fn send_reply(&mut self, reply: ReplyId, value: impl Any) {
         self.reactor.send_reply(self.id, reply, value);
@@ -238,89 +235,6 @@ impl InOrder {
         self.slots
             .into_iter()
             .filter_map(|(id, v)| v.map(|v| Reply::new(id, v)))
-    }
-}
-
-impl Reactor {
-    /// Promises connection `id` a reply: its
-    /// [`Handler::receive_reply`](crate::Handler::receive_reply) gets
-    /// whatever [`Reactor::send_reply`] sends under the returned id. Worker
-    /// asks call this; so may any code that answers a connection later (a
-    /// thread pool, a timer). With
-    /// [`Connection::set_ordered_replies`](crate::Connection::set_ordered_replies)
-    /// on, replies are delivered in the order of these calls.
-    pub(crate) fn expect_reply(&mut self, id: ConnId) -> ReplyId {
-        self.last_reply += 1;
-        let reply = ReplyId(self.last_reply);
-        self.owe_reply(id.0);
-        if let Some(q) = self.ordered.get_mut(&id.0) {
-            q.expect(reply);
-        }
-        reply
-    }
-
-    /// Withdraws a promise made with [`Reactor::expect_reply`] that will
-    /// not be kept (the ask failed before it was sent), so that ordered
-    /// replies behind it are not held back.
-    pub(crate) fn cancel_reply(&mut self, id: ConnId, reply: ReplyId) {
-        self.reply_settled(id.0);
-        if let Some(q) = self.ordered.get_mut(&id.0) {
-            q.cancel(reply);
-            self.release_ordered(id.0);
-        }
-    }
-
-    /// Delivers `value` to connection `id`'s [`Handler::receive_reply`](crate::Handler::receive_reply)
-    /// under `reply` (from [`Reactor::expect_reply`]) as soon as no
-    /// callback is running — and, for an ordered connection, once every
-    /// reply expected before it was delivered. A connection that drains
-    /// (after the peer's end of stream, or in a graceful stop) stays open
-    /// for the replies it was promised. If the connection has closed, the
-    /// reply is dropped with a line to the log hook
-    /// ([`crate::log::set_log_hook`]).
-    pub(crate) fn send_reply(&mut self, id: ConnId, reply: ReplyId, value: impl std::any::Any) {
-        if self.conn(id.0).is_none() {
-            crate::log::line(format_args!(
-                "{reply} for connection {id} dropped: it has closed"
-            ));
-            return;
-        }
-        let mut value: Box<dyn std::any::Any> = Box::new(value);
-        if let Some(q) = self.ordered.get_mut(&id.0) {
-            match q.fill(reply, value) {
-                Ok(()) => return self.release_ordered(id.0),
-                // Expected before ordering was turned on: it has no place
-                // in the queue, so it goes now.
-                Err(v) => value = v,
-            }
-        }
-        self.pending
-            .push_back((id.0, Pending::Reply(Reply::new(reply, value))));
-    }
-
-    /// Queues the complete replies at the front of an ordered connection's
-    /// queue.
-    fn release_ordered(&mut self, token: Token) {
-        let Some(q) = self.ordered.get_mut(&token) else {
-            return;
-        };
-        while let Some(reply) = q.pop_ready() {
-            self.pending.push_back((token, Pending::Reply(reply)));
-        }
-    }
-
-    /// See [`Connection::set_ordered_replies`].
-    pub(crate) fn set_ordered_replies(&mut self, id: ConnId, on: bool) {
-        if self.conn(id.0).is_none() {
-            return;
-        }
-        if on {
-            self.ordered.entry(id.0).or_default();
-        } else if let Some(q) = self.ordered.remove(&id.0) {
-            for reply in q.drain_ready() {
-                self.pending.push_back((id.0, Pending::Reply(reply)));
-            }
-        }
     }
 }
 

@@ -91,7 +91,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use crate::buffer::Sink;
 use crate::connection::{CloseReason, ConnId, Connection, Handler};
 use crate::reactor::{
-    ConnHooks, ConnSink, Extension, FilterHooks, Flags, Out, Phase, Reactor, ServerId,
+    ConnHooks, ConnSink, Extension, FilterHooks, Out, QueueFlush, Reactor, ReadBy, ServerId,
     ServerOptions, TimerId, WriteSide,
 };
 use crate::reply::Reply;
@@ -324,8 +324,14 @@ static FILTER: FilterHooks = FilterHooks {
 /// How TLS takes over a connection: the core reads, the filter decrypts;
 /// the writable edge writes pending records before the queue.
 static HOOKS: ConnHooks = ConnHooks {
-    readable: |_, _| false,
-    writable: |r, token| r.tls_pump(token, false),
+    readable: |_, _| ReadBy::Core,
+    writable: |r, token| {
+        if r.tls_pump(token, false) {
+            QueueFlush::Now
+        } else {
+            QueueFlush::Later
+        }
+    },
     queue_checked: |r, token, queued| r.tls_close_notify_if_drained(token, queued),
     closing: |_, _| {},
     filter: Some(&FILTER),
@@ -447,22 +453,22 @@ impl Reactor {
         let Some(c) = self.conn(token) else {
             return Err(io::ErrorKind::NotConnected.into());
         };
-        if c.phase.is_ending() {
+        if c.is_ending() {
             return Err(io::ErrorKind::NotConnected.into());
         }
-        if c.flags.contains(Flags::HOOKED) {
+        if c.is_hooked() {
             return Err(io::Error::new(
                 io::ErrorKind::AlreadyExists,
                 "the connection has TLS or a proxy already",
             ));
         }
-        if c.out.holds_files() {
+        if c.queue_holds_files() {
             return Err(io::Error::new(
                 io::ErrorKind::Unsupported,
                 "a file sent before start_tls is still queued",
             ));
         }
-        let clear_left = c.out.len();
+        let clear_left = c.queued();
         let (tls, sni) = match config {
             TlsConfig::Server(config) => (
                 rustls::ServerConnection::new(config).map(rustls::Connection::Server),
@@ -647,19 +653,17 @@ impl Reactor {
             let Some((c, s)) = self.conn_and_hook_state::<Session>(token) else {
                 return true;
             };
-            if c.phase == Phase::Closed || c.socket_waits() {
+            if c.is_closed() || c.socket_waits() {
                 return false;
             }
             let result = (|| -> io::Result<bool> {
                 if s.clear_left > 0 {
+                    let (queue, conn) = c.queue_and_sink();
                     let mut sink = ClearSink {
-                        conn: ConnSink {
-                            sock: &c.sock,
-                            transport: c.transport,
-                        },
+                        conn,
                         left: s.clear_left,
                     };
-                    c.out.flush(&mut sink)?;
+                    queue.flush(&mut sink)?;
                     s.clear_left = sink.left;
                     if s.clear_left > 0 {
                         return Err(io::ErrorKind::WouldBlock.into());
@@ -671,7 +675,7 @@ impl Reactor {
                     }
                 }
                 s.in_flight = 0;
-                if !take_queue || c.out.is_empty() || s.tls.is_handshaking() || s.closed {
+                if !take_queue || c.queued_nothing() || s.tls.is_handshaking() || s.closed {
                     return Ok(false);
                 }
                 let mut sink = TlsSink {
@@ -681,7 +685,7 @@ impl Reactor {
                 };
                 // A WouldBlock here is rustls taking nothing more, not a
                 // full socket.
-                let n = match c.out.flush(&mut sink) {
+                let n = match c.queue_and_sink().0.flush(&mut sink) {
                     Ok(n) => n,
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
                     Err(e) => return Err(e),
@@ -715,7 +719,7 @@ impl Reactor {
         let Some((c, s)) = self.conn_and_hook_state::<Session>(token) else {
             return;
         };
-        let ending = closes || c.flags.write_side() == WriteSide::ShutWhenDrained;
+        let ending = closes || c.write_side() == WriteSide::ShutWhenDrained;
         if !ending || s.closed || s.clear_left > 0 || s.tls.wants_write() {
             return;
         }

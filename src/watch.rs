@@ -39,7 +39,7 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
 use packet_sys::{Interest, Trigger};
 
-use crate::reactor::{Reactor, SourceHooks};
+use crate::reactor::{Reactor, Readiness, SourceHooks};
 use crate::slab::Token;
 
 /// Identifies a watched descriptor within its reactor.
@@ -144,7 +144,7 @@ fn interest(readable: bool, writable: bool) -> Interest {
 /// How the reactor reaches a watch: readiness goes to its watcher, and a
 /// shutdown ends it.
 static HOOKS: SourceHooks = SourceHooks {
-    ready: |r, token, readable, writable| r.on_watch_event(token, readable, writable),
+    ready: |r, token, ready| r.on_watch_event(token, ready),
     shutdown: |r, token| r.end_watch(token),
 };
 
@@ -198,8 +198,7 @@ impl Reactor {
             writable.unwrap_or(w.writable),
         );
         if (r, wr) != (w.readable, w.writable) {
-            self.selector
-                .reregister_with(w.fd.as_fd(), id.0, interest(r, wr), Trigger::Level)?;
+            self.set_plugin_interest(id.0, w.fd.as_fd(), interest(r, wr), Trigger::Level)?;
             if let Some(w) = self.plugin_mut::<Watched>(id.0) {
                 w.readable = r;
                 w.writable = wr;
@@ -215,7 +214,7 @@ impl Reactor {
         };
         let Watched { fd, watcher, .. } = *w;
         // The descriptor lives on: it must leave the selector explicitly.
-        let _ = self.selector.deregister(fd.as_fd());
+        let _ = self.deregister_plugin_fd(fd.as_fd());
         if let Some(mut watcher) = watcher {
             self.next_turn(move |r| watcher.unbind(&mut Watch { reactor: r, id }));
         }
@@ -223,7 +222,7 @@ impl Reactor {
     }
 
     /// A readiness event for watch `token`.
-    fn on_watch_event(&mut self, token: Token, readable: bool, writable: bool) {
+    fn on_watch_event(&mut self, token: Token, ready: Readiness) {
         let id = WatchId(token);
         let Some(w) = self.plugin_mut::<Watched>(token) else {
             return;
@@ -231,7 +230,7 @@ impl Reactor {
         // Level-triggered: report only what was asked for, except that an
         // error or hang-up (`readable` here) goes to notify_readable, where
         // a read tells the watcher what happened.
-        let (want_r, want_w) = (readable, writable && w.writable);
+        let (want_r, want_w) = (ready.readable, ready.writable && w.writable);
         let Some(mut watcher) = w.watcher.take() else {
             return;
         };

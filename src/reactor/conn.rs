@@ -15,13 +15,13 @@ use super::*;
 pub(crate) const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
 
 pub(crate) struct Conn {
-    pub(crate) sock: Socket,
+    pub(super) sock: Socket,
     /// `None` only while one of its callbacks runs.
     pub(super) handler: Option<Box<dyn Handler>>,
-    pub(crate) out: OutBuf,
-    pub(crate) phase: Phase,
-    pub(crate) transport: Transport,
-    pub(crate) flags: Flags,
+    pub(super) out: OutBuf,
+    pub(super) phase: Phase,
+    pub(super) transport: Transport,
+    pub(super) flags: Flags,
     pub(super) high_water: u32,
     /// Loop time (ms, wrapping) of the last byte read or written.
     pub(super) last_activity: u32,
@@ -77,6 +77,84 @@ impl Conn {
             transport: self.transport,
         }
     }
+
+    /// The outbound queue and the descriptor, borrowed together: a filter
+    /// takes the queue's bytes with a sink that writes to the socket.
+    pub(crate) fn queue_and_sink(&mut self) -> (&mut OutBuf, ConnSink<'_>) {
+        let sink = ConnSink {
+            sock: &self.sock,
+            transport: self.transport,
+        };
+        (&mut self.out, sink)
+    }
+
+    /// Bytes waiting in the outbound queue (files not counted).
+    pub(crate) fn queued(&self) -> usize {
+        self.out.len()
+    }
+
+    /// Whether nothing (no bytes, file or descriptor) waits in the
+    /// outbound queue.
+    pub(crate) fn queued_nothing(&self) -> bool {
+        self.out.is_empty()
+    }
+
+    /// Whether a file waits in the outbound queue.
+    // Called only by tls: uncalled in a core-only build.
+    #[allow(dead_code)]
+    pub(crate) fn queue_holds_files(&self) -> bool {
+        self.out.holds_files()
+    }
+
+    /// Whether the connection is closed: its record lingers only until its
+    /// `unbind` has run.
+    pub(crate) fn is_closed(&self) -> bool {
+        self.phase == Phase::Closed
+    }
+
+    /// Whether the connection is closing or closed.
+    pub(crate) fn is_ending(&self) -> bool {
+        self.phase.is_ending()
+    }
+
+    /// Whether the connect is still in progress.
+    pub(crate) fn is_connecting(&self) -> bool {
+        self.phase.is_connecting()
+    }
+
+    /// What the descriptor is (TCP, Unix, pipe, channel).
+    // Called only by proxy: uncalled in a core-only build.
+    #[allow(dead_code)]
+    pub(crate) fn transport(&self) -> Transport {
+        self.transport
+    }
+
+    /// Whether input waits that no read has taken yet (its edge came).
+    // Called only by proxy: uncalled in a core-only build.
+    #[allow(dead_code)]
+    pub(crate) fn input_waits(&self) -> bool {
+        self.flags.contains(Flags::READ_READY)
+    }
+
+    /// Whether the socket was full at the last write (the writable edge
+    /// has not come since).
+    // Called only by proxy: uncalled in a core-only build.
+    #[allow(dead_code)]
+    pub(crate) fn is_write_blocked(&self) -> bool {
+        self.flags.contains(Flags::WRITE_BLOCKED)
+    }
+
+    /// Whether a feature's hooks have the connection's I/O.
+    pub(crate) fn is_hooked(&self) -> bool {
+        self.flags.contains(Flags::HOOKED)
+    }
+
+    /// What happens to the write side once the queue drains.
+    // Called only by tls: uncalled in a core-only build.
+    #[allow(dead_code)]
+    pub(crate) fn write_side(&self) -> WriteSide {
+        self.flags.write_side()
+    }
 }
 
 /// A connection's timer: the connect timeout while connecting, then the
@@ -106,8 +184,8 @@ pub(crate) enum Out<'a> {
 /// (pipe or socket) is chosen in one place. A value of its own, not a
 /// `&Conn`, so a flush can write while the connection's queue is borrowed.
 pub(crate) struct ConnSink<'a> {
-    pub(crate) sock: &'a Socket,
-    pub(crate) transport: Transport,
+    pub(super) sock: &'a Socket,
+    pub(super) transport: Transport,
 }
 
 impl ConnSink<'_> {

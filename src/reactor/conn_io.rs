@@ -185,7 +185,7 @@ impl Reactor {
             self.stage.clear();
             return;
         };
-        if c.phase == Phase::Closed {
+        if c.is_closed() {
             self.stage.clear();
             return;
         }
@@ -223,12 +223,12 @@ impl Reactor {
         let Some(c) = self.conn(token) else {
             return;
         };
-        if c.phase == Phase::Closed {
+        if c.is_closed() {
             return;
         }
-        let mut len = c.out.len() + staged;
+        let mut len = c.queued() + staged;
         let mut drained = staged == 0 && c.out.is_empty();
-        if c.flags.contains(Flags::HOOKED) {
+        if c.is_hooked() {
             if let Some(hooks) = self.hooks_of(token) {
                 (hooks.queue_checked)(self, token, len);
             }
@@ -309,10 +309,10 @@ impl Reactor {
         let Some(c) = self.conn_mut(token) else {
             return;
         };
-        if c.phase == Phase::Closed {
+        if c.is_closed() {
             return;
         }
-        if c.phase.is_connecting() {
+        if c.is_connecting() {
             let failure = match c.sock.take_error() {
                 Ok(None) => None,
                 Ok(Some(e)) | Err(e) => Some(e),
@@ -362,9 +362,9 @@ impl Reactor {
         };
         c.flags -= Flags::WRITE_BLOCKED;
         // A feature's bytes may have to go first (a proxy's pipe).
-        if c.flags.contains(Flags::HOOKED) {
+        if c.is_hooked() {
             if let Some(hooks) = self.hooks_of(token) {
-                if !(hooks.writable)(self, token) {
+                if (hooks.writable)(self, token) == QueueFlush::Later {
                     return;
                 }
             }
@@ -380,8 +380,8 @@ impl Reactor {
             return;
         };
         let busy = c.transport == Transport::Tcp
-            || c.phase.is_connecting()
-            || c.phase == Phase::Closed
+            || c.is_connecting()
+            || c.is_closed()
             || c.flags.intersects(Flags::WRITE_BLOCKED | Flags::HOOKED);
         if !c.flags.contains(Flags::WANT_WRITE) || busy || !c.out.is_empty() {
             return;
@@ -400,12 +400,12 @@ impl Reactor {
         let Some(c) = self.conn_mut(token) else {
             return;
         };
-        if c.out.is_empty() || c.socket_waits() || c.phase == Phase::Closed {
+        if c.out.is_empty() || c.socket_waits() || c.is_closed() {
             self.check_water(token);
             return;
         }
         c.last_activity = self_now;
-        if c.flags.contains(Flags::HOOKED) {
+        if c.is_hooked() {
             if let Some(filter) = self.hooks_of(token).and_then(|h| h.filter) {
                 (filter.output)(self, token);
                 self.check_water(token);
@@ -429,31 +429,53 @@ impl Reactor {
         self.check_water(token);
     }
 
+    /// One read step of connection `token` into the reactor's read buffer,
+    /// whose bytes go to `f`; `None` if nothing was read (see
+    /// [`Reactor::read_step`]).
+    pub(crate) fn read_step_buffered(
+        &mut self,
+        token: Token,
+        f: impl FnOnce(&mut Reactor, &[u8]),
+    ) -> Option<usize> {
+        let mut buf = std::mem::take(&mut self.read_buf);
+        let read = self.read_step(token, ReadInto::Buffer(&mut buf));
+        if let Some(n) = read {
+            f(self, &buf[..n]);
+        }
+        self.read_buf = buf;
+        read
+    }
+
+    /// Queues `data` behind whatever connection `token`'s outbound queue
+    /// holds, without writing (a proxy's bytes that must go before any
+    /// sent later); [`Reactor::flush_queue`] writes it.
+    // Called only by proxy: uncalled in a core-only build.
+    #[allow(dead_code)]
+    pub(crate) fn queue_out(&mut self, token: Token, data: &[u8]) {
+        if let Some(c) = self.conn_mut(token) {
+            c.out.push(data);
+        }
+    }
+
     pub(super) fn on_readable(&mut self, token: Token) {
-        if self
-            .conn(token)
-            .is_some_and(|c| c.flags.contains(Flags::HOOKED))
-        {
+        if self.conn(token).is_some_and(|c| c.is_hooked()) {
             if let Some(hooks) = self.hooks_of(token) {
-                if (hooks.readable)(self, token) {
+                if (hooks.readable)(self, token) == ReadBy::Hook {
                     return;
                 }
             }
         }
-        let mut buf = std::mem::take(&mut self.read_buf);
-        if let Some(n) = self.read_step(token, ReadInto::Buffer(&mut buf)) {
-            if self
-                .conn(token)
-                .is_some_and(|c| c.flags.contains(Flags::HOOKED))
-            {
-                self.hooked_input(token, &buf[..n]);
+        let read = self.read_step_buffered(token, |r, data| {
+            if r.conn(token).is_some_and(|c| c.is_hooked()) {
+                r.hooked_input(token, data);
             } else {
-                self.call(token, |h, conn| h.receive_data(conn, &buf[..n]));
+                r.call(token, |h, conn| h.receive_data(conn, data));
             }
+        });
+        if read.is_some() {
             // Descriptors the handler did not take are closed.
             self.fd_inbox.clear();
         }
-        self.read_buf = buf;
         if self
             .conn(token)
             .is_some_and(|c| c.phase == Phase::Lingering)

@@ -138,7 +138,7 @@ pub const QUIT_GRACE: Duration = Duration::from_secs(300);
 pub(crate) struct Ending {
     /// Replies each connection was promised and not yet delivered; absent
     /// when none.
-    pub(crate) owed: IdMap<Token, u32>,
+    pub(super) owed: IdMap<Token, u32>,
     /// Connections in `Phase::Lingering`.
     lingering: IdMap<Token, Lingering>,
     /// Per-connection linger settings that differ from the default.
@@ -256,7 +256,7 @@ impl Reactor {
             c.transport,
             Transport::Tcp | Transport::Unix | Transport::UnixWithFds
         );
-        if !sockets || c.flags.contains(Flags::EOF_READ) || c.phase.is_connecting() {
+        if !sockets || c.flags.contains(Flags::EOF_READ) || c.is_connecting() {
             return self.begin_close(token, reason);
         }
         let Some(limits) = self.linger_for(token) else {
@@ -450,7 +450,7 @@ impl Reactor {
         let deadline = self.ending.stopping.as_ref().map_or(now, |s| s.deadline);
         let left = deadline.saturating_duration_since(now);
         let mut held = false;
-        self.each_ext(|ext, r| held |= ext.stop_gracefully(r, left));
+        self.each_ext(|ext, r| held |= ext.stop_gracefully(r, left) == StopHold::Hold);
         for token in self.sources.tokens() {
             match self.sources.get(token) {
                 Some(Source::Listener(_)) => {
@@ -499,7 +499,7 @@ impl Reactor {
         };
         for token in self.sources.tokens() {
             let Some(c) = self.conn(token) else { continue };
-            if c.phase == Phase::Closed {
+            if c.is_closed() {
                 continue;
             }
             if c.phase == Phase::Lingering {
@@ -507,8 +507,8 @@ impl Reactor {
                 self.end_linger(token, None);
                 continue;
             }
-            let queued = c.out.len()
-                + if c.flags.contains(Flags::HOOKED) {
+            let queued = c.queued()
+                + if c.is_hooked() {
                     self.filter_held(token)
                 } else {
                     0

@@ -2,13 +2,13 @@
 //! naming them.
 //!
 //! A feature (watches, proxies, workers, ...) reaches the reactor through
-//! three things (the proxy and TLS also reach past them, to connection
-//! fields and core functions: ARCHITECTURE.md, "The core and its
-//! plug-ins"):
+//! three things, besides the core functions it calls by name (the fields
+//! of the reactor and of a connection are private to `src/reactor/`):
 //!
 //! - **extension state**: one value per type per reactor
 //!   ([`Reactor::ext_mut`], [`Reactor::with_ext`]), told when the reactor
-//!   stops gracefully and when it shuts down ([`Extension`]);
+//!   stops gracefully and when it shuts down ([`Extension`]); public, as
+//!   is [`Extensions`], the accessor users get (`packet::extend`);
 //! - **plug-in sources**: a descriptor registered with the selector whose
 //!   readiness goes to the feature's function, with the feature's state
 //!   kept in the slab beside connections ([`Reactor::add_plugin_source`]);
@@ -19,6 +19,10 @@
 //!   turns the bytes read into what `receive_data` sees, and the bytes the
 //!   handler sends (kept in the connection's outbound queue, so water marks
 //!   measure what the handler wrote) into what the socket gets.
+//!
+//! The public filter of `packet::extend` (`extend.rs`) is built on the
+//! connection hooks, and the public plug-in source is the watch
+//! (`watch.rs`), built on plug-in sources.
 //!
 //! This file owns those three mechanisms and nothing else: its code never
 //! names a feature (the comments on items only some features call say
@@ -34,12 +38,14 @@ use packet_sys::Trigger;
 
 use super::*;
 
-/// Any `'static` value as `&mut dyn Any`, so an `Extension` trait object
-/// can be downcast to its type.
-pub(crate) trait AsAny: Any {
-    // Called only by proxy, workers: uncalled in a core-only build.
-    #[allow(dead_code)]
+/// Any `'static` value as `&dyn Any`, so an [`Extension`] trait object
+/// can be downcast to its type. Implemented for every type; public only
+/// because [`Extension`] is built on it (this module is private, so the
+/// name cannot be used outside the crate).
+pub trait AsAny: Any {
+    /// `self` as `&dyn Any`.
     fn as_any(&self) -> &dyn Any;
+    /// `self` as `&mut dyn Any`.
     fn as_any_mut(&mut self) -> &mut dyn Any;
 }
 
@@ -52,22 +58,90 @@ impl<T: Any> AsAny for T {
     }
 }
 
-/// Per-reactor state of a feature, looked up by its type.
-pub(crate) trait Extension: AsAny {
+/// Per-reactor state of an extension (a plug-in of the library's own, or
+/// of yours), one value per type per reactor, reached with
+/// [`Reactor::extensions`]; the reactor tells it when a stop begins and
+/// when it shuts down.
+///
+/// ```
+/// use packet::extend::Extension;
+/// use packet::Reactor;
+///
+/// #[derive(Default)]
+/// struct Greetings(u32);
+/// impl Extension for Greetings {}
+///
+/// let mut reactor = Reactor::new()?;
+/// reactor.extensions().get_or_default::<Greetings>().0 += 1;
+/// assert_eq!(reactor.extensions().get::<Greetings>().map(|g| g.0), Some(1));
+/// # Ok::<(), std::io::Error>(())
+/// ```
+pub trait Extension: AsAny {
     /// [`Reactor::stop_gracefully`] began, before anything is closed: stop
-    /// taking new work. Returns whether the feature holds the stop because
-    /// work is in flight for the connections; it must then call
+    /// taking new work. Return [`StopHold::Hold`] while work is in flight
+    /// for the connections; the extension must then call
     /// `stop_gracefully` again once the work is done (within `within`),
-    /// and the connections are left open until then.
-    fn stop_gracefully(&mut self, reactor: &mut Reactor, within: Duration) -> bool {
+    /// and the connections are left open until then (the stop's deadline
+    /// still holds).
+    fn stop_gracefully(&mut self, reactor: &mut Reactor, within: Duration) -> StopHold {
         let _ = (reactor, within);
-        false
+        StopHold::Release
     }
 
     /// The reactor is shutting down, before its connections are closed.
     /// The value is dropped once they are.
     fn shutdown(&mut self, reactor: &mut Reactor) {
         let _ = reactor;
+    }
+}
+
+/// Whether an [`Extension`] holds a graceful stop for its work in flight.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopHold {
+    /// Nothing of this extension's is in flight: the stop may close the
+    /// connections.
+    Release,
+    /// Work is in flight: the connections stay open until the extension
+    /// calls [`Reactor::stop_gracefully`] again (or the deadline passes).
+    Hold,
+}
+
+/// A reactor's extension state, borrowed for one call:
+/// [`Reactor::extensions`]. Each [`Extension`] type has at most one value.
+pub struct Extensions<'r> {
+    reactor: &'r mut Reactor,
+}
+
+impl<'r> Extensions<'r> {
+    /// The value of type `T`, if set (and not lent out by
+    /// [`Extensions::with`]).
+    pub fn get<T: Extension>(self) -> Option<&'r T> {
+        self.reactor.ext()
+    }
+
+    /// [`Extensions::get`], mutably.
+    pub fn get_mut<T: Extension>(self) -> Option<&'r mut T> {
+        self.reactor.ext_mut()
+    }
+
+    /// The value of type `T`, made with `T::default()` the first time.
+    ///
+    /// # Panics
+    /// While the value is lent out by [`Extensions::with`].
+    pub fn get_or_default<T: Extension + Default>(self) -> &'r mut T {
+        self.reactor.ext_or_default()
+    }
+
+    /// Sets (or replaces) the value of type `T`.
+    pub fn insert<T: Extension>(self, value: T) {
+        self.reactor.set_ext(value);
+    }
+
+    /// Runs `f` with the value of type `T` taken out of the reactor, so
+    /// that `f` may use both; `None` if there is none. A value of type `T`
+    /// inserted while `f` runs is replaced by the one lent out.
+    pub fn with<T: Extension, R>(self, f: impl FnOnce(&mut T, &mut Reactor) -> R) -> Option<R> {
+        self.reactor.with_ext(f)
     }
 }
 
@@ -78,11 +152,18 @@ pub(crate) struct ExtSlot {
     value: Option<Box<dyn Extension>>,
 }
 
+/// What a plug-in source's descriptor is ready for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Readiness {
+    /// Readable, or hung up, or failed: a read tells which.
+    pub(crate) readable: bool,
+    pub(crate) writable: bool,
+}
+
 /// What a plug-in source does when its descriptor is ready, and when the
 /// reactor shuts down while it is registered.
 pub(crate) struct SourceHooks {
-    /// `(reactor, token, readable or error, writable)`.
-    pub(crate) ready: fn(&mut Reactor, Token, bool, bool),
+    pub(crate) ready: fn(&mut Reactor, Token, Readiness),
     /// The reactor is shutting down: end the source (remove it).
     pub(crate) shutdown: fn(&mut Reactor, Token),
 }
@@ -101,14 +182,13 @@ pub(crate) struct PluginSource {
 /// (`Conn::write_waits`), never straight to the socket, so that a filter
 /// sees all of it.
 pub(crate) struct ConnHooks {
-    /// The connection is readable. Returns whether the hook handled it
-    /// (read it itself, with the core's one read step,
-    /// `Reactor::read_step`); if not, the core reads and calls
-    /// `receive_data`.
-    pub(crate) readable: fn(&mut Reactor, Token) -> bool,
-    /// The connection got a writable edge. Returns whether the core may
-    /// flush its outbound queue now.
-    pub(crate) writable: fn(&mut Reactor, Token) -> bool,
+    /// The connection is readable: the hook reads it itself (with the
+    /// core's one read step, `Reactor::read_step`), or leaves the read to
+    /// the core, which gives the bytes to the filter or `receive_data`.
+    pub(crate) readable: fn(&mut Reactor, Token) -> ReadBy,
+    /// The connection got a writable edge: the core flushes its outbound
+    /// queue now, or the feature's own bytes still go first.
+    pub(crate) writable: fn(&mut Reactor, Token) -> QueueFlush,
     /// The outbound queue's size (with staged bytes) was just checked.
     pub(crate) queue_checked: fn(&mut Reactor, Token, usize),
     /// The connection is being removed, before its `unbind`; its hook
@@ -116,6 +196,24 @@ pub(crate) struct ConnHooks {
     pub(crate) closing: fn(&mut Reactor, Token),
     /// A filter between the socket and the handler, if the feature is one.
     pub(crate) filter: Option<&'static FilterHooks>,
+}
+
+/// Who reads a hooked connection that became readable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ReadBy {
+    /// The hook read it.
+    Hook,
+    /// The core reads it, as for any connection.
+    Core,
+}
+
+/// Whether the core flushes a hooked connection's outbound queue at its
+/// writable edge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum QueueFlush {
+    Now,
+    /// The feature's own bytes went first and filled the socket.
+    Later,
 }
 
 /// A filter between a connection's socket and its handler: a protocol
@@ -153,22 +251,24 @@ pub(crate) struct Hooked {
 }
 
 impl Reactor {
+    /// This reactor's extension state ([`Extension`]): per-reactor values
+    /// of plug-ins, looked up by type.
+    pub fn extensions(&mut self) -> Extensions<'_> {
+        Extensions { reactor: self }
+    }
+
     fn ext_index(&self, id: TypeId) -> Option<usize> {
         self.exts.iter().position(|e| e.type_id == id)
     }
 
     /// The extension state of type `T`, if set (and not out in
     /// [`Reactor::with_ext`]).
-    // Called only by proxy, workers: uncalled in a core-only build.
-    #[allow(dead_code)]
     pub(crate) fn ext<T: Extension>(&self) -> Option<&T> {
         let i = self.ext_index(TypeId::of::<T>())?;
         self.exts[i].value.as_deref()?.as_any().downcast_ref()
     }
 
     /// [`Reactor::ext`], mutably.
-    // Called only by proxy, tls, workers: uncalled in a core-only build.
-    #[allow(dead_code)]
     pub(crate) fn ext_mut<T: Extension>(&mut self) -> Option<&mut T> {
         let i = self.ext_index(TypeId::of::<T>())?;
         self.exts[i]
@@ -180,8 +280,6 @@ impl Reactor {
 
     /// The extension state of type `T`, made with `T::default()` the first
     /// time.
-    // Called only by proxy, tls: uncalled in a core-only build.
-    #[allow(dead_code)]
     pub(crate) fn ext_or_default<T: Extension + Default>(&mut self) -> &mut T {
         if self.ext_index(TypeId::of::<T>()).is_none() {
             self.set_ext(T::default());
@@ -190,8 +288,6 @@ impl Reactor {
     }
 
     /// Sets (or replaces) the extension state of type `T`.
-    // Called only by proxy, tls, workers: uncalled in a core-only build.
-    #[allow(dead_code)]
     pub(crate) fn set_ext<T: Extension>(&mut self, value: T) {
         let value: Box<dyn Extension> = Box::new(value);
         match self.ext_index(TypeId::of::<T>()) {
@@ -205,8 +301,6 @@ impl Reactor {
 
     /// Runs `f` with the extension state of type `T` taken out of the
     /// reactor, so that `f` may use both; `None` if there is none.
-    // Called only by workers: uncalled in a core-only build.
-    #[allow(dead_code)]
     pub(crate) fn with_ext<T: Extension, R>(
         &mut self,
         f: impl FnOnce(&mut T, &mut Reactor) -> R,
@@ -293,6 +387,34 @@ impl Reactor {
         }
     }
 
+    /// Changes what plug-in source `token`'s descriptor `fd` is watched
+    /// for.
+    ///
+    /// # Errors
+    /// The selector refused the change.
+    // Called only by watch: uncalled in a core-only build.
+    #[allow(dead_code)]
+    pub(crate) fn set_plugin_interest(
+        &self,
+        token: Token,
+        fd: BorrowedFd<'_>,
+        interest: Interest,
+        trigger: Trigger,
+    ) -> io::Result<()> {
+        self.selector.reregister_with(fd, token, interest, trigger)
+    }
+
+    /// Takes a removed plug-in source's descriptor out of the selector
+    /// (one that lives on after the source: closing it would do that).
+    ///
+    /// # Errors
+    /// The selector did not know the descriptor.
+    // Called only by watch: uncalled in a core-only build.
+    #[allow(dead_code)]
+    pub(crate) fn deregister_plugin_fd(&self, fd: BorrowedFd<'_>) -> io::Result<()> {
+        self.selector.deregister(fd)
+    }
+
     /// Removes plug-in source `token` if its state is a `T`, and returns
     /// the state. Its descriptor is the feature's to deregister or close.
     // Called only by watch: uncalled in a core-only build.
@@ -323,8 +445,6 @@ impl Reactor {
     /// # Errors
     /// As [`Reactor::hook_conn`], and `AlreadyExists` if the connection is
     /// hooked already (its state would be lost).
-    // Called only by tls: uncalled in a core-only build.
-    #[allow(dead_code)]
     pub(crate) fn hook_conn_with<T: Any>(
         &mut self,
         token: Token,
@@ -349,10 +469,10 @@ impl Reactor {
         let Some(c) = self.conn_mut(token) else {
             return Err(io::ErrorKind::NotConnected.into());
         };
-        if c.phase == Phase::Closed {
+        if c.is_closed() {
             return Err(io::ErrorKind::NotConnected.into());
         }
-        if c.flags.contains(Flags::HOOKED) {
+        if c.is_hooked() {
             return match self.conn_hooks.get(&token) {
                 Some(h) if std::ptr::eq(h.hooks, hooks) => Ok(()),
                 _ => Err(io::Error::new(
@@ -387,8 +507,6 @@ impl Reactor {
     }
 
     /// The feature's state for hooked connection `token`, if it is a `T`.
-    // Called only by tls: uncalled in a core-only build.
-    #[allow(dead_code)]
     pub(crate) fn hook_state<T: Any>(&self, token: Token) -> Option<&T> {
         self.conn_hooks
             .get(&token)?
@@ -398,8 +516,6 @@ impl Reactor {
     }
 
     /// [`Reactor::hook_state`], mutably.
-    // Called only by tls: uncalled in a core-only build.
-    #[allow(dead_code)]
     pub(crate) fn hook_state_mut<T: Any>(&mut self, token: Token) -> Option<&mut T> {
         self.conn_hooks
             .get_mut(&token)?
@@ -410,8 +526,6 @@ impl Reactor {
 
     /// Connection `token` and the feature's state for it, borrowed
     /// together (a filter writing the connection's queue to its socket).
-    // Called only by tls: uncalled in a core-only build.
-    #[allow(dead_code)]
     pub(crate) fn conn_and_hook_state<T: Any>(
         &mut self,
         token: Token,
@@ -455,7 +569,7 @@ impl Reactor {
         let Some(c) = self.conn_mut(token) else {
             return;
         };
-        if c.flags.contains(Flags::EOF_READ) || c.phase == Phase::Closed {
+        if c.flags.contains(Flags::EOF_READ) || c.is_closed() {
             return;
         }
         c.flags -= Flags::READ_READY;
@@ -465,8 +579,6 @@ impl Reactor {
 
     /// Whether a callback of connection `token` is running (its output is
     /// still being staged, and its closes wait for it to return).
-    // Called only by tls: uncalled in a core-only build.
-    #[allow(dead_code)]
     pub(crate) fn in_callback_of(&self, token: Token) -> bool {
         self.current == Some(token)
     }

@@ -53,6 +53,7 @@ mod ending;
 mod ext;
 mod handle;
 mod listener;
+mod replies;
 mod state;
 mod timers;
 
@@ -68,6 +69,7 @@ pub(crate) use state::*;
 pub(crate) use timers::*;
 
 pub use ending::{Linger, StopAction, StopReport, QUIT_GRACE, STOP_GRACE};
+pub use ext::{Extension, Extensions, StopHold};
 pub use handle::ReactorHandle;
 pub use listener::{ServerId, ServerOptions};
 pub use timers::TimerId;
@@ -93,7 +95,7 @@ const DEFAULT_HIGH_WATER: usize = 1024 * 1024;
 /// it, low enough to end that before the process is killed for memory.
 pub const DEFAULT_OUTBOUND_BUDGET: usize = 1 << 30;
 
-pub(crate) enum Source {
+enum Source {
     Conn(Conn),
     /// Boxed: listeners are few, and this keeps every slab entry as small as
     /// a connection.
@@ -105,7 +107,7 @@ pub(crate) enum Source {
 }
 
 /// Work deferred until no callback is running.
-pub(crate) enum Pending {
+enum Pending {
     /// Call `receive_reply`.
     Reply(Reply),
     /// Call `post_init` of an outgoing connection.
@@ -167,19 +169,19 @@ type Local = Box<dyn FnOnce(&mut Reactor)>;
 /// # Ok::<(), std::io::Error>(())
 /// ```
 pub struct Reactor {
-    pub(crate) selector: Selector,
-    pub(crate) sources: Slab<Source>,
+    selector: Selector,
+    sources: Slab<Source>,
     /// Lent to `receive_data`; empty while lent.
-    pub(crate) read_buf: Vec<u8>,
+    read_buf: Vec<u8>,
     /// Output of the running callback to its own connection, written in one
     /// syscall when the callback returns.
     stage: Vec<u8>,
     /// The connection whose callback is running.
     current: Option<Token>,
-    pub(crate) pending: VecDeque<(Token, Pending)>,
+    pending: VecDeque<(Token, Pending)>,
     /// Sources with input left after this turn's read, each listed once
     /// (`Flags::QUEUED`): read in the next turn (fairness bound).
-    pub(crate) ready: Vec<Token>,
+    ready: Vec<Token>,
     ready_spare: Vec<Token>,
     next_turn: Vec<Local>,
     shared: Arc<Shared>,
@@ -193,9 +195,9 @@ pub struct Reactor {
     /// Of `connections`, the library's own channels (`Transport::Channel`).
     internal_connections: usize,
     /// The last reply id handed out (`expect_reply`).
-    pub(crate) last_reply: u64,
+    last_reply: u64,
     /// Connections that take their replies in order, with those expected.
-    pub(crate) ordered: IdMap<Token, InOrder>,
+    ordered: IdMap<Token, InOrder>,
     /// The connection in `unbind`, and where it asked to reconnect.
     unbinding: Option<Token>,
     reconnect_to: Option<conn::Reconnect>,
@@ -214,9 +216,9 @@ pub struct Reactor {
     /// `receive_data`.
     fd_inbox: Vec<OwnedFd>,
     /// Features' per-reactor state (`ext.rs`).
-    pub(crate) exts: Vec<ExtSlot>,
+    exts: Vec<ExtSlot>,
     /// The hooks of connections flagged `HOOKED`, with their state.
-    pub(crate) conn_hooks: IdMap<Token, Hooked>,
+    conn_hooks: IdMap<Token, Hooked>,
     /// Callbacks for signals routed to this reactor's waker.
     signals: Vec<(i32, Option<SignalFn>)>,
     /// The loop's clock: read once per turn.
@@ -226,7 +228,7 @@ pub struct Reactor {
     /// Most bytes all outbound queues of this thread may hold.
     outbound_budget: usize,
     /// Replies owed, lingering closes and the stop in progress (`ending.rs`).
-    pub(crate) ending: Ending,
+    ending: Ending,
 }
 
 /// Resolves `addr` to its first socket address.
@@ -370,8 +372,8 @@ impl Reactor {
             let mut most = 0;
             for token in self.sources.tokens() {
                 if let Some(c) = self.conn(token) {
-                    if c.phase != Phase::Closed && c.out.len() > most {
-                        most = c.out.len();
+                    if c.phase != Phase::Closed && c.queued() > most {
+                        most = c.queued();
                         largest = Some(token);
                     }
                 }
@@ -424,12 +426,11 @@ impl Reactor {
                     let ready = p.hooks.ready;
                     // An error or hang-up counts as readable: a read tells
                     // the feature what happened.
-                    ready(
-                        self,
-                        token,
-                        ev.is_readable() || ev.is_error(),
-                        ev.is_writable(),
-                    );
+                    let readiness = Readiness {
+                        readable: ev.is_readable() || ev.is_error(),
+                        writable: ev.is_writable(),
+                    };
+                    ready(self, token, readiness);
                 }
                 Some(Source::Conn(c)) => {
                     // A carried-over connection gets its one read of the
@@ -444,7 +445,7 @@ impl Reactor {
                     // Every edge reports EPOLLOUT while the socket has room;
                     // it only matters to a connect in progress or a queue
                     // waiting for room.
-                    let wants_write = c.phase.is_connecting()
+                    let wants_write = c.is_connecting()
                         || c.flags.contains(Flags::WRITE_BLOCKED)
                         || !c.out.is_empty();
                     if ev.is_error() || (ev.is_writable() && wants_write) {
@@ -532,7 +533,7 @@ impl Reactor {
         let Some(c) = self.conn_mut(token) else {
             return;
         };
-        if c.phase == Phase::Closed {
+        if c.is_closed() {
             return;
         }
         let Some(mut handler) = c.handler.take() else {

@@ -14,7 +14,7 @@ use bitflags::bitflags;
 /// `Closed`). The lingering close and the draining stop are described in
 /// `ending.rs`.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub(crate) enum Phase {
+pub(super) enum Phase {
     /// A connect is in progress. `close_after_writing` records a
     /// `close_connection_after_writing` made before it completed.
     Connecting { close_after_writing: bool },
@@ -68,7 +68,7 @@ pub(crate) enum WriteSide {
 bitflags! {
     /// Bits that hold in any phase, independent of each other.
     #[derive(Clone, Copy, PartialEq, Eq, Debug)]
-    pub(crate) struct Flags: u16 {
+    pub(super) struct Flags: u16 {
         /// The socket may have unread input (an edge was seen and not
         /// drained).
         const READ_READY = 1 << 0;

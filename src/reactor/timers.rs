@@ -149,7 +149,7 @@ impl Reactor {
     pub(crate) fn set_pending_connect_timeout(&mut self, id: ConnId, limit: Option<Duration>) {
         let deadline = limit.map(|d| self.deadline_after(d));
         let Some(c) = self.conn_mut(id.0) else { return };
-        if !c.phase.is_connecting() {
+        if !c.is_connecting() {
             return;
         }
         if let Some(key) = c.take_timer_key() {
@@ -175,7 +175,7 @@ impl Reactor {
         let Some(c) = self.conn_mut(id.0) else { return };
         c.set_idle_ms(ms);
         c.last_activity = now;
-        if !c.phase.is_connecting() {
+        if !c.is_connecting() {
             if let Some(key) = c.take_timer_key() {
                 self.timers.cancel(key);
             }
@@ -243,10 +243,10 @@ impl Reactor {
             return;
         };
         c.take_timer_key();
-        if c.phase == Phase::Closed {
+        if c.is_closed() {
             return;
         }
-        if c.phase.is_connecting() {
+        if c.is_connecting() {
             self.begin_close(token, CloseReason::ConnectTimeout);
             return;
         }

@@ -24,7 +24,7 @@ use super::{
 use crate::codec::{FrameDecoder, HeaderFormat};
 use crate::connection::{CloseReason, ConnId, Connection, Handler};
 use crate::log::log_line;
-use crate::reactor::{Extension, Reactor, TimerId};
+use crate::reactor::{Extension, Reactor, StopHold, TimerId};
 use crate::slab::IdMap;
 
 /// Unsent bytes a worker's channel may hold before asks to it are refused
@@ -1875,17 +1875,17 @@ impl Extension for Master {
     /// handed to the askers, `stop_gracefully` is called again for the time
     /// left, which closes every connection: channels too, so workers exit,
     /// the fork server follows, and the reactor's shutdown reaps it.
-    fn stop_gracefully(&mut self, r: &mut Reactor, within: Duration) -> bool {
+    fn stop_gracefully(&mut self, r: &mut Reactor, within: Duration) -> StopHold {
         if self.shutting_down {
-            return false;
+            return StopHold::Release;
         }
         if self.draining {
             // A second stop while draining: the first one's deadline holds.
-            return true;
+            return StopHold::Hold;
         }
         if self.asks.is_empty() {
             self.shutting_down = true;
-            return false;
+            return StopHold::Release;
         }
         self.draining = true;
         let deadline = r.now() + within;
@@ -1916,7 +1916,7 @@ impl Extension for Master {
             r.count_failed_asks(failed);
             deliver(r, out);
         });
-        true
+        StopHold::Hold
     }
 
     /// Marks the worker system as shutting down, before the reactor closes
