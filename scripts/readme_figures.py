@@ -146,7 +146,7 @@ def figures():
     ]
     return rows + [
         ("core lines (README table)", "README.md", r"\| core-only lines of code \(`bench/core_loc.py`\) \| ([\d,]+) \|", comma(core)),
-        ("core + packet-sys lines (README table)", "README.md", r"\| target 4,500 \| met \(([\d,]+) with `packet-sys`\) \|", comma(core + sys_)),
+        ("core + packet-sys lines (README table)", "README.md", r"\| target 4,500 \| (?:met|missed) \(([\d,]+) with `packet-sys`\) \|", comma(core + sys_)),
         ("core lines (bench/README table)", "bench/README.md", r"\| \*\*total\*\* \| \*\*([\d,]+)\*\* \| \| \| \|", comma(core)),
         ("packet-sys lines (bench/README table)", "bench/README.md", r"\| \*\*total\*\* \| \*\*([\d,]+)\*\* \|\n", comma(sys_)),
         ("core lines (bench/README text)", "bench/README.md", r"The `packet` crate's core is ([\d,]+) lines", comma(core)),

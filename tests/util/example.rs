@@ -115,8 +115,15 @@ impl Program {
     /// workers run. Its output is read on threads of its own until it
     /// exits, so it never blocks on a full pipe.
     pub fn start(name: &str, args: &[&str]) -> Program {
+        Program::start_with_stdin(name, args, Stdio::inherit())
+    }
+
+    /// [`Program::start`] with `stdin` as its standard input
+    /// (`Stdio::piped()` leaves the pipe in `child.stdin`).
+    pub fn start_with_stdin(name: &str, args: &[&str], stdin: Stdio) -> Program {
         let mut child = Command::new(binary(name))
             .args(args)
+            .stdin(stdin)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()

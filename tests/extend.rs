@@ -1,0 +1,245 @@
+//! The public extension API (`packet::extend`) used from outside the
+//! crate: a filter between socket and handler over real sockets, an
+//! extension holding a graceful stop, and the third-party example
+//! (`examples/xor_filter.rs`: a filter, a pipe source and per-reactor
+//! state) run as a user runs it.
+//!
+//! Alone: `cargo test --all-features --test extend`.
+
+mod util;
+
+use std::io::{self, Read, Write};
+use std::net::Shutdown;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use packet::extend::{Extension, Filter, StopHold};
+use packet::{CloseReason, ConnId, Connection, Handler, Reactor};
+
+use util::example::Program;
+use util::{client, echo_round_trip, pattern, spawn_reactor};
+
+/// Xors what it reads with one key and what it writes with another, so
+/// that the bytes on the wire show both directions were filtered.
+struct TwoKeys {
+    read_key: u8,
+    write_key: u8,
+}
+
+impl Filter for TwoKeys {
+    fn decode(&mut self, from_socket: &[u8], to_handler: &mut Vec<u8>) -> io::Result<()> {
+        to_handler.extend(from_socket.iter().map(|b| b ^ self.read_key));
+        Ok(())
+    }
+    fn encode(&mut self, from_handler: &[u8], to_socket: &mut Vec<u8>) {
+        to_socket.extend(from_handler.iter().map(|b| b ^ self.write_key));
+    }
+}
+
+fn xor(data: &[u8], key: u8) -> Vec<u8> {
+    data.iter().map(|b| b ^ key).collect()
+}
+
+/// Echoes through a [`TwoKeys`] filter, with the echo example's
+/// backpressure; records what a second `set_filter` said and why the
+/// connection ended.
+struct FilteredEcho {
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl Handler for FilteredEcho {
+    fn post_init(&mut self, conn: &mut Connection<'_>) {
+        conn.set_filter(TwoKeys {
+            read_key: 0x11,
+            write_key: 0x22,
+        })
+        .unwrap();
+        let again = conn.set_filter(TwoKeys {
+            read_key: 0,
+            write_key: 0,
+        });
+        self.log
+            .lock()
+            .unwrap()
+            .push(format!("second filter: {:?}", again.map_err(|e| e.kind())));
+    }
+    fn receive_data(&mut self, conn: &mut Connection<'_>, data: &[u8]) {
+        conn.send_data(data);
+    }
+    fn outbound_full(&mut self, conn: &mut Connection<'_>) {
+        conn.pause();
+    }
+    fn outbound_drained(&mut self, conn: &mut Connection<'_>) {
+        conn.resume();
+    }
+    fn unbind(&mut self, _conn: &mut Connection<'_>, reason: &CloseReason) {
+        self.log.lock().unwrap().push(format!("unbind: {reason:?}"));
+    }
+}
+
+#[test]
+fn a_filter_carries_megabytes_both_ways_and_drains_before_the_close() {
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let server_log = log.clone();
+    let server = spawn_reactor(move |r| {
+        let id = r.start_server("127.0.0.1:0", move || FilteredEcho {
+            log: server_log.clone(),
+        })?;
+        Ok(r.server_addr(id)?.as_inet().expect("tcp"))
+    });
+    // 4 MiB: far more than the socket buffers, so the filter's encoded
+    // bytes wait for the writable edge and the queue fills past its
+    // high-water mark.
+    let plain = pattern(7, 4 << 20);
+    let got = echo_round_trip(client(server.value), xor(&plain, 0x11), true);
+    assert_eq!(got.len(), plain.len(), "every byte came back");
+    assert!(
+        got == xor(&plain, 0x22),
+        "decoded with the read key, encoded with the write key"
+    );
+    server.stop();
+    let log = log.lock().unwrap().clone();
+    assert_eq!(
+        log,
+        [
+            "second filter: Err(AlreadyExists)".to_string(),
+            "unbind: PeerClosed".to_string(),
+        ]
+    );
+}
+
+/// Per-reactor state of a job the handler started: the extension holds a
+/// graceful stop until the job's answer is sent.
+#[derive(Default)]
+struct Jobs {
+    waiting: Option<ConnId>,
+    stop_asked: bool,
+}
+
+impl Extension for Jobs {
+    fn stop_gracefully(&mut self, _reactor: &mut Reactor, _within: Duration) -> StopHold {
+        if self.waiting.is_some() {
+            self.stop_asked = true;
+            StopHold::Hold
+        } else {
+            StopHold::Release
+        }
+    }
+}
+
+/// Starts a job on `work`, and stops the reactor gracefully at once: the
+/// job's answer must still reach the client.
+struct StartsJob;
+
+impl Handler for StartsJob {
+    fn receive_data(&mut self, conn: &mut Connection<'_>, _data: &[u8]) {
+        let id = conn.id();
+        let reactor = conn.reactor();
+        reactor.extensions().get_or_default::<Jobs>().waiting = Some(id);
+        reactor.add_timer(Duration::from_millis(200), move |r| {
+            if let Some(mut conn) = r.connection(id) {
+                conn.send_data(b"done\n");
+            }
+            let jobs = r.extensions().get_or_default::<Jobs>();
+            jobs.waiting = None;
+            if jobs.stop_asked {
+                // The extension's work is done: the stop goes on.
+                r.stop_gracefully(Duration::from_secs(10));
+            }
+        });
+        reactor.stop_gracefully(Duration::from_secs(10));
+    }
+}
+
+#[test]
+fn an_extension_holds_a_graceful_stop_until_its_work_is_answered() {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let thread = std::thread::spawn(move || -> io::Result<bool> {
+        let mut reactor = Reactor::new()?;
+        let id = reactor.start_server("127.0.0.1:0", || StartsJob)?;
+        tx.send(reactor.server_addr(id)?.as_inet().expect("tcp"))
+            .unwrap();
+        reactor.run_until_stopped()?;
+        Ok(reactor.stop_report().is_some_and(|r| r.is_clean()))
+    });
+    let addr = rx.recv().unwrap();
+    let mut c = client(addr);
+    c.write_all(b"work\n").unwrap();
+    let mut answer = [0u8; 5];
+    c.read_exact(&mut answer).unwrap();
+    assert_eq!(&answer, b"done\n", "the stop waited for the job's answer");
+    // Our end of stream lets the server's close finish; nothing follows.
+    c.shutdown(Shutdown::Write).unwrap();
+    let mut rest = Vec::new();
+    c.read_to_end(&mut rest).unwrap();
+    drop(c);
+    assert!(rest.is_empty());
+    let clean = thread.join().expect("reactor thread").expect("reactor");
+    assert!(clean, "the stop ended within its deadline");
+}
+
+/// `examples/xor_filter.rs`, a third-party extension on public items
+/// only: its filter decodes and encodes every byte, its pipe source
+/// (standard input) reaches every connection through their filters, a
+/// decoding error closes with `protocol error`, and its per-reactor
+/// totals count what the filters moved.
+#[test]
+fn the_third_party_example_filters_broadcasts_its_pipe_and_counts() {
+    const KEY: u8 = 77;
+    let mut server =
+        Program::start_with_stdin("xor_filter", &["127.0.0.1:0", "77"], Stdio::piped());
+    let mut stdin = server.child.stdin.take().expect("piped");
+    let mut c = server.connect();
+    c.write_all(&xor(b"hello\n", KEY)).unwrap();
+    let mut echo = vec![0u8; b"echo: hello\n".len()];
+    c.read_exact(&mut echo).unwrap();
+    assert_eq!(xor(&echo, KEY), b"echo: hello\n");
+
+    // The plug-in source: a line on the server's standard input.
+    stdin.write_all(b"news\n").unwrap();
+    stdin.flush().unwrap();
+    let mut news = [0u8; 5];
+    c.read_exact(&mut news).unwrap();
+    assert_eq!(xor(&news, KEY), b"news\n");
+
+    // A NUL byte after decoding: the line before it is answered, then the
+    // connection ends.
+    let mut bad = server.connect();
+    bad.write_all(&xor(b"ok\nno\0more", KEY)).unwrap();
+    bad.shutdown(Shutdown::Write).unwrap();
+    let mut rest = Vec::new();
+    bad.read_to_end(&mut rest).unwrap();
+    drop(bad);
+    assert_eq!(xor(&rest, KEY), b"echo: ok\n");
+
+    c.shutdown(Shutdown::Write).unwrap();
+    let mut tail = Vec::new();
+    c.read_to_end(&mut tail).unwrap();
+    drop(c);
+    assert!(tail.is_empty());
+    // Standard input ends: the source's unbind prints the totals.
+    drop(stdin);
+    util::eventually(util::IO_TIMEOUT, || {
+        server
+            .stderr()
+            .iter()
+            .any(|l| l.contains("standard input ended"))
+    });
+    let stderr = server.stderr();
+    let has = |needle: &str| stderr.iter().any(|l| l.contains(needle));
+    assert!(
+        has(
+            "closed (protocol error: a NUL byte in the decoded stream): 5 bytes decoded, 9 encoded"
+        ),
+        "{stderr:?}"
+    );
+    assert!(
+        has("closed (closed by peer): 6 bytes decoded, 17 encoded"),
+        "{stderr:?}"
+    );
+    assert!(
+        has("standard input ended; closed connections so far: 11 bytes decoded, 26 encoded"),
+        "{stderr:?}"
+    );
+}
