@@ -15,6 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use packet::extend::{Extension, Filter, StopHold};
+use packet::sockopt::{SOL_SOCKET, SO_SNDBUF};
 use packet::{CloseReason, ConnId, Connection, Handler, Reactor};
 
 use util::example::Program;
@@ -107,6 +108,54 @@ fn a_filter_carries_megabytes_both_ways_and_drains_before_the_close() {
             "unbind: PeerClosed".to_string(),
         ]
     );
+}
+
+/// Writes each byte eight times: the socket carries far more than the
+/// handler sent, so the filter holds encoded bytes the socket has not
+/// taken when the handler's queue is already empty.
+struct Expand;
+
+impl Filter for Expand {
+    fn decode(&mut self, from_socket: &[u8], to_handler: &mut Vec<u8>) -> io::Result<()> {
+        to_handler.extend_from_slice(from_socket);
+        Ok(())
+    }
+    fn encode(&mut self, from_handler: &[u8], to_socket: &mut Vec<u8>) {
+        for &b in from_handler {
+            to_socket.extend_from_slice(&[b; 8]);
+        }
+    }
+}
+
+/// Sends 256 KiB through [`Expand`] on connect, then closes after writing.
+struct SendsAndCloses;
+
+impl Handler for SendsAndCloses {
+    fn post_init(&mut self, conn: &mut Connection<'_>) {
+        // A small send buffer: every step's encoded bytes outgrow it.
+        conn.set_sock_opt(SOL_SOCKET, SO_SNDBUF, 4096).unwrap();
+        conn.set_filter(Expand).unwrap();
+        conn.send_data(&pattern(3, 256 << 10));
+        conn.close_connection_after_writing();
+    }
+}
+
+#[test]
+fn a_close_after_writing_waits_for_what_the_filter_holds() {
+    let server = spawn_reactor(|r| {
+        let id = r.start_server("127.0.0.1:0", || SendsAndCloses)?;
+        Ok(r.server_addr(id)?.as_inet().expect("tcp"))
+    });
+    let mut c = client(server.value);
+    // Not reading yet: the socket fills while the filter holds the rest.
+    std::thread::sleep(Duration::from_millis(300));
+    let mut got = Vec::new();
+    c.read_to_end(&mut got).unwrap();
+    drop(c);
+    server.stop();
+    let want: Vec<u8> = pattern(3, 256 << 10).iter().flat_map(|&b| [b; 8]).collect();
+    assert_eq!(got.len(), want.len(), "every encoded byte before the close");
+    assert!(got == want);
 }
 
 /// Per-reactor state of a job the handler started: the extension holds a
