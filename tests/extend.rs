@@ -110,6 +110,61 @@ fn a_filter_carries_megabytes_both_ways_and_drains_before_the_close() {
     );
 }
 
+/// A client that puts its filter on before its connect completes and
+/// sends at once: the bytes wait for the connect and leave encoded.
+struct FilteredClient {
+    answer: Arc<Mutex<Vec<u8>>>,
+}
+
+impl Handler for FilteredClient {
+    fn post_init(&mut self, conn: &mut Connection<'_>) {
+        conn.set_filter(TwoKeys {
+            read_key: 0x33,
+            write_key: 0x44,
+        })
+        .unwrap();
+        conn.send_data(b"ping\n");
+    }
+    fn receive_data(&mut self, conn: &mut Connection<'_>, data: &[u8]) {
+        self.answer.lock().unwrap().extend_from_slice(data);
+        if self.answer.lock().unwrap().len() >= 5 {
+            conn.close_connection();
+            conn.reactor().stop();
+        }
+    }
+}
+
+#[test]
+fn a_client_filters_from_before_its_connect_completes() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let peer = std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        s.set_read_timeout(Some(util::IO_TIMEOUT)).unwrap();
+        let mut got = [0u8; 5];
+        s.read_exact(&mut got).unwrap();
+        s.write_all(&xor(b"pong\n", 0x33)).unwrap();
+        let mut rest = Vec::new();
+        s.read_to_end(&mut rest).unwrap();
+        got
+    });
+    let answer = Arc::new(Mutex::new(Vec::new()));
+    let mut reactor = Reactor::new().unwrap();
+    reactor
+        .connect(
+            addr,
+            FilteredClient {
+                answer: answer.clone(),
+            },
+        )
+        .unwrap();
+    reactor.add_timer(util::IO_TIMEOUT, |r| r.stop());
+    reactor.run_until_stopped().unwrap();
+    drop(reactor);
+    assert_eq!(peer.join().unwrap(), xor(b"ping\n", 0x44)[..]);
+    assert_eq!(*answer.lock().unwrap(), b"pong\n");
+}
+
 /// Writes each byte eight times: the socket carries far more than the
 /// handler sent, so the filter holds encoded bytes the socket has not
 /// taken when the handler's queue is already empty.
