@@ -21,6 +21,7 @@ use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{self, IoSlice};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::fs::FileExt;
 
 /// Chunks below this capacity are grown rather than followed by a new chunk
 /// when more bytes arrive: 16 KiB is the size at which one more `writev`
@@ -90,6 +91,63 @@ pub(crate) trait Sink {
     fn write(&mut self, bufs: &[IoSlice<'_>], fds: &[BorrowedFd<'_>]) -> io::Result<usize>;
     /// Writes up to `len` bytes of `file` from `offset`.
     fn send_file(&mut self, file: &File, offset: u64, len: usize) -> io::Result<usize>;
+}
+
+/// The queue's bytes handed to a filter's consumer (TLS's record writer,
+/// a user filter's encoder) instead of a socket: up to `budget` bytes, a
+/// file's part read into `file_buf` first. `take` returns how much it took
+/// (less when it is full). Descriptors cannot pass through a filter: a
+/// queue holding one fails, rather than losing it in silence.
+pub(crate) struct FilterSink<'a, T: FnMut(&[u8]) -> io::Result<usize>> {
+    pub(crate) take: T,
+    pub(crate) budget: usize,
+    pub(crate) file_buf: &'a mut Vec<u8>,
+}
+
+impl<T: FnMut(&[u8]) -> io::Result<usize>> Sink for FilterSink<'_, T> {
+    fn write(&mut self, bufs: &[IoSlice<'_>], fds: &[BorrowedFd<'_>]) -> io::Result<usize> {
+        if !fds.is_empty() {
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "descriptors cannot be passed through a filter (TLS, say)",
+            ));
+        }
+        let mut total = 0;
+        for b in bufs {
+            if self.budget == 0 {
+                break;
+            }
+            let piece = &b[..b.len().min(self.budget)];
+            let n = (self.take)(piece)?;
+            total += n;
+            self.budget -= n;
+            if n < piece.len() {
+                break;
+            }
+        }
+        if total == 0 {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        Ok(total)
+    }
+
+    fn send_file(&mut self, file: &File, offset: u64, len: usize) -> io::Result<usize> {
+        let want = len.min(self.budget);
+        if want == 0 {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        self.file_buf.resize(want, 0);
+        let n = file.read_at(&mut self.file_buf[..want], offset)?;
+        if n == 0 {
+            return Ok(0);
+        }
+        let taken = (self.take)(&self.file_buf[..n])?;
+        self.budget -= taken;
+        if taken == 0 {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        Ok(taken)
+    }
 }
 
 /// Bytes of a file sent per `sendfile` call: large enough to fill a socket

@@ -28,13 +28,10 @@
 //! [`Reactor::extensions`]: crate::Reactor::extensions
 //! [`CloseReason`]: crate::CloseReason
 
-use std::fs::File;
 use std::io::{self, IoSlice};
 use std::marker::PhantomData;
-use std::os::fd::BorrowedFd;
-use std::os::unix::fs::FileExt;
 
-use crate::buffer::Sink;
+use crate::buffer::FilterSink;
 use crate::connection::{CloseReason, Connection};
 use crate::reactor::{ConnHooks, FilterHooks, Out, QueueFlush, Reactor, ReadBy};
 use crate::slab::Token;
@@ -181,9 +178,12 @@ fn write_encoded<F: Filter>(r: &mut Reactor, token: Token, take_queue: bool) -> 
         if !take_queue || c.queued_nothing() {
             return true;
         }
-        let mut sink = EncodeSink {
-            filter: &mut s.filter,
-            to_socket: &mut s.to_socket,
+        let (filter, to_socket) = (&mut s.filter, &mut s.to_socket);
+        let mut sink = FilterSink {
+            take: |plain: &[u8]| {
+                filter.encode(plain, to_socket);
+                Ok(plain.len())
+            },
             budget: CHUNK,
             file_buf: &mut file_buf,
         };
@@ -196,52 +196,6 @@ fn write_encoded<F: Filter>(r: &mut Reactor, token: Token, take_queue: bool) -> 
                 return false;
             }
         }
-    }
-}
-
-/// The outbound queue's bytes into a filter's encoder, up to a budget.
-struct EncodeSink<'a, F> {
-    filter: &'a mut F,
-    to_socket: &'a mut Vec<u8>,
-    budget: usize,
-    file_buf: &'a mut Vec<u8>,
-}
-
-impl<F: Filter> Sink for EncodeSink<'_, F> {
-    fn write(&mut self, bufs: &[IoSlice<'_>], fds: &[BorrowedFd<'_>]) -> io::Result<usize> {
-        if !fds.is_empty() {
-            // Lost in silence otherwise: a filter's bytes carry none.
-            return Err(io::Error::new(
-                io::ErrorKind::Unsupported,
-                "descriptors cannot be passed through a filter",
-            ));
-        }
-        let mut total = 0;
-        for b in bufs {
-            let piece = &b[..b.len().min(self.budget)];
-            if piece.is_empty() {
-                break;
-            }
-            self.filter.encode(piece, self.to_socket);
-            total += piece.len();
-            self.budget -= piece.len();
-        }
-        if total == 0 {
-            return Err(io::ErrorKind::WouldBlock.into());
-        }
-        Ok(total)
-    }
-
-    fn send_file(&mut self, file: &File, offset: u64, len: usize) -> io::Result<usize> {
-        let want = len.min(self.budget);
-        if want == 0 {
-            return Err(io::ErrorKind::WouldBlock.into());
-        }
-        self.file_buf.resize(want, 0);
-        let n = file.read_at(&mut self.file_buf[..want], offset)?;
-        self.filter.encode(&self.file_buf[..n], self.to_socket);
-        self.budget -= n;
-        Ok(n)
     }
 }
 

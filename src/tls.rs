@@ -81,14 +81,13 @@ use std::fs::File;
 use std::io::{self, IoSlice, Read, Write};
 use std::net::ToSocketAddrs;
 use std::os::fd::BorrowedFd;
-use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::Arc;
 
 pub use rustls;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 
-use crate::buffer::Sink;
+use crate::buffer::{FilterSink, Sink};
 use crate::connection::{CloseReason, ConnId, Connection, Handler};
 use crate::reactor::{
     ConnHooks, ConnSink, Extension, FilterHooks, Out, QueueFlush, Reactor, ReadBy, ServerId,
@@ -385,53 +384,6 @@ impl Sink for ClearSink<'_> {
     }
 }
 
-/// The outbound queue's plaintext into rustls, at most `budget` bytes.
-struct TlsSink<'a> {
-    tls: &'a mut rustls::Connection,
-    budget: usize,
-    file_buf: &'a mut Vec<u8>,
-}
-
-impl Sink for TlsSink<'_> {
-    fn write(&mut self, bufs: &[IoSlice<'_>], _fds: &[BorrowedFd<'_>]) -> io::Result<usize> {
-        let mut total = 0;
-        for b in bufs {
-            if self.budget == 0 {
-                break;
-            }
-            let piece = &b[..b.len().min(self.budget)];
-            let n = self.tls.writer().write(piece)?;
-            total += n;
-            self.budget -= n;
-            if n < piece.len() {
-                break;
-            }
-        }
-        if total == 0 {
-            return Err(io::ErrorKind::WouldBlock.into());
-        }
-        Ok(total)
-    }
-
-    fn send_file(&mut self, file: &File, offset: u64, len: usize) -> io::Result<usize> {
-        let want = len.min(self.budget);
-        if want == 0 {
-            return Err(io::ErrorKind::WouldBlock.into());
-        }
-        self.file_buf.resize(want, 0);
-        let n = file.read_at(&mut self.file_buf[..want], offset)?;
-        if n == 0 {
-            return Ok(0);
-        }
-        let taken = self.tls.writer().write(&self.file_buf[..n])?;
-        self.budget -= taken;
-        if taken == 0 {
-            return Err(io::ErrorKind::WouldBlock.into());
-        }
-        Ok(taken)
-    }
-}
-
 impl Reactor {
     /// Starts TLS on connection `id` (EventMachine's `start_tls`); see the
     /// [module](self) for what changes. Bytes sent before go out in the
@@ -678,8 +630,9 @@ impl Reactor {
                 if !take_queue || c.queued_nothing() || s.tls.is_handshaking() || s.closed {
                     return Ok(false);
                 }
-                let mut sink = TlsSink {
-                    tls: &mut s.tls,
+                let tls = &mut s.tls;
+                let mut sink = FilterSink {
+                    take: |plain: &[u8]| tls.writer().write(plain),
                     budget: CHUNK,
                     file_buf: &mut s.file_buf,
                 };

@@ -42,8 +42,7 @@ fn xor(data: &[u8], key: u8) -> Vec<u8> {
     data.iter().map(|b| b ^ key).collect()
 }
 
-/// Echoes through a [`TwoKeys`] filter, with the echo example's
-/// backpressure; records what a second `set_filter` said and why the
+/// Echoes through a [`TwoKeys`] filter; records what a second `set_filter` said and why the
 /// connection ended.
 struct FilteredEcho {
     log: Arc<Mutex<Vec<String>>>,
@@ -68,12 +67,6 @@ impl Handler for FilteredEcho {
     fn receive_data(&mut self, conn: &mut Connection<'_>, data: &[u8]) {
         conn.send_data(data);
     }
-    fn outbound_full(&mut self, conn: &mut Connection<'_>) {
-        conn.pause();
-    }
-    fn outbound_drained(&mut self, conn: &mut Connection<'_>) {
-        conn.resume();
-    }
     fn unbind(&mut self, _conn: &mut Connection<'_>, reason: &CloseReason) {
         self.log.lock().unwrap().push(format!("unbind: {reason:?}"));
     }
@@ -90,8 +83,7 @@ fn a_filter_carries_megabytes_both_ways_and_drains_before_the_close() {
         Ok(r.server_addr(id)?.as_inet().expect("tcp"))
     });
     // 4 MiB: far more than the socket buffers, so the filter's encoded
-    // bytes wait for the writable edge and the queue fills past its
-    // high-water mark.
+    // bytes wait for the writable edge.
     let plain = pattern(7, 4 << 20);
     let got = echo_round_trip(client(server.value), xor(&plain, 0x11), true);
     assert_eq!(got.len(), plain.len(), "every byte came back");
@@ -163,6 +155,55 @@ fn a_client_filters_from_before_its_connect_completes() {
     drop(reactor);
     assert_eq!(peer.join().unwrap(), xor(b"ping\n", 0x44)[..]);
     assert_eq!(*answer.lock().unwrap(), b"pong\n");
+}
+
+/// Sends a descriptor through its filter, which cannot carry one.
+struct SendsAnFd {
+    reason: Arc<Mutex<Option<String>>>,
+}
+
+impl Handler for SendsAnFd {
+    fn post_init(&mut self, conn: &mut Connection<'_>) {
+        conn.set_filter(TwoKeys {
+            read_key: 1,
+            write_key: 1,
+        })
+        .unwrap();
+        let fd = std::fs::File::open("/dev/null").unwrap();
+        assert!(conn.send_fd(fd.into()));
+        conn.send_data(b"the descriptor's message");
+    }
+    fn unbind(&mut self, conn: &mut Connection<'_>, reason: &CloseReason) {
+        *self.reason.lock().unwrap() = Some(reason.to_string());
+        conn.reactor().stop();
+    }
+}
+
+#[test]
+fn a_descriptor_sent_through_a_filter_ends_the_connection_with_a_clear_error() {
+    let (ours, mut theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+    theirs.set_read_timeout(Some(util::IO_TIMEOUT)).unwrap();
+    let reason = Arc::new(Mutex::new(None));
+    let mut reactor = Reactor::new().unwrap();
+    reactor
+        .attach(
+            ours.into(),
+            SendsAnFd {
+                reason: reason.clone(),
+            },
+        )
+        .unwrap();
+    reactor.add_timer(util::IO_TIMEOUT, |r| r.stop());
+    reactor.run_until_stopped().unwrap();
+    drop(reactor);
+    let mut got = Vec::new();
+    theirs.read_to_end(&mut got).unwrap();
+    assert!(got.is_empty(), "nothing went out without its descriptor");
+    let reason = reason.lock().unwrap().clone().expect("unbind ran");
+    assert!(
+        reason.contains("descriptors cannot be passed through a filter"),
+        "{reason}"
+    );
 }
 
 /// Writes each byte eight times: the socket carries far more than the

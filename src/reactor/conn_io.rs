@@ -415,11 +415,8 @@ impl Reactor {
         let Some(c) = self.conn_mut(token) else {
             return;
         };
-        let mut sink = ConnSink {
-            sock: &c.sock,
-            transport: c.transport,
-        };
-        let result = c.out.flush(&mut sink);
+        let (queue, mut sink) = c.queue_and_sink();
+        let result = queue.flush(&mut sink);
         // Bytes left in the queue mean the socket is full.
         let wanted = if c.out.is_empty() { 0 } else { usize::MAX };
         if let Err(reason) = c.wrote(result, wanted) {
