@@ -219,21 +219,10 @@ impl Connection<'_> {
 
 impl Reactor {
     fn set_filter<F: Filter>(&mut self, token: Token, filter: F) -> io::Result<()> {
-        if self.in_callback_of(token) {
-            self.flush_stage(token);
-        }
+        self.prepare_filter(token)?;
         let Some(c) = self.conn(token) else {
             return Err(io::ErrorKind::NotConnected.into());
         };
-        if c.is_ending() {
-            return Err(io::ErrorKind::NotConnected.into());
-        }
-        if c.is_hooked() {
-            return Err(io::Error::new(
-                io::ErrorKind::AlreadyExists,
-                "the connection has a filter, TLS or a proxy already",
-            ));
-        }
         if !c.queued_nothing() {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,

@@ -398,22 +398,11 @@ impl Reactor {
     pub(crate) fn start_tls(&mut self, id: ConnId, config: TlsConfig) -> io::Result<()> {
         let token = id.0;
         // Bytes the running callback sent before this call are due first,
-        // in the clear: write them (or queue them) before hooking.
-        if self.in_callback_of(token) {
-            self.flush_stage(token);
-        }
+        // in the clear: written (or queued) before hooking.
+        self.prepare_filter(token)?;
         let Some(c) = self.conn(token) else {
             return Err(io::ErrorKind::NotConnected.into());
         };
-        if c.is_ending() {
-            return Err(io::ErrorKind::NotConnected.into());
-        }
-        if c.is_hooked() {
-            return Err(io::Error::new(
-                io::ErrorKind::AlreadyExists,
-                "the connection has TLS or a proxy already",
-            ));
-        }
         if c.queue_holds_files() {
             return Err(io::Error::new(
                 io::ErrorKind::Unsupported,

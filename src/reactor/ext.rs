@@ -486,6 +486,30 @@ impl Reactor {
         Ok(())
     }
 
+    /// Readies connection `token` for a filter (TLS, a user's): the running
+    /// callback's staged bytes, sent before, go out (or join the queue)
+    /// unfiltered first; then the connection must be open and not hooked.
+    ///
+    /// # Errors
+    /// `NotConnected` if it is closing; `AlreadyExists` if a filter or a
+    /// proxy has it.
+    pub(crate) fn prepare_filter(&mut self, token: Token) -> io::Result<()> {
+        if self.in_callback_of(token) {
+            self.flush_stage(token);
+        }
+        match self.conn(token) {
+            Some(c) if !c.is_ending() => {}
+            _ => return Err(io::ErrorKind::NotConnected.into()),
+        }
+        if self.conn_hooks.contains_key(&token) {
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                "the connection has a filter (TLS, say) or a proxy already",
+            ));
+        }
+        Ok(())
+    }
+
     /// Gives connection `token`'s I/O back to the core.
     // Called only by proxy: uncalled in a core-only build.
     #[allow(dead_code)]
