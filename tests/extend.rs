@@ -15,6 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use packet::extend::{Extension, Filter, StopHold};
+use packet::line::{LineContext, LineHandler, LineProtocol};
 use packet::sockopt::{SOL_SOCKET, SO_SNDBUF};
 use packet::{CloseReason, ConnId, Connection, Handler, Reactor};
 
@@ -252,6 +253,79 @@ fn a_close_after_writing_waits_for_what_the_filter_holds() {
     let want: Vec<u8> = pattern(3, 256 << 10).iter().flat_map(|&b| [b; 8]).collect();
     assert_eq!(got.len(), want.len(), "every encoded byte before the close");
     assert!(got == want);
+}
+
+/// The line protocol over a filter: each line is answered with 4 KiB, and
+/// the line `stop` stops the reactor gracefully with those answers still
+/// on their way.
+struct Shout;
+
+impl Handler for Shout {
+    fn post_init(&mut self, conn: &mut Connection<'_>) {
+        // Small, so the stop finds encoded bytes the socket has not taken.
+        conn.set_sock_opt(SOL_SOCKET, SO_SNDBUF, 4096).unwrap();
+        conn.set_filter(TwoKeys {
+            read_key: 0x11,
+            write_key: 0x22,
+        })
+        .unwrap();
+    }
+}
+
+impl LineHandler for Shout {
+    fn receive_line(&mut self, ctx: &mut LineContext<'_>, line: &[u8]) {
+        if line == b"stop" {
+            ctx.reactor().stop_gracefully(Duration::from_secs(20));
+            return;
+        }
+        let mut answer = line.to_ascii_uppercase();
+        answer.resize(4096 - 1, b'.');
+        answer.push(b'\n');
+        ctx.send_data(&answer);
+    }
+}
+
+#[test]
+fn a_graceful_stop_delivers_every_answer_of_a_filtered_line_protocol() {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let thread = std::thread::spawn(move || -> io::Result<bool> {
+        let mut reactor = Reactor::new()?;
+        let id = reactor.start_server("127.0.0.1:0", || LineProtocol::new(Shout))?;
+        tx.send(reactor.server_addr(id)?.as_inet().expect("tcp"))
+            .unwrap();
+        reactor.run_until_stopped()?;
+        Ok(reactor.stop_report().is_some_and(|r| r.is_clean()))
+    });
+    let addr = rx.recv().unwrap();
+    let mut c = client(addr);
+    let mut request = Vec::new();
+    for i in 0..1000 {
+        request.extend_from_slice(format!("line {i}\n").as_bytes());
+    }
+    request.extend_from_slice(b"stop\n");
+    c.write_all(&xor(&request, 0x11)).unwrap();
+    // 4 MB of answers wait in the filter and the queue while we sleep.
+    std::thread::sleep(Duration::from_millis(300));
+    let mut got = Vec::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    while got.len() < 1000 * 4096 {
+        let n = c.read(&mut buf).unwrap();
+        assert!(n > 0, "end of stream after {} bytes", got.len());
+        got.extend_from_slice(&buf[..n]);
+    }
+    c.shutdown(Shutdown::Write).unwrap();
+    let mut rest = Vec::new();
+    c.read_to_end(&mut rest).unwrap();
+    drop(c);
+    assert!(rest.is_empty());
+    let got = xor(&got, 0x22);
+    for (i, answer) in got.chunks(4096).enumerate() {
+        let head = format!("LINE {i}");
+        assert!(answer.starts_with(head.as_bytes()), "answer {i}");
+        assert_eq!(answer.last(), Some(&b'\n'));
+    }
+    let clean = thread.join().expect("reactor thread").expect("reactor");
+    assert!(clean, "the stop ended within its deadline");
 }
 
 /// Per-reactor state of a job the handler started: the extension holds a
