@@ -80,6 +80,10 @@ pub trait Filter: 'static {
 /// socket's usual buffer, so a step is one write.
 const CHUNK: usize = 64 * 1024;
 
+/// Capacity a filtered connection keeps for its encoded bytes once all
+/// are written: a chatty connection reuses it, an idle one holds no more.
+const KEEP: usize = 16 * 1024;
+
 /// A filtered connection's state: the filter, and what it encoded that
 /// the socket has not taken yet.
 struct Filtered<F> {
@@ -87,9 +91,15 @@ struct Filtered<F> {
     to_socket: Vec<u8>,
     /// Of `to_socket`, the bytes written.
     written: usize,
-    /// `decode`'s output, kept for its capacity.
-    to_handler: Vec<u8>,
 }
+
+/// The reactor's buffer for one read's decoded bytes (its extension
+/// state), lent out while they are delivered: one for all filtered
+/// connections, as a read buffer is, not one each.
+#[derive(Default)]
+struct Decoded(Vec<u8>);
+
+impl Extension for Decoded {}
 
 /// The core's hooks for a filter of type `F`: one pair of statics per
 /// filter type (promoted constants).
@@ -127,17 +137,17 @@ impl<F: Filter> HooksFor<F> {
 /// Bytes read from filtered connection `token`: decoded, then to the
 /// handler.
 fn input<F: Filter>(r: &mut Reactor, token: Token, data: &[u8]) {
+    let mut to_handler = std::mem::take(&mut r.ext_or_default::<Decoded>().0);
+    to_handler.clear();
     let Some(s) = r.hook_state_mut::<Filtered<F>>(token) else {
         return;
     };
-    let mut to_handler = std::mem::take(&mut s.to_handler);
-    to_handler.clear();
     let decoded = s.filter.decode(data, &mut to_handler);
     if !to_handler.is_empty() {
         r.deliver(token, &to_handler);
     }
-    if let Some(s) = r.hook_state_mut::<Filtered<F>>(token) {
-        s.to_handler = to_handler;
+    if to_handler.capacity() <= CHUNK {
+        r.ext_or_default::<Decoded>().0 = to_handler;
     }
     if let Err(e) = decoded {
         r.begin_close(token, CloseReason::Protocol(e));
@@ -176,6 +186,9 @@ fn write_encoded<F: Filter>(r: &mut Reactor, token: Token, take_queue: bool) -> 
         s.to_socket.clear();
         s.written = 0;
         if !take_queue || c.queued_nothing() {
+            if s.to_socket.capacity() > KEEP {
+                s.to_socket = Vec::new();
+            }
             return true;
         }
         let (filter, to_socket) = (&mut s.filter, &mut s.to_socket);
@@ -233,7 +246,6 @@ impl Reactor {
             filter,
             to_socket: Vec::new(),
             written: 0,
-            to_handler: Vec::new(),
         };
         self.hook_conn_with(token, &HooksFor::<F>::CONN, state)
     }
