@@ -25,6 +25,65 @@
 //! `examples/xor_filter.rs` is a third-party extension written against
 //! these items only: a xor cipher that counts bytes, and a pipe source.
 //!
+//! A server whose connections are rot13-encoded on the wire, and a plain
+//! client that sees it:
+//!
+//! ```
+//! use std::io;
+//! use packet::extend::Filter;
+//! use packet::{Connection, Handler, Reactor};
+//!
+//! fn rot13(bytes: &[u8], out: &mut Vec<u8>) {
+//!     out.extend(bytes.iter().map(|&b| match b {
+//!         b'a'..=b'z' => (b - b'a' + 13) % 26 + b'a',
+//!         _ => b,
+//!     }));
+//! }
+//!
+//! struct Rot13;
+//! impl Filter for Rot13 {
+//!     fn decode(&mut self, from_socket: &[u8], to_handler: &mut Vec<u8>) -> io::Result<()> {
+//!         rot13(from_socket, to_handler);
+//!         Ok(())
+//!     }
+//!     fn encode(&mut self, from_handler: &[u8], to_socket: &mut Vec<u8>) {
+//!         rot13(from_handler, to_socket);
+//!     }
+//! }
+//!
+//! /// Sees plain text: the filter is under it.
+//! struct Echo;
+//! impl Handler for Echo {
+//!     fn post_init(&mut self, conn: &mut Connection<'_>) {
+//!         conn.set_filter(Rot13).expect("a new connection takes a filter");
+//!     }
+//!     fn receive_data(&mut self, conn: &mut Connection<'_>, data: &[u8]) {
+//!         assert_eq!(data, b"hello");
+//!         conn.send_data(b"hello back");
+//!     }
+//! }
+//!
+//! /// No filter: sees the wire.
+//! struct Plain;
+//! impl Handler for Plain {
+//!     fn connection_completed(&mut self, conn: &mut Connection<'_>) {
+//!         conn.send_data(b"uryyb"); // "hello", encoded
+//!     }
+//!     fn receive_data(&mut self, conn: &mut Connection<'_>, data: &[u8]) {
+//!         assert_eq!(data, b"uryyb onpx");
+//!         conn.reactor().stop();
+//!     }
+//! }
+//!
+//! Reactor::run(|r| {
+//!     let id = r.start_server("127.0.0.1:0", || Echo)?;
+//!     let addr = r.server_addr(id)?.as_inet().unwrap();
+//!     r.connect(addr, Plain)?;
+//!     Ok(())
+//! })?;
+//! # Ok::<(), io::Error>(())
+//! ```
+//!
 //! [`Reactor::extensions`]: crate::Reactor::extensions
 //! [`CloseReason`]: crate::CloseReason
 
