@@ -39,6 +39,43 @@ impl Filter for TwoKeys {
     }
 }
 
+/// Puts a [`TwoKeys`] filter on `conn`.
+fn set_two_keys(conn: &mut Connection<'_>, read_key: u8, write_key: u8) {
+    conn.set_filter(TwoKeys {
+        read_key,
+        write_key,
+    })
+    .expect("a new connection takes a filter");
+}
+
+/// Runs a server of `handler`s on its own thread until the reactor stops
+/// (gracefully, from inside); its address, and the thread, which says
+/// whether the stop report was clean.
+fn serve_until_stopped<H: Handler>(
+    handler: impl FnMut() -> H + Send + 'static,
+) -> (
+    std::net::SocketAddr,
+    std::thread::JoinHandle<io::Result<bool>>,
+) {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let thread = std::thread::spawn(move || -> io::Result<bool> {
+        let mut reactor = Reactor::new()?;
+        let id = reactor.start_server("127.0.0.1:0", handler)?;
+        tx.send(reactor.server_addr(id)?.as_inet().expect("tcp"))
+            .unwrap();
+        reactor.run_until_stopped()?;
+        Ok(reactor.stop_report().is_some_and(|r| r.is_clean()))
+    });
+    (rx.recv().expect("server started"), thread)
+}
+
+/// Runs `reactor` until its handlers stop it, or for at most
+/// [`util::IO_TIMEOUT`] (the test's checks then fail).
+fn run_bounded(mut reactor: Reactor) {
+    reactor.add_timer(util::IO_TIMEOUT, |r| r.stop());
+    reactor.run_until_stopped().unwrap();
+}
+
 fn xor(data: &[u8], key: u8) -> Vec<u8> {
     data.iter().map(|b| b ^ key).collect()
 }
@@ -51,11 +88,7 @@ struct FilteredEcho {
 
 impl Handler for FilteredEcho {
     fn post_init(&mut self, conn: &mut Connection<'_>) {
-        conn.set_filter(TwoKeys {
-            read_key: 0x11,
-            write_key: 0x22,
-        })
-        .unwrap();
+        set_two_keys(conn, 0x11, 0x22);
         let again = conn.set_filter(TwoKeys {
             read_key: 0,
             write_key: 0,
@@ -111,11 +144,7 @@ struct FilteredClient {
 
 impl Handler for FilteredClient {
     fn post_init(&mut self, conn: &mut Connection<'_>) {
-        conn.set_filter(TwoKeys {
-            read_key: 0x33,
-            write_key: 0x44,
-        })
-        .unwrap();
+        set_two_keys(conn, 0x33, 0x44);
         conn.send_data(b"ping\n");
     }
     fn receive_data(&mut self, conn: &mut Connection<'_>, data: &[u8]) {
@@ -151,9 +180,7 @@ fn a_client_filters_from_before_its_connect_completes() {
             },
         )
         .unwrap();
-    reactor.add_timer(util::IO_TIMEOUT, |r| r.stop());
-    reactor.run_until_stopped().unwrap();
-    drop(reactor);
+    run_bounded(reactor);
     assert_eq!(peer.join().unwrap(), xor(b"ping\n", 0x44)[..]);
     assert_eq!(*answer.lock().unwrap(), b"pong\n");
 }
@@ -165,11 +192,7 @@ struct SendsAnFd {
 
 impl Handler for SendsAnFd {
     fn post_init(&mut self, conn: &mut Connection<'_>) {
-        conn.set_filter(TwoKeys {
-            read_key: 1,
-            write_key: 1,
-        })
-        .unwrap();
+        set_two_keys(conn, 1, 1);
         let fd = std::fs::File::open("/dev/null").unwrap();
         assert!(conn.send_fd(fd.into()));
         conn.send_data(b"the descriptor's message");
@@ -194,9 +217,7 @@ fn a_descriptor_sent_through_a_filter_ends_the_connection_with_a_clear_error() {
             },
         )
         .unwrap();
-    reactor.add_timer(util::IO_TIMEOUT, |r| r.stop());
-    reactor.run_until_stopped().unwrap();
-    drop(reactor);
+    run_bounded(reactor);
     let mut got = Vec::new();
     theirs.read_to_end(&mut got).unwrap();
     assert!(got.is_empty(), "nothing went out without its descriptor");
@@ -264,11 +285,7 @@ impl Handler for Shout {
     fn post_init(&mut self, conn: &mut Connection<'_>) {
         // Small, so the stop finds encoded bytes the socket has not taken.
         conn.set_sock_opt(SOL_SOCKET, SO_SNDBUF, 4096).unwrap();
-        conn.set_filter(TwoKeys {
-            read_key: 0x11,
-            write_key: 0x22,
-        })
-        .unwrap();
+        set_two_keys(conn, 0x11, 0x22);
     }
 }
 
@@ -287,16 +304,7 @@ impl LineHandler for Shout {
 
 #[test]
 fn a_graceful_stop_delivers_every_answer_of_a_filtered_line_protocol() {
-    let (tx, rx) = std::sync::mpsc::channel();
-    let thread = std::thread::spawn(move || -> io::Result<bool> {
-        let mut reactor = Reactor::new()?;
-        let id = reactor.start_server("127.0.0.1:0", || LineProtocol::new(Shout))?;
-        tx.send(reactor.server_addr(id)?.as_inet().expect("tcp"))
-            .unwrap();
-        reactor.run_until_stopped()?;
-        Ok(reactor.stop_report().is_some_and(|r| r.is_clean()))
-    });
-    let addr = rx.recv().unwrap();
+    let (addr, thread) = serve_until_stopped(|| LineProtocol::new(Shout));
     let mut c = client(addr);
     let mut request = Vec::new();
     for i in 0..1000 {
@@ -373,16 +381,7 @@ impl Handler for StartsJob {
 
 #[test]
 fn an_extension_holds_a_graceful_stop_until_its_work_is_answered() {
-    let (tx, rx) = std::sync::mpsc::channel();
-    let thread = std::thread::spawn(move || -> io::Result<bool> {
-        let mut reactor = Reactor::new()?;
-        let id = reactor.start_server("127.0.0.1:0", || StartsJob)?;
-        tx.send(reactor.server_addr(id)?.as_inet().expect("tcp"))
-            .unwrap();
-        reactor.run_until_stopped()?;
-        Ok(reactor.stop_report().is_some_and(|r| r.is_clean()))
-    });
-    let addr = rx.recv().unwrap();
+    let (addr, thread) = serve_until_stopped(|| StartsJob);
     let mut c = client(addr);
     c.write_all(b"work\n").unwrap();
     let mut answer = [0u8; 5];
