@@ -429,6 +429,8 @@ impl Reactor {
     /// One read step of connection `token` into the reactor's read buffer,
     /// whose bytes go to `f`; `None` if nothing was read (see
     /// [`Reactor::read_step`]).
+    // Called only by proxy: uncalled in a core-only build.
+    #[allow(dead_code)]
     pub(crate) fn read_step_buffered(
         &mut self,
         token: Token,
@@ -462,17 +464,20 @@ impl Reactor {
                 }
             }
         }
-        let read = self.read_step_buffered(token, |r, data| {
-            if r.conn(token).is_some_and(|c| c.is_hooked()) {
-                r.hooked_input(token, data);
+        // Not `read_step_buffered`: written out here, the echo path costs
+        // about 0.25 fewer instructions per message (callgrind,
+        // bench/callgrind_echo.sh).
+        let mut buf = std::mem::take(&mut self.read_buf);
+        if let Some(n) = self.read_step(token, ReadInto::Buffer(&mut buf)) {
+            if self.conn(token).is_some_and(|c| c.is_hooked()) {
+                self.hooked_input(token, &buf[..n]);
             } else {
-                r.call(token, |h, conn| h.receive_data(conn, data));
+                self.call(token, |h, conn| h.receive_data(conn, &buf[..n]));
             }
-        });
-        if read.is_some() {
             // Descriptors the handler did not take are closed.
             self.fd_inbox.clear();
         }
+        self.read_buf = buf;
         if self
             .conn(token)
             .is_some_and(|c| c.phase == Phase::Lingering)
