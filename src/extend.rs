@@ -154,11 +154,28 @@ struct Filtered<F> {
 
 /// The reactor's buffer for one read's decoded bytes (its extension
 /// state), lent out while they are delivered: one for all filtered
-/// connections, as a read buffer is, not one each.
+/// connections, TLS's and users' alike, as a read buffer is, not one each.
 #[derive(Default)]
 struct Decoded(Vec<u8>);
 
 impl Extension for Decoded {}
+
+impl Reactor {
+    /// Lends the reactor's buffer for one read's decoded bytes, empty.
+    pub(crate) fn take_decode_buffer(&mut self) -> Vec<u8> {
+        let mut buf = std::mem::take(&mut self.ext_or_default::<Decoded>().0);
+        buf.clear();
+        buf
+    }
+
+    /// Gives the buffer back, unless one read made it larger than a read
+    /// step's worth (then it is dropped, not kept for ever).
+    pub(crate) fn put_decode_buffer(&mut self, buf: Vec<u8>) {
+        if buf.capacity() <= CHUNK {
+            self.ext_or_default::<Decoded>().0 = buf;
+        }
+    }
+}
 
 /// The core's hooks for a filter of type `F`: one pair of statics per
 /// filter type (promoted constants).
@@ -196,8 +213,7 @@ impl<F: Filter> HooksFor<F> {
 /// Bytes read from filtered connection `token`: decoded, then to the
 /// handler.
 fn input<F: Filter>(r: &mut Reactor, token: Token, data: &[u8]) {
-    let mut to_handler = std::mem::take(&mut r.ext_or_default::<Decoded>().0);
-    to_handler.clear();
+    let mut to_handler = r.take_decode_buffer();
     let Some(s) = r.hook_state_mut::<Filtered<F>>(token) else {
         return;
     };
@@ -205,9 +221,7 @@ fn input<F: Filter>(r: &mut Reactor, token: Token, data: &[u8]) {
     if !to_handler.is_empty() {
         r.deliver(token, &to_handler);
     }
-    if to_handler.capacity() <= CHUNK {
-        r.ext_or_default::<Decoded>().0 = to_handler;
-    }
+    r.put_decode_buffer(to_handler);
     if let Err(e) = decoded {
         r.begin_close(token, CloseReason::Protocol(e));
     }

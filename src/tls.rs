@@ -294,15 +294,6 @@ struct Session {
     deadline: Option<TimerId>,
 }
 
-/// The reactor's buffer for the plaintext of one read (its extension
-/// state), lent out while it is delivered.
-#[derive(Default)]
-struct Scratch {
-    plain: Vec<u8>,
-}
-
-impl Extension for Scratch {}
-
 static FILTER: FilterHooks = FilterHooks {
     input: |r, token, data| r.tls_input(token, data),
     output: |r, token| {
@@ -502,8 +493,8 @@ impl Reactor {
     /// `receive_data` in one call, after the handshake's callbacks if it
     /// ended here.
     fn tls_input(&mut self, token: Token, data: &[u8]) {
-        let mut plain = std::mem::take(&mut self.ext_or_default::<Scratch>().plain);
-        plain.clear();
+        // The reactor's one buffer for decoded bytes (packet::extend's).
+        let mut plain = self.take_decode_buffer();
         let mut rest = data;
         let mut failure = None;
         let mut peer_ended = false;
@@ -581,7 +572,7 @@ impl Reactor {
             }
             self.check_water(token);
         }
-        self.ext_or_default::<Scratch>().plain = plain;
+        self.put_decode_buffer(plain);
     }
 
     /// Writes what connection `token` has for the socket, in order: the
