@@ -33,7 +33,7 @@ mod xor {
     use std::io;
     use std::rc::Rc;
 
-    use packet::extend::Filter;
+    use packet::extend::{Filter, FilterOutput};
 
     /// Bytes a filter decoded (read) and encoded (written), shared with
     /// the connection's handler, which reports them.
@@ -68,7 +68,7 @@ mod xor {
             Ok(())
         }
 
-        fn encode(&mut self, from_handler: &[u8], to_socket: &mut Vec<u8>) {
+        fn encode(&mut self, from_handler: &[u8], to_socket: &mut FilterOutput<'_>) {
             to_socket.extend(from_handler.iter().map(|b| b ^ self.key));
             let n = from_handler.len() as u64;
             self.counts.encoded.set(self.counts.encoded.get() + n);

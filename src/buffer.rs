@@ -162,9 +162,6 @@ impl OutBuf {
     }
 
     /// Whether a file waits to be sent.
-    // Called only by tls (a filter that cannot take files queued before
-    // it started): uncalled in a core-only build.
-    #[allow(dead_code)]
     pub(crate) fn holds_files(&self) -> bool {
         self.queue.as_ref().is_some_and(|q| !q.files.is_empty())
     }

@@ -550,6 +550,15 @@ impl Connection<'_> {
         self.reactor.close_connection(self.id, true);
     }
 
+    /// Closes the connection at once because the peer broke the protocol
+    /// (a parser's complaint, a refused handshake): `unbind` gets
+    /// [`CloseReason::Protocol`] with `error`. Bytes still queued are
+    /// dropped, as for [`Connection::close_connection`].
+    pub fn close_with_error(&mut self, error: io::Error) {
+        self.reactor
+            .begin_close(self.id.0, CloseReason::Protocol(error));
+    }
+
     /// The descriptors that arrived with the bytes now being delivered to
     /// `receive_data`, in the order they were sent, on a connection made
     /// with [`Reactor::attach_receiving_fds`] (empty elsewhere, and outside

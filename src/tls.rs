@@ -1,13 +1,14 @@
 //! TLS over connections: EventMachine's `start_tls`, with rustls and its
 //! ring crypto provider (the `tls` feature).
 //!
-//! This module owns a connection's TLS session. It is a filter on the
-//! core's extension point (`ConnHooks` with `FilterHooks`): the bytes the
-//! reactor reads from the socket go to rustls, and the plaintext that comes
-//! out reaches `receive_data`, one call per read as without TLS; the
-//! plaintext a handler sends (`send_data`, files) waits in the connection's
-//! outbound queue, so the high-water mark, `outbound_len`, `outbound_full`
-//! and `outbound_drained` measure what the handler wrote, and is taken from
+//! This module owns a connection's TLS session. The session is a public
+//! [`Filter`], written against `packet::extend`
+//! only, as a user's filter is: the bytes the reactor reads from the
+//! socket go to rustls, and the plaintext that comes out reaches
+//! `receive_data`, one call per read as without TLS; the plaintext a
+//! handler sends (`send_data`, files) waits in the connection's outbound
+//! queue, so the high-water mark, `outbound_len`, `outbound_full` and
+//! `outbound_drained` measure what the handler wrote, and is taken from
 //! there only as fast as the socket takes the records it becomes (at most
 //! [`CHUNK`] bytes in rustls at a time). Files are read and encrypted, not
 //! sent with `sendfile`. `close_connection_after_writing` (and
@@ -77,30 +78,26 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
-use std::fs::File;
-use std::io::{self, IoSlice, Read, Write};
+use std::io::{self, Read, Write};
 use std::net::ToSocketAddrs;
-use std::os::fd::BorrowedFd;
 use std::path::Path;
 use std::sync::Arc;
 
 pub use rustls;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 
-use crate::buffer::{FilterSink, Sink};
 use crate::connection::{CloseReason, ConnId, Connection, Handler};
-use crate::reactor::{
-    ConnHooks, ConnSink, Extension, FilterHooks, Out, QueueFlush, Reactor, ReadBy, ServerId,
-    ServerOptions, TimerId, WriteSide,
-};
+use crate::extend::{Extension, Filter, FilterEvent, FilterOutput};
+use crate::reactor::{Reactor, ServerId, ServerOptions};
 use crate::reply::Reply;
-use crate::slab::Token;
 
-/// Plaintext handed to rustls at a time: it is taken from the outbound
-/// queue only once the records of the previous chunk are all written, so
-/// the queue (what the water marks see) holds everything else. Four full
-/// records, so that one `writev` carries several.
-pub const CHUNK: usize = 64 * 1024;
+pub use crate::extend::HandshakeTimeout;
+
+/// Plaintext handed to rustls at a time: every filter's step
+/// ([`ENCODE_STEP`](crate::extend::ENCODE_STEP)). It is taken from the
+/// outbound queue only once the records of the previous step are all
+/// written, so the queue (what the water marks see) holds everything else.
+pub const CHUNK: usize = crate::extend::ENCODE_STEP;
 
 /// How long a TLS handshake may take by default, from `start_tls` to its
 /// end: 10 s, ample for a handshake over any working network (nginx
@@ -108,23 +105,6 @@ pub const CHUNK: usize = 64 * 1024;
 /// hellos cannot pile up to the descriptor limit. See
 /// [`Tls::set_handshake_timeout`].
 pub const DEFAULT_HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
-
-/// The error inside the [`CloseReason::Protocol`] of a connection whose
-/// TLS handshake did not end in time (see the [module](self)'s
-/// "Deadlines").
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct HandshakeTimeout {
-    /// The limit that passed.
-    pub limit: std::time::Duration,
-}
-
-impl std::fmt::Display for HandshakeTimeout {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "TLS handshake not complete after {:?}", self.limit)
-    }
-}
-
-impl std::error::Error for HandshakeTimeout {}
 
 /// The handshake deadline of sessions started on this reactor (its
 /// extension state).
@@ -274,133 +254,23 @@ pub fn rustls_error(reason: &CloseReason) -> Option<&rustls::Error> {
     }
 }
 
-/// One connection's TLS session: its hook state.
+/// One connection's TLS session: the connection's [`Filter`].
 struct Session {
     tls: rustls::Connection,
-    /// Bytes at the head of the outbound queue that were sent before
-    /// `start_tls`: they go out in the clear, before any record.
-    clear_left: usize,
-    /// Plaintext given to rustls whose records are not all written yet.
-    in_flight: usize,
-    /// The handshake's end was reported to the handler.
-    completed: bool,
-    /// `close_notify` is queued: nothing more is sent.
-    closed: bool,
     /// The server name a client asked for (SNI).
     sni: Option<String>,
-    /// A file's bytes on their way into rustls.
-    file_buf: Vec<u8>,
-    /// The handshake's deadline, cancelled when it ends.
-    deadline: Option<TimerId>,
+    /// The handshake's end is reported (by [`Session::take_event`]).
+    completed: bool,
+    /// The peer's `close_notify` came: nothing more is read.
+    peer_ended: bool,
+    /// [`FilterEvent::PeerEnded`] was given.
+    end_reported: bool,
+    /// How long the handshake may take.
+    limit: Option<std::time::Duration>,
 }
 
-static FILTER: FilterHooks = FilterHooks {
-    input: |r, token, data| r.tls_input(token, data),
-    output: |r, token| {
-        r.tls_pump(token, true);
-    },
-    farewell: |r, token| r.tls_farewell(token),
-    held: |r, token| {
-        r.hook_state::<Session>(token).map_or(0, |s| {
-            if s.tls.wants_write() {
-                s.in_flight.max(1)
-            } else {
-                0
-            }
-        })
-    },
-};
-
-/// How TLS takes over a connection: the core reads, the filter decrypts;
-/// the writable edge writes pending records before the queue.
-static HOOKS: ConnHooks = ConnHooks {
-    readable: |_, _| ReadBy::Core,
-    writable: |r, token| {
-        if r.tls_pump(token, false) {
-            QueueFlush::Now
-        } else {
-            QueueFlush::Later
-        }
-    },
-    queue_checked: |r, token, queued| r.tls_close_notify_if_drained(token, queued),
-    closing: |_, _| {},
-    filter: Some(&FILTER),
-};
-
-/// A connection's socket as rustls's writer (the core's one write).
-struct SocketWriter<'a>(ConnSink<'a>);
-
-impl Write for SocketWriter<'_> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.0.write_out(Out::Bytes(&[IoSlice::new(buf)], &[]))
-    }
-    fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
-        self.0.write_out(Out::Bytes(bufs, &[]))
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
-/// The outbound queue's bytes sent before `start_tls`, in the clear.
-struct ClearSink<'a> {
-    conn: ConnSink<'a>,
-    left: usize,
-}
-
-impl Sink for ClearSink<'_> {
-    fn write(&mut self, bufs: &[IoSlice<'_>], fds: &[BorrowedFd<'_>]) -> io::Result<usize> {
-        // Only the clear bytes: they are at the head of the queue.
-        let mut take = Vec::with_capacity(bufs.len());
-        let mut room = self.left;
-        for b in bufs {
-            if room == 0 {
-                break;
-            }
-            let n = b.len().min(room);
-            take.push(IoSlice::new(&b[..n]));
-            room -= n;
-        }
-        if take.is_empty() {
-            return Err(io::ErrorKind::WouldBlock.into());
-        }
-        let n = self.conn.write_out(Out::Bytes(&take, fds))?;
-        self.left -= n;
-        Ok(n)
-    }
-
-    fn send_file(&mut self, _: &File, _: u64, _: usize) -> io::Result<usize> {
-        // start_tls refuses a queue holding files.
-        Err(io::ErrorKind::Unsupported.into())
-    }
-}
-
-impl Reactor {
-    /// Starts TLS on connection `id` (EventMachine's `start_tls`); see the
-    /// [module](self) for what changes. Bytes sent before go out in the
-    /// clear; on a client, the hello goes out at once, or when the
-    /// connect completes.
-    ///
-    /// # Errors
-    /// `NotConnected` for a closed or closing connection; `AlreadyExists`
-    /// if TLS (or another feature's hooks, a proxy) has it already;
-    /// `Unsupported` if a file sent before is still queued; `InvalidInput`
-    /// if rustls refuses the configuration.
-    pub(crate) fn start_tls(&mut self, id: ConnId, config: TlsConfig) -> io::Result<()> {
-        let token = id.0;
-        // Bytes the running callback sent before this call are due first,
-        // in the clear: written (or queued) before hooking.
-        self.prepare_filter(token)?;
-        let Some(c) = self.conn(token) else {
-            return Err(io::ErrorKind::NotConnected.into());
-        };
-        if c.queue_holds_files() {
-            return Err(io::Error::new(
-                io::ErrorKind::Unsupported,
-                "a file sent before start_tls is still queued",
-            ));
-        }
-        let clear_left = c.queued();
+impl Session {
+    fn new(config: TlsConfig, limit: Option<std::time::Duration>) -> io::Result<Session> {
         let (tls, sni) = match config {
             TlsConfig::Server(config) => (
                 rustls::ServerConnection::new(config).map(rustls::Connection::Server),
@@ -414,251 +284,94 @@ impl Reactor {
                 )
             }
         };
-        let tls = tls.map_err(invalid)?;
-        let session = Session {
+        let mut tls = tls.map_err(invalid)?;
+        // The filter's step bounds what rustls holds: one step's records,
+        // which it keeps when the socket is full (no copy), so no limit
+        // of its own that could refuse plaintext mid-step.
+        tls.set_buffer_limit(None);
+        Ok(Session {
             tls,
-            clear_left,
-            in_flight: 0,
-            completed: false,
-            closed: false,
             sni,
-            file_buf: Vec::new(),
-            deadline: None,
-        };
-        self.hook_conn_with(token, &HOOKS, session)?;
-        if let Some(limit) = self.ext_or_default::<Settings>().handshake_timeout {
-            let timer = self.add_timer(limit, move |r| r.tls_handshake_expired(id, limit));
-            if let Some(s) = self.hook_state_mut::<Session>(token) {
-                s.deadline = Some(timer);
+            completed: false,
+            peer_ended: false,
+            end_reported: false,
+            limit,
+        })
+    }
+}
+
+impl Filter for Session {
+    /// Records in, plaintext out: rustls reads them (never from an empty
+    /// reader, which it would take for the end of the stream).
+    fn decode(&mut self, from_socket: &[u8], plain: &mut Vec<u8>) -> io::Result<()> {
+        let mut rest = from_socket;
+        while !rest.is_empty() && !self.peer_ended {
+            if self.tls.read_tls(&mut rest)? == 0 {
+                self.peer_ended = true;
             }
-        }
-        // A client's hello (and clear bytes still queued) go out now.
-        self.tls_pump(token, false);
-        if !self.in_callback_of(token) {
-            self.check_water(token);
+            self.tls
+                .process_new_packets()
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+            match self.tls.reader().read_to_end(plain) {
+                Ok(_) => self.peer_ended = true,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(e),
+            }
         }
         Ok(())
     }
 
-    /// The handshake deadline of connection `id` passed: closes it if the
-    /// handshake has not ended.
-    fn tls_handshake_expired(&mut self, id: ConnId, limit: std::time::Duration) {
-        let Some(s) = self.hook_state_mut::<Session>(id.0) else {
-            return;
-        };
-        s.deadline = None;
-        if s.completed {
-            return;
-        }
-        let error = io::Error::new(io::ErrorKind::TimedOut, HandshakeTimeout { limit });
-        self.begin_close(id.0, CloseReason::Protocol(error));
+    /// Plaintext in, records out: straight to the socket, with one
+    /// `writev`, as far as it takes them; rustls keeps the rest (its
+    /// buffer has no limit, so it takes all the plaintext).
+    fn encode(&mut self, plain: &[u8], records: &mut FilterOutput<'_>) {
+        // Err only once `close_notify` is sent, and nothing is encoded
+        // after `finish`.
+        let _ = self.tls.writer().write_all(plain);
+        self.own_output(records);
     }
 
-    /// Ends connection `token` for a TLS failure, after a best-effort
-    /// write of the alert rustls queued for the peer.
-    fn tls_fail(&mut self, token: Token, error: io::Error) {
-        self.tls_write_now(token);
-        self.begin_close(token, CloseReason::Protocol(error));
-    }
-
-    /// Writes the records rustls holds for connection `token` as far as the
-    /// socket takes them now, without waiting: for a connection about to
-    /// close.
-    fn tls_write_now(&mut self, token: Token) {
-        if let Some((c, s)) = self.conn_and_hook_state::<Session>(token) {
-            if !c.socket_waits() {
-                while s.tls.wants_write() {
-                    if !matches!(s.tls.write_tls(&mut SocketWriter(c.sink())), Ok(n) if n > 0) {
-                        break;
-                    }
-                }
+    /// The handshake's records, alerts, `close_notify`, and records the
+    /// socket did not take before.
+    fn own_output(&mut self, records: &mut FilterOutput<'_>) {
+        while self.tls.wants_write() {
+            // A short write (a full socket) leaves the rest in rustls.
+            if !matches!(self.tls.write_tls(records), Ok(n) if n > 0) {
+                break;
             }
         }
     }
 
-    /// This side closes connection `token` before its queue drained (an
-    /// inactivity timeout, a stop): `close_notify` goes out if the socket
-    /// takes it, so the peer sees an orderly end rather than a truncation.
-    fn tls_farewell(&mut self, token: Token) {
-        if let Some(s) = self.hook_state_mut::<Session>(token) {
-            if !s.closed && s.clear_left == 0 {
-                s.tls.send_close_notify();
-                s.closed = true;
-            }
-        }
-        self.tls_write_now(token);
+    /// The handler's plaintext waits in the queue while the handshake
+    /// runs.
+    fn takes_output(&self) -> bool {
+        !self.tls.is_handshaking()
     }
 
-    /// Records read from connection `token`: the plaintext in them goes to
-    /// `receive_data` in one call, after the handshake's callbacks if it
-    /// ended here.
-    fn tls_input(&mut self, token: Token, data: &[u8]) {
-        // The reactor's one buffer for decoded bytes (packet::extend's).
-        let mut plain = self.take_decode_buffer();
-        let mut rest = data;
-        let mut failure = None;
-        let mut peer_ended = false;
-        let mut handshake_ended = false;
-        let mut cert = None;
-        let mut deadline = None;
-        if let Some(s) = self.hook_state_mut::<Session>(token) {
-            while !rest.is_empty() && failure.is_none() && !peer_ended {
-                // Never an empty reader: rustls would take that for the
-                // end of the stream.
-                match s.tls.read_tls(&mut rest) {
-                    Ok(0) => peer_ended = true,
-                    Ok(_) => {}
-                    Err(e) => {
-                        failure = Some(e);
-                        break;
-                    }
-                }
-                if let Err(e) = s.tls.process_new_packets() {
-                    failure = Some(io::Error::new(io::ErrorKind::InvalidData, e));
-                    break;
-                }
-                match s.tls.reader().read_to_end(&mut plain) {
-                    Ok(_) => peer_ended = true,
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                    Err(e) => failure = Some(e),
-                }
-            }
-            if !s.completed && !s.tls.is_handshaking() && failure.is_none() {
-                s.completed = true;
-                handshake_ended = true;
-                deadline = s.deadline.take();
-                cert = s
-                    .tls
-                    .peer_certificates()
-                    .and_then(|c| c.first())
-                    .map(|c| c.as_ref().to_vec());
-            }
+    fn take_event(&mut self) -> Option<FilterEvent> {
+        if !self.completed && !self.tls.is_handshaking() {
+            self.completed = true;
+            let peer_certificate = self
+                .tls
+                .peer_certificates()
+                .and_then(|c| c.first())
+                .map(|c| c.as_ref().to_vec());
+            return Some(FilterEvent::Established { peer_certificate });
         }
-        if let Some(timer) = deadline {
-            self.cancel_timer(timer);
+        if self.peer_ended && !self.end_reported {
+            self.end_reported = true;
+            return Some(FilterEvent::PeerEnded);
         }
-        if let Some(e) = failure {
-            self.tls_fail(token, e);
-        } else {
-            // Records the handshake answers with go out before anything
-            // the handler does with its end.
-            self.tls_pump(token, false);
-            let mut accepted = true;
-            if handshake_ended {
-                if let Some(cert) = cert {
-                    accepted = self
-                        .call_handler(token, |h, conn| h.ssl_verify_peer(conn, &cert))
-                        .unwrap_or(false);
-                }
-                if accepted {
-                    self.call_handler(token, |h, conn| h.ssl_handshake_completed(conn));
-                    // What was sent while the handshake ran goes now.
-                    self.flush_queue(token);
-                } else {
-                    self.begin_close(
-                        token,
-                        CloseReason::Protocol(io::Error::new(
-                            io::ErrorKind::PermissionDenied,
-                            "ssl_verify_peer refused the peer's certificate",
-                        )),
-                    );
-                }
-            }
-            if accepted && !plain.is_empty() {
-                self.deliver(token, &plain);
-            }
-            if peer_ended {
-                self.end_of_input(token);
-            }
-            self.check_water(token);
-        }
-        self.put_decode_buffer(plain);
+        None
     }
 
-    /// Writes what connection `token` has for the socket, in order: the
-    /// clear bytes sent before `start_tls`, pending records, then (if
-    /// `take_queue` and the handshake is over) the queue's plaintext as
-    /// records, a [`CHUNK`] at a time, until the socket is full or all is
-    /// written. Returns whether no record is left pending.
-    fn tls_pump(&mut self, token: Token, take_queue: bool) -> bool {
-        loop {
-            let Some((c, s)) = self.conn_and_hook_state::<Session>(token) else {
-                return true;
-            };
-            if c.is_closed() || c.socket_waits() {
-                return false;
-            }
-            let result = (|| -> io::Result<bool> {
-                if s.clear_left > 0 {
-                    let (queue, conn) = c.queue_and_sink();
-                    let mut sink = ClearSink {
-                        conn,
-                        left: s.clear_left,
-                    };
-                    queue.flush(&mut sink)?;
-                    s.clear_left = sink.left;
-                    if s.clear_left > 0 {
-                        return Err(io::ErrorKind::WouldBlock.into());
-                    }
-                }
-                while s.tls.wants_write() {
-                    if s.tls.write_tls(&mut SocketWriter(c.sink()))? == 0 {
-                        return Err(io::ErrorKind::WouldBlock.into());
-                    }
-                }
-                s.in_flight = 0;
-                if !take_queue || c.queued_nothing() || s.tls.is_handshaking() || s.closed {
-                    return Ok(false);
-                }
-                let tls = &mut s.tls;
-                let mut sink = FilterSink {
-                    take: |plain: &[u8]| tls.writer().write(plain),
-                    budget: CHUNK,
-                    file_buf: &mut s.file_buf,
-                };
-                // A WouldBlock here is rustls taking nothing more, not a
-                // full socket.
-                let n = match c.queue_and_sink().0.flush(&mut sink) {
-                    Ok(n) => n,
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
-                    Err(e) => return Err(e),
-                };
-                s.in_flight = n;
-                Ok(n > 0)
-            })();
-            match result {
-                Ok(true) => continue,
-                Ok(false) => return true,
-                // The core's rule: a full socket waits for its writable
-                // edge, a failure ends the connection as on every path.
-                Err(e) => {
-                    if let Err(reason) = c.wrote(Err(e), 0) {
-                        self.begin_close(token, reason);
-                    }
-                    return false;
-                }
-            }
-        }
+    fn finish(&mut self, records: &mut FilterOutput<'_>) {
+        self.tls.send_close_notify();
+        self.own_output(records);
     }
 
-    /// The queue of connection `token` was checked: once it is empty and a
-    /// close (or half-close) waits for that, `close_notify` goes out first
-    /// (the core closes once it is written: it is held).
-    fn tls_close_notify_if_drained(&mut self, token: Token, queued: usize) {
-        if queued > 0 || self.in_callback_of(token) {
-            return;
-        }
-        let closes = self.closes_once_written(token);
-        let Some((c, s)) = self.conn_and_hook_state::<Session>(token) else {
-            return;
-        };
-        let ending = closes || c.write_side() == WriteSide::ShutWhenDrained;
-        if !ending || s.closed || s.clear_left > 0 || s.tls.wants_write() {
-            return;
-        }
-        s.tls.send_close_notify();
-        s.closed = true;
-        self.tls_pump(token, false);
+    fn handshake_limit(&self) -> Option<std::time::Duration> {
+        self.limit
     }
 }
 
@@ -739,7 +452,7 @@ impl Tls<'_> {
         mut factory: impl FnMut() -> H + 'static,
     ) -> io::Result<ServerId> {
         let r = &mut *self.reactor;
-        r.adopt_server(listener, move || TlsFirst {
+        r.upgrades().adopt_server(listener, move || TlsFirst {
             inner: factory(),
             config: Some(TlsConfig::Server(config.clone())),
         })
@@ -775,14 +488,18 @@ impl Tls<'_> {
     /// lets it take for ever, bounded only by an inactivity timeout.
     pub fn set_handshake_timeout(&mut self, limit: Option<std::time::Duration>) {
         let r = &mut *self.reactor;
-        r.ext_or_default::<Settings>().handshake_timeout = limit;
+        r.extensions()
+            .get_or_default::<Settings>()
+            .handshake_timeout = limit;
     }
 
     /// The TLS handshake deadline of sessions started now (see
     /// [`Tls::set_handshake_timeout`]).
     pub fn handshake_timeout(&mut self) -> Option<std::time::Duration> {
         let r = &mut *self.reactor;
-        r.ext_or_default::<Settings>().handshake_timeout
+        r.extensions()
+            .get_or_default::<Settings>()
+            .handshake_timeout
     }
 }
 
@@ -798,7 +515,8 @@ impl Connection<'_> {
     /// `Unsupported` if a file sent before is still queued; `InvalidInput`
     /// if rustls refuses the configuration.
     pub fn start_tls(&mut self, config: TlsConfig) -> io::Result<()> {
-        self.reactor.start_tls(self.id, config)
+        let limit = self.reactor().tls().handshake_timeout();
+        self.set_filter(Session::new(config, limit)?)
     }
 
     /// Whether this connection has a TLS session.
@@ -840,7 +558,7 @@ impl Connection<'_> {
 
     /// This connection's TLS session, if it has one.
     fn session(&self) -> Option<&Session> {
-        self.reactor.hook_state::<Session>(self.id.0)
+        self.filter::<Session>()
     }
 }
 
@@ -856,8 +574,7 @@ impl<H: Handler> Handler for TlsFirst<H> {
     fn post_init(&mut self, conn: &mut Connection<'_>) {
         if let Some(config) = self.config.take() {
             if let Err(e) = conn.start_tls(config) {
-                let token = conn.id().0;
-                conn.reactor().begin_close(token, CloseReason::Protocol(e));
+                conn.close_with_error(e);
                 return;
             }
         }

@@ -14,7 +14,7 @@ use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use packet::extend::{Extension, Filter, StopHold};
+use packet::extend::{Extension, Filter, FilterOutput, StopHold};
 use packet::line::{LineContext, LineHandler, LineProtocol};
 use packet::sockopt::{SOL_SOCKET, SO_SNDBUF};
 use packet::{CloseReason, ConnId, Connection, Handler, Reactor};
@@ -34,7 +34,7 @@ impl Filter for TwoKeys {
         to_handler.extend(from_socket.iter().map(|b| b ^ self.read_key));
         Ok(())
     }
-    fn encode(&mut self, from_handler: &[u8], to_socket: &mut Vec<u8>) {
+    fn encode(&mut self, from_handler: &[u8], to_socket: &mut FilterOutput<'_>) {
         to_socket.extend(from_handler.iter().map(|b| b ^ self.write_key));
     }
 }
@@ -238,7 +238,7 @@ impl Filter for Expand {
         to_handler.extend_from_slice(from_socket);
         Ok(())
     }
-    fn encode(&mut self, from_handler: &[u8], to_socket: &mut Vec<u8>) {
+    fn encode(&mut self, from_handler: &[u8], to_socket: &mut FilterOutput<'_>) {
         for &b in from_handler {
             to_socket.extend_from_slice(&[b; 8]);
         }
@@ -459,5 +459,242 @@ fn the_third_party_example_filters_broadcasts_its_pipe_and_counts() {
     assert!(
         has("standard input ended; closed connections so far: 11 bytes decoded, 26 encoded"),
         "{stderr:?}"
+    );
+}
+
+/// A protocol with a handshake, in the terms of `Filter`'s provided
+/// methods: it greets with `HELLO\n`; the peer's `OK\n` ends the
+/// handshake (with a pretend certificate); after it, bytes are
+/// upper-cased on the way out and passed as they are on the way in, and
+/// the peer's `BYE\n` ends the peer's stream; this side's last words
+/// are `BYE\n` too.
+#[derive(Default)]
+struct Greeter {
+    seen: Vec<u8>,
+    established: bool,
+    reported: bool,
+    peer_ended: bool,
+    /// Bytes `encode` was given before the handshake ended: must stay 0.
+    encoded_early: usize,
+    decodes: u32,
+}
+
+impl Filter for Greeter {
+    fn decode(&mut self, from_socket: &[u8], to_handler: &mut Vec<u8>) -> io::Result<()> {
+        self.decodes += 1;
+        self.seen.extend_from_slice(from_socket);
+        if !self.established {
+            let Some(rest) = self.seen.strip_prefix(b"OK\n") else {
+                return if b"OK\n".starts_with(&self.seen) {
+                    Ok(())
+                } else {
+                    Err(io::Error::new(io::ErrorKind::InvalidData, "no OK"))
+                };
+            };
+            self.seen = rest.to_vec();
+            self.established = true;
+        }
+        match self.seen.windows(4).position(|w| w == b"BYE\n") {
+            Some(at) => {
+                to_handler.extend_from_slice(&self.seen[..at]);
+                self.peer_ended = true;
+            }
+            None => to_handler.extend_from_slice(&self.seen),
+        }
+        self.seen.clear();
+        Ok(())
+    }
+    fn encode(&mut self, from_handler: &[u8], to_socket: &mut FilterOutput<'_>) {
+        if !self.established {
+            self.encoded_early += from_handler.len();
+        }
+        to_socket.extend(from_handler.iter().map(u8::to_ascii_uppercase));
+    }
+    fn own_output(&mut self, to_socket: &mut FilterOutput<'_>) {
+        if self.decodes == 0 {
+            to_socket.extend_from_slice(b"HELLO\n");
+        }
+    }
+    fn takes_output(&self) -> bool {
+        self.established
+    }
+    fn take_event(&mut self) -> Option<packet::extend::FilterEvent> {
+        use packet::extend::FilterEvent;
+        if self.established && !self.reported {
+            self.reported = true;
+            return Some(FilterEvent::Established {
+                peer_certificate: Some(b"pretend cert".to_vec()),
+            });
+        }
+        if std::mem::take(&mut self.peer_ended) {
+            return Some(FilterEvent::PeerEnded);
+        }
+        None
+    }
+    fn finish(&mut self, to_socket: &mut FilterOutput<'_>) {
+        to_socket.extend_from_slice(b"BYE\n");
+    }
+    fn handshake_limit(&self) -> Option<Duration> {
+        Some(Duration::from_millis(300))
+    }
+}
+
+/// Speaks through a [`Greeter`], logging every callback.
+struct GreeterServer {
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl GreeterServer {
+    fn log(&self, line: String) {
+        self.log.lock().unwrap().push(line);
+    }
+}
+
+impl Handler for GreeterServer {
+    fn post_init(&mut self, conn: &mut Connection<'_>) {
+        // Before the filter: goes out as it is, first.
+        conn.send_data(b"banner\n");
+        conn.set_filter(Greeter::default()).unwrap();
+        // After it: held in the queue (counted) until the handshake ends.
+        conn.send_data(b"early,");
+        self.log(format!("queued after set_filter: {}", conn.outbound_len()));
+    }
+    fn ssl_verify_peer(&mut self, _conn: &mut Connection<'_>, cert: &[u8]) -> bool {
+        self.log(format!("verify {}", String::from_utf8_lossy(cert)));
+        true
+    }
+    fn ssl_handshake_completed(&mut self, conn: &mut Connection<'_>) {
+        self.log("completed".into());
+        conn.send_data(b"done,");
+    }
+    fn receive_data(&mut self, conn: &mut Connection<'_>, data: &[u8]) {
+        let greeter = conn.filter::<Greeter>().expect("the filter is reachable");
+        self.log(format!(
+            "data {} (encoded early: {})",
+            String::from_utf8_lossy(data),
+            greeter.encoded_early
+        ));
+        conn.send_data(data);
+    }
+    fn receive_eof(&mut self, conn: &mut Connection<'_>) {
+        self.log("eof".into());
+        conn.close_connection_after_writing();
+    }
+    fn unbind(&mut self, conn: &mut Connection<'_>, reason: &CloseReason) {
+        let timeout = match reason {
+            CloseReason::Protocol(e) => e
+                .get_ref()
+                .and_then(|e| e.downcast_ref::<packet::extend::HandshakeTimeout>())
+                .map(|t| t.limit),
+            _ => None,
+        };
+        self.log(format!("unbind: {reason}, handshake timeout: {timeout:?}"));
+        conn.reactor().stop_gracefully(Duration::from_secs(5));
+    }
+}
+
+#[test]
+fn a_filter_with_a_handshake_holds_the_handlers_bytes_and_says_goodbye() {
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let server_log = log.clone();
+    let (addr, server) = serve_until_stopped(move || GreeterServer {
+        log: server_log.clone(),
+    });
+    let mut stream = client(addr);
+    let mut greeting = [0; 13];
+    stream.read_exact(&mut greeting).unwrap();
+    assert_eq!(
+        &greeting, b"banner\nHELLO\n",
+        "clear bytes, then the filter's own"
+    );
+    stream.write_all(b"OK\nping,").unwrap();
+    stream.write_all(b"BYE\n").unwrap();
+    let mut rest = Vec::new();
+    stream.read_to_end(&mut rest).unwrap();
+    drop(stream);
+    assert!(server.join().unwrap().unwrap(), "a clean stop");
+    assert_eq!(
+        String::from_utf8_lossy(&rest),
+        "EARLY,DONE,PING,BYE\n",
+        "held bytes encoded once the handshake ended, the echo, the last words"
+    );
+    assert_eq!(
+        *log.lock().unwrap(),
+        [
+            "queued after set_filter: 6",
+            "verify pretend cert",
+            "completed",
+            "data ping, (encoded early: 0)",
+            "eof",
+            "unbind: closed by peer, handshake timeout: None",
+        ]
+    );
+}
+
+#[test]
+fn a_stalled_filter_handshake_ends_at_its_deadline() {
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let server_log = log.clone();
+    let (addr, server) = serve_until_stopped(move || GreeterServer {
+        log: server_log.clone(),
+    });
+    let mut stream = client(addr);
+    // Half a handshake, then nothing: only the deadline ends it.
+    stream.write_all(b"O").unwrap();
+    let mut got = Vec::new();
+    stream.read_to_end(&mut got).unwrap();
+    drop(stream);
+    assert!(server.join().unwrap().unwrap());
+    assert_eq!(
+        got, b"banner\nHELLO\n",
+        "nothing encoded, no goodbye after a failure"
+    );
+    let log = log.lock().unwrap();
+    assert_eq!(log.len(), 2, "{log:?}");
+    assert!(
+        log[1].ends_with("handshake timeout: Some(300ms)"),
+        "{log:?}"
+    );
+}
+
+/// Closes every connection in `post_init` with an error of its own.
+struct Refuser {
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl Handler for Refuser {
+    fn post_init(&mut self, conn: &mut Connection<'_>) {
+        conn.send_data(b"dropped with the close");
+        conn.close_with_error(io::Error::new(io::ErrorKind::InvalidData, "bad greeting"));
+    }
+    fn unbind(&mut self, conn: &mut Connection<'_>, reason: &CloseReason) {
+        let kind = match reason {
+            CloseReason::Protocol(e) => Some(e.kind()),
+            _ => None,
+        };
+        self.log
+            .lock()
+            .unwrap()
+            .push(format!("{reason} / {kind:?}"));
+        conn.reactor().stop_gracefully(Duration::from_secs(5));
+    }
+}
+
+#[test]
+fn close_with_error_ends_with_that_protocol_error() {
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let server_log = log.clone();
+    let (addr, server) = serve_until_stopped(move || Refuser {
+        log: server_log.clone(),
+    });
+    let mut stream = client(addr);
+    let mut got = Vec::new();
+    stream.read_to_end(&mut got).unwrap();
+    drop(stream);
+    assert!(server.join().unwrap().unwrap());
+    assert_eq!(got, b"", "a protocol error drops what was queued");
+    assert_eq!(
+        *log.lock().unwrap(),
+        ["protocol error: bad greeting / Some(InvalidData)"]
     );
 }

@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use packet::line::{LineContext, LineHandler, LineProtocol};
+use packet::sockopt::{SOL_SOCKET, SO_SNDBUF};
 use packet::tls::{self, rustls, TlsConfig};
 use packet::{CloseReason, Connection, Handler, Reactor};
 use util::{client, pattern, spawn_reactor, Echo, IO_TIMEOUT};
@@ -589,5 +590,52 @@ fn water_marks_measure_the_plaintext_the_handler_sent() {
     s.read_to_end(&mut got).unwrap();
     assert!(got == *data, "the stream differs");
     assert_eq!(rx.recv_timeout(IO_TIMEOUT).unwrap(), "drained true");
+    server.stop();
+}
+
+/// Records the socket does not take at once stay in rustls (the filter's
+/// output is written straight from its buffers) and must still go out at
+/// the writable edges, with nothing else to push them: no more input, no
+/// close.
+#[test]
+fn records_left_in_rustls_by_a_full_socket_go_out_at_the_writable_edge() {
+    let c = certs();
+    let data = Arc::new(pattern(9, 1024 * 1024 + 12_345));
+    struct SendsOnce(Arc<Vec<u8>>);
+    impl Handler for SendsOnce {
+        fn receive_data(&mut self, conn: &mut Connection<'_>, input: &[u8]) {
+            if input == b"go" {
+                // A small send buffer: most writes are short.
+                conn.set_sock_opt(SOL_SOCKET, SO_SNDBUF, 4096).unwrap();
+                conn.send_data(&self.0);
+            } else {
+                conn.close_connection_after_writing();
+            }
+        }
+    }
+    let (d, config) = (data.clone(), c.server.clone());
+    let server = spawn_reactor(move |r| {
+        let id = r
+            .tls()
+            .start_server("127.0.0.1:0", config, move || SendsOnce(d.clone()))?;
+        Ok(r.server_addr(id)?.as_inet().unwrap())
+    });
+    let mut s = blocking_tls(client(server.value), c.client.clone());
+    s.write_all(b"go").unwrap();
+    // Read slowly at first, so that the server's socket stays full.
+    let mut got = vec![0; data.len()];
+    let (slow, rest) = got.split_at_mut(64 * 1024);
+    for piece in slow.chunks_mut(1024) {
+        s.read_exact(piece).unwrap();
+    }
+    s.read_exact(rest).unwrap();
+    assert!(got == *data, "the stream differs");
+    s.write_all(b"thanks").unwrap();
+    let mut after = Vec::new();
+    s.read_to_end(&mut after).unwrap();
+    assert!(
+        after.is_empty(),
+        "nothing after the stream but close_notify"
+    );
     server.stop();
 }

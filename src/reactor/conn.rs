@@ -100,8 +100,6 @@ impl Conn {
     }
 
     /// Whether a file waits in the outbound queue.
-    // Called only by tls: uncalled in a core-only build.
-    #[allow(dead_code)]
     pub(crate) fn queue_holds_files(&self) -> bool {
         self.out.holds_files()
     }
@@ -150,8 +148,6 @@ impl Conn {
     }
 
     /// What happens to the write side once the queue drains.
-    // Called only by tls: uncalled in a core-only build.
-    #[allow(dead_code)]
     pub(crate) fn write_side(&self) -> WriteSide {
         self.flags.write_side()
     }

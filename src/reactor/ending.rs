@@ -225,8 +225,6 @@ impl Reactor {
     /// Whether connection `token` closes as soon as its queue is written
     /// (a secure channel sends its goodbye then): a close after writing was
     /// asked, and a draining connection is owed no reply.
-    // Called only by tls: uncalled in a core-only build.
-    #[allow(dead_code)]
     pub(crate) fn closes_once_written(&self, token: Token) -> bool {
         self.conn(token).is_some_and(|c| {
             c.phase.closes_when_drained()

@@ -217,6 +217,8 @@ pub struct Reactor {
     fd_inbox: Vec<OwnedFd>,
     /// Features' per-reactor state (`ext.rs`).
     exts: Vec<ExtSlot>,
+    /// Buffers filtered connections borrow (`ext::FilterScratch`).
+    filter_scratch: FilterScratch,
     /// The hooks of connections flagged `HOOKED`, with their state.
     conn_hooks: IdMap<Token, Hooked>,
     /// Callbacks for signals routed to this reactor's waker.
@@ -281,6 +283,7 @@ impl Reactor {
             fd_inbox: Vec::new(),
             signals: Vec::new(),
             exts: Vec::new(),
+            filter_scratch: FilterScratch::default(),
             conn_hooks: IdMap::default(),
             epoch: Instant::now(),
             now_ns: 0,
