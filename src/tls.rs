@@ -89,7 +89,6 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use crate::connection::{CloseReason, ConnId, Connection, Handler};
 use crate::extend::{Extension, Filter, FilterEvent, FilterOutput};
 use crate::reactor::{Reactor, ServerId, ServerOptions};
-use crate::reply::Reply;
 
 pub use crate::extend::HandshakeTimeout;
 
@@ -428,13 +427,11 @@ impl Tls<'_> {
         addr: impl ToSocketAddrs,
         options: ServerOptions,
         config: Arc<rustls::ServerConfig>,
-        mut factory: impl FnMut() -> H + 'static,
+        factory: impl FnMut() -> H + 'static,
     ) -> io::Result<ServerId> {
-        let r = &mut *self.reactor;
-        r.start_server_with(addr, options, move || TlsFirst {
-            inner: factory(),
-            config: Some(TlsConfig::Server(config.clone())),
-        })
+        let config = TlsConfig::Server(config);
+        let options = options.on_accept(move |conn| conn.start_tls(config.clone()));
+        self.reactor.start_server_with(addr, options, factory)
     }
 
     /// [`Upgrades::adopt_server`](crate::upgrade::Upgrades::adopt_server)
@@ -449,13 +446,13 @@ impl Tls<'_> {
         &mut self,
         listener: crate::upgrade::InheritedListener,
         config: Arc<rustls::ServerConfig>,
-        mut factory: impl FnMut() -> H + 'static,
+        factory: impl FnMut() -> H + 'static,
     ) -> io::Result<ServerId> {
-        let r = &mut *self.reactor;
-        r.upgrades().adopt_server(listener, move || TlsFirst {
-            inner: factory(),
-            config: Some(TlsConfig::Server(config.clone())),
-        })
+        let config = TlsConfig::Server(config);
+        let options = ServerOptions::new().on_accept(move |conn| conn.start_tls(config.clone()));
+        self.reactor
+            .upgrades()
+            .adopt_server_with(listener, options, factory)
     }
 
     /// Connects to `addr` as [`Reactor::connect`] does, with TLS started
@@ -472,15 +469,16 @@ impl Tls<'_> {
         server_name: &str,
         handler: H,
     ) -> io::Result<ConnId> {
-        let r = &mut *self.reactor;
         let config = TlsConfig::client(config, server_name)?;
-        r.connect(
-            addr,
-            TlsFirst {
-                inner: handler,
-                config: Some(config),
-            },
-        )
+        let id = self.reactor.connect(addr, handler)?;
+        // Its post_init is due when the running callback returns (or the
+        // loop runs): TLS is on before that.
+        if let Some(mut conn) = self.reactor.connection(id) {
+            if let Err(e) = conn.start_tls(config) {
+                conn.close_with_error(e);
+            }
+        }
+        Ok(id)
     }
 
     /// Sets how long a TLS handshake started on this reactor from now on
@@ -559,55 +557,5 @@ impl Connection<'_> {
     /// This connection's TLS session, if it has one.
     fn session(&self) -> Option<&Session> {
         self.filter::<Session>()
-    }
-}
-
-/// A handler with TLS started before its first callback
-/// ([`Tls::start_server`], [`Tls::connect`]); every
-/// callback goes to it unchanged.
-struct TlsFirst<H> {
-    inner: H,
-    config: Option<TlsConfig>,
-}
-
-impl<H: Handler> Handler for TlsFirst<H> {
-    fn post_init(&mut self, conn: &mut Connection<'_>) {
-        if let Some(config) = self.config.take() {
-            if let Err(e) = conn.start_tls(config) {
-                conn.close_with_error(e);
-                return;
-            }
-        }
-        self.inner.post_init(conn);
-    }
-    fn connection_completed(&mut self, conn: &mut Connection<'_>) {
-        self.inner.connection_completed(conn);
-    }
-    fn receive_data(&mut self, conn: &mut Connection<'_>, data: &[u8]) {
-        self.inner.receive_data(conn, data);
-    }
-    fn receive_eof(&mut self, conn: &mut Connection<'_>) {
-        self.inner.receive_eof(conn);
-    }
-    fn unbind(&mut self, conn: &mut Connection<'_>, reason: &CloseReason) {
-        self.inner.unbind(conn, reason);
-    }
-    fn receive_reply(&mut self, conn: &mut Connection<'_>, reply: Reply) {
-        self.inner.receive_reply(conn, reply);
-    }
-    fn outbound_full(&mut self, conn: &mut Connection<'_>) {
-        self.inner.outbound_full(conn);
-    }
-    fn outbound_drained(&mut self, conn: &mut Connection<'_>) {
-        self.inner.outbound_drained(conn);
-    }
-    fn resumed(&mut self, conn: &mut Connection<'_>) {
-        self.inner.resumed(conn);
-    }
-    fn ssl_handshake_completed(&mut self, conn: &mut Connection<'_>) {
-        self.inner.ssl_handshake_completed(conn);
-    }
-    fn ssl_verify_peer(&mut self, conn: &mut Connection<'_>, cert: &[u8]) -> bool {
-        self.inner.ssl_verify_peer(conn, cert)
     }
 }

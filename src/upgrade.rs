@@ -634,7 +634,24 @@ impl Upgrades<'_> {
         listener: InheritedListener,
         factory: impl FnMut() -> H + 'static,
     ) -> io::Result<crate::ServerId> {
-        self.reactor.adopt_server(listener, factory)
+        self.reactor
+            .adopt_server(listener, crate::ServerOptions::default(), factory)
+    }
+
+    /// [`Upgrades::adopt_server`] with what
+    /// [`ServerOptions::on_accept`](crate::ServerOptions::on_accept) set
+    /// (the socket options of `options` are the inherited socket's
+    /// already, and are not applied).
+    ///
+    /// # Errors
+    /// As [`Upgrades::adopt_server`].
+    pub fn adopt_server_with<H: crate::Handler>(
+        &mut self,
+        listener: InheritedListener,
+        options: crate::ServerOptions,
+        factory: impl FnMut() -> H + 'static,
+    ) -> io::Result<crate::ServerId> {
+        self.reactor.adopt_server(listener, options, factory)
     }
 
     /// The listening sockets of this reactor's running servers (in the

@@ -698,3 +698,65 @@ fn close_with_error_ends_with_that_protocol_error() {
         ["protocol error: bad greeting / Some(InvalidData)"]
     );
 }
+
+/// Greets in `post_init` and logs its callbacks.
+struct Greets {
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl Handler for Greets {
+    fn post_init(&mut self, conn: &mut Connection<'_>) {
+        self.log.lock().unwrap().push("post_init".into());
+        conn.send_data(b"hi");
+        conn.close_connection_after_writing();
+    }
+    fn unbind(&mut self, conn: &mut Connection<'_>, reason: &CloseReason) {
+        self.log.lock().unwrap().push(format!("unbind: {reason}"));
+        conn.reactor().stop_gracefully(Duration::from_secs(5));
+    }
+}
+
+/// Serves [`Greets`] with `options` until the first connection ends;
+/// returns what a client read and the server's log.
+fn greet_once(options: packet::ServerOptions) -> (Vec<u8>, Vec<String>) {
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let server_log = log.clone();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let server = std::thread::spawn(move || -> io::Result<()> {
+        let mut reactor = Reactor::new()?;
+        let id = reactor.start_server_with("127.0.0.1:0", options, move || Greets {
+            log: server_log.clone(),
+        })?;
+        tx.send(reactor.server_addr(id)?.as_inet().expect("tcp"))
+            .unwrap();
+        reactor.run_until_stopped()
+    });
+    let mut stream = client(rx.recv().unwrap());
+    let mut got = Vec::new();
+    stream.read_to_end(&mut got).unwrap();
+    drop(stream);
+    server.join().unwrap().unwrap();
+    let log = log.lock().unwrap().clone();
+    (got, log)
+}
+
+#[test]
+fn on_accept_sets_a_filter_before_post_init_or_refuses_the_connection() {
+    // The filter is on before the handler's first byte.
+    let options = packet::ServerOptions::new().on_accept(|conn| {
+        conn.set_filter(TwoKeys {
+            read_key: 0x11,
+            write_key: 0x22,
+        })
+    });
+    let (got, log) = greet_once(options);
+    assert_eq!(got, xor(b"hi", 0x22));
+    assert_eq!(log, ["post_init", "unbind: closed locally"]);
+
+    // An error closes it: no post_init, the reason in unbind.
+    let options = packet::ServerOptions::new()
+        .on_accept(|_| Err(io::Error::new(io::ErrorKind::PermissionDenied, "not today")));
+    let (got, log) = greet_once(options);
+    assert_eq!(got, b"");
+    assert_eq!(log, ["unbind: protocol error: not today"]);
+}

@@ -5,6 +5,8 @@
 //! at most `ACCEPT_BATCH` connections per listener per turn, so a flood of
 //! connects cannot starve established connections.
 
+use std::sync::Arc;
+
 use super::*;
 
 /// Connections accepted from one listener per turn before other sources get
@@ -16,6 +18,8 @@ pub(crate) type Factory = Box<dyn FnMut() -> Box<dyn Handler>>;
 pub(crate) struct Listener {
     pub(super) sock: Socket,
     pub(super) factory: Factory,
+    /// [`ServerOptions::on_accept`].
+    pub(super) on_accept: Option<AcceptHook>,
     pub(super) tcp: bool,
     /// The Unix socket file this listener created, removed when it stops.
     pub(super) unix_path: Option<PathBuf>,
@@ -25,11 +29,26 @@ pub(crate) struct Listener {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct ServerId(pub(crate) Token);
 
-/// How [`Reactor::start_server_with`] sets up a listening socket.
-#[derive(Debug, Clone)]
+/// What [`ServerOptions::on_accept`] runs.
+type AcceptHook = Arc<dyn Fn(&mut Connection<'_>) -> io::Result<()> + Send + Sync>;
+
+/// How [`Reactor::start_server_with`] sets up a listening socket, and
+/// what it does with each connection before its handler hears of it.
+#[derive(Clone)]
 pub struct ServerOptions {
     pub(super) reuse_port: bool,
     pub(super) backlog: i32,
+    pub(super) on_accept: Option<AcceptHook>,
+}
+
+impl std::fmt::Debug for ServerOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerOptions")
+            .field("reuse_port", &self.reuse_port)
+            .field("backlog", &self.backlog)
+            .field("on_accept", &self.on_accept.is_some())
+            .finish()
+    }
 }
 
 impl Default for ServerOptions {
@@ -37,6 +56,7 @@ impl Default for ServerOptions {
         ServerOptions {
             reuse_port: false,
             backlog: 4096,
+            on_accept: None,
         }
     }
 }
@@ -58,6 +78,24 @@ impl ServerOptions {
     /// The listen backlog.
     pub fn backlog(mut self, backlog: i32) -> ServerOptions {
         self.backlog = backlog;
+        self
+    }
+
+    /// Runs `f` on every accepted connection before its handler's
+    /// `post_init`: to set a filter (TLS's [`Tls::start_server`] starts
+    /// TLS this way), a socket option, or to refuse the connection by
+    /// returning an error, which closes it with [`CloseReason::Protocol`]
+    /// (the handler's `post_init` is skipped; `unbind` still comes). `f`
+    /// is shared by every reactor the options are given to, so it is
+    /// `Send + Sync`.
+    ///
+    /// [`Tls::start_server`]: crate::tls::Tls::start_server
+    /// [`CloseReason::Protocol`]: crate::CloseReason::Protocol
+    pub fn on_accept(
+        mut self,
+        f: impl Fn(&mut Connection<'_>) -> io::Result<()> + Send + Sync + 'static,
+    ) -> ServerOptions {
+        self.on_accept = Some(Arc::new(f));
         self
     }
 }
@@ -114,6 +152,7 @@ impl Reactor {
         self.add_listener(Box::new(Listener {
             sock,
             factory,
+            on_accept: options.on_accept,
             tcp: true,
             unix_path: None,
         }))
@@ -146,6 +185,7 @@ impl Reactor {
         self.add_listener(Box::new(Listener {
             sock,
             factory,
+            on_accept: None,
             tcp: false,
             unix_path: Some(path),
         }))
@@ -217,10 +257,14 @@ impl Reactor {
                         Transport::Unix
                     };
                     let handler = (l.factory)();
+                    let on_accept = l.on_accept.clone();
                     // Out of epoll watches or memory: the connection is
                     // dropped (closed) and the listener goes on.
                     if let Ok(conn) = self.add_conn(sock, handler, Phase::Open, transport) {
-                        self.call(conn, |h, c| h.post_init(c));
+                        self.call(conn, |h, c| match on_accept.map_or(Ok(()), |f| f(c)) {
+                            Ok(()) => h.post_init(c),
+                            Err(e) => c.close_with_error(e),
+                        });
                         self.call(conn, |h, c| h.connection_completed(c));
                         self.run_pending();
                     }
@@ -268,6 +312,7 @@ impl Reactor {
     pub(crate) fn adopt_server<H: Handler>(
         &mut self,
         listener: crate::upgrade::InheritedListener,
+        options: ServerOptions,
         mut factory: impl FnMut() -> H + 'static,
     ) -> io::Result<ServerId> {
         let tcp = listener.is_tcp();
@@ -277,6 +322,7 @@ impl Reactor {
         self.add_listener(Box::new(Listener {
             sock,
             factory,
+            on_accept: options.on_accept,
             tcp,
             unix_path: None,
         }))
