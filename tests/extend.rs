@@ -541,7 +541,7 @@ impl Filter for Greeter {
 
 /// Speaks through a [`Greeter`], logging every callback.
 struct GreeterServer {
-    log: Arc<Mutex<Vec<String>>>,
+    log: Log,
 }
 
 impl GreeterServer {
@@ -593,14 +593,40 @@ impl Handler for GreeterServer {
     }
 }
 
+/// One log shared by a server's handlers.
+type Log = Arc<Mutex<Vec<String>>>;
+
+/// [`serve_until_stopped`] with handlers made by `make` around one shared
+/// log, and a client connected to it.
+fn serve_logged<H: Handler>(
+    make: impl Fn(Log) -> H + Send + 'static,
+) -> (
+    Log,
+    std::net::TcpStream,
+    std::thread::JoinHandle<io::Result<bool>>,
+) {
+    let log = Log::default();
+    let server_log = log.clone();
+    let (addr, server) = serve_until_stopped(move || make(server_log.clone()));
+    (log, client(addr), server)
+}
+
+/// Reads `stream` to its end, then waits for the server to stop (it must
+/// be a clean stop); what was read.
+fn read_until_stopped(
+    mut stream: std::net::TcpStream,
+    server: std::thread::JoinHandle<io::Result<bool>>,
+) -> Vec<u8> {
+    let mut got = Vec::new();
+    stream.read_to_end(&mut got).unwrap();
+    drop(stream);
+    assert!(server.join().unwrap().unwrap(), "a clean stop");
+    got
+}
+
 #[test]
 fn a_filter_with_a_handshake_holds_the_handlers_bytes_and_says_goodbye() {
-    let log = Arc::new(Mutex::new(Vec::new()));
-    let server_log = log.clone();
-    let (addr, server) = serve_until_stopped(move || GreeterServer {
-        log: server_log.clone(),
-    });
-    let mut stream = client(addr);
+    let (log, mut stream, server) = serve_logged(|log| GreeterServer { log });
     let mut greeting = [0; 13];
     stream.read_exact(&mut greeting).unwrap();
     assert_eq!(
@@ -609,10 +635,7 @@ fn a_filter_with_a_handshake_holds_the_handlers_bytes_and_says_goodbye() {
     );
     stream.write_all(b"OK\nping,").unwrap();
     stream.write_all(b"BYE\n").unwrap();
-    let mut rest = Vec::new();
-    stream.read_to_end(&mut rest).unwrap();
-    drop(stream);
-    assert!(server.join().unwrap().unwrap(), "a clean stop");
+    let rest = read_until_stopped(stream, server);
     assert_eq!(
         String::from_utf8_lossy(&rest),
         "EARLY,DONE,PING,BYE\n",
@@ -633,18 +656,10 @@ fn a_filter_with_a_handshake_holds_the_handlers_bytes_and_says_goodbye() {
 
 #[test]
 fn a_stalled_filter_handshake_ends_at_its_deadline() {
-    let log = Arc::new(Mutex::new(Vec::new()));
-    let server_log = log.clone();
-    let (addr, server) = serve_until_stopped(move || GreeterServer {
-        log: server_log.clone(),
-    });
-    let mut stream = client(addr);
+    let (log, mut stream, server) = serve_logged(|log| GreeterServer { log });
     // Half a handshake, then nothing: only the deadline ends it.
     stream.write_all(b"O").unwrap();
-    let mut got = Vec::new();
-    stream.read_to_end(&mut got).unwrap();
-    drop(stream);
-    assert!(server.join().unwrap().unwrap());
+    let got = read_until_stopped(stream, server);
     assert_eq!(
         got, b"banner\nHELLO\n",
         "nothing encoded, no goodbye after a failure"
@@ -659,7 +674,7 @@ fn a_stalled_filter_handshake_ends_at_its_deadline() {
 
 /// Closes every connection in `post_init` with an error of its own.
 struct Refuser {
-    log: Arc<Mutex<Vec<String>>>,
+    log: Log,
 }
 
 impl Handler for Refuser {
@@ -682,16 +697,8 @@ impl Handler for Refuser {
 
 #[test]
 fn close_with_error_ends_with_that_protocol_error() {
-    let log = Arc::new(Mutex::new(Vec::new()));
-    let server_log = log.clone();
-    let (addr, server) = serve_until_stopped(move || Refuser {
-        log: server_log.clone(),
-    });
-    let mut stream = client(addr);
-    let mut got = Vec::new();
-    stream.read_to_end(&mut got).unwrap();
-    drop(stream);
-    assert!(server.join().unwrap().unwrap());
+    let (log, stream, server) = serve_logged(|log| Refuser { log });
+    let got = read_until_stopped(stream, server);
     assert_eq!(got, b"", "a protocol error drops what was queued");
     assert_eq!(
         *log.lock().unwrap(),
@@ -701,7 +708,7 @@ fn close_with_error_ends_with_that_protocol_error() {
 
 /// Greets in `post_init` and logs its callbacks.
 struct Greets {
-    log: Arc<Mutex<Vec<String>>>,
+    log: Log,
 }
 
 impl Handler for Greets {
