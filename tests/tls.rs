@@ -639,3 +639,47 @@ fn records_left_in_rustls_by_a_full_socket_go_out_at_the_writable_edge() {
     );
     server.stop();
 }
+
+/// A graceful stop with a large TLS response in flight behind a full
+/// socket: the stop waits for the records (in the queue, in the filter's
+/// buffer and left in rustls), the peer gets every byte and then
+/// `close_notify`, and the stop report is clean.
+#[test]
+fn a_graceful_stop_waits_for_tls_records_in_flight() {
+    let c = certs();
+    let data = Arc::new(pattern(11, 2 * 1024 * 1024 + 777));
+    struct AnswersThenStops(Arc<Vec<u8>>);
+    impl Handler for AnswersThenStops {
+        fn receive_data(&mut self, conn: &mut Connection<'_>, _: &[u8]) {
+            conn.set_sock_opt(SOL_SOCKET, SO_SNDBUF, 4096).unwrap();
+            conn.send_data(&self.0);
+            conn.reactor().stop_gracefully(IO_TIMEOUT);
+        }
+    }
+    let (tx, rx) = mpsc::channel();
+    let (d, config) = (data.clone(), c.server.clone());
+    let server = std::thread::spawn(move || -> std::io::Result<String> {
+        let mut r = Reactor::new()?;
+        let id = r
+            .tls()
+            .start_server("127.0.0.1:0", config, move || AnswersThenStops(d.clone()))?;
+        tx.send(r.server_addr(id)?.as_inet().unwrap()).unwrap();
+        r.run_until_stopped()?;
+        Ok(r.stop_report()
+            .map_or("no report".into(), |report| report.to_string()))
+    });
+    let mut s = blocking_tls(client(rx.recv().unwrap()), c.client.clone());
+    s.write_all(b"go").unwrap();
+    // Slowly at first: the stop begins while most of it is unwritten.
+    let mut got = vec![0; 64 * 1024];
+    for piece in got.chunks_mut(512) {
+        s.read_exact(piece).unwrap();
+    }
+    // To the end: an error here is a stream cut without close_notify.
+    s.read_to_end(&mut got).unwrap();
+    assert!(got == *data, "the stream differs ({} bytes)", got.len());
+    // Our end, so that the server's lingering close ends at once.
+    drop(s);
+    let report = server.join().unwrap().unwrap();
+    assert_eq!(report, "stopped cleanly: nothing was cut");
+}
