@@ -82,14 +82,13 @@ impl ServerOptions {
     }
 
     /// Runs `f` on every accepted connection before its handler's
-    /// `post_init`: to set a filter (TLS's [`Tls::start_server`] starts
-    /// TLS this way), a socket option, or to refuse the connection by
+    /// `post_init`: to set a filter (`reactor.tls().start_server(..)`
+    /// starts TLS this way), a socket option, or to refuse the connection by
     /// returning an error, which closes it with [`CloseReason::Protocol`]
     /// (the handler's `post_init` is skipped; `unbind` still comes). `f`
     /// is shared by every reactor the options are given to, so it is
     /// `Send + Sync`.
     ///
-    /// [`Tls::start_server`]: crate::tls::Tls::start_server
     /// [`CloseReason::Protocol`]: crate::CloseReason::Protocol
     pub fn on_accept(
         mut self,
