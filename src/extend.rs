@@ -245,6 +245,11 @@ pub enum FilterEvent {
 ///   asked for it with `own_output` once the socket is writable again;
 ///   the connection counts it as queued meanwhile. Anywhere else, and
 ///   for smaller pieces, it takes everything, as `extend_from_slice`.
+///
+/// A filter that gives bytes after a short write in the same call would
+/// put them ahead of the ones it kept: the connection closes instead,
+/// with [`CloseReason::Protocol`] saying so, and nothing out of order is
+/// sent.
 pub struct FilterOutput<'a> {
     kept: &'a mut Vec<u8>,
     /// The socket, while bytes may go straight to it.
@@ -253,6 +258,9 @@ pub struct FilterOutput<'a> {
     short: bool,
     /// What the socket said when it stopped taking bytes.
     refused: Option<io::Error>,
+    /// Bytes were given after a short [`io::Write`]: they would go out
+    /// ahead of the ones the filter kept.
+    misordered: bool,
 }
 
 impl<'a> FilterOutput<'a> {
@@ -263,6 +271,7 @@ impl<'a> FilterOutput<'a> {
             socket: None,
             short: false,
             refused: None,
+            misordered: false,
         }
     }
 
@@ -273,6 +282,7 @@ impl<'a> FilterOutput<'a> {
             socket: Some(socket),
             short: false,
             refused: None,
+            misordered: false,
         }
     }
 
@@ -283,22 +293,34 @@ impl<'a> FilterOutput<'a> {
     }
 
     /// Bytes for the socket, in order after those given before; all are
-    /// taken.
+    /// taken (after a short [`io::Write`] in the same call, none are: the
+    /// connection closes, see [`FilterOutput`]).
     pub fn extend_from_slice(&mut self, bytes: &[u8]) {
+        self.misordered |= self.short;
         self.kept.extend_from_slice(bytes);
     }
 }
 
 impl Extend<u8> for FilterOutput<'_> {
     fn extend<I: IntoIterator<Item = u8>>(&mut self, bytes: I) {
+        self.misordered |= self.short;
         self.kept.extend(bytes);
     }
 }
 
 impl<'b> Extend<&'b u8> for FilterOutput<'_> {
     fn extend<I: IntoIterator<Item = &'b u8>>(&mut self, bytes: I) {
+        self.misordered |= self.short;
         self.kept.extend(bytes);
     }
+}
+
+/// The reason a connection closes when its filter gave bytes after a
+/// short write: sending them would put the stream out of order.
+fn misordered() -> CloseReason {
+    CloseReason::Protocol(io::Error::other(
+        "the filter gave bytes after a short write in the same call (they would go out of order)",
+    ))
 }
 
 impl io::Write for FilterOutput<'_> {
@@ -617,6 +639,10 @@ fn write_encoded_with<F: Filter>(
         let flushed = queue.flush(&mut sink);
         let refused = out.refused.take();
         s.holds = out.short;
+        if out.misordered {
+            r.begin_close(token, misordered());
+            return false;
+        }
         match flushed {
             Ok(n) if n > 0 => s.encoded = n,
             Ok(_) => return true,
@@ -678,12 +704,15 @@ fn write_held<F: Filter>(c: &mut Conn, s: &mut Filtered<F>) -> Result<bool, Clos
         if !s.holds {
             return Ok(true);
         }
-        let refused = {
+        let (refused, misordered_now) = {
             let mut out = FilterOutput::direct(&mut s.to_socket, c.sink());
             s.filter.own_output(&mut out);
             s.holds = out.short;
-            out.refused.take()
+            (out.refused.take(), out.misordered)
         };
+        if misordered_now {
+            return Err(misordered());
+        }
         if let Some(e) = refused {
             c.wrote(Err(e), 1)?;
             return Ok(false);

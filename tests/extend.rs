@@ -228,6 +228,12 @@ fn a_descriptor_sent_through_a_filter_ends_the_connection_with_a_clear_error() {
     );
 }
 
+/// A filter's `decode` that passes the peer's bytes on as they are.
+fn unchanged(from_socket: &[u8], to_handler: &mut Vec<u8>) -> io::Result<()> {
+    to_handler.extend_from_slice(from_socket);
+    Ok(())
+}
+
 /// Writes each byte eight times: the socket carries far more than the
 /// handler sent, so the filter holds encoded bytes the socket has not
 /// taken when the handler's queue is already empty.
@@ -235,8 +241,7 @@ struct Expand;
 
 impl Filter for Expand {
     fn decode(&mut self, from_socket: &[u8], to_handler: &mut Vec<u8>) -> io::Result<()> {
-        to_handler.extend_from_slice(from_socket);
-        Ok(())
+        unchanged(from_socket, to_handler)
     }
     fn encode(&mut self, from_handler: &[u8], to_socket: &mut FilterOutput<'_>) {
         for &b in from_handler {
@@ -766,4 +771,66 @@ fn on_accept_sets_a_filter_before_post_init_or_refuses_the_connection() {
     let (got, log) = greet_once(options);
     assert_eq!(got, b"");
     assert_eq!(log, ["unbind: protocol error: not today"]);
+}
+
+/// Writes each piece with `io::Write` (straight to the socket when it is
+/// large) and then, wrongly, a marker with `extend_from_slice` even when
+/// the write came back short: the marker would overtake the rest.
+struct Misorders;
+
+impl Filter for Misorders {
+    fn decode(&mut self, from_socket: &[u8], to_handler: &mut Vec<u8>) -> io::Result<()> {
+        unchanged(from_socket, to_handler)
+    }
+    fn encode(&mut self, from_handler: &[u8], to_socket: &mut FilterOutput<'_>) {
+        // What the socket does not take is lost here: the filter is wrong
+        // twice, and the connection must end before either shows.
+        let _ = to_socket.write(from_handler);
+        to_socket.extend_from_slice(b"|");
+    }
+}
+
+/// Sends 8 MiB through [`Misorders`] behind a small send buffer and
+/// reports why the connection ended.
+struct FloodsMisordered(std::sync::mpsc::Sender<String>);
+
+impl Handler for FloodsMisordered {
+    fn post_init(&mut self, conn: &mut Connection<'_>) {
+        conn.set_sock_opt(SOL_SOCKET, SO_SNDBUF, 4096).unwrap();
+        conn.set_filter(Misorders).unwrap();
+        conn.send_data(&pattern(5, 8 * 1024 * 1024));
+    }
+    fn unbind(&mut self, _conn: &mut Connection<'_>, reason: &CloseReason) {
+        let _ = self.0.send(reason.to_string());
+    }
+}
+
+#[test]
+fn bytes_given_after_a_short_write_close_the_connection_instead_of_reordering() {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let server = spawn_reactor(move |r| {
+        let tx = tx.clone();
+        let id = r.start_server("127.0.0.1:0", move || FloodsMisordered(tx.clone()))?;
+        Ok(r.server_addr(id)?.as_inet().unwrap())
+    });
+    // Not reading: the socket fills, and a write comes back short.
+    let mut stream = client(server.value);
+    let reason = rx
+        .recv_timeout(util::IO_TIMEOUT)
+        .expect("the connection ends");
+    assert!(reason.contains("out of order"), "{reason}");
+    // What did arrive is in order: without the markers, a beginning of
+    // what was sent (the close came before the lost tail of the short
+    // write could show).
+    let mut got = Vec::new();
+    let _ = stream.read_to_end(&mut got);
+    let unmarked =
+        |bytes: &[u8]| -> Vec<u8> { bytes.iter().copied().filter(|&b| b != b'|').collect() };
+    let (got, sent) = (unmarked(&got), unmarked(&pattern(5, 8 * 1024 * 1024)));
+    assert!(
+        !got.is_empty() && sent.starts_with(&got),
+        "{} bytes, out of order",
+        got.len()
+    );
+    server.stop();
 }
