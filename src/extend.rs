@@ -512,10 +512,15 @@ fn input<F: Filter>(r: &mut Reactor, token: Token, data: &[u8]) {
         return;
     };
     let decoded = s.filter.decode(data, &mut to_handler);
-    // Everything: this output takes it all (what the filter held, too).
-    s.filter
-        .own_output(&mut FilterOutput::kept_only(&mut s.to_socket));
-    s.holds = false;
+    // What decoding made the filter say (a handshake's answer) is small:
+    // into the buffer. A filter that holds output already (a full socket
+    // left records in rustls) keeps this behind it, and the write below
+    // asks for both, straight to the socket: no copy of the held bytes.
+    if !s.holds {
+        s.filter
+            .own_output(&mut FilterOutput::kept_only(&mut s.to_socket));
+    }
+    let has_output = s.written < s.to_socket.len() || s.holds;
     let mut established = None;
     let mut peer_ended = false;
     while let Some(event) = s.filter.take_event() {
@@ -528,7 +533,9 @@ fn input<F: Filter>(r: &mut Reactor, token: Token, data: &[u8]) {
     }
     // The filter's own bytes (a handshake's answer) go out before
     // anything the handler does with what it receives.
-    write_encoded::<F>(r, token, false);
+    if has_output {
+        write_encoded::<F>(r, token, false);
+    }
     let mut accepted = true;
     if let Some((cert, deadline)) = established.filter(|_| decoded.is_ok()) {
         if let Some(timer) = deadline {
@@ -551,7 +558,10 @@ fn input<F: Filter>(r: &mut Reactor, token: Token, data: &[u8]) {
             r.begin_close(token, CloseReason::Protocol(refused));
         }
     }
-    if accepted && !to_handler.is_empty() {
+    // A callback's end checks the queue (`Reactor::call`); without one,
+    // the filter's own bytes may have changed what is held.
+    let delivered = accepted && !to_handler.is_empty();
+    if delivered {
         r.deliver(token, &to_handler);
     }
     r.put_decode_buffer(to_handler);
@@ -560,7 +570,9 @@ fn input<F: Filter>(r: &mut Reactor, token: Token, data: &[u8]) {
         Ok(()) if peer_ended => r.end_of_input(token),
         Ok(()) => {}
     }
-    r.check_water(token);
+    if !delivered {
+        r.check_water(token);
+    }
 }
 
 /// Writes what filtered connection `token` holds for the socket, in
