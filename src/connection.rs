@@ -312,6 +312,17 @@ impl<'r> Connection<'r> {
         }
     }
 
+    /// The same connection for a shorter time: what a wrapper that owns a
+    /// `Connection` of its own (a context type handed to another kind of
+    /// handler) takes from the one it was given.
+    pub fn reborrow(&mut self) -> Connection<'_> {
+        Connection {
+            reactor: &mut *self.reactor,
+            id: self.id,
+            layer: self.layer.as_deref_mut(),
+        }
+    }
+
     /// The state of the protocol [`Layer`] this callback is called
     /// through, if it is a `T` (for example the line splitter's mode, which
     /// the `line` module's methods on `Connection` reach this way).
@@ -557,6 +568,17 @@ impl Connection<'_> {
     pub fn close_with_error(&mut self, error: io::Error) {
         self.reactor
             .begin_close(self.id.0, CloseReason::Protocol(error));
+    }
+
+    /// Makes the close of this connection, when this side makes it (a
+    /// [`Connection::close_connection`], with or without writing first),
+    /// report `reason` to `unbind` instead of [`CloseReason::Local`]: a
+    /// layer that ended the input names why (the `line` module's
+    /// [`CloseReason::LineTooLong`]), and the handler still decides when
+    /// to close. A close for a reason of its own (a reset, a timeout)
+    /// reports that reason.
+    pub fn set_close_reason(&mut self, reason: CloseReason) {
+        self.reactor.set_close_reason(self.id, reason);
     }
 
     /// The descriptors that arrived with the bytes now being delivered to

@@ -133,8 +133,7 @@ impl DatagramWatcher {
     ) -> R {
         // Datagram<'a> wants one lifetime for the Watch and its borrow; a
         // reborrow through a short-lived Watch gives it that.
-        let id = w.id();
-        let mut inner = Watch::reborrow(w.reactor(), id);
+        let mut inner = w.reborrow();
         f(self.handler.as_mut(), &mut Datagram { w: &mut inner })
     }
 }
@@ -149,8 +148,7 @@ impl Watcher for DatagramWatcher {
             match received {
                 Ok((n, Addr::Inet(from), full)) if full <= n => {
                     let (handler, buf) = (&mut self.handler, &self.buf);
-                    let id = w.id();
-                    let mut inner = Watch::reborrow(w.reactor(), id);
+                    let mut inner = w.reborrow();
                     handler.receive_datagram(&mut Datagram { w: &mut inner }, &buf[..n], from);
                 }
                 Ok((_, Addr::Inet(from), full)) => {
@@ -251,7 +249,7 @@ impl Datagrams<'_> {
         };
         // Writable once, at once: the first notification runs post_init
         // outside whatever callback opened the socket.
-        let id = r.watch(sock.into(), watcher, true, true)?;
+        let id = r.watches().watch(sock.into(), watcher, true, true)?;
         Ok(DatagramId(id))
     }
 
@@ -261,9 +259,9 @@ impl Datagrams<'_> {
     /// `NotFound` for a closed socket; `WouldBlock` when the socket buffer
     /// is full (the datagram is dropped, as UDP may); `EMSGSIZE`.
     pub fn send_datagram(&mut self, id: DatagramId, data: &[u8], to: SocketAddr) -> io::Result<()> {
-        let r = &mut *self.reactor;
-        let fd = r
-            .watch_fd(id.0)
+        let watches = self.reactor.watches();
+        let fd = watches
+            .fd(id.0)
             .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no such socket"))?;
         let n = Socket::view(fd).send_to(data, &Addr::Inet(to))?;
         if n != data.len() {
@@ -279,10 +277,10 @@ impl Datagrams<'_> {
     ///
     /// # Errors
     /// `NotFound` for a closed socket.
-    pub fn local_addr(&self, id: DatagramId) -> io::Result<SocketAddr> {
-        let r = &*self.reactor;
-        let fd = r
-            .watch_fd(id.0)
+    pub fn local_addr(&mut self, id: DatagramId) -> io::Result<SocketAddr> {
+        let watches = self.reactor.watches();
+        let fd = watches
+            .fd(id.0)
             .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no such socket"))?;
         Socket::view(fd)
             .local_addr()?
@@ -292,7 +290,7 @@ impl Datagrams<'_> {
 
     /// Closes datagram socket `id`; its handler's `unbind` follows.
     pub fn close(&mut self, id: DatagramId) {
-        if let Ok(fd) = self.reactor.detach_watch(id.0) {
+        if let Ok(fd) = self.reactor.watches().detach(id.0) {
             drop(fd);
         }
     }

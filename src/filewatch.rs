@@ -111,8 +111,7 @@ impl FileWatchHandler {
         w: &mut Watch<'_>,
         f: impl FnOnce(&mut dyn FileWatcher, &mut FileWatch<'_>),
     ) {
-        let id = w.id();
-        let mut inner = Watch::reborrow(w.reactor(), id);
+        let mut inner = w.reborrow();
         f(
             self.watcher.as_mut(),
             &mut FileWatch {

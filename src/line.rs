@@ -352,9 +352,7 @@ impl<H: LineHandler> LineProtocol<H> {
                     // written; later if replies are still being computed),
                     // and `unbind` hears why.
                     let LineError::LineTooLong { max, got } = e;
-                    let id = ctx.id();
-                    ctx.reactor()
-                        .set_close_reason(id, CloseReason::LineTooLong { max, got });
+                    ctx.set_close_reason(CloseReason::LineTooLong { max, got });
                     handler.line_error(&mut ctx, e);
                     ctx.pause();
                     handler.receive_eof(&mut ctx);

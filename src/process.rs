@@ -531,7 +531,7 @@ impl Processes<'_> {
     pub fn unwatch_process(&mut self, id: ProcessWatchId) -> bool {
         let r = &mut *self.reactor;
         match id.0 {
-            ExitWatch::Descriptor(watch) => r.detach_watch(watch).is_ok(),
+            ExitWatch::Descriptor(watch) => r.watches().detach(watch).is_ok(),
             ExitWatch::Poll(timer) => r.cancel_timer(timer),
         }
     }
@@ -631,7 +631,7 @@ impl Adapter {
             return;
         };
         let mut p = ProcessContext {
-            conn: Connection::new(&mut *conn.reactor, conn.id),
+            conn: conn.reborrow(),
             child: &self.0,
         };
         f(handler.as_mut(), &mut p);
@@ -778,7 +778,7 @@ fn watch_exit(reactor: &mut Reactor, pid: i32, on_end: OnEnd) -> ExitWatch {
             pid,
             slot: slot.clone(),
         };
-        if let Ok(id) = reactor.watch(fd, watcher, true, false) {
+        if let Ok(id) = reactor.watches().watch(fd, watcher, true, false) {
             return ExitWatch::Descriptor(id);
         }
     }

@@ -552,7 +552,7 @@ impl Reactor {
     /// Forks and executes the new program with the listeners at 3.. and
     /// the readiness pipe after them; the child's pid and the read end.
     fn start_new_process(&mut self, options: &UpgradeOptions) -> Result<(i32, File), UpgradeError> {
-        let own = self.server_fds();
+        let own = self.extensions().server_fds();
         let fds: Vec<BorrowedFd<'_>> = own
             .iter()
             .copied()
@@ -634,8 +634,7 @@ impl Upgrades<'_> {
         listener: InheritedListener,
         factory: impl FnMut() -> H + 'static,
     ) -> io::Result<crate::ServerId> {
-        self.reactor
-            .adopt_server(listener, crate::ServerOptions::default(), factory)
+        self.adopt_server_with(listener, crate::ServerOptions::default(), factory)
     }
 
     /// [`Upgrades::adopt_server`] with what
@@ -651,15 +650,17 @@ impl Upgrades<'_> {
         options: crate::ServerOptions,
         factory: impl FnMut() -> H + 'static,
     ) -> io::Result<crate::ServerId> {
-        self.reactor.adopt_server(listener, options, factory)
+        self.reactor
+            .extensions()
+            .adopt_server(listener.into_socket().into(), options, factory)
     }
 
     /// The listening sockets of this reactor's running servers (in the
     /// order they were added): what an upgrade passes to the new process,
     /// and what a program with several `SO_REUSEPORT` reactors hands to
     /// the one that upgrades ([`UpgradeOptions::also_pass`]).
-    pub fn server_fds(&self) -> Vec<BorrowedFd<'_>> {
-        self.reactor.server_fds()
+    pub fn server_fds(&mut self) -> Vec<BorrowedFd<'_>> {
+        self.reactor.extensions().server_fds()
     }
 
     /// Starts the binary upgrade described in [`crate::upgrade`]: the new
@@ -753,7 +754,7 @@ impl Upgrades<'_> {
     /// at once.
     pub fn hand_over(&mut self, settle: Duration, grace: Duration) {
         let r = &mut *self.reactor;
-        r.close_listeners_keeping_files();
+        r.extensions().stop_servers_keeping_files();
         r.add_timer(settle, move |r| r.stop_gracefully(grace));
     }
 }

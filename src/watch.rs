@@ -73,12 +73,15 @@ pub struct Watch<'r> {
     id: WatchId,
 }
 
-impl<'r> Watch<'r> {
-    /// A context for watch `id` on `reactor` (for modules built on watches
-    /// that hand their own context to user code).
-    #[cfg(any(feature = "datagram", feature = "filewatch"))]
-    pub(crate) fn reborrow(reactor: &'r mut Reactor, id: WatchId) -> Watch<'r> {
-        Watch { reactor, id }
+impl Watch<'_> {
+    /// The same watch for a shorter time: what a wrapper that owns a
+    /// `Watch` of its own (a context type handed to another kind of
+    /// handler, as datagram sockets do) takes from the one it was given.
+    pub fn reborrow(&mut self) -> Watch<'_> {
+        Watch {
+            reactor: &mut *self.reactor,
+            id: self.id,
+        }
     }
 
     /// This watch's id.
@@ -311,6 +314,11 @@ impl Watches<'_> {
         writable: bool,
     ) -> io::Result<WatchId> {
         self.reactor.watch(fd, watcher, readable, writable)
+    }
+
+    /// The descriptor of watch `id` (`None` once detached).
+    pub fn fd(&self, id: WatchId) -> Option<BorrowedFd<'_>> {
+        self.reactor.watch_fd(id)
     }
 
     /// Turns readable notification of watch `id` on or off.

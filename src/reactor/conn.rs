@@ -528,11 +528,7 @@ impl Reactor {
         Ok(())
     }
 
-    /// Makes the close of `id`, when this side makes it, report `reason`
-    /// instead of [`CloseReason::Local`]: a layer that ended the input
-    /// (a line too long) names why.
-    // Called only by line: uncalled in a core-only build.
-    #[allow(dead_code)]
+    /// See [`Connection::set_close_reason`].
     pub(crate) fn set_close_reason(&mut self, id: ConnId, reason: CloseReason) {
         if self.conn(id.0).is_some() {
             self.close_reasons.insert(id.0, reason);
@@ -715,19 +711,7 @@ impl Reactor {
         self.adopt_boxed(fd, Box::new(handler), Some(Transport::UnixWithFds))
     }
 
-    /// [`Reactor::attach_receiving_fds`] for the library's own channels
-    /// (to worker processes), which are not counted as user connections.
-    // Called only by workers: uncalled in a core-only build.
-    #[allow(dead_code)]
-    pub(crate) fn adopt_channel(
-        &mut self,
-        fd: OwnedFd,
-        handler: Box<dyn Handler>,
-    ) -> io::Result<ConnId> {
-        self.adopt_boxed(fd, handler, Some(Transport::Channel))
-    }
-
-    fn adopt_boxed(
+    pub(super) fn adopt_boxed(
         &mut self,
         fd: OwnedFd,
         handler: Box<dyn Handler>,

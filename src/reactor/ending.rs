@@ -526,12 +526,8 @@ impl Reactor {
         self.ending.report = Some(report);
     }
 
-    /// Counts asks to workers that the stop failed, for the report: the
-    /// worker feature calls it when it fails them at the deadline or at
-    /// shutdown.
-    // Called only by workers: uncalled in a core-only build.
-    #[allow(dead_code)]
-    pub(crate) fn count_failed_asks(&mut self, n: usize) {
+    /// See [`Extensions::count_failed_asks`].
+    pub(super) fn count_failed_asks(&mut self, n: usize) {
         self.ending.asks_failed += n as u64;
     }
 

@@ -32,7 +32,7 @@
 //! other two.
 
 use std::any::{Any, TypeId};
-use std::os::fd::BorrowedFd;
+use std::os::fd::{BorrowedFd, OwnedFd};
 
 use packet_sys::Trigger;
 
@@ -108,6 +108,10 @@ pub enum StopHold {
 
 /// A reactor's extension state, borrowed for one call:
 /// [`Reactor::extensions`]. Each [`Extension`] type has at most one value.
+/// It also offers what only extensions need of the reactor, kept off
+/// [`Reactor`]'s own page: channels of their own
+/// ([`Extensions::attach_channel`]), failed requests in a stop's report,
+/// and servers on listening sockets handed over by another process.
 pub struct Extensions<'r> {
     reactor: &'r mut Reactor,
 }
@@ -142,6 +146,61 @@ impl<'r> Extensions<'r> {
     /// inserted while `f` runs is replaced by the one lent out.
     pub fn with<T: Extension, R>(self, f: impl FnOnce(&mut T, &mut Reactor) -> R) -> Option<R> {
         self.reactor.with_ext(f)
+    }
+
+    /// Attaches `fd`, a Unix-domain socket, as a channel of the
+    /// extension's own (to a helper process it runs), as
+    /// [`Reactor::attach_receiving_fds`] does, but not as one of the
+    /// application's connections: [`Reactor::connection_count`] leaves it
+    /// out, and a stop's report does not count what it still had queued as
+    /// cut (the extension's [`Extension::stop_gracefully`] says when its
+    /// channels are done).
+    ///
+    /// # Errors
+    /// As [`Reactor::attach_receiving_fds`].
+    pub fn attach_channel<H: Handler>(self, fd: OwnedFd, handler: H) -> io::Result<ConnId> {
+        self.reactor
+            .adopt_boxed(fd, Box::new(handler), Some(Transport::Channel))
+    }
+
+    /// Counts `n` requests of the extension's that the stop in progress
+    /// failed before their answers came ([`StopReport::asks_failed`]:
+    /// whoever asked heard an error instead), so that the report is not
+    /// clean.
+    pub fn count_failed_asks(self, n: usize) {
+        self.reactor.count_failed_asks(n);
+    }
+
+    /// Serves on `sock`, a listening socket this reactor did not make (one
+    /// inherited from the process that started this one, or from a service
+    /// manager), as [`Reactor::start_server_with`] serves on its own: the
+    /// socket is made non-blocking; `TCP_NODELAY` is set on each accepted
+    /// TCP connection; `options`' socket options are the socket's already
+    /// and are not applied. A Unix-domain socket's file is left in place
+    /// when the server stops: whoever made it owns it.
+    ///
+    /// # Errors
+    /// The socket cannot be made non-blocking or registered.
+    pub fn adopt_server<H: Handler>(
+        self,
+        sock: OwnedFd,
+        options: ServerOptions,
+        factory: impl FnMut() -> H + 'static,
+    ) -> io::Result<ServerId> {
+        self.reactor.adopt_server(sock, options, factory)
+    }
+
+    /// The listening sockets of this reactor's running servers, in the
+    /// order they were added.
+    pub fn server_fds(self) -> Vec<BorrowedFd<'r>> {
+        self.reactor.server_fds()
+    }
+
+    /// Closes every listener of this reactor, as [`Reactor::stop_server`]
+    /// does, but leaves Unix-domain socket files in place, for a process
+    /// that serves on the same sockets next. How many there were.
+    pub fn stop_servers_keeping_files(self) -> usize {
+        self.reactor.close_listeners_keeping_files()
     }
 }
 
@@ -265,7 +324,8 @@ pub(crate) struct Hooked {
 
 impl Reactor {
     /// This reactor's extension state ([`Extension`]): per-reactor values
-    /// of plug-ins, looked up by type.
+    /// of plug-ins, looked up by type; and the few services that only
+    /// extensions use (their own channels, inherited listeners).
     pub fn extensions(&mut self) -> Extensions<'_> {
         Extensions { reactor: self }
     }

@@ -303,19 +303,17 @@ impl Reactor {
     }
 }
 
-/// Inherited listeners and the hand-over of an upgrade (`crate::upgrade`).
-#[cfg(feature = "upgrade")]
+/// Listeners handed over between processes ([`Extensions::adopt_server`],
+/// [`Extensions::server_fds`], [`Extensions::stop_servers_keeping_files`]).
 impl Reactor {
-    /// `reactor.upgrades().adopt_server` (`crate::upgrade::Upgrades`),
-    /// kept here beside the listeners it adds to.
     pub(crate) fn adopt_server<H: Handler>(
         &mut self,
-        listener: crate::upgrade::InheritedListener,
+        fd: OwnedFd,
         options: ServerOptions,
         mut factory: impl FnMut() -> H + 'static,
     ) -> io::Result<ServerId> {
-        let tcp = listener.is_tcp();
-        let sock = listener.into_socket();
+        let sock = Socket::from(fd);
+        let tcp = matches!(sock.local_addr(), Ok(Addr::Inet(_)));
         sock.set_nonblocking(true)?;
         let factory: Factory = Box::new(move || Box::new(factory()));
         self.add_listener(Box::new(Listener {
@@ -327,8 +325,6 @@ impl Reactor {
         }))
     }
 
-    /// The listening sockets of this reactor's running servers (in slot
-    /// order): what an upgrade passes to the new process.
     pub(crate) fn server_fds(&self) -> Vec<std::os::fd::BorrowedFd<'_>> {
         self.sources
             .tokens()
@@ -340,10 +336,6 @@ impl Reactor {
             .collect()
     }
 
-    /// Closes every listener of this reactor, as [`Reactor::stop_server`]
-    /// does, but leaves Unix-domain socket files in place: after an
-    /// upgrade, the new process serves on the same sockets. How many there
-    /// were.
     pub(crate) fn close_listeners_keeping_files(&mut self) -> usize {
         let servers: Vec<Token> = self
             .sources

@@ -433,9 +433,11 @@ fn run_worker(worker: Box<dyn Worker>, req: StartRequest, channel: Socket) -> ! 
                 fds: VecDeque::new(),
                 next_ask: 0,
             };
-            match reactor.adopt_channel(channel.into(), Box::new(side)) {
+            match reactor.extensions().attach_channel(channel.into(), side) {
                 Ok(id) => {
-                    reactor.set_high_water_mark(id, super::WORKER_CHANNEL_HIGH_WATER);
+                    if let Some(mut c) = reactor.connection(id) {
+                        c.set_high_water_mark(super::WORKER_CHANNEL_HIGH_WATER);
+                    }
                     match reactor.run_until_stopped() {
                         Ok(()) => 0,
                         Err(_) => 1,

@@ -18,8 +18,8 @@ use serde::Serialize;
 
 use super::wire::{Envelope, MAX_MESSAGE};
 use super::{
-    AskId, FromWorker, MessageHook, ProxyFactory, RestartPolicy, WorkerError, WorkerExit, WorkerId,
-    WorkerMessage, WorkerProxy, WorkerReply, WorkerStatus, Workers,
+    send_to, AskId, FromWorker, MessageHook, ProxyFactory, RestartPolicy, WorkerError, WorkerExit,
+    WorkerId, WorkerMessage, WorkerProxy, WorkerReply, WorkerStatus, Workers,
 };
 use crate::codec::{FrameDecoder, HeaderFormat};
 use crate::connection::{CloseReason, ConnId, Connection, Handler};
@@ -336,7 +336,7 @@ impl Master {
             options: &options,
         }
         .encode(&mut frame);
-        if !reactor.send_data_to(link, &frame) {
+        if !send_to(reactor, link, &frame) {
             return Err(WorkerError::NoWorkers);
         }
         self.starts.insert(seq, id.clone());
@@ -396,7 +396,7 @@ impl Master {
         let timeout = timeout.or(spec_timeout);
         let inst = self.instances.get_mut(&id).expect("picked instances exist");
         if let Some(ch) = inst.channel {
-            if reactor.outbound_len(ch) > CHANNEL_LIMIT {
+            if reactor.connection(ch).map_or(0, |c| c.outbound_len()) > CHANNEL_LIMIT {
                 return Err((WorkerError::Busy(id.to_string()), asker));
             }
         } else if inst.backlog.len() > CHANNEL_LIMIT {
@@ -440,11 +440,13 @@ impl Master {
         }
         match (inst.channel, fd) {
             (Some(ch), Some(fd)) => {
-                reactor.send_fd(ch, fd);
-                reactor.send_data_to(ch, &frame);
+                if let Some(mut c) = reactor.connection(ch) {
+                    c.send_fd(fd);
+                }
+                send_to(reactor, ch, &frame);
             }
             (Some(ch), None) => {
-                reactor.send_data_to(ch, &frame);
+                send_to(reactor, ch, &frame);
             }
             (None, Some(_)) => return Err((WorkerError::NotRunning(id.to_string()), asker)),
             (None, None) => inst.backlog.extend_from_slice(&frame),
@@ -503,7 +505,7 @@ impl Master {
                     i.outstanding = i.outstanding.saturating_sub(1);
                 }
                 if let Asker::Conn(conn, _) = ask.asker {
-                    if reactor.conn(conn.0).is_none() {
+                    if reactor.connection(conn).is_none() {
                         out.push(Delivery::Log(
                             from.clone(),
                             format!(
@@ -592,7 +594,7 @@ impl Master {
                         error: &e.to_string(),
                     }
                     .encode(&mut frame);
-                    reactor.send_data_to(channel, &frame);
+                    send_to(reactor, channel, &frame);
                 }
             }
             Envelope::Pong => {
@@ -896,7 +898,10 @@ impl Master {
         }
         self.respawns.push_back(now);
         let started = super::fork_server::respawn().and_then(|(link, pid)| {
-            match reactor.adopt_channel(link, Box::new(LinkHandler::new())) {
+            match reactor
+                .extensions()
+                .attach_channel(link, LinkHandler::new())
+            {
                 Ok(conn) => Ok((conn, pid)),
                 Err(e) => {
                     // The closed link ends it; it is reaped at shutdown.
@@ -1005,7 +1010,7 @@ impl Master {
                 None => {
                     let mut frame = Vec::new();
                     Envelope::Ping.encode(&mut frame);
-                    reactor.send_data_to(ch, &frame);
+                    send_to(reactor, ch, &frame);
                     inst.ping_sent = Some(now);
                 }
                 Some(sent) if now.duration_since(sent) >= limit && inst.exit.is_none() => {
@@ -1078,15 +1083,16 @@ fn with_master<R>(
     reactor: &mut Reactor,
     f: impl FnOnce(&mut Master, &mut Reactor) -> R,
 ) -> Option<R> {
-    reactor.with_ext(f)
+    reactor.extensions().with(f)
 }
 
 fn deliver(reactor: &mut Reactor, deliveries: Vec<Delivery>) {
     for d in deliveries {
         match d {
-            Delivery::Reply(Asker::Conn(conn, ask), reply) => {
-                reactor.send_reply(conn, ask, reply);
-            }
+            Delivery::Reply(Asker::Conn(conn, ask), reply) => match reactor.connection(conn) {
+                Some(mut c) => c.send_reply(ask, reply),
+                None => log_line!("{ask} for connection {conn} dropped: it has closed"),
+            },
             Delivery::Reply(Asker::Callback(f), reply) => f(reactor, reply),
             Delivery::Reply(Asker::Worker { channel, id }, reply) => {
                 let mut frame = Vec::new();
@@ -1102,7 +1108,7 @@ fn deliver(reactor: &mut Reactor, deliveries: Vec<Delivery>) {
                     }
                     .encode(&mut frame),
                 }
-                reactor.send_data_to(channel, &frame);
+                send_to(reactor, channel, &frame);
             }
             Delivery::Reply(Asker::Nobody, _) => {}
             Delivery::Proxy(id, event) => {
@@ -1264,8 +1270,8 @@ fn link_input(reactor: &mut Reactor, events: Vec<LinkEvent>) {
                 m.link
             })
             .flatten();
-            if let Some(link) = link {
-                reactor.close_connection(link, false);
+            if let Some(mut link) = link.and_then(|l| reactor.connection(l)) {
+                link.close_connection();
             }
             break;
         }
@@ -1289,7 +1295,9 @@ impl Handler for LinkHandler {
         .unwrap_or_default();
         // Closed once the state is back: their unbinds need it.
         for ch in orphans {
-            conn.reactor().close_connection(ch, false);
+            if let Some(mut ch) = conn.reactor().connection(ch) {
+                ch.close_connection();
+            }
         }
         deliver(conn.reactor(), out);
     }
@@ -1338,14 +1346,14 @@ fn link_event(m: &mut Master, r: &mut Reactor, event: LinkEvent, out: &mut Vec<D
                 worker: id.clone(),
                 decoder: FrameDecoder::new(HeaderFormat::Compact).with_max_frame_len(MAX_MESSAGE),
             };
-            match r.adopt_channel(fd, Box::new(handler)) {
+            match r.extensions().attach_channel(fd, handler) {
                 Ok(ch) => {
                     inst.channel = Some(ch);
                     inst.pid = Some(pid);
                     inst.server = m.generation;
                     inst.state = State::Running;
                     let backlog = std::mem::take(&mut inst.backlog);
-                    r.send_data_to(ch, &backlog);
+                    send_to(r, ch, &backlog);
                     m.by_channel.insert(ch, id.clone());
                     if inst.proxy.is_some() {
                         out.push(Delivery::Proxy(id.clone(), ProxyEvent::Started));
@@ -1437,26 +1445,6 @@ impl Reactor {
             .map(|_| ())
     }
 
-    pub(crate) fn ask_worker_from(
-        &mut self,
-        conn: ConnId,
-        name: &str,
-        key: Option<&str>,
-        payload: &[u8],
-        timeout: Option<Duration>,
-    ) -> Result<AskId, WorkerError> {
-        // The reply's place in the connection's order is taken now, and
-        // given back if the ask is refused.
-        let ask = self.expect_reply(conn);
-        match self.ask_raw(Asker::Conn(conn, ask), name, key, payload, None, timeout) {
-            Ok(_) => Ok(ask),
-            Err(e) => {
-                self.cancel_reply(conn, ask);
-                Err(e)
-            }
-        }
-    }
-
     fn ask_raw(
         &mut self,
         asker: Asker,
@@ -1488,7 +1476,7 @@ impl WorkerSystem<'_> {
             .link
             .take()
             .ok_or_else(|| io::Error::other("workers already attached"))?;
-        let link = r.adopt_channel(link, Box::new(LinkHandler::new()))?;
+        let link = r.extensions().attach_channel(link, LinkHandler::new())?;
         let specs = std::mem::take(&mut workers.specs);
         let auto: Vec<(WorkerId, Vec<u8>)> = specs
             .iter()
@@ -1511,7 +1499,7 @@ impl WorkerSystem<'_> {
             })
             .collect();
         let heartbeat = specs.iter().filter_map(|(_, c)| c.heartbeat).min();
-        r.set_ext(Master {
+        r.extensions().insert(Master {
             link: Some(link),
             fork_server: std::mem::replace(&mut workers.fork_server, 0),
             specs,
@@ -1609,7 +1597,7 @@ impl WorkerSystem<'_> {
             if let Some(ch) = inst.channel {
                 let mut frame = Vec::new();
                 Envelope::Exit.encode(&mut frame);
-                r.send_data_to(ch, &frame);
+                send_to(r, ch, &frame);
             }
             Ok(())
         })
@@ -1711,19 +1699,19 @@ impl WorkerSystem<'_> {
 
     /// The last result worker `name`/`key` published with
     /// [`super::WorkerContext::update_result`] (Packet's `result_hash`).
-    pub fn result(&self, name: &str, key: Option<&str>) -> Option<&WorkerMessage> {
-        let r = &*self.reactor;
+    pub fn result(&mut self, name: &str, key: Option<&str>) -> Option<&WorkerMessage> {
+        let r = &mut *self.reactor;
         let id = WorkerId {
             name: name.to_string(),
             key: key.map(str::to_string),
         };
-        r.ext::<Master>()?.results.get(&id)
+        r.extensions().get::<Master>()?.results.get(&id)
     }
 
     /// The running instances of worker `name` with their process ids.
-    pub fn pids(&self, name: &str) -> Vec<(WorkerId, u32)> {
-        let r = &*self.reactor;
-        let Some(m) = r.ext::<Master>() else {
+    pub fn pids(&mut self, name: &str) -> Vec<(WorkerId, u32)> {
+        let r = &mut *self.reactor;
+        let Some(m) = r.extensions().get::<Master>() else {
             return Vec::new();
         };
         let mut v: Vec<(WorkerId, u32)> = m
@@ -1767,7 +1755,10 @@ impl WorkerSystem<'_> {
         callback: impl FnOnce(&mut Reactor, usize) + 'static,
     ) -> Result<(), WorkerError> {
         let r = &mut *self.reactor;
-        let m = r.ext_mut::<Master>().ok_or(WorkerError::NoWorkers)?;
+        let m = r
+            .extensions()
+            .get_mut::<Master>()
+            .ok_or(WorkerError::NoWorkers)?;
         if m.spec(name).is_none() {
             return Err(WorkerError::NotRegistered(name.to_string()));
         }
@@ -1789,7 +1780,7 @@ impl WorkerSystem<'_> {
                 callback(r, running);
             }
         });
-        let m = r.ext_mut::<Master>().expect("checked above");
+        let m = r.extensions().get_mut::<Master>().expect("checked above");
         m.waiters.push(RunningWaiter {
             id,
             name: name.to_string(),
@@ -1804,9 +1795,10 @@ impl WorkerSystem<'_> {
     /// runs: `None` while a dead one is being replaced (at once for the
     /// first five within a minute, then after a growing delay, 5 s to
     /// 30 s).
-    pub fn fork_server_pid(&self) -> Option<i32> {
-        let r = &*self.reactor;
-        r.ext::<Master>()
+    pub fn fork_server_pid(&mut self) -> Option<i32> {
+        let r = &mut *self.reactor;
+        r.extensions()
+            .get::<Master>()
             .filter(|m| m.link.is_some())
             .map(|m| m.fork_server)
             .filter(|&pid| pid > 0)
@@ -1815,13 +1807,14 @@ impl WorkerSystem<'_> {
     /// Where instance `key` of worker `name` is in its life: running,
     /// restarting (and when, and whether backing off), dead. `None` for an
     /// instance that was never started or was deleted.
-    pub fn status(&self, name: &str, key: Option<&str>) -> Option<WorkerStatus> {
-        let r = &*self.reactor;
+    pub fn status(&mut self, name: &str, key: Option<&str>) -> Option<WorkerStatus> {
+        let r = &mut *self.reactor;
         let id = WorkerId {
             name: name.to_string(),
             key: key.map(str::to_string),
         };
-        let m = r.ext::<Master>()?;
+        let now = r.now();
+        let m = r.extensions().get::<Master>()?;
         let inst = m.instances.get(&id)?;
         let last_exit = || {
             inst.exit
@@ -1836,12 +1829,12 @@ impl WorkerSystem<'_> {
             },
             State::Stopping => WorkerStatus::Stopping,
             State::Restarting => {
-                let (at, backing_off) = inst.restart_at.unwrap_or((r.now(), false));
+                let (at, backing_off) = inst.restart_at.unwrap_or((now, false));
                 WorkerStatus::Restarting {
                     last_exit: last_exit(),
                     deaths: inst.restarts.len() as u32,
                     backing_off,
-                    restart_in: at.saturating_duration_since(r.now()),
+                    restart_in: at.saturating_duration_since(now),
                 }
             }
             State::Dead => WorkerStatus::Dead {
@@ -1855,7 +1848,7 @@ impl WorkerSystem<'_> {
     #[doc(hidden)]
     pub fn inject_fork_server_bytes(&mut self, bytes: &[u8]) {
         let r = &mut *self.reactor;
-        if r.ext::<Master>().is_none() {
+        if r.extensions().get::<Master>().is_none() {
             return;
         }
         let events = LinkHandler::new().events(bytes);
@@ -1895,7 +1888,7 @@ impl Extension for Master {
         r.add_periodic_timer(DRAIN_CHECK, move |r, timer| {
             if drained {
                 r.cancel_timer(timer);
-                if let Some(m) = r.ext_mut::<Master>() {
+                if let Some(m) = r.extensions().get_mut::<Master>() {
                     m.draining = false;
                     m.shutting_down = true;
                 }
@@ -1913,7 +1906,7 @@ impl Extension for Master {
                 m.asks.is_empty()
             })
             .unwrap_or(true);
-            r.count_failed_asks(failed);
+            r.extensions().count_failed_asks(failed);
             deliver(r, out);
         });
         StopHold::Hold
@@ -1927,8 +1920,32 @@ impl Extension for Master {
         let mut out = Vec::new();
         self.shutting_down = true;
         let failed = self.fail_all_asks(&mut out);
-        r.count_failed_asks(failed);
+        r.extensions().count_failed_asks(failed);
         deliver(r, out);
+    }
+}
+
+/// An ask from connection `conn`, its reply routed back to it.
+pub(super) fn ask_worker_from(
+    conn: &mut Connection<'_>,
+    name: &str,
+    key: Option<&str>,
+    payload: &[u8],
+    timeout: Option<Duration>,
+) -> Result<AskId, WorkerError> {
+    // The reply's place in the connection's order is taken now, and given
+    // back if the ask is refused.
+    let ask = conn.expect_reply();
+    let asker = Asker::Conn(conn.id(), ask);
+    match conn
+        .reactor()
+        .ask_raw(asker, name, key, payload, None, timeout)
+    {
+        Ok(_) => Ok(ask),
+        Err(e) => {
+            conn.cancel_reply(ask);
+            Err(e)
+        }
     }
 }
 
@@ -1947,8 +1964,6 @@ impl Connection<'_> {
         timeout: Duration,
     ) -> Result<AskId, WorkerError> {
         let payload = WorkerMessage::encode(message)?;
-        let id = self.id();
-        self.reactor()
-            .ask_worker_from(id, name, key, payload.as_bytes(), Some(timeout))
+        ask_worker_from(self, name, key, payload.as_bytes(), Some(timeout))
     }
 }

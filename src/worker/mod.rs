@@ -175,6 +175,14 @@ impl DecodeReply for WorkerReply {
 }
 
 /// `T`'s name as type errors give it.
+/// Sends `data` on connection `id` (a worker's channel, or the connection
+/// that asked); `false` when it takes no more output.
+fn send_to(reactor: &mut Reactor, id: ConnId, data: &[u8]) -> bool {
+    reactor
+        .connection(id)
+        .is_some_and(|mut c| c.try_send_data(data))
+}
+
 pub(crate) fn type_name_of<T: ?Sized>() -> String {
     types::display_name::<T>()
 }
@@ -493,7 +501,7 @@ impl Replier {
             payload: &[],
         }
         .encode_with(message, &mut out)?;
-        reactor.send_data_to(self.channel, &out);
+        send_to(reactor, self.channel, &out);
         Ok(())
     }
 }
@@ -992,8 +1000,6 @@ impl Connection<'_> {
         message: &T,
     ) -> Result<AskId, WorkerError> {
         let payload = WorkerMessage::encode(message)?;
-        let id = self.id();
-        self.reactor()
-            .ask_worker_from(id, name, key, payload.as_bytes(), None)
+        master::ask_worker_from(self, name, key, payload.as_bytes(), None)
     }
 }
