@@ -24,7 +24,7 @@ use crate::Addr;
 /// paired with a generation that changes every time the slot is freed, so an
 /// id kept after its connection closed simply stops matching.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct ConnId(pub(crate) u64);
+pub struct ConnId(pub(super) u64);
 
 impl fmt::Display for ConnId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -80,7 +80,7 @@ pub enum CloseReason {
 
 impl CloseReason {
     /// Maps an I/O error from a connected socket to a reason.
-    pub(crate) fn from_io(e: io::Error) -> CloseReason {
+    pub(super) fn from_io(e: io::Error) -> CloseReason {
         match e.kind() {
             io::ErrorKind::ConnectionReset => CloseReason::Reset,
             io::ErrorKind::BrokenPipe => CloseReason::PeerClosed,
@@ -90,7 +90,7 @@ impl CloseReason {
 
     /// Whether this side decided the close (so a secure channel over the
     /// connection still says goodbye to the peer).
-    pub(crate) fn is_local_decision(&self) -> bool {
+    pub(super) fn is_local_decision(&self) -> bool {
         matches!(
             self,
             CloseReason::Local
@@ -160,11 +160,12 @@ impl std::error::Error for WithContext {
 }
 
 /// Whether `e` names what failed already (made by [`io_context`]).
-pub(crate) fn has_context(e: &io::Error) -> bool {
+pub(super) fn has_context(e: &io::Error) -> bool {
     e.get_ref().is_some_and(|inner| inner.is::<WithContext>())
 }
 
-/// Wraps `e` with `context` (see [`WithContext`]).
+/// Wraps `e` with `context` (see [`WithContext`]). Crate-visible: it
+/// touches no reactor state.
 pub(crate) fn io_context(e: io::Error, context: impl fmt::Display) -> io::Error {
     io::Error::new(
         e.kind(),
@@ -285,15 +286,15 @@ pub trait Handler: 'static {
 /// connection's handler), [`Reactor::connection`] gives the `Connection`
 /// of an id.
 pub struct Connection<'r> {
-    pub(crate) reactor: &'r mut Reactor,
-    pub(crate) id: ConnId,
+    pub(super) reactor: &'r mut Reactor,
+    pub(super) id: ConnId,
     /// The state of the [`Layer`] whose inner handler is being called, so
     /// that protocol methods (`set_binary_mode`, ...) reach it.
     layer: Option<&'r mut dyn Any>,
 }
 
 impl<'r> Connection<'r> {
-    pub(crate) fn new(reactor: &'r mut Reactor, id: ConnId) -> Connection<'r> {
+    pub(super) fn new(reactor: &'r mut Reactor, id: ConnId) -> Connection<'r> {
         Connection {
             reactor,
             id,

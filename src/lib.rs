@@ -62,12 +62,12 @@ mod buffer;
 #[cfg(feature = "channel")]
 pub mod channel;
 pub mod codec;
-mod connection;
+pub(crate) use reactor::connection;
 #[cfg(feature = "datagram")]
 pub mod datagram;
 #[cfg(feature = "defer")]
 pub mod defer;
-pub mod extend;
+pub use reactor::extend;
 #[cfg(feature = "filewatch")]
 pub mod filewatch;
 #[cfg(feature = "line")]
@@ -78,11 +78,11 @@ pub mod objects;
 #[cfg(feature = "process")]
 pub mod process;
 #[cfg(feature = "proxy")]
-pub mod proxy;
+pub use reactor::proxy;
 mod reactor;
-mod reply;
+pub(crate) use reactor::reply;
 mod slab;
-pub mod sockopt;
+pub use reactor::sockopt;
 #[cfg(test)]
 mod test_rng;
 pub mod timer;
@@ -91,7 +91,7 @@ pub mod tls;
 #[cfg(feature = "upgrade")]
 pub mod upgrade;
 #[cfg(feature = "watch")]
-pub mod watch;
+pub use reactor::watch;
 #[cfg(feature = "workers")]
 pub mod worker;
 

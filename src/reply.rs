@@ -19,7 +19,7 @@ use std::fmt;
 
 /// Identifies one expected reply of a connection (a worker ask's id).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct ReplyId(pub(crate) u64);
+pub struct ReplyId(pub(super) u64);
 
 impl fmt::Display for ReplyId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -36,7 +36,7 @@ pub struct Reply {
 }
 
 impl Reply {
-    pub(crate) fn new(id: ReplyId, value: Box<dyn Any>) -> Reply {
+    pub(super) fn new(id: ReplyId, value: Box<dyn Any>) -> Reply {
         Reply { id, value }
     }
 
@@ -189,12 +189,12 @@ impl fmt::Debug for Reply {
 /// The replies one ordered connection expects, oldest first, each with its
 /// value once it came.
 #[derive(Default)]
-pub(crate) struct InOrder {
+pub(super) struct InOrder {
     slots: VecDeque<(ReplyId, Option<Box<dyn Any>>)>,
 }
 
 impl InOrder {
-    pub(crate) fn expect(&mut self, id: ReplyId) {
+    pub(super) fn expect(&mut self, id: ReplyId) {
         self.slots.push_back((id, None));
     }
 
@@ -203,7 +203,7 @@ impl InOrder {
     /// # Errors
     /// `id` is not expected here (it was expected before ordering was
     /// turned on, or is delivered twice): the value is handed back.
-    pub(crate) fn fill(&mut self, id: ReplyId, value: Box<dyn Any>) -> Result<(), Box<dyn Any>> {
+    pub(super) fn fill(&mut self, id: ReplyId, value: Box<dyn Any>) -> Result<(), Box<dyn Any>> {
         match self.slots.iter_mut().find(|(i, v)| *i == id && v.is_none()) {
             Some(slot) => {
                 slot.1 = Some(value);
@@ -214,12 +214,12 @@ impl InOrder {
     }
 
     /// Forgets `id` (its ask failed before it was sent).
-    pub(crate) fn cancel(&mut self, id: ReplyId) {
+    pub(super) fn cancel(&mut self, id: ReplyId) {
         self.slots.retain(|(i, _)| *i != id);
     }
 
     /// The replies at the front that are complete, in order.
-    pub(crate) fn pop_ready(&mut self) -> Option<Reply> {
+    pub(super) fn pop_ready(&mut self) -> Option<Reply> {
         match self.slots.front() {
             Some((_, Some(_))) => {
                 let (id, value) = self.slots.pop_front()?;
@@ -231,7 +231,7 @@ impl InOrder {
 
     /// Every complete reply, in order, leaving the incomplete ones to be
     /// delivered as they come (ordering turned off).
-    pub(crate) fn drain_ready(self) -> impl Iterator<Item = Reply> {
+    pub(super) fn drain_ready(self) -> impl Iterator<Item = Reply> {
         self.slots
             .into_iter()
             .filter_map(|(id, v)| v.map(|v| Reply::new(id, v)))

@@ -44,7 +44,7 @@ use crate::slab::Token;
 
 /// Identifies a watched descriptor within its reactor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct WatchId(pub(crate) Token);
+pub struct WatchId(pub(super) Token);
 
 /// Callbacks for a watched descriptor.
 pub trait Watcher: 'static {
@@ -125,7 +125,7 @@ impl Watch<'_> {
     }
 }
 
-pub(crate) struct Watched {
+pub(super) struct Watched {
     fd: OwnedFd,
     /// `None` while one of its callbacks runs.
     watcher: Option<Box<dyn Watcher>>,
@@ -153,7 +153,7 @@ static HOOKS: SourceHooks = SourceHooks {
 
 impl Reactor {
     /// [`Watches::watch`], for the modules built on watches.
-    pub(crate) fn watch(
+    pub(super) fn watch(
         &mut self,
         fd: OwnedFd,
         watcher: impl Watcher,
@@ -183,7 +183,7 @@ impl Reactor {
         self.plugin(id.0)
     }
 
-    pub(crate) fn watch_fd(&self, id: WatchId) -> Option<BorrowedFd<'_>> {
+    pub(super) fn watch_fd(&self, id: WatchId) -> Option<BorrowedFd<'_>> {
         self.watched(id).map(|w| w.fd.as_fd())
     }
 
@@ -211,7 +211,7 @@ impl Reactor {
     }
 
     /// [`Watches::detach`], for the modules built on watches.
-    pub(crate) fn detach_watch(&mut self, id: WatchId) -> io::Result<OwnedFd> {
+    pub(super) fn detach_watch(&mut self, id: WatchId) -> io::Result<OwnedFd> {
         let Some(w) = self.remove_plugin::<Watched>(id.0) else {
             return Err(io::Error::new(io::ErrorKind::NotFound, "no such watch"));
         };

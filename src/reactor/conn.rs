@@ -12,9 +12,9 @@ use super::*;
 
 /// EventMachine's default `pending_connect_timeout`: a connect that has not
 /// completed by then is abandoned with [`CloseReason::ConnectTimeout`].
-pub(crate) const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
+pub(super) const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
 
-pub(crate) struct Conn {
+pub(super) struct Conn {
     pub(super) sock: Socket,
     /// `None` only while one of its callbacks runs.
     pub(super) handler: Option<Box<dyn Handler>>,
@@ -35,7 +35,7 @@ impl Conn {
     /// — stage, queue, filter, proxy — or an error event) ends: a peer
     /// that had already ended its stream closed (the error is its reset of
     /// our late bytes); otherwise the error itself.
-    pub(crate) fn write_failed(&self, e: io::Error) -> CloseReason {
+    pub(super) fn write_failed(&self, e: io::Error) -> CloseReason {
         if self.flags.contains(Flags::EOF_READ) {
             CloseReason::PeerClosed
         } else {
@@ -50,7 +50,7 @@ impl Conn {
     // Always inlined: on the echo path (the stage's write) a call cost 2 %
     // more instructions per message.
     #[inline(always)]
-    pub(crate) fn wrote(
+    pub(super) fn wrote(
         &mut self,
         result: io::Result<usize>,
         wanted: usize,
@@ -71,7 +71,7 @@ impl Conn {
     }
 
     /// The connection's descriptor as a write target.
-    pub(crate) fn sink(&self) -> ConnSink<'_> {
+    pub(super) fn sink(&self) -> ConnSink<'_> {
         ConnSink {
             sock: &self.sock,
             transport: self.transport,
@@ -80,7 +80,7 @@ impl Conn {
 
     /// The outbound queue and the descriptor, borrowed together: a filter
     /// takes the queue's bytes with a sink that writes to the socket.
-    pub(crate) fn queue_and_sink(&mut self) -> (&mut OutBuf, ConnSink<'_>) {
+    pub(super) fn queue_and_sink(&mut self) -> (&mut OutBuf, ConnSink<'_>) {
         let sink = ConnSink {
             sock: &self.sock,
             transport: self.transport,
@@ -89,48 +89,48 @@ impl Conn {
     }
 
     /// Bytes waiting in the outbound queue (files not counted).
-    pub(crate) fn queued(&self) -> usize {
+    pub(super) fn queued(&self) -> usize {
         self.out.len()
     }
 
     /// Whether nothing (no bytes, file or descriptor) waits in the
     /// outbound queue.
-    pub(crate) fn queued_nothing(&self) -> bool {
+    pub(super) fn queued_nothing(&self) -> bool {
         self.out.is_empty()
     }
 
     /// Whether a file waits in the outbound queue.
-    pub(crate) fn queue_holds_files(&self) -> bool {
+    pub(super) fn queue_holds_files(&self) -> bool {
         self.out.holds_files()
     }
 
     /// Whether the connection is closed: its record lingers only until its
     /// `unbind` has run.
-    pub(crate) fn is_closed(&self) -> bool {
+    pub(super) fn is_closed(&self) -> bool {
         self.phase == Phase::Closed
     }
 
     /// Whether the connection is closing or closed.
-    pub(crate) fn is_ending(&self) -> bool {
+    pub(super) fn is_ending(&self) -> bool {
         self.phase.is_ending()
     }
 
     /// Whether the connect is still in progress.
-    pub(crate) fn is_connecting(&self) -> bool {
+    pub(super) fn is_connecting(&self) -> bool {
         self.phase.is_connecting()
     }
 
     /// What the descriptor is (TCP, Unix, pipe, channel).
     // Called only by proxy: uncalled in a core-only build.
     #[allow(dead_code)]
-    pub(crate) fn transport(&self) -> Transport {
+    pub(super) fn transport(&self) -> Transport {
         self.transport
     }
 
     /// Whether input waits that no read has taken yet (its edge came).
     // Called only by proxy: uncalled in a core-only build.
     #[allow(dead_code)]
-    pub(crate) fn input_waits(&self) -> bool {
+    pub(super) fn input_waits(&self) -> bool {
         self.flags.contains(Flags::READ_READY)
     }
 
@@ -138,17 +138,17 @@ impl Conn {
     /// has not come since).
     // Called only by proxy: uncalled in a core-only build.
     #[allow(dead_code)]
-    pub(crate) fn is_write_blocked(&self) -> bool {
+    pub(super) fn is_write_blocked(&self) -> bool {
         self.flags.contains(Flags::WRITE_BLOCKED)
     }
 
     /// Whether a feature's hooks have the connection's I/O.
-    pub(crate) fn is_hooked(&self) -> bool {
+    pub(super) fn is_hooked(&self) -> bool {
         self.flags.contains(Flags::HOOKED)
     }
 
     /// What happens to the write side once the queue drains.
-    pub(crate) fn write_side(&self) -> WriteSide {
+    pub(super) fn write_side(&self) -> WriteSide {
         self.flags.write_side()
     }
 }
@@ -156,14 +156,14 @@ impl Conn {
 /// A connection's timer: the connect timeout while connecting, then the
 /// inactivity check.
 #[derive(Default)]
-pub(crate) struct ConnTimer {
+pub(super) struct ConnTimer {
     pub(super) key: Option<TimerKey>,
     /// Inactivity timeout in ms; 0 when none.
     pub(super) idle_ms: u32,
 }
 
 /// What one write to a connection's descriptor carries.
-pub(crate) enum Out<'a> {
+pub(super) enum Out<'a> {
     /// Bytes, with descriptors to pass along (Unix sockets).
     Bytes(&'a [IoSlice<'a>], &'a [std::os::fd::BorrowedFd<'a>]),
     /// `len` bytes of a file from `offset`.
@@ -179,7 +179,7 @@ pub(crate) enum Out<'a> {
 /// is one [`ConnSink::write_out`], so the system call for the descriptor
 /// (pipe or socket) is chosen in one place. A value of its own, not a
 /// `&Conn`, so a flush can write while the connection's queue is borrowed.
-pub(crate) struct ConnSink<'a> {
+pub(super) struct ConnSink<'a> {
     pub(super) sock: &'a Socket,
     pub(super) transport: Transport,
 }
@@ -189,7 +189,7 @@ impl ConnSink<'_> {
     // Always inlined, the variant being known where it is called: the one
     // buffer of the stage then costs what a plain `send` call does.
     #[inline(always)]
-    pub(crate) fn write_out(&self, out: Out<'_>) -> io::Result<usize> {
+    pub(super) fn write_out(&self, out: Out<'_>) -> io::Result<usize> {
         match out {
             // One buffer (the stage, most often): `send`, not `sendmsg`.
             Out::Bytes([buf], []) => self.write_one(buf),
@@ -315,18 +315,18 @@ impl Conn {
     /// progress, the send buffer is full, or a feature's hooks have the
     /// connection (its writes go through the queue, where a filter sees
     /// them). One mask test for both flags.
-    pub(crate) fn write_waits(&self) -> bool {
+    pub(super) fn write_waits(&self) -> bool {
         self.phase.is_connecting() || self.flags.intersects(Flags::WRITE_BLOCKED | Flags::HOOKED)
     }
 
     /// Whether the socket itself cannot take a write now: the connect is
     /// in progress or the send buffer is full.
-    pub(crate) fn socket_waits(&self) -> bool {
+    pub(super) fn socket_waits(&self) -> bool {
         self.phase.is_connecting() || self.flags.contains(Flags::WRITE_BLOCKED)
     }
 
     /// Whether the socket is to be read now.
-    pub(crate) fn reads(&self) -> bool {
+    pub(super) fn reads(&self) -> bool {
         self.flags.contains(Flags::READ_READY)
             && !self.flags.intersects(Flags::PAUSED | Flags::EOF_READ)
             && !self.phase.is_ending()
@@ -500,13 +500,13 @@ impl Reactor {
     /// Whether `id` is the connection whose `unbind` is running.
     // Called only by proxy: uncalled in a core-only build.
     #[allow(dead_code)]
-    pub(crate) fn is_unbinding(&self, id: ConnId) -> bool {
+    pub(super) fn is_unbinding(&self, id: ConnId) -> bool {
         self.unbinding == Some(id.0)
     }
 
     /// Connects the handler of `id`, now in `unbind`, again: to `addr`
     /// (`None`: where it was connected to) after `after`.
-    pub(crate) fn request_reconnect(
+    pub(super) fn request_reconnect(
         &mut self,
         id: ConnId,
         addr: Option<Addr>,
@@ -529,7 +529,7 @@ impl Reactor {
     }
 
     /// See [`Connection::set_close_reason`].
-    pub(crate) fn set_close_reason(&mut self, id: ConnId, reason: CloseReason) {
+    pub(super) fn set_close_reason(&mut self, id: ConnId, reason: CloseReason) {
         if self.conn(id.0).is_some() {
             self.close_reasons.insert(id.0, reason);
         }
@@ -537,21 +537,21 @@ impl Reactor {
 
     /// See [`Connection::send_data`]: logs a run of sends to a closed
     /// connection once.
-    pub(crate) fn dropped_after_close(&mut self, id: ConnId, len: usize) {
+    pub(super) fn dropped_after_close(&mut self, id: ConnId, len: usize) {
         if self.drop_logged != Some(id.0) {
             self.drop_logged = Some(id.0);
             crate::log::log_line!("connection {id}: {len} bytes sent after it closed were dropped");
         }
     }
 
-    pub(crate) fn conn_mut(&mut self, token: Token) -> Option<&mut Conn> {
+    pub(super) fn conn_mut(&mut self, token: Token) -> Option<&mut Conn> {
         match self.sources.get_mut(token) {
             Some(Source::Conn(c)) => Some(c),
             _ => None,
         }
     }
 
-    pub(crate) fn conn(&self, token: Token) -> Option<&Conn> {
+    pub(super) fn conn(&self, token: Token) -> Option<&Conn> {
         match self.sources.get(token) {
             Some(Source::Conn(c)) => Some(c),
             _ => None,
@@ -560,7 +560,7 @@ impl Reactor {
 
     /// Closes connection `id`, at once or after its queued output is written
     /// (see [`Connection::close_connection`]).
-    pub(crate) fn close_connection(&mut self, id: ConnId, after_writing: bool) {
+    pub(super) fn close_connection(&mut self, id: ConnId, after_writing: bool) {
         let token = id.0;
         let is_current = self.current == Some(token);
         let Some(c) = self.conn_mut(token) else {
@@ -578,7 +578,7 @@ impl Reactor {
 
     /// Half-closes connection `id` once its queue drains (see
     /// [`Connection::close_write`]).
-    pub(crate) fn close_write(&mut self, id: ConnId) {
+    pub(super) fn close_write(&mut self, id: ConnId) {
         let is_current = self.current == Some(id.0);
         let Some(c) = self.conn_mut(id.0) else { return };
         if c.flags.write_side() == WriteSide::Open {
@@ -590,7 +590,7 @@ impl Reactor {
     }
 
     /// The socket of connection `id`, for option calls.
-    pub(crate) fn conn_socket(&self, id: ConnId) -> io::Result<&Socket> {
+    pub(super) fn conn_socket(&self, id: ConnId) -> io::Result<&Socket> {
         match self.conn(id.0) {
             Some(c) if c.phase != Phase::Closed => Ok(&c.sock),
             _ => Err(io::ErrorKind::NotConnected.into()),
@@ -598,14 +598,14 @@ impl Reactor {
     }
 
     /// Stops reading from connection `id` (see [`Connection::pause`]).
-    pub(crate) fn pause(&mut self, id: ConnId) {
+    pub(super) fn pause(&mut self, id: ConnId) {
         if let Some(c) = self.conn_mut(id.0) {
             c.flags |= Flags::PAUSED;
         }
     }
 
     /// Resumes reading from connection `id`.
-    pub(crate) fn resume(&mut self, id: ConnId) {
+    pub(super) fn resume(&mut self, id: ConnId) {
         let Some(c) = self.conn_mut(id.0) else { return };
         if !c.flags.contains(Flags::PAUSED) {
             return;
@@ -622,18 +622,18 @@ impl Reactor {
     }
 
     /// Whether connection `id` is gone, closed or closing.
-    pub(crate) fn is_closing(&self, id: ConnId) -> bool {
+    pub(super) fn is_closing(&self, id: ConnId) -> bool {
         self.conn(id.0).is_none_or(|c| c.phase.is_ending())
     }
 
     /// Whether reading from connection `id` is paused.
-    pub(crate) fn is_paused(&self, id: ConnId) -> bool {
+    pub(super) fn is_paused(&self, id: ConnId) -> bool {
         self.conn(id.0)
             .is_some_and(|c| c.flags.contains(Flags::PAUSED))
     }
 
     /// Bytes queued for connection `id` and not yet taken by the kernel.
-    pub(crate) fn outbound_len(&self, id: ConnId) -> usize {
+    pub(super) fn outbound_len(&self, id: ConnId) -> usize {
         let staged = if self.current == Some(id.0) {
             self.stage.len()
         } else {
@@ -649,7 +649,7 @@ impl Reactor {
     }
 
     /// Sets the outbound high-water mark of connection `id`.
-    pub(crate) fn set_high_water_mark(&mut self, id: ConnId, bytes: usize) {
+    pub(super) fn set_high_water_mark(&mut self, id: ConnId, bytes: usize) {
         if let Some(c) = self.conn_mut(id.0) {
             c.high_water = bytes.min(u32::MAX as usize) as u32;
         }
@@ -660,7 +660,7 @@ impl Reactor {
     ///
     /// # Errors
     /// `NotConnected` for a closed or still-connecting connection.
-    pub(crate) fn peer_addr(&self, id: ConnId) -> io::Result<Addr> {
+    pub(super) fn peer_addr(&self, id: ConnId) -> io::Result<Addr> {
         match self.conn(id.0) {
             Some(c) if !c.phase.is_connecting() => c.sock.peer_addr(),
             _ => Err(io::ErrorKind::NotConnected.into()),
@@ -671,7 +671,7 @@ impl Reactor {
     ///
     /// # Errors
     /// `NotConnected` for a closed connection.
-    pub(crate) fn local_addr(&self, id: ConnId) -> io::Result<Addr> {
+    pub(super) fn local_addr(&self, id: ConnId) -> io::Result<Addr> {
         match self.conn(id.0) {
             Some(c) => c.sock.local_addr(),
             None => Err(io::ErrorKind::NotConnected.into()),
@@ -750,7 +750,7 @@ impl Reactor {
     ///
     /// # Errors
     /// `NotConnected` for a closed connection; out of descriptors.
-    pub(crate) fn detach(&mut self, id: ConnId) -> io::Result<OwnedFd> {
+    pub(super) fn detach(&mut self, id: ConnId) -> io::Result<OwnedFd> {
         let Some(c) = self.conn(id.0) else {
             return Err(io::ErrorKind::NotConnected.into());
         };
@@ -767,7 +767,7 @@ impl Reactor {
     }
 
     /// Marks a connection closed and queues its `unbind`.
-    pub(crate) fn begin_close(&mut self, token: Token, reason: CloseReason) {
+    pub(super) fn begin_close(&mut self, token: Token, reason: CloseReason) {
         let Some(c) = self.conn_mut(token) else {
             return;
         };
@@ -871,13 +871,13 @@ impl Reactor {
 }
 
 /// A reconnect asked for in `unbind`.
-pub(crate) struct Reconnect {
+pub(super) struct Reconnect {
     addr: Addr,
     after: Duration,
 }
 
 /// An address as error messages give it.
-pub(crate) struct DisplayAddr<'a>(pub(crate) &'a Addr);
+pub(super) struct DisplayAddr<'a>(pub(super) &'a Addr);
 
 impl std::fmt::Display for DisplayAddr<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

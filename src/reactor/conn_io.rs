@@ -13,7 +13,7 @@
 use super::*;
 
 /// Where one read step ([`Reactor::read_step`]) puts the bytes.
-pub(crate) enum ReadInto<'a> {
+pub(super) enum ReadInto<'a> {
     /// This buffer (the reactor's, lent out), its capacity being the most
     /// read; descriptors passed with the bytes go to the reactor's inbox.
     Buffer(&'a mut Vec<u8>),
@@ -32,7 +32,7 @@ impl Reactor {
     /// Sends `data` to connection `id` (see [`Connection::send_data`]).
     /// Returns `false` if the connection is closed or closing, in which case
     /// the data is dropped.
-    pub(crate) fn send_data_to(&mut self, id: ConnId, data: &[u8]) -> bool {
+    pub(super) fn send_data_to(&mut self, id: ConnId, data: &[u8]) -> bool {
         let token = id.0;
         let is_current = self.current == Some(token);
         let Some(c) = self.conn_mut(token) else {
@@ -111,7 +111,7 @@ impl Reactor {
     ///
     /// # Errors
     /// `NotConnected` for a closed or closing connection.
-    pub(crate) fn send_file_range(
+    pub(super) fn send_file_range(
         &mut self,
         id: ConnId,
         file: File,
@@ -141,7 +141,7 @@ impl Reactor {
     ///
     /// # Errors
     /// The file cannot be opened, or as [`Connection::send_file_range`].
-    pub(crate) fn send_file(&mut self, id: ConnId, path: impl AsRef<Path>) -> io::Result<u64> {
+    pub(super) fn send_file(&mut self, id: ConnId, path: impl AsRef<Path>) -> io::Result<u64> {
         let path = path.as_ref();
         let file = File::open(path).map_err(|e| {
             crate::connection::io_context(e, format_args!("cannot open {}", path.display()))
@@ -155,7 +155,7 @@ impl Reactor {
     /// next bytes sent on it — send them right after, for example a message
     /// saying what the descriptor is. The descriptor is closed here once
     /// sent. Returns `false` (closing `fd`) if the connection is closed.
-    pub(crate) fn send_fd(&mut self, id: ConnId, fd: OwnedFd) -> bool {
+    pub(super) fn send_fd(&mut self, id: ConnId, fd: OwnedFd) -> bool {
         let token = id.0;
         // Staged bytes were sent before this call: they go ahead of it.
         if self.current == Some(token) {
@@ -172,11 +172,11 @@ impl Reactor {
     }
 
     /// See [`Connection::take_received_fds`].
-    pub(crate) fn take_received_fds(&mut self) -> Vec<OwnedFd> {
+    pub(super) fn take_received_fds(&mut self) -> Vec<OwnedFd> {
         std::mem::take(&mut self.fd_inbox)
     }
 
-    pub(crate) fn flush_stage(&mut self, token: Token) {
+    pub(super) fn flush_stage(&mut self, token: Token) {
         if self.stage.is_empty() {
             return;
         }
@@ -214,7 +214,7 @@ impl Reactor {
     /// feature watching the queue, the writable edge a blocked write needs,
     /// a half-close waiting for the queue to drain, the water-mark
     /// callbacks, and a close waiting for the queue to drain.
-    pub(crate) fn check_water(&mut self, token: Token) {
+    pub(super) fn check_water(&mut self, token: Token) {
         let is_current = self.current == Some(token);
         let staged = if is_current { self.stage.len() } else { 0 };
         if crate::buffer::queued_total() > self.outbound_budget() {
@@ -395,7 +395,7 @@ impl Reactor {
         }
     }
 
-    pub(crate) fn flush_queue(&mut self, token: Token) {
+    pub(super) fn flush_queue(&mut self, token: Token) {
         let self_now = self.now_ms() as u32;
         let Some(c) = self.conn_mut(token) else {
             return;
@@ -431,7 +431,7 @@ impl Reactor {
     /// [`Reactor::read_step`]).
     // Called only by proxy: uncalled in a core-only build.
     #[allow(dead_code)]
-    pub(crate) fn read_step_buffered(
+    pub(super) fn read_step_buffered(
         &mut self,
         token: Token,
         f: impl FnOnce(&mut Reactor, &[u8]),
@@ -450,7 +450,7 @@ impl Reactor {
     /// sent later); [`Reactor::flush_queue`] writes it.
     // Called only by proxy: uncalled in a core-only build.
     #[allow(dead_code)]
-    pub(crate) fn queue_out(&mut self, token: Token, data: &[u8]) {
+    pub(super) fn queue_out(&mut self, token: Token, data: &[u8]) {
         if let Some(c) = self.conn_mut(token) {
             c.out.push(data);
         }
@@ -494,7 +494,7 @@ impl Reactor {
     /// and fairness — a connection that may have more input is carried to
     /// the next turn (`carry`), never read again in this one. Returns the
     /// bytes read, for the caller to deliver.
-    pub(crate) fn read_step(&mut self, token: Token, into: ReadInto<'_>) -> Option<usize> {
+    pub(super) fn read_step(&mut self, token: Token, into: ReadInto<'_>) -> Option<usize> {
         let now = self.now_ms() as u32;
         let Some(Source::Conn(c)) = self.sources.get_mut(token) else {
             return None;
@@ -555,7 +555,7 @@ impl Reactor {
     /// Puts source `token` on the carry-over list for its next read (or
     /// accept batch) in the next turn, once: a connection already on it
     /// (`Flags::QUEUED`) is not listed again.
-    pub(crate) fn carry(&mut self, token: Token) {
+    pub(super) fn carry(&mut self, token: Token) {
         match self.sources.get_mut(token) {
             Some(Source::Conn(c)) => {
                 if c.flags.contains(Flags::QUEUED) {
@@ -572,7 +572,7 @@ impl Reactor {
 
     /// A read of connection `token` failed: drained (`WouldBlock`, wait for
     /// the next edge) or broken (close with the reason).
-    pub(crate) fn read_failed(&mut self, token: Token, e: io::Error) {
+    pub(super) fn read_failed(&mut self, token: Token, e: io::Error) {
         let Some(c) = self.conn_mut(token) else {
             return;
         };

@@ -135,7 +135,7 @@ pub const QUIT_GRACE: Duration = Duration::from_secs(300);
 /// The state of the ends in progress, kept beside the connections so that
 /// their records do not grow (ARCHITECTURE.md, "Ending").
 #[derive(Default)]
-pub(crate) struct Ending {
+pub(super) struct Ending {
     /// Replies each connection was promised and not yet delivered; absent
     /// when none.
     pub(super) owed: IdMap<Token, u32>,
@@ -182,7 +182,7 @@ impl Reactor {
 
     /// Sets how connection `id`'s close lingers, instead of the reactor's
     /// default.
-    pub(crate) fn set_linger(&mut self, id: ConnId, linger: Option<Linger>) {
+    pub(super) fn set_linger(&mut self, id: ConnId, linger: Option<Linger>) {
         if self.conn(id.0).is_some() {
             self.ending.linger_of.insert(id.0, linger);
         }
@@ -203,7 +203,7 @@ impl Reactor {
     /// every reply it is owed was delivered and everything queued is
     /// written; output is still taken until then. See
     /// [`Connection::close_after_replies`].
-    pub(crate) fn close_after_replies(&mut self, id: ConnId) {
+    pub(super) fn close_after_replies(&mut self, id: ConnId) {
         let is_current = self.current == Some(id.0);
         let Some(c) = self.conn_mut(id.0) else { return };
         c.phase = c.phase.drain();
@@ -213,19 +213,19 @@ impl Reactor {
     }
 
     /// Whether a graceful stop is in progress (nothing new should start).
-    pub(crate) fn is_stopping(&self) -> bool {
+    pub(super) fn is_stopping(&self) -> bool {
         self.ending.stopping.is_some()
     }
 
     /// Whether connection `token` is still owed a reply.
-    pub(crate) fn owes_replies(&self, token: Token) -> bool {
+    pub(super) fn owes_replies(&self, token: Token) -> bool {
         !self.ending.owed.is_empty() && self.ending.owed.contains_key(&token)
     }
 
     /// Whether connection `token` closes as soon as its queue is written
     /// (a secure channel sends its goodbye then): a close after writing was
     /// asked, and a draining connection is owed no reply.
-    pub(crate) fn closes_once_written(&self, token: Token) -> bool {
+    pub(super) fn closes_once_written(&self, token: Token) -> bool {
         self.conn(token).is_some_and(|c| {
             c.phase.closes_when_drained()
                 && !(c.phase == Phase::Draining && self.owes_replies(token))
@@ -561,14 +561,14 @@ impl Reactor {
     }
 
     /// Replies promised to connection `token`: one more.
-    pub(crate) fn owe_reply(&mut self, token: Token) {
+    pub(super) fn owe_reply(&mut self, token: Token) {
         if self.conn(token).is_some() {
             *self.ending.owed.entry(token).or_default() += 1;
         }
     }
 
     /// A reply promised to connection `token` was delivered or withdrawn.
-    pub(crate) fn reply_settled(&mut self, token: Token) {
+    pub(super) fn reply_settled(&mut self, token: Token) {
         if let Some(n) = self.ending.owed.get_mut(&token) {
             *n -= 1;
             if *n == 0 {

@@ -206,33 +206,33 @@ impl<'r> Extensions<'r> {
 
 /// One extension's slot; the value is out while one of its operations
 /// runs ([`Reactor::with_ext`]).
-pub(crate) struct ExtSlot {
+pub(super) struct ExtSlot {
     type_id: TypeId,
     value: Option<Box<dyn Extension>>,
 }
 
 /// What a plug-in source's descriptor is ready for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Readiness {
+pub(super) struct Readiness {
     /// Readable, or hung up, or failed: a read tells which.
-    pub(crate) readable: bool,
-    pub(crate) writable: bool,
+    pub(super) readable: bool,
+    pub(super) writable: bool,
 }
 
 /// What a plug-in source does when its descriptor is ready, and when the
 /// reactor shuts down while it is registered.
-pub(crate) struct SourceHooks {
-    pub(crate) ready: fn(&mut Reactor, Token, Readiness),
+pub(super) struct SourceHooks {
+    pub(super) ready: fn(&mut Reactor, Token, Readiness),
     /// The reactor is shutting down: end the source (remove it).
-    pub(crate) shutdown: fn(&mut Reactor, Token),
+    pub(super) shutdown: fn(&mut Reactor, Token),
 }
 
 /// A descriptor a feature registered, with its state.
-pub(crate) struct PluginSource {
+pub(super) struct PluginSource {
     // Read only by watch: never read in a core-only build.
     #[allow(dead_code)]
-    pub(crate) state: Box<dyn Any>,
-    pub(crate) hooks: &'static SourceHooks,
+    pub(super) state: Box<dyn Any>,
+    pub(super) hooks: &'static SourceHooks,
 }
 
 /// What a feature does in place of parts of a connection's I/O.
@@ -240,26 +240,26 @@ pub(crate) struct PluginSource {
 /// Every write to a hooked connection goes through its outbound queue
 /// (`Conn::write_waits`), never straight to the socket, so that a filter
 /// sees all of it.
-pub(crate) struct ConnHooks {
+pub(super) struct ConnHooks {
     /// The connection is readable: the hook reads it itself (with the
     /// core's one read step, `Reactor::read_step`), or leaves the read to
     /// the core, which gives the bytes to the filter or `receive_data`.
-    pub(crate) readable: fn(&mut Reactor, Token) -> ReadBy,
+    pub(super) readable: fn(&mut Reactor, Token) -> ReadBy,
     /// The connection got a writable edge: the core flushes its outbound
     /// queue now, or the feature's own bytes still go first.
-    pub(crate) writable: fn(&mut Reactor, Token) -> QueueFlush,
+    pub(super) writable: fn(&mut Reactor, Token) -> QueueFlush,
     /// The outbound queue's size (with staged bytes) was just checked.
-    pub(crate) queue_checked: fn(&mut Reactor, Token, usize),
+    pub(super) queue_checked: fn(&mut Reactor, Token, usize),
     /// The connection is being removed, before its `unbind`; its hook
     /// state ([`Reactor::hook_conn_with`]) is already gone.
-    pub(crate) closing: fn(&mut Reactor, Token),
+    pub(super) closing: fn(&mut Reactor, Token),
     /// A filter between the socket and the handler, if the feature is one.
-    pub(crate) filter: Option<&'static FilterHooks>,
+    pub(super) filter: Option<&'static FilterHooks>,
 }
 
 /// Who reads a hooked connection that became readable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum ReadBy {
+pub(super) enum ReadBy {
     /// The hook read it.
     Hook,
     /// The core reads it, as for any connection.
@@ -269,7 +269,7 @@ pub(crate) enum ReadBy {
 /// Whether the core flushes a hooked connection's outbound queue at its
 /// writable edge.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum QueueFlush {
+pub(super) enum QueueFlush {
     Now,
     /// The feature's own bytes went first and filled the socket.
     Later,
@@ -278,29 +278,29 @@ pub(crate) enum QueueFlush {
 /// A filter between a connection's socket and its handler: a protocol
 /// layer below the handler's bytes (encryption, say) that the handler does
 /// not see. Its state is the connection's hook state.
-pub(crate) struct FilterHooks {
+pub(super) struct FilterHooks {
     /// Bytes were read from the socket: turn them into the handler's bytes
     /// and give those to [`Reactor::deliver`] (in one call per read, as
     /// the core does), or close the connection. The core has done the
     /// read's bookkeeping (end of stream, fairness, activity) already.
-    pub(crate) input: fn(&mut Reactor, Token, &[u8]),
+    pub(super) input: fn(&mut Reactor, Token, &[u8]),
     /// The outbound queue holds bytes and the socket is not known to be
     /// full: take what the socket can carry from the queue
     /// (`OutBuf::flush` with a sink of the filter's) and write it. Set
     /// `Flags::WRITE_BLOCKED` when the socket is full; the writable edge
     /// then goes to [`ConnHooks::writable`]. The core checks the water
     /// marks afterwards.
-    pub(crate) output: fn(&mut Reactor, Token),
+    pub(super) output: fn(&mut Reactor, Token),
     /// Bytes taken from the queue and not yet written to the socket (more
     /// when the filter writes bytes of its own, as a closing message): the
     /// core counts them as queued, for `outbound_len`, the water marks and
     /// the closes that wait for the queue to drain.
-    pub(crate) held: fn(&Reactor, Token) -> usize,
+    pub(super) held: fn(&Reactor, Token) -> usize,
     /// The connection is being closed by this side before its queue
     /// drained (an inactivity timeout, a stop's deadline, a
     /// `close_connection`): say goodbye in the protocol's own terms (TLS
     /// `close_notify`) with a best-effort write that never waits.
-    pub(crate) farewell: fn(&mut Reactor, Token),
+    pub(super) farewell: fn(&mut Reactor, Token),
 }
 
 /// The reactor's buffers for filtered connections, one of each for all
@@ -311,13 +311,13 @@ pub(crate) struct FilterHooks {
 /// once or twice, and an extension's lookup cost 3 % of an HTTPS
 /// request's instructions.
 #[derive(Default)]
-pub(crate) struct FilterScratch {
-    pub(crate) decoded: Vec<u8>,
-    pub(crate) encoded: Vec<u8>,
+pub(super) struct FilterScratch {
+    pub(super) decoded: Vec<u8>,
+    pub(super) encoded: Vec<u8>,
 }
 
 /// A hooked connection's hooks and the feature's state for it.
-pub(crate) struct Hooked {
+pub(super) struct Hooked {
     hooks: &'static ConnHooks,
     state: Option<Box<dyn Any>>,
 }
@@ -336,13 +336,13 @@ impl Reactor {
 
     /// The extension state of type `T`, if set (and not out in
     /// [`Reactor::with_ext`]).
-    pub(crate) fn ext<T: Extension>(&self) -> Option<&T> {
+    pub(super) fn ext<T: Extension>(&self) -> Option<&T> {
         let i = self.ext_index(TypeId::of::<T>())?;
         self.exts[i].value.as_deref()?.as_any().downcast_ref()
     }
 
     /// [`Reactor::ext`], mutably.
-    pub(crate) fn ext_mut<T: Extension>(&mut self) -> Option<&mut T> {
+    pub(super) fn ext_mut<T: Extension>(&mut self) -> Option<&mut T> {
         let i = self.ext_index(TypeId::of::<T>())?;
         self.exts[i]
             .value
@@ -353,7 +353,7 @@ impl Reactor {
 
     /// The extension state of type `T`, made with `T::default()` the first
     /// time.
-    pub(crate) fn ext_or_default<T: Extension + Default>(&mut self) -> &mut T {
+    pub(super) fn ext_or_default<T: Extension + Default>(&mut self) -> &mut T {
         if self.ext_index(TypeId::of::<T>()).is_none() {
             self.set_ext(T::default());
         }
@@ -361,7 +361,7 @@ impl Reactor {
     }
 
     /// Sets (or replaces) the extension state of type `T`.
-    pub(crate) fn set_ext<T: Extension>(&mut self, value: T) {
+    pub(super) fn set_ext<T: Extension>(&mut self, value: T) {
         let value: Box<dyn Extension> = Box::new(value);
         match self.ext_index(TypeId::of::<T>()) {
             Some(i) => self.exts[i].value = Some(value),
@@ -374,7 +374,7 @@ impl Reactor {
 
     /// Runs `f` with the extension state of type `T` taken out of the
     /// reactor, so that `f` may use both; `None` if there is none.
-    pub(crate) fn with_ext<T: Extension, R>(
+    pub(super) fn with_ext<T: Extension, R>(
         &mut self,
         f: impl FnOnce(&mut T, &mut Reactor) -> R,
     ) -> Option<R> {
@@ -391,7 +391,7 @@ impl Reactor {
     }
 
     /// Calls `f` on every extension, each taken out while it runs.
-    pub(crate) fn each_ext(&mut self, mut f: impl FnMut(&mut dyn Extension, &mut Reactor)) {
+    pub(super) fn each_ext(&mut self, mut f: impl FnMut(&mut dyn Extension, &mut Reactor)) {
         for i in 0..self.exts.len() {
             let Some(mut value) = self.exts[i].value.take() else {
                 continue;
@@ -412,7 +412,7 @@ impl Reactor {
     /// The selector refused the descriptor.
     // Called only by watch: uncalled in a core-only build.
     #[allow(dead_code)]
-    pub(crate) fn add_plugin_source<T: Any>(
+    pub(super) fn add_plugin_source<T: Any>(
         &mut self,
         state: T,
         fd: impl FnOnce(&T) -> BorrowedFd<'_>,
@@ -443,7 +443,7 @@ impl Reactor {
     /// The state of plug-in source `token`, if it is a `T`.
     // Called only by watch: uncalled in a core-only build.
     #[allow(dead_code)]
-    pub(crate) fn plugin<T: Any>(&self, token: Token) -> Option<&T> {
+    pub(super) fn plugin<T: Any>(&self, token: Token) -> Option<&T> {
         match self.sources.get(token) {
             Some(Source::Plugin(p)) => p.state.downcast_ref(),
             _ => None,
@@ -453,7 +453,7 @@ impl Reactor {
     /// [`Reactor::plugin`], mutably.
     // Called only by watch: uncalled in a core-only build.
     #[allow(dead_code)]
-    pub(crate) fn plugin_mut<T: Any>(&mut self, token: Token) -> Option<&mut T> {
+    pub(super) fn plugin_mut<T: Any>(&mut self, token: Token) -> Option<&mut T> {
         match self.sources.get_mut(token) {
             Some(Source::Plugin(p)) => p.state.downcast_mut(),
             _ => None,
@@ -467,7 +467,7 @@ impl Reactor {
     /// The selector refused the change.
     // Called only by watch: uncalled in a core-only build.
     #[allow(dead_code)]
-    pub(crate) fn set_plugin_interest(
+    pub(super) fn set_plugin_interest(
         &self,
         token: Token,
         fd: BorrowedFd<'_>,
@@ -484,7 +484,7 @@ impl Reactor {
     /// The selector did not know the descriptor.
     // Called only by watch: uncalled in a core-only build.
     #[allow(dead_code)]
-    pub(crate) fn deregister_plugin_fd(&self, fd: BorrowedFd<'_>) -> io::Result<()> {
+    pub(super) fn deregister_plugin_fd(&self, fd: BorrowedFd<'_>) -> io::Result<()> {
         self.selector.deregister(fd)
     }
 
@@ -492,7 +492,7 @@ impl Reactor {
     /// the state. Its descriptor is the feature's to deregister or close.
     // Called only by watch: uncalled in a core-only build.
     #[allow(dead_code)]
-    pub(crate) fn remove_plugin<T: Any>(&mut self, token: Token) -> Option<Box<T>> {
+    pub(super) fn remove_plugin<T: Any>(&mut self, token: Token) -> Option<Box<T>> {
         self.plugin::<T>(token)?;
         match self.sources.remove(token) {
             Some(Source::Plugin(p)) => p.state.downcast().ok(),
@@ -508,7 +508,7 @@ impl Reactor {
     /// feature's hooks have it.
     // Called only by proxy: uncalled in a core-only build.
     #[allow(dead_code)]
-    pub(crate) fn hook_conn(&mut self, token: Token, hooks: &'static ConnHooks) -> io::Result<()> {
+    pub(super) fn hook_conn(&mut self, token: Token, hooks: &'static ConnHooks) -> io::Result<()> {
         self.hook_conn_inner(token, hooks, None)
     }
 
@@ -518,7 +518,7 @@ impl Reactor {
     /// # Errors
     /// As [`Reactor::hook_conn`], and `AlreadyExists` if the connection is
     /// hooked already (its state would be lost).
-    pub(crate) fn hook_conn_with<T: Any>(
+    pub(super) fn hook_conn_with<T: Any>(
         &mut self,
         token: Token,
         hooks: &'static ConnHooks,
@@ -566,7 +566,7 @@ impl Reactor {
     /// # Errors
     /// `NotConnected` if it is closing; `AlreadyExists` if a filter or a
     /// proxy has it.
-    pub(crate) fn prepare_filter(&mut self, token: Token) -> io::Result<()> {
+    pub(super) fn prepare_filter(&mut self, token: Token) -> io::Result<()> {
         if self.in_callback_of(token) {
             self.flush_stage(token);
         }
@@ -586,7 +586,7 @@ impl Reactor {
     /// Gives connection `token`'s I/O back to the core.
     // Called only by proxy: uncalled in a core-only build.
     #[allow(dead_code)]
-    pub(crate) fn unhook_conn(&mut self, token: Token) {
+    pub(super) fn unhook_conn(&mut self, token: Token) {
         if let Some(c) = self.conn_mut(token) {
             c.flags -= Flags::HOOKED;
         }
@@ -604,7 +604,7 @@ impl Reactor {
     }
 
     /// The feature's state for hooked connection `token`, if it is a `T`.
-    pub(crate) fn hook_state<T: Any>(&self, token: Token) -> Option<&T> {
+    pub(super) fn hook_state<T: Any>(&self, token: Token) -> Option<&T> {
         self.conn_hooks
             .get(&token)?
             .state
@@ -613,7 +613,7 @@ impl Reactor {
     }
 
     /// [`Reactor::hook_state`], mutably.
-    pub(crate) fn hook_state_mut<T: Any>(&mut self, token: Token) -> Option<&mut T> {
+    pub(super) fn hook_state_mut<T: Any>(&mut self, token: Token) -> Option<&mut T> {
         self.conn_hooks
             .get_mut(&token)?
             .state
@@ -623,7 +623,7 @@ impl Reactor {
 
     /// Connection `token` and the feature's state for it, borrowed
     /// together (a filter writing the connection's queue to its socket).
-    pub(crate) fn conn_and_hook_state<T: Any>(
+    pub(super) fn conn_and_hook_state<T: Any>(
         &mut self,
         token: Token,
     ) -> Option<(&mut Conn, &mut T)> {
@@ -642,7 +642,7 @@ impl Reactor {
     /// Calls handler method `f` of connection `token` as the core does:
     /// not while another callback runs, and with the callback's output
     /// written when it returns. `None` if the connection is closed.
-    pub(crate) fn call_handler<R>(
+    pub(super) fn call_handler<R>(
         &mut self,
         token: Token,
         f: impl FnOnce(&mut dyn Handler, &mut Connection<'_>) -> R,
@@ -651,14 +651,14 @@ impl Reactor {
     }
 
     /// A filter's bytes for the handler: calls `receive_data` with them.
-    pub(crate) fn deliver(&mut self, token: Token, data: &[u8]) {
+    pub(super) fn deliver(&mut self, token: Token, data: &[u8]) {
         self.call(token, |h, conn| h.receive_data(conn, data));
     }
 
     /// A filter's stream for connection `token` ended (its protocol's own
     /// end-of-stream message came): as an end of stream read from the
     /// socket, no more reads, and `receive_eof` follows.
-    pub(crate) fn end_of_input(&mut self, token: Token) {
+    pub(super) fn end_of_input(&mut self, token: Token) {
         let Some(c) = self.conn_mut(token) else {
             return;
         };
@@ -671,13 +671,13 @@ impl Reactor {
     }
 
     /// The buffers filtered connections borrow.
-    pub(crate) fn filter_scratch(&mut self) -> &mut FilterScratch {
+    pub(super) fn filter_scratch(&mut self) -> &mut FilterScratch {
         &mut self.filter_scratch
     }
 
     /// Whether a callback of connection `token` is running (its output is
     /// still being staged, and its closes wait for it to return).
-    pub(crate) fn in_callback_of(&self, token: Token) -> bool {
+    pub(super) fn in_callback_of(&self, token: Token) -> bool {
         self.current == Some(token)
     }
 

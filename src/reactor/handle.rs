@@ -8,12 +8,12 @@
 
 use super::*;
 
-pub(crate) type Remote = Box<dyn FnOnce(&mut Reactor) + Send>;
+pub(super) type Remote = Box<dyn FnOnce(&mut Reactor) + Send>;
 
-pub(crate) type SignalFn = Box<dyn FnMut(&mut Reactor)>;
+pub(super) type SignalFn = Box<dyn FnMut(&mut Reactor)>;
 
 /// What other threads share with a reactor.
-pub(crate) struct Shared {
+pub(super) struct Shared {
     pub(super) waker: Waker,
     pub(super) stop: AtomicBool,
     pub(super) queue: Mutex<Vec<Remote>>,

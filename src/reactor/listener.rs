@@ -11,11 +11,11 @@ use super::*;
 
 /// Connections accepted from one listener per turn before other sources get
 /// their turn.
-pub(crate) const ACCEPT_BATCH: usize = 64;
+pub(super) const ACCEPT_BATCH: usize = 64;
 
-pub(crate) type Factory = Box<dyn FnMut() -> Box<dyn Handler>>;
+pub(super) type Factory = Box<dyn FnMut() -> Box<dyn Handler>>;
 
-pub(crate) struct Listener {
+pub(super) struct Listener {
     pub(super) sock: Socket,
     pub(super) factory: Factory,
     /// [`ServerOptions::on_accept`].
@@ -27,7 +27,7 @@ pub(crate) struct Listener {
 
 /// Identifies a server started on a reactor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct ServerId(pub(crate) Token);
+pub struct ServerId(pub(super) Token);
 
 /// What [`ServerOptions::on_accept`] runs.
 type AcceptHook = Arc<dyn Fn(&mut Connection<'_>) -> io::Result<()> + Send + Sync>;
@@ -99,12 +99,12 @@ impl ServerOptions {
     }
 }
 
-pub(crate) fn is_fd_exhaustion(errno: i32) -> bool {
+pub(super) fn is_fd_exhaustion(errno: i32) -> bool {
     // EMFILE (24) and ENFILE (23) on Linux and the BSDs alike.
     errno == 24 || errno == 23
 }
 
-pub(crate) fn is_stale_unix_socket(path: &Path) -> bool {
+pub(super) fn is_stale_unix_socket(path: &Path) -> bool {
     matches!(
         std::os::unix::net::UnixStream::connect(path),
         Err(e) if e.kind() == io::ErrorKind::ConnectionRefused
@@ -306,7 +306,7 @@ impl Reactor {
 /// Listeners handed over between processes ([`Extensions::adopt_server`],
 /// [`Extensions::server_fds`], [`Extensions::stop_servers_keeping_files`]).
 impl Reactor {
-    pub(crate) fn adopt_server<H: Handler>(
+    pub(super) fn adopt_server<H: Handler>(
         &mut self,
         fd: OwnedFd,
         options: ServerOptions,
@@ -325,7 +325,7 @@ impl Reactor {
         }))
     }
 
-    pub(crate) fn server_fds(&self) -> Vec<std::os::fd::BorrowedFd<'_>> {
+    pub(super) fn server_fds(&self) -> Vec<std::os::fd::BorrowedFd<'_>> {
         self.sources
             .tokens()
             .into_iter()
@@ -336,7 +336,7 @@ impl Reactor {
             .collect()
     }
 
-    pub(crate) fn close_listeners_keeping_files(&mut self) -> usize {
+    pub(super) fn close_listeners_keeping_files(&mut self) -> usize {
         let servers: Vec<Token> = self
             .sources
             .tokens()

@@ -47,26 +47,53 @@ use crate::timer::{TimerKey, TimerWheel};
 
 // One file per part of the reactor; each child sees this module's names
 // (`use super::*`), and this module sees theirs.
+//
+// This module is the core's boundary, and the compiler keeps it: what the
+// core shares between its parts is `pub(super)` in the children (visible
+// in `crate::reactor` and below, nowhere else) or private here, never
+// `pub(crate)`. The files outside `src/reactor/` that belong to the core
+// are declared here with `#[path]`, so they stay where a reader looks for
+// them and the crate's paths (`crate::connection`, `packet::extend`) stay
+// as they were: `Connection`, the public extension API, deferred replies
+// and socket options; watches, the public adapter for plug-in sources as
+// `extend` is for filters; and the proxy, the one feature still inside,
+// because it moves bytes with the core's own read step and writes
+// (`splice`), which have no public form. Every other feature sees only
+// public items (and `resolve`/`io_context`, which touch no state).
 mod conn;
 mod conn_io;
+#[path = "../connection.rs"]
+pub(crate) mod connection;
 mod ending;
 mod ext;
+#[path = "../extend.rs"]
+pub mod extend;
 mod handle;
 mod listener;
+#[cfg(feature = "proxy")]
+#[path = "../proxy.rs"]
+pub mod proxy;
 mod replies;
+#[path = "../reply.rs"]
+pub(crate) mod reply;
+#[path = "../sockopt.rs"]
+pub mod sockopt;
 mod state;
 mod timers;
+#[cfg(feature = "watch")]
+#[path = "../watch.rs"]
+pub mod watch;
 
-pub(crate) use conn::*;
+use conn::*;
 // Used only by proxy: unused in a core-only build.
 #[allow(unused_imports)]
-pub(crate) use conn_io::ReadInto;
-pub(crate) use ending::*;
-pub(crate) use ext::*;
-pub(crate) use handle::*;
-pub(crate) use listener::*;
-pub(crate) use state::*;
-pub(crate) use timers::*;
+use conn_io::ReadInto;
+use ending::*;
+use ext::*;
+use handle::*;
+use listener::*;
+use state::*;
+use timers::*;
 
 pub use ending::{Linger, StopAction, StopReport, QUIT_GRACE, STOP_GRACE};
 pub use ext::{Extension, Extensions, StopHold};
@@ -233,7 +260,8 @@ pub struct Reactor {
     ending: Ending,
 }
 
-/// Resolves `addr` to its first socket address.
+/// Resolves `addr` to its first socket address. Crate-visible: it touches
+/// no reactor state.
 pub(crate) fn resolve(addr: impl ToSocketAddrs) -> io::Result<SocketAddr> {
     addr.to_socket_addrs()?
         .next()
@@ -369,7 +397,7 @@ impl Reactor {
 
     /// The total passed the budget: closes the connections with the
     /// largest queues until it is within it.
-    pub(crate) fn shed_outbound(&mut self) {
+    fn shed_outbound(&mut self) {
         while crate::buffer::queued_total() > self.outbound_budget {
             let mut largest = None;
             let mut most = 0;

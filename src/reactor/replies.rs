@@ -17,7 +17,7 @@ impl Reactor {
     /// thread pool, a timer). With
     /// [`Connection::set_ordered_replies`](crate::Connection::set_ordered_replies)
     /// on, replies are delivered in the order of these calls.
-    pub(crate) fn expect_reply(&mut self, id: ConnId) -> ReplyId {
+    pub(super) fn expect_reply(&mut self, id: ConnId) -> ReplyId {
         self.last_reply += 1;
         let reply = ReplyId(self.last_reply);
         self.owe_reply(id.0);
@@ -30,7 +30,7 @@ impl Reactor {
     /// Withdraws a promise made with [`Reactor::expect_reply`] that will
     /// not be kept (the ask failed before it was sent), so that ordered
     /// replies behind it are not held back.
-    pub(crate) fn cancel_reply(&mut self, id: ConnId, reply: ReplyId) {
+    pub(super) fn cancel_reply(&mut self, id: ConnId, reply: ReplyId) {
         self.reply_settled(id.0);
         if let Some(q) = self.ordered.get_mut(&id.0) {
             q.cancel(reply);
@@ -46,7 +46,7 @@ impl Reactor {
     /// for the replies it was promised. If the connection has closed, the
     /// reply is dropped with a line to the log hook
     /// ([`crate::log::set_log_hook`]).
-    pub(crate) fn send_reply(&mut self, id: ConnId, reply: ReplyId, value: impl std::any::Any) {
+    pub(super) fn send_reply(&mut self, id: ConnId, reply: ReplyId, value: impl std::any::Any) {
         if self.conn(id.0).is_none() {
             crate::log::line(format_args!(
                 "{reply} for connection {id} dropped: it has closed"
@@ -78,7 +78,7 @@ impl Reactor {
     }
 
     /// See [`Connection::set_ordered_replies`].
-    pub(crate) fn set_ordered_replies(&mut self, id: ConnId, on: bool) {
+    pub(super) fn set_ordered_replies(&mut self, id: ConnId, on: bool) {
         if self.conn(id.0).is_none() {
             return;
         }

@@ -40,7 +40,7 @@ pub(super) enum Phase {
 /// What the descriptor is, fixed when the connection is made: it decides
 /// the system calls used on it.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub(crate) enum Transport {
+pub(super) enum Transport {
     /// TCP: always registered for writable edges, `TCP_NODELAY` set.
     Tcp,
     /// A Unix-domain stream socket.
@@ -57,7 +57,7 @@ pub(crate) enum Transport {
 
 /// How far `close_write` has gone.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub(crate) enum WriteSide {
+pub(super) enum WriteSide {
     Open,
     /// Shut it once the queue drains; no new output is taken.
     ShutWhenDrained,
@@ -108,7 +108,7 @@ impl Flags {
     // Always inlined: compared with a constant it is one mask test (the
     // hot path's `takes_output` and `check_water` ask).
     #[inline(always)]
-    pub(crate) fn write_side(self) -> WriteSide {
+    pub(super) fn write_side(self) -> WriteSide {
         // At most one of the two is set (`set_write_side`): this order
         // makes `== ShutWhenDrained` one bit test.
         if self.contains(Flags::SHUT_WHEN_DRAINED) {
@@ -121,7 +121,7 @@ impl Flags {
     }
 
     /// Records `side` (sides only move forward, see `WriteSide`).
-    pub(crate) fn set_write_side(&mut self, side: WriteSide) {
+    pub(super) fn set_write_side(&mut self, side: WriteSide) {
         self.remove(Flags::SHUT_WHEN_DRAINED | Flags::WRITE_SHUT);
         match side {
             WriteSide::Open => {}
@@ -133,18 +133,18 @@ impl Flags {
 
 impl Transport {
     /// Whether reads collect passed descriptors.
-    pub(crate) fn receives_fds(self) -> bool {
+    pub(super) fn receives_fds(self) -> bool {
         matches!(self, Transport::UnixWithFds | Transport::Channel)
     }
 }
 
 impl Phase {
-    pub(crate) fn is_connecting(self) -> bool {
+    pub(super) fn is_connecting(self) -> bool {
         matches!(self, Phase::Connecting { .. })
     }
 
     /// A close was asked for, or has begun: no new reads.
-    pub(crate) fn is_ending(self) -> bool {
+    pub(super) fn is_ending(self) -> bool {
         matches!(
             self,
             Phase::Draining
@@ -159,13 +159,13 @@ impl Phase {
 
     /// Closes when the queue drains (`close_connection_after_writing`,
     /// or end of stream read by a handler that said nothing more).
-    pub(crate) fn closes_when_drained(self) -> bool {
+    pub(super) fn closes_when_drained(self) -> bool {
         self.is_ending() && !matches!(self, Phase::Closed | Phase::Lingering)
     }
 
     /// The phase after a graceful stop or a peer's end of stream: keep
     /// writing what is owed, then close. A close asked already stays.
-    pub(crate) fn drain(self) -> Phase {
+    pub(super) fn drain(self) -> Phase {
         match self {
             Phase::Connecting { .. } => Phase::Connecting {
                 close_after_writing: true,
@@ -176,7 +176,7 @@ impl Phase {
     }
 
     /// The phase after `close_connection_after_writing`.
-    pub(crate) fn close_after_writing(self) -> Phase {
+    pub(super) fn close_after_writing(self) -> Phase {
         match self {
             Phase::Connecting { .. } => Phase::Connecting {
                 close_after_writing: true,
@@ -187,7 +187,7 @@ impl Phase {
     }
 
     /// The phase once a connect completed.
-    pub(crate) fn connected(self) -> Phase {
+    pub(super) fn connected(self) -> Phase {
         match self {
             Phase::Connecting {
                 close_after_writing: false,

@@ -9,7 +9,7 @@
 use super::*;
 
 /// What a timer in the wheel does when it fires.
-pub(crate) enum TimerTask {
+pub(super) enum TimerTask {
     Once(Local),
     /// An entry of `Reactor::periodics`.
     Periodic(Token),
@@ -19,7 +19,7 @@ pub(crate) enum TimerTask {
     Linger(Token),
 }
 
-pub(crate) struct Periodic {
+pub(super) struct Periodic {
     /// `None` while its callback runs.
     pub(super) callback: Option<PeriodicFn>,
     pub(super) interval_ms: u64,
@@ -34,7 +34,7 @@ pub(crate) struct Periodic {
 pub struct TimerId(pub(super) TimerRef);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub(crate) enum TimerRef {
+pub(super) enum TimerRef {
     Once(TimerKey),
     Periodic(Token),
 }
@@ -44,7 +44,7 @@ pub(crate) enum TimerRef {
 /// deadline that is still in the future. A loop that fell behind skips the
 /// periods it missed instead of firing them in a burst, and the phase never
 /// drifts.
-pub(crate) fn next_fixed_rate_deadline(due_ms: u64, interval_ms: u64, now_ms: u64) -> u64 {
+pub(super) fn next_fixed_rate_deadline(due_ms: u64, interval_ms: u64, now_ms: u64) -> u64 {
     let next = due_ms.saturating_add(interval_ms);
     if next > now_ms {
         return next;
@@ -53,7 +53,7 @@ pub(crate) fn next_fixed_rate_deadline(due_ms: u64, interval_ms: u64, now_ms: u6
     next.saturating_add(missed.saturating_mul(interval_ms))
 }
 
-pub(crate) type PeriodicFn = Box<dyn FnMut(&mut Reactor, TimerId)>;
+pub(super) type PeriodicFn = Box<dyn FnMut(&mut Reactor, TimerId)>;
 
 impl Reactor {
     /// The loop's time: read at the start of each turn and again after a
@@ -146,7 +146,7 @@ impl Reactor {
     /// from now before it ends with [`CloseReason::ConnectTimeout`]
     /// (EventMachine's `pending_connect_timeout=`, typically set in
     /// `post_init`); `None` removes the limit.
-    pub(crate) fn set_pending_connect_timeout(&mut self, id: ConnId, limit: Option<Duration>) {
+    pub(super) fn set_pending_connect_timeout(&mut self, id: ConnId, limit: Option<Duration>) {
         let deadline = limit.map(|d| self.deadline_after(d));
         let Some(c) = self.conn_mut(id.0) else { return };
         if !c.is_connecting() {
@@ -167,7 +167,7 @@ impl Reactor {
     /// no byte has been read from or written to it for `limit`
     /// (EventMachine's `comm_inactivity_timeout`); `None` turns it off.
     /// Limits are kept in whole milliseconds, up to 24 days.
-    pub(crate) fn set_inactivity_timeout(&mut self, id: ConnId, limit: Option<Duration>) {
+    pub(super) fn set_inactivity_timeout(&mut self, id: ConnId, limit: Option<Duration>) {
         let ms = limit.map_or(0, |d| {
             d.as_millis().clamp(1, u128::from(u32::MAX / 2)) as u32
         });
@@ -187,7 +187,7 @@ impl Reactor {
 
     /// Milliseconds since connection `id` last read or wrote a byte, as of
     /// the loop's time (EventMachine's `get_idle_time`).
-    pub(crate) fn idle_time(&self, id: ConnId) -> Option<Duration> {
+    pub(super) fn idle_time(&self, id: ConnId) -> Option<Duration> {
         let now = self.now_ms() as u32;
         self.conn(id.0)
             .map(|c| Duration::from_millis(u64::from(now.wrapping_sub(c.last_activity))))
