@@ -15,13 +15,20 @@
 //!   keeps its rules for the filtered connection: one read per connection
 //!   per turn, the water marks and closes measured on what the handler
 //!   sent, and the same [`CloseReason`] for the same socket failure.
+//! - **A connection whose bytes the extension moves itself**: a
+//!   [`Takeover`] given a connection with [`ConnIo::take_over`] reads it
+//!   with the core's read step (into a buffer, or spliced into a pipe
+//!   without entering user space), writes ahead of its outbound queue
+//!   with the core's write rule, and hears of its queue and its close.
+//!   The crate's proxy (`proxy_incoming_to`) is one.
 //! - **A plug-in source**: any pollable descriptor (a pipe, an eventfd, a
 //!   device) with its own callbacks, as a watch: `watch::Watcher` and
 //!   `reactor.watches().watch(..)` (the `watch` feature). Datagram
 //!   sockets, file watches and child processes are built on it.
 //!
 //! This module owns the public filter trait and its adapter onto the
-//! core's connection hooks; it never reads or writes a connection's
+//! core's connection hooks (a takeover's adapter is `takeover.rs`, beside
+//! it in the core); it never reads or writes a connection's
 //! fields (the core's own functions do), and it adds nothing to a
 //! program that sets no filter (the adapter is generic, built per filter).
 //!
@@ -100,12 +107,10 @@ use std::time::Duration;
 
 use crate::buffer::{FilterSink, Sink};
 use crate::connection::{CloseReason, Connection};
-use crate::reactor::{
-    Conn, ConnHooks, ConnSink, FilterHooks, Out, QueueFlush, Reactor, ReadBy, TimerId, WriteSide,
-};
+use crate::reactor::{Conn, ConnHooks, ConnSink, FilterHooks, Out, Reactor, TimerId, WriteSide};
 use crate::slab::Token;
 
-pub use crate::reactor::{Extension, Extensions, StopHold};
+pub use crate::reactor::{ConnIo, Extension, Extensions, QueueFlush, ReadBy, StopHold, Takeover};
 
 /// A protocol layer between a connection's socket and its handler, which
 /// the handler does not see: set with [`Connection::set_filter`].

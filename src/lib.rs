@@ -78,7 +78,7 @@ pub mod objects;
 #[cfg(feature = "process")]
 pub mod process;
 #[cfg(feature = "proxy")]
-pub use reactor::proxy;
+pub mod proxy;
 mod reactor;
 pub(crate) use reactor::reply;
 mod slab;

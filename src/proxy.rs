@@ -57,8 +57,9 @@ use std::os::fd::{AsFd, OwnedFd};
 use packet_sys::process::pipe;
 
 use crate::connection::{ConnId, Connection};
-use crate::reactor::{ConnHooks, Extension, Out, QueueFlush, Reactor, ReadBy, ReadInto, Transport};
-use crate::slab::{IdMap, Token};
+use crate::extend::{ConnIo, Extension, QueueFlush, ReadBy, Takeover};
+use crate::slab::IdMap;
+use crate::Reactor;
 
 /// Bytes moved per splice: as much as a pipe holds by default.
 const STEP: usize = 64 * 1024;
@@ -67,56 +68,86 @@ const STEP: usize = 64 * 1024;
 #[derive(Default)]
 struct Proxies {
     /// By source connection.
-    by_source: IdMap<Token, Proxy>,
+    by_source: IdMap<ConnId, Proxy>,
     /// Source by target connection.
-    by_target: IdMap<Token, Token>,
+    by_target: IdMap<ConnId, ConnId>,
     /// The bytes the connection now in `unbind` proxied, its proxy being
-    /// gone, for `proxied_bytes` there.
-    unbound: Option<(Token, u64)>,
+    /// gone, for `proxied_bytes` there (ids are not reused, so a stale
+    /// entry matches no open connection).
+    unbound: Option<(ConnId, u64)>,
 }
 
 impl Extension for Proxies {}
 
+impl Proxies {
+    fn source(&self, source: ConnId) -> Option<&Proxy> {
+        self.by_source.get(&source)
+    }
+
+    fn source_mut(&mut self, source: ConnId) -> Option<&mut Proxy> {
+        self.by_source.get_mut(&source)
+    }
+
+    fn source_of(&self, target: ConnId) -> Option<ConnId> {
+        self.by_target.get(&target).copied()
+    }
+
+    fn proxied(&self, id: ConnId) -> bool {
+        self.source(id).is_some() || self.source_of(id).is_some()
+    }
+}
+
 /// How proxying takes over its connections' I/O: a source is read by
-/// `proxy_pump` instead of `receive_data`, a target's writable edge first
+/// `pump` instead of `receive_data`, a target's writable edge first
 /// drains the pipe, and a target with room lets its source be read again.
-static HOOKS: ConnHooks = ConnHooks {
-    readable: |r, token| {
-        if r.proxy(token).is_some() {
-            r.proxy_pump(token);
-            ReadBy::Hook
+struct ProxyIo;
+
+impl Takeover for ProxyIo {
+    fn readable(conn: &mut ConnIo<'_>) -> ReadBy {
+        let source = conn.id();
+        if proxy(conn.reactor(), source).is_some() {
+            pump(conn.reactor(), source);
+            ReadBy::Takeover
         } else {
             ReadBy::Core
         }
-    },
-    writable: |r, token| {
-        if r.proxy_drain_pipe(token) {
+    }
+
+    fn writable(conn: &mut ConnIo<'_>) -> QueueFlush {
+        let target = conn.id();
+        if drain_pipe(conn.reactor(), target) {
             QueueFlush::Now
         } else {
             QueueFlush::Later
         }
-    },
-    queue_checked: |r, token, len| r.proxy_target_has_room(token, len),
-    closing: |r, token| {
-        if let Some(p) = r.proxy(token) {
-            let bytes = p.bytes;
-            if let Some(ps) = r.ext_mut::<Proxies>() {
-                ps.unbound = Some((token, bytes));
+    }
+
+    fn queue_checked(conn: &mut ConnIo<'_>, queued: usize) {
+        let target = conn.id();
+        target_has_room(conn.reactor(), target, queued);
+    }
+
+    fn closing(conn: &mut ConnIo<'_>) {
+        let id = conn.id();
+        let r = conn.reactor();
+        if let Some(bytes) = proxy(r, id).map(|p| p.bytes) {
+            if let Some(ps) = r.extensions().get_mut::<Proxies>() {
+                ps.unbound = Some((id, bytes));
             }
-            r.end_proxy(token);
+            end_proxy(r, id);
         }
         let source = r
-            .ext::<Proxies>()
-            .and_then(|ps| ps.by_target.get(&token).copied());
+            .extensions()
+            .get::<Proxies>()
+            .and_then(|ps| ps.source_of(id));
         if let Some(source) = source {
-            r.end_proxy(source);
+            end_proxy(r, source);
         }
-    },
-    filter: None,
-};
+    }
+}
 
 struct Proxy {
-    to: Token,
+    to: ConnId,
     bufsize: usize,
     bytes: u64,
     /// `(read end, write end)` when splicing.
@@ -127,241 +158,245 @@ struct Proxy {
     waiting: bool,
 }
 
-impl Reactor {
-    /// Sends everything that arrives on `from` straight to `to`, without
-    /// calling `from`'s `receive_data` (EventMachine's `proxy_incoming_to`).
-    /// `from` is not read while `to` has more than `bufsize` bytes queued.
-    /// Proxying ends with [`Connection::stop_proxying`] or when either
-    /// connection closes. A connection may be the source of one proxy and
-    /// the target of one (both directions of a TCP proxy).
-    ///
-    /// # Errors
-    /// `NotConnected` if either connection is closed; `AlreadyExists` if
-    /// `from` is proxied already or `to` already receives a proxy.
-    fn proxy_incoming_to(&mut self, from: ConnId, to: ConnId, bufsize: usize) -> io::Result<()> {
-        let (Some(f), Some(t)) = (self.conn(from.0), self.conn(to.0)) else {
-            return Err(io::ErrorKind::NotConnected.into());
-        };
-        if f.is_closed() || t.is_closed() || from == to {
-            return Err(io::ErrorKind::NotConnected.into());
-        }
-        let (f, t) = (f.transport(), t.transport());
-        let ps = self.ext_or_default::<Proxies>();
-        if ps.by_source.contains_key(&from.0) || ps.by_target.contains_key(&to.0) {
-            return Err(io::Error::new(
-                io::ErrorKind::AlreadyExists,
-                "already proxying",
-            ));
-        }
-        // splice needs sockets on both ends and no descriptor passing,
-        // which would lose the descriptors.
-        let plain = |t: Transport| matches!(t, Transport::Tcp | Transport::Unix);
-        let pipe = if cfg!(any(target_os = "linux", target_os = "android")) && plain(f) && plain(t)
-        {
-            pipe().ok()
-        } else {
-            None
-        };
-        self.hook_conn(from.0, &HOOKS)?;
-        if let Err(e) = self.hook_conn(to.0, &HOOKS) {
-            self.unhook_unless_proxied(from.0);
-            return Err(e);
-        }
-        let ps = self.ext_or_default::<Proxies>();
-        ps.by_source.insert(
-            from.0,
-            Proxy {
-                to: to.0,
-                bufsize,
-                bytes: 0,
-                pipe,
-                in_pipe: 0,
-                waiting: false,
-            },
-        );
-        ps.by_target.insert(to.0, from.0);
-        // Input already waiting raised its edge before: read it now.
-        if self.conn(from.0).is_some_and(|c| c.input_waits()) {
-            self.carry(from.0);
-        }
-        Ok(())
+/// Sends everything that arrives on `from` straight to `to` (see
+/// [`Connection::proxy_incoming_to`]).
+fn proxy_incoming_to(r: &mut Reactor, from: ConnId, to: ConnId, bufsize: usize) -> io::Result<()> {
+    let open = |r: &mut Reactor, id| r.connection(id).is_some_and(|c| !c.is_closing());
+    if !open(r, from) || !open(r, to) || from == to {
+        return Err(io::ErrorKind::NotConnected.into());
     }
-
-    /// Ends the proxying of `from`: bytes already taken from it still reach
-    /// the target, and later ones go to `from`'s `receive_data` again.
-    fn stop_proxying(&mut self, from: ConnId) {
-        self.end_proxy(from.0);
+    let ps = r.extensions().get_or_default::<Proxies>();
+    if ps.source(from).is_some() || ps.source_of(to).is_some() {
+        return Err(io::Error::new(
+            io::ErrorKind::AlreadyExists,
+            "already proxying",
+        ));
     }
+    // splice needs sockets on both ends and no descriptor passing, which
+    // would lose the descriptors.
+    let plain = |r: &mut Reactor, id| {
+        r.extensions()
+            .conn_io(id)
+            .is_some_and(|c| c.is_plain_socket())
+    };
+    let pipe = if cfg!(any(target_os = "linux", target_os = "android"))
+        && plain(r, from)
+        && plain(r, to)
+    {
+        pipe().ok()
+    } else {
+        None
+    };
+    take_over(r, from)?;
+    if let Err(e) = take_over(r, to) {
+        give_back_unless_proxied(r, from);
+        return Err(e);
+    }
+    let ps = r.extensions().get_or_default::<Proxies>();
+    ps.by_source.insert(
+        from,
+        Proxy {
+            to,
+            bufsize,
+            bytes: 0,
+            pipe,
+            in_pipe: 0,
+            waiting: false,
+        },
+    );
+    ps.by_target.insert(to, from);
+    // Input already waiting raised its edge before: read it now.
+    read_again_if_waiting(r, from);
+    Ok(())
+}
 
-    /// Bytes proxied from `from` so far (0 when not proxied).
-    fn proxied_bytes(&self, from: ConnId) -> u64 {
-        let Some(ps) = self.ext::<Proxies>() else {
-            return 0;
-        };
-        match (ps.by_source.get(&from.0), ps.unbound) {
-            (Some(p), _) => p.bytes,
-            (None, Some((t, bytes))) if t == from.0 && self.is_unbinding(from) => bytes,
-            _ => 0,
+fn take_over(r: &mut Reactor, id: ConnId) -> io::Result<()> {
+    match r.extensions().conn_io(id) {
+        Some(mut c) => c.take_over::<ProxyIo>(),
+        None => Err(io::ErrorKind::NotConnected.into()),
+    }
+}
+
+fn read_again_if_waiting(r: &mut Reactor, id: ConnId) {
+    if let Some(mut c) = r.extensions().conn_io(id) {
+        if c.input_waits() {
+            c.read_again();
         }
     }
+}
 
-    fn proxy(&self, source: Token) -> Option<&Proxy> {
-        self.ext::<Proxies>()?.by_source.get(&source)
+/// Bytes proxied from `from` so far (0 when not proxied).
+fn proxied_bytes(r: &mut Reactor, from: ConnId) -> u64 {
+    let Some(ps) = r.extensions().get::<Proxies>() else {
+        return 0;
+    };
+    match (ps.source(from), ps.unbound) {
+        (Some(p), _) => p.bytes,
+        (None, Some((id, bytes))) if id == from => bytes,
+        _ => 0,
     }
+}
 
-    fn proxy_mut(&mut self, source: Token) -> Option<&mut Proxy> {
-        self.ext_mut::<Proxies>()?.by_source.get_mut(&source)
-    }
+fn proxy(r: &mut Reactor, source: ConnId) -> Option<&Proxy> {
+    r.extensions().get::<Proxies>()?.source(source)
+}
 
-    /// Gives a connection's I/O back to the core once it is neither a
-    /// source nor a target.
-    fn unhook_unless_proxied(&mut self, token: Token) {
-        let proxied = self.ext::<Proxies>().is_some_and(|ps| {
-            ps.by_source.contains_key(&token) || ps.by_target.contains_key(&token)
-        });
-        if !proxied {
-            self.unhook_conn(token);
+fn proxy_mut(r: &mut Reactor, source: ConnId) -> Option<&mut Proxy> {
+    r.extensions().get_mut::<Proxies>()?.source_mut(source)
+}
+
+/// Gives a connection's I/O back to the core once it is neither a source
+/// nor a target.
+fn give_back_unless_proxied(r: &mut Reactor, id: ConnId) {
+    let proxied = r
+        .extensions()
+        .get::<Proxies>()
+        .is_some_and(|ps| ps.proxied(id));
+    if !proxied {
+        if let Some(mut c) = r.extensions().conn_io(id) {
+            c.give_back::<ProxyIo>();
         }
     }
+}
 
-    fn end_proxy(&mut self, source: Token) {
-        let Some(ps) = self.ext_mut::<Proxies>() else {
-            return;
-        };
-        let Some(mut p) = ps.by_source.remove(&source) else {
-            return;
-        };
-        ps.by_target.remove(&p.to);
-        self.unhook_unless_proxied(source);
-        self.unhook_unless_proxied(p.to);
-        if self.conn(source).is_some_and(|c| c.input_waits()) {
-            self.carry(source);
-        }
-        // What is still in the pipe was taken from the source: it goes to
-        // the target's queue, in order, before anything sent later.
-        if let Some((r, _w)) = p.pipe.take() {
-            let mut left = p.in_pipe;
-            let mut buf = vec![0u8; left.min(STEP)];
-            while left > 0 {
-                match packet_sys::Socket::view(r.as_fd()).read(&mut buf) {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => {
-                        self.queue_out(p.to, &buf[..n]);
-                        left -= n.min(left);
+fn end_proxy(r: &mut Reactor, source: ConnId) {
+    let Some(ps) = r.extensions().get_mut::<Proxies>() else {
+        return;
+    };
+    let Some(mut p) = ps.by_source.remove(&source) else {
+        return;
+    };
+    ps.by_target.remove(&p.to);
+    give_back_unless_proxied(r, source);
+    give_back_unless_proxied(r, p.to);
+    read_again_if_waiting(r, source);
+    // What is still in the pipe was taken from the source: it goes to the
+    // target, in order, before anything sent later.
+    if let Some((pipe_out, _w)) = p.pipe.take() {
+        let mut left = p.in_pipe;
+        let mut buf = vec![0u8; left.min(STEP)];
+        while left > 0 {
+            match packet_sys::Socket::view(pipe_out.as_fd()).read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    if let Some(mut t) = r.connection(p.to) {
+                        t.try_send_data(&buf[..n]);
                     }
+                    left -= n.min(left);
                 }
             }
         }
-        self.flush_queue(p.to);
     }
+}
 
-    /// A proxied connection is readable: moves one read step's worth (the
-    /// core's `read_step`, so end of stream, activity and fairness are the
-    /// core's: `receive_eof` decides what the end of the source's stream
-    /// does, and a source with more input waits for the next turn) to its
-    /// target.
-    fn proxy_pump(&mut self, source: Token) {
-        let Some(p) = self.proxy(source) else {
+/// A proxied connection is readable: moves one read step's worth (the
+/// core's, so end of stream, activity and fairness are the core's:
+/// `receive_eof` decides what the end of the source's stream does, and a
+/// source with more input waits for the next turn) to its target.
+fn pump(r: &mut Reactor, source: ConnId) {
+    let Some(p) = proxy(r, source) else {
+        return;
+    };
+    let (to, bufsize, in_pipe, splicing) = (p.to, p.bufsize, p.in_pipe, p.pipe.is_some());
+    let Some(mut t) = r.extensions().conn_io(to) else {
+        end_proxy(r, source);
+        return;
+    };
+    if t.connection().is_closing() {
+        // The source's input goes to its own handler again.
+        end_proxy(r, source);
+        return;
+    }
+    let full = t.connection().outbound_len() > bufsize
+        || in_pipe > 0
+        || t.is_connecting()
+        || (splicing && t.is_write_blocked());
+    if full {
+        // The target's room lets it be read again.
+        if let Some(p) = proxy_mut(r, source) {
+            p.waiting = true;
+        }
+        return;
+    }
+    // Out of the proxy while the step runs; put back before its bytes are
+    // moved on.
+    let pipe = proxy_mut(r, source).and_then(|p| p.pipe.take());
+    if let Some((pipe_out, pipe_in)) = pipe {
+        let moved = match r.extensions().conn_io(source) {
+            Some(mut s) => s.read_into_pipe(pipe_in.as_fd(), STEP).ok().flatten(),
+            None => None,
+        };
+        let Some(p) = proxy_mut(r, source) else {
             return;
         };
-        let (to, bufsize, in_pipe) = (p.to, p.bufsize, p.in_pipe);
-        let Some(t) = self.conn(to).filter(|t| !t.is_ending()) else {
-            // The source's input goes to its own handler again.
-            self.end_proxy(source);
-            return;
-        };
-        let full = t.queued() > bufsize
-            || in_pipe > 0
-            || t.is_connecting()
-            || (p.pipe.is_some() && t.is_write_blocked());
-        if full {
-            // The target's room lets it be read again.
-            if let Some(p) = self.proxy_mut(source) {
-                p.waiting = true;
-            }
-            return;
+        p.pipe = Some((pipe_out, pipe_in));
+        if let Some(n) = moved {
+            p.bytes += n as u64;
+            p.in_pipe += n;
+            drain_pipe(r, to);
         }
-        // Out of the proxy while the step runs; put back before its bytes
-        // are moved on.
-        let pipe = self.proxy_mut(source).and_then(|p| p.pipe.take());
-        if let Some((r, w)) = pipe {
-            let moved = self.read_step(source, ReadInto::Pipe(w.as_fd(), STEP));
-            let Some(p) = self.proxy_mut(source) else {
-                return;
-            };
-            p.pipe = Some((r, w));
-            if let Some(n) = moved {
-                p.bytes += n as u64;
-                p.in_pipe += n;
-                self.proxy_drain_pipe(to);
-                // A blocked target must ask for its writable edge.
-                self.check_water(to);
-            }
-            return;
-        }
-        self.read_step_buffered(source, |r, data| {
-            if let Some(p) = r.proxy_mut(source) {
+        return;
+    }
+    if let Some(mut s) = r.extensions().conn_io(source) {
+        s.read(|r, data| {
+            if let Some(p) = proxy_mut(r, source) {
                 p.bytes += data.len() as u64;
             }
-            r.send_data_to(ConnId(to), data);
-            // Descriptors passed with the bytes do not cross a proxy.
-            drop(r.take_received_fds());
+            if let Some(mut t) = r.connection(to) {
+                t.try_send_data(data);
+            }
         });
     }
+}
 
-    /// Moves pipe contents into proxy target `target`. Returns whether the
-    /// pipe is empty (the target's own queue may go next).
-    fn proxy_drain_pipe(&mut self, target: Token) -> bool {
-        let Some(&source) = self
-            .ext::<Proxies>()
-            .and_then(|ps| ps.by_target.get(&target))
-        else {
-            return true;
-        };
-        let Some(p) = self.proxy_mut(source) else {
-            return true;
-        };
-        if p.in_pipe == 0 || p.pipe.is_none() {
-            return true;
-        }
-        let (pipe, in_pipe) = (p.pipe.take(), p.in_pipe);
-        let Some((r, _)) = &pipe else { return true };
-        let moved = match self.conn_mut(target) {
-            Some(t) if !t.socket_waits() && !t.is_closed() => {
-                // The core's one write and its rule: short means full.
-                let result = t.sink().write_out(Out::Pipe(r.as_fd(), in_pipe));
-                t.wrote(result, in_pipe)
-            }
-            _ => Ok(0),
-        };
-        let p = self.proxy_mut(source).expect("looked up above");
-        p.pipe = pipe;
-        match moved {
-            Ok(n) => {
-                p.in_pipe -= n.min(p.in_pipe);
-                p.in_pipe == 0
-            }
-            Err(reason) => {
-                self.begin_close(target, reason);
-                false
-            }
-        }
+/// Moves pipe contents into proxy target `target`. Returns whether the
+/// pipe is empty (the target's own queue may go next).
+fn drain_pipe(r: &mut Reactor, target: ConnId) -> bool {
+    let Some(source) = r
+        .extensions()
+        .get::<Proxies>()
+        .and_then(|ps| ps.source_of(target))
+    else {
+        return true;
+    };
+    let Some(p) = proxy_mut(r, source) else {
+        return true;
+    };
+    if p.in_pipe == 0 || p.pipe.is_none() {
+        return true;
     }
+    let (pipe, in_pipe) = (p.pipe.take(), p.in_pipe);
+    let Some((pipe_out, _)) = &pipe else {
+        return true;
+    };
+    let moved = match r.extensions().conn_io(target) {
+        Some(mut t) => t.write_from_pipe(pipe_out.as_fd(), in_pipe).unwrap_or(0),
+        None => 0,
+    };
+    let Some(p) = proxy_mut(r, source) else {
+        return true;
+    };
+    p.pipe = pipe;
+    p.in_pipe -= moved.min(p.in_pipe);
+    p.in_pipe == 0
+}
 
-    /// Proxy target `target` has room again: let its source be read.
-    fn proxy_target_has_room(&mut self, target: Token, queued: usize) {
-        let Some(ps) = self.ext_mut::<Proxies>() else {
-            return;
-        };
-        let Some(&source) = ps.by_target.get(&target) else {
-            return;
-        };
-        let Some(p) = ps.by_source.get_mut(&source) else {
-            return;
-        };
-        if p.waiting && p.in_pipe == 0 && queued <= p.bufsize {
-            p.waiting = false;
-            self.carry(source);
+/// Proxy target `target` has room again: let its source be read.
+fn target_has_room(r: &mut Reactor, target: ConnId, queued: usize) {
+    let Some(source) = r
+        .extensions()
+        .get::<Proxies>()
+        .and_then(|ps| ps.source_of(target))
+    else {
+        return;
+    };
+    let Some(p) = proxy_mut(r, source) else {
+        return;
+    };
+    if p.waiting && p.in_pipe == 0 && queued <= p.bufsize {
+        p.waiting = false;
+        if let Some(mut s) = r.extensions().conn_io(source) {
+            s.read_again();
         }
     }
 }
@@ -377,22 +412,26 @@ impl Connection<'_> {
     /// this on `to` (through [`Reactor::connection`]).
     ///
     /// # Errors
-    /// `NotConnected` if either connection is closed; `AlreadyExists` if
-    /// this connection is proxied already or `to` already receives a proxy.
+    /// `NotConnected` if either connection is closed or closing;
+    /// `AlreadyExists` if this connection is proxied already or `to`
+    /// already receives a proxy.
     pub fn proxy_incoming_to(&mut self, to: ConnId, bufsize: usize) -> io::Result<()> {
-        self.reactor.proxy_incoming_to(self.id, to, bufsize)
+        let from = self.id();
+        proxy_incoming_to(self.reactor(), from, to, bufsize)
     }
 
     /// Ends proxying from this connection: bytes already taken from it
     /// still reach the target, and later ones go to its `receive_data`
     /// again.
     pub fn stop_proxying(&mut self) {
-        self.reactor.stop_proxying(self.id);
+        let from = self.id();
+        end_proxy(self.reactor(), from);
     }
 
     /// Bytes proxied from this connection so far (0 when not proxied; in
     /// `unbind`, the total of the proxy that just ended).
-    pub fn proxied_bytes(&self) -> u64 {
-        self.reactor.proxied_bytes(self.id)
+    pub fn proxied_bytes(&mut self) -> u64 {
+        let from = self.id();
+        proxied_bytes(self.reactor(), from)
     }
 }

@@ -274,3 +274,131 @@ fn the_end_of_a_proxied_stream_goes_to_receive_eof() {
     assert!(rest.is_empty());
     running.stop();
 }
+
+/// `stop_proxying` while the target cannot take more (its peer does not
+/// read): the bytes the proxy already took from the source, in the pipe
+/// or the target's queue, still reach the target, in order, and every
+/// byte after them goes to the source's own `receive_data`. Nothing is
+/// lost or duplicated at the switch.
+#[test]
+fn stop_proxying_delivers_what_was_taken_and_hands_the_rest_to_receive_data() {
+    const TOTAL: usize = 4 * 1024 * 1024;
+    type Shared<T> = Rc<RefCell<T>>;
+    /// The upstream's accepted side: paused until the proxy stopped.
+    struct Sink {
+        me: Shared<Option<ConnId>>,
+        got: Vec<u8>,
+        done: mpsc::Sender<(&'static str, Vec<u8>)>,
+    }
+    impl Handler for Sink {
+        fn post_init(&mut self, conn: &mut Connection<'_>) {
+            *self.me.borrow_mut() = Some(conn.id());
+            conn.pause();
+        }
+        fn receive_data(&mut self, _conn: &mut Connection<'_>, data: &[u8]) {
+            self.got.extend_from_slice(data);
+        }
+        fn receive_eof(&mut self, conn: &mut Connection<'_>) {
+            let _ = self.done.send(("sink", std::mem::take(&mut self.got)));
+            conn.close_connection();
+        }
+    }
+    struct Up;
+    impl Handler for Up {}
+    /// The proxy's accepted side: proxies to the sink until the proxied
+    /// count stops growing for five ticks, then takes the stream itself.
+    struct Front {
+        upstream: SocketAddr,
+        sink: Shared<Option<ConnId>>,
+        up: Option<ConnId>,
+        rest: Vec<u8>,
+        done: mpsc::Sender<(&'static str, Vec<u8>)>,
+    }
+    impl Handler for Front {
+        fn post_init(&mut self, conn: &mut Connection<'_>) {
+            let up = conn.reactor().connect(self.upstream, Up).unwrap();
+            self.up = Some(up);
+            conn.proxy_incoming_to(up, BUFSIZE).unwrap();
+            let (me, sink, done) = (conn.id(), self.sink.clone(), self.done.clone());
+            let (mut last, mut still) = (0, 0);
+            conn.reactor()
+                .add_periodic_timer(Duration::from_millis(10), move |r, timer| {
+                    let Some(mut front) = r.connection(me) else {
+                        r.cancel_timer(timer);
+                        return;
+                    };
+                    let proxied = front.proxied_bytes();
+                    still = if proxied == last { still + 1 } else { 0 };
+                    last = proxied;
+                    if proxied == 0 || still < 5 {
+                        return;
+                    }
+                    front.stop_proxying();
+                    let _ = done.send(("proxied", proxied.to_string().into_bytes()));
+                    r.cancel_timer(timer);
+                    if let Some(mut sink) = sink.borrow().and_then(|id| r.connection(id)) {
+                        sink.resume();
+                    }
+                });
+        }
+        fn receive_data(&mut self, _conn: &mut Connection<'_>, data: &[u8]) {
+            self.rest.extend_from_slice(data);
+        }
+        fn receive_eof(&mut self, conn: &mut Connection<'_>) {
+            let _ = self.done.send(("front", std::mem::take(&mut self.rest)));
+            if let Some(mut up) = self.up.and_then(|id| conn.reactor().connection(id)) {
+                up.close_connection_after_writing();
+            }
+            conn.close_connection_after_writing();
+        }
+    }
+    let (tx, rx) = mpsc::channel();
+    let running = spawn_reactor(move |r| {
+        let me = Rc::new(RefCell::new(None));
+        let (sink_me, sink_tx) = (me.clone(), tx.clone());
+        let sink = r.start_server("127.0.0.1:0", move || Sink {
+            me: sink_me.clone(),
+            got: Vec::new(),
+            done: sink_tx.clone(),
+        })?;
+        let upstream = r.server_addr(sink)?.as_inet().expect("tcp");
+        let front = r.start_server("127.0.0.1:0", move || Front {
+            upstream,
+            sink: me.clone(),
+            up: None,
+            rest: Vec::new(),
+            done: tx.clone(),
+        })?;
+        Ok(r.server_addr(front)?.as_inet().expect("tcp"))
+    });
+    let stream = pattern(9, TOTAL);
+    let mut c = client(running.value);
+    c.write_all(&stream).unwrap();
+    c.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut parts = std::collections::HashMap::new();
+    for _ in 0..3 {
+        let (name, bytes) = rx.recv_timeout(IO_TIMEOUT).expect("all three parts");
+        parts.insert(name, bytes);
+    }
+    drop(c);
+    let proxied: usize = String::from_utf8(parts["proxied"].clone())
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        proxied > 0 && proxied < TOTAL,
+        "stopped after {proxied} bytes"
+    );
+    assert_eq!(
+        parts["sink"].len(),
+        proxied,
+        "the target got what was taken"
+    );
+    assert!(parts["sink"] == stream[..proxied], "in order");
+    assert_eq!(parts["front"].len(), TOTAL - proxied);
+    assert!(
+        parts["front"] == stream[proxied..],
+        "the rest went to receive_data"
+    );
+    running.stop();
+}

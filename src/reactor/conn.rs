@@ -121,23 +121,17 @@ impl Conn {
     }
 
     /// What the descriptor is (TCP, Unix, pipe, channel).
-    // Called only by proxy: uncalled in a core-only build.
-    #[allow(dead_code)]
     pub(super) fn transport(&self) -> Transport {
         self.transport
     }
 
     /// Whether input waits that no read has taken yet (its edge came).
-    // Called only by proxy: uncalled in a core-only build.
-    #[allow(dead_code)]
     pub(super) fn input_waits(&self) -> bool {
         self.flags.contains(Flags::READ_READY)
     }
 
     /// Whether the socket was full at the last write (the writable edge
     /// has not come since).
-    // Called only by proxy: uncalled in a core-only build.
-    #[allow(dead_code)]
     pub(super) fn is_write_blocked(&self) -> bool {
         self.flags.contains(Flags::WRITE_BLOCKED)
     }
@@ -495,13 +489,6 @@ impl Reactor {
     pub fn connection(&mut self, id: ConnId) -> Option<Connection<'_>> {
         self.conn(id.0)?;
         Some(Connection::new(self, id))
-    }
-
-    /// Whether `id` is the connection whose `unbind` is running.
-    // Called only by proxy: uncalled in a core-only build.
-    #[allow(dead_code)]
-    pub(super) fn is_unbinding(&self, id: ConnId) -> bool {
-        self.unbinding == Some(id.0)
     }
 
     /// Connects the handler of `id`, now in `unbind`, again: to `addr`

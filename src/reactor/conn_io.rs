@@ -17,10 +17,8 @@ pub(super) enum ReadInto<'a> {
     /// This buffer (the reactor's, lent out), its capacity being the most
     /// read; descriptors passed with the bytes go to the reactor's inbox.
     Buffer(&'a mut Vec<u8>),
-    /// This pipe, with `splice`, at most this many bytes (a proxy on
-    /// Linux: the bytes never enter user space).
-    // Made only by proxy: never constructed in a core-only build.
-    #[allow(dead_code)]
+    /// This pipe, with `splice`, at most this many bytes (a takeover on
+    /// Linux, as the proxy: the bytes never enter user space).
     Pipe(std::os::fd::BorrowedFd<'a>, usize),
 }
 
@@ -269,7 +267,7 @@ impl Reactor {
     /// A blocked write on a socket registered without `EPOLLOUT`: asks for
     /// the writable edge now (re-registering also reports it at once if
     /// there is room already, so no wake-up is lost).
-    fn arm_write_if_blocked(&mut self, token: Token) {
+    pub(super) fn arm_write_if_blocked(&mut self, token: Token) {
         let Some(Source::Conn(c)) = self.sources.get_mut(token) else {
             return;
         };
@@ -429,8 +427,6 @@ impl Reactor {
     /// One read step of connection `token` into the reactor's read buffer,
     /// whose bytes go to `f`; `None` if nothing was read (see
     /// [`Reactor::read_step`]).
-    // Called only by proxy: uncalled in a core-only build.
-    #[allow(dead_code)]
     pub(super) fn read_step_buffered(
         &mut self,
         token: Token,
@@ -445,21 +441,10 @@ impl Reactor {
         read
     }
 
-    /// Queues `data` behind whatever connection `token`'s outbound queue
-    /// holds, without writing (a proxy's bytes that must go before any
-    /// sent later); [`Reactor::flush_queue`] writes it.
-    // Called only by proxy: uncalled in a core-only build.
-    #[allow(dead_code)]
-    pub(super) fn queue_out(&mut self, token: Token, data: &[u8]) {
-        if let Some(c) = self.conn_mut(token) {
-            c.out.push(data);
-        }
-    }
-
     pub(super) fn on_readable(&mut self, token: Token) {
         if self.conn(token).is_some_and(|c| c.is_hooked()) {
             if let Some(hooks) = self.hooks_of(token) {
-                if (hooks.readable)(self, token) == ReadBy::Hook {
+                if (hooks.readable)(self, token) == ReadBy::Takeover {
                     return;
                 }
             }

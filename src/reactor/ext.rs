@@ -113,7 +113,7 @@ pub enum StopHold {
 /// ([`Extensions::attach_channel`]), failed requests in a stop's report,
 /// and servers on listening sockets handed over by another process.
 pub struct Extensions<'r> {
-    reactor: &'r mut Reactor,
+    pub(super) reactor: &'r mut Reactor,
 }
 
 impl<'r> Extensions<'r> {
@@ -257,24 +257,6 @@ pub(super) struct ConnHooks {
     pub(super) filter: Option<&'static FilterHooks>,
 }
 
-/// Who reads a hooked connection that became readable.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum ReadBy {
-    /// The hook read it.
-    Hook,
-    /// The core reads it, as for any connection.
-    Core,
-}
-
-/// Whether the core flushes a hooked connection's outbound queue at its
-/// writable edge.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum QueueFlush {
-    Now,
-    /// The feature's own bytes went first and filled the socket.
-    Later,
-}
-
 /// A filter between a connection's socket and its handler: a protocol
 /// layer below the handler's bytes (encryption, say) that the handler does
 /// not see. Its state is the connection's hook state.
@@ -319,7 +301,7 @@ pub(super) struct FilterScratch {
 /// A hooked connection's hooks and the feature's state for it.
 pub(super) struct Hooked {
     hooks: &'static ConnHooks,
-    state: Option<Box<dyn Any>>,
+    state: Box<dyn Any>,
 }
 
 impl Reactor {
@@ -501,43 +483,18 @@ impl Reactor {
     }
 
     /// Lets `hooks` take over parts of connection `token`'s I/O, until
-    /// [`Reactor::unhook_conn`] or the close.
+    /// [`Reactor::unhook_conn`] or the close, with the feature's state for
+    /// the connection, reached with [`Reactor::hook_state_mut`] and dropped
+    /// with the hooks.
     ///
     /// # Errors
-    /// `NotConnected` for a closed connection; `AlreadyExists` if another
-    /// feature's hooks have it.
-    // Called only by proxy: uncalled in a core-only build.
-    #[allow(dead_code)]
-    pub(super) fn hook_conn(&mut self, token: Token, hooks: &'static ConnHooks) -> io::Result<()> {
-        self.hook_conn_inner(token, hooks, None)
-    }
-
-    /// [`Reactor::hook_conn`] with the feature's state for the connection,
-    /// reached with [`Reactor::hook_state_mut`] and dropped with the hooks.
-    ///
-    /// # Errors
-    /// As [`Reactor::hook_conn`], and `AlreadyExists` if the connection is
-    /// hooked already (its state would be lost).
+    /// `NotConnected` for a closed connection; `AlreadyExists` if the
+    /// connection is hooked already (a filter, a takeover).
     pub(super) fn hook_conn_with<T: Any>(
         &mut self,
         token: Token,
         hooks: &'static ConnHooks,
         state: T,
-    ) -> io::Result<()> {
-        if self.conn_hooks.contains_key(&token) {
-            return Err(io::Error::new(
-                io::ErrorKind::AlreadyExists,
-                "the connection's I/O is taken over already",
-            ));
-        }
-        self.hook_conn_inner(token, hooks, Some(Box::new(state)))
-    }
-
-    fn hook_conn_inner(
-        &mut self,
-        token: Token,
-        hooks: &'static ConnHooks,
-        state: Option<Box<dyn Any>>,
     ) -> io::Result<()> {
         let Some(c) = self.conn_mut(token) else {
             return Err(io::ErrorKind::NotConnected.into());
@@ -546,15 +503,13 @@ impl Reactor {
             return Err(io::ErrorKind::NotConnected.into());
         }
         if c.is_hooked() {
-            return match self.conn_hooks.get(&token) {
-                Some(h) if std::ptr::eq(h.hooks, hooks) => Ok(()),
-                _ => Err(io::Error::new(
-                    io::ErrorKind::AlreadyExists,
-                    "the connection's I/O is taken over by another feature",
-                )),
-            };
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                "the connection's I/O is taken over already (a filter, a proxy)",
+            ));
         }
         c.flags |= Flags::HOOKED;
+        let state = Box::new(state);
         self.conn_hooks.insert(token, Hooked { hooks, state });
         Ok(())
     }
@@ -584,8 +539,6 @@ impl Reactor {
     }
 
     /// Gives connection `token`'s I/O back to the core.
-    // Called only by proxy: uncalled in a core-only build.
-    #[allow(dead_code)]
     pub(super) fn unhook_conn(&mut self, token: Token) {
         if let Some(c) = self.conn_mut(token) {
             c.flags -= Flags::HOOKED;
@@ -605,20 +558,12 @@ impl Reactor {
 
     /// The feature's state for hooked connection `token`, if it is a `T`.
     pub(super) fn hook_state<T: Any>(&self, token: Token) -> Option<&T> {
-        self.conn_hooks
-            .get(&token)?
-            .state
-            .as_deref()?
-            .downcast_ref()
+        self.conn_hooks.get(&token)?.state.downcast_ref()
     }
 
     /// [`Reactor::hook_state`], mutably.
     pub(super) fn hook_state_mut<T: Any>(&mut self, token: Token) -> Option<&mut T> {
-        self.conn_hooks
-            .get_mut(&token)?
-            .state
-            .as_deref_mut()?
-            .downcast_mut()
+        self.conn_hooks.get_mut(&token)?.state.downcast_mut()
     }
 
     /// Connection `token` and the feature's state for it, borrowed
@@ -627,12 +572,7 @@ impl Reactor {
         &mut self,
         token: Token,
     ) -> Option<(&mut Conn, &mut T)> {
-        let state = self
-            .conn_hooks
-            .get_mut(&token)?
-            .state
-            .as_deref_mut()?
-            .downcast_mut()?;
+        let state = self.conn_hooks.get_mut(&token)?.state.downcast_mut()?;
         match self.sources.get_mut(token) {
             Some(Source::Conn(c)) => Some((c, state)),
             _ => None,

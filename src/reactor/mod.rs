@@ -55,11 +55,10 @@ use crate::timer::{TimerKey, TimerWheel};
 // are declared here with `#[path]`, so they stay where a reader looks for
 // them and the crate's paths (`crate::connection`, `packet::extend`) stay
 // as they were: `Connection`, the public extension API, deferred replies
-// and socket options; watches, the public adapter for plug-in sources as
-// `extend` is for filters; and the proxy, the one feature still inside,
-// because it moves bytes with the core's own read step and writes
-// (`splice`), which have no public form. Every other feature sees only
-// public items (and `resolve`/`io_context`, which touch no state).
+// and socket options; and watches, the public adapter for plug-in sources
+// as `extend` is for filters and `takeover.rs` for relays. Every feature
+// sees only public items (and `resolve`/`io_context`, which touch no
+// state).
 mod conn;
 mod conn_io;
 #[path = "../connection.rs"]
@@ -70,23 +69,19 @@ mod ext;
 pub mod extend;
 mod handle;
 mod listener;
-#[cfg(feature = "proxy")]
-#[path = "../proxy.rs"]
-pub mod proxy;
 mod replies;
 #[path = "../reply.rs"]
 pub(crate) mod reply;
 #[path = "../sockopt.rs"]
 pub mod sockopt;
 mod state;
+mod takeover;
 mod timers;
 #[cfg(feature = "watch")]
 #[path = "../watch.rs"]
 pub mod watch;
 
 use conn::*;
-// Used only by proxy: unused in a core-only build.
-#[allow(unused_imports)]
 use conn_io::ReadInto;
 use ending::*;
 use ext::*;
@@ -99,6 +94,7 @@ pub use ending::{Linger, StopAction, StopReport, QUIT_GRACE, STOP_GRACE};
 pub use ext::{Extension, Extensions, StopHold};
 pub use handle::ReactorHandle;
 pub use listener::{ServerId, ServerOptions};
+pub use takeover::{ConnIo, QueueFlush, ReadBy, Takeover};
 pub use timers::TimerId;
 
 /// One read buffer per reactor, lent to `receive_data`: about what a
