@@ -162,9 +162,8 @@ pub(super) enum Out<'a> {
     Bytes(&'a [IoSlice<'a>], &'a [std::os::fd::BorrowedFd<'a>]),
     /// `len` bytes of a file from `offset`.
     File(&'a File, u64, usize),
-    /// `len` bytes waiting in a pipe (a proxy's splice on Linux).
-    // Made only by proxy: never constructed in a core-only build.
-    #[allow(dead_code)]
+    /// `len` bytes waiting in a pipe (a takeover's splice on Linux: the
+    /// proxy's).
     Pipe(std::os::fd::BorrowedFd<'a>, usize),
 }
 
