@@ -27,6 +27,57 @@ use super::*;
 /// `receive_eof`, activity for the inactivity timeout), and a write through
 /// its one write rule ([`ConnIo::write_from_pipe`]: the same failure ends
 /// with the same [`CloseReason`] as on every other path).
+///
+/// A takeover that answers a connection's bytes in capitals below its
+/// handler, which never sees them:
+///
+/// ```
+/// use packet::extend::{ConnIo, ReadBy, Takeover};
+/// use packet::{Connection, Handler, Reactor};
+///
+/// struct Shout;
+/// impl Takeover for Shout {
+///     fn readable(conn: &mut ConnIo<'_>) -> ReadBy {
+///         let id = conn.id();
+///         conn.read(|r, data| {
+///             if let Some(mut c) = r.connection(id) {
+///                 c.send_data(&data.to_ascii_uppercase());
+///             }
+///         });
+///         ReadBy::Takeover
+///     }
+/// }
+///
+/// struct Server;
+/// impl Handler for Server {
+///     fn post_init(&mut self, conn: &mut Connection<'_>) {
+///         let id = conn.id();
+///         let mut io = conn.reactor().extensions().conn_io(id).unwrap();
+///         io.take_over::<Shout>().unwrap();
+///     }
+///     fn receive_data(&mut self, _conn: &mut Connection<'_>, _data: &[u8]) {
+///         unreachable!("the takeover reads this connection");
+///     }
+/// }
+///
+/// struct Client;
+/// impl Handler for Client {
+///     fn connection_completed(&mut self, conn: &mut Connection<'_>) {
+///         conn.send_data(b"hello");
+///     }
+///     fn receive_data(&mut self, conn: &mut Connection<'_>, data: &[u8]) {
+///         assert_eq!(data, b"HELLO");
+///         conn.reactor().stop();
+///     }
+/// }
+///
+/// Reactor::run(|r| {
+///     let server = r.start_server("127.0.0.1:0", || Server)?;
+///     r.connect(r.server_addr(server)?.as_inet().unwrap(), Client)?;
+///     Ok(())
+/// })?;
+/// # Ok::<(), std::io::Error>(())
+/// ```
 pub trait Takeover: 'static {
     /// The connection is readable: read it now ([`ReadBy::Takeover`], with
     /// one read step or none: input left waiting is read when
