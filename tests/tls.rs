@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use packet::line::{LineContext, LineHandler, LineProtocol};
-use packet::sockopt::{SOL_SOCKET, SO_SNDBUF};
+use packet::sockopt::{SOL_SOCKET, SO_RCVBUF, SO_SNDBUF};
 use packet::tls::{self, rustls, TlsConfig};
 use packet::{CloseReason, Connection, Handler, Reactor};
 use util::{client, pattern, spawn_reactor, Echo, IO_TIMEOUT};
@@ -682,4 +682,69 @@ fn a_graceful_stop_waits_for_tls_records_in_flight() {
     drop(s);
     let report = server.join().unwrap().unwrap();
     assert_eq!(report, "stopped cleanly: nothing was cut");
+}
+
+/// `outbound_len` counts the records a full socket left in rustls, as
+/// bytes still to be written: a handler that closes at once when it sees
+/// nothing queued loses none of them. The response (48 KiB) is encoded in
+/// one step, so the queue is empty while rustls still holds what the
+/// socket did not take: the client reads nothing until its small receive
+/// buffer is full.
+#[test]
+fn outbound_len_counts_records_left_in_rustls() {
+    let c = certs();
+    let data = Arc::new(pattern(13, 48 * 1024));
+    struct ClosesWhenNothingQueued(Arc<Vec<u8>>);
+    impl Handler for ClosesWhenNothingQueued {
+        fn receive_data(&mut self, conn: &mut Connection<'_>, _: &[u8]) {
+            conn.set_sock_opt(SOL_SOCKET, SO_SNDBUF, 4096).unwrap();
+            conn.send_data(&self.0);
+            let id = conn.id();
+            conn.reactor()
+                .add_periodic_timer(Duration::from_millis(1), move |r, timer| {
+                    match r.connection(id) {
+                        Some(mut c) if c.outbound_len() == 0 => {
+                            c.close_connection();
+                            r.cancel_timer(timer);
+                        }
+                        Some(_) => {}
+                        None => {
+                            r.cancel_timer(timer);
+                        }
+                    }
+                });
+        }
+    }
+    let (d, config) = (data.clone(), c.server.clone());
+    let server = spawn_reactor(move |r| {
+        let id = r.tls().start_server("127.0.0.1:0", config, move || {
+            ClosesWhenNothingQueued(d.clone())
+        })?;
+        Ok(r.server_addr(id)?.as_inet().unwrap())
+    });
+    // A receive buffer set before the connect, so the window stays small.
+    let sock = packet_sys::Socket::stream(packet_sys::Domain::Ipv4).unwrap();
+    sock.set_int_option(SOL_SOCKET, SO_RCVBUF, 4096).unwrap();
+    sock.set_nonblocking(false).unwrap();
+    sock.connect(&packet::Addr::Inet(server.value)).unwrap();
+    let stream = TcpStream::from(std::os::fd::OwnedFd::from(sock));
+    stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    let mut s = blocking_tls(stream.try_clone().unwrap(), c.client.clone());
+    s.write_all(b"go").unwrap();
+    s.flush().unwrap();
+    util::wait_until_receive_queue_full(&stream);
+    // Every byte, then the end (with or without close_notify: the close
+    // was immediate, and its goodbye best-effort).
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+        }
+    }
+    assert_eq!(got.len(), data.len(), "bytes cut by the close");
+    assert!(got == *data, "the stream differs");
+    drop(s);
+    server.stop();
 }
