@@ -3,7 +3,8 @@
 //!
 //! A feature (watches, proxies, workers, ...) reaches the reactor through
 //! three things, besides the core functions it calls by name (the fields
-//! of the reactor and of a connection are private to `src/reactor/`):
+//! of the reactor and of a connection are private to `crate::reactor`:
+//! `src/reactor/` and the files it declares with `#[path]`):
 //!
 //! - **extension state**: one value per type per reactor
 //!   ([`Reactor::ext_mut`], [`Reactor::with_ext`]), told when the reactor
@@ -14,14 +15,14 @@
 //!   kept in the slab beside connections ([`Reactor::add_plugin_source`]);
 //! - **connection hooks**: a feature taking over parts of one connection's
 //!   I/O — its reads, its writable edge, its queue's size, its close —
-//!   ([`Reactor::hook_conn`], [`ConnHooks`]), optionally with a **filter**
+//!   ([`Reactor::hook_conn_with`], [`ConnHooks`]), optionally with a **filter**
 //!   between the socket and the handler ([`FilterHooks`]): the feature
 //!   turns the bytes read into what `receive_data` sees, and the bytes the
 //!   handler sends (kept in the connection's outbound queue, so water marks
 //!   measure what the handler wrote) into what the socket gets.
 //!
-//! The public filter of `packet::extend` (`extend.rs`) is built on the
-//! connection hooks, and the public plug-in source is the watch
+//! The public filter of `packet::extend` (`extend.rs`) and the public
+//! takeover (`takeover.rs`) are built on the connection hooks, and the public plug-in source is the watch
 //! (`watch.rs`), built on plug-in sources.
 //!
 //! This file owns those three mechanisms and nothing else: its code never
