@@ -49,7 +49,7 @@ pub(crate) fn line(args: std::fmt::Arguments<'_>) {
     }
 }
 
-/// `format!`-style front end of [`line`].
+/// `format!`-style front end of [`line`](fn@line).
 macro_rules! log_line {
     ($($arg:tt)*) => {
         $crate::log::line(format_args!($($arg)*))

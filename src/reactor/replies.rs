@@ -11,7 +11,7 @@ use crate::reply::ReplyId;
 
 impl Reactor {
     /// Promises connection `id` a reply: its
-    /// [`Handler::receive_reply`](crate::Handler::receive_reply) gets
+    /// [`Handler::receive_reply`] gets
     /// whatever [`Reactor::send_reply`] sends under the returned id. Worker
     /// asks call this; so may any code that answers a connection later (a
     /// thread pool, a timer). With
@@ -38,7 +38,7 @@ impl Reactor {
         }
     }
 
-    /// Delivers `value` to connection `id`'s [`Handler::receive_reply`](crate::Handler::receive_reply)
+    /// Delivers `value` to connection `id`'s [`Handler::receive_reply`]
     /// under `reply` (from [`Reactor::expect_reply`]) as soon as no
     /// callback is running — and, for an ordered connection, once every
     /// reply expected before it was delivered. A connection that drains
