@@ -23,8 +23,10 @@ for _ in $(seq 150); do
     sleep 0.2
 done
 grep -q "listening on" "$work/server.log" || { echo "$1 did not start" >&2; kill "$server"; exit 1; }
+# Another scenario: LOADGEN_ARGS="--conns 4 --size 16384 --depth 4".
+read -ra scenario <<<"${LOADGEN_ARGS:---conns 50 --size 64 --depth 16}"
 "$(dirname "$0")/../target/release/examples/loadgen" --addr "127.0.0.1:$port" \
-    --conns 50 --size 64 --depth 16 --secs 3 --warmup 0 >"$work/loadgen.out" 2>"$work/loadgen.err"
+    "${scenario[@]}" --secs 3 --warmup 0 >"$work/loadgen.out" 2>"$work/loadgen.err"
 kill -TERM "$server"
 wait "$server" || true
 ir=$(grep -E "^(summary|totals):" "$work/cg.out" | head -1 | awk '{print $2}')
