@@ -21,25 +21,30 @@ port=${BENCH_PORT:-21016}
 work=$(mktemp -d)
 server=
 cleanup() {
-    [[ -n $server ]] && kill "$server" 2>/dev/null || true
+    # perf passes no signal on: the server under it first, then perf.
+    if [[ -n $server ]]; then
+        pkill -TERM -P "$server" || true
+        kill "$server" 2>/dev/null || true
+    fi
     rm -rf "$work"
 }
 trap cleanup EXIT
+# shellcheck source=bench/ab_common.sh
+. "$root/bench/ab_common.sh"
 events=task-clock
 for call in read write writev sendto recvfrom sendmsg recvmsg epoll_wait epoll_ctl; do
     events+=",syscalls:sys_enter_$call"
 done
 
-one() { # NAME BINARY
-    taskset -c 0 perf stat -x, -e "$events" -o "$work/perf" "$2" "127.0.0.1:$port" >"$work/server.log" 2>&1 &
+one() { # WHICH ROUND
+    local binary=$old
+    if [[ $1 == new ]]; then binary=$new; fi
+    taskset -c 0 perf stat -x, -e "$events" -o "$work/perf" "$binary" "127.0.0.1:$port" >"$work/server.log" 2>&1 &
     server=$!
-    for _ in $(seq 50); do
-        grep -q "listening on" "$work/server.log" && break
-        sleep 0.1
-    done
+    ab_wait_listening "$work/server.log"
     taskset -c 1 "$root/target/release/examples/loadgen" --addr "127.0.0.1:$port" \
         "${scenario[@]}" --secs 3 --warmup 0 >"$work/loadgen.out" 2>&1
-    # perf passes no signal on: stop the server itself, then perf reports.
+    # The server itself, so that perf reports.
     pkill -TERM -P "$server" || true
     wait "$server" || true
     server=
@@ -48,22 +53,11 @@ one() { # NAME BINARY
         BEGIN { printf "%s msgs=%d", name, m }
         /^[0-9]/ && $3 == "task-clock" { cpu = $1 * 1000 / m }
         /^[0-9]/ && $3 != "task-clock" && $1 > 0 { n = $3; sub("syscalls:sys_enter_", "", n); printf " %s=%.3f", n, $1 / m }
-        END { printf " cpu_us_per_msg=%.3f\n", cpu }' "$work/perf"
+        END { printf " cpu_us_per_msg=%.3f\n", cpu }' "$work/perf" | tee -a "$work/runs"
 }
 
-for round in $(seq "$rounds"); do
-    if ((round % 2)); then
-        one old "$old" | tee -a "$work/runs"
-        one new "$new" | tee -a "$work/runs"
-    else
-        one new "$new" | tee -a "$work/runs"
-        one old "$old" | tee -a "$work/runs"
-    fi
-done
-median() { # NAME
-    grep "^$1 " "$work/runs" | sed 's/.*cpu_us_per_msg=//' | sort -n |
-        awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
-}
-o=$(median old) n=$(median new)
+# Not in a pipeline: the trap must see the server of the run under way.
+ab_rounds "$rounds" one
+o=$(ab_median "$work/runs" old cpu_us_per_msg) n=$(ab_median "$work/runs" new cpu_us_per_msg)
 awk -v o="$o" -v n="$n" -v r="$rounds" 'BEGIN {
     printf "median cpu_us_per_msg: old %.3f, new %.3f, new/old %.3f (%d rounds)\n", o, n, n / o, r }'
