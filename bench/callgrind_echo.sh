@@ -8,6 +8,7 @@
 #   cargo build --release --no-default-features --example echo_server
 #   cargo build --release --example loadgen
 #   bench/callgrind_echo.sh [TREE] [PORT]     # TREE: a checkout, default .
+#   LOADGEN_ARGS="--conns 4 --size 16384 --depth 4" bench/callgrind_echo.sh
 #
 # Prints "Ir=... msgs=... per_msg=...". Needs valgrind.
 set -euo pipefail

@@ -1,7 +1,8 @@
 #!/bin/bash
 # User-space instructions per message of a server under callgrind: its
 # total Ir over the messages loadgen moved through it (`--conns 50 --size 64
-# --depth 16`, 3 s). What bench/callgrind_echo.sh and
+# --depth 16`, or the scenario in LOADGEN_ARGS, e.g. "--conns 4 --size
+# 16384 --depth 4"; 3 s). What bench/callgrind_echo.sh and
 # bench/callgrind_proxy.sh measure; instruction counts do not depend on
 # what else the machine runs, so two builds can be compared run against
 # run (alternate them).
@@ -23,7 +24,6 @@ for _ in $(seq 150); do
     sleep 0.2
 done
 grep -q "listening on" "$work/server.log" || { echo "$1 did not start" >&2; kill "$server"; exit 1; }
-# Another scenario: LOADGEN_ARGS="--conns 4 --size 16384 --depth 4".
 read -ra scenario <<<"${LOADGEN_ARGS:---conns 50 --size 64 --depth 16}"
 "$(dirname "$0")/../target/release/examples/loadgen" --addr "127.0.0.1:$port" \
     "${scenario[@]}" --secs 3 --warmup 0 >"$work/loadgen.out" 2>"$work/loadgen.err"

@@ -22,8 +22,9 @@
 //!   measure what the handler wrote) into what the socket gets.
 //!
 //! The public filter of `packet::extend` (`extend.rs`) and the public
-//! takeover (`takeover.rs`) are built on the connection hooks, and the public plug-in source is the watch
-//! (`watch.rs`), built on plug-in sources.
+//! takeover (`takeover.rs`) are built on the connection hooks, and the
+//! public plug-in source is the watch (`watch.rs`), built on plug-in
+//! sources.
 //!
 //! This file owns those three mechanisms and nothing else: its code never
 //! names a feature (the comments on items only some features call say
